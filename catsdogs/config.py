@@ -1,0 +1,230 @@
+"""Settings as frozen dataclasses, and the one mapping between them, JSON files and CLI flags.
+
+Each field's `metadata["help"]` is its comment, its `--help` text and its unit at once, so the
+three never drift apart (timm's flags and Ultralytics' default.yaml keep them in two places).
+Precedence: field defaults <- preset defaults <- `--config FILE.json` <- command-line flags.
+"""
+
+import argparse
+import dataclasses
+import difflib
+import json
+import math
+import types
+import typing
+from pathlib import Path
+
+from catsdogs.errors import CatsDogsError
+
+DATASETS = ("folder", "cifar10")  # where images come from: class folders, or CIFAR-10
+
+
+def setting(default, help):
+    """A dataclass field whose help text doubles as its `--flag` help."""
+    if isinstance(default, (list, dict)):
+        raise TypeError("mutable defaults are not allowed; use a tuple")
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """Random training-time transforms with ImageDataGenerator's arguments and units."""
+
+    rotation_range: float = setting(0.0, "(degrees) rotate by U(-r, r)")
+    width_shift_range: float = setting(0.0, "(fraction of width) shift by U(-w, w) * width")
+    height_shift_range: float = setting(0.0, "(fraction of height) shift by U(-h, h) * height")
+    shear_range: float = setting(0.0, "(degrees) shear angle U(-s, s), counter-clockwise")
+    zoom_range: tuple[float, float] = setting(
+        (1.0, 1.0), "(scale) Z or LO HI; Z means [1-Z, 1+Z]; >1 zooms out, as in ImageDataGenerator"
+    )
+    horizontal_flip: bool = setting(False, "(bool) flip left-right with probability 1/2")
+    vertical_flip: bool = setting(False, "(bool) flip upside down with probability 1/2")
+    brightness_range: tuple[float, float] | None = setting(
+        None, "(factor) LO HI: multiply pixels by U(LO, HI), as PIL's ImageEnhance.Brightness"
+    )
+
+    def __post_init__(self):
+        zoom = tuple(float(z) for z in _as_tuple(self.zoom_range))
+        if len(zoom) == 1:  # ImageDataGenerator: a float z means [1 - z, 1 + z]
+            zoom = (1.0 - zoom[0], 1.0 + zoom[0])
+        object.__setattr__(self, "zoom_range", zoom)
+        if self.brightness_range is not None:
+            object.__setattr__(self, "brightness_range", tuple(float(b) for b in self.brightness_range))
+        _check(self.rotation_range >= 0, "rotation_range", self.rotation_range, "a number of degrees >= 0")
+        _check(0 <= self.shear_range < 90, "shear_range", self.shear_range, "degrees in [0, 90)")
+        for name in ("width_shift_range", "height_shift_range"):
+            _check(0 <= getattr(self, name) < 1, name, getattr(self, name), "a fraction in [0, 1)")
+        _check(len(zoom) == 2 and 0 < zoom[0] <= zoom[1], "zoom_range", self.zoom_range,
+               "Z in [0, 1) or LO HI with 0 < LO <= HI")
+        if self.brightness_range is not None:
+            lo_hi = self.brightness_range
+            _check(len(lo_hi) == 2 and 0 <= lo_hi[0] <= lo_hi[1], "brightness_range", lo_hi,
+                   "LO HI with 0 <= LO <= HI (1 1 leaves images unchanged)")
+
+    @property
+    def is_identity(self):
+        """True when no transform would change an image (so the pipeline can skip the layers)."""
+        return self == AugmentConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything `python -m catsdogs.train` needs; saved as the run folder's config.json."""
+
+    preset: str = setting(None, "(name) model preset, see --list-presets; default: by dataset")
+    dataset: str = setting("folder", f"(one of {', '.join(DATASETS)}) class folders, or CIFAR-10")
+    data: str | None = setting(
+        None, "(folder) class sub-folders, or train/ + validation/ (or test/) inside; "
+              "default: data/cats_and_dogs for folder, Keras' download for cifar10")
+    train_dir: str | None = setting(None, "(folder) training class sub-folders (with --val-dir)")
+    val_dir: str | None = setting(None, "(folder) validation class sub-folders (with --train-dir)")
+    val_split: float = setting(0.2, "(fraction) held out for validation when --data has no split")
+    epochs: int = setting(None, "(count) passes over the training set; default: the preset's")
+    batch_size: int = setting(32, "(images) per training step")
+    learning_rate: float = setting(1e-3, "(float) Adam's learning rate")
+    seed: int = setting(42, "(int) seeds Python, NumPy and Keras, and the split")
+    patience: int = setting(0, "(epochs) stop after this many without a better val accuracy; 0: off")
+    run_dir: str | None = setting(None, "(folder) where to write the run; default: runs/<preset>-<time>")
+    augment: AugmentConfig | None = setting(None, "augmentation; default: the preset's")
+
+    def __post_init__(self):
+        if isinstance(self.augment, dict):
+            object.__setattr__(self, "augment", from_dict(AugmentConfig, self.augment))
+        _check(self.dataset in DATASETS, "dataset", self.dataset, f"one of {', '.join(DATASETS)}",
+               _close_match(self.dataset, DATASETS))
+        _check(self.epochs is None or self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
+        _check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+        _check(math.isfinite(self.learning_rate) and self.learning_rate > 0, "learning_rate",
+               self.learning_rate, "a number > 0, e.g. 1e-3")
+        _check(0 < self.val_split < 1, "val_split", self.val_split, "a fraction in (0, 1)")
+        _check(self.patience >= 0, "patience", self.patience, "an integer >= 0 (0 turns it off)")
+        if (self.train_dir is None) != (self.val_dir is None):
+            raise CatsDogsError("--train-dir and --val-dir go together", fix="give both, or use --data")
+        if self.train_dir is not None and self.data is not None:
+            raise CatsDogsError("--data and --train-dir/--val-dir both given", fix="give one of them")
+
+
+def _check(ok, name, value, expected, hint=""):
+    if not ok:
+        raise CatsDogsError(f"bad value for --{flag_name(name)}: expected {expected}, received {value!r}",
+                            fix=hint or None)
+
+
+def _close_match(word, choices):
+    match = difflib.get_close_matches(str(word), list(choices), n=1)
+    return f"did you mean {match[0]!r}?" if match else ""
+
+
+def _as_tuple(value):
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+
+
+def flag_name(field_name):
+    return field_name.replace("_", "-")
+
+
+# ---------------------------------------------------------------- dicts and JSON files
+
+
+def check_keys(cls, values, source="config"):
+    """Reject keys that are not fields of `cls`, with a close-match hint."""
+    if not isinstance(values, dict):
+        raise CatsDogsError("settings must be a JSON object", where=source)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in names:
+            raise CatsDogsError(f"unknown setting {key!r}", where=source,
+                                fix=_close_match(key, names) or f"known: {', '.join(sorted(names))}")
+
+
+def from_dict(cls, values, source="config"):
+    """Build `cls` from a dict (JSON), rejecting unknown keys with a close-match hint."""
+    check_keys(cls, values, source)
+    return cls(**values)
+
+
+def to_dict(config):
+    return dataclasses.asdict(config)
+
+
+def load_json(path):
+    """Read a JSON settings file, or say in one line why it cannot be read."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise CatsDogsError("file not found", where=path, fix="check the path") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CatsDogsError(f"not valid JSON: {error}", where=path, fix="fix or remove the file") from None
+
+
+# ---------------------------------------------------------------- command-line flags
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse, but a bad flag prints one `error:` line (not usage + error) and exits 2."""
+
+    def error(self, message):
+        from catsdogs.errors import report
+        raise SystemExit(report(f"{message} (see {self.prog} --help)"))
+
+
+def _unwrap_optional(annotation):
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in args:
+        return next(a for a in args if a is not type(None))
+    return annotation
+
+
+def add_flags(parser, cls, skip=()):
+    """Add one `--flag` per field of `cls` (nested dataclasses flattened into their own group).
+
+    Flags default to argparse.SUPPRESS, so `given_flags()` sees only what the user typed and
+    presets and config files can fill in the rest.
+    """
+    hints = typing.get_type_hints(cls)
+    group = parser.add_argument_group(cls.__name__)
+    for field in dataclasses.fields(cls):
+        if field.name in skip:
+            continue
+        kind = _unwrap_optional(hints[field.name])
+        if dataclasses.is_dataclass(kind):
+            add_flags(parser, kind)
+            continue
+        default = field.default
+        help_text = f"{field.metadata['help']} [default: {default}]"
+        options = dict(dest=field.name, default=argparse.SUPPRESS, help=help_text)
+        if kind is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(kind) is tuple:
+            options.update(type=float, nargs="+" if field.name == "zoom_range" else 2, metavar="X")
+        else:
+            options["type"] = kind
+        group.add_argument(f"--{flag_name(field.name)}", **options)
+
+
+def given_flags(namespace, cls):
+    """Split parsed flags into {field: value} for `cls` and its nested dataclasses."""
+    given = vars(namespace)
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for field in dataclasses.fields(cls):
+        kind = _unwrap_optional(hints[field.name])
+        if dataclasses.is_dataclass(kind):
+            nested = {f.name: given[f.name] for f in dataclasses.fields(kind) if f.name in given}
+            if nested:
+                values[field.name] = nested
+        elif field.name in given:
+            values[field.name] = given[field.name]
+    return values
+
+
+def merge(*layers):
+    """Merge dicts of settings, later ones winning; nested dicts merge key by key."""
+    merged = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = {**merged[key], **value}
+            else:
+                merged[key] = value
+    return merged

@@ -1,0 +1,232 @@
+"""Images in: class folders or CIFAR-10 -> decoded, labelled splits -> tf.data pipelines.
+
+Every file is decoded once, in parallel, before training (images.decode_many): unreadable
+files are reported and skipped, never moved or rewritten, and the decoded pixels stay in memory,
+so each epoch costs only augmentation, not JPEG decoding (the seed tutorial's
+ImageDataGenerator decodes every photo again every epoch).
+"""
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+
+from catsdogs.errors import CatsDogsError
+from catsdogs.images import decode_many, has_image_extension, is_hidden
+
+TRAIN_NAMES = ("train", "training")
+VALIDATION_NAMES = ("validation", "val", "valid", "test")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck")
+
+
+@dataclasses.dataclass
+class Split:
+    """One split's decoded images: pixels (n, height, width, 3) uint8 and int labels (n,)."""
+
+    pixels: np.ndarray
+    labels: np.ndarray
+    paths: list  # source file of each image; empty for in-memory datasets
+
+    def __len__(self):
+        return len(self.labels)
+
+    def counts(self, class_names):
+        per_class = np.bincount(self.labels, minlength=len(class_names))
+        return {name: int(count) for name, count in zip(class_names, per_class)}
+
+
+@dataclasses.dataclass
+class ImageData:
+    class_names: list
+    train: Split
+    val: Split
+    skipped: list  # (path, reason) for every file that could not be used
+    sources: dict  # split name -> where it came from
+
+    def summary(self):
+        """Class names and per-class counts, for printing and dataset.json."""
+        return {"class_names": self.class_names, "sources": self.sources,
+                "counts": {"train": self.train.counts(self.class_names),
+                           "validation": self.val.counts(self.class_names)},
+                "skipped": len(self.skipped)}
+
+
+# ---------------------------------------------------------------- finding files
+
+
+def list_class_folders(folder):
+    """Class names (sorted sub-folder names) and their folders, checked for a usable layout."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise CatsDogsError("folder not found", where=folder, fix="check the path")
+    if not folder.is_dir():
+        raise CatsDogsError("not a folder", where=folder, fix="pass a folder of class sub-folders")
+    classes = sorted(p for p in folder.iterdir() if p.is_dir() and not is_hidden(p))
+    if len(classes) < 2:
+        found = f"only {classes[0].name!r}" if classes else "none"
+        raise CatsDogsError(f"need at least two class sub-folders, found {found}", where=folder,
+                            fix="put each class's images in its own sub-folder, e.g. cats/ and dogs/")
+    return [p.name for p in classes], classes
+
+
+def find_images(folder):
+    """(image files, other files) below `folder`, recursively, sorted; dot-files ignored."""
+    images, others = [], []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not is_hidden(d))
+        for name in sorted(files):
+            if is_hidden(name):
+                continue
+            (images if has_image_extension(name) else others).append(os.path.join(root, name))
+    return images, others
+
+
+def scan_class_folders(folder):
+    """Files and labels of a folder of class sub-folders.
+
+    Returns:
+        (class_names, paths, labels, skipped) where skipped lists non-image files.
+    """
+    class_names, class_dirs = list_class_folders(folder)
+    paths, labels, skipped = [], [], []
+    for label, class_dir in enumerate(class_dirs):
+        images, others = find_images(class_dir)
+        if not images:
+            raise CatsDogsError("class folder has no images", where=class_dir,
+                                fix="add JPEG/PNG/BMP/GIF images or remove the folder")
+        paths += images
+        labels += [label] * len(images)
+        skipped += [(p, "not an image file type (by its extension)") for p in others]
+    return class_names, paths, np.array(labels, dtype=np.int32), skipped
+
+
+def find_split_folders(folder):
+    """(train, validation) sub-folders of `folder` if it has both, else None."""
+    folder = Path(folder)
+    train = next((folder / n for n in TRAIN_NAMES if (folder / n).is_dir()), None)
+    val = next((folder / n for n in VALIDATION_NAMES if (folder / n).is_dir()), None)
+    return (train, val) if train and val else None
+
+
+def stratified_split(labels, fraction, seed):
+    """Indices (train, val): `fraction` of each class to validation, shuffled by `seed`."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        n_val = max(1, round(len(members) * fraction))
+        if n_val >= len(members):
+            raise CatsDogsError(f"class {label} has too few images to split ({len(members)})",
+                                where="--val-split", fix="add images or pass --val-dir")
+        val.append(members[:n_val])
+        train.append(members[n_val:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def _decode_split(paths, labels, image_size, class_names, where):
+    pixels, kept, skipped = decode_many(paths, image_size)
+    split = Split(pixels, labels[kept], [paths[i] for i in kept])
+    for name, count in split.counts(class_names).items():
+        if count == 0:
+            raise CatsDogsError(f"no readable images for class {name!r}", where=where,
+                                fix="see skipped.csv in the run folder for each file's reason")
+    return split, skipped
+
+
+def load_folders(train_dir, val_dir, image_size):
+    """Two folders of class sub-folders with the same classes -> ImageData."""
+    class_names, train_paths, train_labels, skipped = scan_class_folders(train_dir)
+    val_names, val_paths, val_labels, val_skipped = scan_class_folders(val_dir)
+    if val_names != class_names:
+        raise CatsDogsError(f"validation classes {val_names} differ from training classes "
+                            f"{class_names}", where=val_dir, fix="use the same class sub-folders")
+    print(f"Decoding {len(train_paths)} training images from {train_dir}")
+    train, bad = _decode_split(train_paths, train_labels, image_size, class_names, train_dir)
+    print(f"Decoding {len(val_paths)} validation images from {val_dir}")
+    val, val_bad = _decode_split(val_paths, val_labels, image_size, class_names, val_dir)
+    return ImageData(class_names, train, val, skipped + bad + val_skipped + val_bad,
+                     {"train": str(train_dir), "validation": str(val_dir)})
+
+
+def load_split_folder(folder, image_size, val_split, seed):
+    """One folder of class sub-folders, split into train/validation per class by `seed`."""
+    class_names, paths, labels, skipped = scan_class_folders(folder)
+    print(f"Decoding {len(paths)} images from {folder}")
+    everything, bad = _decode_split(paths, labels, image_size, class_names, folder)
+    train_idx, val_idx = stratified_split(everything.labels, val_split, seed)
+    take = lambda idx: Split(everything.pixels[idx], everything.labels[idx],
+                             [everything.paths[i] for i in idx])
+    source = f"{folder} (split {1 - val_split:.0%}/{val_split:.0%}, seed {seed})"
+    return ImageData(class_names, take(train_idx), take(val_idx), skipped + bad,
+                     {"train": source, "validation": source})
+
+
+def download_cifar10(image_size):
+    """CIFAR-10 through Keras' own downloader (checksum pinned by Keras) and cache."""
+    import keras
+
+    try:
+        (x_train, y_train), (x_test, y_test) = keras.datasets.cifar10.load_data()
+    except Exception as error:  # offline, proxy, disk: all mean the same to the user
+        raise CatsDogsError(f"could not download CIFAR-10 ({type(error).__name__})",
+                            where="--dataset cifar10",
+                            fix="go online, or pass --data FOLDER holding train/ and test/ "
+                                "class folders of CIFAR-10 images") from None
+    if tuple(image_size) != x_train.shape[1:3]:
+        raise CatsDogsError(f"CIFAR-10 images are 32x32, the preset takes {image_size}",
+                            where="--preset", fix="use a 32x32 preset such as seed-cifar10")
+    as_split = lambda x, y: Split(x, y.reshape(-1).astype(np.int32), [])
+    return ImageData(list(CIFAR10_CLASSES), as_split(x_train, y_train), as_split(x_test, y_test),
+                     [], {"train": "keras.datasets.cifar10 (train)",
+                          "validation": "keras.datasets.cifar10 (test)"})
+
+
+def load_image_data(config, image_size):
+    """The ImageData a resolved TrainConfig asks for."""
+    if config.train_dir is not None:
+        return load_folders(config.train_dir, config.val_dir, image_size)
+    if config.data is None:  # resolve_config only leaves this for --dataset cifar10
+        return download_cifar10(image_size)
+    splits = find_split_folders(config.data)
+    if splits:
+        return load_folders(*splits, image_size)
+    return load_split_folder(config.data, image_size, config.val_split, config.seed)
+
+
+# ---------------------------------------------------------------- tf.data pipelines
+
+
+def make_dataset(split, batch_size, augmenter=None, shuffle_seed=None):
+    """A tf.data pipeline of (float pixels 0..255, label) batches from a decoded split.
+
+    Order of steps, and why:
+    - the decoded uint8 pixels are already in memory: they are the cache, so no step decodes
+      or resizes again after the first pass;
+    - shuffle indices, not images: reshuffling 4-byte ints each epoch costs nothing, where a
+      shuffle buffer of images would copy every image once more per epoch;
+    - batch, then gather: one vectorised gather per batch instead of one per image;
+    - augment whole batches in a parallel `map`: the layers vectorise over the batch, and the
+      CPU augments the next batches while the model trains on this one;
+    - prefetch last, so the model never waits for the pipeline.
+    """
+    import tensorflow as tf
+
+    pixels = tf.constant(split.pixels)
+    labels = tf.constant(split.labels)
+    indices = tf.data.Dataset.range(len(split))
+    if shuffle_seed is not None:
+        indices = indices.shuffle(len(split), seed=shuffle_seed, reshuffle_each_iteration=True)
+
+    def gather(batch_indices):
+        return tf.cast(tf.gather(pixels, batch_indices), tf.float32), tf.gather(labels, batch_indices)
+
+    dataset = indices.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+    if augmenter is not None:
+        dataset = dataset.map(lambda x, y: (augmenter(x, training=True), y),
+                              num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,51 @@
+"""Every figure, with matplotlib (Agg, no screen needed); each saved atomically as PNG."""
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from catsdogs import runs  # noqa: E402
+
+
+def save(figure, path):
+    with runs.atomic_path(path) as temp:
+        figure.savefig(temp, dpi=100, bbox_inches="tight", format="png")
+    plt.close(figure)
+
+
+def training_curves(history_rows, path, title="Training"):
+    """Loss and accuracy per epoch, training vs validation, side by side."""
+    epochs = [int(r["epoch"]) for r in history_rows]
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for axis, metric in zip(axes, ("loss", "accuracy")):
+        for prefix, label in (("", "training"), ("val_", "validation")):
+            values = [float(r[prefix + metric]) if r.get(prefix + metric) not in (None, "")
+                      else math.nan for r in history_rows]
+            axis.plot(epochs, values, marker="o", markersize=3, label=label)
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(metric)
+        axis.set_title(f"{metric} per epoch")
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.suptitle(title)
+    save(figure, path)
+
+
+def image_grid(images, titles, path, title, columns=8):
+    """A grid of images (pixels 0..255) with a caption above each."""
+    images = np.clip(np.asarray(images), 0, 255).astype(np.uint8)
+    rows = max(1, math.ceil(len(images) / columns))
+    columns = min(columns, len(images))
+    figure, axes = plt.subplots(rows, columns, figsize=(1.8 * columns, 1.9 * rows + 0.4),
+                                squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, image, caption in zip(axes.flat, images, titles):
+        axis.imshow(image)
+        axis.set_title(caption, fontsize=8)
+    figure.suptitle(title)
+    save(figure, path)

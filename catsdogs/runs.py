@@ -1,0 +1,151 @@
+"""The run folder: its name, its files, and writes that never leave a torn file behind.
+
+Layout (design.md): config.json, class_names.json, dataset.json, history.csv, skipped.csv,
+logs/ (TensorBoard), checkpoints/ (resume state), model.keras, saved_model/, plots/, metrics.json.
+"""
+
+import contextlib
+import csv
+import io
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from catsdogs.errors import CatsDogsError
+
+CONFIG_FILE = "config.json"
+CLASS_NAMES_FILE = "class_names.json"
+DATASET_FILE = "dataset.json"
+HISTORY_FILE = "history.csv"
+SKIPPED_FILE = "skipped.csv"
+METRICS_FILE = "metrics.json"
+MODEL_FILE = "model.keras"
+SAVED_MODEL_DIR = "saved_model"
+LOGS_DIR = "logs"
+CHECKPOINTS_DIR = "checkpoints"
+PLOTS_DIR = "plots"
+
+
+def new_run_dir(preset_name, run_dir=None, root="runs"):
+    """Create a fresh run folder: `run_dir`, or `root/<preset>-<YYYYmmdd-HHMMSS>`.
+
+    Raises:
+        CatsDogsError: `run_dir` already holds a run (it is never written over).
+    """
+    if run_dir is not None:
+        path = Path(run_dir)
+        if (path / CONFIG_FILE).exists():
+            raise CatsDogsError("run folder already holds a run", where=path,
+                                fix="continue it with --resume, or choose another --run-dir")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for attempt in range(1, 1000):
+        path = Path(root) / (f"{preset_name}-{stamp}" + (f"-{attempt}" if attempt > 1 else ""))
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+    raise CatsDogsError("could not create a run folder", where=root, fix="pass --run-dir")
+
+
+def existing_run_dir(run_dir):
+    """A run folder to resume; it must hold the config.json of a started run."""
+    path = Path(run_dir)
+    if not (path / CONFIG_FILE).is_file():
+        raise CatsDogsError("not a run folder: no config.json", where=path,
+                            fix="pass the folder that `python -m catsdogs.train` created")
+    return path
+
+
+# ---------------------------------------------------------------- atomic writes
+
+
+def _fsync_dir(folder):
+    with contextlib.suppress(OSError):  # not every filesystem lets a folder be opened
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside `path`; on success it replaces `path` in one step.
+
+    The temporary name keeps `path`'s suffix (Keras checks `.keras`, `.weights.h5`). If the
+    body raises or the process dies, `path` still holds its previous content.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}{''.join(path.suffixes)}")
+    try:
+        yield temp
+        if temp.is_file():
+            with open(temp, "rb") as written:
+                os.fsync(written.fileno())
+        os.replace(temp, path)
+        _fsync_dir(path.parent)
+    finally:
+        if temp.is_dir():
+            shutil.rmtree(temp, ignore_errors=True)
+        elif temp.exists():
+            temp.unlink()
+
+
+def write_text(path, text):
+    with atomic_path(path) as temp:
+        temp.write_text(text)
+
+
+def write_json(path, value):
+    write_text(path, json.dumps(value, indent=2, default=str) + "\n")
+
+
+def write_csv(path, header, rows):
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_text(path, buffer.getvalue())
+
+
+def read_csv(path):
+    """Rows of a CSV file as dicts; an absent file has none."""
+    if not Path(path).is_file():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def replace_dir(path, write):
+    """Build a folder with `write(temp_folder)` beside `path`, then swap it in.
+
+    A crash while writing leaves the old folder; a crash between the two renames leaves it as
+    `<name>.old`, which `recover_dir` puts back.
+    """
+    path = Path(path)
+    temp, old = path.with_name(f".{path.name}.tmp"), path.with_name(f".{path.name}.old")
+    shutil.rmtree(temp, ignore_errors=True)
+    try:
+        write(temp)
+        if path.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+        os.replace(temp, path)
+        _fsync_dir(path.parent)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def recover_dir(path):
+    """Undo a swap that `replace_dir` could not finish (killed between its two renames)."""
+    path = Path(path)
+    old = path.with_name(f".{path.name}.old")
+    if not path.exists() and old.exists():
+        os.replace(old, path)

@@ -1,0 +1,291 @@
+"""Train a CNN on class folders or CIFAR-10 and write a run folder.
+
+    python -m catsdogs.train                                  # seed-catsdogs on data/cats_and_dogs
+    python -m catsdogs.train --data ../shared/data/cats_and_dogs --epochs 30
+    python -m catsdogs.train --dataset cifar10 --data ../shared/data/cifar10
+    python -m catsdogs.train --resume runs/seed-catsdogs-20261124-101500
+    python -m catsdogs.train --list-presets
+    python -m catsdogs.train --preview-augmentation --rotation-range 30
+
+The run folder (runs/<preset>-<time>/) gets config.json, class_names.json, dataset.json,
+history.csv, skipped.csv, logs/ (TensorBoard), model.keras (best epoch by validation accuracy),
+saved_model/, plots/training_curves.png and metrics.json.
+"""
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from catsdogs import config as cfg
+from catsdogs import runs
+from catsdogs.errors import CatsDogsError, report
+from catsdogs.models import DEFAULT_PRESET, describe_presets, get_preset
+
+DEFAULT_DATA = "data/cats_and_dogs"  # the small real sample shipped with the repo
+MONITOR = "val_accuracy"  # what "best model" means
+
+
+@dataclasses.dataclass
+class Run:
+    """A finished (or resumed and finished) training run."""
+
+    dir: Path
+    config: cfg.TrainConfig
+    class_names: list
+    history: list  # rows of history.csv as dicts
+    metrics: dict  # metrics.json
+
+    @property
+    def model_path(self):
+        return self.dir / runs.MODEL_FILE
+
+
+def resolve_config(config):
+    """Fill what the user left to defaults: preset by dataset, data, epochs, augmentation."""
+    preset = get_preset(config.preset or DEFAULT_PRESET[config.dataset])
+    data = config.data
+    if config.dataset == "folder" and data is None and config.train_dir is None:
+        data = DEFAULT_DATA
+    return dataclasses.replace(config, preset=preset.name, data=data,
+                               epochs=config.epochs or preset.epochs,
+                               augment=config.augment if config.augment is not None else preset.augment)
+
+
+# ---------------------------------------------------------------- the training run
+
+
+def _loss_for(num_classes):
+    return "binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy"
+
+
+def _prepare(config, run_dir):
+    """Seeds, data and pipelines for `config`; writes the data reports into `run_dir`."""
+    import keras
+
+    from catsdogs.augment import build_augmenter
+    from catsdogs.data import load_image_data, make_dataset
+
+    keras.utils.set_random_seed(config.seed)
+    preset = get_preset(config.preset)
+    data = load_image_data(config, preset.image_size)
+    summary = data.summary()
+    for split in ("train", "validation"):
+        counts = ", ".join(f"{name} {n}" for name, n in summary["counts"][split].items())
+        print(f"{split:>10}: {counts}  ({summary['sources'][split]})")
+    runs.write_csv(run_dir / runs.SKIPPED_FILE, ["path", "reason"], data.skipped)
+    if data.skipped:
+        print(f"Skipped {len(data.skipped)} unusable file(s); see {run_dir / runs.SKIPPED_FILE}")
+    runs.write_json(run_dir / runs.DATASET_FILE, summary)
+    augmenter = build_augmenter(config.augment, seed=config.seed)
+    train_ds = make_dataset(data.train, config.batch_size, augmenter, shuffle_seed=config.seed)
+    val_ds = make_dataset(data.val, config.batch_size)
+    return preset, data, train_ds, val_ds
+
+
+def _fit(config, run_dir, resumed):
+    """Build, compile and fit; return the Run. Resumed runs continue from their backup."""
+    import keras
+
+    from catsdogs import callbacks
+
+    preset, data, train_ds, val_ds = _prepare(config, run_dir)
+    names_file = run_dir / runs.CLASS_NAMES_FILE
+    if resumed and json.loads(names_file.read_text()) != data.class_names:
+        raise CatsDogsError("the data's classes differ from the run's class_names.json",
+                            where=names_file, fix="resume with the data the run started with")
+    runs.write_json(names_file, data.class_names)
+
+    model = preset.build(len(data.class_names))
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                  loss=_loss_for(len(data.class_names)), metrics=["accuracy"])
+    history = callbacks.HistoryCSV(run_dir / runs.HISTORY_FILE)
+    best_so_far = max((float(r[MONITOR]) for r in history.rows if r.get(MONITOR)), default=-math.inf)
+    first_batch = next(iter(train_ds))[0].numpy()
+    fit_callbacks = [
+        keras.callbacks.TerminateOnNaN(),
+        callbacks.AtomicBackupAndRestore(run_dir / runs.CHECKPOINTS_DIR / "backup"),
+        history,
+        callbacks.BestModelCheckpoint(run_dir / runs.MODEL_FILE, MONITOR, best=best_so_far),
+        keras.callbacks.TensorBoard(log_dir=str(run_dir / runs.LOGS_DIR), write_graph=False),
+        callbacks.TrainingImagesToTensorBoard(run_dir / runs.LOGS_DIR, first_batch),
+    ]
+    if config.patience:
+        fit_callbacks.append(keras.callbacks.EarlyStopping(MONITOR, patience=config.patience,
+                                                           mode="max"))
+    started = time.perf_counter()
+    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=fit_callbacks,
+              shuffle=False)  # the pipeline shuffles
+    seconds = time.perf_counter() - started
+
+    rows = history.rows
+    nan_epoch = next((int(r["epoch"]) for r in rows if not math.isfinite(float(r["loss"]))), None)
+    if nan_epoch is not None:
+        kept = ("the best model so far is kept in model.keras" if (run_dir / runs.MODEL_FILE).exists()
+                else "no model was saved")
+        raise CatsDogsError(f"training loss became NaN in epoch {nan_epoch}", where=run_dir,
+                            fix=f"lower --learning-rate (it was {config.learning_rate}); {kept}")
+    return _finish(config, run_dir, data, rows, seconds, model)
+
+
+def _finish(config, run_dir, data, rows, seconds, model):
+    """After fit: SavedModel of the best model, plots, metrics.json; drop the resume backup."""
+    import keras
+
+    from catsdogs import callbacks, plots
+    from catsdogs.export import write_saved_model
+
+    best = max(rows, key=lambda r: float(r[MONITOR]))
+    best_model = keras.saving.load_model(run_dir / runs.MODEL_FILE, safe_mode=True)
+    write_saved_model(best_model, run_dir / runs.SAVED_MODEL_DIR)
+    plots.training_curves(rows, run_dir / runs.PLOTS_DIR / "training_curves.png",
+                          title=f"{config.preset} on {data.sources['train']}")
+    metrics = {
+        "best_epoch": int(best["epoch"]), "best_val_accuracy": float(best[MONITOR]),
+        "best_val_loss": float(best["val_loss"]), "final_val_accuracy": float(rows[-1][MONITOR]),
+        "epochs_run": len(rows), "epochs_planned": config.epochs,
+        "fit_seconds_this_session": round(seconds, 1),
+        "train_images": len(data.train), "validation_images": len(data.val),
+        "parameters": model.count_params(),
+    }
+    runs.write_json(run_dir / runs.METRICS_FILE, metrics)
+    callbacks.remove_backup(run_dir / runs.CHECKPOINTS_DIR)
+    print(f"Best {MONITOR} {metrics['best_val_accuracy']:.4f} at epoch {metrics['best_epoch']} "
+          f"of {len(rows)} ({seconds:.1f} s)")
+    print(f"Model:       {run_dir / runs.MODEL_FILE}  (SavedModel: {run_dir / runs.SAVED_MODEL_DIR})")
+    print(f"TensorBoard: tensorboard --logdir {run_dir / runs.LOGS_DIR}")
+    return Run(run_dir, config, data.class_names, rows, metrics)
+
+
+def train(config):
+    """Train a model as `config` says and write a new run folder.
+
+    Args:
+        config: a TrainConfig; fields left None take the preset's defaults.
+
+    Returns:
+        Run: the run folder, history and metrics.
+
+    Raises:
+        CatsDogsError: bad data, bad settings, or a loss that became NaN.
+
+    Example:
+        >>> run = train(TrainConfig(data="data/cats_and_dogs", epochs=2))  # doctest: +SKIP
+        >>> run.metrics["best_val_accuracy"]  # doctest: +SKIP
+    """
+    config = resolve_config(config)
+    run_dir = runs.new_run_dir(config.preset, config.run_dir)
+    print("Settings:", json.dumps(cfg.to_dict(config)))
+    runs.write_json(run_dir / runs.CONFIG_FILE, cfg.to_dict(config))
+    print(f"Run folder: {run_dir}")
+    return _fit(config, run_dir, resumed=False)
+
+
+def resume(run_dir):
+    """Continue an interrupted run from its last finished epoch, with its saved settings."""
+    run_dir = runs.existing_run_dir(run_dir)
+    config = cfg.from_dict(cfg.TrainConfig, cfg.load_json(run_dir / runs.CONFIG_FILE),
+                           source=run_dir / runs.CONFIG_FILE)
+    done = runs.read_csv(run_dir / runs.HISTORY_FILE)
+    if (run_dir / runs.METRICS_FILE).exists() and not (run_dir / runs.CHECKPOINTS_DIR).exists():
+        raise CatsDogsError("this run already finished", where=run_dir,
+                            fix="start a new run, or raise --epochs in a new one")
+    print(f"Resuming {run_dir} after epoch {len(done)} of {config.epochs}")
+    return _fit(config, run_dir, resumed=True)
+
+
+def preview_augmentation(config, count=32):
+    """Write plots/augmentation.png: the first training images, each augmented once."""
+    import numpy as np
+
+    from catsdogs import plots
+
+    config = resolve_config(config)
+    run_dir = runs.new_run_dir(config.preset, config.run_dir)
+    _, data, train_ds, _ = _prepare(config, run_dir)
+    images, labels = [], []
+    for batch_images, batch_labels in train_ds:
+        images.append(batch_images.numpy())
+        labels.append(batch_labels.numpy())
+        if sum(len(b) for b in images) >= count:
+            break
+    images, labels = np.concatenate(images)[:count], np.concatenate(labels)[:count]
+    path = run_dir / runs.PLOTS_DIR / "augmentation.png"
+    plots.image_grid(images, [data.class_names[i] for i in labels], path,
+                     title=f"Augmented training images ({config.preset})")
+    print(f"Augmentation preview: {path}")
+    return path
+
+
+# ---------------------------------------------------------------- command line
+
+
+def build_parser():
+    parser = cfg.OneLineArgumentParser(prog="python -m catsdogs.train",
+                                       description=__doc__.splitlines()[0],
+                                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                                       epilog="\n".join(__doc__.splitlines()[1:]))
+    actions = parser.add_argument_group("actions")
+    actions.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    actions.add_argument("--list-presets", action="store_true", help="list presets and exit")
+    actions.add_argument("--preview-augmentation", action="store_true",
+                         help="write plots/augmentation.png in a new run folder and exit")
+    actions.add_argument("--config", metavar="FILE.json", help="settings file; flags override it")
+    cfg.add_flags(parser, cfg.TrainConfig)
+    return parser
+
+
+def config_from_args(args):
+    """defaults <- preset defaults <- --config file <- flags, as one TrainConfig."""
+    from_file = cfg.load_json(args.config) if args.config else {}
+    cfg.check_keys(cfg.TrainConfig, from_file, source=args.config)
+    flags = cfg.given_flags(args, cfg.TrainConfig)
+    merged = cfg.merge(from_file, flags)
+    dataset = merged.get("dataset", "folder")
+    preset = get_preset(merged.get("preset") or DEFAULT_PRESET.get(dataset, "seed-catsdogs"))
+    base = {"augment": cfg.to_dict(preset.augment)}
+    return cfg.TrainConfig(**cfg.merge(base, merged))
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        if args.list_presets:
+            print("\n".join(describe_presets()))
+            return 0
+        if args.resume:
+            if cfg.given_flags(args, cfg.TrainConfig) or args.config:
+                raise CatsDogsError("--resume takes its settings from the run's config.json",
+                                    where=args.resume, fix="drop the other flags")
+            resume(args.resume)
+            return 0
+        config = config_from_args(args)
+        if args.preview_augmentation:
+            preview_augmentation(config)
+        else:
+            train(config)
+        return 0
+    except CatsDogsError as error:
+        return report(error)
+    except KeyboardInterrupt:
+        print("\ninterrupted: continue with python -m catsdogs.train --resume RUN_DIR", file=sys.stderr)
+        return 130
+
+
+class _CallableModule(type(sys)):
+    """Lets the module be called as `catsdogs.train(config)`: importing the submodule
+    `catsdogs.train` (as `python -m` and tests do) rebinds that name to the module, so the
+    module itself must behave as the API function."""
+
+    def __call__(self, config):
+        return train(config)
+
+
+sys.modules[__name__].__class__ = _CallableModule
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
