@@ -161,11 +161,10 @@ def load_json(path):
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):
-    """argparse, but a bad flag prints one `error:` line (not usage + error) and exits 2."""
+    """argparse, but a bad flag is a CatsDogsError: one `error:` line (not usage + error)."""
 
     def error(self, message):
-        from catsdogs.errors import report
-        raise SystemExit(report(f"{message} (see {self.prog} --help)"))
+        raise CatsDogsError(message, fix=f"see {self.prog} --help")
 
 
 def _unwrap_optional(annotation):

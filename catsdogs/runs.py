@@ -35,10 +35,7 @@ def new_run_dir(preset_name, run_dir=None, root="runs"):
         CatsDogsError: `run_dir` already holds a run (it is never written over).
     """
     if run_dir is not None:
-        path = Path(run_dir)
-        if (path / CONFIG_FILE).exists():
-            raise CatsDogsError("run folder already holds a run", where=path,
-                                fix="continue it with --resume, or choose another --run-dir")
+        path = refuse_used_run_dir(run_dir)
         path.mkdir(parents=True, exist_ok=True)
         return path
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -50,6 +47,15 @@ def new_run_dir(preset_name, run_dir=None, root="runs"):
         except FileExistsError:
             continue
     raise CatsDogsError("could not create a run folder", where=root, fix="pass --run-dir")
+
+
+def refuse_used_run_dir(run_dir):
+    """`run_dir` as a Path, if it does not hold a run already (runs are never written over)."""
+    path = Path(run_dir)
+    if (path / CONFIG_FILE).exists():
+        raise CatsDogsError("run folder already holds a run", where=path,
+                            fix="continue it with --resume, or choose another --run-dir")
+    return path
 
 
 def existing_run_dir(run_dir):

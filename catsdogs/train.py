@@ -62,8 +62,8 @@ def _loss_for(num_classes):
     return "binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy"
 
 
-def _prepare(config, run_dir):
-    """Seeds, data and pipelines for `config`; writes the data reports into `run_dir`."""
+def _prepare(config):
+    """Seeds, decoded data and tf.data pipelines for `config` (nothing written yet)."""
     import keras
 
     from catsdogs.augment import build_augmenter
@@ -72,6 +72,14 @@ def _prepare(config, run_dir):
     keras.utils.set_random_seed(config.seed)
     preset = get_preset(config.preset)
     data = load_image_data(config, preset.image_size)
+    augmenter = build_augmenter(config.augment, seed=config.seed)
+    train_ds = make_dataset(data.train, config.batch_size, augmenter, shuffle_seed=config.seed)
+    val_ds = make_dataset(data.val, config.batch_size)
+    return preset, data, train_ds, val_ds
+
+
+def _report_data(data, run_dir):
+    """Print class names and counts; save them (dataset.json) and the skipped files."""
     summary = data.summary()
     for split in ("train", "validation"):
         counts = ", ".join(f"{name} {n}" for name, n in summary["counts"][split].items())
@@ -80,19 +88,16 @@ def _prepare(config, run_dir):
     if data.skipped:
         print(f"Skipped {len(data.skipped)} unusable file(s); see {run_dir / runs.SKIPPED_FILE}")
     runs.write_json(run_dir / runs.DATASET_FILE, summary)
-    augmenter = build_augmenter(config.augment, seed=config.seed)
-    train_ds = make_dataset(data.train, config.batch_size, augmenter, shuffle_seed=config.seed)
-    val_ds = make_dataset(data.val, config.batch_size)
-    return preset, data, train_ds, val_ds
 
 
-def _fit(config, run_dir, resumed):
+def _fit(config, run_dir, prepared, resumed):
     """Build, compile and fit; return the Run. Resumed runs continue from their backup."""
     import keras
 
     from catsdogs import callbacks
 
-    preset, data, train_ds, val_ds = _prepare(config, run_dir)
+    preset, data, train_ds, val_ds = prepared
+    _report_data(data, run_dir)
     names_file = run_dir / runs.CLASS_NAMES_FILE
     if resumed and json.loads(names_file.read_text()) != data.class_names:
         raise CatsDogsError("the data's classes differ from the run's class_names.json",
@@ -177,11 +182,14 @@ def train(config):
         >>> run.metrics["best_val_accuracy"]  # doctest: +SKIP
     """
     config = resolve_config(config)
-    run_dir = runs.new_run_dir(config.preset, config.run_dir)
     print("Settings:", json.dumps(cfg.to_dict(config)))
+    if config.run_dir is not None:
+        runs.refuse_used_run_dir(config.run_dir)
+    prepared = _prepare(config)  # bad data fails here, before any folder is made
+    run_dir = runs.new_run_dir(config.preset, config.run_dir)
     runs.write_json(run_dir / runs.CONFIG_FILE, cfg.to_dict(config))
     print(f"Run folder: {run_dir}")
-    return _fit(config, run_dir, resumed=False)
+    return _fit(config, run_dir, prepared, resumed=False)
 
 
 def resume(run_dir):
@@ -194,7 +202,7 @@ def resume(run_dir):
         raise CatsDogsError("this run already finished", where=run_dir,
                             fix="start a new run, or raise --epochs in a new one")
     print(f"Resuming {run_dir} after epoch {len(done)} of {config.epochs}")
-    return _fit(config, run_dir, resumed=True)
+    return _fit(config, run_dir, _prepare(config), resumed=True)
 
 
 def preview_augmentation(config, count=32):
@@ -204,8 +212,8 @@ def preview_augmentation(config, count=32):
     from catsdogs import plots
 
     config = resolve_config(config)
+    _, data, train_ds, _ = _prepare(config)
     run_dir = runs.new_run_dir(config.preset, config.run_dir)
-    _, data, train_ds, _ = _prepare(config, run_dir)
     images, labels = [], []
     for batch_images, batch_labels in train_ds:
         images.append(batch_images.numpy())
@@ -251,8 +259,8 @@ def config_from_args(args):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         if args.list_presets:
             print("\n".join(describe_presets()))
             return 0

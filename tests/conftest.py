@@ -1,0 +1,53 @@
+"""Shared fixtures: small generated image folders, so no test needs the network or ../shared."""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_DATA = REPO / "data"
+
+
+def write_class_images(folder, colours, count, size=(40, 48), seed=0):
+    """Write `count` noisy images per class, each class a different mean colour (learnable)."""
+    rng = np.random.default_rng(seed)
+    for name, colour in colours.items():
+        class_dir = Path(folder) / name
+        class_dir.mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            noise = rng.normal(0, 25, (*size, 3))
+            pixels = np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)
+            extension = ("png", "jpg", "bmp")[i % 3]
+            Image.fromarray(pixels).save(class_dir / f"{name}_{i}.{extension}")
+    return Path(folder)
+
+
+TWO_CLASSES = {"cats": (200, 80, 60), "dogs": (60, 90, 200)}
+THREE_CLASSES = {"apples": (200, 40, 40), "grapes": (90, 40, 160), "limes": (60, 200, 60)}
+
+
+@pytest.fixture
+def binary_folders(tmp_path):
+    """train/ and validation/ folders of two generated classes."""
+    root = tmp_path / "images"
+    write_class_images(root / "train", TWO_CLASSES, 12, seed=1)
+    write_class_images(root / "validation", TWO_CLASSES, 6, seed=2)
+    return root
+
+
+@pytest.fixture
+def three_class_folder(tmp_path):
+    """One folder of three generated classes, with no train/validation split."""
+    return write_class_images(tmp_path / "fruit", THREE_CLASSES, 10, size=(32, 32), seed=3)
+
+
+@pytest.fixture(autouse=True)
+def _runs_in_tmp(tmp_path, monkeypatch):
+    """Run every test from its own temporary folder, so default `runs/` never lands in the repo."""
+    monkeypatch.chdir(tmp_path)

@@ -1,0 +1,150 @@
+"""Each augmentation flag moves or changes an image as ImageDataGenerator's docs say.
+
+The reference is Keras' own legacy ImageDataGenerator (scipy-based), applied with the same
+parameters; where it disagrees with its docs (shift axes), the docs win and the test says so.
+"""
+
+import numpy as np
+import pytest
+from keras.src.legacy.preprocessing.image import ImageDataGenerator
+
+from catsdogs.augment import ImageDataGeneratorAffine, RandomBrightnessScale, build_augmenter
+from catsdogs.config import AugmentConfig
+from catsdogs.errors import CatsDogsError
+
+SIZE = 33
+
+
+def smooth_image(seed=0):
+    """A smooth image, so bilinear resampling differences stay small away from edges."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0, 255, (5, 5, 3))
+    rows = np.linspace(0, 4, SIZE)
+    cols = np.linspace(0, 4, SIZE)
+    r0, c0 = np.floor(rows).astype(int).clip(0, 3), np.floor(cols).astype(int).clip(0, 3)
+    fr, fc = (rows - r0)[:, None, None], (cols - c0)[None, :, None]
+    top = coarse[r0][:, c0] * (1 - fc) + coarse[r0][:, c0 + 1] * fc
+    bottom = coarse[r0 + 1][:, c0] * (1 - fc) + coarse[r0 + 1][:, c0 + 1] * fc
+    return (top * (1 - fr) + bottom * fr).astype(np.float32)
+
+
+def warp(image, **params):
+    full = {"theta": 0.0, "shift_x": 0.0, "shift_y": 0.0, "shear": 0.0, "zx": 1.0, "zy": 1.0, **params}
+    batch = {key: np.array([value], np.float32) for key, value in full.items()}
+    return np.asarray(ImageDataGeneratorAffine().apply(image[None], batch))[0]
+
+
+def reference(image, **params):
+    return ImageDataGenerator(fill_mode="nearest").apply_transform(image, params)
+
+
+@pytest.mark.parametrize("params", [
+    {"theta": 25.0}, {"theta": -40.0}, {"shear": 20.0}, {"shear": -8.0},
+    {"zx": 0.7, "zy": 0.7}, {"zx": 1.3, "zy": 0.8},
+    {"theta": 15.0, "shear": 10.0, "zx": 1.1, "zy": 0.9},
+])
+def test_rotation_shear_zoom_equal_imagedatagenerator(params):
+    image = smooth_image()
+    ours, theirs = warp(image, **params), reference(image, **params)
+    assert np.abs(theirs - image).mean() > 1.0  # the reference really moved pixels
+    assert np.abs(ours - theirs).mean() < 0.5  # pixels 0..255: same warp, same direction
+    assert np.percentile(np.abs(ours - theirs), 99) < 3.0
+
+
+def test_zoom_above_one_zooms_out():
+    image = np.zeros((SIZE, SIZE, 1), np.float32)
+    image[8:25, 8:25] = 255  # a 17 px square in the middle
+    zoomed_out = warp(image, zx=2.0, zy=2.0)
+    zoomed_in = warp(image, zx=0.5, zy=0.5)
+    assert (zoomed_out > 127).sum() < (image > 127).sum() < (zoomed_in > 127).sum()
+
+
+def bright_column_and_row(image):
+    mask = image[..., 0] > 127
+    return np.flatnonzero(mask.any(axis=0)), np.flatnonzero(mask.any(axis=1))
+
+
+def test_width_shift_moves_horizontally_by_fraction_of_width():
+    image = np.zeros((SIZE, SIZE, 1), np.float32)
+    image[10:14, 16] = 255  # a short vertical bar in column 16
+    shifted = warp(image, shift_x=0.25)  # 0.25 * 33 = 8.25 px
+    columns, rows = bright_column_and_row(shifted)
+    assert abs(abs(columns.mean() - 16) - 8.25) <= 0.5
+    assert rows.tolist() == [10, 11, 12, 13]  # no vertical movement
+
+
+def test_height_shift_moves_vertically_by_fraction_of_height():
+    image = np.zeros((SIZE, SIZE, 1), np.float32)
+    image[16, 10:14] = 255
+    columns, rows = bright_column_and_row(warp(image, shift_y=-0.25))
+    assert abs(abs(rows.mean() - 16) - 8.25) <= 0.5
+    assert columns.tolist() == [10, 11, 12, 13]
+
+
+def test_imagedatagenerator_itself_swaps_the_shift_axes():
+    """Regression note: ImageDataGenerator's `tx` (from height_shift_range) moves columns."""
+    image = smooth_image(1)
+    np.testing.assert_allclose(warp(image, shift_x=5 / SIZE), reference(image, tx=5.0), atol=1e-3)
+
+
+def test_sampled_parameters_stay_in_their_ranges():
+    layer = ImageDataGeneratorAffine(rotation_range=30, width_shift_range=0.1,
+                                     height_shift_range=0.2, shear_range=5,
+                                     zoom_range=(0.8, 1.2), seed=7)
+    params = {k: np.asarray(v) for k, v in layer.sample_parameters(2000).items()}
+    for key, low, high in (("theta", -30, 30), ("shift_x", -0.1, 0.1), ("shift_y", -0.2, 0.2),
+                           ("shear", -5, 5), ("zx", 0.8, 1.2), ("zy", 0.8, 1.2)):
+        assert low <= params[key].min() and params[key].max() <= high
+        assert params[key].max() - params[key].min() > 0.9 * (high - low)  # uses the range
+    assert np.corrcoef(params["zx"], params["zy"])[0, 1] < 0.1  # drawn independently
+
+
+def test_horizontal_flip_mirrors_left_right_about_half_the_time():
+    images = np.repeat(smooth_image(2)[None], 64, axis=0)
+    out = np.asarray(build_augmenter(AugmentConfig(horizontal_flip=True), seed=3)(images, training=True))
+    mirrored = [np.allclose(o, images[0][:, ::-1]) for o in out]
+    same = [np.allclose(o, images[0]) for o in out]
+    assert all(m or s for m, s in zip(mirrored, same))
+    assert 16 < sum(mirrored) < 48
+
+
+def test_vertical_flip_mirrors_top_bottom():
+    images = np.repeat(smooth_image(3)[None], 64, axis=0)
+    out = np.asarray(build_augmenter(AugmentConfig(vertical_flip=True), seed=3)(images, training=True))
+    assert all(np.allclose(o, images[0][::-1]) or np.allclose(o, images[0]) for o in out)
+    assert any(np.allclose(o, images[0][::-1]) for o in out)
+
+
+def test_brightness_multiplies_each_image_by_a_factor_in_range():
+    images = np.full((200, 4, 4, 3), 100.0, np.float32)
+    out = np.asarray(RandomBrightnessScale((0.5, 1.5), seed=1)(images, training=True))
+    factors = out[:, 0, 0, 0] / 100.0
+    assert np.allclose(out, factors[:, None, None, None] * 100.0)
+    assert 0.5 <= factors.min() < 0.6 and 1.4 < factors.max() <= 1.5
+    bright = np.asarray(RandomBrightnessScale((3.0, 3.0))(np.full((1, 2, 2, 3), 200.0), training=True))
+    assert bright.max() == 255.0  # clipped like PIL's 8-bit result
+
+
+def test_no_augmentation_at_inference():
+    image = smooth_image()[None]
+    layer = build_augmenter(AugmentConfig(rotation_range=40, horizontal_flip=True,
+                                          brightness_range=(0.5, 1.5)))
+    np.testing.assert_array_equal(np.asarray(layer(image, training=False)), image)
+
+
+def test_identity_config_builds_no_layers():
+    assert build_augmenter(AugmentConfig()) is None
+
+
+def test_zoom_range_float_means_one_minus_to_one_plus():
+    assert AugmentConfig(zoom_range=0.2).zoom_range == pytest.approx((0.8, 1.2))
+    assert AugmentConfig(zoom_range=(0.5, 1.5)).zoom_range == (0.5, 1.5)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("rotation_range", -1), ("width_shift_range", 1.5), ("shear_range", 95),
+    ("zoom_range", (1.2, 0.8)), ("brightness_range", (1.5, 0.5)),
+])
+def test_bad_augmentation_values_are_user_errors(field, value):
+    with pytest.raises(CatsDogsError, match=f"--{field.replace('_', '-')}"):
+        AugmentConfig(**{field: value})

@@ -1,0 +1,103 @@
+"""Every user error: one line `error: ...` naming the flag or file and the fix, exit code 2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from catsdogs.train import main
+
+from conftest import REPO, TWO_CLASSES, write_class_images
+
+
+def one_error_line(capsys, argv):
+    code = main(argv)
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert code == 2, captured
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+def test_missing_folder(capsys, tmp_path):
+    line = one_error_line(capsys, ["--data", str(tmp_path / "nowhere")])
+    assert "folder not found" in line and "nowhere" in line
+    assert not (tmp_path / "runs").exists()  # nothing written for a run that cannot start
+
+
+def test_only_one_class(capsys, tmp_path):
+    write_class_images(tmp_path / "d", {"cats": (1, 2, 3)}, 2)
+    line = one_error_line(capsys, ["--data", str(tmp_path / "d")])
+    assert "at least two class sub-folders" in line and "'cats'" in line
+
+
+def test_empty_class_folder(capsys, tmp_path):
+    write_class_images(tmp_path / "d", TWO_CLASSES, 2)
+    (tmp_path / "d" / "birds").mkdir()
+    line = one_error_line(capsys, ["--data", str(tmp_path / "d")])
+    assert "no images" in line and "birds" in line
+
+
+def test_class_with_only_unreadable_files(capsys, tmp_path):
+    write_class_images(tmp_path / "d", TWO_CLASSES, 3)
+    for path in (tmp_path / "d" / "dogs").iterdir():
+        path.unlink()
+    (tmp_path / "d" / "dogs" / "fake.jpg").write_text("text")
+    line = one_error_line(capsys, ["--data", str(tmp_path / "d"), "--preset", "seed-cifar10"])
+    assert "no readable images for class 'dogs'" in line and "skipped.csv" in line
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--preset", "seed-catdog"], "unknown preset 'seed-catdog'"),
+    (["--dataset", "cifar100"], "--dataset"),
+    (["--epochs", "0"], "--epochs: expected an integer >= 1, received 0"),
+    (["--epochs", "many"], "--epochs: invalid int value: 'many'"),
+    (["--learning-rate", "-1"], "--learning-rate"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--val-split", "1.5"], "--val-split"),
+    (["--rotation-range", "-5"], "--rotation-range"),
+    (["--brightness-range", "2", "1"], "--brightness-range"),
+    (["--train-dir", "x"], "--train-dir and --val-dir go together"),
+    (["--resume", "nowhere"], "not a run folder"),
+    (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+])
+def test_bad_flags(capsys, argv, expected):
+    assert expected in one_error_line(capsys, argv)
+
+
+def test_dataset_typo_suggests_the_right_name(capsys):
+    assert "did you mean 'cifar10'" in one_error_line(capsys, ["--dataset", "cifar-10"])
+
+
+def test_unknown_key_in_config_file(capsys, tmp_path):
+    (tmp_path / "c.json").write_text(json.dumps({"epoch": 3}))
+    line = one_error_line(capsys, ["--config", str(tmp_path / "c.json")])
+    assert "unknown setting 'epoch'" in line and "did you mean 'epochs'" in line
+
+
+def test_run_folder_is_never_written_over(capsys, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text("{}")
+    line = one_error_line(capsys, ["--run-dir", str(tmp_path / "run")])
+    assert "already holds a run" in line and "--resume" in line
+    assert (tmp_path / "run" / "config.json").read_text() == "{}"
+
+
+def test_real_process_prints_one_line_and_exits_2(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "catsdogs.train", "--data", str(tmp_path / "none")],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: folder not found")
+    assert "Traceback" not in result.stderr
+
+
+def test_help_lists_flags_with_defaults(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--rotation-range", "--width-shift-range", "--shear-range", "--zoom-range",
+                 "--horizontal-flip", "--brightness-range", "--resume", "--patience"):
+        assert flag in out
+    assert "[default: 32]" in out  # batch size

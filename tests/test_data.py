@@ -1,0 +1,99 @@
+"""Finding, decoding and splitting images; bad files are reported and skipped, never touched."""
+
+import hashlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from catsdogs.data import load_image_data, make_dataset, stratified_split, scan_class_folders
+from catsdogs.config import TrainConfig
+from catsdogs.errors import CatsDogsError
+from catsdogs.images import UnreadableImage, decode_image
+
+from conftest import TWO_CLASSES, write_class_images
+
+
+def digest(folder):
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_corrupt_and_fake_images_are_skipped_and_listed(binary_folders):
+    cats = binary_folders / "train" / "cats"
+    good = (cats / "cats_0.png").read_bytes()
+    (cats / "truncated.jpg").write_bytes((cats / "cats_1.jpg").read_bytes()[:200])
+    (cats / "notes.jpg").write_text("this is text, not a JPEG")
+    (cats / "empty.png").write_bytes(b"")
+    (cats / "readme.txt").write_text("not an image type")
+    (cats / ".DS_Store").write_bytes(b"\0\1")
+    before = digest(binary_folders)
+
+    data = load_image_data(TrainConfig(data=str(binary_folders)), (32, 32))
+
+    reasons = {p.split("/")[-1]: r for p, r in data.skipped}
+    assert set(reasons) == {"truncated.jpg", "notes.jpg", "empty.png", "readme.txt"}
+    assert "corrupt" in reasons["truncated.jpg"] and "not an image" in reasons["notes.jpg"]
+    assert reasons["empty.png"] == "empty file"
+    assert data.train.counts(data.class_names) == {"cats": 12, "dogs": 12}
+    assert digest(binary_folders) == before  # nothing moved, deleted or rewritten
+    assert (cats / "cats_0.png").read_bytes() == good
+
+
+def test_decode_applies_exif_orientation_and_makes_rgb(tmp_path):
+    pixels = np.zeros((20, 40, 3), np.uint8)
+    pixels[:, :20] = 255  # left half white
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    image.save(tmp_path / "rotated.jpg", exif=exif)
+    decoded = decode_image(tmp_path / "rotated.jpg", (40, 20))
+    assert decoded.shape == (40, 20, 3) and decoded.dtype == np.uint8
+    assert decoded[:15].mean() > 200 and decoded[25:].mean() < 50  # white half now on top
+
+    Image.fromarray(np.full((8, 8), 40000, np.uint16)).save(tmp_path / "deep.png")
+    assert abs(int(decode_image(tmp_path / "deep.png", (8, 8)).mean()) - 40000 // 257) <= 1
+    Image.new("CMYK", (8, 8), (0, 0, 0, 0)).save(tmp_path / "cmyk.jpg")
+    assert decode_image(tmp_path / "cmyk.jpg", (8, 8)).mean() > 250
+
+
+def test_decode_rejects_garbage_with_a_reason(tmp_path):
+    (tmp_path / "x.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    with pytest.raises(UnreadableImage):
+        decode_image(tmp_path / "x.png", (8, 8))
+
+
+def test_split_folder_is_stratified_and_seeded(three_class_folder):
+    data = load_image_data(TrainConfig(data=str(three_class_folder), val_split=0.3, seed=5), (32, 32))
+    assert data.class_names == ["apples", "grapes", "limes"]
+    assert data.val.counts(data.class_names) == {"apples": 3, "grapes": 3, "limes": 3}
+    assert not set(data.train.paths) & set(data.val.paths)
+    again = load_image_data(TrainConfig(data=str(three_class_folder), val_split=0.3, seed=5), (32, 32))
+    assert again.val.paths == data.val.paths
+
+
+def test_stratified_split_refuses_a_class_too_small_to_split():
+    with pytest.raises(CatsDogsError, match="too few images"):
+        stratified_split(np.array([0, 0, 0, 1]), 0.5, seed=0)
+
+
+def test_nested_folders_count_for_their_class(tmp_path):
+    write_class_images(tmp_path / "d", TWO_CLASSES, 2)
+    write_class_images(tmp_path / "d" / "cats" / "more", {"x": (0, 0, 0)}, 2)
+    names, paths, labels, _ = scan_class_folders(tmp_path / "d")
+    assert names == ["cats", "dogs"] and labels.tolist().count(0) == 4
+
+
+def test_pipeline_batches_shuffles_and_augments_only_training(binary_folders):
+    from catsdogs.augment import build_augmenter
+    from catsdogs.config import AugmentConfig
+
+    data = load_image_data(TrainConfig(data=str(binary_folders)), (32, 32))
+    plain = list(make_dataset(data.val, 5))
+    assert [len(y) for _, y in plain] == [5, 5, 2]
+    np.testing.assert_array_equal(np.concatenate([x for x, _ in plain]), data.val.pixels)
+    augmenter = build_augmenter(AugmentConfig(rotation_range=30), seed=1)
+    epoch1 = np.concatenate([y for _, y in make_dataset(data.train, 8, augmenter, shuffle_seed=1)])
+    assert sorted(epoch1.tolist()) == sorted(data.train.labels.tolist())
+    x, _ = next(iter(make_dataset(data.train, 24, augmenter)))
+    assert x.dtype.name == "float32" and 0 <= float(x.numpy().min()) and float(x.numpy().max()) <= 255
+    assert not np.allclose(x.numpy(), data.train.pixels)  # augmented

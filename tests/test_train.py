@@ -1,0 +1,152 @@
+"""End-to-end training, run folders, resume, and saves that never tear."""
+
+import json
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import catsdogs
+from catsdogs import callbacks, runs
+from catsdogs.config import TrainConfig
+from catsdogs.train import main
+
+from conftest import SAMPLE_DATA
+
+RUN_FILES = ["config.json", "class_names.json", "dataset.json", "history.csv", "skipped.csv",
+             "model.keras", "saved_model/saved_model.pb", "plots/training_curves.png",
+             "metrics.json"]
+
+
+def small_config(folder, run_dir, **overrides):
+    return TrainConfig(**{"data": str(folder), "preset": "seed-cifar10", "epochs": 2,
+                          "batch_size": 8, "run_dir": str(run_dir), **overrides})
+
+
+def test_end_to_end_on_generated_images(binary_folders, tmp_path):
+    run = catsdogs.train(small_config(binary_folders, tmp_path / "run"))
+    for name in RUN_FILES:
+        assert (run.dir / name).exists(), name
+    assert list((run.dir / "logs").rglob("events.out.tfevents.*"))
+    assert not (run.dir / "checkpoints").exists()  # the resume backup is gone after a clean finish
+    assert [int(r["epoch"]) for r in run.history] == [1, 2]
+    assert json.loads((run.dir / "class_names.json").read_text()) == ["cats", "dogs"]
+    config = json.loads((run.dir / "config.json").read_text())
+    assert config["epochs"] == 2 and config["augment"]["zoom_range"] == [1.0, 1.0]
+    metrics = json.loads((run.dir / "metrics.json").read_text())
+    best = max(float(r["val_accuracy"]) for r in run.history)
+    assert metrics["best_val_accuracy"] == pytest.approx(best)
+
+    model = keras.saving.load_model(run.dir / "model.keras")
+    pixels = np.full((1, 32, 32, 3), 128, np.float32)
+    import tensorflow as tf
+    saved_model = tf.saved_model.load(str(run.dir / "saved_model"))
+    served = saved_model.serve(pixels)
+    np.testing.assert_allclose(served.numpy(), model(pixels).numpy(), atol=1e-5)
+
+
+def test_cli_trains_seed_catsdogs_on_the_shipped_sample(tmp_path, capsys):
+    code = main(["--data", str(SAMPLE_DATA / "cats_and_dogs"), "--epochs", "1",
+                 "--run-dir", str(tmp_path / "run")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "train: cats 60, dogs 60" in out and "validation: cats 20, dogs 20" in out
+    assert f"tensorboard --logdir {tmp_path / 'run' / 'logs'}" in out
+    assert keras.saving.load_model(tmp_path / "run" / "model.keras").input_shape == (None, 150, 150, 3)
+
+
+def test_multiclass_folder_uses_softmax_and_sparse_crossentropy(three_class_folder, tmp_path):
+    run = catsdogs.train(small_config(three_class_folder, tmp_path / "run", epochs=1))
+    model = keras.saving.load_model(run.model_path)
+    assert model.output_shape == (None, 3)
+    assert model.loss == "sparse_categorical_crossentropy"
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_continues_at_the_interrupted_epoch(binary_folders, tmp_path, monkeypatch):
+    started = []
+    original = callbacks.HistoryCSV.on_epoch_begin
+
+    def crash_in_epoch_2(self, epoch, logs=None):
+        started.append(epoch)
+        if epoch == 1 and len(started) == 2:
+            raise Interrupt("simulated crash at the start of epoch 2")
+        original(self, epoch, logs)
+
+    monkeypatch.setattr(callbacks.HistoryCSV, "on_epoch_begin", crash_in_epoch_2)
+    run_dir = tmp_path / "run"
+    with pytest.raises(Interrupt):
+        catsdogs.train(small_config(binary_folders, run_dir, epochs=3))
+    assert [r["epoch"] for r in runs.read_csv(run_dir / "history.csv")] == ["1"]
+    assert (run_dir / "checkpoints" / "backup").is_dir()
+
+    run = catsdogs.resume(run_dir)
+    assert started == [0, 1, 1, 2]  # the resumed fit starts at epoch 2 (index 1), not 1
+    assert [int(r["epoch"]) for r in run.history] == [1, 2, 3]
+    assert run.metrics["epochs_run"] == 3
+
+
+def test_resume_restores_weights_and_optimizer_state(binary_folders, tmp_path):
+    model = catsdogs.models.get_preset("seed-cifar10").build(2)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+    x, y = np.random.default_rng(0).uniform(0, 255, (16, 32, 32, 3)), np.arange(16) % 2
+    backup = callbacks.AtomicBackupAndRestore(tmp_path / "backup")
+    model.fit(x, y, epochs=2, callbacks=[backup], verbose=0)
+    fresh = catsdogs.models.get_preset("seed-cifar10").build(2)
+    fresh.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+    restore = callbacks.AtomicBackupAndRestore(tmp_path / "backup")
+    restore.set_model(fresh)
+    restore.on_train_begin()
+    assert fresh._initial_epoch == 2
+    assert int(fresh.optimizer.iterations) == int(model.optimizer.iterations) == 2 * 1
+    for a, b in zip(fresh.weights, model.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_failed_save_leaves_the_previous_best_model(tmp_path, monkeypatch):
+    model = catsdogs.models.get_preset("seed-cifar10").build(2)
+    checkpoint = callbacks.BestModelCheckpoint(tmp_path / "model.keras")
+    checkpoint.set_model(model)
+    checkpoint.on_epoch_end(0, {"loss": 0.6, "val_accuracy": 0.6})
+    good = (tmp_path / "model.keras").read_bytes()
+
+    def killed_mid_write(self, path, *args, **kwargs):
+        Path(path).write_bytes(b"PK\x03\x04 half a zip")
+        raise OSError("simulated kill during the save")
+
+    monkeypatch.setattr(keras.Model, "save", killed_mid_write)
+    with pytest.raises(OSError):
+        checkpoint.on_epoch_end(1, {"loss": 0.5, "val_accuracy": 0.7})
+    assert (tmp_path / "model.keras").read_bytes() == good
+    keras.saving.load_model(tmp_path / "model.keras")
+    assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]  # no temp file left
+
+
+def test_nan_loss_never_replaces_the_best_model(tmp_path):
+    model = catsdogs.models.get_preset("seed-cifar10").build(2)
+    checkpoint = callbacks.BestModelCheckpoint(tmp_path / "model.keras")
+    checkpoint.set_model(model)
+    checkpoint.on_epoch_end(0, {"loss": math.nan, "val_accuracy": 0.9})
+    assert not (tmp_path / "model.keras").exists()
+
+
+def test_nan_loss_stops_training_with_one_clear_line(binary_folders, tmp_path, capsys):
+    code = main(["--data", str(binary_folders), "--preset", "seed-cifar10", "--epochs", "3",
+                 "--learning-rate", "1e30", "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("error: training loss became NaN")
+    assert "--learning-rate" in err[0]
+
+
+def test_preview_augmentation_writes_a_grid_and_trains_nothing(binary_folders, tmp_path):
+    code = main(["--data", str(binary_folders), "--preset", "seed-cifar10", "--rotation-range", "30",
+                 "--preview-augmentation", "--run-dir", str(tmp_path / "run")])
+    assert code == 0
+    assert (tmp_path / "run" / "plots" / "augmentation.png").stat().st_size > 1000
+    assert not (tmp_path / "run" / "model.keras").exists()
