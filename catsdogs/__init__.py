@@ -17,9 +17,11 @@ from catsdogs.config import AugmentConfig, TrainConfig  # noqa: E402
 from catsdogs.errors import CatsDogsError  # noqa: E402
 
 # name -> (module, attribute); attribute None means the module itself, which is callable
-# (see train.py), so `catsdogs.train(config)` and `python -m catsdogs.train` share one name.
+# (see callable_module.py), so `catsdogs.train(config)` and `python -m catsdogs.train` share one name.
 _LAZY = {"train": ("catsdogs.train", None), "resume": ("catsdogs.train", "resume"),
-         "Run": ("catsdogs.train", "Run")}
+         "Run": ("catsdogs.train", "Run"), "load": ("catsdogs.classifier", "load"),
+         "Classifier": ("catsdogs.classifier", "Classifier"),
+         "evaluate": ("catsdogs.evaluate", None)}
 
 __all__ = ["AugmentConfig", "CatsDogsError", "TrainConfig", *_LAZY]
 __version__ = "0.1.0"

@@ -49,3 +49,23 @@ def image_grid(images, titles, path, title, columns=8):
         axis.set_title(caption, fontsize=8)
     figure.suptitle(title)
     save(figure, path)
+
+
+def confusion_matrix(matrix, class_names, path, title="Confusion matrix"):
+    """Counts with true classes down the side and predicted classes along the bottom."""
+    matrix = np.asarray(matrix)
+    size = max(4, 0.6 * len(class_names) + 2)
+    figure, axis = plt.subplots(figsize=(size + 1, size))
+    shown = axis.imshow(matrix, cmap="Blues")
+    figure.colorbar(shown, ax=axis, fraction=0.046)
+    ticks = range(len(class_names))
+    axis.set_xticks(ticks, class_names, rotation=45, ha="right")
+    axis.set_yticks(ticks, class_names)
+    axis.set_xlabel("predicted class")
+    axis.set_ylabel("true class")
+    axis.set_title(title)
+    threshold = matrix.max() / 2 if matrix.size else 0
+    for (row, col), count in np.ndenumerate(matrix):
+        axis.text(col, row, str(count), ha="center", va="center",
+                  color="white" if count > threshold else "black")
+    save(figure, path)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from catsdogs import config as cfg
 from catsdogs import runs
+from catsdogs.callable_module import make_callable
 from catsdogs.errors import CatsDogsError, report
 from catsdogs.models import DEFAULT_PRESET, describe_presets, get_preset
 
@@ -283,16 +284,7 @@ def main(argv=None):
         return 130
 
 
-class _CallableModule(type(sys)):
-    """Lets the module be called as `catsdogs.train(config)`: importing the submodule
-    `catsdogs.train` (as `python -m` and tests do) rebinds that name to the module, so the
-    module itself must behave as the API function."""
-
-    def __call__(self, config):
-        return train(config)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+make_callable(__name__, train)
 
 
 if __name__ == "__main__":

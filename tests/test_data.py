@@ -97,3 +97,15 @@ def test_pipeline_batches_shuffles_and_augments_only_training(binary_folders):
     x, _ = next(iter(make_dataset(data.train, 24, augmenter)))
     assert x.dtype.name == "float32" and 0 <= float(x.numpy().min()) and float(x.numpy().max()) <= 255
     assert not np.allclose(x.numpy(), data.train.pixels)  # augmented
+
+
+def test_decompression_bomb_header_is_refused_before_decoding(tmp_path):
+    import struct
+    import zlib
+
+    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)  # 10^10 RGB pixels
+    chunk = b"IHDR" + header
+    png = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(header)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    (tmp_path / "bomb.png").write_bytes(png + b"\0" * 64)
+    with pytest.raises(UnreadableImage, match="too large"):
+        decode_image(tmp_path / "bomb.png", (8, 8))

@@ -1,0 +1,133 @@
+"""A trained model with its class names, loaded safely from a run folder, `.keras` or SavedModel.
+
+`load(path)` is what predict, evaluate and export start from: it finds the class names that
+travel beside the model, checks they fit the model's output, and refuses unsafe `.keras` files.
+"""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from catsdogs import runs
+from catsdogs.errors import CatsDogsError
+
+
+@dataclasses.dataclass
+class Classifier:
+    """A model that maps pixels 0..255 of `image_size` to class probabilities."""
+
+    predict_batch: object  # callable: float32 array (n, h, w, 3) -> probabilities (n, 1 | classes)
+    class_names: list
+    image_size: tuple  # (height, width)
+    source: Path
+    model: object = None  # the keras.Model, when loaded from .keras (None for a SavedModel)
+
+    @property
+    def is_binary(self):
+        return len(self.class_names) == 2
+
+    def probabilities(self, pixels):
+        """Class probabilities (n, classes) for a batch, also for one-sigmoid binary models."""
+        out = np.asarray(self.predict_batch(np.asarray(pixels, np.float32)), dtype=np.float64)
+        return np.concatenate([1 - out, out], axis=1) if self.is_binary else out
+
+    def predict_folder(self, *paths, **options):
+        """Classify image files and folders (recursive); see `catsdogs.predict.predict_paths`."""
+        from catsdogs.predict import predict_paths
+        return predict_paths(self, paths, **options)
+
+
+def _class_names_near(path):
+    """class_names.json beside the model: in the folder, or the folder holding the file."""
+    path = Path(path)
+    for folder in ([path, path.parent] if path.is_dir() else [path.parent]):
+        candidate = folder / runs.CLASS_NAMES_FILE
+        if candidate.is_file():
+            names = json.loads(candidate.read_text())
+            if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+                raise CatsDogsError("class_names.json must hold a list of names", where=candidate)
+            return names, candidate
+    raise CatsDogsError("no class_names.json beside the model", where=path,
+                        fix="put the run's class_names.json next to it, or pass the run folder")
+
+
+def _load_keras(path):
+    import keras
+
+    try:
+        return keras.saving.load_model(path, safe_mode=True, compile=False)
+    except ValueError as error:
+        if "safe_mode" in str(error) or "Lambda" in str(error):
+            raise CatsDogsError("refused to load: the model holds code (a Lambda layer) that "
+                                "would run on load", where=path,
+                                fix="rebuild it without Lambda layers; catsdogs never loads "
+                                    "models with safe_mode=False") from None
+        raise CatsDogsError(f"cannot load the model: {error}", where=path) from None
+    except (OSError, KeyError, TypeError) as error:
+        raise CatsDogsError(f"not a readable .keras file ({type(error).__name__})", where=path,
+                            fix="pass a run folder, a .keras file or a SavedModel folder") from None
+
+
+def _load_saved_model(path):
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except (OSError, ValueError) as error:
+        raise CatsDogsError(f"not a readable SavedModel ({type(error).__name__})", where=path) from None
+    serve = loaded.signatures.get("serving_default")
+    spec = next(iter(serve.structured_input_signature[1].values()))
+    image_size = tuple(spec.shape[1:3])
+
+    def predict_batch(pixels):
+        return next(iter(serve(tf.constant(pixels)).values())).numpy()
+
+    predict_batch.keep_alive = loaded  # the signature's variables live as long as this object
+    return predict_batch, image_size
+
+
+def load(path):
+    """Load a classifier from a run folder, a `.keras` file or a SavedModel folder.
+
+    Args:
+        path: a run folder (uses its model.keras), a `.keras` file, or a SavedModel folder;
+            class_names.json must lie beside it (run folders have one).
+
+    Returns:
+        Classifier
+
+    Raises:
+        CatsDogsError: missing files, an unsafe `.keras` (Lambda layers), or class names whose
+            count does not fit the model's output.
+
+    Example:
+        >>> clf = load("runs/seed-catsdogs-20261124-142544")  # doctest: +SKIP
+        >>> rows, skipped = clf.predict_folder("my_photos/")  # doctest: +SKIP
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CatsDogsError("model not found", where=path,
+                            fix="pass a run folder, a .keras file or a SavedModel folder")
+    if path.is_dir() and (path / runs.MODEL_FILE).is_file():
+        path = path / runs.MODEL_FILE
+    names, names_file = _class_names_near(path)
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        predict_batch, image_size = _load_saved_model(path)
+        model, outputs = None, None
+    elif path.suffix == ".keras":
+        model = _load_keras(path)
+        predict_batch, image_size = model.predict_on_batch, tuple(model.input_shape[1:3])
+        outputs = model.output_shape[-1]
+    else:
+        raise CatsDogsError("not a model", where=path,
+                            fix="pass a run folder, a .keras file or a SavedModel folder")
+    classifier = Classifier(predict_batch, names, image_size, path, model)
+    if outputs is None:
+        outputs = np.asarray(predict_batch(np.zeros((1, *image_size, 3), np.float32))).shape[-1]
+    expected = 1 if len(names) == 2 else len(names)
+    if outputs != expected or len(names) < 2:
+        raise CatsDogsError(f"{len(names)} class names do not fit a model with {outputs} outputs",
+                            where=names_file, fix="use the class_names.json of the run that made the model")
+    return classifier

@@ -1,0 +1,200 @@
+"""Classify image files and whole folders with a trained model.
+
+    python -m catsdogs.predict runs/seed-catsdogs-20261124-142544 my_photos/
+    python -m catsdogs.predict model.keras a.jpg b.png --output predictions.csv
+    python -m catsdogs.predict RUN_DIR photos/ --top-k 3 --output predictions.json
+    python -m catsdogs.predict RUN_DIR photos/ --sort-into sorted/     # copies, never moves
+
+Folders are read recursively; dot-files are ignored. Files that cannot be read (corrupt, empty,
+not an image, too large) are listed with the reason and skipped; the command fails (exit 2)
+only if no file at all could be classified. Your files are never modified.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from catsdogs import runs
+from catsdogs.config import OneLineArgumentParser
+from catsdogs.errors import CatsDogsError, report
+from catsdogs.images import decode_many, is_hidden
+
+CHUNK = 512  # images decoded per step: bounds memory, and the next chunk decodes meanwhile
+
+
+def display(path):
+    """A printable form of a path whose name may not be valid UTF-8."""
+    return os.fsencode(path).decode("utf-8", "replace")
+
+
+def collect_files(paths):
+    """(files to classify, skipped) from files and folders; folders are walked recursively."""
+    from catsdogs.data import find_images
+
+    files, skipped = [], []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise CatsDogsError("path not found", where=display(path), fix="check the path")
+        if path.is_dir():
+            images, others = find_images(path)
+            files += images
+            skipped += [(p, "not an image file type (by its extension)") for p in others]
+        elif not is_hidden(path):
+            files.append(str(path))
+    return files, skipped
+
+
+@dataclasses.dataclass
+class Prediction:
+    path: str
+    predicted: str
+    probability: float  # of the predicted class
+    top_k: list  # [(class, probability)] best first
+
+
+def _rows_for(classifier, files, probabilities, top_k, threshold):
+    names = classifier.class_names
+    rows = []
+    for path, probs in zip(files, probabilities):
+        if classifier.is_binary:
+            best = 1 if probs[1] >= threshold else 0
+        else:
+            best = int(np.argmax(probs))
+        order = np.argsort(-probs)[: max(1, top_k)]
+        rows.append(Prediction(path, names[best], float(probs[best]),
+                               [(names[i], float(probs[i])) for i in order]))
+    return rows
+
+
+def predict_arrays(classifier, pixels, batch_size=64, tta=False):
+    """Probabilities (n, classes) for decoded pixels, in batches; `tta` adds a flipped view."""
+    out = []
+    for start in range(0, len(pixels), batch_size):
+        batch = pixels[start:start + batch_size].astype(np.float32)
+        probs = classifier.probabilities(batch)
+        if tta:
+            probs = (probs + classifier.probabilities(batch[:, :, ::-1])) / 2
+        out.append(probs)
+    return np.concatenate(out) if out else np.zeros((0, len(classifier.class_names)))
+
+
+def predict_paths(classifier, paths, batch_size=64, top_k=1, threshold=0.5, progress=True):
+    """Classify files and folders.
+
+    Returns:
+        (rows, skipped): a Prediction per readable file, in path order, and (path, reason) pairs.
+    """
+    import keras
+
+    if not 0 < threshold < 1:
+        raise CatsDogsError(f"bad value for --threshold: expected a number in (0, 1), "
+                            f"received {threshold}")
+    files, skipped = collect_files(paths)
+    rows = []
+    bar = keras.utils.Progbar(len(files), unit_name="image") if progress and len(files) > CHUNK else None
+    chunks = [files[i:i + CHUNK] for i in range(0, len(files), CHUNK)]
+    with ThreadPoolExecutor(max_workers=1) as prefetch:
+        decode = lambda chunk: decode_many(chunk, classifier.image_size, progress=False)
+        pending = prefetch.submit(decode, chunks[0]) if chunks else None
+        for index, chunk in enumerate(chunks):
+            pixels, kept, bad = pending.result()
+            if index + 1 < len(chunks):
+                pending = prefetch.submit(decode, chunks[index + 1])
+            skipped += bad
+            probabilities = predict_arrays(classifier, pixels, batch_size)
+            rows += _rows_for(classifier, [chunk[i] for i in kept], probabilities, top_k, threshold)
+            if bar is not None:
+                bar.add(len(chunk))
+    return rows, skipped
+
+
+def sort_into(rows, folder):
+    """Copy each classified file into `folder/<class>/`; existing files are never replaced."""
+    folder = Path(folder)
+    for row in rows:
+        target_dir = folder / row.predicted
+        target_dir.mkdir(parents=True, exist_ok=True)
+        source = Path(row.path)
+        target = target_dir / source.name
+        counter = 1
+        while target.exists():
+            target = target_dir / f"{source.stem}-{counter}{source.suffix}"
+            counter += 1
+        shutil.copy2(source, target)
+
+
+def write_output(rows, skipped, path, multiclass):
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        runs.write_json(path, {
+            "predictions": [{"path": display(r.path), "class": r.predicted,
+                             "probability": r.probability,
+                             **({"top_k": [{"class": c, "probability": p} for c, p in r.top_k]}
+                                if multiclass else {})} for r in rows],
+            "skipped": [{"path": display(p), "reason": reason} for p, reason in skipped]})
+    elif path.suffix.lower() == ".csv":
+        k = max((len(r.top_k) for r in rows), default=0) if multiclass else 0
+        header = ["path", "class", "probability"] + [f"{kind}_{i}" for i in range(1, k + 1)
+                                                     for kind in ("top", "top_probability")]
+        runs.write_csv(path, header, [[display(r.path), r.predicted, f"{r.probability:.6f}"]
+                                      + [v for c, p in r.top_k[:k] for v in (c, f"{p:.6f}")]
+                                      for r in rows])
+    else:
+        raise CatsDogsError("unknown output type", where=path, fix="end the name in .csv or .json")
+
+
+def build_parser():
+    parser = OneLineArgumentParser(prog="python -m catsdogs.predict",
+                                   description=__doc__.splitlines()[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   epilog="\n".join(__doc__.splitlines()[1:]))
+    parser.add_argument("model", help="run folder, .keras file or SavedModel folder")
+    parser.add_argument("paths", nargs="+", help="image files and folders (read recursively)")
+    parser.add_argument("--output", help="write rows to FILE.csv or FILE.json")
+    parser.add_argument("--top-k", type=int, default=1, help="classes listed per image [default: 1]")
+    parser.add_argument("--threshold", type=float, default=0.5,
+                        help="binary models: probability of the second class needed to pick it "
+                             "[default: 0.5]")
+    parser.add_argument("--sort-into", metavar="DIR", help="copy each image into DIR/<class>/")
+    parser.add_argument("--batch-size", type=int, default=64, help="[default: 64]")
+    return parser
+
+
+def main(argv=None):
+    try:
+        args = build_parser().parse_args(argv)
+        from catsdogs.classifier import load
+
+        classifier = load(args.model)
+        rows, skipped = predict_paths(classifier, args.paths, args.batch_size, args.top_k,
+                                      args.threshold)
+        for path, reason in skipped:
+            print(f"skipped {display(path)}: {reason}")
+        if not rows:
+            raise CatsDogsError("no image could be classified", where=" ".join(args.paths),
+                                fix="pass image files or folders holding JPEG/PNG/BMP/GIF images")
+        multiclass = not classifier.is_binary
+        width = min(60, max(len(display(r.path)) for r in rows))
+        for row in rows:
+            extra = "  " + ", ".join(f"{c} {p:.3f}" for c, p in row.top_k) if multiclass and args.top_k > 1 else ""
+            print(f"{display(row.path):<{width}}  {row.predicted:<12} {row.probability:.4f}{extra}")
+        print(f"{len(rows)} classified, {len(skipped)} skipped")
+        if args.output:
+            write_output(rows, skipped, args.output, multiclass)
+            print(f"Wrote {args.output}")
+        if args.sort_into:
+            sort_into(rows, args.sort_into)
+            print(f"Copied {len(rows)} images into {args.sort_into}/<class>/")
+        return 0
+    except CatsDogsError as error:
+        return report(error)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,205 @@
+"""Using a trained model: predict on folders full of awkward files, evaluate against hand sums."""
+
+import hashlib
+import json
+import math
+import os
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+import catsdogs
+from catsdogs.classifier import Classifier, load
+from catsdogs.errors import CatsDogsError
+from catsdogs.evaluate import compute_metrics, evaluate
+from catsdogs.export import write_saved_model
+from catsdogs.images import decode_image
+from catsdogs.models import get_preset
+from catsdogs.predict import main as predict_main
+from catsdogs.predict import predict_paths
+
+from conftest import TWO_CLASSES, write_class_images
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    """An (untrained, seeded) seed-cifar10 model for two classes, saved as a run folder would."""
+    keras.utils.set_random_seed(0)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    model = get_preset("seed-cifar10").build(2)
+    model.save(folder / "model.keras")
+    (folder / "class_names.json").write_text(json.dumps(["cats", "dogs"]))
+    return folder
+
+
+def awkward_folder(root):
+    """One file per case of issue #4; returns the names expected as rows and as skips."""
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8))
+    photo.save(root / "good.jpg")
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "truncated.jpg").write_bytes((root / "good.jpg").read_bytes()[:300])
+    (root / "text.jpg").write_text("hello, not a picture")
+    photo.convert("CMYK").save(root / "cmyk.jpg")
+    Image.fromarray(rng.integers(0, 65535, (20, 20), dtype=np.uint16)).save(root / "deep16.png")
+    palette = Image.new("P", (20, 20))
+    palette.putpalette([255, 0, 0, 0, 255, 0] * 128)
+    palette.info["transparency"] = 0
+    palette.save(root / "palette.png", transparency=0)
+    frames = [Image.new("RGB", (16, 16), c) for c in ((255, 0, 0), (0, 0, 255))]
+    frames[0].save(root / "animated.gif", save_all=True, append_images=frames[1:], duration=100)
+    exif = photo.getexif()
+    exif[0x0112] = 8
+    photo.save(root / "rotated.jpg", exif=exif)
+    (root / "._good.jpg").write_bytes(b"\0\5\x16\7 AppleDouble")
+    with open(os.path.join(os.fsencode(root), b"caf\xe9.png"), "wb") as handle:
+        photo.save(handle, format="PNG")
+    (root / "nested" / "deeper").mkdir(parents=True)
+    photo.save(root / "nested" / "deeper" / "inner.bmp")
+    rows = {"good.jpg", "cmyk.jpg", "deep16.png", "palette.png", "animated.gif", "rotated.jpg",
+            "caf\udce9.png", "inner.bmp"}
+    skips = {"empty.jpg", "truncated.jpg", "text.jpg"}
+    return rows, skips
+
+
+def file_hashes(root):
+    return {path: hashlib.sha256(open(path, "rb").read()).hexdigest()
+            for path in (os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs)}
+
+
+def test_every_awkward_file_gives_one_row_or_one_reason_and_stays_unchanged(model_dir, tmp_path):
+    expected_rows, expected_skips = awkward_folder(tmp_path / "photos")
+    before = file_hashes(tmp_path / "photos")
+    rows, skipped = load(model_dir).predict_folder(tmp_path / "photos")
+    assert {os.path.basename(r.path) for r in rows} == expected_rows
+    assert {os.path.basename(p) for p, _ in skipped} == expected_skips
+    assert len(rows) == len(expected_rows) and all(reason for _, reason in skipped)
+    assert file_hashes(tmp_path / "photos") == before
+
+
+def test_rows_equal_a_direct_model_call(model_dir, binary_folders):
+    classifier = load(model_dir)
+    rows, _ = predict_paths(classifier, [binary_folders / "validation"], batch_size=5)
+    pixels = np.stack([decode_image(r.path, (32, 32)) for r in rows]).astype(np.float32)
+    direct = keras.saving.load_model(model_dir / "model.keras")(pixels).numpy()[:, 0]
+    for row, p_dog in zip(rows, direct):
+        assert row.predicted == ("dogs" if p_dog >= 0.5 else "cats")
+        assert row.probability == pytest.approx(p_dog if p_dog >= 0.5 else 1 - p_dog, abs=1e-5)
+
+
+def test_saved_model_predicts_like_the_keras_file(model_dir, binary_folders):
+    write_saved_model(keras.saving.load_model(model_dir / "model.keras"), model_dir / "saved_model")
+    from_keras, _ = load(model_dir).predict_folder(binary_folders / "validation")
+    from_saved, _ = load(model_dir / "saved_model").predict_folder(binary_folders / "validation")
+    assert [r.predicted for r in from_saved] == [r.predicted for r in from_keras]
+    np.testing.assert_allclose([r.probability for r in from_saved],
+                               [r.probability for r in from_keras], atol=1e-5)
+
+
+def test_cli_writes_csv_json_and_copies_with_sort_into(model_dir, binary_folders, tmp_path, capsys):
+    photos = binary_folders / "validation"
+    before = file_hashes(photos)
+    code = predict_main([str(model_dir), str(photos), "--output", str(tmp_path / "p.csv"),
+                         "--sort-into", str(tmp_path / "sorted")])
+    assert code == 0
+    lines = (tmp_path / "p.csv").read_text().splitlines()
+    assert lines[0] == "path,class,probability" and len(lines) == 13
+    copied = list((tmp_path / "sorted").rglob("*.*"))
+    assert len(copied) == 12 and {p.parent.name for p in copied} <= {"cats", "dogs"}
+    assert file_hashes(photos) == before  # copied, not moved
+    assert predict_main([str(model_dir), str(photos), "--output", str(tmp_path / "p.json")]) == 0
+    assert len(json.loads((tmp_path / "p.json").read_text())["predictions"]) == 12
+
+
+def test_top_k_for_multiclass_models(tmp_path, three_class_folder):
+    model = get_preset("seed-cifar10").build(3)
+    model.save(tmp_path / "m.keras")
+    (tmp_path / "class_names.json").write_text(json.dumps(["apples", "grapes", "limes"]))
+    rows, _ = load(tmp_path / "m.keras").predict_folder(three_class_folder, top_k=3)
+    assert all(len(r.top_k) == 3 and sum(p for _, p in r.top_k) == pytest.approx(1, abs=1e-4)
+               for r in rows)
+    assert all(r.top_k[0] == (r.predicted, r.probability) for r in rows)
+
+
+def test_no_classifiable_file_is_one_line_exit_2(model_dir, tmp_path, capsys):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.jpg").write_text("text")
+    assert predict_main([str(model_dir), str(tmp_path / "bad")]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: no image could be classified")
+
+
+def test_lambda_model_is_refused_with_one_line(tmp_path, capsys):
+    inputs = keras.Input((8, 8, 3))
+    outputs = keras.layers.Dense(1, activation="sigmoid")(
+        keras.layers.Flatten()(keras.layers.Lambda(lambda x: x * 2)(inputs)))
+    keras.Model(inputs, outputs).save(tmp_path / "lambda.keras")
+    (tmp_path / "class_names.json").write_text(json.dumps(["a", "b"]))
+    with pytest.raises(CatsDogsError, match="Lambda"):
+        load(tmp_path / "lambda.keras")
+    (tmp_path / "img").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "img" / "a.png")
+    assert predict_main([str(tmp_path / "lambda.keras"), str(tmp_path / "img")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Lambda" in err[0]
+
+
+def test_class_names_that_do_not_fit_the_model_are_an_error(model_dir):
+    (model_dir / "class_names.json").write_text(json.dumps(["a", "b", "c"]))
+    with pytest.raises(CatsDogsError, match="3 class names do not fit a model with 1 outputs"):
+        load(model_dir)
+
+
+def brightness_classifier():
+    """A stand-in model: P(dogs) = mean pixel / 255, so every number can be worked by hand."""
+    return Classifier(lambda x: x.mean(axis=(1, 2, 3))[:, None] / 255.0, ["cats", "dogs"],
+                      (8, 8), source=None)
+
+
+def test_evaluate_matches_a_hand_computation(tmp_path):
+    levels = {"cats": [50, 100, 200], "dogs": [150, 220, 30]}
+    for name, values in levels.items():
+        (tmp_path / "set" / name).mkdir(parents=True)
+        for value in values:
+            Image.new("RGB", (8, 8), (value,) * 3).save(tmp_path / "set" / name / f"{value}.png")
+    metrics = evaluate(brightness_classifier(), tmp_path / "set", out=tmp_path / "report")
+
+    p = {v: v / 255 for v in levels["cats"] + levels["dogs"]}
+    assert metrics["accuracy"] == pytest.approx(4 / 6)
+    assert metrics["confusion_matrix"] == [[2, 1], [1, 2]]
+    assert metrics["per_class"]["cats"] == pytest.approx(
+        {"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "support": 3})
+    assert metrics["roc_auc"] == pytest.approx(5 / 9)  # dog/cat pairs where the dog scores higher
+    hand_loss = -(sum(math.log(1 - p[v]) for v in levels["cats"])
+                  + sum(math.log(p[v]) for v in levels["dogs"])) / 6
+    assert metrics["loss"] == pytest.approx(hand_loss, rel=1e-6)
+    for name in ("metrics.json", "confusion_matrix.json", "plots/confusion_matrix.png",
+                 "plots/most_wrong.png"):
+        assert (tmp_path / "report" / name).is_file(), name
+
+
+def test_flip_tta_averages_the_two_views():
+    clf = Classifier(lambda x: x[:, 0, 0, :1] / 255.0, ["l", "r"], (2, 2), source=None)
+    pixels = np.zeros((1, 2, 2, 3), np.float32)
+    pixels[0, :, 0] = 255  # left column white: plain view says 1.0, flipped view 0.0
+    from catsdogs.predict import predict_arrays
+    np.testing.assert_allclose(predict_arrays(clf, pixels, tta=True), [[0.5, 0.5]])
+
+
+def test_evaluate_runs_on_a_run_folder_by_default_into_eval_dir(model_dir, binary_folders):
+    metrics = catsdogs.evaluate(model_dir, binary_folders / "validation")
+    assert metrics["images"] == 12
+    assert (model_dir / "eval-validation" / "metrics.json").is_file()
+
+
+def test_multiclass_metrics_by_hand():
+    labels = np.array([0, 1, 2, 2])
+    probabilities = np.array([[.8, .1, .1], [.2, .5, .3], [.1, .6, .3], [.2, .2, .6]])
+    metrics = compute_metrics(labels, probabilities, ["a", "b", "c"])
+    assert metrics["confusion_matrix"] == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
+    assert metrics["per_class"]["b"]["precision"] == pytest.approx(0.5)
+    assert metrics["per_class"]["c"]["recall"] == pytest.approx(0.5)
+    assert "roc_auc" not in metrics
