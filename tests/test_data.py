@@ -104,8 +104,11 @@ def test_decompression_bomb_header_is_refused_before_decoding(tmp_path):
     import zlib
 
     header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)  # 10^10 RGB pixels
-    chunk = b"IHDR" + header
-    png = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(header)) + chunk + struct.pack(">I", zlib.crc32(chunk))
-    (tmp_path / "bomb.png").write_bytes(png + b"\0" * 64)
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+    (tmp_path / "bomb.png").write_bytes(png)
     with pytest.raises(UnreadableImage, match="too large"):
         decode_image(tmp_path / "bomb.png", (8, 8))
