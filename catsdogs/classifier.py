@@ -31,7 +31,7 @@ class Classifier:
     def probabilities(self, pixels):
         """Class probabilities (n, classes) for a batch, also for one-sigmoid binary models."""
         out = np.asarray(self.predict_batch(np.asarray(pixels, np.float32)), dtype=np.float64)
-        return np.concatenate([1 - out, out], axis=1) if self.is_binary else out
+        return np.concatenate([1 - out, out], axis=1) if out.shape[-1] == 1 else out
 
     def predict_folder(self, *paths, **options):
         """Classify image files and folders (recursive); see `catsdogs.predict.predict_paths`."""
@@ -77,12 +77,17 @@ def _load_saved_model(path):
         loaded = tf.saved_model.load(str(path))
     except (OSError, ValueError) as error:
         raise CatsDogsError(f"not a readable SavedModel ({type(error).__name__})", where=path) from None
-    serve = loaded.signatures.get("serving_default")
+    # catsdogs' own exports take pixels at `serving_pixels`; Keras' `model.export` at the default
+    serve = loaded.signatures.get("serving_pixels") or loaded.signatures.get("serving_default")
     spec = next(iter(serve.structured_input_signature[1].values()))
+    if spec.dtype != tf.float32 or len(spec.shape) != 4:
+        raise CatsDogsError("the SavedModel has no signature that takes pixels", where=path,
+                            fix="export it with python -m catsdogs.export")
     image_size = tuple(spec.shape[1:3])
 
     def predict_batch(pixels):
-        return next(iter(serve(tf.constant(pixels)).values())).numpy()
+        out = serve(tf.constant(pixels))
+        return (out["probabilities"] if "probabilities" in out else next(iter(out.values()))).numpy()
 
     predict_batch.keep_alive = loaded  # the signature's variables live as long as this object
     return predict_batch, image_size
@@ -126,8 +131,8 @@ def load(path):
     classifier = Classifier(predict_batch, names, image_size, path, model)
     if outputs is None:
         outputs = np.asarray(predict_batch(np.zeros((1, *image_size, 3), np.float32))).shape[-1]
-    expected = 1 if len(names) == 2 else len(names)
-    if outputs != expected or len(names) < 2:
+    fits = outputs == len(names) or (outputs == 1 and len(names) == 2)  # sigmoid: one unit
+    if not fits or len(names) < 2:
         raise CatsDogsError(f"{len(names)} class names do not fit a model with {outputs} outputs",
                             where=names_file, fix="use the class_names.json of the run that made the model")
     return classifier

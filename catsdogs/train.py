@@ -146,7 +146,7 @@ def _finish(config, run_dir, data, rows, seconds, model):
 
     best = max(rows, key=lambda r: float(r[MONITOR]))
     best_model = keras.saving.load_model(run_dir / runs.MODEL_FILE, safe_mode=True)
-    write_saved_model(best_model, run_dir / runs.SAVED_MODEL_DIR)
+    write_saved_model(best_model, run_dir / runs.SAVED_MODEL_DIR, data.class_names)
     plots.training_curves(rows, run_dir / runs.PLOTS_DIR / "training_curves.png",
                           title=f"{config.preset} on {data.sources['train']}")
     metrics = {

@@ -92,7 +92,8 @@ def test_rows_equal_a_direct_model_call(model_dir, binary_folders):
 
 
 def test_saved_model_predicts_like_the_keras_file(model_dir, binary_folders):
-    write_saved_model(keras.saving.load_model(model_dir / "model.keras"), model_dir / "saved_model")
+    write_saved_model(keras.saving.load_model(model_dir / "model.keras"), model_dir / "saved_model",
+                      ["cats", "dogs"])
     from_keras, _ = load(model_dir).predict_folder(binary_folders / "validation")
     from_saved, _ = load(model_dir / "saved_model").predict_folder(binary_folders / "validation")
     assert [r.predicted for r in from_saved] == [r.predicted for r in from_keras]

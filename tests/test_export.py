@@ -1,0 +1,141 @@
+"""Every export format, loaded by the runtime that will serve it, agrees with the Keras model."""
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import catsdogs
+from catsdogs import runtimes
+from catsdogs.config import TrainConfig
+from catsdogs.data import scan_class_folders
+from catsdogs.export import FILE_NAMES, export, main as export_main, write_saved_model
+from catsdogs.images import decode_many
+
+from conftest import SAMPLE_DATA
+
+CIFAR_TEST = SAMPLE_DATA / "cifar10" / "test"
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """seed-cifar10 trained briefly on the shipped CIFAR-10 sample (200 images)."""
+    run_dir = tmp_path_factory.mktemp("export") / "run"
+    return catsdogs.train(TrainConfig(dataset="cifar10", data=str(SAMPLE_DATA / "cifar10"),
+                                      epochs=8, batch_size=16, run_dir=str(run_dir)))
+
+
+@pytest.fixture(scope="module")
+def exports(trained_run):
+    return export(trained_run.dir, ["all"], out=trained_run.dir / "exports")
+
+
+@pytest.fixture(scope="module")
+def sample_pixels():
+    names, paths, labels, _ = scan_class_folders(CIFAR_TEST)
+    pixels, _, _ = decode_many(paths, (32, 32), progress=False)
+    return pixels.astype(np.float32), paths
+
+
+@pytest.fixture(scope="module")
+def keras_probabilities(exports, sample_pixels):
+    return runtimes.open_keras(exports["keras"])(sample_pixels[0])
+
+
+@pytest.mark.parametrize("name, tolerance", [
+    ("saved_model", 1e-4), ("tflite", 1e-4), ("onnx", 1e-4),
+    ("tflite-fp16", 2e-3),  # float16 weights: rounding at 3 significant digits, not 1e-4
+])
+def test_float_formats_match_keras(name, tolerance, exports, sample_pixels, keras_probabilities):
+    probabilities = runtimes.OPENERS[name](exports[name])(sample_pixels[0])
+    assert np.abs(probabilities - keras_probabilities).max() <= tolerance
+    assert (probabilities.argmax(1) == keras_probabilities.argmax(1)).all()
+
+
+def test_int8_tflite_agrees_with_keras_on_the_sample(exports, sample_pixels, keras_probabilities):
+    probabilities = runtimes.open_tflite(exports["tflite-int8"])(sample_pixels[0])
+    agreement = (probabilities.argmax(1) == keras_probabilities.argmax(1)).mean()
+    assert agreement >= 0.95
+    from catsdogs.runtimes import tflite_interpreter
+    details = tflite_interpreter(exports["tflite-int8"]).get_tensor_details()
+    assert sum(d["dtype"] == np.int8 for d in details) > 10  # really integer inside
+
+
+def test_saved_model_takes_image_bytes_and_returns_class_names(trained_run, exports, keras_probabilities,
+                                                               sample_pixels):
+    classify = runtimes.open_saved_model_bytes(exports["saved_model"])
+    # PNG, lossless: the graph decodes exactly the pixels Pillow gave the Keras model. (JPEG
+    # decoders may round a few pixels differently; the saved_model_cli test sends a JPEG.)
+    encoded = []
+    for pixels in sample_pixels[0].astype(np.uint8):
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="PNG")
+        encoded.append(buffer.getvalue())
+    probabilities, names = classify(encoded)
+    expected = [trained_run.class_names[i] for i in keras_probabilities.argmax(1)]
+    assert names == expected
+    np.testing.assert_allclose(probabilities, keras_probabilities, atol=1e-4)
+
+
+def test_saved_model_cli_lists_both_signatures_and_classifies_a_jpeg(exports, tmp_path):
+    cli = Path(sys.executable).parent / "saved_model_cli"
+    shown = subprocess.run([cli, "show", "--dir", exports["saved_model"], "--all"],
+                           capture_output=True, text=True, timeout=120)
+    assert "signature_def['serving_default']" in shown.stdout
+    assert "signature_def['serving_pixels']" in shown.stdout and "DT_STRING" in shown.stdout
+    jpeg = next(CIFAR_TEST.glob("cat/*.jpg"))
+    np.save(tmp_path / "jpeg.npy", np.array([jpeg.read_bytes()]))
+    ran = subprocess.run([cli, "run", "--dir", exports["saved_model"], "--tag_set", "serve",
+                          "--signature_def", "serving_default",
+                          "--inputs", f"image_bytes={tmp_path / 'jpeg.npy'}"],
+                         capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    names = json.loads((exports["saved_model"] / "class_names.json").read_text())
+    assert "Result for output key class_name" in ran.stdout
+    assert any(f"b'{name}'" in ran.stdout for name in names)
+
+
+def test_every_file_is_written_and_loads_with_catsdogs(exports, trained_run):
+    assert set(exports) == set(FILE_NAMES)
+    for name in ("keras", "saved_model"):
+        assert catsdogs.load(exports[name]).class_names == trained_run.class_names
+
+
+def test_a_failed_export_leaves_the_previous_one(trained_run, exports, monkeypatch):
+    import tensorflow as tf
+
+    before = {p: p.read_bytes() for p in exports["saved_model"].rglob("*") if p.is_file()}
+
+    def crash(module, folder, signatures=None):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / "saved_model.pb").write_bytes(b"half")
+        raise OSError("simulated crash mid-export")
+
+    monkeypatch.setattr(tf.saved_model, "save", crash)
+    import keras
+    model = keras.saving.load_model(exports["keras"])
+    with pytest.raises(OSError):
+        write_saved_model(model, exports["saved_model"], trained_run.class_names)
+    after = {p: p.read_bytes() for p in exports["saved_model"].rglob("*") if p.is_file()}
+    assert after == before
+    assert not list(exports["saved_model"].parent.glob(".saved_model.*"))
+
+
+def test_check_prints_a_table_for_every_format(trained_run, tmp_path, capsys):
+    code = export_main([str(trained_run.dir), "--format", "tflite", "onnx", "--out",
+                        str(tmp_path / "out"), "--check", str(CIFAR_TEST)])
+    assert code == 0
+    table = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(table) if line.startswith("format"))
+    assert [line.split()[0] for line in table[header + 1:]] == ["tflite", "onnx", "keras"]
+    assert all("100.0%" in line for line in table[header + 1:])  # agreement of float formats
+
+
+def test_unknown_format_is_one_line(trained_run, capsys):
+    assert export_main([str(trained_run.dir), "--format", "tflite-int4"]) == 2
+    assert "unknown format 'tflite-int4'" in capsys.readouterr().err
