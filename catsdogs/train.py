@@ -17,7 +17,6 @@ import dataclasses
 import json
 import math
 import sys
-import time
 from pathlib import Path
 
 from catsdogs import config as cfg
@@ -122,10 +121,8 @@ def _fit(config, run_dir, prepared, resumed):
     if config.patience:
         fit_callbacks.append(keras.callbacks.EarlyStopping(MONITOR, patience=config.patience,
                                                            mode="max"))
-    started = time.perf_counter()
     model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=fit_callbacks,
               shuffle=False)  # the pipeline shuffles
-    seconds = time.perf_counter() - started
 
     rows = history.rows
     nan_epoch = next((int(r["epoch"]) for r in rows if not math.isfinite(float(r["loss"]))), None)
@@ -134,10 +131,10 @@ def _fit(config, run_dir, prepared, resumed):
                 else "no model was saved")
         raise CatsDogsError(f"training loss became NaN in epoch {nan_epoch}", where=run_dir,
                             fix=f"lower --learning-rate (it was {config.learning_rate}); {kept}")
-    return _finish(config, run_dir, data, rows, seconds, model)
+    return _finish(config, run_dir, data, rows, model)
 
 
-def _finish(config, run_dir, data, rows, seconds, model):
+def _finish(config, run_dir, data, rows, model):
     """After fit: SavedModel of the best model, plots, metrics.json; drop the resume backup."""
     import keras
 
@@ -153,14 +150,14 @@ def _finish(config, run_dir, data, rows, seconds, model):
         "best_epoch": int(best["epoch"]), "best_val_accuracy": float(best[MONITOR]),
         "best_val_loss": float(best["val_loss"]), "final_val_accuracy": float(rows[-1][MONITOR]),
         "epochs_run": len(rows), "epochs_planned": config.epochs,
-        "fit_seconds_this_session": round(seconds, 1),
+        "train_seconds": round(sum(float(r["seconds"]) for r in rows), 1),  # all sessions
         "train_images": len(data.train), "validation_images": len(data.val),
         "parameters": model.count_params(),
     }
     runs.write_json(run_dir / runs.METRICS_FILE, metrics)
     callbacks.remove_backup(run_dir / runs.CHECKPOINTS_DIR)
     print(f"Best {MONITOR} {metrics['best_val_accuracy']:.4f} at epoch {metrics['best_epoch']} "
-          f"of {len(rows)} ({seconds:.1f} s)")
+          f"of {len(rows)} ({metrics['train_seconds']:.1f} s of training)")
     print(f"Model:       {run_dir / runs.MODEL_FILE}  (SavedModel: {run_dir / runs.SAVED_MODEL_DIR})")
     print(f"TensorBoard: tensorboard --logdir {run_dir / runs.LOGS_DIR}")
     return Run(run_dir, config, data.class_names, rows, metrics)
