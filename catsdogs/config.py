@@ -17,6 +17,7 @@ from pathlib import Path
 from catsdogs.errors import CatsDogsError
 
 DATASETS = ("folder", "cifar10")  # where images come from: class folders, or CIFAR-10
+SCHEDULES = ("constant", "cosine")  # learning rate over training; cosine warms up first
 
 
 def setting(default, help):
@@ -80,8 +81,12 @@ class TrainConfig:
     val_dir: str | None = setting(None, "(folder) validation class sub-folders (with --train-dir)")
     val_split: float = setting(0.2, "(fraction) held out for validation when --data has no split")
     epochs: int = setting(None, "(count) passes over the training set; default: the preset's")
-    batch_size: int = setting(32, "(images) per training step")
-    learning_rate: float = setting(1e-3, "(float) Adam's learning rate")
+    batch_size: int = setting(None, "(images) per training step; default: the preset's")
+    learning_rate: float = setting(None, "(float) Adam's (peak) learning rate; default: the preset's")
+    schedule: str = setting(None, f"(one of {', '.join(SCHEDULES)}) learning rate over time; "
+                                  "cosine: linear warm-up for 1/10 of the steps, then cosine decay")
+    label_smoothing: float = setting(None, "(fraction) soften one-hot targets; 0: off")
+    weight_decay: float = setting(None, "(float) decoupled weight decay (AdamW); 0: plain Adam")
     seed: int = setting(42, "(int) seeds Python, NumPy and Keras, and the split")
     patience: int = setting(0, "(epochs) stop after this many without a better val accuracy; 0: off")
     run_dir: str | None = setting(None, "(folder) where to write the run; default: runs/<preset>-<time>")
@@ -93,9 +98,16 @@ class TrainConfig:
         _check(self.dataset in DATASETS, "dataset", self.dataset, f"one of {', '.join(DATASETS)}",
                _close_match(self.dataset, DATASETS))
         _check(self.epochs is None or self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
-        _check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
-        _check(math.isfinite(self.learning_rate) and self.learning_rate > 0, "learning_rate",
-               self.learning_rate, "a number > 0, e.g. 1e-3")
+        _check(self.batch_size is None or self.batch_size >= 1, "batch_size", self.batch_size,
+               "an integer >= 1")
+        _check(self.learning_rate is None or (math.isfinite(self.learning_rate) and self.learning_rate > 0),
+               "learning_rate", self.learning_rate, "a number > 0, e.g. 1e-3")
+        _check(self.schedule is None or self.schedule in SCHEDULES, "schedule", self.schedule,
+               f"one of {', '.join(SCHEDULES)}", _close_match(self.schedule, SCHEDULES))
+        _check(self.label_smoothing is None or 0 <= self.label_smoothing < 1, "label_smoothing",
+               self.label_smoothing, "a fraction in [0, 1)")
+        _check(self.weight_decay is None or self.weight_decay >= 0, "weight_decay",
+               self.weight_decay, "a number >= 0")
         _check(0 < self.val_split < 1, "val_split", self.val_split, "a fraction in (0, 1)")
         _check(self.patience >= 0, "patience", self.patience, "an integer >= 0 (0 turns it off)")
         if (self.train_dir is None) != (self.val_dir is None):
@@ -190,7 +202,7 @@ def add_flags(parser, cls, skip=()):
             add_flags(parser, kind)
             continue
         default = field.default
-        help_text = f"{field.metadata['help']} [default: {default}]"
+        help_text = field.metadata["help"] + ("" if default is None else f" [default: {default}]")
         options = dict(dest=field.name, default=argparse.SUPPRESS, help=help_text)
         if kind is bool:
             options["action"] = argparse.BooleanOptionalAction

@@ -201,7 +201,7 @@ def load_image_data(config, image_size):
 # ---------------------------------------------------------------- tf.data pipelines
 
 
-def make_dataset(split, batch_size, augmenter=None, shuffle_seed=None):
+def make_dataset(split, batch_size, augmenter=None, shuffle_seed=None, one_hot=None):
     """A tf.data pipeline of (float pixels 0..255, label) batches from a decoded split.
 
     Order of steps, and why:
@@ -213,6 +213,8 @@ def make_dataset(split, batch_size, augmenter=None, shuffle_seed=None):
     - augment whole batches in a parallel `map`: the layers vectorise over the batch, and the
       CPU augments the next batches while the model trains on this one;
     - prefetch last, so the model never waits for the pipeline.
+
+    `one_hot=K` gives one-hot labels of K classes (for losses that smooth labels).
     """
     import tensorflow as tf
 
@@ -223,7 +225,10 @@ def make_dataset(split, batch_size, augmenter=None, shuffle_seed=None):
         indices = indices.shuffle(len(split), seed=shuffle_seed, reshuffle_each_iteration=True)
 
     def gather(batch_indices):
-        return tf.cast(tf.gather(pixels, batch_indices), tf.float32), tf.gather(labels, batch_indices)
+        batch_labels = tf.gather(labels, batch_indices)
+        if one_hot:
+            batch_labels = tf.one_hot(batch_labels, one_hot)
+        return tf.cast(tf.gather(pixels, batch_indices), tf.float32), batch_labels
 
     dataset = indices.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
     if augmenter is not None:

@@ -30,6 +30,18 @@ MONITOR = "val_accuracy"  # what "best model" means
 
 
 @dataclasses.dataclass
+class Prepared:
+    """What a run needs before its model is built: data, pipelines, loss."""
+
+    preset: object
+    data: object
+    train_ds: object
+    val_ds: object
+    loss: object
+    accuracy: object
+
+
+@dataclasses.dataclass
 class Run:
     """A finished (or resumed and finished) training run."""
 
@@ -45,21 +57,55 @@ class Run:
 
 
 def resolve_config(config):
-    """Fill what the user left to defaults: preset by dataset, data, epochs, augmentation."""
+    """Fill what the user left to defaults: preset by dataset, data, and the preset's recipe."""
     preset = get_preset(config.preset or DEFAULT_PRESET[config.dataset])
     data = config.data
     if config.dataset == "folder" and data is None and config.train_dir is None:
         data = DEFAULT_DATA
-    return dataclasses.replace(config, preset=preset.name, data=data,
-                               epochs=config.epochs or preset.epochs,
-                               augment=config.augment if config.augment is not None else preset.augment)
+    recipe = {field.name: getattr(preset.recipe, field.name)
+              for field in dataclasses.fields(preset.recipe) if getattr(config, field.name) is None}
+    return dataclasses.replace(config, preset=preset.name, data=data, **recipe)
 
 
 # ---------------------------------------------------------------- the training run
 
 
-def _loss_for(num_classes):
-    return "binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy"
+def loss_and_accuracy(num_classes, label_smoothing):
+    """Binary cross-entropy for two classes (one sigmoid unit), sparse categorical for more;
+    categorical on one-hot labels when smoothing, as Keras' sparse loss cannot smooth.
+
+    Returns:
+        (loss, accuracy metric, one_hot): one_hot tells the pipeline to one-hot the labels.
+    """
+    import keras
+
+    if num_classes == 2:
+        return (keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing),
+                keras.metrics.BinaryAccuracy(name="accuracy"), False)
+    if label_smoothing:
+        return (keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+                keras.metrics.CategoricalAccuracy(name="accuracy"), True)
+    return (keras.losses.SparseCategoricalCrossentropy(),
+            keras.metrics.SparseCategoricalAccuracy(name="accuracy"), False)
+
+
+def make_optimizer(config, steps_per_epoch):
+    """Adam (AdamW with weight decay) at a constant rate, or warm-up + cosine decay.
+
+    The schedule counts optimizer steps, which resume restores, so a resumed run continues
+    on the same curve.
+    """
+    import keras
+
+    rate = config.learning_rate
+    if config.schedule == "cosine":
+        total = max(2, steps_per_epoch * config.epochs)
+        warmup = max(1, total // 10)
+        rate = keras.optimizers.schedules.CosineDecay(
+            0.0, decay_steps=total - warmup, warmup_target=config.learning_rate, warmup_steps=warmup)
+    if config.weight_decay:
+        return keras.optimizers.AdamW(rate, weight_decay=config.weight_decay)
+    return keras.optimizers.Adam(rate)
 
 
 def _prepare(config):
@@ -72,10 +118,13 @@ def _prepare(config):
     keras.utils.set_random_seed(config.seed)
     preset = get_preset(config.preset)
     data = load_image_data(config, preset.image_size)
+    loss, accuracy, one_hot = loss_and_accuracy(len(data.class_names), config.label_smoothing)
+    classes = len(data.class_names) if one_hot else None
     augmenter = build_augmenter(config.augment, seed=config.seed)
-    train_ds = make_dataset(data.train, config.batch_size, augmenter, shuffle_seed=config.seed)
-    val_ds = make_dataset(data.val, config.batch_size)
-    return preset, data, train_ds, val_ds
+    train_ds = make_dataset(data.train, config.batch_size, augmenter, shuffle_seed=config.seed,
+                            one_hot=classes)
+    val_ds = make_dataset(data.val, config.batch_size, one_hot=classes)
+    return Prepared(preset, data, train_ds, val_ds, loss, accuracy)
 
 
 def _report_data(data, run_dir):
@@ -96,7 +145,7 @@ def _fit(config, run_dir, prepared, resumed):
 
     from catsdogs import callbacks
 
-    preset, data, train_ds, val_ds = prepared
+    preset, data, train_ds, val_ds = prepared.preset, prepared.data, prepared.train_ds, prepared.val_ds
     _report_data(data, run_dir)
     names_file = run_dir / runs.CLASS_NAMES_FILE
     if resumed and json.loads(names_file.read_text()) != data.class_names:
@@ -105,8 +154,9 @@ def _fit(config, run_dir, prepared, resumed):
     runs.write_json(names_file, data.class_names)
 
     model = preset.build(len(data.class_names))
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
-                  loss=_loss_for(len(data.class_names)), metrics=["accuracy"])
+    steps_per_epoch = -(-len(data.train) // config.batch_size)
+    model.compile(optimizer=make_optimizer(config, steps_per_epoch), loss=prepared.loss,
+                  metrics=[prepared.accuracy])
     history = callbacks.HistoryCSV(run_dir / runs.HISTORY_FILE)
     best_so_far = max((float(r[MONITOR]) for r in history.rows if r.get(MONITOR)), default=-math.inf)
     first_batch = next(iter(train_ds))[0].numpy()
@@ -210,7 +260,8 @@ def preview_augmentation(config, count=32):
     from catsdogs import plots
 
     config = resolve_config(config)
-    _, data, train_ds, _ = _prepare(config)
+    prepared = _prepare(config)
+    data, train_ds = prepared.data, prepared.train_ds
     run_dir = runs.new_run_dir(config.preset, config.run_dir)
     images, labels = [], []
     for batch_images, batch_labels in train_ds:
@@ -219,6 +270,8 @@ def preview_augmentation(config, count=32):
         if sum(len(b) for b in images) >= count:
             break
     images, labels = np.concatenate(images)[:count], np.concatenate(labels)[:count]
+    if labels.ndim == 2:  # one-hot (label smoothing)
+        labels = labels.argmax(axis=1)
     path = run_dir / runs.PLOTS_DIR / "augmentation.png"
     plots.image_grid(images, [data.class_names[i] for i in labels], path,
                      title=f"Augmented training images ({config.preset})")
@@ -252,7 +305,7 @@ def config_from_args(args):
     merged = cfg.merge(from_file, flags)
     dataset = merged.get("dataset", "folder")
     preset = get_preset(merged.get("preset") or DEFAULT_PRESET.get(dataset, "seed-catsdogs"))
-    base = {"augment": cfg.to_dict(preset.augment)}
+    base = {"augment": cfg.to_dict(preset.recipe.augment)}
     return cfg.TrainConfig(**cfg.merge(base, merged))
 
 

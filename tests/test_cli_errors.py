@@ -100,4 +100,5 @@ def test_help_lists_flags_with_defaults(capsys):
     for flag in ("--rotation-range", "--width-shift-range", "--shear-range", "--zoom-range",
                  "--horizontal-flip", "--brightness-range", "--resume", "--patience"):
         assert flag in out
-    assert "[default: 32]" in out  # batch size
+    assert "[default: 42]" in out  # the seed
+    assert "--schedule" in out and "--label-smoothing" in out and "--weight-decay" in out
