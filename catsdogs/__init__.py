@@ -21,7 +21,7 @@ from catsdogs.errors import CatsDogsError  # noqa: E402
 _LAZY = {"train": ("catsdogs.train", None), "resume": ("catsdogs.train", "resume"),
          "Run": ("catsdogs.train", "Run"), "load": ("catsdogs.classifier", "load"),
          "Classifier": ("catsdogs.classifier", "Classifier"),
-         "evaluate": ("catsdogs.evaluate", None)}
+         "evaluate": ("catsdogs.evaluate", None), "export": ("catsdogs.export", None)}
 
 __all__ = ["AugmentConfig", "CatsDogsError", "TrainConfig", *_LAZY]
 __version__ = "0.1.0"

@@ -17,7 +17,8 @@ from pathlib import Path
 from catsdogs.errors import CatsDogsError
 
 DATASETS = ("folder", "cifar10")  # where images come from: class folders, or CIFAR-10
-SCHEDULES = ("constant", "cosine")  # learning rate over training; cosine warms up first
+SCHEDULES = ("constant", "cosine")
+CLASS_WEIGHTS = ("none", "auto")  # auto: each class weighted by total / (classes x its count)  # learning rate over training; cosine warms up first
 
 
 def setting(default, help):
@@ -88,6 +89,8 @@ class TrainConfig:
     label_smoothing: float = setting(None, "(fraction) soften one-hot targets; 0: off")
     weight_decay: float = setting(None, "(float) decoupled weight decay (AdamW); 0: plain Adam")
     seed: int = setting(42, "(int) seeds Python, NumPy and Keras, and the split")
+    class_weight: str = setting("none", "(none or auto) auto weights each class inversely to its "
+                                        "count, for imbalanced folders")
     patience: int = setting(0, "(epochs) stop after this many without a better val accuracy; 0: off")
     run_dir: str | None = setting(None, "(folder) where to write the run; default: runs/<preset>-<time>")
     augment: AugmentConfig | None = setting(None, "augmentation; default: the preset's")
@@ -109,6 +112,8 @@ class TrainConfig:
         _check(self.weight_decay is None or self.weight_decay >= 0, "weight_decay",
                self.weight_decay, "a number >= 0")
         _check(0 < self.val_split < 1, "val_split", self.val_split, "a fraction in (0, 1)")
+        _check(self.class_weight in CLASS_WEIGHTS, "class_weight", self.class_weight,
+               f"one of {', '.join(CLASS_WEIGHTS)}", _close_match(self.class_weight, CLASS_WEIGHTS))
         _check(self.patience >= 0, "patience", self.patience, "an integer >= 0 (0 turns it off)")
         if (self.train_dir is None) != (self.val_dir is None):
             raise CatsDogsError("--train-dir and --val-dir go together", fix="give both, or use --data")

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from catsdogs import runs
+from catsdogs.callable_module import make_callable
 from catsdogs.config import OneLineArgumentParser
 from catsdogs.errors import CatsDogsError, report
 
@@ -177,7 +178,7 @@ def export(model, formats=FORMATS, out=None, calibration=None, int8_io=False):
     """Write `formats` of a model into `out`.
 
     Args:
-        model: a run folder, `.keras` file or SavedModel folder (see `catsdogs.load`).
+        model: a Classifier, or a run folder or `.keras` file (see `catsdogs.load`).
         formats: names from FORMATS, or ("all",).
         out: folder for the exports [default: `exports/` beside the model].
         calibration: folder of class sub-folders for int8 [default: the run's training data].
@@ -185,14 +186,14 @@ def export(model, formats=FORMATS, out=None, calibration=None, int8_io=False):
     Returns:
         dict: format -> written path.
     """
-    from catsdogs.classifier import load
+    from catsdogs.classifier import Classifier, load
 
     formats = list(FORMATS) if "all" in formats else list(formats)
     for name in formats:
         if name not in FORMATS:
             raise CatsDogsError(f"unknown format {name!r}", where="--format",
                                 fix=f"one of {', '.join(FORMATS)}, all")
-    classifier = load(model)
+    classifier = model if isinstance(model, Classifier) else load(model)
     if classifier.model is None:
         raise CatsDogsError("exporting needs the Keras model", where=classifier.source,
                             fix="pass the run folder or its model.keras, not the SavedModel")
@@ -224,11 +225,6 @@ def export(model, formats=FORMATS, out=None, calibration=None, int8_io=False):
     return written
 
 
-def size_of(path):
-    path = Path(path)
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
-
-
 def check(written, data_dir, reference="keras"):
     """Run every written format on `data_dir`: size, accuracy, agreement with Keras, images/s."""
     from catsdogs.data import scan_class_folders
@@ -249,7 +245,7 @@ def check(written, data_dir, reference="keras"):
         probabilities = np.concatenate([predict(pixels[i:i + 32]) for i in range(0, len(pixels), 32)])
         seconds = time.perf_counter() - started
         top1[name] = probabilities.argmax(axis=1)
-        results.append({"format": name, "bytes": size_of(path),
+        results.append({"format": name, "bytes": runs.size_of(path),
                         "accuracy": float((top1[name] == labels[kept]).mean()),
                         "images_per_second": len(pixels) / seconds})
     base = top1.get(reference)
@@ -312,6 +308,8 @@ def main(argv=None):
     except CatsDogsError as error:
         return report(error)
 
+
+make_callable(__name__, export)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -1,26 +1,27 @@
-"""Every figure, with matplotlib (Agg, no screen needed); each saved atomically as PNG."""
+"""Every figure, with matplotlib; each saved atomically as PNG.
+
+Figures are made with `matplotlib.figure.Figure`, not pyplot: no global backend or figure
+state is touched, so this works headless and leaves a notebook's inline plotting alone.
+"""
 
 import math
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from catsdogs import runs  # noqa: E402
+from catsdogs import runs
 
 
 def save(figure, path):
     with runs.atomic_path(path) as temp:
         figure.savefig(temp, dpi=100, bbox_inches="tight", format="png")
-    plt.close(figure)
 
 
 def training_curves(history_rows, path, title="Training"):
     """Loss and accuracy per epoch, training vs validation, side by side."""
     epochs = [int(r["epoch"]) for r in history_rows]
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    figure = Figure(figsize=(11, 4))
+    axes = figure.subplots(1, 2)
     for axis, metric in zip(axes, ("loss", "accuracy")):
         for prefix, label in (("", "training"), ("val_", "validation")):
             values = [float(r[prefix + metric]) if r.get(prefix + metric) not in (None, "")
@@ -40,8 +41,8 @@ def image_grid(images, titles, path, title, columns=8):
     images = np.clip(np.asarray(images), 0, 255).astype(np.uint8)
     rows = max(1, math.ceil(len(images) / columns))
     columns = min(columns, len(images))
-    figure, axes = plt.subplots(rows, columns, figsize=(1.8 * columns, 1.9 * rows + 0.4),
-                                squeeze=False)
+    figure = Figure(figsize=(1.8 * columns, 1.9 * rows + 0.4))
+    axes = figure.subplots(rows, columns, squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
     for axis, image, caption in zip(axes.flat, images, titles):
@@ -55,7 +56,8 @@ def confusion_matrix(matrix, class_names, path, title="Confusion matrix"):
     """Counts with true classes down the side and predicted classes along the bottom."""
     matrix = np.asarray(matrix)
     size = max(4, 0.6 * len(class_names) + 2)
-    figure, axis = plt.subplots(figsize=(size + 1, size))
+    figure = Figure(figsize=(size + 1, size))
+    axis = figure.subplots()
     shown = axis.imshow(matrix, cmap="Blues")
     figure.colorbar(shown, ax=axis, fraction=0.046)
     ticks = range(len(class_names))

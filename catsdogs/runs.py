@@ -6,6 +6,7 @@ logs/ (TensorBoard), checkpoints/ (resume state), model.keras, saved_model/, plo
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import os
@@ -96,11 +97,32 @@ def atomic_path(path):
                 os.fsync(written.fileno())
         os.replace(temp, path)
         _fsync_dir(path.parent)
+    except OSError as error:
+        _raise_if_disk_full(error, path, temp)
+        raise
     finally:
         if temp.is_dir():
             shutil.rmtree(temp, ignore_errors=True)
         elif temp.exists():
             temp.unlink()
+
+
+def size_of(path):
+    """Bytes in a file, or in all files below a folder; 0 if absent."""
+    path = Path(path)
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size if path.exists() else 0
+
+
+def _raise_if_disk_full(error, path, temp):
+    """A full disk becomes a one-line user error naming the file and the space needed."""
+    if getattr(error, "errno", None) != errno.ENOSPC:
+        return
+    needed = max(size_of(path), size_of(temp), 1 << 20)
+    raise CatsDogsError("disk full while writing; the previous file is unchanged", where=path,
+                         fix=f"free at least {needed / 1e6:.0f} MB on that disk, then resume "
+                             "with --resume") from error
 
 
 def write_text(path, text):
@@ -145,6 +167,9 @@ def replace_dir(path, write):
         os.replace(temp, path)
         _fsync_dir(path.parent)
         shutil.rmtree(old, ignore_errors=True)
+    except OSError as error:
+        _raise_if_disk_full(error, path, temp)
+        raise
     finally:
         shutil.rmtree(temp, ignore_errors=True)
 

@@ -89,6 +89,14 @@ def loss_and_accuracy(num_classes, label_smoothing):
             keras.metrics.SparseCategoricalAccuracy(name="accuracy"), False)
 
 
+def balanced_class_weights(labels, num_classes):
+    """{class: total / (classes x count)}: every class weighs the same in the loss overall."""
+    import numpy as np
+
+    counts = np.bincount(labels, minlength=num_classes)
+    return {i: len(labels) / (num_classes * count) for i, count in enumerate(counts) if count}
+
+
 def make_optimizer(config, steps_per_epoch):
     """Adam (AdamW with weight decay) at a constant rate, or warm-up + cosine decay.
 
@@ -137,6 +145,9 @@ def _report_data(data, run_dir):
     if data.skipped:
         print(f"Skipped {len(data.skipped)} unusable file(s); see {run_dir / runs.SKIPPED_FILE}")
     runs.write_json(run_dir / runs.DATASET_FILE, summary)
+    from catsdogs.doctor import quick_warnings
+    for line in quick_warnings(data):
+        print(line)
 
 
 def _fit(config, run_dir, prepared, resumed):
@@ -172,7 +183,9 @@ def _fit(config, run_dir, prepared, resumed):
         fit_callbacks.append(keras.callbacks.EarlyStopping(MONITOR, patience=config.patience,
                                                            mode="max"))
     model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=fit_callbacks,
-              shuffle=False)  # the pipeline shuffles
+              shuffle=False,  # the pipeline shuffles
+              class_weight=balanced_class_weights(data.train.labels, len(data.class_names))
+              if config.class_weight == "auto" else None)
 
     rows = history.rows
     nan_epoch = next((int(r["epoch"]) for r in rows if not math.isfinite(float(r["loss"]))), None)

@@ -1,0 +1,146 @@
+"""Time-to-accuracy: the seed tutorial's script, as published, vs catsdogs presets.
+
+    python bench/train.py --task catsdogs [--presets seed-catsdogs fast-catsdogs resnet-catsdogs]
+    python bench/train.py --task cifar10  [--presets seed-cifar10 fast-cifar10 resnet-cifar10]
+
+All runs happen in this one command, one after the other, on ../shared/data. The baseline is
+the tutorial itself: for cats/dogs, ImageDataGenerator (rescale, shear 0.2, zoom 0.2, flip,
+batches of 20) feeding the seed CNN for 30 epochs; for CIFAR-10, the seed CNN fit on arrays
+for 10 epochs. Every catsdogs run is charged its whole wall time: decoding the images once,
+every epoch, and writing the run folder (all charged to its first epoch).
+Prints, per run: best validation/test accuracy, wall time to reach the tutorial's best
+accuracy, best accuracy within the tutorial's time and within 20 minutes.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import catsdogs  # noqa: E402
+from machine import describe, shared_data  # noqa: E402
+
+TASKS = {
+    "catsdogs": {"data": ("cats_and_dogs",), "presets": ["seed-catsdogs", "fast-catsdogs", "resnet-catsdogs"]},
+    "cifar10": {"data": ("cifar10",), "presets": ["seed-cifar10", "fast-cifar10", "resnet-cifar10"]},
+}
+BUDGET_SECONDS = 20 * 60
+
+
+def _clock():
+    import keras
+
+    class EpochClock(keras.callbacks.Callback):
+        """(seconds since fit began, val accuracy) at the end of every epoch."""
+
+        def on_train_begin(self, logs=None):
+            self.started, self.points = time.perf_counter(), []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.points.append((time.perf_counter() - self.started, float(logs["val_accuracy"])))
+
+    return EpochClock()
+
+
+def seed_layers(input_shape, conv_widths, dense_width, outputs, activation):
+    import keras
+    from keras import layers
+
+    stack = [keras.Input(input_shape)]
+    for width in conv_widths:
+        stack += [layers.Conv2D(width, 3, activation="relu"), layers.MaxPooling2D(2)]
+    stack += [layers.Flatten(), layers.Dense(dense_width, activation="relu"),
+              layers.Dense(outputs, activation=activation)]
+    return keras.Sequential(stack)
+
+
+def tutorial_catsdogs(root, epochs=30):
+    """The cats/dogs tutorial as published: ImageDataGenerator + the seed CNN + Adam."""
+    from keras.src.legacy.preprocessing.image import ImageDataGenerator
+
+    train = ImageDataGenerator(rescale=1.0 / 255, shear_range=0.2, zoom_range=0.2,
+                               horizontal_flip=True).flow_from_directory(
+        root / "train", target_size=(150, 150), batch_size=20, class_mode="binary")
+    val = ImageDataGenerator(rescale=1.0 / 255).flow_from_directory(
+        root / "validation", target_size=(150, 150), batch_size=20, class_mode="binary")
+    model = seed_layers((150, 150, 3), (32, 64, 128, 128), 512, 1, "sigmoid")
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    clock = _clock()
+    model.fit(train, epochs=epochs, validation_data=val, callbacks=[clock], verbose=2)
+    return clock.points
+
+
+def tutorial_cifar10(root, epochs=10):
+    """The CIFAR-10 tutorial as published: arrays scaled to 0..1, the seed CNN, Adam, batch 32."""
+    from catsdogs.data import load_folders
+
+    data = load_folders(root / "train", root / "test", (32, 32))  # arrays, as the tutorial loads
+    model = seed_layers((32, 32, 3), (32, 64, 128), 128, 10, "softmax")
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    clock = _clock()
+    model.fit(data.train.pixels / 255.0, data.train.labels, epochs=epochs,
+              validation_data=(data.val.pixels / 255.0, data.val.labels), callbacks=[clock], verbose=2)
+    return clock.points
+
+
+def catsdogs_run(task, root, preset):
+    """One catsdogs training run; (cumulative seconds, val accuracy) per epoch, setup included."""
+    with tempfile.TemporaryDirectory() as folder:
+        config = catsdogs.TrainConfig(preset=preset, data=str(root),
+                                      dataset="cifar10" if task == "cifar10" else "folder",
+                                      run_dir=str(Path(folder) / "run"))
+        started = time.perf_counter()
+        run = catsdogs.train(config)
+        wall = time.perf_counter() - started
+    seconds = np.cumsum([float(r["seconds"]) for r in run.history])
+    overhead = wall - seconds[-1]  # decoding before fit, saving after: charged to epoch 1
+    return [(s + overhead, float(r["val_accuracy"])) for s, r in zip(seconds, run.history)]
+
+
+def summarize(name, points, target, tutorial_seconds):
+    best = max(acc for _, acc in points)
+    reach = next((s for s, acc in points if acc >= target), None)
+    within = lambda budget: max((acc for s, acc in points if s <= budget), default=float("nan"))
+    return {"run": name, "epochs": len(points), "best": best, "total_seconds": points[-1][0],
+            "seconds_to_target": reach, "best_within_tutorial_time": within(tutorial_seconds),
+            "best_within_20_min": within(BUDGET_SECONDS)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=TASKS, required=True)
+    parser.add_argument("--presets", nargs="+", help="catsdogs presets to run [default: all three]")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args()
+    root = shared_data(*TASKS[args.task]["data"])
+    print(describe())
+    tutorial = (tutorial_catsdogs if args.task == "catsdogs" else tutorial_cifar10)(root)
+    target = max(acc for _, acc in tutorial)
+    rows = [summarize("tutorial (as published)", tutorial, target, tutorial[-1][0])]
+    for preset in args.presets or TASKS[args.task]["presets"]:
+        rows.append(summarize(f"catsdogs {preset}", catsdogs_run(args.task, root, preset),
+                              target, tutorial[-1][0]))
+    base = rows[0]
+    print(f"\n{describe()}\ntarget: the tutorial's best accuracy, {target:.1%}")
+    print(f"{'run':<28}{'epochs':>7}{'best':>8}{'total s':>9}{'s to target':>12}{'speed-up':>9}"
+          f"{'best in tut. time':>18}{'best in 20 min':>15}")
+    for row in rows:
+        reach = row["seconds_to_target"]
+        speedup = f"{base['seconds_to_target'] / reach:.2f}x" if reach else "-"
+        print(f"{row['run']:<28}{row['epochs']:>7}{row['best']:>8.1%}{row['total_seconds']:>9.0f}"
+              f"{reach if reach is None else round(reach):>12}{speedup:>9}"
+              f"{row['best_within_tutorial_time']:>18.1%}{row['best_within_20_min']:>15.1%}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": describe(), "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Nothing lost: kill at any moment and resume, full disks, and hostile bytes into the decoder."""
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from catsdogs import callbacks, models, runs
+from catsdogs.errors import CatsDogsError
+from catsdogs.images import UnreadableImage, decode_image
+from catsdogs.train import main
+
+from conftest import REPO, TWO_CLASSES, write_class_images
+
+
+def disk_full(self, path, *args, **kwargs):
+    Path(path).write_bytes(b"PK\x03\x04 partial")
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_full_disk_keeps_the_previous_checkpoint_byte_identical(tmp_path, monkeypatch):
+    model = models.get_preset("seed-cifar10").build(2)
+    checkpoint = callbacks.BestModelCheckpoint(tmp_path / "model.keras")
+    checkpoint.set_model(model)
+    checkpoint.on_epoch_end(0, {"loss": 0.6, "val_accuracy": 0.6})
+    before = (tmp_path / "model.keras").read_bytes()
+    monkeypatch.setattr(keras.Model, "save", disk_full)
+    with pytest.raises(CatsDogsError, match=r"disk full .*model\.keras.*free at least \d+ MB"):
+        checkpoint.on_epoch_end(1, {"loss": 0.5, "val_accuracy": 0.7})
+    assert (tmp_path / "model.keras").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]
+
+
+def test_full_disk_during_training_is_one_line_exit_2(binary_folders, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(keras.Model, "save", disk_full)
+    code = main(["--data", str(binary_folders), "--preset", "seed-cifar10", "--epochs", "2",
+                 "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("error: disk full") and "model.keras" in err[0]
+
+
+def history_epochs(run_dir):
+    return [int(r["epoch"]) for r in runs.read_csv(run_dir / "history.csv")]
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_resume_loses_nothing(tmp_path):
+    """Kill the training process at several moments (mid-epoch, mid-save), resume each time."""
+    data = write_class_images(tmp_path / "data", TWO_CLASSES, 24, size=(32, 32))
+    run_dir = tmp_path / "run"
+    epochs = 8
+    command = [sys.executable, "-m", "catsdogs.train", "--data", str(data), "--preset",
+               "seed-cifar10", "--epochs", str(epochs), "--batch-size", "8"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    delays = [0.05, 0.4, 0.9, 0.2]  # seconds after this process finished an epoch of its own
+    kills = 0
+    for attempt, delay in enumerate(delays):
+        args = command + ["--run-dir", str(run_dir)] if attempt == 0 else \
+            [sys.executable, "-m", "catsdogs.train", "--resume", str(run_dir)]
+        done_before = len(history_epochs(run_dir)) if run_dir.exists() else 0
+        process = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while process.poll() is None and not (
+                (run_dir / "history.csv").exists() and len(history_epochs(run_dir)) > done_before):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(delay)  # now mid-epoch, mid-checkpoint or mid-history write
+        if process.poll() is not None:
+            break  # finished before this kill
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        kills += 1
+        done = history_epochs(run_dir)
+        assert done == list(range(1, len(done) + 1))  # no gaps, no repeats, ever
+        if (run_dir / "model.keras").exists():
+            keras.saving.load_model(run_dir / "model.keras")  # never torn
+    assert kills >= 3, "the kills must land while the run is still going"
+    if not (run_dir / "metrics.json").exists():
+        result = subprocess.run([sys.executable, "-m", "catsdogs.train", "--resume", str(run_dir)],
+                                cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert history_epochs(run_dir) == list(range(1, epochs + 1))
+    keras.saving.load_model(run_dir / "model.keras")
+    assert not list(run_dir.rglob(".*.tmp*"))  # no temp files left behind
+
+
+@settings(max_examples=60, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=4096))
+def test_random_bytes_give_an_image_or_a_reason(tmp_path, blob):
+    path = tmp_path / "random.jpg"
+    path.write_bytes(blob)
+    try:
+        image = decode_image(path, (16, 16))
+    except UnreadableImage as error:
+        assert str(error)
+    else:
+        assert image.shape == (16, 16, 3)
+
+
+@settings(max_examples=60, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fraction=st.floats(0, 1), kind=st.sampled_from(["jpg", "png", "gif", "bmp"]))
+def test_truncated_images_give_an_image_or_a_reason(tmp_path, fraction, kind):
+    from PIL import Image
+    import numpy as np
+
+    source = tmp_path / f"source.{kind}"
+    pixels = np.random.default_rng(0).integers(0, 255, (24, 24, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(source)
+    data = source.read_bytes()
+    path = tmp_path / f"cut.{kind}"
+    path.write_bytes(data[: int(len(data) * fraction)])
+    started = time.perf_counter()
+    try:
+        assert decode_image(path, (16, 16)).shape == (16, 16, 3)
+    except UnreadableImage as error:
+        assert str(error)
+    assert time.perf_counter() - started < 2
