@@ -184,6 +184,15 @@ class OneLineArgumentParser(argparse.ArgumentParser):
         raise CatsDogsError(message, fix=f"see {self.prog} --help")
 
 
+def command_parser(command, module_doc):
+    """The parser of `python -m catsdogs.<command>`: the module docstring's first line is the
+    description, the rest (its usage examples) the epilog."""
+    first, *rest = module_doc.splitlines()
+    return OneLineArgumentParser(prog=f"python -m catsdogs.{command}", description=first,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="\n".join(rest))
+
+
 def _unwrap_optional(annotation):
     args = typing.get_args(annotation)
     if typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in args:

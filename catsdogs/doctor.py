@@ -10,7 +10,6 @@ images that also appear in training (leakage) dropped from validation. The origi
 only ever read.
 """
 
-import argparse
 import collections
 import dataclasses
 import hashlib
@@ -23,8 +22,8 @@ import numpy as np
 from PIL import Image
 
 from catsdogs import runs
-from catsdogs.config import OneLineArgumentParser
-from catsdogs.errors import CatsDogsError, report
+from catsdogs.config import command_parser
+from catsdogs.errors import CatsDogsError, run_command
 from catsdogs.images import UnreadableImage, decode_image
 
 TINY_SIDE = 32  # px: images smaller than this on a side are flagged
@@ -218,9 +217,7 @@ def quick_warnings(data):
 
 
 def build_parser():
-    parser = OneLineArgumentParser(prog="python -m catsdogs.doctor", description=__doc__.splitlines()[0],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter,
-                                   epilog="\n".join(__doc__.splitlines()[1:]))
+    parser = command_parser("doctor", __doc__)
     parser.add_argument("data_dir", help="class sub-folders, or train/ and validation/ of them")
     parser.add_argument("--out", default="doctor.json", help="report file [default: doctor.json]")
     parser.add_argument("--fix-into", metavar="DIR", help="write a cleaned copy into DIR")
@@ -228,20 +225,20 @@ def build_parser():
 
 
 def main(argv=None):
-    try:
-        args = build_parser().parse_args(argv)
-        data_dir = Path(args.data_dir)
-        result = diagnose(data_dir)
-        out = Path(args.out)
-        runs.write_json(out, result)
-        print("\n".join(summary_lines(result)))
-        print(f"Details: {out}")
-        if args.fix_into:
-            copied, dropped = fix_into(result, data_dir, args.fix_into)
-            print(f"Cleaned copy: {copied} files in {args.fix_into} ({dropped} left out)")
-        return 0
-    except CatsDogsError as error:
-        return report(error)
+    return run_command(lambda: _run(build_parser().parse_args(argv)))
+
+
+def _run(args):
+    data_dir = Path(args.data_dir)
+    result = diagnose(data_dir)
+    out = Path(args.out)
+    runs.write_json(out, result)
+    print("\n".join(summary_lines(result)))
+    print(f"Details: {out}")
+    if args.fix_into:
+        copied, dropped = fix_into(result, data_dir, args.fix_into)
+        print(f"Cleaned copy: {copied} files in {args.fix_into} ({dropped} left out)")
+    return 0
 
 
 if __name__ == "__main__":

@@ -27,3 +27,14 @@ def report(error, stream=None):
     message = " ".join(str(error).split())  # one line, whatever the message held
     print(f"error: {message}", file=stream or sys.stderr)
     return USER_ERROR_EXIT_CODE
+
+
+def run_command(body):
+    """Run a command's body; a CatsDogsError becomes one `error:` line and exit code 2.
+
+    Every `main()` ends here, so the rule is written once.
+    """
+    try:
+        return body() or 0
+    except CatsDogsError as error:
+        return report(error)

@@ -8,15 +8,14 @@ confusion_matrix.json, plots/confusion_matrix.png and plots/most_wrong.png (the 
 wrong images) into OUT, by default `eval-<data folder name>/` beside the model.
 """
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 
 from catsdogs import runs
 from catsdogs.callable_module import make_callable
-from catsdogs.config import OneLineArgumentParser
-from catsdogs.errors import CatsDogsError, report
+from catsdogs.config import command_parser
+from catsdogs.errors import CatsDogsError, run_command
 
 GALLERY_SIZE = 16  # most confidently wrong images shown
 
@@ -130,10 +129,7 @@ def evaluate(classifier, data_dir, out=None, tta=False, batch_size=64):
 
 
 def build_parser():
-    parser = OneLineArgumentParser(prog="python -m catsdogs.evaluate",
-                                   description=__doc__.splitlines()[0],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter,
-                                   epilog="\n".join(__doc__.splitlines()[1:]))
+    parser = command_parser("evaluate", __doc__)
     parser.add_argument("model", help="run folder, .keras file or SavedModel folder")
     parser.add_argument("data_dir", help="folder of class sub-folders")
     parser.add_argument("--out", help="report folder [default: eval-<data name>/ beside the model]")
@@ -143,20 +139,20 @@ def build_parser():
 
 
 def main(argv=None):
-    try:
-        args = build_parser().parse_args(argv)
-        metrics = evaluate(args.model, args.data_dir, args.out, args.tta, args.batch_size)
-        print(f"{metrics['images']} images: accuracy {metrics['accuracy']:.4f}, "
-              f"loss {metrics['loss']:.4f}"
-              + (f", ROC AUC {metrics['roc_auc']:.4f}" if metrics.get("roc_auc") is not None else ""))
-        print(f"{'class':<14}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
-        for name, row in metrics["per_class"].items():
-            print(f"{name:<14}{row['precision']:>10.4f}{row['recall']:>10.4f}{row['f1']:>10.4f}"
-                  f"{row['support']:>9}")
-        print(f"Report: {metrics['out']}")
-        return 0
-    except CatsDogsError as error:
-        return report(error)
+    return run_command(lambda: _run(build_parser().parse_args(argv)))
+
+
+def _run(args):
+    metrics = evaluate(args.model, args.data_dir, args.out, args.tta, args.batch_size)
+    print(f"{metrics['images']} images: accuracy {metrics['accuracy']:.4f}, "
+          f"loss {metrics['loss']:.4f}"
+          + (f", ROC AUC {metrics['roc_auc']:.4f}" if metrics.get("roc_auc") is not None else ""))
+    print(f"{'class':<14}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
+    for name, row in metrics["per_class"].items():
+        print(f"{name:<14}{row['precision']:>10.4f}{row['recall']:>10.4f}{row['f1']:>10.4f}"
+              f"{row['support']:>9}")
+    print(f"Report: {metrics['out']}")
+    return 0
 
 
 make_callable(__name__, evaluate)

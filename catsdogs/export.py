@@ -11,7 +11,6 @@ is written beside its destination and swapped in, so an existing export is never
 Training writes model.keras and saved_model/ through the same functions.
 """
 
-import argparse
 import contextlib
 import json
 import tempfile
@@ -22,8 +21,8 @@ import numpy as np
 
 from catsdogs import runs
 from catsdogs.callable_module import make_callable
-from catsdogs.config import OneLineArgumentParser
-from catsdogs.errors import CatsDogsError, report
+from catsdogs.config import command_parser
+from catsdogs.errors import CatsDogsError, run_command
 
 FORMATS = ("saved_model", "keras", "tflite", "tflite-fp16", "tflite-int8", "onnx")
 FILE_NAMES = {"saved_model": "saved_model", "keras": "model.keras", "tflite": "model.tflite",
@@ -280,10 +279,7 @@ def format_check_table(results):
 
 
 def build_parser():
-    parser = OneLineArgumentParser(prog="python -m catsdogs.export",
-                                   description=__doc__.splitlines()[0],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter,
-                                   epilog="\n".join(__doc__.splitlines()[1:]))
+    parser = command_parser("export", __doc__)
     parser.add_argument("model", help="run folder or .keras file")
     parser.add_argument("--format", nargs="+", default=["all"], metavar="FORMAT",
                         help=f"{', '.join(FORMATS)} or all [default: all]")
@@ -296,17 +292,17 @@ def build_parser():
 
 
 def main(argv=None):
-    try:
-        args = build_parser().parse_args(argv)
-        formats = args.format
-        if args.check and "keras" not in formats and "all" not in formats:
-            formats = [*formats, "keras"]  # the reference the others are compared with
-        written = export(args.model, formats, args.out, args.calibration, args.int8_io)
-        if args.check:
-            print("\n".join(format_check_table(check(written, args.check))))
-        return 0
-    except CatsDogsError as error:
-        return report(error)
+    return run_command(lambda: _run(build_parser().parse_args(argv)))
+
+
+def _run(args):
+    formats = args.format
+    if args.check and "keras" not in formats and "all" not in formats:
+        formats = [*formats, "keras"]  # the reference the others are compared with
+    written = export(args.model, formats, args.out, args.calibration, args.int8_io)
+    if args.check:
+        print("\n".join(format_check_table(check(written, args.check))))
+    return 0
 
 
 make_callable(__name__, export)

@@ -10,7 +10,6 @@ not an image, too large) are listed with the reason and skipped; the command fai
 only if no file at all could be classified. Your files are never modified.
 """
 
-import argparse
 import dataclasses
 import json
 import os
@@ -21,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from catsdogs import runs
-from catsdogs.config import OneLineArgumentParser
-from catsdogs.errors import CatsDogsError, report
+from catsdogs.config import command_parser
+from catsdogs.errors import CatsDogsError, run_command
 from catsdogs.images import decode_many, is_hidden
 
 CHUNK = 512  # images decoded per step: bounds memory, and the next chunk decodes meanwhile
@@ -150,10 +149,7 @@ def write_output(rows, skipped, path, multiclass):
 
 
 def build_parser():
-    parser = OneLineArgumentParser(prog="python -m catsdogs.predict",
-                                   description=__doc__.splitlines()[0],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter,
-                                   epilog="\n".join(__doc__.splitlines()[1:]))
+    parser = command_parser("predict", __doc__)
     parser.add_argument("model", help="run folder, .keras file or SavedModel folder")
     parser.add_argument("paths", nargs="+", help="image files and folders (read recursively)")
     parser.add_argument("--output", help="write rows to FILE.csv or FILE.json")
@@ -167,33 +163,33 @@ def build_parser():
 
 
 def main(argv=None):
-    try:
-        args = build_parser().parse_args(argv)
-        from catsdogs.classifier import load
+    return run_command(lambda: _run(build_parser().parse_args(argv)))
 
-        classifier = load(args.model)
-        rows, skipped = predict_paths(classifier, args.paths, args.batch_size, args.top_k,
-                                      args.threshold)
-        for path, reason in skipped:
-            print(f"skipped {display(path)}: {reason}")
-        if not rows:
-            raise CatsDogsError("no image could be classified", where=" ".join(args.paths),
-                                fix="pass image files or folders holding JPEG/PNG/BMP/GIF images")
-        multiclass = not classifier.is_binary
-        width = min(60, max(len(display(r.path)) for r in rows))
-        for row in rows:
-            extra = "  " + ", ".join(f"{c} {p:.3f}" for c, p in row.top_k) if multiclass and args.top_k > 1 else ""
-            print(f"{display(row.path):<{width}}  {row.predicted:<12} {row.probability:.4f}{extra}")
-        print(f"{len(rows)} classified, {len(skipped)} skipped")
-        if args.output:
-            write_output(rows, skipped, args.output, multiclass)
-            print(f"Wrote {args.output}")
-        if args.sort_into:
-            sort_into(rows, args.sort_into)
-            print(f"Copied {len(rows)} images into {args.sort_into}/<class>/")
-        return 0
-    except CatsDogsError as error:
-        return report(error)
+
+def _run(args):
+    from catsdogs.classifier import load
+
+    classifier = load(args.model)
+    rows, skipped = predict_paths(classifier, args.paths, args.batch_size, args.top_k,
+                                  args.threshold)
+    for path, reason in skipped:
+        print(f"skipped {display(path)}: {reason}")
+    if not rows:
+        raise CatsDogsError("no image could be classified", where=" ".join(args.paths),
+                            fix="pass image files or folders holding JPEG/PNG/BMP/GIF images")
+    multiclass = not classifier.is_binary
+    width = min(60, max(len(display(r.path)) for r in rows))
+    for row in rows:
+        extra = "  " + ", ".join(f"{c} {p:.3f}" for c, p in row.top_k) if multiclass and args.top_k > 1 else ""
+        print(f"{display(row.path):<{width}}  {row.predicted:<12} {row.probability:.4f}{extra}")
+    print(f"{len(rows)} classified, {len(skipped)} skipped")
+    if args.output:
+        write_output(rows, skipped, args.output, multiclass)
+        print(f"Wrote {args.output}")
+    if args.sort_into:
+        sort_into(rows, args.sort_into)
+        print(f"Copied {len(rows)} images into {args.sort_into}/<class>/")
+    return 0
 
 
 if __name__ == "__main__":

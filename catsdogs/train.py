@@ -12,7 +12,6 @@ history.csv, skipped.csv, logs/ (TensorBoard), model.keras (best epoch by valida
 saved_model/, plots/training_curves.png and metrics.json.
 """
 
-import argparse
 import dataclasses
 import json
 import math
@@ -22,7 +21,7 @@ from pathlib import Path
 from catsdogs import config as cfg
 from catsdogs import runs
 from catsdogs.callable_module import make_callable
-from catsdogs.errors import CatsDogsError, report
+from catsdogs.errors import CatsDogsError, run_command
 from catsdogs.models import DEFAULT_PRESET, describe_presets, get_preset
 
 DEFAULT_DATA = "data/cats_and_dogs"  # the small real sample shipped with the repo
@@ -296,10 +295,7 @@ def preview_augmentation(config, count=32):
 
 
 def build_parser():
-    parser = cfg.OneLineArgumentParser(prog="python -m catsdogs.train",
-                                       description=__doc__.splitlines()[0],
-                                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                                       epilog="\n".join(__doc__.splitlines()[1:]))
+    parser = cfg.command_parser("train", __doc__)
     actions = parser.add_argument_group("actions")
     actions.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     actions.add_argument("--list-presets", action="store_true", help="list presets and exit")
@@ -324,27 +320,25 @@ def config_from_args(args):
 
 def main(argv=None):
     try:
-        args = build_parser().parse_args(argv)
-        if args.list_presets:
-            print("\n".join(describe_presets()))
-            return 0
-        if args.resume:
-            if cfg.given_flags(args, cfg.TrainConfig) or args.config:
-                raise CatsDogsError("--resume takes its settings from the run's config.json",
-                                    where=args.resume, fix="drop the other flags")
-            resume(args.resume)
-            return 0
-        config = config_from_args(args)
-        if args.preview_augmentation:
-            preview_augmentation(config)
-        else:
-            train(config)
-        return 0
-    except CatsDogsError as error:
-        return report(error)
+        return run_command(lambda: _run(build_parser().parse_args(argv)))
     except KeyboardInterrupt:
         print("\ninterrupted: continue with python -m catsdogs.train --resume RUN_DIR", file=sys.stderr)
         return 130
+
+
+def _run(args):
+    if args.list_presets:
+        print("\n".join(describe_presets()))
+    elif args.resume:
+        if cfg.given_flags(args, cfg.TrainConfig) or args.config:
+            raise CatsDogsError("--resume takes its settings from the run's config.json",
+                                where=args.resume, fix="drop the other flags")
+        resume(args.resume)
+    elif args.preview_augmentation:
+        preview_augmentation(config_from_args(args))
+    else:
+        train(config_from_args(args))
+    return 0
 
 
 make_callable(__name__, train)
