@@ -18,6 +18,7 @@ from catsdogs.errors import CatsDogsError
 
 DATASETS = ("folder", "cifar10")  # where images come from: class folders, or CIFAR-10
 SCHEDULES = ("constant", "cosine")
+STRATEGIES = ("auto", "default", "mirrored", "multiworker")  # see distribute.py
 CLASS_WEIGHTS = ("none", "auto")  # auto: each class weighted by total / (classes x its count)  # learning rate over training; cosine warms up first
 
 
@@ -92,6 +93,8 @@ class TrainConfig:
     class_weight: str = setting("none", "(none or auto) auto weights each class inversely to its "
                                         "count, for imbalanced folders")
     patience: int = setting(0, "(epochs) stop after this many without a better val accuracy; 0: off")
+    strategy: str = setting("auto", f"(one of {', '.join(STRATEGIES)}) devices and machines to "
+                                    "train on; --batch-size is per replica")
     run_dir: str | None = setting(None, "(folder) where to write the run; default: runs/<preset>-<time>")
     augment: AugmentConfig | None = setting(None, "augmentation; default: the preset's")
 
@@ -114,6 +117,8 @@ class TrainConfig:
         _check(0 < self.val_split < 1, "val_split", self.val_split, "a fraction in (0, 1)")
         _check(self.class_weight in CLASS_WEIGHTS, "class_weight", self.class_weight,
                f"one of {', '.join(CLASS_WEIGHTS)}", _close_match(self.class_weight, CLASS_WEIGHTS))
+        _check(self.strategy in STRATEGIES, "strategy", self.strategy,
+               f"one of {', '.join(STRATEGIES)}", _close_match(self.strategy, STRATEGIES))
         _check(self.patience >= 0, "patience", self.patience, "an integer >= 0 (0 turns it off)")
         if (self.train_dir is None) != (self.val_dir is None):
             raise CatsDogsError("--train-dir and --val-dir go together", fix="give both, or use --data")

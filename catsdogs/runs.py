@@ -174,6 +174,16 @@ def replace_dir(path, write):
         shutil.rmtree(temp, ignore_errors=True)
 
 
+def remove_stale_temporaries(run_dir):
+    """Delete the temporary files and folders of atomic writes that a killed process left in
+    `run_dir` (the previous process is gone when a run is resumed)."""
+    for leftover in Path(run_dir).rglob(".*.tmp*"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+
+
 def recover_dir(path):
     """Undo a swap that `replace_dir` could not finish (killed between its two renames)."""
     path = Path(path)

@@ -38,6 +38,7 @@ class Prepared:
     val_ds: object
     loss: object
     accuracy: object
+    placement: object  # distribute.Placement
 
 
 @dataclasses.dataclass
@@ -96,31 +97,34 @@ def balanced_class_weights(labels, num_classes):
     return {i: len(labels) / (num_classes * count) for i, count in enumerate(counts) if count}
 
 
-def make_optimizer(config, steps_per_epoch):
-    """Adam (AdamW with weight decay) at a constant rate, or warm-up + cosine decay.
+def make_optimizer(config, steps_per_epoch, replicas=1):
+    """Adam (AdamW with weight decay) at a constant rate, or warm-up + cosine decay; the rate
+    is scaled by the replica count (linear scaling rule, see distribute.py).
 
     The schedule counts optimizer steps, which resume restores, so a resumed run continues
     on the same curve.
     """
     import keras
 
-    rate = config.learning_rate
+    peak = config.learning_rate * replicas
+    rate = peak
     if config.schedule == "cosine":
         total = max(2, steps_per_epoch * config.epochs)
         warmup = max(1, total // 10)
         rate = keras.optimizers.schedules.CosineDecay(
-            0.0, decay_steps=total - warmup, warmup_target=config.learning_rate, warmup_steps=warmup)
+            0.0, decay_steps=total - warmup, warmup_target=peak, warmup_steps=warmup)
     if config.weight_decay:
         return keras.optimizers.AdamW(rate, weight_decay=config.weight_decay)
     return keras.optimizers.Adam(rate)
 
 
-def _prepare(config):
+def _prepare(config, placement):
     """Seeds, decoded data and tf.data pipelines for `config` (nothing written yet)."""
     import keras
 
     from catsdogs.augment import build_augmenter
     from catsdogs.data import load_image_data, make_dataset
+    from catsdogs.distribute import shard_by_data
 
     keras.utils.set_random_seed(config.seed)
     preset = get_preset(config.preset)
@@ -128,10 +132,12 @@ def _prepare(config):
     loss, accuracy, one_hot = loss_and_accuracy(len(data.class_names), config.label_smoothing)
     classes = len(data.class_names) if one_hot else None
     augmenter = build_augmenter(config.augment, seed=config.seed)
-    train_ds = make_dataset(data.train, config.batch_size, augmenter, shuffle_seed=config.seed,
+    global_batch = config.batch_size * placement.replicas
+    train_ds = make_dataset(data.train, global_batch, augmenter, shuffle_seed=config.seed,
                             one_hot=classes)
-    val_ds = make_dataset(data.val, config.batch_size, one_hot=classes)
-    return Prepared(preset, data, train_ds, val_ds, loss, accuracy)
+    val_ds = make_dataset(data.val, global_batch, one_hot=classes)
+    return Prepared(preset, data, shard_by_data(train_ds), shard_by_data(val_ds), loss, accuracy,
+                    placement)
 
 
 def _report_data(data, run_dir):
@@ -163,10 +169,12 @@ def _fit(config, run_dir, prepared, resumed):
                             where=names_file, fix="resume with the data the run started with")
     runs.write_json(names_file, data.class_names)
 
-    model = preset.build(len(data.class_names))
-    steps_per_epoch = -(-len(data.train) // config.batch_size)
-    model.compile(optimizer=make_optimizer(config, steps_per_epoch), loss=prepared.loss,
-                  metrics=[prepared.accuracy])
+    placement = prepared.placement
+    with placement.strategy.scope():
+        model = preset.build(len(data.class_names))
+        steps_per_epoch = -(-len(data.train) // (config.batch_size * placement.replicas))
+        model.compile(optimizer=make_optimizer(config, steps_per_epoch, placement.replicas),
+                      loss=prepared.loss, metrics=[prepared.accuracy])
     history = callbacks.HistoryCSV(run_dir / runs.HISTORY_FILE)
     best_so_far = max((float(r[MONITOR]) for r in history.rows if r.get(MONITOR)), default=-math.inf)
     first_batch = next(iter(train_ds))[0].numpy()
@@ -242,10 +250,11 @@ def train(config):
         >>> run.metrics["best_val_accuracy"]  # doctest: +SKIP
     """
     config = resolve_config(config)
+    placement = _placement(config)
     print("Settings:", json.dumps(cfg.to_dict(config)))
     if config.run_dir is not None:
         runs.refuse_used_run_dir(config.run_dir)
-    prepared = _prepare(config)  # bad data fails here, before any folder is made
+    prepared = _prepare(config, placement)  # bad data fails here, before any folder is made
     run_dir = runs.new_run_dir(config.preset, config.run_dir)
     runs.write_json(run_dir / runs.CONFIG_FILE, cfg.to_dict(config))
     print(f"Run folder: {run_dir}")
@@ -257,12 +266,21 @@ def resume(run_dir):
     run_dir = runs.existing_run_dir(run_dir)
     config = cfg.from_dict(cfg.TrainConfig, cfg.load_json(run_dir / runs.CONFIG_FILE),
                            source=run_dir / runs.CONFIG_FILE)
+    placement = _placement(config)
+    runs.remove_stale_temporaries(run_dir)
     done = runs.read_csv(run_dir / runs.HISTORY_FILE)
     if (run_dir / runs.METRICS_FILE).exists() and not (run_dir / runs.CHECKPOINTS_DIR).exists():
         raise CatsDogsError("this run already finished", where=run_dir,
                             fix="start a new run, or raise --epochs in a new one")
     print(f"Resuming {run_dir} after epoch {len(done)} of {config.epochs}")
-    return _fit(config, run_dir, _prepare(config), resumed=True)
+    return _fit(config, run_dir, _prepare(config, placement), resumed=True)
+
+
+def _placement(config):
+    """The tf.distribute placement, made before any other TensorFlow work (distribute.py)."""
+    from catsdogs.distribute import make_placement
+
+    return make_placement(config.strategy)
 
 
 def preview_augmentation(config, count=32):
@@ -272,7 +290,7 @@ def preview_augmentation(config, count=32):
     from catsdogs import plots
 
     config = resolve_config(config)
-    prepared = _prepare(config)
+    prepared = _prepare(config, _placement(config))
     data, train_ds = prepared.data, prepared.train_ds
     run_dir = runs.new_run_dir(config.preset, config.run_dir)
     images, labels = [], []

@@ -36,4 +36,4 @@ def test_notebook_runs_in_fast_mode(path, tmp_path, monkeypatch):
     client.execute()  # raises CellExecutionError, naming the cell, if any cell fails
     outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
-    assert any("image/png" in o.get("data", {}) for o in outputs), "figures are shown inline"
+    assert any({"image/png", "image/jpeg"} & set(o.get("data", {})) for o in outputs), "figures are shown inline"

@@ -57,7 +57,7 @@ def test_sigkill_at_random_moments_then_resume_loses_nothing(tmp_path):
     """Kill the training process at several moments (mid-epoch, mid-save), resume each time."""
     data = write_class_images(tmp_path / "data", TWO_CLASSES, 24, size=(32, 32))
     run_dir = tmp_path / "run"
-    epochs = 8
+    epochs = 16
     command = [sys.executable, "-m", "catsdogs.train", "--data", str(data), "--preset",
                "seed-cifar10", "--epochs", str(epochs), "--batch-size", "8"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -81,7 +81,7 @@ def test_sigkill_at_random_moments_then_resume_loses_nothing(tmp_path):
         process.wait()
         kills += 1
         done = history_epochs(run_dir)
-        assert done == list(range(1, len(done) + 1))  # no gaps, no repeats, ever
+        assert done == list(range(1, len(done) + 1)), done  # no gaps, no repeats, ever
         if (run_dir / "model.keras").exists():
             keras.saving.load_model(run_dir / "model.keras")  # never torn
     assert kills >= 3, "the kills must land while the run is still going"
@@ -125,3 +125,12 @@ def test_truncated_images_give_an_image_or_a_reason(tmp_path, fraction, kind):
     except UnreadableImage as error:
         assert str(error)
     assert time.perf_counter() - started < 2
+
+
+def test_resume_clears_what_a_killed_save_left_behind(tmp_path):
+    (tmp_path / "model.keras").write_bytes(b"good")
+    (tmp_path / ".model.keras.tmp-4242.keras").write_bytes(b"half")
+    (tmp_path / "checkpoints" / ".backup.tmp").mkdir(parents=True)
+    runs.remove_stale_temporaries(tmp_path)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["checkpoints", "model.keras"]
+    assert (tmp_path / "model.keras").read_bytes() == b"good"
