@@ -128,6 +128,8 @@ def main():
     for preset in args.presets or TASKS[args.task]["presets"]:
         rows.append(summarize(f"catsdogs {preset}", catsdogs_run(args.task, root, preset),
                               target, tutorial[-1][0]))
+    if args.json:  # first, so that nothing below can lose the measurements
+        Path(args.json).write_text(json.dumps({"machine": describe(), "rows": rows}, indent=2))
     base = rows[0]
     print(f"\n{describe()}\ntarget: the tutorial's best accuracy, {target:.1%}")
     print(f"{'run':<28}{'epochs':>7}{'best':>8}{'total s':>9}{'s to target':>12}{'speed-up':>9}"
@@ -135,11 +137,10 @@ def main():
     for row in rows:
         reach = row["seconds_to_target"]
         speedup = f"{base['seconds_to_target'] / reach:.2f}x" if reach else "-"
+        reached = "not reached" if reach is None else f"{reach:.0f}"
         print(f"{row['run']:<28}{row['epochs']:>7}{row['best']:>8.1%}{row['total_seconds']:>9.0f}"
-              f"{reach if reach is None else round(reach):>12}{speedup:>9}"
+              f"{reached:>12}{speedup:>9}"
               f"{row['best_within_tutorial_time']:>18.1%}{row['best_within_20_min']:>15.1%}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"machine": describe(), "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":
