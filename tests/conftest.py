@@ -1,4 +1,4 @@
-"""Shared fixtures: small generated image folders, so no test needs the network or ../shared."""
+"""Shared fixtures: small generated image folders, so no test needs the network or the full data sets."""
 
 import os
 from pathlib import Path
