@@ -159,8 +159,10 @@ def load_split_folder(folder, image_size, val_split, seed):
     print(f"Decoding {len(paths)} images from {folder}")
     everything, bad = _decode_split(paths, labels, image_size, class_names, folder)
     train_idx, val_idx = stratified_split(everything.labels, val_split, seed)
-    take = lambda idx: Split(everything.pixels[idx], everything.labels[idx],
-                             [everything.paths[i] for i in idx])
+    def take(indices):
+        return Split(everything.pixels[indices], everything.labels[indices],
+                     [everything.paths[i] for i in indices])
+
     source = f"{folder} (split {1 - val_split:.0%}/{val_split:.0%}, seed {seed})"
     return ImageData(class_names, take(train_idx), take(val_idx), skipped + bad,
                      {"train": source, "validation": source})
@@ -180,7 +182,9 @@ def download_cifar10(image_size):
     if tuple(image_size) != x_train.shape[1:3]:
         raise CatsDogsError(f"CIFAR-10 images are 32x32, the preset takes {image_size}",
                             where="--preset", fix="use a 32x32 preset such as seed-cifar10")
-    as_split = lambda x, y: Split(x, y.reshape(-1).astype(np.int32), [])
+    def as_split(pixels, labels):
+        return Split(pixels, labels.reshape(-1).astype(np.int32), [])
+
     return ImageData(list(CIFAR10_CLASSES), as_split(x_train, y_train), as_split(x_test, y_test),
                      [], {"train": "keras.datasets.cifar10 (train)",
                           "validation": "keras.datasets.cifar10 (test)"})

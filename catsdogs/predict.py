@@ -98,8 +98,10 @@ def predict_paths(classifier, paths, batch_size=64, top_k=1, threshold=0.5, prog
     rows = []
     bar = keras.utils.Progbar(len(files), unit_name="image") if progress and len(files) > CHUNK else None
     chunks = [files[i:i + CHUNK] for i in range(0, len(files), CHUNK)]
+    def decode(chunk):
+        return decode_many(chunk, classifier.image_size, progress=False)
+
     with ThreadPoolExecutor(max_workers=1) as prefetch:
-        decode = lambda chunk: decode_many(chunk, classifier.image_size, progress=False)
         pending = prefetch.submit(decode, chunks[0]) if chunks else None
         for index, chunk in enumerate(chunks):
             pixels, kept, bad = pending.result()

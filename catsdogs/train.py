@@ -141,7 +141,10 @@ def _prepare(config, placement):
 
 
 def _report_data(data, run_dir):
-    """Print class names and counts; save them (dataset.json) and the skipped files."""
+    """Print class names and counts; save them (dataset.json) and the skipped files; warn
+    about leakage and imbalance (doctor's cheap checks)."""
+    from catsdogs.doctor import quick_warnings
+
     summary = data.summary()
     for split in ("train", "validation"):
         counts = ", ".join(f"{name} {n}" for name, n in summary["counts"][split].items())
@@ -150,7 +153,6 @@ def _report_data(data, run_dir):
     if data.skipped:
         print(f"Skipped {len(data.skipped)} unusable file(s); see {run_dir / runs.SKIPPED_FILE}")
     runs.write_json(run_dir / runs.DATASET_FILE, summary)
-    from catsdogs.doctor import quick_warnings
     for line in quick_warnings(data):
         print(line)
 
