@@ -30,8 +30,9 @@ class Classifier:
 
     def probabilities(self, pixels):
         """Class probabilities (n, classes) for a batch, also for one-sigmoid binary models."""
-        out = np.asarray(self.predict_batch(np.asarray(pixels, np.float32)), dtype=np.float64)
-        return np.concatenate([1 - out, out], axis=1) if out.shape[-1] == 1 else out
+        from catsdogs.runtimes import as_class_probabilities
+
+        return as_class_probabilities(self.predict_batch(np.asarray(pixels, np.float32)))
 
     def predict_folder(self, *paths, **options):
         """Classify image files and folders (recursive); see `catsdogs.predict.predict_paths`."""

@@ -7,7 +7,8 @@ of shape (n, height, width, 3), so `export --check` and the tests compare format
 import numpy as np
 
 
-def _as_class_probabilities(out):
+def as_class_probabilities(out):
+    """(n, classes) probabilities; a one-unit sigmoid output becomes (1 - p, p)."""
     out = np.asarray(out, dtype=np.float64)
     return np.concatenate([1 - out, out], axis=1) if out.shape[-1] == 1 else out
 
@@ -16,7 +17,7 @@ def open_keras(path):
     import keras
 
     model = keras.saving.load_model(path, safe_mode=True, compile=False)
-    return lambda pixels: _as_class_probabilities(model.predict_on_batch(pixels))
+    return lambda pixels: as_class_probabilities(model.predict_on_batch(pixels))
 
 
 def open_saved_model(path):
@@ -76,7 +77,7 @@ def open_tflite(path):
         return out[0]
 
     interpreter.allocate_tensors()
-    return lambda pixels: _as_class_probabilities(np.stack([run_one(p) for p in pixels]))
+    return lambda pixels: as_class_probabilities(np.stack([run_one(p) for p in pixels]))
 
 
 def _limits(dtype):
@@ -89,7 +90,7 @@ def open_onnx(path):
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    return lambda pixels: _as_class_probabilities(session.run(None, {name: pixels.astype(np.float32)})[0])
+    return lambda pixels: as_class_probabilities(session.run(None, {name: pixels.astype(np.float32)})[0])
 
 
 OPENERS = {"saved_model": open_saved_model, "keras": open_keras, "tflite": open_tflite,
