@@ -6,6 +6,7 @@ travel beside the model, checks they fit the model's output, and refuses unsafe 
 
 import dataclasses
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -54,9 +55,43 @@ def _class_names_near(path):
                         fix="put the run's class_names.json next to it, or pass the run folder")
 
 
+KERAS_MODULES = ("keras", "keras_hub")  # top-level packages a .keras config may name
+
+
+def _foreign_modules(config):
+    """Every `module` a Keras config names outside Keras itself (nested anywhere)."""
+    if isinstance(config, dict):
+        module = config.get("module")
+        if isinstance(module, str) and module.split(".")[0] not in KERAS_MODULES:
+            yield module
+        for value in config.values():
+            yield from _foreign_modules(value)
+    elif isinstance(config, list):
+        for value in config:
+            yield from _foreign_modules(value)
+
+
+def _refuse_foreign_modules(path):
+    """Read the archive's config.json first: a `.keras` that names a module outside Keras
+    (`os`, `subprocess`, a package of its own) is refused before Keras imports anything.
+    Keras' safe mode fails on such files too, but with a multi-line TypeError that does not
+    say why; this says which module."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError):
+        return  # not a readable archive: keras.saving.load_model says so below
+    foreign = sorted(set(_foreign_modules(config)))
+    if foreign:
+        raise CatsDogsError(f"refused to load: the model names code outside Keras "
+                            f"(module {', '.join(map(repr, foreign))})", where=path,
+                            fix="load only .keras files made by catsdogs or plain Keras")
+
+
 def _load_keras(path):
     import keras
 
+    _refuse_foreign_modules(path)
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=False)
     except ValueError as error:

@@ -28,6 +28,18 @@ def write_class_images(folder, colours, count, size=(40, 48), seed=0):
     return Path(folder)
 
 
+def bomb_png_bytes(side=100_000):
+    """A tiny PNG whose header claims side x side RGB pixels: a decompression bomb."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+
+
 TWO_CLASSES = {"cats": (200, 80, 60), "dogs": (60, 90, 200)}
 THREE_CLASSES = {"apples": (200, 40, 40), "grapes": (90, 40, 160), "limes": (60, 200, 60)}
 

@@ -11,7 +11,7 @@ from catsdogs.config import TrainConfig
 from catsdogs.errors import CatsDogsError
 from catsdogs.images import UnreadableImage, decode_image
 
-from conftest import TWO_CLASSES, write_class_images
+from conftest import TWO_CLASSES, bomb_png_bytes, write_class_images
 
 
 def digest(folder):
@@ -100,15 +100,6 @@ def test_pipeline_batches_shuffles_and_augments_only_training(binary_folders):
 
 
 def test_decompression_bomb_header_is_refused_before_decoding(tmp_path):
-    import struct
-    import zlib
-
-    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)  # 10^10 RGB pixels
-
-    def chunk(kind, body):
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-    (tmp_path / "bomb.png").write_bytes(png)
+    (tmp_path / "bomb.png").write_bytes(bomb_png_bytes())  # 10^10 pixels claimed
     with pytest.raises(UnreadableImage, match="too large"):
         decode_image(tmp_path / "bomb.png", (8, 8))

@@ -17,7 +17,7 @@ from catsdogs.data import scan_class_folders
 from catsdogs.export import FILE_NAMES, export, main as export_main, write_saved_model
 from catsdogs.images import decode_many
 
-from conftest import SAMPLE_DATA
+from conftest import SAMPLE_DATA, bomb_png_bytes
 
 CIFAR_TEST = SAMPLE_DATA / "cifar10" / "test"
 
@@ -80,6 +80,16 @@ def test_saved_model_takes_image_bytes_and_returns_class_names(trained_run, expo
     expected = [trained_run.class_names[i] for i in keras_probabilities.argmax(1)]
     assert names == expected
     np.testing.assert_allclose(probabilities, keras_probabilities, atol=1e-4)
+
+
+@pytest.mark.parametrize("hostile, reason", [(bomb_png_bytes(), "decompression bomb"),
+                                             (b"just text", "not a JPEG, PNG, GIF or BMP")])
+def test_saved_model_refuses_bombs_before_decoding(hostile, reason, exports):
+    import tensorflow as tf
+
+    classify = runtimes.open_saved_model_bytes(exports["saved_model"])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=reason):
+        classify([hostile])
 
 
 def test_saved_model_cli_lists_both_signatures_and_classifies_a_jpeg(exports, tmp_path):

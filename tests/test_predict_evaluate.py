@@ -20,7 +20,7 @@ from catsdogs.models import get_preset
 from catsdogs.predict import main as predict_main
 from catsdogs.predict import predict_paths
 
-from conftest import TWO_CLASSES, write_class_images
+from conftest import TWO_CLASSES, bomb_png_bytes, write_class_images
 
 
 @pytest.fixture
@@ -131,6 +131,16 @@ def test_no_classifiable_file_is_one_line_exit_2(model_dir, tmp_path, capsys):
     (tmp_path / "bad" / "x.jpg").write_text("text")
     assert predict_main([str(model_dir), str(tmp_path / "bad")]) == 2
     assert capsys.readouterr().err.strip().startswith("error: no image could be classified")
+
+
+def test_folder_of_only_a_bomb_is_one_line_and_exit_2(model_dir, tmp_path, capsys):
+    (tmp_path / "bombs").mkdir()
+    (tmp_path / "bombs" / "huge.png").write_bytes(bomb_png_bytes())
+    assert predict_main([str(model_dir), str(tmp_path / "bombs")]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip().startswith("error: no image could be classified")
+    assert len(captured.err.strip().splitlines()) == 1
+    assert "huge.png" in captured.out and "decompression bomb" in captured.out
 
 
 def test_lambda_model_is_refused_with_one_line(tmp_path, capsys):

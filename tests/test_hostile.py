@@ -1,0 +1,164 @@
+"""Hostile files are refused with one line and exit code 2: archives that write outside their
+folder, downloads with the wrong SHA-256, `.keras` files that name code outside Keras."""
+
+import hashlib
+import io
+import json
+import tarfile
+import zipfile
+
+import keras
+import pytest
+from PIL import Image
+
+from catsdogs import archives, download
+from catsdogs.classifier import load
+from catsdogs.errors import CatsDogsError
+from catsdogs.predict import main as predict_main
+
+
+def one_error_line(capsys, main, argv):
+    code = main(argv)
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert code == 2, captured
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+def png_bytes():
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4), (200, 10, 10)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def add_file(archive, name, data):
+    member = tarfile.TarInfo(name)
+    member.size = len(data)
+    archive.addfile(member, io.BytesIO(data))
+
+
+def add_link(archive, name, target, kind):
+    member = tarfile.TarInfo(name)
+    member.type, member.linkname = kind, target
+    archive.addfile(member)
+
+
+HOSTILE_TARS = {  # what the member is called in the refusal -> how the archive gets it
+    "'..' step": lambda tar: add_file(tar, "cats/../../escaped.png", png_bytes()),
+    "absolute path": lambda tar: add_file(tar, "/tmp/catsdogs-escaped.png", png_bytes()),
+    "symbolic link": lambda tar: add_link(tar, "cats/link.png", "/etc/passwd", tarfile.SYMTYPE),
+    "hard link": lambda tar: add_link(tar, "cats/hard.png", "/etc/passwd", tarfile.LNKTYPE),
+}
+
+
+def write_tar(path, *extra):
+    with tarfile.open(path, "w:gz") as tar:
+        add_file(tar, "cats/a.png", png_bytes())
+        add_file(tar, "dogs/b.png", png_bytes())
+        for add in extra:
+            add(tar)
+    return path
+
+
+def sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("kind", HOSTILE_TARS)
+def test_hostile_tar_member_refuses_the_whole_archive(kind, tmp_path, capsys):
+    archive = write_tar(tmp_path / "data.tar.gz", HOSTILE_TARS[kind])
+    into = tmp_path / "out" / "unpacked"
+    line = one_error_line(capsys, download.main,
+                          ["--archive", str(archive), "--sha256", sha256(archive), "--into", str(into)])
+    assert "refused archive" in line and kind in line
+    assert not (tmp_path / "out").exists()  # nothing written, not even the target's parent
+    assert not (tmp_path / "escaped.png").exists()
+
+
+def test_zip_with_a_dot_dot_member_is_refused(tmp_path, capsys):
+    archive = tmp_path / "data.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("cats/a.png", png_bytes())
+        zipped.writestr("../escaped.png", png_bytes())
+    line = one_error_line(capsys, download.main, ["--archive", str(archive), "--sha256",
+                                                  sha256(archive), "--into", str(tmp_path / "u")])
+    assert "'../escaped.png'" in line and "'..' step" in line
+    assert not (tmp_path / "u").exists() and not (tmp_path / "escaped.png").exists()
+
+
+def test_wrong_checksum_is_refused_before_unpacking(tmp_path, capsys):
+    archive = write_tar(tmp_path / "data.tar.gz")
+    before = archive.read_bytes()
+    line = one_error_line(capsys, download.main, ["--archive", str(archive), "--sha256", "0" * 64,
+                                                  "--into", str(tmp_path / "u")])
+    assert "SHA-256 mismatch" in line and sha256(archive) in line
+    assert not (tmp_path / "u").exists() and archive.read_bytes() == before
+
+
+def test_pinned_dataset_checksum_is_checked_for_a_local_archive(tmp_path, capsys):
+    fake = write_tar(tmp_path / "kagglecatsanddogs_5340.zip")
+    line = one_error_line(capsys, download.main, ["petimages", "--archive", str(fake),
+                                                  "--into", str(tmp_path / "pets")])
+    assert "SHA-256 mismatch" in line and download.SOURCES["petimages"].sha256 in line
+
+
+def test_a_safe_archive_unpacks_and_is_never_unpacked_over_a_folder(tmp_path, capsys):
+    archive = write_tar(tmp_path / "data.tar.gz")
+    into = tmp_path / "pets"
+    assert download.main(["--archive", str(archive), "--sha256", sha256(archive),
+                          "--into", str(into)]) == 0
+    assert sorted(p.relative_to(into).as_posix() for p in into.rglob("*.png")) == ["cats/a.png",
+                                                                                   "dogs/b.png"]
+    assert not list(tmp_path.glob(".pets.*"))  # no temporary folder left beside it
+    (into / "cats" / "mine.txt").write_text("user data")
+    line = one_error_line(capsys, download.main, ["--archive", str(archive), "--sha256",
+                                                  sha256(archive), "--into", str(into)])
+    assert "already exists" in line and (into / "cats" / "mine.txt").read_text() == "user data"
+
+
+def test_failed_download_is_one_line(monkeypatch, tmp_path, capsys):
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    line = one_error_line(capsys, download.main, ["petimages", "--into", str(tmp_path / "p")])
+    assert "could not download" in line and "--archive" in line
+
+
+def test_not_an_archive(tmp_path):
+    (tmp_path / "x.zip").write_text("hello")
+    with pytest.raises(CatsDogsError, match="not a zip or tar archive"):
+        archives.extract(tmp_path / "x.zip", tmp_path / "u")
+
+
+def rewrite_keras_config(source, target, change):
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w") as out:
+        for item in original.infolist():
+            data = original.read(item.filename)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                change(config)
+                data = json.dumps(config).encode()
+            out.writestr(item, data)
+
+
+@pytest.mark.parametrize("module", ["os", "subprocess", "evil_package.layers"])
+def test_keras_file_naming_a_module_outside_keras_is_refused(module, tmp_path, capsys):
+    inputs = keras.Input((8, 8, 3))
+    outputs = keras.layers.Dense(1, activation="sigmoid")(keras.layers.Flatten()(inputs))
+    keras.Model(inputs, outputs).save(tmp_path / "plain.keras")
+
+    def plant(config):
+        layer = config["config"]["layers"][-1]
+        layer["module"], layer["class_name"], layer["registered_name"] = module, "Backdoor", None
+
+    rewrite_keras_config(tmp_path / "plain.keras", tmp_path / "evil.keras", plant)
+    (tmp_path / "class_names.json").write_text(json.dumps(["a", "b"]))
+    with pytest.raises(CatsDogsError, match=f"outside Keras .module '{module}'"):
+        load(tmp_path / "evil.keras")
+    (tmp_path / "img").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "img" / "a.png")
+    line = one_error_line(capsys, predict_main, [str(tmp_path / "evil.keras"), str(tmp_path / "img")])
+    assert module in line
+    assert load(tmp_path / "plain.keras").class_names == ["a", "b"]  # the untouched file loads
