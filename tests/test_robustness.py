@@ -94,6 +94,36 @@ def test_sigkill_at_random_moments_then_resume_loses_nothing(tmp_path):
     assert not list(run_dir.rglob(".*.tmp*"))  # no temp files left behind
 
 
+@pytest.mark.slow
+def test_sigkill_while_writing_the_saved_model_then_resume(tmp_path):
+    """The last write of a run (the SavedModel export) killed half-way: resume finishes it."""
+    import tensorflow as tf
+
+    data = write_class_images(tmp_path / "data", TWO_CLASSES, 8, size=(32, 32))
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "catsdogs.train", "--data", str(data), "--preset", "seed-cifar10",
+         "--epochs", "2", "--run-dir", str(run_dir)],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    half_written = run_dir / f".{runs.SAVED_MODEL_DIR}.tmp"
+    deadline = time.monotonic() + 180
+    while not half_written.exists():
+        assert process.poll() is None, "training ended before its SavedModel write was caught"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (run_dir / runs.METRICS_FILE).exists()
+    keras.saving.load_model(run_dir / "model.keras")
+    result = subprocess.run([sys.executable, "-m", "catsdogs.train", "--resume", str(run_dir)],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert history_epochs(run_dir) == [1, 2]
+    tf.saved_model.load(str(run_dir / runs.SAVED_MODEL_DIR)).signatures["serving_default"]
+    assert (run_dir / runs.METRICS_FILE).exists() and not list(run_dir.rglob(".*.tmp*"))
+
+
 @settings(max_examples=60, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.binary(max_size=4096))
 def test_random_bytes_give_an_image_or_a_reason(tmp_path, blob):
