@@ -106,29 +106,6 @@ def _load_keras(path):
                             fix="pass a run folder, a .keras file or a SavedModel folder") from None
 
 
-def _load_saved_model(path):
-    import tensorflow as tf
-
-    try:
-        loaded = tf.saved_model.load(str(path))
-    except (OSError, ValueError) as error:
-        raise CatsDogsError(f"not a readable SavedModel ({type(error).__name__})", where=path) from None
-    # catsdogs' own exports take pixels at `serving_pixels`; Keras' `model.export` at the default
-    serve = loaded.signatures.get("serving_pixels") or loaded.signatures.get("serving_default")
-    spec = next(iter(serve.structured_input_signature[1].values()))
-    if spec.dtype != tf.float32 or len(spec.shape) != 4:
-        raise CatsDogsError("the SavedModel has no signature that takes pixels", where=path,
-                            fix="export it with python -m catsdogs.export")
-    image_size = tuple(spec.shape[1:3])
-
-    def predict_batch(pixels):
-        out = serve(tf.constant(pixels))
-        return (out["probabilities"] if "probabilities" in out else next(iter(out.values()))).numpy()
-
-    predict_batch.keep_alive = loaded  # the signature's variables live as long as this object
-    return predict_batch, image_size
-
-
 def load(path):
     """Load a classifier from a run folder, a `.keras` file or a SavedModel folder.
 
@@ -155,7 +132,10 @@ def load(path):
         path = path / runs.MODEL_FILE
     names, names_file = _class_names_near(path)
     if path.is_dir() and (path / "saved_model.pb").is_file():
-        predict_batch, image_size = _load_saved_model(path)
+        from catsdogs.runtimes import open_saved_model
+
+        runtime = open_saved_model(path)
+        predict_batch, image_size = runtime, runtime.image_size
         model, outputs = None, None
     elif path.suffix == ".keras":
         model = _load_keras(path)

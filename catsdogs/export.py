@@ -278,7 +278,7 @@ def check(written, data_dir, reference="keras"):
     results, top1, decoded = [], {}, {}
     for name, path in written.items():
         predict = OPENERS[name](path)
-        size = _input_size(name, path)
+        size = predict.image_size
         if size not in decoded:  # every format of one model takes the same size: decode once
             pixels, kept, _ = decode_many(paths, size, progress=False)
             decoded[size] = (pixels.astype(np.float32), kept)
@@ -295,22 +295,6 @@ def check(written, data_dir, reference="keras"):
     for row in results:
         row["agreement"] = None if base is None else float((top1[row["format"]] == base).mean())
     return results
-
-
-def _input_size(name, path):
-    if name == "keras":
-        import keras
-        return tuple(keras.saving.load_model(path, compile=False).input_shape[1:3])
-    if name.startswith("tflite"):
-        from catsdogs.runtimes import tflite_interpreter
-        return tuple(tflite_interpreter(path).get_input_details()[0]["shape"][1:3])
-    if name == "onnx":
-        import onnx
-        dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
-        return (dims[1].dim_value, dims[2].dim_value)
-    import tensorflow as tf
-    spec = tf.saved_model.load(str(path)).signatures["serving_pixels"].structured_input_signature[1]
-    return tuple(next(iter(spec.values())).shape[1:3])
 
 
 def format_check_table(results):
