@@ -17,9 +17,10 @@ from pathlib import Path
 from catsdogs.errors import CatsDogsError
 
 DATASETS = ("folder", "cifar10")  # where images come from: class folders, or CIFAR-10
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine")  # learning rate over training; cosine warms up first
+WEIGHTS = ("none", "imagenet")  # where a keras.applications backbone starts
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")  # see distribute.py
-CLASS_WEIGHTS = ("none", "auto")  # auto: each class weighted by total / (classes x its count)  # learning rate over training; cosine warms up first
+CLASS_WEIGHTS = ("none", "auto")  # auto: each class weighted by total / (classes x its count)
 
 
 def setting(default, help):
@@ -89,6 +90,9 @@ class TrainConfig:
                                   "cosine: linear warm-up for 1/10 of the steps, then cosine decay")
     label_smoothing: float = setting(None, "(fraction) soften one-hot targets; 0: off")
     weight_decay: float = setting(None, "(float) decoupled weight decay (AdamW); 0: plain Adam")
+    weights: str = setting("none", "(none or imagenet) for the keras.applications presets: start "
+                                   "from ImageNet weights (downloaded once into Keras' cache) "
+                                   "and train only the new head")
     seed: int = setting(42, "(int) seeds Python, NumPy and Keras, and the split")
     class_weight: str = setting("none", "(none or auto) auto weights each class inversely to its "
                                         "count, for imbalanced folders")
@@ -117,6 +121,8 @@ class TrainConfig:
         _check(0 < self.val_split < 1, "val_split", self.val_split, "a fraction in (0, 1)")
         _check(self.class_weight in CLASS_WEIGHTS, "class_weight", self.class_weight,
                f"one of {', '.join(CLASS_WEIGHTS)}", _close_match(self.class_weight, CLASS_WEIGHTS))
+        _check(self.weights in WEIGHTS, "weights", self.weights, f"one of {', '.join(WEIGHTS)}",
+               _close_match(self.weights, WEIGHTS))
         _check(self.strategy in STRATEGIES, "strategy", self.strategy,
                f"one of {', '.join(STRATEGIES)}", _close_match(self.strategy, STRATEGIES))
         _check(self.patience >= 0, "patience", self.patience, "an integer >= 0 (0 turns it off)")

@@ -37,13 +37,21 @@ class Preset:
     build_body: Callable  # (rescaled inputs) -> features, before the classifier head
     recipe: Recipe
     listed_classes: int = 2  # class count --list-presets sizes the head for
+    pretrainable: bool = False  # build_body takes `weights` (a keras.applications backbone)
 
-    def build(self, num_classes):
-        """The full model: Rescaling -> body -> probability head for `num_classes`."""
+    def build(self, num_classes, weights="none"):
+        """The full model: Rescaling -> body -> probability head for `num_classes`.
+
+        `weights="imagenet"` starts a keras.applications backbone from ImageNet weights.
+        """
+        if weights != "none" and not self.pretrainable:
+            raise CatsDogsError(f"preset {self.name!r} has no pretrained weights", where="--weights",
+                                fix=f"use one of {', '.join(n for n, p in PRESETS.items() if p.pretrainable)}"
+                                    ", or --weights none")
         inputs = keras.Input(shape=(*self.image_size, 3), name="pixels")
         x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
-        outputs = probability_head(self.build_body(x), num_classes)
-        return keras.Model(inputs, outputs, name=self.name)
+        features = self.build_body(x, weights) if self.pretrainable else self.build_body(x)
+        return keras.Model(inputs, probability_head(features, num_classes), name=self.name)
 
 
 def probability_head(x, num_classes):
@@ -77,6 +85,32 @@ def seed_cifar10_body(x):
 
 
 # ---------------------------------------------------------------- better presets
+
+
+def make_backbone_body(application, image_size):
+    """A keras.applications network without its top, globally pooled, as a preset body.
+
+    Its input is our 0..1 pixels scaled back to 0..255: these networks normalise inside
+    themselves (MobileNetV3's and EfficientNet's own preprocessing layers), so exports need no
+    separate preprocessing step. With ImageNet weights the backbone is frozen (BatchNorm in
+    inference mode) and only the new head trains, the first stage of Keras' transfer-learning
+    guide; from scratch (`weights="none"`) every layer trains.
+    """
+
+    def body(x, weights="none"):
+        constructor = getattr(keras.applications, application)
+        try:
+            backbone = constructor(include_top=False, weights=None if weights == "none" else weights,
+                                   input_shape=(*image_size, 3), pooling="avg")
+        except Exception as error:  # offline, proxy, a damaged cache file: the same fix
+            raise CatsDogsError(f"could not get {weights} weights for {application} "
+                                f"({type(error).__name__})", where="--weights",
+                                fix="go online once (Keras keeps them in ~/.keras/models), "
+                                    "or pass --weights none") from None
+        backbone.trainable = weights == "none"
+        return backbone(layers.Rescaling(255.0, name="to_0_255")(x))
+
+    return body
 
 
 def conv_bn(x, width, stride=1):
@@ -160,6 +194,16 @@ PRESETS = {
                Recipe(epochs=16, batch_size=128, learning_rate=4e-3, schedule="cosine",
                       label_smoothing=0.2, weight_decay=5e-4, augment=CIFAR_AUGMENT),
                listed_classes=10),
+        Preset("mobilenetv3-catsdogs", "keras.applications MobileNetV3Small at 224x224; "
+               "--weights imagenet trains only a new head on a frozen pretrained backbone",
+               (224, 224), make_backbone_body("MobileNetV3Small", (224, 224)),
+               Recipe(epochs=10, batch_size=32, learning_rate=1e-3, schedule="cosine",
+                      augment=PHOTO_AUGMENT), pretrainable=True),
+        Preset("efficientnetb0-catsdogs", "keras.applications EfficientNetB0 at 224x224; "
+               "--weights imagenet as for mobilenetv3-catsdogs",
+               (224, 224), make_backbone_body("EfficientNetB0", (224, 224)),
+               Recipe(epochs=10, batch_size=32, learning_rate=1e-3, schedule="cosine",
+                      augment=PHOTO_AUGMENT), pretrainable=True),
     )
 }
 DEFAULT_PRESET = {"folder": "seed-catsdogs", "cifar10": "seed-cifar10"}
@@ -175,10 +219,13 @@ def get_preset(name):
 
 
 def count_flops(model):
-    """Multiply-adds x 2 for one image through the Conv2D and Dense layers (the bulk of them)."""
+    """Multiply-adds x 2 for one image through the convolutions and Dense layers (the bulk of
+    them), counting inside nested models such as keras.applications backbones."""
     flops = 0
     for layer in model.layers:
-        if isinstance(layer, layers.Conv2D):
+        if isinstance(layer, keras.Model):
+            flops += count_flops(layer)
+        elif isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D)):
             kernel_h, kernel_w, channels_in, channels_out = layer.kernel.shape
             _, out_h, out_w, _ = layer.output.shape
             flops += 2 * kernel_h * kernel_w * channels_in * channels_out * out_h * out_w
@@ -189,11 +236,12 @@ def count_flops(model):
 
 def describe_presets():
     """Lines for --list-presets: name, input size, parameters and FLOPs."""
-    lines = [f"{'preset':<17}{'input':>9}{'params':>12}{'MFLOPs':>10}  description"]
+    width = max(map(len, PRESETS)) + 1
+    lines = [f"{'preset':<{width}}{'input':>9}{'params':>12}{'MFLOPs':>10}  description"]
     for preset in PRESETS.values():
         model = preset.build(preset.listed_classes)
         size = "x".join(map(str, preset.image_size))
-        lines.append(f"{preset.name:<17}{size:>9}{model.count_params():>12,}"
+        lines.append(f"{preset.name:<{width}}{size:>9}{model.count_params():>12,}"
                      f"{count_flops(model) / 1e6:>10.1f}  {preset.description} "
                      f"({preset.listed_classes} classes)")
     return lines

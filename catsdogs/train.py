@@ -173,7 +173,7 @@ def _fit(config, run_dir, prepared, resumed):
 
     placement = prepared.placement
     with placement.strategy.scope():
-        model = preset.build(len(data.class_names))
+        model = preset.build(len(data.class_names), config.weights)
         steps_per_epoch = -(-len(data.train) // (config.batch_size * placement.replicas))
         model.compile(optimizer=make_optimizer(config, steps_per_epoch, placement.replicas),
                       loss=prepared.loss, metrics=[prepared.accuracy])

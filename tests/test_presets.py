@@ -82,3 +82,74 @@ def test_list_presets_names_every_preset_with_its_parameters():
 def test_unknown_preset_suggests_the_closest():
     with pytest.raises(CatsDogsError, match="did you mean 'seed-catsdogs'"):
         get_preset("seed-catdogs")
+
+
+NEW_PRESETS = [name for name in PRESETS if not name.startswith("seed-")]
+
+
+@pytest.mark.parametrize("name", NEW_PRESETS)
+def test_new_preset_builds_trains_a_step_and_saves_and_loads(name, tmp_path):
+    """Every preset beside the seeds: one optimizer step on generated images changes its
+    weights, and the saved `.keras` loads safely (catsdogs.load) with identical outputs."""
+    import json
+
+    from catsdogs.classifier import load
+
+    preset = get_preset(name)
+    classes = preset.listed_classes
+    keras.utils.set_random_seed(0)
+    model = preset.build(classes)
+    rng = np.random.default_rng(0)
+    pixels = rng.uniform(0, 255, (4, *preset.image_size, 3)).astype(np.float32)
+    labels = np.arange(4) % classes
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss="binary_crossentropy" if classes == 2 else "sparse_categorical_crossentropy")
+    before = [w.copy() for w in model.get_weights()]
+    model.fit(pixels, labels.astype(np.float32 if classes == 2 else np.int32), batch_size=4,
+              epochs=1, verbose=0)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    model.save(tmp_path / "model.keras")
+    (tmp_path / "class_names.json").write_text(json.dumps([f"c{i}" for i in range(classes)]))
+    loaded = load(tmp_path / "model.keras")
+    expected = model.predict_on_batch(pixels)
+    np.testing.assert_allclose(loaded.model.predict_on_batch(pixels), expected, atol=1e-5)
+
+
+def test_pretrained_weights_only_for_backbone_presets():
+    with pytest.raises(CatsDogsError, match="no pretrained weights.*mobilenetv3-catsdogs"):
+        get_preset("resnet-catsdogs").build(2, weights="imagenet")
+
+
+def test_imagenet_weights_come_through_keras_download_and_freeze_the_backbone(monkeypatch, tmp_path):
+    """Keras' own downloader (file_utils.get_file, with its cache and hash) is asked for the
+    weights; here it hands back a weights file made offline, which must land in the backbone."""
+    from keras.src.utils import file_utils
+
+    reference = keras.applications.MobileNetV3Small(include_top=False, weights=None,
+                                                    input_shape=(224, 224, 3), pooling="avg")
+    reference.save_weights(tmp_path / "stand_in.weights.h5")
+    asked = []
+
+    def from_cache(fname, origin=None, **kwargs):
+        asked.append(origin)
+        return str(tmp_path / "stand_in.weights.h5")
+
+    monkeypatch.setattr(file_utils, "get_file", from_cache)
+    model = get_preset("mobilenetv3-catsdogs").build(2, weights="imagenet")
+    backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    assert asked and asked[0].startswith("https://")
+    for got, want in zip(backbone.get_weights(), reference.get_weights()):
+        np.testing.assert_array_equal(got, want)
+    assert not backbone.trainable
+    assert [w.path for w in model.trainable_weights] == ["probability/kernel", "probability/bias"]
+
+
+def test_offline_imagenet_weights_are_one_line(monkeypatch):
+    from keras.src.utils import file_utils
+
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    with pytest.raises(CatsDogsError, match="could not get imagenet weights for MobileNetV3Small"):
+        get_preset("mobilenetv3-catsdogs").build(2, weights="imagenet")
