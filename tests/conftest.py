@@ -28,6 +28,17 @@ def write_class_images(folder, colours, count, size=(40, 48), seed=0):
     return Path(folder)
 
 
+def one_error_line(capsys, main, argv):
+    """Run a command's main(argv); assert it failed as user errors must (exit code 2, exactly
+    one `error:` line on stderr) and return that line."""
+    code = main(argv)
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert code == 2, captured
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
 def bomb_png_bytes(side=100_000):
     """A tiny PNG whose header claims side x side RGB pixels: a decompression bomb."""
     import struct

@@ -8,34 +8,25 @@ import pytest
 
 from catsdogs.train import main
 
-from conftest import REPO, TWO_CLASSES, write_class_images
-
-
-def one_error_line(capsys, argv):
-    code = main(argv)
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert code == 2, captured
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    return lines[0]
+from conftest import REPO, TWO_CLASSES, one_error_line, write_class_images
 
 
 def test_missing_folder(capsys, tmp_path):
-    line = one_error_line(capsys, ["--data", str(tmp_path / "nowhere")])
+    line = one_error_line(capsys, main, ["--data", str(tmp_path / "nowhere")])
     assert "folder not found" in line and "nowhere" in line
     assert not (tmp_path / "runs").exists()  # nothing written for a run that cannot start
 
 
 def test_only_one_class(capsys, tmp_path):
     write_class_images(tmp_path / "d", {"cats": (1, 2, 3)}, 2)
-    line = one_error_line(capsys, ["--data", str(tmp_path / "d")])
+    line = one_error_line(capsys, main, ["--data", str(tmp_path / "d")])
     assert "at least two class sub-folders" in line and "'cats'" in line
 
 
 def test_empty_class_folder(capsys, tmp_path):
     write_class_images(tmp_path / "d", TWO_CLASSES, 2)
     (tmp_path / "d" / "birds").mkdir()
-    line = one_error_line(capsys, ["--data", str(tmp_path / "d")])
+    line = one_error_line(capsys, main, ["--data", str(tmp_path / "d")])
     assert "no images" in line and "birds" in line
 
 
@@ -44,7 +35,7 @@ def test_class_with_only_unreadable_files(capsys, tmp_path):
     for path in (tmp_path / "d" / "dogs").iterdir():
         path.unlink()
     (tmp_path / "d" / "dogs" / "fake.jpg").write_text("text")
-    line = one_error_line(capsys, ["--data", str(tmp_path / "d"), "--preset", "seed-cifar10"])
+    line = one_error_line(capsys, main, ["--data", str(tmp_path / "d"), "--preset", "seed-cifar10"])
     assert "no readable images for class 'dogs'" in line and "skipped.csv" in line
 
 
@@ -63,23 +54,23 @@ def test_class_with_only_unreadable_files(capsys, tmp_path):
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
 ])
 def test_bad_flags(capsys, argv, expected):
-    assert expected in one_error_line(capsys, argv)
+    assert expected in one_error_line(capsys, main, argv)
 
 
 def test_dataset_typo_suggests_the_right_name(capsys):
-    assert "did you mean 'cifar10'" in one_error_line(capsys, ["--dataset", "cifar-10"])
+    assert "did you mean 'cifar10'" in one_error_line(capsys, main, ["--dataset", "cifar-10"])
 
 
 def test_unknown_key_in_config_file(capsys, tmp_path):
     (tmp_path / "c.json").write_text(json.dumps({"epoch": 3}))
-    line = one_error_line(capsys, ["--config", str(tmp_path / "c.json")])
+    line = one_error_line(capsys, main, ["--config", str(tmp_path / "c.json")])
     assert "unknown setting 'epoch'" in line and "did you mean 'epochs'" in line
 
 
 def test_run_folder_is_never_written_over(capsys, tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.json").write_text("{}")
-    line = one_error_line(capsys, ["--run-dir", str(tmp_path / "run")])
+    line = one_error_line(capsys, main, ["--run-dir", str(tmp_path / "run")])
     assert "already holds a run" in line and "--resume" in line
     assert (tmp_path / "run" / "config.json").read_text() == "{}"
 

@@ -16,14 +16,7 @@ from catsdogs.classifier import load
 from catsdogs.errors import CatsDogsError
 from catsdogs.predict import main as predict_main
 
-
-def one_error_line(capsys, main, argv):
-    code = main(argv)
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert code == 2, captured
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    return lines[0]
+from conftest import one_error_line
 
 
 def png_bytes():
