@@ -52,7 +52,7 @@ def decode_image(path, size):
             # JPEG only: let libjpeg decode at 1/2, 1/4 or 1/8 scale when that still
             # covers the target size: several times faster on photos much larger than it.
             image.draft("RGB", (max(size), max(size)))
-            image = ImageOps.exif_transpose(image)
+            ImageOps.exif_transpose(image, in_place=True)  # in place: no copy when upright
             image = _to_rgb(image)
             return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR))
     except UnreadableImage:
@@ -69,6 +69,8 @@ def decode_image(path, size):
 
 
 def _to_rgb(image):
+    if image.mode == "RGB":
+        return image  # the common case; convert() would copy it
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         pixels = np.asarray(image, dtype=np.float64)
         scale = 255.0 / 65535.0 if pixels.max(initial=0) > 255 else 1.0
