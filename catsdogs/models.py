@@ -182,7 +182,7 @@ PRESETS = {
         Preset("resnet-catsdogs", "small residual CNN at 112x112 from scratch, strong "
                "augmentation, AdamW + cosine, about 20 min on 2 cores", (112, 112),
                make_resnet_body((64, 128, 256), stem_width=32, stem_stride=2, dropout=0.2),
-               Recipe(epochs=28, batch_size=32, learning_rate=2e-3, schedule="cosine",
+               Recipe(epochs=38, batch_size=32, learning_rate=2e-3, schedule="cosine",
                       label_smoothing=0.1, weight_decay=5e-4, augment=PHOTO_AUGMENT)),
         Preset("fast-cifar10", "BatchNorm CNN, batches of 256, 3 epochs, cosine schedule",
                (32, 32), make_plain_body((32, 64, 128)),
@@ -191,7 +191,7 @@ PRESETS = {
         Preset("resnet-cifar10", "airbench-style residual CNN (32-64-128), flips + shifts, "
                "label smoothing, AdamW + cosine, about 20 min on 2 cores", (32, 32),
                make_resnet_body((32, 64, 128), stem_width=24),
-               Recipe(epochs=16, batch_size=128, learning_rate=4e-3, schedule="cosine",
+               Recipe(epochs=14, batch_size=128, learning_rate=4e-3, schedule="cosine",
                       label_smoothing=0.2, weight_decay=5e-4, augment=CIFAR_AUGMENT),
                listed_classes=10),
         Preset("mobilenetv3-catsdogs", "keras.applications MobileNetV3Small at 224x224; "
