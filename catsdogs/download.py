@@ -12,6 +12,7 @@ CIFAR-10 needs no command: `python -m catsdogs.train --dataset cifar10` fetches 
 """
 
 import dataclasses
+import types
 from pathlib import Path
 
 from catsdogs import archives
@@ -30,7 +31,7 @@ class Source:
     about: str
 
 
-SOURCES = {
+SOURCES = types.MappingProxyType({
     # Microsoft's "Kaggle Cats and Dogs" release (25,000 photos in Cat/ and Dog/, some of them
     # corrupt: catsdogs skips those, `python -m catsdogs.doctor` lists them). The SHA-256 is
     # the one pinned by gomlx's dogsvscats example for the same URL; not re-verified here
@@ -41,7 +42,7 @@ SOURCES = {
         sha256="b7974bd00a84a99921f36ee4403f089853777b5ae8d151c76a86e64900334af9",
         megabytes=787, image_folder="PetImages",
         about="Kaggle Cats and Dogs (Microsoft, 25,000 photos)"),
-}
+})
 
 
 def download(source):

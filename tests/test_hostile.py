@@ -110,6 +110,24 @@ def test_a_safe_archive_unpacks_and_is_never_unpacked_over_a_folder(tmp_path, ca
     assert "already exists" in line and (into / "cats" / "mine.txt").read_text() == "user data"
 
 
+def test_download_goes_through_keras_get_file_with_the_pinned_hash(monkeypatch, tmp_path):
+    archive = write_tar(tmp_path / "pets.tar.gz")
+    source = download.Source(url="https://example.org/pets.tar.gz", sha256=sha256(archive),
+                             megabytes=1, image_folder="cats", about="a test archive")
+    monkeypatch.setattr(download, "SOURCES", {"pets": source})
+    asked = {}
+
+    def from_cache(fname, origin=None, file_hash=None, hash_algorithm=None, **kwargs):
+        asked.update(fname=fname, origin=origin, file_hash=file_hash, algorithm=hash_algorithm)
+        return str(archive)
+
+    monkeypatch.setattr(keras.utils, "get_file", from_cache)
+    folder = download.fetch("pets", into=tmp_path / "unpacked")
+    assert asked == {"fname": "pets.tar.gz", "origin": source.url, "file_hash": source.sha256,
+                     "algorithm": "sha256"}
+    assert folder == tmp_path / "unpacked" / "cats" and (folder / "a.png").is_file()
+
+
 def test_failed_download_is_one_line(monkeypatch, tmp_path, capsys):
     def offline(*args, **kwargs):
         raise OSError("network unreachable")
