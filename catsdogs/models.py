@@ -39,15 +39,19 @@ class Preset:
     listed_classes: int = 2  # class count --list-presets sizes the head for
     pretrainable: bool = False  # build_body takes `weights` (a keras.applications backbone)
 
+    def check_weights(self, weights):
+        """Only keras.applications presets have pretrained weights to start from."""
+        if weights != "none" and not self.pretrainable:
+            raise CatsDogsError(f"preset {self.name!r} has no pretrained weights", where="--weights",
+                                fix=f"use one of {', '.join(n for n, p in PRESETS.items() if p.pretrainable)}"
+                                    ", or --weights none")
+
     def build(self, num_classes, weights="none"):
         """The full model: Rescaling -> body -> probability head for `num_classes`.
 
         `weights="imagenet"` starts a keras.applications backbone from ImageNet weights.
         """
-        if weights != "none" and not self.pretrainable:
-            raise CatsDogsError(f"preset {self.name!r} has no pretrained weights", where="--weights",
-                                fix=f"use one of {', '.join(n for n, p in PRESETS.items() if p.pretrainable)}"
-                                    ", or --weights none")
+        self.check_weights(weights)
         inputs = keras.Input(shape=(*self.image_size, 3), name="pixels")
         x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
         features = self.build_body(x, weights) if self.pretrainable else self.build_body(x)

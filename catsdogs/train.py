@@ -59,6 +59,7 @@ class Run:
 def resolve_config(config):
     """Fill what the user left to defaults: preset by dataset, data, and the preset's recipe."""
     preset = get_preset(config.preset or DEFAULT_PRESET[config.dataset])
+    preset.check_weights(config.weights)  # before minutes of decoding, not after
     data = config.data
     if config.dataset == "folder" and data is None and config.train_dir is None:
         data = DEFAULT_DATA

@@ -52,6 +52,8 @@ def test_class_with_only_unreadable_files(capsys, tmp_path):
     (["--train-dir", "x"], "--train-dir and --val-dir go together"),
     (["--resume", "nowhere"], "not a run folder"),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    (["--weights", "imagenet"], "preset 'seed-catsdogs' has no pretrained weights"),
+    (["--weights", "imagnet"], "did you mean 'imagenet'"),
 ])
 def test_bad_flags(capsys, argv, expected):
     assert expected in one_error_line(capsys, main, argv)
