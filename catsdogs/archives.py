@@ -104,9 +104,9 @@ def extract(path, into):
 
         def unpack(temp):
             temp.mkdir(parents=True)
-            if isinstance(archive, tarfile.TarFile):
+            if isinstance(archive, tarfile.TarFile) and hasattr(tarfile, "data_filter"):
                 archive.extractall(temp, filter="data")  # second guard: Python's own checks
-            else:
+            else:  # zip, or a Python older than 3.10.12 / 3.11.4 (no filters; checked above)
                 archive.extractall(temp)
 
         runs.replace_dir(into, unpack)
