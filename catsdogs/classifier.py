@@ -13,6 +13,7 @@ import numpy as np
 
 from catsdogs import runs
 from catsdogs.errors import CatsDogsError
+from catsdogs.runtimes import as_class_probabilities, open_saved_model
 
 
 @dataclasses.dataclass
@@ -31,8 +32,6 @@ class Classifier:
 
     def probabilities(self, pixels):
         """Class probabilities (n, classes) for a batch, also for one-sigmoid binary models."""
-        from catsdogs.runtimes import as_class_probabilities
-
         return as_class_probabilities(self.predict_batch(np.asarray(pixels, np.float32)))
 
     def predict_folder(self, *paths, **options):
@@ -132,8 +131,6 @@ def load(path):
         path = path / runs.MODEL_FILE
     names, names_file = _class_names_near(path)
     if path.is_dir() and (path / "saved_model.pb").is_file():
-        from catsdogs.runtimes import open_saved_model
-
         runtime = open_saved_model(path)
         predict_batch, image_size = runtime, runtime.image_size
         model, outputs = None, None

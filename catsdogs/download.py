@@ -45,13 +45,14 @@ SOURCES = types.MappingProxyType({
 })
 
 
-def download(source):
-    """The archive of `source` in Keras' cache, downloaded if absent or if its hash is wrong."""
+def download(source, sha256):
+    """The archive of `source` in Keras' cache, downloaded if absent or if its hash is wrong;
+    Keras checks it against `sha256`, so the caller need not hash it again."""
     import keras
 
     name = source.url.rsplit("/", 1)[-1]
     try:
-        return Path(keras.utils.get_file(name, origin=source.url, file_hash=source.sha256,
+        return Path(keras.utils.get_file(name, origin=source.url, file_hash=sha256,
                                          hash_algorithm="sha256"))
     except ValueError as error:  # Keras' message for a file whose hash does not match
         raise CatsDogsError(f"download failed its SHA-256 check ({error})", where=source.url,
@@ -78,11 +79,13 @@ def fetch(name=None, into=None, archive=None, sha256=None):
         raise CatsDogsError(f"unknown dataset {name!r}", fix=f"known: {', '.join(SOURCES)}")
     source = SOURCES.get(name)
     into = Path(into or name or Path(archive).name.split(".")[0])
+    expected = sha256 or source.sha256
     if archive is None:
-        archive = download(source)
+        archive = download(source, expected)  # hash-checked by Keras
     elif not Path(archive).is_file():
         raise CatsDogsError("archive not found", where=archive, fix="check the path")
-    archives.verify_sha256(archive, sha256 or source.sha256)
+    else:
+        archives.verify_sha256(archive, expected)
     archives.extract(archive, into)
     return into / source.image_folder if source else into
 

@@ -98,14 +98,13 @@ def open_tflite(path):
     interpreter = tflite_interpreter(path)
     input_detail = interpreter.get_input_details()[0]
     output_detail = interpreter.get_output_details()[0]
-    allocated = {"shape": None}
+    interpreter.allocate_tensors()
 
     def run(pixels):
         pixels = np.asarray(pixels, np.float32)
-        if allocated["shape"] != pixels.shape:
+        if tuple(interpreter.get_input_details()[0]["shape"]) != pixels.shape:
             interpreter.resize_tensor_input(input_detail["index"], pixels.shape)
             interpreter.allocate_tensors()
-            allocated["shape"] = pixels.shape
         if input_detail["dtype"] != np.float32:  # integer input: quantize as the model says
             scale, zero = input_detail["quantization"]
             pixels = np.clip(np.round(pixels / scale + zero), *_limits(input_detail["dtype"]))
