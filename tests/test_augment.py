@@ -4,11 +4,13 @@ The reference is Keras' own legacy ImageDataGenerator (scipy-based), applied wit
 parameters; where it disagrees with its docs (shift axes), the docs win and the test says so.
 """
 
+import keras
 import numpy as np
 import pytest
 from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
-from catsdogs.augment import ImageDataGeneratorAffine, RandomBrightnessScale, build_augmenter
+from catsdogs.augment import (ImageDataGeneratorAffine, RandomBrightnessScale, bilinear_warp,
+                              build_augmenter)
 from catsdogs.config import AugmentConfig
 from catsdogs.errors import CatsDogsError
 
@@ -29,7 +31,8 @@ def smooth_image(seed=0):
 
 
 def warp(image, **params):
-    full = {"theta": 0.0, "shift_x": 0.0, "shift_y": 0.0, "shear": 0.0, "zx": 1.0, "zy": 1.0, **params}
+    full = {"theta": 0.0, "shift_x": 0.0, "shift_y": 0.0, "shear": 0.0, "zx": 1.0, "zy": 1.0,
+            "flip_x": 1.0, "flip_y": 1.0, **params}
     batch = {key: np.array([value], np.float32) for key, value in full.items()}
     return np.asarray(ImageDataGeneratorAffine().apply(image[None], batch))[0]
 
@@ -49,6 +52,52 @@ def test_rotation_shear_zoom_equal_imagedatagenerator(params):
     assert np.abs(theirs - image).mean() > 1.0  # the reference really moved pixels
     assert np.abs(ours - theirs).mean() < 0.5  # pixels 0..255: same warp, same direction
     assert np.percentile(np.abs(ours - theirs), 99) < 3.0
+
+
+@pytest.mark.parametrize("flips", [{"flip_horizontal": True}, {"flip_vertical": True},
+                                   {"flip_horizontal": True, "flip_vertical": True}])
+def test_flips_folded_into_the_warp_equal_imagedatagenerator(flips):
+    image = smooth_image(4)
+    params = {"theta": 12.0, "zx": 0.9, "zy": 1.1}
+    signs = {"flip_x": -1.0 if flips.get("flip_horizontal") else 1.0,
+             "flip_y": -1.0 if flips.get("flip_vertical") else 1.0}
+    ours, theirs = warp(image, **params, **signs), reference(image, **params, **flips)
+    assert np.abs(theirs - reference(image, **params)).mean() > 1.0  # the flip changed pixels
+    assert np.abs(ours - theirs).mean() < 0.5
+    assert np.percentile(np.abs(ours - theirs), 99) < 3.0
+
+
+def test_bilinear_warp_equals_keras_affine_transform():
+    """The XLA-friendly warp gives TensorFlow's own kernel's numbers, edges included."""
+    rng = np.random.default_rng(5)
+    images = rng.uniform(0, 255, (6, 20, 27, 3)).astype(np.float32)
+    transforms = np.zeros((6, 8), np.float32)
+    transforms[:, [0, 4]] = rng.uniform(-1.5, 1.5, (6, 2))  # flips and zooms out past the edges
+    transforms[:, [1, 3]] = rng.uniform(-0.5, 0.5, (6, 2))
+    transforms[:, [2, 5]] = rng.uniform(-15, 15, (6, 2))
+    expected = keras.ops.image.affine_transform(images, transforms, interpolation="bilinear",
+                                                fill_mode="nearest")
+    np.testing.assert_allclose(bilinear_warp(images, transforms), expected, atol=1e-3)
+
+
+def test_augmentation_compiles_with_xla_to_the_same_pixels():
+    import tensorflow as tf
+
+    layer = ImageDataGeneratorAffine(rotation_range=30, shear_range=10, zoom_range=(0.8, 1.2),
+                                     horizontal_flip=True, seed=2)
+    params = layer.sample_parameters(4)
+    images = np.stack([smooth_image(i) for i in range(4)])
+    compiled = tf.function(layer.apply, jit_compile=True)(images, params)
+    np.testing.assert_allclose(compiled, layer.apply(images, params), atol=1e-3)
+
+
+def test_flip_with_a_warp_mirrors_about_half_the_images():
+    layer = build_augmenter(AugmentConfig(zoom_range=(1.0, 1.0001), horizontal_flip=True), seed=3)
+    images = np.repeat(smooth_image(2)[None], 64, axis=0)
+    out = np.asarray(layer(images, training=True))
+    mirrored = sum(np.abs(o - images[0][:, ::-1]).max() < 1.0 for o in out)
+    same = sum(np.abs(o - images[0]).max() < 1.0 for o in out)
+    assert mirrored + same == 64 and 16 < mirrored < 48
 
 
 def test_zoom_above_one_zooms_out():

@@ -103,3 +103,21 @@ def test_decompression_bomb_header_is_refused_before_decoding(tmp_path):
     (tmp_path / "bomb.png").write_bytes(bomb_png_bytes())  # 10^10 pixels claimed
     with pytest.raises(UnreadableImage, match="too large"):
         decode_image(tmp_path / "bomb.png", (8, 8))
+
+
+def test_compiled_augmentation_draws_new_parameters_every_batch_and_epoch():
+    """XLA compiles the augmentation inside tf.data; its random state must still advance."""
+    from catsdogs.augment import build_augmenter
+    from catsdogs.config import AugmentConfig
+    from catsdogs.data import Split
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (1, 24, 24, 3), dtype=np.uint8)
+    split = Split(np.repeat(image, 8, axis=0), np.zeros(8, np.int32), [])
+    augmenter = build_augmenter(AugmentConfig(rotation_range=40, zoom_range=0.3,
+                                              horizontal_flip=True), seed=4)
+    dataset = make_dataset(split, 4, augmenter)
+    batches = [x.numpy() for _ in range(2) for x, _ in dataset]  # two epochs of two batches
+    views = np.concatenate(batches).reshape(16, -1)
+    distinct = {tuple(np.round(view[:50], 2)) for view in views}
+    assert len(distinct) == 16
