@@ -90,6 +90,10 @@ class TrainConfig:
                                   "cosine: linear warm-up for 1/10 of the steps, then cosine decay")
     label_smoothing: float = setting(None, "(fraction) soften one-hot targets; 0: off")
     weight_decay: float = setting(None, "(float) decoupled weight decay (AdamW); 0: plain Adam")
+    progressive_start: float = setting(
+        None, "(fraction) progressive resizing: the first epoch trains on images scaled to this "
+              "fraction of the preset's size, growing to full size by 3/4 of the epochs "
+              "(validation and the saved model always use full size); 1: off; default: the preset's")
     weights: str = setting("none", "(none or imagenet) for the keras.applications presets: start "
                                    "from ImageNet weights (downloaded once into Keras' cache) "
                                    "and train only the new head")
@@ -118,6 +122,8 @@ class TrainConfig:
                self.label_smoothing, "a fraction in [0, 1)")
         _check(self.weight_decay is None or self.weight_decay >= 0, "weight_decay",
                self.weight_decay, "a number >= 0")
+        _check(self.progressive_start is None or 0 < self.progressive_start <= 1,
+               "progressive_start", self.progressive_start, "a fraction in (0, 1]; 1 turns it off")
         _check(0 < self.val_split < 1, "val_split", self.val_split, "a fraction in (0, 1)")
         _check(self.class_weight in CLASS_WEIGHTS, "class_weight", self.class_weight,
                f"one of {', '.join(CLASS_WEIGHTS)}", _close_match(self.class_weight, CLASS_WEIGHTS))

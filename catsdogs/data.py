@@ -205,7 +205,8 @@ def load_image_data(config, image_size):
 # ---------------------------------------------------------------- tf.data pipelines
 
 
-def make_dataset(split, batch_size, augmenter=None, shuffle_seed=None, one_hot=None):
+def make_dataset(split, batch_size, augmenter=None, shuffle_seed=None, one_hot=None,
+                 resize_to=None):
     """A tf.data pipeline of (float pixels 0..255, label) batches from a decoded split.
 
     Order of steps, and why:
@@ -221,6 +222,8 @@ def make_dataset(split, batch_size, augmenter=None, shuffle_seed=None, one_hot=N
     - prefetch last, so the model never waits for the pipeline.
 
     `one_hot=K` gives one-hot labels of K classes (for losses that smooth labels).
+    `resize_to`, a tf.Variable [height, width], scales every batch (after augmentation) to the
+    size it holds when the batch is made: progressive resizing (progressive.py).
     """
     import tensorflow as tf
 
@@ -240,4 +243,12 @@ def make_dataset(split, batch_size, augmenter=None, shuffle_seed=None, one_hot=N
     if augmenter is not None:
         augment = tf.function(lambda x: augmenter(x, training=True), jit_compile=True)
         dataset = dataset.map(lambda x, y: (augment(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    if resize_to is not None:
+        def resize(images, batch_labels):
+            size = resize_to.read_value()
+            images = tf.cond(tf.reduce_all(size == tf.shape(images)[1:3]), lambda: images,
+                             lambda: tf.image.resize(images, size, antialias=True))
+            return images, batch_labels
+
+        dataset = dataset.map(resize, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -26,6 +26,7 @@ class Recipe:
     schedule: str = "constant"
     label_smoothing: float = 0.0
     weight_decay: float = 0.0
+    progressive_start: float = 1.0  # 1: every epoch at full size (progressive.py)
     augment: AugmentConfig = AugmentConfig()
 
 
@@ -38,6 +39,7 @@ class Preset:
     recipe: Recipe
     listed_classes: int = 2  # class count --list-presets sizes the head for
     pretrainable: bool = False  # build_body takes `weights` (a keras.applications backbone)
+    any_size: bool = False  # the body pools globally, so it trains on smaller images too
 
     def check_weights(self, weights):
         """Only keras.applications presets have pretrained weights to start from."""
@@ -45,6 +47,14 @@ class Preset:
             raise CatsDogsError(f"preset {self.name!r} has no pretrained weights", where="--weights",
                                 fix=f"use one of {', '.join(n for n, p in PRESETS.items() if p.pretrainable)}"
                                     ", or --weights none")
+
+    def check_progressive(self, start):
+        """Progressive resizing needs a body that takes any image size (no Flatten)."""
+        if start < 1 and not self.any_size:
+            raise CatsDogsError(f"preset {self.name!r} only takes {self.image_size[0]}x"
+                                f"{self.image_size[1]} images", where="--progressive-start",
+                                fix=f"use one of {', '.join(n for n, p in PRESETS.items() if p.any_size)}"
+                                    ", or --progressive-start 1")
 
     def build(self, num_classes, weights="none"):
         """The full model: Rescaling -> body -> probability head for `num_classes`.
@@ -182,22 +192,26 @@ PRESETS = {
                "seed's accuracy in a quarter of its time", (96, 96),
                make_resnet_body((64, 128, 256), stem_width=32, stem_stride=2, dropout=0.2),
                Recipe(epochs=11, batch_size=32, learning_rate=2e-3, schedule="cosine",
-                      label_smoothing=0.1, weight_decay=5e-4, augment=PHOTO_AUGMENT)),
+                      label_smoothing=0.1, weight_decay=5e-4, augment=PHOTO_AUGMENT),
+               any_size=True),
         Preset("resnet-catsdogs", "small residual CNN at 112x112 from scratch, strong "
-               "augmentation, AdamW + cosine, about 20 min on 2 cores", (112, 112),
+               "augmentation, AdamW + cosine, progressive resizing from 64x64, about 20 min "
+               "on 2 cores", (112, 112),
                make_resnet_body((64, 128, 256), stem_width=32, stem_stride=2, dropout=0.2),
-               Recipe(epochs=38, batch_size=32, learning_rate=2e-3, schedule="cosine",
-                      label_smoothing=0.1, weight_decay=5e-4, augment=PHOTO_AUGMENT)),
+               Recipe(epochs=50, batch_size=32, learning_rate=2e-3, schedule="cosine",
+                      label_smoothing=0.1, weight_decay=5e-4, progressive_start=0.57,
+                      augment=PHOTO_AUGMENT), any_size=True),
         Preset("fast-cifar10", "BatchNorm CNN, batches of 256, 3 epochs, cosine schedule",
                (32, 32), make_plain_body((32, 64, 128)),
                Recipe(epochs=3, batch_size=256, learning_rate=6e-3, schedule="cosine",
-                      augment=AugmentConfig(horizontal_flip=True)), listed_classes=10),
+                      augment=AugmentConfig(horizontal_flip=True)), listed_classes=10,
+               any_size=True),
         Preset("resnet-cifar10", "airbench-style residual CNN (32-64-128), flips + shifts, "
                "label smoothing, AdamW + cosine, 84 % in 22 min on 2 cores", (32, 32),
                make_resnet_body((32, 64, 128), stem_width=24),
                Recipe(epochs=14, batch_size=128, learning_rate=4e-3, schedule="cosine",
                       label_smoothing=0.2, weight_decay=5e-4, augment=CIFAR_AUGMENT),
-               listed_classes=10),
+               listed_classes=10, any_size=True),
         Preset("mobilenetv3-catsdogs", "keras.applications MobileNetV3Small at 224x224; "
                "--weights imagenet trains only a new head on a frozen pretrained backbone",
                (224, 224), make_backbone_body("MobileNetV3Small", (224, 224)),

@@ -36,6 +36,7 @@ class Prepared:
     data: object
     train_ds: object
     val_ds: object
+    train_size: object  # tf.Variable [height, width] of training batches (progressive.py)
     loss: object
     accuracy: object
     placement: object  # distribute.Placement
@@ -65,7 +66,9 @@ def resolve_config(config):
         data = DEFAULT_DATA
     recipe = {field.name: getattr(preset.recipe, field.name)
               for field in dataclasses.fields(preset.recipe) if getattr(config, field.name) is None}
-    return dataclasses.replace(config, preset=preset.name, data=data, **recipe)
+    resolved = dataclasses.replace(config, preset=preset.name, data=data, **recipe)
+    preset.check_progressive(resolved.progressive_start)
+    return resolved
 
 
 # ---------------------------------------------------------------- the training run
@@ -127,6 +130,8 @@ def _prepare(config, placement):
     from catsdogs.data import load_image_data, make_dataset
     from catsdogs.distribute import shard_by_data
 
+    import tensorflow as tf
+
     keras.utils.set_random_seed(config.seed)
     preset = get_preset(config.preset)
     data = load_image_data(config, preset.image_size)
@@ -134,11 +139,14 @@ def _prepare(config, placement):
     classes = len(data.class_names) if one_hot else None
     augmenter = build_augmenter(config.augment, seed=config.seed)
     global_batch = config.batch_size * placement.replicas
+    train_size = None
+    if config.progressive_start < 1:
+        train_size = tf.Variable(preset.image_size, trainable=False, dtype=tf.int32)
     train_ds = make_dataset(data.train, global_batch, augmenter, shuffle_seed=config.seed,
-                            one_hot=classes)
+                            one_hot=classes, resize_to=train_size)
     val_ds = make_dataset(data.val, global_batch, one_hot=classes)
-    return Prepared(preset, data, shard_by_data(train_ds), shard_by_data(val_ds), loss, accuracy,
-                    placement)
+    return Prepared(preset, data, shard_by_data(train_ds), shard_by_data(val_ds), train_size,
+                    loss, accuracy, placement)
 
 
 def _report_data(data, run_dir):
@@ -162,7 +170,7 @@ def _fit(config, run_dir, prepared, resumed):
     """Build, compile and fit; return the Run. Resumed runs continue from their backup."""
     import keras
 
-    from catsdogs import callbacks
+    from catsdogs import callbacks, progressive
 
     preset, data, train_ds, val_ds = prepared.preset, prepared.data, prepared.train_ds, prepared.val_ds
     _report_data(data, run_dir)
@@ -181,7 +189,9 @@ def _fit(config, run_dir, prepared, resumed):
     history = callbacks.HistoryCSV(run_dir / runs.HISTORY_FILE)
     best_so_far = max((float(r[MONITOR]) for r in history.rows if r.get(MONITOR)), default=-math.inf)
     first_batch = next(iter(train_ds))[0].numpy()
-    fit_callbacks = [
+    fit_callbacks = [] if prepared.train_size is None else [progressive.ProgressiveResizing(
+        prepared.train_size, config.epochs, config.progressive_start, preset.image_size)]
+    fit_callbacks += [
         keras.callbacks.TerminateOnNaN(),
         callbacks.AtomicBackupAndRestore(run_dir / runs.CHECKPOINTS_DIR / "backup"),
         history,

@@ -1,0 +1,55 @@
+"""Progressive resizing: smaller training images first, full size for everything users see."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import catsdogs
+from catsdogs.config import TrainConfig
+from catsdogs.data import Split, make_dataset
+from catsdogs.progressive import side_for_epoch
+from catsdogs.train import main
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 7, 50])
+def test_sides_grow_from_the_start_fraction_to_full_size(epochs):
+    sides = [side_for_epoch(e, epochs, 0.57, 112) for e in range(epochs)]
+    assert sides[0] == (64 if epochs > 1 else 112)  # 0.57 x 112, to a multiple of 8
+    assert sides == sorted(sides) and all(s % 8 == 0 for s in sides)
+    assert sides[-1] == 112
+    assert all(s == 112 for s in sides[round(0.75 * epochs):])  # the last quarter at full size
+
+
+def test_start_of_one_never_resizes():
+    assert {side_for_epoch(e, 10, 1.0, 96) for e in range(10)} == {96}
+
+
+def test_pipeline_batches_take_the_size_the_variable_holds():
+    import tensorflow as tf
+
+    split = Split(np.zeros((10, 32, 32, 3), np.uint8), np.zeros(10, np.int32), [])
+    size = tf.Variable([16, 24])
+    dataset = make_dataset(split, 4, resize_to=size)
+    assert {tuple(x.shape[1:3]) for x, _ in dataset} == {(16, 24)}
+    size.assign([32, 32])
+    assert {tuple(x.shape[1:3]) for x, _ in dataset} == {(32, 32)}
+
+
+def test_training_grows_the_images_and_keeps_the_full_size_model(binary_folders, tmp_path):
+    run = catsdogs.train(TrainConfig(data=str(binary_folders), preset="fast-cifar10", epochs=4,
+                                     batch_size=8, progressive_start=0.5,
+                                     run_dir=str(tmp_path / "run")))
+    assert [int(float(r["image_side"])) for r in run.history] == [16, 24, 24, 32]
+    model = keras.saving.load_model(run.dir / "model.keras")
+    assert model.input_shape == (None, 32, 32, 3)
+    assert json.loads((run.dir / "config.json").read_text())["progressive_start"] == 0.5
+
+
+def test_a_fixed_size_preset_refuses_progressive_resizing_in_one_line(binary_folders, capsys):
+    code = main(["--data", str(binary_folders), "--preset", "seed-cifar10",
+                 "--progressive-start", "0.5"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--progressive-start" in err[0] and "seed-cifar10" in err[0]
