@@ -125,12 +125,11 @@ def make_optimizer(config, steps_per_epoch, replicas=1):
 def _prepare(config, placement):
     """Seeds, decoded data and tf.data pipelines for `config` (nothing written yet)."""
     import keras
+    import tensorflow as tf
 
     from catsdogs.augment import build_augmenter
     from catsdogs.data import load_image_data, make_dataset
     from catsdogs.distribute import shard_by_data
-
-    import tensorflow as tf
 
     keras.utils.set_random_seed(config.seed)
     preset = get_preset(config.preset)
@@ -279,6 +278,8 @@ def resume(run_dir):
     run_dir = runs.existing_run_dir(run_dir)
     config = cfg.from_dict(cfg.TrainConfig, cfg.load_json(run_dir / runs.CONFIG_FILE),
                            source=run_dir / runs.CONFIG_FILE)
+    if config.progressive_start is None:  # a run from before progressive resizing existed
+        config = dataclasses.replace(config, progressive_start=1.0)
     placement = _placement(config)
     runs.remove_stale_temporaries(run_dir)
     done = runs.read_csv(run_dir / runs.HISTORY_FILE)

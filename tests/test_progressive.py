@@ -53,3 +53,38 @@ def test_a_fixed_size_preset_refuses_progressive_resizing_in_one_line(binary_fol
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--progressive-start" in err[0] and "seed-cifar10" in err[0]
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("written_before_progressive_resizing", [False, True])
+def test_resume_continues_the_size_schedule(binary_folders, tmp_path, monkeypatch,
+                                            written_before_progressive_resizing):
+    from catsdogs import callbacks, runs
+
+    original = callbacks.HistoryCSV.on_epoch_begin
+    calls = []
+
+    def crash_at_epoch_3(self, epoch, logs=None):
+        calls.append(epoch)
+        if epoch == 2 and len(calls) == 3:
+            raise Interrupt("simulated crash at the start of epoch 3")
+        original(self, epoch, logs)
+
+    monkeypatch.setattr(callbacks.HistoryCSV, "on_epoch_begin", crash_at_epoch_3)
+    run_dir = tmp_path / "run"
+    config = TrainConfig(data=str(binary_folders), preset="fast-cifar10", epochs=4, batch_size=8,
+                         progressive_start=0.5 if not written_before_progressive_resizing else 1.0,
+                         run_dir=str(run_dir))
+    with pytest.raises(Interrupt):
+        catsdogs.train(config)
+    if written_before_progressive_resizing:  # config.json without the key: resumes at full size
+        saved = json.loads((run_dir / "config.json").read_text())
+        del saved["progressive_start"]
+        (run_dir / "config.json").write_text(json.dumps(saved))
+    run = catsdogs.resume(run_dir)
+    sides = [int(float(r.get("image_side") or 32)) for r in runs.read_csv(run_dir / "history.csv")]
+    assert sides == ([32, 32, 32, 32] if written_before_progressive_resizing else [16, 24, 24, 32])
+    assert [int(r["epoch"]) for r in run.history] == [1, 2, 3, 4]
