@@ -6,21 +6,20 @@ travel beside the model, checks they fit the model's output, and refuses unsafe 
 
 import dataclasses
 import json
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from catsdogs import runs
 from catsdogs.errors import CatsDogsError
-from catsdogs.runtimes import as_class_probabilities, open_saved_model
+from catsdogs.runtimes import as_class_probabilities, open_keras, open_saved_model
 
 
 @dataclasses.dataclass
 class Classifier:
     """A model that maps pixels 0..255 of `image_size` to class probabilities."""
 
-    predict_batch: object  # callable: float32 array (n, h, w, 3) -> probabilities (n, 1 | classes)
+    predict_batch: object  # callable: float32 array (n, h, w, 3) -> probabilities (n, classes)
     class_names: list
     image_size: tuple  # (height, width)
     source: Path
@@ -54,57 +53,6 @@ def _class_names_near(path):
                         fix="put the run's class_names.json next to it, or pass the run folder")
 
 
-KERAS_MODULES = ("keras", "keras_hub")  # top-level packages a .keras config may name
-
-
-def _foreign_modules(config):
-    """Every `module` a Keras config names outside Keras itself (nested anywhere)."""
-    if isinstance(config, dict):
-        module = config.get("module")
-        if isinstance(module, str) and module.split(".")[0] not in KERAS_MODULES:
-            yield module
-        for value in config.values():
-            yield from _foreign_modules(value)
-    elif isinstance(config, list):
-        for value in config:
-            yield from _foreign_modules(value)
-
-
-def _refuse_foreign_modules(path):
-    """Read the archive's config.json first: a `.keras` that names a module outside Keras
-    (`os`, `subprocess`, a package of its own) is refused before Keras imports anything.
-    Keras' safe mode fails on such files too, but with a multi-line TypeError that does not
-    say why; this says which module."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json"))
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError):
-        return  # not a readable archive: keras.saving.load_model says so below
-    foreign = sorted(set(_foreign_modules(config)))
-    if foreign:
-        raise CatsDogsError(f"refused to load: the model names code outside Keras "
-                            f"(module {', '.join(map(repr, foreign))})", where=path,
-                            fix="load only .keras files made by catsdogs or plain Keras")
-
-
-def _load_keras(path):
-    import keras
-
-    _refuse_foreign_modules(path)
-    try:
-        return keras.saving.load_model(path, safe_mode=True, compile=False)
-    except ValueError as error:
-        if "safe_mode" in str(error) or "Lambda" in str(error):
-            raise CatsDogsError("refused to load: the model holds code (a Lambda layer) that "
-                                "would run on load", where=path,
-                                fix="rebuild it without Lambda layers; catsdogs never loads "
-                                    "models with safe_mode=False") from None
-        raise CatsDogsError(f"cannot load the model: {error}", where=path) from None
-    except (OSError, KeyError, TypeError) as error:
-        raise CatsDogsError(f"not a readable .keras file ({type(error).__name__})", where=path,
-                            fix="pass a run folder, a .keras file or a SavedModel folder") from None
-
-
 def load(path):
     """Load a classifier from a run folder, a `.keras` file or a SavedModel folder.
 
@@ -131,19 +79,15 @@ def load(path):
         path = path / runs.MODEL_FILE
     names, names_file = _class_names_near(path)
     if path.is_dir() and (path / "saved_model.pb").is_file():
-        runtime = open_saved_model(path)
-        predict_batch, image_size = runtime, runtime.image_size
-        model, outputs = None, None
+        runtime, model = open_saved_model(path), None
     elif path.suffix == ".keras":
-        model = _load_keras(path)
-        predict_batch, image_size = model.predict_on_batch, tuple(model.input_shape[1:3])
-        outputs = model.output_shape[-1]
+        runtime = open_keras(path)
+        model = runtime.handle
     else:
         raise CatsDogsError("not a model", where=path,
                             fix="pass a run folder, a .keras file or a SavedModel folder")
-    classifier = Classifier(predict_batch, names, image_size, path, model)
-    if outputs is None:
-        outputs = np.asarray(predict_batch(np.zeros((1, *image_size, 3), np.float32))).shape[-1]
+    classifier = Classifier(runtime, names, runtime.image_size, path, model)
+    outputs = runtime.outputs
     fits = outputs == len(names) or (outputs == 1 and len(names) == 2)  # sigmoid: one unit
     if not fits or len(names) < 2:
         raise CatsDogsError(f"{len(names)} class names do not fit a model with {outputs} outputs",

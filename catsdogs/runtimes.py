@@ -1,12 +1,14 @@
 """Run each exported format in the runtime that will serve it, behind one call signature.
 
 Each `open_*` returns a Runtime: `runtime(pixels) -> probabilities (n, classes)` for float32
-pixels 0..255 of shape (n, height, width, 3), and the `image_size` it takes, so `export --check`,
-`catsdogs.load` and the tests compare formats like for like.
+pixels 0..255 of shape (n, height, width, 3), the `image_size` it takes and its `outputs` (1 for
+a sigmoid), so `export --check`, `catsdogs.load` and the tests compare formats like for like.
 """
 
 import dataclasses
+import json
 import os
+import zipfile
 from typing import Callable
 
 import numpy as np
@@ -20,6 +22,7 @@ class Runtime:
 
     predict: Callable  # float32 pixels (n, h, w, 3) -> probabilities (n, classes)
     image_size: tuple  # (height, width)
+    outputs: int  # units of the model's output: 1 for a sigmoid, else one per class
     handle: object = None  # the loaded object; its variables live as long as this Runtime
 
     def __call__(self, pixels):
@@ -32,12 +35,59 @@ def as_class_probabilities(out):
     return np.concatenate([1 - out, out], axis=1) if out.shape[-1] == 1 else out
 
 
+KERAS_MODULES = ("keras", "keras_hub")  # top-level packages a .keras config may name
+
+
+def _foreign_modules(config):
+    """Every `module` a Keras config names outside Keras itself (nested anywhere)."""
+    if isinstance(config, dict):
+        module = config.get("module")
+        if isinstance(module, str) and module.split(".")[0] not in KERAS_MODULES:
+            yield module
+        for value in config.values():
+            yield from _foreign_modules(value)
+    elif isinstance(config, list):
+        for value in config:
+            yield from _foreign_modules(value)
+
+
+def _refuse_foreign_modules(path):
+    """Read the archive's config.json first: a `.keras` that names a module outside Keras
+    (`os`, `subprocess`, a package of its own) is refused before Keras imports anything.
+    Keras' safe mode fails on such files too, but with a multi-line TypeError that does not
+    say why; this says which module."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError):
+        return  # not a readable archive: keras.saving.load_model says so below
+    foreign = sorted(set(_foreign_modules(config)))
+    if foreign:
+        raise CatsDogsError(f"refused to load: the model names code outside Keras "
+                            f"(module {', '.join(map(repr, foreign))})", where=path,
+                            fix="load only .keras files made by catsdogs or plain Keras")
+
+
 def open_keras(path):
+    """A `.keras` file, loaded only if it is safe: no foreign modules, no Lambda layers
+    (safe_mode), so a downloaded model cannot run code on load."""
     import keras
 
-    model = keras.saving.load_model(path, safe_mode=True, compile=False)
+    _refuse_foreign_modules(path)
+    try:
+        model = keras.saving.load_model(path, safe_mode=True, compile=False)
+    except ValueError as error:
+        if "safe_mode" in str(error) or "Lambda" in str(error):
+            raise CatsDogsError("refused to load: the model holds code (a Lambda layer) that "
+                                "would run on load", where=path,
+                                fix="rebuild it without Lambda layers; catsdogs never loads "
+                                    "models with safe_mode=False") from None
+        raise CatsDogsError(f"cannot load the model: {error}", where=path) from None
+    except (OSError, KeyError, TypeError) as error:
+        raise CatsDogsError(f"not a readable .keras file ({type(error).__name__})", where=path,
+                            fix="pass a run folder, a .keras file or a SavedModel folder") from None
     return Runtime(lambda pixels: as_class_probabilities(model.predict_on_batch(pixels)),
-                   tuple(model.input_shape[1:3]), model)
+                   tuple(model.input_shape[1:3]), model.output_shape[-1], model)
 
 
 def open_saved_model(path):
@@ -60,7 +110,9 @@ def open_saved_model(path):
         return as_class_probabilities(out["probabilities"] if "probabilities" in out
                                       else next(iter(out.values())))
 
-    return Runtime(predict, tuple(spec.shape[1:3]), loaded)
+    outputs = serve.structured_outputs
+    output = outputs["probabilities"] if "probabilities" in outputs else next(iter(outputs.values()))
+    return Runtime(predict, tuple(spec.shape[1:3]), output.shape[-1], loaded)
 
 
 def open_saved_model_bytes(path):
@@ -116,7 +168,8 @@ def open_tflite(path):
             out = (out - zero) * scale
         return as_class_probabilities(out)
 
-    return Runtime(run, tuple(input_detail["shape"][1:3]), interpreter)
+    return Runtime(run, tuple(input_detail["shape"][1:3]), int(output_detail["shape"][-1]),
+                   interpreter)
 
 
 def _limits(dtype):
@@ -133,7 +186,7 @@ def open_onnx(path):
     def predict(pixels):
         return as_class_probabilities(session.run(None, {source.name: pixels.astype(np.float32)})[0])
 
-    return Runtime(predict, tuple(source.shape[1:3]), session)
+    return Runtime(predict, tuple(source.shape[1:3]), session.get_outputs()[0].shape[-1], session)
 
 
 OPENERS = {"saved_model": open_saved_model, "keras": open_keras, "tflite": open_tflite,
