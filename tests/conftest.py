@@ -39,6 +39,28 @@ def one_error_line(capsys, main, argv):
     return lines[0]
 
 
+class Interrupt(Exception):
+    """A simulated crash, raised from inside training."""
+
+
+def crash_when_epoch_starts(monkeypatch, crash_epoch):
+    """Make training raise Interrupt the first time 0-based `crash_epoch` starts (a resumed run
+    passes it); return the list of epochs started, resumed ones included."""
+    from catsdogs import callbacks
+
+    started = []
+    original = callbacks.HistoryCSV.on_epoch_begin
+
+    def begin(self, epoch, logs=None):
+        started.append(epoch)
+        if epoch == crash_epoch and started.count(epoch) == 1:
+            raise Interrupt(f"simulated crash at the start of epoch {epoch + 1}")
+        original(self, epoch, logs)
+
+    monkeypatch.setattr(callbacks.HistoryCSV, "on_epoch_begin", begin)
+    return started
+
+
 def bomb_png_bytes(side=100_000):
     """A tiny PNG whose header claims side x side RGB pixels: a decompression bomb."""
     import struct

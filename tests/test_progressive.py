@@ -12,6 +12,8 @@ from catsdogs.data import Split, make_dataset
 from catsdogs.progressive import side_for_epoch
 from catsdogs.train import main
 
+from conftest import Interrupt, crash_when_epoch_starts
+
 
 @pytest.mark.parametrize("epochs", [1, 2, 7, 50])
 def test_sides_grow_from_the_start_fraction_to_full_size(epochs):
@@ -55,25 +57,12 @@ def test_a_fixed_size_preset_refuses_progressive_resizing_in_one_line(binary_fol
     assert len(err) == 1 and "--progressive-start" in err[0] and "seed-cifar10" in err[0]
 
 
-class Interrupt(Exception):
-    pass
-
-
 @pytest.mark.parametrize("written_before_progressive_resizing", [False, True])
 def test_resume_continues_the_size_schedule(binary_folders, tmp_path, monkeypatch,
                                             written_before_progressive_resizing):
-    from catsdogs import callbacks, runs
+    from catsdogs import runs
 
-    original = callbacks.HistoryCSV.on_epoch_begin
-    calls = []
-
-    def crash_at_epoch_3(self, epoch, logs=None):
-        calls.append(epoch)
-        if epoch == 2 and len(calls) == 3:
-            raise Interrupt("simulated crash at the start of epoch 3")
-        original(self, epoch, logs)
-
-    monkeypatch.setattr(callbacks.HistoryCSV, "on_epoch_begin", crash_at_epoch_3)
+    crash_when_epoch_starts(monkeypatch, 2)
     run_dir = tmp_path / "run"
     config = TrainConfig(data=str(binary_folders), preset="fast-cifar10", epochs=4, batch_size=8,
                          progressive_start=0.5 if not written_before_progressive_resizing else 1.0,

@@ -13,7 +13,7 @@ from catsdogs import callbacks, runs
 from catsdogs.config import TrainConfig
 from catsdogs.train import main
 
-from conftest import SAMPLE_DATA
+from conftest import SAMPLE_DATA, Interrupt, crash_when_epoch_starts
 
 RUN_FILES = ["config.json", "class_names.json", "dataset.json", "history.csv", "skipped.csv",
              "model.keras", "saved_model/saved_model.pb", "plots/training_curves.png",
@@ -64,21 +64,8 @@ def test_multiclass_folder_uses_softmax_and_sparse_crossentropy(three_class_fold
     assert type(model.loss).__name__ == "SparseCategoricalCrossentropy"
 
 
-class Interrupt(Exception):
-    pass
-
-
 def test_resume_continues_at_the_interrupted_epoch(binary_folders, tmp_path, monkeypatch):
-    started = []
-    original = callbacks.HistoryCSV.on_epoch_begin
-
-    def crash_in_epoch_2(self, epoch, logs=None):
-        started.append(epoch)
-        if epoch == 1 and len(started) == 2:
-            raise Interrupt("simulated crash at the start of epoch 2")
-        original(self, epoch, logs)
-
-    monkeypatch.setattr(callbacks.HistoryCSV, "on_epoch_begin", crash_in_epoch_2)
+    started = crash_when_epoch_starts(monkeypatch, 1)
     run_dir = tmp_path / "run"
     with pytest.raises(Interrupt):
         catsdogs.train(small_config(binary_folders, run_dir, epochs=3))
