@@ -91,12 +91,14 @@ def tutorial_cifar10(root, epochs=10):
     return clock.points
 
 
-def catsdogs_run(task, root, preset):
-    """One catsdogs training run; (cumulative seconds, val accuracy) per epoch, setup included."""
+def catsdogs_run(task, root, preset, keep_runs=None):
+    """One catsdogs training run; (cumulative seconds, val accuracy) per epoch, setup included.
+    The run folder goes into `keep_runs` (as <task>-<preset>) if given, else a temporary folder."""
     with tempfile.TemporaryDirectory() as folder:
+        parent = Path(keep_runs) if keep_runs else Path(folder)
         config = catsdogs.TrainConfig(preset=preset, data=str(root),
                                       dataset="cifar10" if task == "cifar10" else "folder",
-                                      run_dir=str(Path(folder) / "run"))
+                                      run_dir=str(parent / f"{task}-{preset}"))
         started = time.perf_counter()
         run = catsdogs.train(config)
         wall = time.perf_counter() - started
@@ -119,6 +121,8 @@ def main():
     parser.add_argument("--task", choices=TASKS, required=True)
     parser.add_argument("--presets", nargs="+", help="catsdogs presets to run [default: all three]")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--keep-runs", metavar="DIR",
+                        help="keep each catsdogs run folder (history.csv, model) in DIR")
     args = parser.parse_args()
     root = shared_data(*TASKS[args.task]["data"])
     print(describe())
@@ -126,7 +130,7 @@ def main():
     target = max(acc for _, acc in tutorial)
     rows = [summarize("tutorial (as published)", tutorial, target, tutorial[-1][0])]
     for preset in args.presets or TASKS[args.task]["presets"]:
-        rows.append(summarize(f"catsdogs {preset}", catsdogs_run(args.task, root, preset),
+        rows.append(summarize(f"catsdogs {preset}", catsdogs_run(args.task, root, preset, args.keep_runs),
                               target, tutorial[-1][0]))
     if args.json:  # first, so that nothing below can lose the measurements
         Path(args.json).write_text(json.dumps({"machine": describe(), "rows": rows}, indent=2))
