@@ -6,8 +6,9 @@ angle in degrees, and `RandomBrightness` adds to pixels where ImageDataGenerator
 Four layers also mean four resamplings (four blurs) of every image; measured on a 2-core CPU at
 150x150, one fused warp delivers 2.4x the images/s of the four-layer stack. So rotation, shifts,
 shear and zoom are composed into ImageDataGenerator's own affine matrix and applied once, by
-`bilinear_warp`, which XLA compiles inside tf.data (data.make_dataset); flips use Keras'
-`RandomFlip` as they are. Edges repeat into the gaps (ImageDataGenerator's default "nearest").
+`bilinear_warp`, which XLA compiles inside tf.data (data.make_dataset); flips are folded into
+that matrix, and only without any warp do they use Keras' `RandomFlip` as it is. Edges repeat
+into the gaps (ImageDataGenerator's default "nearest").
 """
 
 import math

@@ -19,7 +19,7 @@ from catsdogs.runtimes import as_class_probabilities, open_keras, open_saved_mod
 class Classifier:
     """A model that maps pixels 0..255 of `image_size` to class probabilities."""
 
-    predict_batch: object  # callable: float32 array (n, h, w, 3) -> probabilities (n, classes)
+    predict_batch: object  # callable: float32 array (n, h, w, 3) -> probabilities (n, 1 | classes)
     class_names: list
     image_size: tuple  # (height, width)
     source: Path

@@ -45,16 +45,14 @@ class Preset:
         """Only keras.applications presets have pretrained weights to start from."""
         if weights != "none" and not self.pretrainable:
             raise CatsDogsError(f"preset {self.name!r} has no pretrained weights", where="--weights",
-                                fix=f"use one of {', '.join(n for n, p in PRESETS.items() if p.pretrainable)}"
-                                    ", or --weights none")
+                                fix=f"use one of {_presets_with('pretrainable')}, or --weights none")
 
     def check_progressive(self, start):
         """Progressive resizing needs a body that takes any image size (no Flatten)."""
         if start < 1 and not self.any_size:
             raise CatsDogsError(f"preset {self.name!r} only takes {self.image_size[0]}x"
                                 f"{self.image_size[1]} images", where="--progressive-start",
-                                fix=f"use one of {', '.join(n for n, p in PRESETS.items() if p.any_size)}"
-                                    ", or --progressive-start 1")
+                                fix=f"use one of {_presets_with('any_size')}, or --progressive-start 1")
 
     def build(self, num_classes, weights="none"):
         """The full model: Rescaling -> body -> probability head for `num_classes`.
@@ -66,6 +64,11 @@ class Preset:
         x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
         features = self.build_body(x, weights) if self.pretrainable else self.build_body(x)
         return keras.Model(inputs, probability_head(features, num_classes), name=self.name)
+
+
+def _presets_with(capability):
+    """Names of the presets whose `capability` flag is set, for an error's fix."""
+    return ", ".join(name for name, preset in PRESETS.items() if getattr(preset, capability))
 
 
 def probability_head(x, num_classes):

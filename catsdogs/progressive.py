@@ -36,18 +36,18 @@ class ProgressiveResizing(keras.callbacks.Callback):
         super().__init__()
         self.size_variable, self.epochs, self.start = size_variable, epochs, start
         self.full_size = tuple(full_size)
-        self.side = None
+        self.size = None  # (height, width) of this epoch's training images
 
-    def sizes(self, epoch):
+    def size_for_epoch(self, epoch):
         return tuple(side_for_epoch(epoch, self.epochs, self.start, full) for full in self.full_size)
 
     def on_epoch_begin(self, epoch, logs=None):
-        size = self.sizes(epoch)
-        if size != self.side:
+        size = self.size_for_epoch(epoch)
+        if size != self.size:
             print(f"Progressive resizing: training on {size[0]}x{size[1]} images from epoch {epoch + 1}")
-        self.side = size
+        self.size = size
         self.size_variable.assign(size)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            logs["image_side"] = self.side[0]
+            logs["image_side"] = self.size[0]

@@ -90,6 +90,12 @@ def open_keras(path):
                    tuple(model.input_shape[1:3]), model.output_shape[-1], model)
 
 
+def _probabilities_of(outputs):
+    """The probabilities among a signature's outputs: catsdogs names them, Keras' `export`
+    has just one."""
+    return outputs["probabilities"] if "probabilities" in outputs else next(iter(outputs.values()))
+
+
 def open_saved_model(path):
     """Through the pixels signature: `serving_pixels` of catsdogs' exports, or the default
     signature of Keras' `model.export` (see `open_saved_model_bytes` for image bytes)."""
@@ -106,13 +112,10 @@ def open_saved_model(path):
                             fix="export it with python -m catsdogs.export")
 
     def predict(pixels):
-        out = serve(tf.constant(pixels, tf.float32))
-        return as_class_probabilities(out["probabilities"] if "probabilities" in out
-                                      else next(iter(out.values())))
+        return as_class_probabilities(_probabilities_of(serve(tf.constant(pixels, tf.float32))))
 
-    outputs = serve.structured_outputs
-    output = outputs["probabilities"] if "probabilities" in outputs else next(iter(outputs.values()))
-    return Runtime(predict, tuple(spec.shape[1:3]), output.shape[-1], loaded)
+    outputs = _probabilities_of(serve.structured_outputs).shape[-1]
+    return Runtime(predict, tuple(spec.shape[1:3]), outputs, loaded)
 
 
 def open_saved_model_bytes(path):
