@@ -49,7 +49,7 @@ def catsdogs_rates(folder, batches):
 
     _, paths, labels, _ = scan_class_folders(folder)
     started = time.perf_counter()
-    pixels, kept, _ = decode_many(paths, (150, 150), progress=False)
+    pixels, kept, _, _ = decode_many(paths, (150, 150), progress=False)
     decode_seconds = time.perf_counter() - started
     train = Split(pixels, labels[kept], [])
     dataset = make_dataset(train, BATCH, build_augmenter(SEED_CATSDOGS_AUGMENT, seed=0),

@@ -28,6 +28,7 @@ class Split:
     pixels: np.ndarray
     labels: np.ndarray
     paths: list  # source file of each image; empty for in-memory datasets
+    digests: list = dataclasses.field(default_factory=list)  # SHA-256 per path, when decoded
 
     def __len__(self):
         return len(self.labels)
@@ -129,8 +130,8 @@ def stratified_split(labels, fraction, seed):
 
 
 def _decode_split(paths, labels, image_size, class_names, where):
-    pixels, kept, skipped = decode_many(paths, image_size)
-    split = Split(pixels, labels[kept], [paths[i] for i in kept])
+    pixels, kept, skipped, digests = decode_many(paths, image_size)
+    split = Split(pixels, labels[kept], [paths[i] for i in kept], digests)
     for name, count in split.counts(class_names).items():
         if count == 0:
             raise CatsDogsError(f"no readable images for class {name!r}", where=where,
@@ -161,7 +162,8 @@ def load_split_folder(folder, image_size, val_split, seed):
     train_idx, val_idx = stratified_split(everything.labels, val_split, seed)
     def take(indices):
         return Split(everything.pixels[indices], everything.labels[indices],
-                     [everything.paths[i] for i in indices])
+                     [everything.paths[i] for i in indices],
+                     [everything.digests[i] for i in indices])
 
     source = f"{folder} (split {1 - val_split:.0%}/{val_split:.0%}, seed {seed})"
     return ImageData(class_names, take(train_idx), take(val_idx), skipped + bad,

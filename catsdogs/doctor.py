@@ -197,15 +197,21 @@ def sha256_of(path):
         return hashlib.sha256(handle.read()).hexdigest()
 
 
+def _digests(split):
+    """SHA-256 of each file of a split: from decoding (which read every file) when it kept them."""
+    if len(split.digests) == len(split.paths):
+        return split.digests
+    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+        return list(pool.map(sha256_of, split.paths))
+
+
 def quick_warnings(data):
     """The checks cheap enough to run before every training: the same file in training and
     validation (exact content), and class imbalance. Returns printable lines."""
     lines = []
     if data.train.paths and data.val.paths:
-        with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-            train_hashes = set(pool.map(sha256_of, data.train.paths))
-            leaked = [p for p, h in zip(data.val.paths, pool.map(sha256_of, data.val.paths))
-                      if h in train_hashes]
+        train_hashes = set(_digests(data.train))
+        leaked = [p for p, h in zip(data.val.paths, _digests(data.val)) if h in train_hashes]
         if leaked:
             lines.append(f"warning: {len(leaked)} validation image(s) also in training, e.g. "
                          f"{leaked[0]}: validation accuracy will read high; see python -m catsdogs.doctor")

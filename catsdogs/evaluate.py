@@ -100,7 +100,7 @@ def evaluate(classifier, data_dir, out=None, tta=False, batch_size=64):
         classifier = load(classifier)
     names = classifier.class_names
     paths, labels, skipped = _labels_in_model_order(data_dir, names)
-    pixels, kept, bad = decode_many(paths, classifier.image_size)
+    pixels, kept, bad, _ = decode_many(paths, classifier.image_size)
     labels, paths, skipped = labels[kept], [paths[i] for i in kept], skipped + bad
     if not len(labels):
         raise CatsDogsError("no readable images", where=data_dir)

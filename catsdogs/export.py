@@ -208,7 +208,7 @@ def calibration_pixels(folder, image_size, count=CALIBRATION_IMAGES):
 
     _, paths, _, _ = scan_class_folders(folder)
     picks = np.linspace(0, len(paths) - 1, min(count, len(paths))).astype(int)
-    pixels, _, _ = decode_many([paths[i] for i in picks], image_size, progress=False)
+    pixels, _, _, _ = decode_many([paths[i] for i in picks], image_size, progress=False)
     return pixels.astype(np.float32)
 
 
@@ -280,7 +280,7 @@ def check(written, data_dir, reference="keras"):
         predict = OPENERS[name](path)
         size = predict.image_size
         if size not in decoded:  # every format of one model takes the same size: decode once
-            pixels, kept, _ = decode_many(paths, size, progress=False)
+            pixels, kept, _, _ = decode_many(paths, size, progress=False)
             decoded[size] = (pixels.astype(np.float32), kept)
         pixels, kept = decoded[size]
         predict(pixels[:1])  # warm-up: graph tracing and allocation stay out of the timing

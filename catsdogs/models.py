@@ -10,6 +10,7 @@ import difflib
 from typing import Callable
 
 import keras
+import numpy as np
 from keras import layers
 
 from catsdogs.config import AugmentConfig
@@ -40,6 +41,7 @@ class Preset:
     listed_classes: int = 2  # class count --list-presets sizes the head for
     pretrainable: bool = False  # build_body takes `weights` (a keras.applications backbone)
     any_size: bool = False  # the body pools globally, so it trains on smaller images too
+    adapt: Callable | None = None  # (model, training pixels) -> None: set layers from the data
 
     def check_weights(self, weights):
         """Only keras.applications presets have pretrained weights to start from."""
@@ -165,14 +167,54 @@ def make_resnet_body(widths, stem_width, stem_stride=1, dropout=0.0):
     return body
 
 
-def make_plain_body(widths):
-    """Conv-BN-ReLU + MaxPool per width, global average pooling: the seed's shape, trained fast."""
+WHITENING_LAYER = "patch_whitening"
+
+
+def whitening_stem(x, patch=2):
+    """airbench's first layer: a frozen `patch`x`patch` convolution, stride `patch`, whose
+    filters whiten image patches (set from the training images by `whiten_patches`).
+
+    Each filter is an eigenvector of the patch covariance scaled to unit variance, and its
+    negative (so the ReLU after it keeps both signs): the next layers start from decorrelated
+    inputs, which made the first CIFAR-10 epoch 9 points better here (bench/RESULTS.md).
+    A plain Conv2D, not a custom layer: `.keras` safe loading and every export take it as is.
+    """
+    x = layers.Conv2D(2 * patch * patch * 3, patch, strides=patch, name=WHITENING_LAYER,
+                      trainable=False)(x)
+    return layers.ReLU()(x)
+
+
+def whiten_patches(model, pixels, sample=5000, epsilon=5e-4):
+    """Set the whitening layer from training images (uint8 0..255, scaled 0..1 as the model's
+    Rescaling does): filters V / sqrt(eigenvalue + epsilon) and their negatives; the bias
+    centres the patches, so each filter's output has mean 0 and variance ~1 on the data."""
+    layer = model.get_layer(WHITENING_LAYER)
+    patch, _, channels, _ = layer.kernel.shape
+    images = pixels[::max(1, len(pixels) // sample)].astype(np.float64) / 255.0  # every class
+    count, height, width = images.shape[0], images.shape[1] // patch, images.shape[2] // patch
+    patches = images[:, :height * patch, :width * patch].reshape(
+        count, height, patch, width, patch, channels).transpose(0, 1, 3, 2, 4, 5)
+    patches = patches.reshape(-1, patch * patch * channels)  # (row, column, channel): Conv2D's order
+    mean = patches.mean(axis=0)
+    centred = patches - mean
+    eigenvalues, eigenvectors = np.linalg.eigh(centred.T @ centred / len(centred))
+    filters = eigenvectors / np.sqrt(eigenvalues + epsilon)
+    filters = np.concatenate([filters, -filters], axis=1)
+    layer.set_weights([filters.reshape(layer.kernel.shape).astype(np.float32),
+                       (-mean @ filters).astype(np.float32)])
+
+
+def make_whitened_body(widths):
+    """The patch-whitening stem, then Conv-BN-ReLU + MaxPool per width, global max pooling.
+    The stem's stride 2 halves the image before any learned convolution: a quarter of the
+    FLOPs of the same widths at full resolution."""
 
     def body(x):
+        x = whitening_stem(x)
         for width in widths:
             x = conv_bn(x, width)
             x = layers.MaxPooling2D(2)(x)
-        return layers.GlobalAveragePooling2D()(x)
+        return layers.GlobalMaxPooling2D()(x)
 
     return body
 
@@ -204,11 +246,12 @@ PRESETS = {
                Recipe(epochs=50, batch_size=32, learning_rate=2e-3, schedule="cosine",
                       label_smoothing=0.1, weight_decay=5e-4, progressive_start=0.57,
                       augment=PHOTO_AUGMENT), any_size=True),
-        Preset("fast-cifar10", "BatchNorm CNN, batches of 256, 3 epochs, cosine schedule",
-               (32, 32), make_plain_body((32, 64, 128)),
-               Recipe(epochs=3, batch_size=256, learning_rate=6e-3, schedule="cosine",
+        Preset("fast-cifar10", "patch-whitening stem (airbench) + BatchNorm CNN 32-64-128 at "
+               "half resolution, batches of 64, 3 epochs, cosine schedule", (32, 32),
+               make_whitened_body((32, 64, 128)),
+               Recipe(epochs=3, batch_size=64, learning_rate=5e-3, schedule="cosine",
                       augment=AugmentConfig(horizontal_flip=True)), listed_classes=10,
-               any_size=True),
+               any_size=True, adapt=whiten_patches),
         Preset("resnet-cifar10", "airbench-style residual CNN (32-64-128), flips + shifts, "
                "label smoothing, AdamW + cosine, 84 % in 18 min on 2 cores", (32, 32),
                make_resnet_body((32, 64, 128), stem_width=24),

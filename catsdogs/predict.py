@@ -105,7 +105,7 @@ def predict_paths(classifier, paths, batch_size=64, top_k=1, threshold=0.5, prog
     with ThreadPoolExecutor(max_workers=1) as prefetch:
         pending = prefetch.submit(decode, chunks[0]) if chunks else None
         for index, chunk in enumerate(chunks):
-            pixels, kept, bad = pending.result()
+            pixels, kept, bad, _ = pending.result()
             if index + 1 < len(chunks):
                 pending = prefetch.submit(decode, chunks[index + 1])
             skipped += bad

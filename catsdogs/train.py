@@ -185,6 +185,8 @@ def _fit(config, run_dir, prepared, resumed):
         steps_per_epoch = -(-len(data.train) // (config.batch_size * placement.replicas))
         model.compile(optimizer=make_optimizer(config, steps_per_epoch, placement.replicas),
                       loss=prepared.loss, metrics=[prepared.accuracy])
+        if preset.adapt is not None:  # a resumed run's weights replace these at on_train_begin
+            preset.adapt(model, data.train.pixels)
     history = callbacks.HistoryCSV(run_dir / runs.HISTORY_FILE)
     best_so_far = max((float(r[MONITOR]) for r in history.rows if r.get(MONITOR)), default=-math.inf)
     first_batch = next(iter(train_ds))[0].numpy()

@@ -1,6 +1,8 @@
 """Finding, decoding and splitting images; bad files are reported and skipped, never touched."""
 
 import hashlib
+import sys
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pytest
@@ -9,13 +11,38 @@ from PIL import Image
 from catsdogs.data import load_image_data, make_dataset, stratified_split, scan_class_folders
 from catsdogs.config import TrainConfig
 from catsdogs.errors import CatsDogsError
-from catsdogs.images import UnreadableImage, decode_image
+from catsdogs import images
+from catsdogs.images import UnreadableImage, decode_image, decode_many
 
 from conftest import TWO_CLASSES, bomb_png_bytes, write_class_images
 
 
 def digest(folder):
     return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="worker processes are Linux-only")
+def test_worker_processes_decode_exactly_what_threads_do(binary_folders, monkeypatch):
+    """Many files go to forked worker processes (small JPEGs are GIL-bound in threads): same
+    pixels, same order, same reasons for the bad files, across chunk boundaries."""
+    cats = binary_folders / "train" / "cats"
+    (cats / "truncated.jpg").write_bytes((cats / "cats_1.jpg").read_bytes()[:200])
+    (cats / "notes.jpg").write_text("this is text, not a JPEG")
+    paths = sorted(map(str, binary_folders.rglob("*.*")))
+    monkeypatch.setattr(images, "CHUNK", 5)  # several chunks, bad files inside them
+    with images._pool(2, processes=True) as pool:
+        assert isinstance(pool, ProcessPoolExecutor)
+
+    in_threads = decode_many(paths, (24, 24), workers=2, progress=False, processes_from=10**9)
+    in_processes = decode_many(paths, (24, 24), workers=2, progress=False, processes_from=1)
+
+    np.testing.assert_array_equal(in_processes[0], in_threads[0])
+    np.testing.assert_array_equal(in_processes[1], in_threads[1])
+    assert in_processes.skipped == in_threads.skipped
+    assert in_processes.digests == in_threads.digests == [
+        hashlib.sha256(open(paths[i], "rb").read()).hexdigest() for i in in_threads.kept]
+    assert sorted(p.split("/")[-1] for p, _ in in_processes[2]) == ["notes.jpg", "truncated.jpg"]
+    assert len(in_processes[1]) == len(paths) - 2
 
 
 def test_corrupt_and_fake_images_are_skipped_and_listed(binary_folders):

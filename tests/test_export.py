@@ -38,7 +38,7 @@ def exports(trained_run):
 @pytest.fixture(scope="module")
 def sample_pixels():
     names, paths, labels, _ = scan_class_folders(CIFAR_TEST)
-    pixels, _, _ = decode_many(paths, (32, 32), progress=False)
+    pixels, _, _, _ = decode_many(paths, (32, 32), progress=False)
     return pixels.astype(np.float32), paths
 
 

@@ -4,7 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from catsdogs.models import PRESETS, count_flops, describe_presets, get_preset
+from catsdogs.models import (PRESETS, WHITENING_LAYER, count_flops, describe_presets,
+                             get_preset, whiten_patches)
 from catsdogs.errors import CatsDogsError
 
 SEED_CATSDOGS = [  # (layer type, output shape without batch, parameters)
@@ -102,6 +103,8 @@ def test_new_preset_builds_trains_a_step_and_saves_and_loads(name, tmp_path):
     rng = np.random.default_rng(0)
     pixels = rng.uniform(0, 255, (4, *preset.image_size, 3)).astype(np.float32)
     labels = np.arange(4) % classes
+    if preset.adapt is not None:
+        preset.adapt(model, pixels.astype(np.uint8))
     model.compile(optimizer=keras.optimizers.Adam(1e-3),
                   loss="binary_crossentropy" if classes == 2 else "sparse_categorical_crossentropy")
     before = [w.copy() for w in model.get_weights()]
@@ -113,6 +116,27 @@ def test_new_preset_builds_trains_a_step_and_saves_and_loads(name, tmp_path):
     loaded = load(tmp_path / "model.keras")
     expected = model.predict_on_batch(pixels)
     np.testing.assert_allclose(loaded.model.predict_on_batch(pixels), expected, atol=1e-5)
+
+
+def test_patch_whitening_decorrelates_the_training_patches_and_stays_frozen():
+    """fast-cifar10's stem, set from correlated images: on those images its filters give
+    outputs of mean 0 and identity covariance (a filter and its negative per eigenvector),
+    and a training step leaves them as they were."""
+    model = get_preset("fast-cifar10").build(10)
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0, 200, (64, 16, 16, 1))  # neighbouring pixels and channels correlate
+    pixels = (base.repeat(2, 1).repeat(2, 2) + rng.uniform(0, 55, (64, 32, 32, 3))).astype(np.uint8)
+    whiten_patches(model, pixels, epsilon=1e-9)  # the default epsilon damps the smallest eigenvalues
+    stem = keras.Model(model.input, model.get_layer(WHITENING_LAYER).output)
+    outputs = stem.predict_on_batch(pixels.astype(np.float32)).reshape(-1, 24).astype(np.float64)
+    np.testing.assert_allclose(outputs.mean(axis=0), 0, atol=1e-3)
+    np.testing.assert_allclose(outputs[:, :12], -outputs[:, 12:], atol=1e-4)
+    np.testing.assert_allclose(np.cov(outputs[:, :12], rowvar=False), np.eye(12), atol=0.05)
+
+    kernel = model.get_layer(WHITENING_LAYER).get_weights()[0].copy()
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
+    model.fit(pixels.astype(np.float32), np.arange(64) % 10, batch_size=16, epochs=1, verbose=0)
+    np.testing.assert_array_equal(model.get_layer(WHITENING_LAYER).get_weights()[0], kernel)
 
 
 def test_pretrained_weights_only_for_backbone_presets():
