@@ -28,6 +28,7 @@ class Recipe:
     label_smoothing: float = 0.0
     weight_decay: float = 0.0
     progressive_start: float = 1.0  # 1: every epoch at full size (progressive.py)
+    steps_per_execution: int = 1  # >1 for small models, whose steps are short
     augment: AugmentConfig = AugmentConfig()
 
 
@@ -250,7 +251,8 @@ PRESETS = {
                "half resolution, batches of 64, 3 epochs, cosine schedule", (32, 32),
                make_whitened_body((32, 64, 128)),
                Recipe(epochs=3, batch_size=64, learning_rate=5e-3, schedule="cosine",
-                      augment=AugmentConfig(horizontal_flip=True)), listed_classes=10,
+                      steps_per_execution=32, augment=AugmentConfig(horizontal_flip=True)),
+               listed_classes=10,
                any_size=True, adapt=whiten_patches),
         Preset("resnet-cifar10", "airbench-style residual CNN (32-64-128), flips + shifts, "
                "label smoothing, AdamW + cosine, 84 % in 18 min on 2 cores", (32, 32),

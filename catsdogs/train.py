@@ -26,6 +26,9 @@ from catsdogs.models import DEFAULT_PRESET, describe_presets, get_preset
 
 DEFAULT_DATA = "data/cats_and_dogs"  # the small real sample shipped with the repo
 MONITOR = "val_accuracy"  # what "best model" means
+# settings newer than some run folders: a config.json without them resumes with these values,
+# which are what those runs trained with
+ADDED_LATER = {"progressive_start": 1.0, "steps_per_execution": 1}
 
 
 @dataclasses.dataclass
@@ -184,7 +187,8 @@ def _fit(config, run_dir, prepared, resumed):
         model = preset.build(len(data.class_names), config.weights)
         steps_per_epoch = -(-len(data.train) // (config.batch_size * placement.replicas))
         model.compile(optimizer=make_optimizer(config, steps_per_epoch, placement.replicas),
-                      loss=prepared.loss, metrics=[prepared.accuracy])
+                      loss=prepared.loss, metrics=[prepared.accuracy],
+                      steps_per_execution=config.steps_per_execution)
         if preset.adapt is not None:  # a resumed run's weights replace these at on_train_begin
             preset.adapt(model, data.train.pixels)
     history = callbacks.HistoryCSV(run_dir / runs.HISTORY_FILE)
@@ -280,8 +284,8 @@ def resume(run_dir):
     run_dir = runs.existing_run_dir(run_dir)
     config = cfg.from_dict(cfg.TrainConfig, cfg.load_json(run_dir / runs.CONFIG_FILE),
                            source=run_dir / runs.CONFIG_FILE)
-    if config.progressive_start is None:  # a run from before progressive resizing existed
-        config = dataclasses.replace(config, progressive_start=1.0)
+    config = dataclasses.replace(config, **{name: value for name, value in ADDED_LATER.items()
+                                            if getattr(config, name) is None})
     placement = _placement(config)
     runs.remove_stale_temporaries(run_dir)
     done = runs.read_csv(run_dir / runs.HISTORY_FILE)

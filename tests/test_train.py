@@ -57,6 +57,16 @@ def test_cli_trains_seed_catsdogs_on_the_shipped_sample(tmp_path, capsys):
     assert keras.saving.load_model(tmp_path / "run" / "model.keras").input_shape == (None, 150, 150, 3)
 
 
+def test_steps_per_execution_still_trains_on_every_batch(binary_folders, tmp_path):
+    """24 images in batches of 5 are 5 steps: run 4 at a time, the last call runs the one
+    left over (not none, not a padded 4), so schedules that count steps stay right."""
+    run = catsdogs.train(small_config(binary_folders, tmp_path / "run", epochs=1, batch_size=5,
+                                      steps_per_execution=4))
+    assert json.loads((run.dir / "config.json").read_text())["steps_per_execution"] == 4
+    model = keras.saving.load_model(run.model_path)
+    assert int(model.optimizer.iterations) == math.ceil(24 / 5)
+
+
 def test_multiclass_folder_uses_softmax_and_sparse_crossentropy(three_class_folder, tmp_path):
     run = catsdogs.train(small_config(three_class_folder, tmp_path / "run", epochs=1))
     model = keras.saving.load_model(run.model_path)
