@@ -18,6 +18,7 @@ import keras
 import numpy as np
 
 from catsdogs import runs
+from catsdogs.errors import CatsDogsError
 
 
 def _finite(logs, key):
@@ -58,7 +59,13 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
 
     def on_train_begin(self, logs=None):
         runs.recover_dir(self.backup_dir)
-        super().on_train_begin(logs)
+        try:
+            super().on_train_begin(logs)
+        except ValueError as error:  # Keras: the saved weights do not match the model's layers
+            raise CatsDogsError(f"the run's resume state does not fit the preset's network "
+                                f"({type(error).__name__})", where=self.backup_dir,
+                                fix="the preset changed since this run began (another catsdogs "
+                                    "version); start a new run") from None
 
     def on_epoch_end(self, epoch, logs=None):
         if _finite(logs, "loss"):  # resuming from NaN weights would only fail again

@@ -259,8 +259,7 @@ PRESETS = {
                make_whitened_body((32, 64, 128)),
                Recipe(epochs=3, batch_size=64, learning_rate=5e-3, schedule="cosine",
                       steps_per_execution=32, augment=AugmentConfig(horizontal_flip=True)),
-               listed_classes=10,
-               any_size=True, adapt=whiten_patches),
+               listed_classes=10, any_size=True, adapt=whiten_patches),
         Preset("resnet-cifar10", "airbench-style residual CNN (32-64-128), flips + shifts, "
                "label smoothing, AdamW + cosine, 84 % in 18 min on 2 cores", (32, 32),
                make_resnet_body((32, 64, 128), stem=conv_stem(24)),

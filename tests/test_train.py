@@ -11,6 +11,7 @@ import pytest
 import catsdogs
 from catsdogs import callbacks, runs
 from catsdogs.config import TrainConfig
+from catsdogs.errors import CatsDogsError
 from catsdogs.train import main
 
 from conftest import SAMPLE_DATA, Interrupt, crash_when_epoch_starts
@@ -103,6 +104,23 @@ def test_resume_restores_weights_and_optimizer_state(binary_folders, tmp_path):
     assert int(fresh.optimizer.iterations) == int(model.optimizer.iterations) == 2 * 1
     for a, b in zip(fresh.weights, model.weights):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_resume_state_of_another_network_is_one_clear_error(tmp_path):
+    """A run begun when its preset had another network (an older catsdogs) cannot resume into
+    today's: one error naming the backup and the fix, not Keras' traceback."""
+    x, y = np.random.default_rng(0).uniform(0, 255, (16, 32, 32, 3)), np.arange(16) % 2
+    old = catsdogs.models.get_preset("seed-cifar10").build(2)
+    old.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+    old.fit(x, y, epochs=1, verbose=0,
+            callbacks=[callbacks.AtomicBackupAndRestore(tmp_path / "backup")])
+    new = catsdogs.models.get_preset("fast-cifar10").build(2)
+    new.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+    restore = callbacks.AtomicBackupAndRestore(tmp_path / "backup")
+    restore.set_model(new)
+    with pytest.raises(CatsDogsError, match="does not fit") as raised:
+        restore.on_train_begin()
+    assert "start a new run" in str(raised.value)
 
 
 def test_failed_save_leaves_the_previous_best_model(tmp_path, monkeypatch):
