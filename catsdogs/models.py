@@ -178,17 +178,17 @@ def conv_stem(width, stride=1):
 WHITENING_LAYER = "patch_whitening"
 
 
-def whitening_stem(x, patch=2):
-    """airbench's first layer: a frozen `patch`x`patch` convolution, stride `patch`, whose
-    filters whiten image patches (set from the training images by `whiten_patches`).
+def whitening_stem(x, patch=2, stride=None):
+    """airbench's first layer: a frozen `patch`x`patch` convolution (stride `patch` unless
+    given) whose filters whiten image patches (set from the training images by `whiten_patches`).
 
     Each filter is an eigenvector of the patch covariance scaled to unit variance, and its
     negative (so the ReLU after it keeps both signs): the next layers start from decorrelated
     inputs, which made the first CIFAR-10 epoch 9 points better here (bench/RESULTS.md).
     A plain Conv2D, not a custom layer: `.keras` safe loading and every export take it as is.
     """
-    x = layers.Conv2D(2 * patch * patch * 3, patch, strides=patch, name=WHITENING_LAYER,
-                      trainable=False)(x)
+    x = layers.Conv2D(2 * patch * patch * 3, patch, strides=stride or patch,
+                      name=WHITENING_LAYER, trainable=False)(x)
     return layers.ReLU()(x)
 
 
@@ -262,10 +262,10 @@ PRESETS = {
                listed_classes=10, any_size=True, adapt=whiten_patches),
         Preset("resnet-cifar10", "airbench-style residual CNN (32-64-128), flips + shifts, "
                "label smoothing, AdamW + cosine, 84 % in 18 min on 2 cores", (32, 32),
-               make_resnet_body((32, 64, 128), stem=conv_stem(24)),
+               make_resnet_body((32, 64, 128), stem=functools.partial(whitening_stem, stride=1)),
                Recipe(epochs=14, batch_size=128, learning_rate=4e-3, schedule="cosine",
                       label_smoothing=0.2, weight_decay=5e-4, augment=CIFAR_AUGMENT),
-               listed_classes=10, any_size=True),
+               listed_classes=10, any_size=True, adapt=whiten_patches),
         Preset("mobilenetv3-catsdogs", "keras.applications MobileNetV3Small at 224x224; "
                "--weights imagenet trains only a new head on a frozen pretrained backbone",
                (224, 224), make_backbone_body("MobileNetV3Small", (224, 224)),
