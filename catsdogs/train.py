@@ -22,7 +22,6 @@ from catsdogs import config as cfg
 from catsdogs import runs
 from catsdogs.callable_module import make_callable
 from catsdogs.errors import CatsDogsError, run_command
-from catsdogs.models import DEFAULT_PRESET, describe_presets, get_preset
 
 DEFAULT_DATA = "data/cats_and_dogs"  # the small real sample shipped with the repo
 MONITOR = "val_accuracy"  # what "best model" means
@@ -62,6 +61,8 @@ class Run:
 
 def resolve_config(config):
     """Fill what the user left to defaults: preset by dataset, data, and the preset's recipe."""
+    from catsdogs.models import DEFAULT_PRESET, get_preset  # Keras: not for --help
+
     preset = get_preset(config.preset or DEFAULT_PRESET[config.dataset])
     preset.check_weights(config.weights)  # before minutes of decoding, not after
     data = config.data
@@ -133,6 +134,7 @@ def _prepare(config, placement):
     from catsdogs.augment import build_augmenter
     from catsdogs.data import load_image_data, make_dataset
     from catsdogs.distribute import shard_by_data
+    from catsdogs.models import get_preset
 
     keras.utils.set_random_seed(config.seed)
     preset = get_preset(config.preset)
@@ -346,6 +348,8 @@ def build_parser():
 
 def config_from_args(args):
     """defaults <- preset defaults <- --config file <- flags, as one TrainConfig."""
+    from catsdogs.models import DEFAULT_PRESET, get_preset
+
     from_file = cfg.load_json(args.config) if args.config else {}
     cfg.check_keys(cfg.TrainConfig, from_file, source=args.config)
     flags = cfg.given_flags(args, cfg.TrainConfig)
@@ -366,6 +370,8 @@ def main(argv=None):
 
 def _run(args):
     if args.list_presets:
+        from catsdogs.models import describe_presets
+
         print("\n".join(describe_presets()))
     elif args.resume:
         if cfg.given_flags(args, cfg.TrainConfig) or args.config:
