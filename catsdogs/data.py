@@ -28,7 +28,7 @@ class Split:
     pixels: np.ndarray
     labels: np.ndarray
     paths: list  # source file of each image; empty for in-memory datasets
-    digests: list = dataclasses.field(default_factory=list)  # SHA-256 per path, when decoded
+    digests: list = dataclasses.field(default_factory=list)  # SHA-256 of each path's file
 
     def __len__(self):
         return len(self.labels)

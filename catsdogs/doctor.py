@@ -197,21 +197,13 @@ def sha256_of(path):
         return hashlib.sha256(handle.read()).hexdigest()
 
 
-def _digests(split):
-    """SHA-256 of each file of a split: from decoding (which read every file) when it kept them."""
-    if len(split.digests) == len(split.paths):
-        return split.digests
-    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-        return list(pool.map(sha256_of, split.paths))
-
-
 def quick_warnings(data):
     """The checks cheap enough to run before every training: the same file in training and
     validation (exact content), and class imbalance. Returns printable lines."""
     lines = []
-    if data.train.paths and data.val.paths:
-        train_hashes = set(_digests(data.train))
-        leaked = [p for p, h in zip(data.val.paths, _digests(data.val)) if h in train_hashes]
+    if data.train.digests and data.val.digests:  # taken while decoding read each file
+        train_hashes = set(data.train.digests)
+        leaked = [p for p, h in zip(data.val.paths, data.val.digests) if h in train_hashes]
         if leaked:
             lines.append(f"warning: {len(leaked)} validation image(s) also in training, e.g. "
                          f"{leaked[0]}: validation accuracy will read high; see python -m catsdogs.doctor")
