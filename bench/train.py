@@ -32,7 +32,8 @@ from machine import describe, shared_data  # noqa: E402
 
 TASKS = {
     "catsdogs": {"data": ("cats_and_dogs",), "presets": ["seed-catsdogs", "fast-catsdogs", "resnet-catsdogs"]},
-    "cifar10": {"data": ("cifar10",), "presets": ["seed-cifar10", "fast-cifar10", "resnet-cifar10", "air-cifar10"]},
+    "cifar10": {"data": ("cifar10",),
+                "presets": ["seed-cifar10", "fast-cifar10", "resnet-cifar10", "air-cifar10"]},
 }
 BUDGET_SECONDS = 20 * 60
 VAL_SPLIT = {"catsdogs": "validation", "cifar10": "test"}  # the folder training validates on
