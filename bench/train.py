@@ -155,7 +155,8 @@ def main():
         print(f"{row['run']:<28}{row['epochs']:>7}{row['best']:>8.1%}{row['total_seconds']:>9.0f}"
               f"{reached:>12}{speedup:>9}"
               f"{row['best_within_tutorial_time']:>18.1%}{row['best_within_20_min']:>15.1%}"
-              + (f"{row['tta_accuracy']:>13.1%} ({row['seconds_with_tta']:.0f})" if row["tta_accuracy"] else ""))
+              + ("" if row["tta_accuracy"] is None
+                 else f"{row['tta_accuracy']:>13.1%} ({row['seconds_with_tta']:.0f})"))
 
 
 if __name__ == "__main__":

@@ -89,7 +89,8 @@ class TrainConfig:
     schedule: str = setting(None, f"(one of {', '.join(SCHEDULES)}) learning rate over time; "
                                   "cosine: linear warm-up for 1/10 of the steps, then cosine decay")
     label_smoothing: float = setting(None, "(fraction) soften one-hot targets; 0: off")
-    weight_decay: float = setting(None, "(float) decoupled weight decay (AdamW); 0: plain Adam")
+    weight_decay: float = setting(None, "(float) decoupled weight decay (AdamW: each step "
+                                        "shrinks weights by it x the learning rate); 0: plain Adam")
     progressive_start: float = setting(
         None, "(fraction) progressive resizing: the first epoch trains on images scaled to this "
               "fraction of the preset's size, growing to full size by 3/4 of the epochs "
