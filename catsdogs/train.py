@@ -194,15 +194,22 @@ def _fit(config, run_dir, prepared, resumed):
         if preset.adapt is not None:  # a resumed run's weights replace these at on_train_begin
             preset.adapt(model, data.train.pixels)
     history = callbacks.HistoryCSV(run_dir / runs.HISTORY_FILE)
-    best_so_far = max((float(r[MONITOR]) for r in history.rows if r.get(MONITOR)), default=-math.inf)
+    # What model.keras holds; with no model.keras (a run of an older catsdogs killed between
+    # its history and its first save) the next epoch's model is kept whatever its accuracy.
+    best_so_far = -math.inf
+    if (run_dir / runs.MODEL_FILE).exists():
+        best_so_far = max((float(r[MONITOR]) for r in history.rows if r.get(MONITOR)),
+                          default=-math.inf)
     first_batch = next(iter(train_ds))[0].numpy()
     fit_callbacks = [] if prepared.train_size is None else [progressive.ProgressiveResizing(
         prepared.train_size, config.epochs, config.progressive_start, preset.image_size)]
     fit_callbacks += [
         keras.callbacks.TerminateOnNaN(),
+        # the best model before the backup and history: a kill between them then redoes an epoch
+        # whose model may be kept, never records an epoch whose better model was not
+        callbacks.BestModelCheckpoint(run_dir / runs.MODEL_FILE, MONITOR, best=best_so_far),
         callbacks.AtomicBackupAndRestore(run_dir / runs.CHECKPOINTS_DIR / "backup"),
         history,
-        callbacks.BestModelCheckpoint(run_dir / runs.MODEL_FILE, MONITOR, best=best_so_far),
         keras.callbacks.TensorBoard(log_dir=str(run_dir / runs.LOGS_DIR), write_graph=False),
         callbacks.TrainingImagesToTensorBoard(run_dir / runs.LOGS_DIR, first_batch),
     ]

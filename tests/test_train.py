@@ -89,6 +89,24 @@ def test_resume_continues_at_the_interrupted_epoch(binary_folders, tmp_path, mon
     assert run.metrics["epochs_run"] == 3
 
 
+def test_resume_of_a_run_killed_before_its_first_model_save_keeps_a_model(
+        binary_folders, tmp_path, monkeypatch):
+    """history.csv names a best epoch but model.keras was never written (an older catsdogs
+    wrote the backup and history first, and a kill came before the model): the resumed run
+    keeps its next model whatever its accuracy, and finishes with a model, not an error."""
+    crash_when_epoch_starts(monkeypatch, 1)
+    run_dir = tmp_path / "run"
+    with pytest.raises(Interrupt):
+        catsdogs.train(small_config(binary_folders, run_dir, epochs=3))
+    (run_dir / "model.keras").unlink()
+    rows = runs.read_csv(run_dir / "history.csv")
+    rows[0]["val_accuracy"] = "1.0"  # no later epoch can beat it
+    runs.write_csv(run_dir / "history.csv", list(rows[0]), [list(r.values()) for r in rows])
+
+    run = catsdogs.resume(run_dir)
+    assert (run_dir / "model.keras").exists() and run.metrics["epochs_run"] == 3
+
+
 def test_resume_restores_weights_and_optimizer_state(binary_folders, tmp_path):
     model = catsdogs.models.get_preset("seed-cifar10").build(2)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
