@@ -105,8 +105,9 @@ def decode_many(paths, size, workers=None, progress=True, processes_from=PROCESS
     training files: 11.6 s; forked workers: 4.1 s, bench/RESULTS.md). Processes scale with the
     cores. Fork, not spawn or forkserver: those import the caller's `__main__` again in every
     worker, which re-runs an unguarded script (`catsdogs.train(...)` at top level) and
-    re-imports TensorFlow under `python -m`; the forked workers only run Pillow and NumPy. Linux only (fork is unsafe on
-    macOS, absent on Windows); few files, or other platforms, use threads.
+    re-imports TensorFlow under `python -m`; the forked workers only run Pillow and NumPy.
+    Linux only (fork is unsafe on macOS, absent on Windows); few files, or other platforms,
+    use threads.
 
     Returns:
         Decoded(pixels, kept, skipped, digests): pixels has shape (len(kept), height, width, 3);

@@ -156,14 +156,14 @@ def residual_stage(x, width, pool=True):
     return layers.Add()([x, shortcut])
 
 
-def make_resnet_body(widths, stem, dropout=0.0):
-    """A small residual CNN: `stem` (a function of the input), one residual stage per width,
-    global pooling."""
+def make_staged_body(widths, stem, stage=residual_stage, dropout=0.0):
+    """A small CNN: `stem` (a function of the input), one `stage` (residual_stage or
+    conv_group) per width, global pooling."""
 
     def body(x):
         x = stem(x)
         for width in widths:
-            x = residual_stage(x, width)
+            x = stage(x, width)
         x = layers.GlobalMaxPooling2D()(x)
         return layers.Dropout(dropout)(x) if dropout else x
 
@@ -171,12 +171,14 @@ def make_resnet_body(widths, stem, dropout=0.0):
 
 
 def conv_stem(width, stride=1):
-    """A Conv-BN-ReLU stem for make_resnet_body."""
+    """A Conv-BN-ReLU stem for make_staged_body."""
     return functools.partial(conv_bn, width=width, stride=stride)
 
 
 def conv_group(x, width):
-    """airbench's block: conv -> max-pool -> BN-ReLU -> conv -> BN-ReLU, no shortcut.
+    """airbench's block: conv -> max-pool -> BN-ReLU -> conv -> BN-ReLU, no shortcut. With the
+    whitening stem at stride 1 in front, airbench's network shape (air-cifar10): wide late
+    groups work at 7x7 and 3x3, where width is cheap.
 
     Pooling before the BatchNorm normalises a quarter of the positions, and the second conv
     runs at the lower resolution: most of the block's width costs a quarter of its FLOPs.
@@ -185,19 +187,6 @@ def conv_group(x, width):
     x = layers.MaxPooling2D(2)(x)
     x = layers.BatchNormalization(momentum=0.9)(x)
     return conv_bn(layers.ReLU()(x), width)
-
-
-def make_airbench_body(widths):
-    """airbench's network shape: the whitening stem at stride 1, a conv_group per width,
-    global max pooling. Wide late groups work at 7x7 and 3x3, where width is cheap."""
-
-    def body(x):
-        x = whitening_stem(x, stride=1)
-        for width in widths:
-            x = conv_group(x, width)
-        return layers.GlobalMaxPooling2D()(x)
-
-    return body
 
 
 WHITENING_LAYER = "patch_whitening"
@@ -268,14 +257,14 @@ PRESETS = {
                seed_cifar10_body, Recipe(epochs=10), listed_classes=10),
         Preset("fast-catsdogs", "resnet-catsdogs' stages behind a patch-whitening stem, at "
                "96x96 for 11 epochs: aims at the seed's accuracy in a quarter of its time", (96, 96),
-               make_resnet_body((64, 128, 256), stem=whitening_stem, dropout=0.2),
+               make_staged_body((64, 128, 256), stem=whitening_stem, dropout=0.2),
                Recipe(epochs=11, batch_size=32, learning_rate=2e-3, schedule="cosine",
                       label_smoothing=0.1, weight_decay=5e-4, augment=PHOTO_AUGMENT),
                any_size=True, adapt=whiten_patches),
         Preset("resnet-catsdogs", "small residual CNN at 112x112 from scratch, strong "
                "augmentation, AdamW + cosine, progressive resizing from 64x64, about 20 min "
                "on 2 cores", (112, 112),
-               make_resnet_body((64, 128, 256), stem=conv_stem(32, stride=2), dropout=0.2),
+               make_staged_body((64, 128, 256), stem=conv_stem(32, stride=2), dropout=0.2),
                Recipe(epochs=50, batch_size=32, learning_rate=2e-3, schedule="cosine",
                       label_smoothing=0.1, weight_decay=5e-4, progressive_start=0.57,
                       augment=PHOTO_AUGMENT), any_size=True),
@@ -288,14 +277,15 @@ PRESETS = {
         Preset("resnet-cifar10", "airbench-style residual CNN (whitening stem, 32-64-128), flips "
                "+ shifts, label smoothing, AdamW + cosine, 17 epochs: about 18 min on 2 cores",
                (32, 32),
-               make_resnet_body((32, 64, 128), stem=functools.partial(whitening_stem, stride=1)),
+               make_staged_body((32, 64, 128), stem=functools.partial(whitening_stem, stride=1)),
                Recipe(epochs=17, batch_size=128, learning_rate=4e-3, schedule="cosine",
                       label_smoothing=0.2, weight_decay=5e-4, augment=CIFAR_AUGMENT),
                listed_classes=10, any_size=True, adapt=whiten_patches),
         Preset("air-cifar10", "airbench's network shape (whitening stem, conv groups 32-128-128, "
                "no shortcuts), flips + shifts, label smoothing, AdamW + cosine, 20 epochs: aims at "
                "the most CIFAR-10 accuracy in 20 min on 2 cores", (32, 32),
-               make_airbench_body((32, 128, 128)),
+               make_staged_body((32, 128, 128), stem=functools.partial(whitening_stem, stride=1),
+                                stage=conv_group),
                # AdamW's decay is weight_decay x the learning rate a step: 0.05 here is 2e-4 a step at
                # the peak, the 5e-4 of the other presets 2e-6, in effect none (bench/RESULTS.md)
                Recipe(epochs=20, batch_size=128, learning_rate=4e-3, schedule="cosine",
