@@ -53,8 +53,10 @@ class ImageDataGeneratorAffine(keras.layers.Layer):
     """Random rotation, shifts, shear, zoom and flips as one affine warp, in ImageDataGenerator's units.
 
     Per image: theta ~ U(-rotation_range, rotation_range) degrees; a horizontal shift of
-    U(-width_shift_range, width_shift_range) * width pixels and a vertical one of
-    U(-height_shift_range, height_shift_range) * height; shear ~ U(-shear_range, shear_range)
+    U(-width_shift_range, width_shift_range) * width pixels (a vertical one likewise from
+    `height_shift_range`); a range >= 1 is in pixels, and an int N shifts by whole pixels,
+    +-k with k uniform in 0..N-1, as ImageDataGenerator's int ranges do: no resampling blur, so
+    trained images stay as sharp as the ones predicted; shear ~ U(-shear_range, shear_range)
     degrees; zoom zx, zy ~ U(*zoom_range) drawn independently (>1 zooms out). The matrix is
     ImageDataGenerator's `R @ T @ S @ Z` about the image centre, mapping output to input pixels;
     a flip (each with probability 1/2, after the warp as in ImageDataGenerator) negates the
@@ -76,8 +78,8 @@ class ImageDataGeneratorAffine(keras.layers.Layer):
                  vertical_flip=False, seed=None, **kwargs):
         super().__init__(**kwargs)
         self.rotation_range = float(rotation_range)
-        self.width_shift_range = float(width_shift_range)
-        self.height_shift_range = float(height_shift_range)
+        self.width_shift_range = width_shift_range  # an int means whole pixels: keep the type
+        self.height_shift_range = height_shift_range
         self.shear_range = float(shear_range)
         self.zoom_range = tuple(float(z) for z in zoom_range)
         self.horizontal_flip = bool(horizontal_flip)
@@ -88,20 +90,28 @@ class ImageDataGeneratorAffine(keras.layers.Layer):
     def _uniform(self, batch, limit):
         return keras.random.uniform((batch,), -limit, limit, seed=self.seed_generator)
 
+    def _shift(self, batch, shift_range, size):
+        """Shifts in pixels for ImageDataGenerator's `shift_range` (see the class docstring)."""
+        if isinstance(shift_range, int) and shift_range >= 1:
+            steps = keras.random.randint((batch,), 0, shift_range, seed=self.seed_generator)
+            return ops.cast(steps, "float32") * self._flip_sign(batch, True)
+        pixels = shift_range * size if shift_range < 1 else shift_range
+        return self._uniform(batch, float(pixels))
+
     def _flip_sign(self, batch, enabled):
         if not enabled:
             return ops.ones((batch,))
         coin = keras.random.uniform((batch,), seed=self.seed_generator)
         return ops.where(coin < 0.5, -1.0, 1.0)
 
-    def sample_parameters(self, batch):
-        """Draw one set of ImageDataGenerator parameters per image (degrees, fractions, scales,
+    def sample_parameters(self, batch, height, width):
+        """Draw one set of ImageDataGenerator parameters per image (degrees, pixels, scales,
         and -1 for a mirrored axis)."""
         low, high = self.zoom_range
         return {
             "theta": self._uniform(batch, self.rotation_range),
-            "shift_x": self._uniform(batch, self.width_shift_range),
-            "shift_y": self._uniform(batch, self.height_shift_range),
+            "shift_x": self._shift(batch, self.width_shift_range, width),
+            "shift_y": self._shift(batch, self.height_shift_range, height),
             "shear": self._uniform(batch, self.shear_range),
             "zx": keras.random.uniform((batch,), low, high, seed=self.seed_generator),
             "zy": keras.random.uniform((batch,), low, high, seed=self.seed_generator),
@@ -116,7 +126,7 @@ class ImageDataGeneratorAffine(keras.layers.Layer):
         shear = params["shear"] * (math.pi / 180)
         # A flip mirrors the output about the centre: x_out - c becomes -(x_out - c).
         zx, zy = params["zx"] * params["flip_x"], params["zy"] * params["flip_y"]
-        tx, ty = params["shift_x"] * width, params["shift_y"] * height
+        tx, ty = params["shift_x"], params["shift_y"]
         cos_t, sin_t = ops.cos(theta), ops.sin(theta)
         sin_s, cos_s = ops.sin(shear), ops.cos(shear)
         # R @ T @ S @ Z with R = [[c, -s], [s, c]], T = shift, S = [[1, -sin], [0, cos]],
@@ -143,7 +153,8 @@ class ImageDataGeneratorAffine(keras.layers.Layer):
     def call(self, images, training=True):
         if not training:
             return images
-        return self.apply(images, self.sample_parameters(ops.shape(images)[0]))
+        return self.apply(images, self.sample_parameters(ops.shape(images)[0], images.shape[1],
+                                                         images.shape[2]))
 
     def compute_output_shape(self, input_shape):
         return input_shape

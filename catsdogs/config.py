@@ -35,8 +35,11 @@ class AugmentConfig:
     """Random training-time transforms with ImageDataGenerator's arguments and units."""
 
     rotation_range: float = setting(0.0, "(degrees) rotate by U(-r, r)")
-    width_shift_range: float = setting(0.0, "(fraction of width) shift by U(-w, w) * width")
-    height_shift_range: float = setting(0.0, "(fraction of height) shift by U(-h, h) * height")
+    width_shift_range: int | float = setting(
+        0.0, "(fraction of width) shift by U(-w, w) * width; w >= 1: pixels; an integer: "
+             "whole pixels, -(w-1)..w-1 (no resampling blur), as in ImageDataGenerator")
+    height_shift_range: int | float = setting(
+        0.0, "(fraction of height) shift by U(-h, h) * height; >= 1 and integers as above")
     shear_range: float = setting(0.0, "(degrees) shear angle U(-s, s), counter-clockwise")
     zoom_range: tuple[float, float] = setting(
         (1.0, 1.0), "(scale) Z or LO HI; Z means [1-Z, 1+Z]; >1 zooms out, as in ImageDataGenerator"
@@ -57,7 +60,8 @@ class AugmentConfig:
         _check(self.rotation_range >= 0, "rotation_range", self.rotation_range, "a number of degrees >= 0")
         _check(0 <= self.shear_range < 90, "shear_range", self.shear_range, "degrees in [0, 90)")
         for name in ("width_shift_range", "height_shift_range"):
-            _check(0 <= getattr(self, name) < 1, name, getattr(self, name), "a fraction in [0, 1)")
+            _check(getattr(self, name) >= 0, name, getattr(self, name),
+                   "a fraction in [0, 1), or pixels >= 1 (an integer for whole pixels)")
         _check(len(zoom) == 2 and 0 < zoom[0] <= zoom[1], "zoom_range", self.zoom_range,
                "Z in [0, 1) or LO HI with 0 < LO <= HI")
         if self.brightness_range is not None:
@@ -223,6 +227,15 @@ def _unwrap_optional(annotation):
     return annotation
 
 
+def int_or_float(text):
+    """A flag value that keeps an integer an int ("3" -> 3, "3.0" -> 3.0): for settings where,
+    as in ImageDataGenerator, the type carries meaning."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
 def add_flags(parser, cls, skip=()):
     """Add one `--flag` per field of `cls` (nested dataclasses flattened into their own group).
 
@@ -245,6 +258,8 @@ def add_flags(parser, cls, skip=()):
             options["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(kind) is tuple:
             options.update(type=float, nargs="+" if field.name == "zoom_range" else 2, metavar="X")
+        elif kind == int | float:
+            options["type"] = int_or_float
         else:
             options["type"] = kind
         group.add_argument(f"--{flag_name(field.name)}", **options)

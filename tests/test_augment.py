@@ -85,7 +85,7 @@ def test_augmentation_compiles_with_xla_to_the_same_pixels():
 
     layer = ImageDataGeneratorAffine(rotation_range=30, shear_range=10, zoom_range=(0.8, 1.2),
                                      horizontal_flip=True, seed=2)
-    params = layer.sample_parameters(4)
+    params = layer.sample_parameters(4, SIZE, SIZE)
     images = np.stack([smooth_image(i) for i in range(4)])
     compiled = tf.function(layer.apply, jit_compile=True)(images, params)
     np.testing.assert_allclose(compiled, layer.apply(images, params), atol=1e-3)
@@ -113,19 +113,19 @@ def bright_column_and_row(image):
     return np.flatnonzero(mask.any(axis=0)), np.flatnonzero(mask.any(axis=1))
 
 
-def test_width_shift_moves_horizontally_by_fraction_of_width():
+def test_width_shift_moves_horizontally():
     image = np.zeros((SIZE, SIZE, 1), np.float32)
     image[10:14, 16] = 255  # a short vertical bar in column 16
-    shifted = warp(image, shift_x=0.25)  # 0.25 * 33 = 8.25 px
+    shifted = warp(image, shift_x=8.25)  # pixels
     columns, rows = bright_column_and_row(shifted)
     assert abs(abs(columns.mean() - 16) - 8.25) <= 0.5
     assert rows.tolist() == [10, 11, 12, 13]  # no vertical movement
 
 
-def test_height_shift_moves_vertically_by_fraction_of_height():
+def test_height_shift_moves_vertically():
     image = np.zeros((SIZE, SIZE, 1), np.float32)
     image[16, 10:14] = 255
-    columns, rows = bright_column_and_row(warp(image, shift_y=-0.25))
+    columns, rows = bright_column_and_row(warp(image, shift_y=-8.25))
     assert abs(abs(rows.mean() - 16) - 8.25) <= 0.5
     assert columns.tolist() == [10, 11, 12, 13]
 
@@ -133,19 +133,57 @@ def test_height_shift_moves_vertically_by_fraction_of_height():
 def test_imagedatagenerator_itself_swaps_the_shift_axes():
     """Regression note: ImageDataGenerator's `tx` (from height_shift_range) moves columns."""
     image = smooth_image(1)
-    np.testing.assert_allclose(warp(image, shift_x=5 / SIZE), reference(image, tx=5.0), atol=1e-3)
+    np.testing.assert_allclose(warp(image, shift_x=5.0), reference(image, tx=5.0), atol=1e-3)
 
 
 def test_sampled_parameters_stay_in_their_ranges():
     layer = ImageDataGeneratorAffine(rotation_range=30, width_shift_range=0.1,
                                      height_shift_range=0.2, shear_range=5,
                                      zoom_range=(0.8, 1.2), seed=7)
-    params = {k: np.asarray(v) for k, v in layer.sample_parameters(2000).items()}
-    for key, low, high in (("theta", -30, 30), ("shift_x", -0.1, 0.1), ("shift_y", -0.2, 0.2),
+    params = {k: np.asarray(v) for k, v in layer.sample_parameters(2000, 40, 30).items()}
+    # shifts in pixels: fractions of the width (30) and the height (40)
+    for key, low, high in (("theta", -30, 30), ("shift_x", -3, 3), ("shift_y", -8, 8),
                            ("shear", -5, 5), ("zx", 0.8, 1.2), ("zy", 0.8, 1.2)):
         assert low <= params[key].min() and params[key].max() <= high
         assert params[key].max() - params[key].min() > 0.9 * (high - low)  # uses the range
     assert np.corrcoef(params["zx"], params["zy"])[0, 1] < 0.1  # drawn independently
+
+
+def test_an_integer_shift_range_moves_by_whole_pixels_as_imagedatagenerator_does():
+    """An int N: shifts of +-k pixels, k uniform in 0..N-1 (ImageDataGenerator's
+    `choice(N) * choice([-1, 1])`), so 0 comes up 1/N of the time and no pixel is blurred."""
+    layer = ImageDataGeneratorAffine(width_shift_range=3, height_shift_range=3, seed=5)
+    params = layer.sample_parameters(6000, SIZE, SIZE)
+    for key in ("shift_x", "shift_y"):
+        shifts = np.asarray(params[key])
+        assert set(np.unique(shifts)) == {-2.0, -1.0, 0.0, 1.0, 2.0}
+        assert abs(np.mean(shifts == 0) - 1 / 3) < 0.03
+    image = np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3)).astype(np.float32)
+    out = np.asarray(layer(np.repeat(image[None], 16, axis=0), training=True))
+    for shifted in out:  # every output is the image moved by whole pixels, edges repeated
+        matches = [(dx, dy) for dx in range(-2, 3) for dy in range(-2, 3)
+                   if np.array_equal(shifted[2:-2, 2:-2], image[2 + dy:SIZE - 2 + dy, 2 + dx:SIZE - 2 + dx])]
+        assert len(matches) == 1
+
+
+def test_a_float_shift_range_of_one_or_more_is_in_pixels():
+    layer = ImageDataGeneratorAffine(width_shift_range=2.5, seed=5)
+    shifts = np.asarray(layer.sample_parameters(2000, SIZE, SIZE)["shift_x"])
+    assert -2.5 <= shifts.min() < -2.3 and 2.3 < shifts.max() <= 2.5
+    assert np.mean(shifts != np.round(shifts)) > 0.99  # continuous
+
+
+def test_shift_flags_keep_an_integer_an_int():
+    import argparse
+
+    from catsdogs.config import add_flags, from_dict, given_flags
+
+    parser = argparse.ArgumentParser()
+    add_flags(parser, AugmentConfig)
+    values = given_flags(parser.parse_args(["--width-shift-range", "2",
+                                            "--height-shift-range", "0.1"]), AugmentConfig)
+    config = from_dict(AugmentConfig, values)
+    assert type(config.width_shift_range) is int and config.height_shift_range == 0.1
 
 
 def test_horizontal_flip_mirrors_left_right_about_half_the_time():
@@ -191,7 +229,7 @@ def test_zoom_range_float_means_one_minus_to_one_plus():
 
 
 @pytest.mark.parametrize("field, value", [
-    ("rotation_range", -1), ("width_shift_range", 1.5), ("shear_range", 95),
+    ("rotation_range", -1), ("width_shift_range", -0.5), ("shear_range", 95),
     ("zoom_range", (1.2, 0.8)), ("brightness_range", (1.5, 0.5)),
 ])
 def test_bad_augmentation_values_are_user_errors(field, value):
