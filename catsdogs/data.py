@@ -221,7 +221,12 @@ def make_dataset(split, batch_size, augmenter=None, shuffle_seed=None, one_hot=N
       CPU augments the next batches while the model trains on this one; XLA compiles the
       augmentation into one fused loop (4x the images/s of TensorFlow's own ops on a 2-core
       CPU: bench/RESULTS.md);
-    - prefetch last, so the model never waits for the pipeline.
+    - prefetch last, so the model never waits for the pipeline;
+    - tf.data's autotuning off: parallel maps then use every core and prefetch tunes its own
+      buffer, as autotuning settles on here anyway. With it on, Keras dropping an epoch's
+      iterator waited for the autotuner's thread to wake from its sleep, up to a minute: a
+      third of CIFAR-10 epochs stalled 25-55 s with no CPU in use (gdb and py-spy, during a
+      stall: the main thread in RootDataset::Iterator's destructor; bench/RESULTS.md).
 
     `one_hot=K` gives one-hot labels of K classes (for losses that smooth labels).
     `resize_to`, a tf.Variable [height, width], scales every batch (after augmentation) to the
@@ -253,4 +258,6 @@ def make_dataset(split, batch_size, augmenter=None, shuffle_seed=None, one_hot=N
             return images, batch_labels
 
         dataset = dataset.map(resize, num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
