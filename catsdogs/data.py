@@ -222,11 +222,12 @@ def make_dataset(split, batch_size, augmenter=None, shuffle_seed=None, one_hot=N
       augmentation into one fused loop (4x the images/s of TensorFlow's own ops on a 2-core
       CPU: bench/RESULTS.md);
     - prefetch last, so the model never waits for the pipeline;
-    - tf.data's autotuning off: parallel maps then use every core and prefetch tunes its own
-      buffer, as autotuning settles on here anyway. With it on, Keras dropping an epoch's
-      iterator waited for the autotuner's thread to wake from its sleep, up to a minute: a
-      third of CIFAR-10 epochs stalled 25-55 s with no CPU in use (gdb and py-spy, during a
-      stall: the main thread in RootDataset::Iterator's destructor; bench/RESULTS.md).
+    - tf.data's autotuning off (parallel maps then use every core, prefetch sizes its own
+      buffer; the pipeline bench is unchanged): with it on (TensorFlow 2.21), Keras dropping
+      an epoch's iterator waits for the autotuner's thread to end its timed sleep, which
+      cancelling does not cut short; a third of CIFAR-10 epochs stalled 25-55 s with no CPU
+      in use (gdb during a stall: the main thread in RootDataset::Iterator's destructor, the
+      autotuner's in Model::OptimizeLoop's wait; bench/RESULTS.md).
 
     `one_hot=K` gives one-hot labels of K classes (for losses that smooth labels).
     `resize_to`, a tf.Variable [height, width], scales every batch (after augmentation) to the

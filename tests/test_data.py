@@ -124,6 +124,8 @@ def test_pipeline_batches_shuffles_and_augments_only_training(binary_folders):
     x, _ = next(iter(make_dataset(data.train, 24, augmenter)))
     assert x.dtype.name == "float32" and 0 <= float(x.numpy().min()) and float(x.numpy().max()) <= 255
     assert not np.allclose(x.numpy(), data.train.pixels)  # augmented
+    # no autotuning thread: dropping an epoch's iterator waited for it to wake (make_dataset)
+    assert make_dataset(data.train, 8, augmenter).options().autotune.enabled is False
 
 
 def test_decompression_bomb_header_is_refused_before_decoding(tmp_path):
