@@ -225,7 +225,7 @@ def make_dataset(split, batch_size, augmenter=None, shuffle_seed=None, one_hot=N
     - tf.data's autotuning off (parallel maps then use every core, prefetch sizes its own
       buffer; the pipeline bench is unchanged): with it on (TensorFlow 2.21), Keras dropping
       an epoch's iterator waits for the autotuner's thread to end its timed sleep, which
-      cancelling does not cut short; a third of CIFAR-10 epochs stalled 25-55 s with no CPU
+      cancelling does not cut short; up to a third of CIFAR-10 epochs stalled 25-55 s, no CPU
       in use (gdb during a stall: the main thread in RootDataset::Iterator's destructor, the
       autotuner's in Model::OptimizeLoop's wait; bench/RESULTS.md).
 
