@@ -10,8 +10,8 @@ for 10 epochs. Every catsdogs run is charged its whole wall time: decoding the i
 every epoch, and writing the run folder (all charged to its first epoch).
 Prints, per run: best validation/test accuracy, wall time to reach the tutorial's best
 accuracy, best accuracy within the tutorial's time and within 20 minutes; for catsdogs runs
-also the best model's accuracy with flip test-time augmentation (`evaluate --tta`), with the
-total time including that evaluation.
+also the best model's accuracy with test-time augmentation, flips (`evaluate --tta`) and flips
+with 1-px shifts (`evaluate --tta shift`), each with the total time including that evaluation.
 """
 
 import argparse
@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import catsdogs  # noqa: E402
+from catsdogs.predict import TTA_MODES  # noqa: E402
 from machine import describe, shared_data  # noqa: E402
 
 TASKS = {
@@ -97,8 +98,9 @@ def tutorial_cifar10(root, epochs=10):
 
 def catsdogs_run(task, root, preset, keep_runs=None):
     """One catsdogs training run: (cumulative seconds, val accuracy) per epoch, setup included,
-    and (seconds, accuracy) of its best model evaluated afterwards with flip test-time
-    augmentation (`python -m catsdogs.evaluate RUN DATA --tta`), the whole run's time included.
+    and {tta mode: (seconds, accuracy)} of its best model evaluated afterwards with each
+    test-time augmentation (`python -m catsdogs.evaluate RUN DATA --tta MODE`), each charged the
+    whole run's time and its own evaluation.
     The run folder goes into `keep_runs` (as <task>-<preset>) if given, else a temporary folder."""
     with tempfile.TemporaryDirectory() as folder:
         parent = Path(keep_runs) if keep_runs else Path(folder)
@@ -108,22 +110,26 @@ def catsdogs_run(task, root, preset, keep_runs=None):
         started = time.perf_counter()
         run = catsdogs.train(config)
         wall = time.perf_counter() - started
-        tta = catsdogs.evaluate(run.model_path, root / VAL_SPLIT[task], tta=True)["accuracy"]
-        tta_wall = time.perf_counter() - started
+        tta = {}
+        for mode in TTA_MODES:
+            evaluation_started = time.perf_counter()
+            accuracy = catsdogs.evaluate(run.model_path, root / VAL_SPLIT[task], tta=mode)["accuracy"]
+            tta[mode] = (wall + time.perf_counter() - evaluation_started, accuracy)
     seconds = np.cumsum([float(r["seconds"]) for r in run.history])
     overhead = wall - seconds[-1]  # decoding before fit, saving after: charged to epoch 1
-    return [(s + overhead, float(r["val_accuracy"])) for s, r in zip(seconds, run.history)], (tta_wall, tta)
+    return [(s + overhead, float(r["val_accuracy"])) for s, r in zip(seconds, run.history)], tta
 
 
 def summarize(name, points, target, tutorial_seconds, tta=None):
-    """One table row; `tta` is (seconds, accuracy) of the best model with flip TTA, if measured."""
+    """One table row; `tta` is {mode: (seconds, accuracy)} of the best model with TTA, if measured."""
     best = max(acc for _, acc in points)
     reach = next((s for s, acc in points if acc >= target), None)
     within = lambda budget: max((acc for s, acc in points if s <= budget), default=float("nan"))
     return {"run": name, "epochs": len(points), "best": best, "total_seconds": points[-1][0],
             "seconds_to_target": reach, "best_within_tutorial_time": within(tutorial_seconds),
             "best_within_20_min": within(BUDGET_SECONDS),
-            "tta_accuracy": tta[1] if tta else None, "seconds_with_tta": tta[0] if tta else None}
+            **{f"{mode}_tta": dict(zip(("seconds", "accuracy"), tta[mode])) if tta else None
+               for mode in TTA_MODES}}
 
 
 def main():
@@ -147,7 +153,8 @@ def main():
     base = rows[0]
     print(f"\n{describe()}\ntarget: the tutorial's best accuracy, {target:.1%}")
     print(f"{'run':<28}{'epochs':>7}{'best':>8}{'total s':>9}{'s to target':>12}{'speed-up':>9}"
-          f"{'best in tut. time':>18}{'best in 20 min':>15}{'+flip TTA (total s)':>21}")
+          f"{'best in tut. time':>18}{'best in 20 min':>15}"
+          + "".join(f"{f'+{mode} TTA (total s)':>22}" for mode in TTA_MODES))
     for row in rows:
         reach = row["seconds_to_target"]
         speedup = f"{base['seconds_to_target'] / reach:.2f}x" if reach else "-"
@@ -155,8 +162,8 @@ def main():
         print(f"{row['run']:<28}{row['epochs']:>7}{row['best']:>8.1%}{row['total_seconds']:>9.0f}"
               f"{reached:>12}{speedup:>9}"
               f"{row['best_within_tutorial_time']:>18.1%}{row['best_within_20_min']:>15.1%}"
-              + ("" if row["tta_accuracy"] is None
-                 else f"{row['tta_accuracy']:>13.1%} ({row['seconds_with_tta']:.0f})"))
+              + "".join(f"{tta['accuracy']:>14.1%} ({tta['seconds']:.0f})"
+                        for tta in (row[f"{mode}_tta"] for mode in TTA_MODES) if tta))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python -m catsdogs.evaluate runs/seed-catsdogs-20261124-142544 data/cats_and_dogs/validation
     python -m catsdogs.evaluate model.keras photos/ --out reports/ --tta
+    python -m catsdogs.evaluate RUN_DIR cifar10/test --tta shift   # flips and 1-px shifts
 
 Writes metrics.json (loss, accuracy, per-class precision/recall/F1, ROC AUC for two classes),
 confusion_matrix.json, plots/confusion_matrix.png and plots/most_wrong.png (the most confidently
@@ -16,6 +17,7 @@ from catsdogs import runs
 from catsdogs.callable_module import make_callable
 from catsdogs.config import command_parser
 from catsdogs.errors import CatsDogsError, run_command
+from catsdogs.predict import add_tta_flag
 
 GALLERY_SIZE = 16  # most confidently wrong images shown
 
@@ -85,7 +87,7 @@ def _labels_in_model_order(data_dir, class_names):
     return paths, to_model[folder_labels], skipped
 
 
-def evaluate(classifier, data_dir, out=None, tta=False, batch_size=64):
+def evaluate(classifier, data_dir, out=None, tta=None, batch_size=64):
     """Evaluate `classifier` on `data_dir` (class sub-folders) and write the report.
 
     Returns:
@@ -104,6 +106,7 @@ def evaluate(classifier, data_dir, out=None, tta=False, batch_size=64):
     labels, paths, skipped = labels[kept], [paths[i] for i in kept], skipped + bad
     if not len(labels):
         raise CatsDogsError("no readable images", where=data_dir)
+    tta = "flip" if tta is True else tta or None  # True: the flip of earlier versions
     probabilities = predict_arrays(classifier, pixels, batch_size, tta=tta)
     metrics = compute_metrics(labels, probabilities, names)
     metrics.update(data=str(data_dir), model=str(classifier.source), tta=tta, skipped=len(skipped))
@@ -133,7 +136,7 @@ def build_parser():
     parser.add_argument("model", help="run folder, .keras file or SavedModel folder")
     parser.add_argument("data_dir", help="folder of class sub-folders")
     parser.add_argument("--out", help="report folder [default: eval-<data name>/ beside the model]")
-    parser.add_argument("--tta", action="store_true", help="average with a left-right flipped view")
+    add_tta_flag(parser)
     parser.add_argument("--batch-size", type=int, default=64, help="[default: 64]")
     return parser
 

@@ -200,10 +200,47 @@ def test_flip_tta_averages_the_two_views():
     np.testing.assert_allclose(predict_arrays(clf, pixels, tta=True), [[0.5, 0.5]])
 
 
+def test_shift_tta_views_move_by_whole_pixels_with_edges_repeated():
+    from catsdogs.predict import tta_views
+    batch = np.arange(2 * 4 * 4 * 3, dtype=np.float32).reshape(2, 4, 4, 3)
+    views = tta_views(batch, "shift")
+    assert [w for w, _ in views] == [0.25, 0.25, 0.125, 0.125, 0.125, 0.125]
+    assert sum(w for w, _ in views) == 1
+    plain, mirrored = views[0][1], views[1][1]
+    np.testing.assert_array_equal(mirrored, batch[:, :, ::-1])
+    down_right, up_left = views[2][1], views[3][1]
+    np.testing.assert_array_equal(down_right[:, 1:, 1:], plain[:, :-1, :-1])  # content moved +1, +1
+    np.testing.assert_array_equal(down_right[:, 0, 1:], plain[:, 0, :-1])  # top row repeated
+    np.testing.assert_array_equal(up_left[:, :-1, :-1], plain[:, 1:, 1:])
+    np.testing.assert_array_equal(up_left[:, -1, -1], plain[:, -1, -1])  # corner repeated
+    np.testing.assert_array_equal(views[4][1][:, 1:, 1:], mirrored[:, :-1, :-1])
+    assert all(view.shape == batch.shape for _, view in views)
+
+
+def test_shift_tta_averages_the_six_views_with_airbench_weights():
+    clf = Classifier(lambda x: x[:, 0, 0, :1] / 255.0, ["l", "r"], (4, 4), source=None)
+    pixels = np.zeros((1, 4, 4, 3), np.float32)
+    pixels[0, 0, 0] = 255  # only the top-left pixel: plain and up-left views see it
+    from catsdogs.predict import predict_arrays
+    # plain 1.0 (weight 1/4), mirrored 0, down-right 1.0 (edge repeated, 1/8), up-left 0,
+    # mirrored shifts 0: 3/8 for the second class
+    np.testing.assert_allclose(predict_arrays(clf, pixels, tta="shift"), [[5 / 8, 3 / 8]])
+    with pytest.raises(CatsDogsError, match="unknown test-time augmentation"):
+        predict_arrays(clf, pixels, tta="rotate")
+
+
 def test_evaluate_runs_on_a_run_folder_by_default_into_eval_dir(model_dir, binary_folders):
     metrics = catsdogs.evaluate(model_dir, binary_folders / "validation")
     assert metrics["images"] == 12
     assert (model_dir / "eval-validation" / "metrics.json").is_file()
+
+
+def test_evaluate_command_takes_the_tta_mode(model_dir, binary_folders, tmp_path, capsys):
+    from catsdogs.evaluate import main as evaluate_main
+    assert evaluate_main([str(model_dir), str(binary_folders / "validation"), "--tta", "shift",
+                          "--out", str(tmp_path / "report")]) == 0
+    assert json.loads((tmp_path / "report" / "metrics.json").read_text())["tta"] == "shift"
+    assert evaluate(model_dir, binary_folders / "validation", out=tmp_path / "r2", tta=True)["tta"] == "flip"
 
 
 def test_multiclass_metrics_by_hand():
