@@ -1,0 +1,158 @@
+"""Screens: one air-cifar10 training run with one change that is not a catsdogs option.
+
+    python bench/variants.py --variant lookahead [--epochs 20] [--keep-run DIR]
+
+Variants (airbench's tricks and two levers; bench/RESULTS.md, "Session 8", has what each gave):
+  none            the preset as it is (the baseline to compare with)
+  batch64         batches of 64 instead of 128 (an option too: --batch-size 64)
+  identity-init   airbench's dirac initialisation: each 3x3 convolution after the whitening stem
+                  starts as the identity on its first min(in, out) output channels
+  lookahead       airbench's lookahead: every 5 steps the weights (BatchNorm statistics too)
+                  move to a running average of themselves, weighted 0.95^5 x progress^3, with
+                  BatchNorm momentum 0.6 (it only helps with fast BatchNorm statistics, per airbench)
+  cutout          Keras' RandomErasing on half the images (patches of 10-14 px, filled with grey)
+  bfloat16        Keras' mixed_bfloat16 policy
+
+The change is patched into this process only (a preset registered under a new name, a callback
+added to `fit`, a layer added to the augmentation): none of it is part of catsdogs. Prints the
+test accuracy per epoch, the wall time, and the best model's accuracy with `--tta` and
+`--tta shift`, each charged the whole run and its own evaluation.
+"""
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import catsdogs  # noqa: E402
+from catsdogs import augment, models  # noqa: E402
+from catsdogs.predict import TTA_MODES  # noqa: E402
+from machine import describe, shared_data  # noqa: E402
+
+import keras  # noqa: E402
+
+BASE = "air-cifar10"
+
+
+def identity_init(model):
+    """Every 3x3 convolution but the whitening stem passes its first channels through."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D) and layer.name != models.WHITENING_LAYER:
+            kernel = keras.ops.convert_to_numpy(layer.kernel).copy()
+            height, width, channels_in, channels_out = kernel.shape
+            kept = np.arange(min(channels_in, channels_out))
+            kernel[..., kept] = 0
+            kernel[height // 2, width // 2, kept, kept] = 1
+            layer.kernel.assign(kernel)
+
+
+class Lookahead(keras.callbacks.Callback):
+    """airbench's lookahead with its cubic ramp: none at first, `decay` at the end."""
+
+    def __init__(self, every=5, decay=0.95 ** 5):
+        super().__init__()
+        self.every, self.decay = every, decay
+
+    def on_train_begin(self, logs=None):
+        self.step, self.total = 0, self.params["steps"] * self.params["epochs"]
+        self.slow = [keras.Variable(w.value, trainable=False) for w in self.model.weights]
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.step % self.every:
+            return
+        decay = self.decay * (self.step / self.total) ** 3
+        for slow, fast in zip(self.slow, self.model.weights):
+            slow.assign(decay * slow.value + (1 - decay) * fast.value)
+            fast.assign(slow.value)
+
+
+def fast_batchnorm(model, momentum=0.6):
+    """BatchNorm statistics that follow the weights faster (Keras' momentum 0.6, not 0.9)."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = momentum
+
+
+@contextlib.contextmanager
+def variant_preset(variant):
+    """The name of a preset for `variant`, registered while the block runs."""
+    preset = models.PRESETS[BASE]
+    restore = []
+    then = {"identity-init": identity_init, "lookahead": fast_batchnorm}.get(variant)
+    adapt = preset.adapt if then is None else (
+        lambda model, pixels: (preset.adapt(model, pixels), then(model)))
+    if variant == "lookahead":
+        fit = keras.Model.fit
+        keras.Model.fit = lambda self, *a, callbacks=(), **k: fit(
+            self, *a, callbacks=[Lookahead(), *callbacks], **k)
+        restore.append(lambda: setattr(keras.Model, "fit", fit))
+    if variant == "cutout":
+        build = augment.build_augmenter
+        augment.build_augmenter = lambda config, seed=None: keras.Sequential([
+            *build(config, seed).layers,
+            keras.layers.RandomErasing(factor=(0.5, 0.5), scale=(0.1, 0.2), fill_value=120.0,
+                                       value_range=(0, 255), seed=seed)])
+        restore.append(lambda: setattr(augment, "build_augmenter", build))
+    if variant == "bfloat16":
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        restore.append(lambda: keras.mixed_precision.set_global_policy("float32"))
+    name = f"{BASE}.{variant}"
+    models.PRESETS[name] = dataclasses.replace(preset, name=name, adapt=adapt)
+    try:
+        yield name
+    finally:
+        del models.PRESETS[name]
+        for undo in restore:
+            undo()
+
+
+VARIANTS = ("none", "batch64", "identity-init", "lookahead", "cutout", "bfloat16")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", choices=VARIANTS, required=True)
+    parser.add_argument("--epochs", type=int, help="default: the preset's")
+    parser.add_argument("--keep-run", metavar="DIR", help="keep the run folder here")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args()
+    root = shared_data("cifar10")
+    print(describe())
+    with tempfile.TemporaryDirectory() as folder, variant_preset(args.variant) as preset:
+        config = catsdogs.TrainConfig(
+            preset=preset, data=str(root), dataset="cifar10", epochs=args.epochs,
+            batch_size=64 if args.variant == "batch64" else None,
+            run_dir=args.keep_run or str(Path(folder) / "run"))
+        started = time.perf_counter()
+        run = catsdogs.train(config)
+        wall = time.perf_counter() - started
+        tta = {}
+        for mode in TTA_MODES:
+            evaluation_started = time.perf_counter()
+            accuracy = catsdogs.evaluate(run.model_path, root / "test", tta=mode)["accuracy"]
+            tta[mode] = {"accuracy": accuracy, "seconds": wall + time.perf_counter() - evaluation_started}
+    accuracies = [float(row["val_accuracy"]) for row in run.history]
+    result = {"machine": describe(), "variant": args.variant, "epochs": len(accuracies),
+              "test_accuracy_per_epoch": accuracies, "wall_seconds": wall,
+              "epoch_seconds": [float(row["seconds"]) for row in run.history], "tta": tta}
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    print(f"\n{describe()}\n{BASE} + {args.variant}: {len(accuracies)} epochs in {wall:.0f} s, "
+          f"best {max(accuracies):.2%}; " + ", ".join(
+              f"--tta {mode} {r['accuracy']:.2%} ({r['seconds']:.0f} s)" for mode, r in tta.items()))
+    print("test accuracy per epoch: " + ", ".join(f"{a:.1%}" for a in accuracies))
+
+
+if __name__ == "__main__":
+    main()
