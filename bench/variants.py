@@ -1,6 +1,7 @@
 """Screens: one air-cifar10 training run with one change that is not a catsdogs option.
 
     python bench/variants.py --variant lookahead [--epochs 20] [--keep-run DIR]
+    python bench/variants.py --variant none --widths 32-144-144   # other conv group widths
 
 Variants (airbench's tricks and two levers; bench/RESULTS.md, "Session 8", has what each gave):
   none            the preset as it is (the baseline to compare with)
@@ -22,6 +23,7 @@ test accuracy per epoch, the wall time, and the best model's accuracy with `--tt
 import argparse
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -85,9 +87,13 @@ def fast_batchnorm(model, momentum=0.6):
 
 
 @contextlib.contextmanager
-def variant_preset(variant):
-    """The name of a preset for `variant`, registered while the block runs."""
+def variant_preset(variant, widths=None):
+    """The name of a preset for `variant` (and conv group `widths`), registered while the block
+    runs."""
     preset = models.PRESETS[BASE]
+    if widths:
+        preset = dataclasses.replace(preset, build_body=models.make_staged_body(
+            widths, stem=functools.partial(models.whitening_stem, stride=1), stage=models.conv_group))
     restore = []
     then = {"identity-init": identity_init, "lookahead": fast_batchnorm}.get(variant)
     adapt = preset.adapt if then is None else (
@@ -107,7 +113,7 @@ def variant_preset(variant):
     if variant == "bfloat16":
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
         restore.append(lambda: keras.mixed_precision.set_global_policy("float32"))
-    name = f"{BASE}.{variant}"
+    name = f"{BASE}.{variant}" + ("." + "-".join(map(str, widths)) if widths else "")
     models.PRESETS[name] = dataclasses.replace(preset, name=name, adapt=adapt)
     try:
         yield name
@@ -124,12 +130,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", choices=VARIANTS, required=True)
     parser.add_argument("--epochs", type=int, help="default: the preset's")
+    parser.add_argument("--widths", type=lambda text: tuple(map(int, text.split("-"))),
+                        help="conv group widths, as 32-128-128 [default: the preset's]")
     parser.add_argument("--keep-run", metavar="DIR", help="keep the run folder here")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
     root = shared_data("cifar10")
     print(describe())
-    with tempfile.TemporaryDirectory() as folder, variant_preset(args.variant) as preset:
+    with tempfile.TemporaryDirectory() as folder, variant_preset(args.variant, args.widths) as preset:
         config = catsdogs.TrainConfig(
             preset=preset, data=str(root), dataset="cifar10", epochs=args.epochs,
             batch_size=64 if args.variant == "batch64" else None,
@@ -143,12 +151,15 @@ def main():
             accuracy = catsdogs.evaluate(run.model_path, root / "test", tta=mode)["accuracy"]
             tta[mode] = {"accuracy": accuracy, "seconds": wall + time.perf_counter() - evaluation_started}
     accuracies = [float(row["val_accuracy"]) for row in run.history]
-    result = {"machine": describe(), "variant": args.variant, "epochs": len(accuracies),
+    result = {"machine": describe(), "variant": args.variant, "widths": args.widths,
+              "epochs": len(accuracies),
               "test_accuracy_per_epoch": accuracies, "wall_seconds": wall,
               "epoch_seconds": [float(row["seconds"]) for row in run.history], "tta": tta}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
-    print(f"\n{describe()}\n{BASE} + {args.variant}: {len(accuracies)} epochs in {wall:.0f} s, "
+    widths = "-".join(map(str, args.widths)) if args.widths else "the preset's"
+    print(f"\n{describe()}\n{BASE} + {args.variant}, widths {widths}: "
+          f"{len(accuracies)} epochs in {wall:.0f} s, "
           f"best {max(accuracies):.2%}; " + ", ".join(
               f"--tta {mode} {r['accuracy']:.2%} ({r['seconds']:.0f} s)" for mode, r in tta.items()))
     print("test accuracy per epoch: " + ", ".join(f"{a:.1%}" for a in accuracies))
