@@ -116,6 +116,18 @@ def test_cli_writes_csv_json_and_copies_with_sort_into(model_dir, binary_folders
     assert len(json.loads((tmp_path / "p.json").read_text())["predictions"]) == 12
 
 
+def test_predict_command_takes_the_tta_mode(model_dir, binary_folders, tmp_path, capsys):
+    """--tta shift reaches the model: its probabilities are the six views' average."""
+    photos = binary_folders / "validation"
+    assert predict_main([str(model_dir), str(photos), "--tta", "shift",
+                         "--output", str(tmp_path / "p.json")]) == 0
+    rows = json.loads((tmp_path / "p.json").read_text())["predictions"]
+    plain, _ = predict_paths(load(model_dir), [photos])
+    shifted, _ = predict_paths(load(model_dir), [photos], tta="shift")
+    assert [r["probability"] for r in rows] == pytest.approx([r.probability for r in shifted])
+    assert [r.probability for r in shifted] != pytest.approx([r.probability for r in plain])
+
+
 def test_top_k_for_multiclass_models(tmp_path, three_class_folder):
     model = get_preset("seed-cifar10").build(3)
     model.save(tmp_path / "m.keras")
