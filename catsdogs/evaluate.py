@@ -17,7 +17,7 @@ from catsdogs import runs
 from catsdogs.callable_module import make_callable
 from catsdogs.config import command_parser
 from catsdogs.errors import CatsDogsError, run_command
-from catsdogs.predict import add_tta_flag
+from catsdogs.predict import add_tta_flag, tta_mode
 
 GALLERY_SIZE = 16  # most confidently wrong images shown
 
@@ -106,7 +106,7 @@ def evaluate(classifier, data_dir, out=None, tta=None, batch_size=64):
     labels, paths, skipped = labels[kept], [paths[i] for i in kept], skipped + bad
     if not len(labels):
         raise CatsDogsError("no readable images", where=data_dir)
-    tta = "flip" if tta is True else tta or None  # True: the flip of earlier versions
+    tta = tta_mode(tta)
     probabilities = predict_arrays(classifier, pixels, batch_size, tta=tta)
     metrics = compute_metrics(labels, probabilities, names)
     metrics.update(data=str(data_dir), model=str(classifier.source), tta=tta, skipped=len(skipped))

@@ -4,6 +4,7 @@
     python -m catsdogs.predict model.keras a.jpg b.png --output predictions.csv
     python -m catsdogs.predict RUN_DIR photos/ --top-k 3 --output predictions.json
     python -m catsdogs.predict RUN_DIR photos/ --sort-into sorted/     # copies, never moves
+    python -m catsdogs.predict RUN_DIR photos/ --tta shift   # test-time augmentation: 6 views
 
 Folders are read recursively; dot-files are ignored. Files that cannot be read (corrupt, empty,
 not an image, too large) are listed with the reason and skipped; the command fails (exit 2)
@@ -75,6 +76,12 @@ def _rows_for(classifier, files, probabilities, top_k, threshold):
 TTA_MODES = ("flip", "shift")
 
 
+def tta_mode(tta):
+    """The TTA_MODES name for a `tta` argument: None (off), a mode, or True (the flip, as before
+    there were modes)."""
+    return "flip" if tta is True else tta or None
+
+
 def tta_views(batch, mode):
     """(weight, view) pairs whose weighted probabilities make a test-time-augmented prediction.
 
@@ -103,7 +110,7 @@ def predict_arrays(classifier, pixels, batch_size=64, tta=None):
 
     `tta`: None for the plain view, or one of TTA_MODES (True means "flip"); each batch's views
     go through the model as one batch."""
-    mode = "flip" if tta is True else tta or None
+    mode = tta_mode(tta)
     out = []
     for start in range(0, len(pixels), batch_size):
         batch = pixels[start:start + batch_size].astype(np.float32)
