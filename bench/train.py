@@ -96,9 +96,24 @@ def tutorial_cifar10(root, epochs=10):
     return clock.points
 
 
+def train_and_evaluate(config, eval_dir):
+    """Train `config`; then evaluate the best model on `eval_dir` with each test-time
+    augmentation. Returns the run, its wall seconds, and {mode: {"accuracy", "seconds"}} where
+    seconds charge the whole run and that evaluation."""
+    started = time.perf_counter()
+    run = catsdogs.train(config)
+    wall = time.perf_counter() - started
+    tta = {}
+    for mode in TTA_MODES:
+        evaluation_started = time.perf_counter()
+        accuracy = catsdogs.evaluate(run.model_path, eval_dir, tta=mode)["accuracy"]
+        tta[mode] = {"accuracy": accuracy, "seconds": wall + time.perf_counter() - evaluation_started}
+    return run, wall, tta
+
+
 def catsdogs_run(task, root, preset, keep_runs=None):
     """One catsdogs training run: (cumulative seconds, val accuracy) per epoch, setup included,
-    and {tta mode: (seconds, accuracy)} of its best model evaluated afterwards with each
+    and {tta mode: {"accuracy", "seconds"}} of its best model evaluated afterwards with each
     test-time augmentation (`python -m catsdogs.evaluate RUN DATA --tta MODE`), each charged the
     whole run's time and its own evaluation.
     The run folder goes into `keep_runs` (as <task>-<preset>) if given, else a temporary folder."""
@@ -107,29 +122,21 @@ def catsdogs_run(task, root, preset, keep_runs=None):
         config = catsdogs.TrainConfig(preset=preset, data=str(root),
                                       dataset="cifar10" if task == "cifar10" else "folder",
                                       run_dir=str(parent / f"{task}-{preset}"))
-        started = time.perf_counter()
-        run = catsdogs.train(config)
-        wall = time.perf_counter() - started
-        tta = {}
-        for mode in TTA_MODES:
-            evaluation_started = time.perf_counter()
-            accuracy = catsdogs.evaluate(run.model_path, root / VAL_SPLIT[task], tta=mode)["accuracy"]
-            tta[mode] = (wall + time.perf_counter() - evaluation_started, accuracy)
+        run, wall, tta = train_and_evaluate(config, root / VAL_SPLIT[task])
     seconds = np.cumsum([float(r["seconds"]) for r in run.history])
     overhead = wall - seconds[-1]  # decoding before fit, saving after: charged to epoch 1
     return [(s + overhead, float(r["val_accuracy"])) for s, r in zip(seconds, run.history)], tta
 
 
 def summarize(name, points, target, tutorial_seconds, tta=None):
-    """One table row; `tta` is {mode: (seconds, accuracy)} of the best model with TTA, if measured."""
+    """One table row; `tta` is train_and_evaluate's, if measured."""
     best = max(acc for _, acc in points)
     reach = next((s for s, acc in points if acc >= target), None)
     within = lambda budget: max((acc for s, acc in points if s <= budget), default=float("nan"))
     return {"run": name, "epochs": len(points), "best": best, "total_seconds": points[-1][0],
             "seconds_to_target": reach, "best_within_tutorial_time": within(tutorial_seconds),
             "best_within_20_min": within(BUDGET_SECONDS),
-            **{f"{mode}_tta": dict(zip(("seconds", "accuracy"), tta[mode])) if tta else None
-               for mode in TTA_MODES}}
+            **{f"{mode}_tta": tta[mode] if tta else None for mode in TTA_MODES}}
 
 
 def main():

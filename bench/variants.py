@@ -28,7 +28,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +37,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import catsdogs  # noqa: E402
 from catsdogs import augment, models  # noqa: E402
-from catsdogs.predict import TTA_MODES  # noqa: E402
 from machine import describe, shared_data  # noqa: E402
+from train import train_and_evaluate  # noqa: E402
 
 import keras  # noqa: E402
 
@@ -142,14 +141,7 @@ def main():
             preset=preset, data=str(root), dataset="cifar10", epochs=args.epochs,
             batch_size=64 if args.variant == "batch64" else None,
             run_dir=args.keep_run or str(Path(folder) / "run"))
-        started = time.perf_counter()
-        run = catsdogs.train(config)
-        wall = time.perf_counter() - started
-        tta = {}
-        for mode in TTA_MODES:
-            evaluation_started = time.perf_counter()
-            accuracy = catsdogs.evaluate(run.model_path, root / "test", tta=mode)["accuracy"]
-            tta[mode] = {"accuracy": accuracy, "seconds": wall + time.perf_counter() - evaluation_started}
+        run, wall, tta = train_and_evaluate(config, root / "test")
     accuracies = [float(row["val_accuracy"]) for row in run.history]
     result = {"machine": describe(), "variant": args.variant, "widths": args.widths,
               "epochs": len(accuracies),
