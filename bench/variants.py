@@ -2,6 +2,7 @@
 
     python bench/variants.py --variant lookahead [--epochs 20] [--keep-run DIR]
     python bench/variants.py --variant none --widths 32-144-144   # other conv group widths
+    python bench/variants.py --variant identity-init lookahead --epochs 16   # combined
 
 Variants (airbench's tricks and two levers; bench/RESULTS.md, "Session 8", has what each gave):
   none            the preset as it is (the baseline to compare with)
@@ -86,33 +87,38 @@ def fast_batchnorm(model, momentum=0.6):
 
 
 @contextlib.contextmanager
-def variant_preset(variant, widths=None):
-    """The name of a preset for `variant` (and conv group `widths`), registered while the block
-    runs."""
+def variant_preset(variants, widths=None):
+    """The name of a preset for `variants` (one or more, combined) and conv group `widths`,
+    registered while the block runs."""
     preset = models.PRESETS[BASE]
     if widths:
         preset = dataclasses.replace(preset, build_body=models.make_staged_body(
             widths, stem=functools.partial(models.whitening_stem, stride=1), stage=models.conv_group))
     restore = []
-    then = {"identity-init": identity_init, "lookahead": fast_batchnorm}.get(variant)
-    adapt = preset.adapt if then is None else (
-        lambda model, pixels: (preset.adapt(model, pixels), then(model)))
-    if variant == "lookahead":
+    then = [step for variant, step in (("identity-init", identity_init),
+                                       ("lookahead", fast_batchnorm)) if variant in variants]
+
+    def adapt(model, pixels):
+        preset.adapt(model, pixels)
+        for step in then:
+            step(model)
+
+    if "lookahead" in variants:
         fit = keras.Model.fit
         keras.Model.fit = lambda self, *a, callbacks=(), **k: fit(
             self, *a, callbacks=[Lookahead(), *callbacks], **k)
         restore.append(lambda: setattr(keras.Model, "fit", fit))
-    if variant == "cutout":
+    if "cutout" in variants:
         build = augment.build_augmenter
         augment.build_augmenter = lambda config, seed=None: keras.Sequential([
             *build(config, seed).layers,
             keras.layers.RandomErasing(factor=(0.5, 0.5), scale=(0.1, 0.2), fill_value=120.0,
                                        value_range=(0, 255), seed=seed)])
         restore.append(lambda: setattr(augment, "build_augmenter", build))
-    if variant == "bfloat16":
+    if "bfloat16" in variants:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
         restore.append(lambda: keras.mixed_precision.set_global_policy("float32"))
-    name = f"{BASE}.{variant}" + ("." + "-".join(map(str, widths)) if widths else "")
+    name = ".".join([BASE, *variants]) + ("." + "-".join(map(str, widths)) if widths else "")
     models.PRESETS[name] = dataclasses.replace(preset, name=name, adapt=adapt)
     try:
         yield name
@@ -127,7 +133,8 @@ VARIANTS = ("none", "batch64", "identity-init", "lookahead", "cutout", "bfloat16
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", choices=VARIANTS, required=True)
+    parser.add_argument("--variant", nargs="+", choices=VARIANTS, required=True,
+                        help="one or more, combined")
     parser.add_argument("--epochs", type=int, help="default: the preset's")
     parser.add_argument("--widths", type=lambda text: tuple(map(int, text.split("-"))),
                         help="conv group widths, as 32-128-128 [default: the preset's]")
@@ -139,7 +146,7 @@ def main():
     with tempfile.TemporaryDirectory() as folder, variant_preset(args.variant, args.widths) as preset:
         config = catsdogs.TrainConfig(
             preset=preset, data=str(root), dataset="cifar10", epochs=args.epochs,
-            batch_size=64 if args.variant == "batch64" else None,
+            batch_size=64 if "batch64" in args.variant else None,
             run_dir=args.keep_run or str(Path(folder) / "run"))
         run, wall, tta = train_and_evaluate(config, root / "test")
     accuracies = [float(row["val_accuracy"]) for row in run.history]
@@ -150,7 +157,7 @@ def main():
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     widths = "-".join(map(str, args.widths)) if args.widths else "the preset's"
-    print(f"\n{describe()}\n{BASE} + {args.variant}, widths {widths}: "
+    print(f"\n{describe()}\n{BASE} + {' + '.join(args.variant)}, widths {widths}: "
           f"{len(accuracies)} epochs in {wall:.0f} s, "
           f"best {max(accuracies):.2%}; " + ", ".join(
               f"--tta {mode} {r['accuracy']:.2%} ({r['seconds']:.0f} s)" for mode, r in tta.items()))
