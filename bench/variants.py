@@ -1,4 +1,4 @@
-"""Screens: one air-cifar10 training run with one change that is not a catsdogs option.
+"""Screens: one air-cifar10 training run with changes that are not catsdogs options.
 
     python bench/variants.py --variant lookahead [--epochs 20] [--keep-run DIR]
     python bench/variants.py --variant none --widths 32-144-144   # other conv group widths
