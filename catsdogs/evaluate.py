@@ -97,6 +97,7 @@ def evaluate(classifier, data_dir, out=None, tta=None, batch_size=64):
     from catsdogs.images import decode_many
     from catsdogs.predict import predict_arrays
 
+    tta = tta_mode(tta)
     if isinstance(classifier, (str, Path)):
         from catsdogs.classifier import load
         classifier = load(classifier)
@@ -106,7 +107,6 @@ def evaluate(classifier, data_dir, out=None, tta=None, batch_size=64):
     labels, paths, skipped = labels[kept], [paths[i] for i in kept], skipped + bad
     if not len(labels):
         raise CatsDogsError("no readable images", where=data_dir)
-    tta = tta_mode(tta)
     probabilities = predict_arrays(classifier, pixels, batch_size, tta=tta)
     metrics = compute_metrics(labels, probabilities, names)
     metrics.update(data=str(data_dir), model=str(classifier.source), tta=tta, skipped=len(skipped))

@@ -253,6 +253,8 @@ def test_evaluate_command_takes_the_tta_mode(model_dir, binary_folders, tmp_path
                           "--out", str(tmp_path / "report")]) == 0
     assert json.loads((tmp_path / "report" / "metrics.json").read_text())["tta"] == "shift"
     assert evaluate(model_dir, binary_folders / "validation", out=tmp_path / "r2", tta=True)["tta"] == "flip"
+    with pytest.raises(CatsDogsError, match="unknown test-time augmentation"):  # before any reading
+        evaluate(model_dir, tmp_path / "no such folder", tta="rotate")
 
 
 def test_multiclass_metrics_by_hand():
