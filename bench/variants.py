@@ -24,7 +24,6 @@ test accuracy per epoch, the wall time, and the best model's accuracy with `--tt
 import argparse
 import contextlib
 import dataclasses
-import functools
 import json
 import os
 import sys
@@ -92,8 +91,7 @@ def variant_preset(variants, widths=None):
     registered while the block runs."""
     preset = models.PRESETS[BASE]
     if widths:
-        preset = dataclasses.replace(preset, build_body=models.make_staged_body(
-            widths, stem=functools.partial(models.whitening_stem, stride=1), stage=models.conv_group))
+        preset = dataclasses.replace(preset, build_body=models.make_air_body(widths))
     restore = []
     then = [step for variant, step in (("identity-init", identity_init),
                                        ("lookahead", fast_batchnorm)) if variant in variants]

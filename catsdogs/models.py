@@ -241,6 +241,13 @@ def make_whitened_body(widths):
     return body
 
 
+def make_air_body(widths):
+    """airbench's network shape (air-cifar10, and bench/variants.py's other widths): the
+    whitening stem at stride 1, then a conv_group per width."""
+    return make_staged_body(widths, stem=functools.partial(whitening_stem, stride=1),
+                            stage=conv_group)
+
+
 SEED_CATSDOGS_AUGMENT = AugmentConfig(shear_range=0.2, zoom_range=(0.8, 1.2), horizontal_flip=True)
 PHOTO_AUGMENT = AugmentConfig(rotation_range=15, width_shift_range=0.1, height_shift_range=0.1,
                               zoom_range=(0.85, 1.15), horizontal_flip=True,
@@ -289,8 +296,7 @@ PRESETS = {
         Preset("air-cifar10", "airbench's network shape (whitening stem, conv groups 32-128-128, "
                "no shortcuts), flips + whole-pixel shifts, label smoothing, AdamW + cosine, 20 "
                "epochs: aims at the most CIFAR-10 accuracy in 20 min on 2 cores", (32, 32),
-               make_staged_body((32, 128, 128), stem=functools.partial(whitening_stem, stride=1),
-                                stage=conv_group),
+               make_air_body((32, 128, 128)),
                # AdamW's decay is weight_decay x the learning rate a step: 0.2 here is 8e-4 a step at
                # the peak, the 5e-4 of the other presets 2e-6, in effect none (bench/RESULTS.md)
                Recipe(epochs=20, batch_size=128, learning_rate=4e-3, schedule="cosine",
