@@ -1,22 +1,29 @@
-"""Screens: one air-cifar10 training run with changes that are not catsdogs options.
+"""Screens: one air-cifar10 training run with changes, most of them not catsdogs options.
 
     python bench/variants.py --variant lookahead [--epochs 20] [--keep-run DIR]
     python bench/variants.py --variant none --widths 32-144-144   # other conv group widths
     python bench/variants.py --variant identity-init lookahead --epochs 16   # combined
+    python bench/variants.py --variant airbench-net identity-init lookahead sgd   # airbench's all
 
-Variants (airbench's tricks and two levers; bench/RESULTS.md, "Session 8", has what each gave):
+Variants (airbench's tricks and two levers; bench/RESULTS.md, "Session 8" and "Session 9", has
+what each gave):
   none            the preset as it is (the baseline to compare with)
   batch64         batches of 64 instead of 128 (an option too: --batch-size 64)
   identity-init   airbench's dirac initialisation: each 3x3 convolution after the whitening stem
                   starts as the identity on its first min(in, out) output channels
-  lookahead       airbench's lookahead: every 5 steps the weights (BatchNorm statistics too)
-                  move to a running average of themselves, weighted 0.95^5 x progress^3, with
-                  BatchNorm momentum 0.6 (it only helps with fast BatchNorm statistics, per airbench)
+  lookahead       catsdogs' --lookahead (airbench's: every 5 steps the weights move to a running
+                  average of themselves), with BatchNorm momentum 0.6 (it only helps with fast
+                  BatchNorm statistics, per airbench)
   cutout          Keras' RandomErasing on half the images (patches of 10-14 px, filled with grey)
   bfloat16        Keras' mixed_bfloat16 policy
+  airbench-net    airbench's layers: GELU, BatchNorm with a shift but no scale (momentum 0.6),
+                  features (so logits) scaled by 1/9
+  sgd             airbench's optimizer as catsdogs options: --optimizer sgd (Nesterov 0.85,
+                  64x rate for shift-only BatchNorm biases) --schedule triangular, batches of
+                  1024, its rate and weight decay for the mean loss (1.5, 0.0089)
 
-The change is patched into this process only (a preset registered under a new name, a callback
-added to `fit`, a layer added to the augmentation): none of it is part of catsdogs. Prints the
+The change is patched into this process only (a preset registered under a new name, a layer
+added to the augmentation) or set as catsdogs options. Prints the
 test accuracy per epoch, the wall time, and the best model's accuracy with `--tta` and
 `--tta shift`, each charged the whole run and its own evaluation.
 """
@@ -57,25 +64,22 @@ def identity_init(model):
             layer.kernel.assign(kernel)
 
 
-class Lookahead(keras.callbacks.Callback):
-    """airbench's lookahead with its cubic ramp: none at first, `decay` at the end."""
+def shift_norm_gelu(x):
+    """airbench's BatchNorm -> GELU: a shift but no scale (the next conv scales), statistics
+    that follow the weights fast; catsdogs' --optimizer sgd steps these shifts 64x further."""
+    x = keras.layers.BatchNormalization(momentum=0.6, epsilon=1e-12, scale=False)(x)
+    return keras.layers.Activation("gelu")(x)
 
-    def __init__(self, every=5, decay=0.95 ** 5):
-        super().__init__()
-        self.every, self.decay = every, decay
 
-    def on_train_begin(self, logs=None):
-        self.step, self.total = 0, self.params["steps"] * self.params["epochs"]
-        self.slow = [keras.Variable(w.value, trainable=False) for w in self.model.weights]
+def airbench_body(widths):
+    """air-cifar10's network with airbench's layers: GELU, shift-only BatchNorm, logits / 9."""
+    features = models.make_air_body(widths, norm=shift_norm_gelu,
+                                    stem_activation=lambda: keras.layers.Activation("gelu"))
 
-    def on_train_batch_end(self, batch, logs=None):
-        self.step += 1
-        if self.step % self.every:
-            return
-        decay = self.decay * (self.step / self.total) ** 3
-        for slow, fast in zip(self.slow, self.model.weights):
-            slow.assign(decay * slow.value + (1 - decay) * fast.value)
-            fast.assign(slow.value)
+    def body(x):
+        return keras.layers.Rescaling(1 / 9, name="logit_scale")(features(x))
+
+    return body
 
 
 def fast_batchnorm(model, momentum=0.6):
@@ -90,7 +94,10 @@ def variant_preset(variants, widths=None):
     """The name of a preset for `variants` (one or more, combined) and conv group `widths`,
     registered while the block runs."""
     preset = models.PRESETS[BASE]
-    if widths:
+    widths = widths or (32, 128, 128)
+    if "airbench-net" in variants:
+        preset = dataclasses.replace(preset, build_body=airbench_body(widths))
+    elif widths != (32, 128, 128):
         preset = dataclasses.replace(preset, build_body=models.make_air_body(widths))
     restore = []
     then = [step for variant, step in (("identity-init", identity_init),
@@ -101,11 +108,6 @@ def variant_preset(variants, widths=None):
         for step in then:
             step(model)
 
-    if "lookahead" in variants:
-        fit = keras.Model.fit
-        keras.Model.fit = lambda self, *a, callbacks=(), **k: fit(
-            self, *a, callbacks=[Lookahead(), *callbacks], **k)
-        restore.append(lambda: setattr(keras.Model, "fit", fit))
     if "cutout" in variants:
         build = augment.build_augmenter
         augment.build_augmenter = lambda config, seed=None: keras.Sequential([
@@ -126,7 +128,23 @@ def variant_preset(variants, widths=None):
             undo()
 
 
-VARIANTS = ("none", "batch64", "identity-init", "lookahead", "cutout", "bfloat16")
+VARIANTS = ("none", "batch64", "identity-init", "lookahead", "cutout", "bfloat16", "airbench-net",
+            "sgd")
+# airbench's rate (11.5 per 1024 examples, summed loss) and weight decay (0.0153 per 1024
+# examples, through Nesterov momentum 0.85, so x 1 / 0.15) for Keras' mean loss and decoupled decay
+AIRBENCH_SGD = dict(optimizer="sgd", schedule="triangular", batch_size=1024,
+                    learning_rate=round(11.5 / (1 + 1 / 0.15), 4),
+                    weight_decay=round(0.0153 / 0.15 / 11.5, 5))
+
+
+def settings(variants):
+    """The catsdogs options the variants set."""
+    chosen = {"batch_size": 64} if "batch64" in variants else {}
+    if "lookahead" in variants:
+        chosen["lookahead"] = True
+    if "sgd" in variants:
+        chosen.update(AIRBENCH_SGD)
+    return chosen
 
 
 def main():
@@ -144,8 +162,7 @@ def main():
     with tempfile.TemporaryDirectory() as folder, variant_preset(args.variant, args.widths) as preset:
         config = catsdogs.TrainConfig(
             preset=preset, data=str(root), dataset="cifar10", epochs=args.epochs,
-            batch_size=64 if "batch64" in args.variant else None,
-            run_dir=args.keep_run or str(Path(folder) / "run"))
+            run_dir=args.keep_run or str(Path(folder) / "run"), **settings(args.variant))
         run, wall, tta = train_and_evaluate(config, root / "test")
     accuracies = [float(row["val_accuracy"]) for row in run.history]
     result = {"machine": describe(), "variant": args.variant, "widths": args.widths,

@@ -17,7 +17,8 @@ from pathlib import Path
 from catsdogs.errors import CatsDogsError
 
 DATASETS = ("folder", "cifar10")  # where images come from: class folders, or CIFAR-10
-SCHEDULES = ("constant", "cosine")  # learning rate over training; cosine warms up first
+SCHEDULES = ("constant", "cosine", "triangular")  # learning rate over training (optim.py)
+OPTIMIZERS = ("adam", "sgd")  # sgd: airbench's Nesterov SGD (optim.py)
 WEIGHTS = ("none", "imagenet")  # where a keras.applications backbone starts
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")  # see distribute.py
 CLASS_WEIGHTS = ("none", "auto")  # auto: each class weighted by total / (classes x its count)
@@ -89,12 +90,23 @@ class TrainConfig:
     val_split: float = setting(0.2, "(fraction) held out for validation when --data has no split")
     epochs: int = setting(None, "(count) passes over the training set; default: the preset's")
     batch_size: int = setting(None, "(images) per training step; default: the preset's")
-    learning_rate: float = setting(None, "(float) Adam's (peak) learning rate; default: the preset's")
+    optimizer: str = setting(None, f"(one of {', '.join(OPTIMIZERS)}) adam: Adam (AdamW with "
+                                   "weight decay); sgd: airbench's SGD, Nesterov momentum 0.85, "
+                                   "biases of BatchNorm layers without a scale at 64x the rate; "
+                                   "default: the preset's")
+    learning_rate: float = setting(None, "(float) the optimizer's (peak) learning rate; default: "
+                                         "the preset's")
     schedule: str = setting(None, f"(one of {', '.join(SCHEDULES)}) learning rate over time; "
-                                  "cosine: linear warm-up for 1/10 of the steps, then cosine decay")
+                                  "cosine: linear warm-up for 1/10 of the steps, then cosine "
+                                  "decay; triangular: linear from 0.2x up to the peak at 23% of "
+                                  "the steps, then down to 0.07x (airbench's)")
     label_smoothing: float = setting(None, "(fraction) soften one-hot targets; 0: off")
-    weight_decay: float = setting(None, "(float) decoupled weight decay (AdamW: each step "
-                                        "shrinks weights by it x the learning rate); 0: plain Adam")
+    weight_decay: float = setting(None, "(float) decoupled weight decay: each step shrinks "
+                                        "weights by it x the learning rate (AdamW with adam); 0: off")
+    lookahead: bool = setting(None, "every 5 steps move the weights (and BatchNorm statistics) to "
+                                    "a running average of themselves, weighted up to 0.95^5 by "
+                                    "the end; each epoch ends on the average (airbench's "
+                                    "lookahead); default: the preset's")
     progressive_start: float = setting(
         None, "(fraction) progressive resizing: the first epoch trains on images scaled to this "
               "fraction of the preset's size, growing to full size by 3/4 of the epochs "
@@ -126,6 +138,8 @@ class TrainConfig:
                "learning_rate", self.learning_rate, "a number > 0, e.g. 1e-3")
         _check(self.schedule is None or self.schedule in SCHEDULES, "schedule", self.schedule,
                f"one of {', '.join(SCHEDULES)}", _close_match(self.schedule, SCHEDULES))
+        _check(self.optimizer is None or self.optimizer in OPTIMIZERS, "optimizer", self.optimizer,
+               f"one of {', '.join(OPTIMIZERS)}", _close_match(self.optimizer, OPTIMIZERS))
         _check(self.label_smoothing is None or 0 <= self.label_smoothing < 1, "label_smoothing",
                self.label_smoothing, "a fraction in [0, 1)")
         _check(self.weight_decay is None or self.weight_decay >= 0, "weight_decay",

@@ -24,10 +24,12 @@ class Recipe:
 
     epochs: int
     batch_size: int = 32
+    optimizer: str = "adam"
     learning_rate: float = 1e-3
     schedule: str = "constant"
     label_smoothing: float = 0.0
     weight_decay: float = 0.0
+    lookahead: bool = False
     progressive_start: float = 1.0  # 1: every epoch at full size (progressive.py)
     steps_per_execution: int = 1  # >1 for small models, whose steps are short
     augment: AugmentConfig = AugmentConfig()
@@ -134,11 +136,15 @@ def make_backbone_body(application, image_size):
     return body
 
 
+def bn_relu(x):
+    """BatchNorm -> ReLU."""
+    return layers.ReLU()(layers.BatchNormalization(momentum=0.9)(x))
+
+
 def conv_bn(x, width, stride=1):
     """3x3 conv -> BatchNorm -> ReLU; no conv bias, BatchNorm's shift replaces it."""
     x = layers.Conv2D(width, 3, strides=stride, padding="same", use_bias=False)(x)
-    x = layers.BatchNormalization(momentum=0.9)(x)
-    return layers.ReLU()(x)
+    return bn_relu(x)
 
 
 def residual_stage(x, width, pool=True):
@@ -175,8 +181,8 @@ def conv_stem(width, stride=1):
     return functools.partial(conv_bn, width=width, stride=stride)
 
 
-def conv_group(x, width):
-    """airbench's block: conv -> max-pool -> BN-ReLU -> conv -> BN-ReLU, no shortcut. With the
+def conv_group(x, width, norm=bn_relu):
+    """airbench's block: conv -> max-pool -> norm -> conv -> norm, no shortcut. With the
     whitening stem at stride 1 in front, airbench's network shape (air-cifar10): wide late
     groups work at 7x7 and 3x3, where width is cheap.
 
@@ -184,15 +190,14 @@ def conv_group(x, width):
     runs at the lower resolution: most of the block's width costs a quarter of its FLOPs.
     """
     x = layers.Conv2D(width, 3, padding="same", use_bias=False)(x)
-    x = layers.MaxPooling2D(2)(x)
-    x = layers.BatchNormalization(momentum=0.9)(x)
-    return conv_bn(layers.ReLU()(x), width)
+    x = norm(layers.MaxPooling2D(2)(x))
+    return norm(layers.Conv2D(width, 3, padding="same", use_bias=False)(x))
 
 
 WHITENING_LAYER = "patch_whitening"
 
 
-def whitening_stem(x, patch=2, stride=None):
+def whitening_stem(x, patch=2, stride=None, activation=layers.ReLU):
     """airbench's first layer: a frozen `patch`x`patch` convolution (stride `patch` unless
     given) whose filters whiten image patches (set from the training images by `whiten_patches`).
 
@@ -203,7 +208,7 @@ def whitening_stem(x, patch=2, stride=None):
     """
     x = layers.Conv2D(2 * patch * patch * 3, patch, strides=stride or patch,
                       name=WHITENING_LAYER, trainable=False)(x)
-    return layers.ReLU()(x)
+    return activation()(x)
 
 
 def whiten_patches(model, pixels, sample=5000, epsilon=5e-4):
@@ -241,11 +246,12 @@ def make_whitened_body(widths):
     return body
 
 
-def make_air_body(widths):
-    """airbench's network shape (air-cifar10, and bench/variants.py's other widths): the
-    whitening stem at stride 1, then a conv_group per width."""
-    return make_staged_body(widths, stem=functools.partial(whitening_stem, stride=1),
-                            stage=conv_group)
+def make_air_body(widths, norm=bn_relu, stem_activation=layers.ReLU):
+    """airbench's network shape (air-cifar10, and bench/variants.py's other widths and norms):
+    the whitening stem at stride 1, then a conv_group per width."""
+    return make_staged_body(widths, stage=functools.partial(conv_group, norm=norm),
+                            stem=functools.partial(whitening_stem, stride=1,
+                                                   activation=stem_activation))
 
 
 SEED_CATSDOGS_AUGMENT = AugmentConfig(shear_range=0.2, zoom_range=(0.8, 1.2), horizontal_flip=True)

@@ -27,7 +27,8 @@ DEFAULT_DATA = "data/cats_and_dogs"  # the small real sample shipped with the re
 MONITOR = "val_accuracy"  # what "best model" means
 # settings newer than some run folders: a config.json without them resumes with these values,
 # which are what those runs trained with
-ADDED_LATER = {"progressive_start": 1.0, "steps_per_execution": 1}
+ADDED_LATER = {"progressive_start": 1.0, "steps_per_execution": 1, "optimizer": "adam",
+               "lookahead": False}
 
 
 @dataclasses.dataclass
@@ -105,27 +106,6 @@ def balanced_class_weights(labels, num_classes):
     return {i: len(labels) / (num_classes * count) for i, count in enumerate(counts) if count}
 
 
-def make_optimizer(config, steps_per_epoch, replicas=1):
-    """Adam (AdamW with weight decay) at a constant rate, or warm-up + cosine decay; the rate
-    is scaled by the replica count (linear scaling rule, see distribute.py).
-
-    The schedule counts optimizer steps, which resume restores, so a resumed run continues
-    on the same curve.
-    """
-    import keras
-
-    peak = config.learning_rate * replicas
-    rate = peak
-    if config.schedule == "cosine":
-        total = max(2, steps_per_epoch * config.epochs)
-        warmup = max(1, total // 10)
-        rate = keras.optimizers.schedules.CosineDecay(
-            0.0, decay_steps=total - warmup, warmup_target=peak, warmup_steps=warmup)
-    if config.weight_decay:
-        return keras.optimizers.AdamW(rate, weight_decay=config.weight_decay)
-    return keras.optimizers.Adam(rate)
-
-
 def _prepare(config, placement):
     """Seeds, decoded data and tf.data pipelines for `config` (nothing written yet)."""
     import keras
@@ -174,7 +154,7 @@ def _fit(config, run_dir, prepared, resumed):
     """Build, compile and fit; return the Run. Resumed runs continue from their backup."""
     import keras
 
-    from catsdogs import callbacks, progressive
+    from catsdogs import callbacks, optim, progressive
 
     preset, data, train_ds, val_ds = prepared.preset, prepared.data, prepared.train_ds, prepared.val_ds
     _report_data(data, run_dir)
@@ -188,7 +168,8 @@ def _fit(config, run_dir, prepared, resumed):
     with placement.strategy.scope():
         model = preset.build(len(data.class_names), config.weights)
         steps_per_epoch = -(-len(data.train) // (config.batch_size * placement.replicas))
-        model.compile(optimizer=make_optimizer(config, steps_per_epoch, placement.replicas),
+        model.compile(optimizer=optim.make_optimizer(config, steps_per_epoch, model,
+                                                     placement.replicas),
                       loss=prepared.loss, metrics=[prepared.accuracy],
                       steps_per_execution=config.steps_per_execution)
         if preset.adapt is not None:  # a resumed run's weights replace these at on_train_begin
@@ -203,6 +184,8 @@ def _fit(config, run_dir, prepared, resumed):
     first_batch = next(iter(train_ds))[0].numpy()
     fit_callbacks = [] if prepared.train_size is None else [progressive.ProgressiveResizing(
         prepared.train_size, config.epochs, config.progressive_start, preset.image_size)]
+    if config.lookahead:  # an epoch's last step takes the average: validated and saved
+        fit_callbacks.append(optim.Lookahead(steps_per_epoch, config.epochs))
     fit_callbacks += [
         keras.callbacks.TerminateOnNaN(),
         # the best model before the backup and history: a kill between them then redoes an epoch
