@@ -18,6 +18,7 @@ what each gave):
   bfloat16        Keras' mixed_bfloat16 policy
   airbench-net    airbench's layers: GELU, BatchNorm with a shift but no scale (momentum 0.6),
                   features (so logits) scaled by 1/9
+  relu            with airbench-net: ReLU instead of GELU (GELU costs ~18 % of a step here)
   sgd             airbench's optimizer as catsdogs options: --optimizer sgd (Nesterov 0.85,
                   64x rate for shift-only BatchNorm biases) --schedule triangular, batches of
                   1024, its rate and weight decay for the mean loss (1.5, 0.0089)
@@ -64,17 +65,22 @@ def identity_init(model):
             layer.kernel.assign(kernel)
 
 
-def shift_norm_gelu(x):
-    """airbench's BatchNorm -> GELU: a shift but no scale (the next conv scales), statistics
-    that follow the weights fast; catsdogs' --optimizer sgd steps these shifts 64x further."""
-    x = keras.layers.BatchNormalization(momentum=0.6, epsilon=1e-12, scale=False)(x)
-    return keras.layers.Activation("gelu")(x)
+def shift_norm(activation):
+    """airbench's BatchNorm -> `activation`: a shift but no scale (the next conv scales),
+    statistics that follow the weights fast; --optimizer sgd steps these shifts 64x further."""
+
+    def norm(x):
+        x = keras.layers.BatchNormalization(momentum=0.6, epsilon=1e-12, scale=False)(x)
+        return keras.layers.Activation(activation)(x)
+
+    return norm
 
 
-def airbench_body(widths):
-    """air-cifar10's network with airbench's layers: GELU, shift-only BatchNorm, logits / 9."""
-    features = models.make_air_body(widths, norm=shift_norm_gelu,
-                                    stem_activation=lambda: keras.layers.Activation("gelu"))
+def airbench_body(widths, activation="gelu"):
+    """air-cifar10's network with airbench's layers: GELU (or `activation`), shift-only
+    BatchNorm, logits / 9."""
+    features = models.make_air_body(widths, norm=shift_norm(activation),
+                                    stem_activation=lambda: keras.layers.Activation(activation))
 
     def body(x):
         return keras.layers.Rescaling(1 / 9, name="logit_scale")(features(x))
@@ -96,7 +102,8 @@ def variant_preset(variants, widths=None):
     preset = models.PRESETS[BASE]
     widths = widths or (32, 128, 128)
     if "airbench-net" in variants:
-        preset = dataclasses.replace(preset, build_body=airbench_body(widths))
+        preset = dataclasses.replace(preset, build_body=airbench_body(
+            widths, "relu" if "relu" in variants else "gelu"))
     elif widths != (32, 128, 128):
         preset = dataclasses.replace(preset, build_body=models.make_air_body(widths))
     restore = []
@@ -129,7 +136,7 @@ def variant_preset(variants, widths=None):
 
 
 VARIANTS = ("none", "batch64", "identity-init", "lookahead", "cutout", "bfloat16", "airbench-net",
-            "sgd")
+            "relu", "sgd")
 # airbench's rate (11.5 per 1024 examples, summed loss) and weight decay (0.0153 per 1024
 # examples, through Nesterov momentum 0.85, so x 1 / 0.15) for Keras' mean loss and decoupled decay
 AIRBENCH_SGD = dict(optimizer="sgd", schedule="triangular", batch_size=1024,
