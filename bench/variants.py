@@ -1,4 +1,4 @@
-"""Screens: one air-cifar10 training run with changes, most of them not catsdogs options.
+"""Screens: one run of air-cifar10's AdamW recipe (before session 9) with changes.
 
     python bench/variants.py --variant lookahead [--epochs 20] [--keep-run DIR]
     python bench/variants.py --variant none --widths 32-144-144   # other conv group widths
@@ -7,7 +7,8 @@
 
 Variants (airbench's tricks and two levers; bench/RESULTS.md, "Session 8" and "Session 9", has
 what each gave):
-  none            the preset as it is (the baseline to compare with)
+  none            air-cifar10 until session 9: AdamW + cosine, 20 epochs, conv groups 32-128-128
+                  with BatchNorm-ReLU (the baseline to compare with)
   batch64         batches of 64 instead of 128 (an option too: --batch-size 64)
   identity-init   airbench's dirac initialisation: each 3x3 convolution after the whitening stem
                   starts as the identity on its first min(in, out) output channels
@@ -38,8 +39,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -50,19 +49,16 @@ from train import train_and_evaluate  # noqa: E402
 
 import keras  # noqa: E402
 
-BASE = "air-cifar10"
-
-
-def identity_init(model):
-    """Every 3x3 convolution but the whitening stem passes its first channels through."""
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D) and layer.name != models.WHITENING_LAYER:
-            kernel = keras.ops.convert_to_numpy(layer.kernel).copy()
-            height, width, channels_in, channels_out = kernel.shape
-            kept = np.arange(min(channels_in, channels_out))
-            kernel[..., kept] = 0
-            kernel[height // 2, width // 2, kept, kept] = 1
-            layer.kernel.assign(kernel)
+BASE = "air-cifar10-adamw"
+# The variants change air-cifar10 as it was until session 9 (AdamW, cosine, 20 epochs, 32-128-128):
+# since then the preset is what `--variant airbench-net relu identity-init lookahead sgd
+# --widths 48-192-192 --epochs 12` builds.
+ADAMW_PRESET = dataclasses.replace(
+    models.PRESETS["air-cifar10"], name=BASE, build_body=models.make_air_body((32, 128, 128)),
+    adapt=models.whiten_patches,
+    recipe=models.Recipe(epochs=20, batch_size=128, learning_rate=4e-3, schedule="cosine",
+                         label_smoothing=0.2, weight_decay=0.2,
+                         augment=models.CIFAR_PIXEL_SHIFT_AUGMENT))
 
 
 def shift_norm(activation):
@@ -79,13 +75,8 @@ def shift_norm(activation):
 def airbench_body(widths, activation="gelu"):
     """air-cifar10's network with airbench's layers: GELU (or `activation`), shift-only
     BatchNorm, logits / 9."""
-    features = models.make_air_body(widths, norm=shift_norm(activation),
-                                    stem_activation=lambda: keras.layers.Activation(activation))
-
-    def body(x):
-        return keras.layers.Rescaling(1 / 9, name="logit_scale")(features(x))
-
-    return body
+    return models.make_air_body(widths, norm=shift_norm(activation), logit_scale=1 / 9,
+                                stem_activation=lambda: keras.layers.Activation(activation))
 
 
 def fast_batchnorm(model, momentum=0.6):
@@ -99,7 +90,7 @@ def fast_batchnorm(model, momentum=0.6):
 def variant_preset(variants, widths=None):
     """The name of a preset for `variants` (one or more, combined) and conv group `widths`,
     registered while the block runs."""
-    preset = models.PRESETS[BASE]
+    preset = ADAMW_PRESET
     widths = widths or (32, 128, 128)
     if "airbench-net" in variants:
         preset = dataclasses.replace(preset, build_body=airbench_body(
@@ -107,7 +98,7 @@ def variant_preset(variants, widths=None):
     elif widths != (32, 128, 128):
         preset = dataclasses.replace(preset, build_body=models.make_air_body(widths))
     restore = []
-    then = [step for variant, step in (("identity-init", identity_init),
+    then = [step for variant, step in (("identity-init", models.identity_init),
                                        ("lookahead", fast_batchnorm)) if variant in variants]
 
     def adapt(model, pixels):
@@ -137,11 +128,9 @@ def variant_preset(variants, widths=None):
 
 VARIANTS = ("none", "batch64", "identity-init", "lookahead", "cutout", "bfloat16", "airbench-net",
             "relu", "sgd")
-# airbench's rate (11.5 per 1024 examples, summed loss) and weight decay (0.0153 per 1024
-# examples, through Nesterov momentum 0.85, so x 1 / 0.15) for Keras' mean loss and decoupled decay
-AIRBENCH_SGD = dict(optimizer="sgd", schedule="triangular", batch_size=1024,
-                    learning_rate=round(11.5 / (1 + 1 / 0.15), 4),
-                    weight_decay=round(0.0153 / 0.15 / 11.5, 5))
+# airbench's optimizer settings, as the air-cifar10 preset now has them
+AIRBENCH_SGD = {name: getattr(models.PRESETS["air-cifar10"].recipe, name)
+                for name in ("optimizer", "schedule", "batch_size", "learning_rate", "weight_decay")}
 
 
 def settings(variants):

@@ -99,3 +99,6 @@ def test_sgd_triangular_and_lookahead_train_resume_and_save_a_model_that_loads(
     model = keras.saving.load_model(run.model_path)
     assert isinstance(model.optimizer, optim.NormBiasSGD) and model.optimizer.nesterov
     assert model.optimizer.get_config()["learning_rate"]["class_name"] == "TriangularSchedule"
+    # predict/evaluate/export load it too: the optimizer (catsdogs.optim) is not part of the model
+    classifier = catsdogs.load(run.dir)
+    assert classifier.probabilities(np.zeros((1, 32, 32, 3), np.float32)).shape == (1, 2)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from catsdogs.models import (PRESETS, WHITENING_LAYER, count_flops, describe_presets,
-                             get_preset, whiten_patches)
+                             get_preset, identity_init, whiten_patches)
 from catsdogs.errors import CatsDogsError
 
 SEED_CATSDOGS = [  # (layer type, output shape without batch, parameters)
@@ -177,3 +177,18 @@ def test_offline_imagenet_weights_are_one_line(monkeypatch):
     monkeypatch.setattr(file_utils, "get_file", offline)
     with pytest.raises(CatsDogsError, match="could not get imagenet weights for MobileNetV3Small"):
         get_preset("mobilenetv3-catsdogs").build(2, weights="imagenet")
+
+
+def test_identity_init_passes_channels_through_and_leaves_the_whitening_stem():
+    """air-cifar10's start (airbench's dirac init): each conv after the stem first copies its
+    input channels; the whitening stem keeps the filters set from the data."""
+    inputs = keras.Input((6, 6, 3))
+    stem = keras.layers.Conv2D(4, 2, padding="same", name=WHITENING_LAYER)(inputs)
+    outputs = keras.layers.Conv2D(6, 3, padding="same", use_bias=False)(stem)
+    model = keras.Model(inputs, [stem, outputs])
+    kernel = np.array(model.get_layer(WHITENING_LAYER).kernel)
+    identity_init(model)
+    np.testing.assert_array_equal(model.get_layer(WHITENING_LAYER).kernel, kernel)
+    features, convolved = model(np.random.default_rng(0).normal(size=(2, 6, 6, 3)))
+    np.testing.assert_allclose(np.array(convolved)[..., :4], np.array(features), atol=1e-6)
+    assert np.abs(np.array(convolved)[..., 4:]).max() > 0  # the other channels keep their init
