@@ -98,7 +98,7 @@ class TrainConfig:
                                          "the preset's")
     schedule: str = setting(None, f"(one of {', '.join(SCHEDULES)}) learning rate over time; "
                                   "cosine: linear warm-up for 1/10 of the steps, then cosine "
-                                  "decay; triangular: linear from 0.2x up to the peak at 23% of "
+                                  "decay; triangular: linear from 0.2x up to the peak at 0.23 of "
                                   "the steps, then down to 0.07x (airbench's)")
     label_smoothing: float = setting(None, "(fraction) soften one-hot targets; 0: off")
     weight_decay: float = setting(None, "(float) decoupled weight decay: each step shrinks "
