@@ -19,7 +19,8 @@ what each gave):
   bfloat16        Keras' mixed_bfloat16 policy
   airbench-net    airbench's layers: GELU, BatchNorm with a shift but no scale (momentum 0.6),
                   features (so logits) scaled by 1/9
-  relu            with airbench-net: ReLU instead of GELU (GELU costs ~18 % of a step here)
+  relu            with airbench-net: ReLU instead of GELU (GELU costs ~18 % of a step here);
+                  with identity-init lookahead sgd --widths 48-192-192 --epochs 12: air-cifar10
   sgd             airbench's optimizer as catsdogs options: --optimizer sgd (Nesterov 0.85,
                   64x rate for shift-only BatchNorm biases) --schedule triangular, batches of
                   1024, its rate and weight decay for the mean loss (1.5, 0.0089)
@@ -33,6 +34,7 @@ test accuracy per epoch, the wall time, and the best model's accuracy with `--tt
 import argparse
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -50,33 +52,25 @@ from train import train_and_evaluate  # noqa: E402
 import keras  # noqa: E402
 
 BASE = "air-cifar10-adamw"
+BASE_WIDTHS = (32, 128, 128)
 # The variants change air-cifar10 as it was until session 9 (AdamW, cosine, 20 epochs, 32-128-128):
 # since then the preset is what `--variant airbench-net relu identity-init lookahead sgd
 # --widths 48-192-192 --epochs 12` builds.
 ADAMW_PRESET = dataclasses.replace(
-    models.PRESETS["air-cifar10"], name=BASE, build_body=models.make_air_body((32, 128, 128)),
+    models.PRESETS["air-cifar10"], name=BASE, build_body=models.make_air_body(BASE_WIDTHS),
     adapt=models.whiten_patches,
     recipe=models.Recipe(epochs=20, batch_size=128, learning_rate=4e-3, schedule="cosine",
                          label_smoothing=0.2, weight_decay=0.2,
                          augment=models.CIFAR_PIXEL_SHIFT_AUGMENT))
 
 
-def shift_norm(activation):
-    """airbench's BatchNorm -> `activation`: a shift but no scale (the next conv scales),
-    statistics that follow the weights fast; --optimizer sgd steps these shifts 64x further."""
-
-    def norm(x):
-        x = keras.layers.BatchNormalization(momentum=0.6, epsilon=1e-12, scale=False)(x)
-        return keras.layers.Activation(activation)(x)
-
-    return norm
-
-
 def airbench_body(widths, activation="gelu"):
-    """air-cifar10's network with airbench's layers: GELU (or `activation`), shift-only
-    BatchNorm, logits / 9."""
-    return models.make_air_body(widths, norm=shift_norm(activation), logit_scale=1 / 9,
-                                stem_activation=lambda: keras.layers.Activation(activation))
+    """air-cifar10's network with airbench's layers: GELU (or ReLU, as the preset has it),
+    shift-only BatchNorm, logits / 9."""
+    layer = (keras.layers.ReLU if activation == "relu"
+             else functools.partial(keras.layers.Activation, activation))
+    return models.make_air_body(widths, stem_activation=layer, logit_scale=1 / 9,
+                                norm=functools.partial(models.shift_norm, activation=layer))
 
 
 def fast_batchnorm(model, momentum=0.6):
@@ -91,11 +85,11 @@ def variant_preset(variants, widths=None):
     """The name of a preset for `variants` (one or more, combined) and conv group `widths`,
     registered while the block runs."""
     preset = ADAMW_PRESET
-    widths = widths or (32, 128, 128)
+    widths = widths or BASE_WIDTHS
     if "airbench-net" in variants:
         preset = dataclasses.replace(preset, build_body=airbench_body(
             widths, "relu" if "relu" in variants else "gelu"))
-    elif widths != (32, 128, 128):
+    elif widths != BASE_WIDTHS:
         preset = dataclasses.replace(preset, build_body=models.make_air_body(widths))
     restore = []
     then = [step for variant, step in (("identity-init", models.identity_init),
@@ -116,7 +110,7 @@ def variant_preset(variants, widths=None):
     if "bfloat16" in variants:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
         restore.append(lambda: keras.mixed_precision.set_global_policy("float32"))
-    name = ".".join([BASE, *variants]) + ("." + "-".join(map(str, widths)) if widths else "")
+    name = ".".join([BASE, *variants, "-".join(map(str, widths))])
     models.PRESETS[name] = dataclasses.replace(preset, name=name, adapt=adapt)
     try:
         yield name

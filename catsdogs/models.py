@@ -141,13 +141,14 @@ def bn_relu(x):
     return layers.ReLU()(layers.BatchNormalization(momentum=0.9)(x))
 
 
-def shift_norm_relu(x):
-    """airbench's BatchNorm -> ReLU: a shift but no scale (the next conv scales), statistics
-    that follow the weights fast (momentum 0.6, as its lookahead needs); --optimizer sgd
-    steps the shifts 64x further. airbench has GELU here: on this CPU GELU costs 18 % of an
-    epoch, the same minutes then hold more epochs (bench/RESULTS.md, session 9)."""
+def shift_norm(x, activation=layers.ReLU):
+    """airbench's BatchNorm -> activation: a shift but no scale (the next conv scales),
+    statistics that follow the weights fast (momentum 0.6, as its lookahead needs);
+    --optimizer sgd steps the shifts 64x further. airbench has GELU here, air-cifar10 ReLU: on
+    this CPU GELU costs 18 % of an epoch, the same minutes then hold more epochs
+    (bench/RESULTS.md, session 9)."""
     x = layers.BatchNormalization(momentum=0.6, epsilon=1e-12, scale=False)(x)
-    return layers.ReLU()(x)
+    return activation()(x)
 
 
 def conv_bn(x, width, stride=1):
@@ -341,7 +342,7 @@ PRESETS = {
                "groups (no shortcuts), shift-only BatchNorm, ReLU; Nesterov SGD in batches of "
                "1024, triangular schedule, lookahead, flips + whole-pixel shifts, 12 epochs: aims "
                "at the most CIFAR-10 accuracy in 20 min on 2 cores", (32, 32),
-               make_air_body((48, 192, 192), norm=shift_norm_relu, logit_scale=1 / 9),
+               make_air_body((48, 192, 192), norm=shift_norm, logit_scale=1 / 9),
                # airbench's rate and weight decay (11.5 and 0.0153 per 1024 examples of a summed
                # loss, through momentum 0.85) for Keras' mean loss and decoupled decay
                Recipe(epochs=12, batch_size=1024, optimizer="sgd", learning_rate=1.5,

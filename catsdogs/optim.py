@@ -110,15 +110,13 @@ class Lookahead(keras.callbacks.Callback):
         super().__init__()
         self.steps_per_epoch, self.total_steps = steps_per_epoch, max(1, steps_per_epoch * epochs)
         self.every, self.decay = every, decay
-        self.average, self.last_step = None, 0
-
-    def _weights(self):
-        return [w for w in self.model.weights if "float" in str(w.dtype)]
+        self.averaged, self.average, self.last_step = None, None, 0
 
     def on_train_batch_end(self, batch, logs=None):
-        weights = self._weights()
         if self.average is None:  # now, not at train begin: after a resume's restore
-            self.average = [keras.ops.convert_to_numpy(w) for w in weights]
+            self.averaged = [w for w in self.model.weights if "float" in str(w.dtype)]
+            self.average = [keras.ops.convert_to_numpy(w) for w in self.averaged]
+        weights = self.averaged
         step = int(self.model.optimizer.iterations)
         if step - self.last_step >= self.every:
             self.last_step = step
