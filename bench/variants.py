@@ -24,6 +24,8 @@ what each gave):
   sgd             airbench's optimizer as catsdogs options: --optimizer sgd (Nesterov 0.85,
                   64x rate for shift-only BatchNorm biases) --schedule triangular, batches of
                   1024, its rate and weight decay for the mean loss (1.5, 0.0089)
+  alternate-flips catsdogs' --alternate-flips (airbench's derandomised flip: each image
+                  mirrored in every other epoch)
 
 The change is patched into this process only (a preset registered under a new name, a layer
 added to the augmentation) or set as catsdogs options. Prints the
@@ -121,7 +123,7 @@ def variant_preset(variants, widths=None):
 
 
 VARIANTS = ("none", "batch64", "identity-init", "lookahead", "cutout", "bfloat16", "airbench-net",
-            "relu", "sgd")
+            "relu", "sgd", "alternate-flips")
 # airbench's optimizer settings, as the air-cifar10 preset now has them
 AIRBENCH_SGD = {name: getattr(models.PRESETS["air-cifar10"].recipe, name)
                 for name in ("optimizer", "schedule", "batch_size", "learning_rate", "weight_decay")}
@@ -134,6 +136,8 @@ def settings(variants):
         chosen["lookahead"] = True
     if "sgd" in variants:
         chosen.update(AIRBENCH_SGD)
+    if "alternate-flips" in variants:
+        chosen["augment"] = dataclasses.replace(ADAMW_PRESET.recipe.augment, alternate_flips=True)
     return chosen
 
 

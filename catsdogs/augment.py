@@ -8,12 +8,15 @@ Four layers also mean four resamplings (four blurs) of every image; measured on 
 shear and zoom are composed into ImageDataGenerator's own affine matrix and applied once, by
 `bilinear_warp`, which XLA compiles inside tf.data (data.make_dataset); flips are folded into
 that matrix, and only without any warp do they use Keras' `RandomFlip` as it is. Edges repeat
-into the gaps (ImageDataGenerator's default "nearest").
+into the gaps (ImageDataGenerator's default "nearest"). `AlternatingFlips` is airbench's
+derandomised horizontal flip, which needs each image's index and the epoch, so it runs in the
+pipeline's gather step rather than as a layer.
 """
 
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 from catsdogs.config import AugmentConfig
@@ -193,21 +196,64 @@ class RandomBrightnessScale(keras.layers.Layer):
         return {**super().get_config(), "brightness_range": self.brightness_range, "seed": self.seed}
 
 
+class AlternatingFlips:
+    """airbench's derandomised horizontal flip, for the tf.data pipeline (data.make_dataset).
+
+    A coin per image (drawn once from `seed`) decides whether it is mirrored in the first epoch;
+    from then on every image swaps sides each epoch, so across any two epochs running the model
+    sees each image both ways round, where a new coin per epoch shows half of them the same
+    way twice. airbench measures it ahead of random flips wherever flips help
+    (arXiv 2404.00498, section 3.6). Flipping before the random warp is the same in
+    distribution as after it: every ImageDataGenerator range is symmetric about zero.
+
+    The epoch lives in a tf.Variable that `FlipEpoch` sets at each epoch's start (Keras makes
+    the epoch's iterator after `on_epoch_begin`: progressive.py relies on the same), and on
+    resume Keras calls it with the resumed epoch, so the alternation continues in step.
+    """
+
+    def __init__(self, count, seed=None):
+        import tensorflow as tf
+
+        self.first_epoch = tf.constant(np.random.default_rng(seed).random(count) < 0.5)
+        self.epoch = tf.Variable(0, trainable=False, dtype=tf.int64)
+
+    def __call__(self, images, indices):
+        """Mirror left-right the images of `indices` (their rows in the split) due this epoch."""
+        import tensorflow as tf
+
+        odd_epoch = tf.equal(self.epoch.read_value() % 2, 1)
+        flip = tf.not_equal(tf.gather(self.first_epoch, indices), odd_epoch)
+        return tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
+
+
+class FlipEpoch(keras.callbacks.Callback):
+    """Tell an AlternatingFlips which epoch the next batches belong to."""
+
+    def __init__(self, flips):
+        super().__init__()
+        self.flips = flips
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.flips.epoch.assign(epoch)
+
+
 def build_augmenter(config: AugmentConfig, seed=None):
     """The augmentation layers for `config` as one `keras.Sequential`, or None if it is a no-op.
 
     Runs in the tf.data pipeline on batches of float pixels 0..255, training split only.
+    With `alternate_flips` the layers leave horizontal flips to AlternatingFlips.
     """
     layers = []
     warps = (config.rotation_range, config.width_shift_range, config.height_shift_range,
              config.shear_range)
+    horizontal_flip = config.horizontal_flip and not config.alternate_flips
     flip_mode = {(True, False): "horizontal", (False, True): "vertical",
                  (True, True): "horizontal_and_vertical"}.get(
-        (config.horizontal_flip, config.vertical_flip))
+        (horizontal_flip, config.vertical_flip))
     if any(warps) or config.zoom_range != (1.0, 1.0):  # flips ride along in the warp
         layers.append(ImageDataGeneratorAffine(
             config.rotation_range, config.width_shift_range, config.height_shift_range,
-            config.shear_range, config.zoom_range, config.horizontal_flip,
+            config.shear_range, config.zoom_range, horizontal_flip,
             config.vertical_flip, seed=seed))
     elif flip_mode:  # flips alone: no resampling needed
         layers.append(keras.layers.RandomFlip(flip_mode, seed=seed))

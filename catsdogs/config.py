@@ -47,6 +47,10 @@ class AugmentConfig:
     )
     horizontal_flip: bool = setting(False, "(bool) flip left-right with probability 1/2")
     vertical_flip: bool = setting(False, "(bool) flip upside down with probability 1/2")
+    alternate_flips: bool = setting(
+        False, "(bool) with --horizontal-flip: a coin flips each image in the first epoch, then "
+               "every image is mirrored in every other epoch (airbench's derandomised flip: "
+               "no image is seen the same way round two epochs running)")
     brightness_range: tuple[float, float] | None = setting(
         None, "(factor) LO HI: multiply pixels by U(LO, HI), as PIL's ImageEnhance.Brightness"
     )
@@ -65,6 +69,9 @@ class AugmentConfig:
                    "a fraction in [0, 1), or pixels >= 1 (an integer for whole pixels)")
         _check(len(zoom) == 2 and 0 < zoom[0] <= zoom[1], "zoom_range", self.zoom_range,
                "Z in [0, 1) or LO HI with 0 < LO <= HI")
+        if self.alternate_flips and not self.horizontal_flip:
+            raise CatsDogsError("--alternate-flips needs --horizontal-flip",
+                                fix="add --horizontal-flip, or drop --alternate-flips")
         if self.brightness_range is not None:
             lo_hi = self.brightness_range
             _check(len(lo_hi) == 2 and 0 <= lo_hi[0] <= lo_hi[1], "brightness_range", lo_hi,

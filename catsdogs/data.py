@@ -208,7 +208,7 @@ def load_image_data(config, image_size):
 
 
 def make_dataset(split, batch_size, augmenter=None, shuffle_seed=None, one_hot=None,
-                 resize_to=None):
+                 resize_to=None, flips=None):
     """A tf.data pipeline of (float pixels 0..255, label) batches from a decoded split.
 
     Order of steps, and why:
@@ -232,6 +232,8 @@ def make_dataset(split, batch_size, augmenter=None, shuffle_seed=None, one_hot=N
     `one_hot=K` gives one-hot labels of K classes (for losses that smooth labels).
     `resize_to`, a tf.Variable [height, width], scales every batch (after augmentation) to the
     size it holds when the batch is made: progressive resizing (progressive.py).
+    `flips`, an augment.AlternatingFlips, mirrors each batch's images due in this epoch, on the
+    gathered pixels (it needs their indices), before the augmenter.
     """
     import tensorflow as tf
 
@@ -245,7 +247,10 @@ def make_dataset(split, batch_size, augmenter=None, shuffle_seed=None, one_hot=N
         batch_labels = tf.gather(labels, batch_indices)
         if one_hot:
             batch_labels = tf.one_hot(batch_labels, one_hot)
-        return tf.cast(tf.gather(pixels, batch_indices), tf.float32), batch_labels
+        images = tf.gather(pixels, batch_indices)
+        if flips is not None:
+            images = flips(images, batch_indices)
+        return tf.cast(images, tf.float32), batch_labels
 
     dataset = indices.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
     if augmenter is not None:

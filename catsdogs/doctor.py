@@ -12,7 +12,6 @@ only ever read.
 
 import collections
 import dataclasses
-import hashlib
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from catsdogs import runs
+from catsdogs.archives import sha256_of
 from catsdogs.config import command_parser
 from catsdogs.errors import CatsDogsError, run_command
 from catsdogs.images import UnreadableImage, decode_image
@@ -190,11 +190,6 @@ def fix_into(report_dict, data_dir, target):
                 shutil.copy2(path, destination)
                 copied += 1
     return copied, len(drop)
-
-
-def sha256_of(path):
-    with open(path, "rb") as handle:
-        return hashlib.sha256(handle.read()).hexdigest()
 
 
 def quick_warnings(data):

@@ -40,6 +40,7 @@ class Prepared:
     train_ds: object
     val_ds: object
     train_size: object  # tf.Variable [height, width] of training batches (progressive.py)
+    flips: object  # augment.AlternatingFlips, or None
     loss: object
     accuracy: object
     placement: object  # distribute.Placement
@@ -111,7 +112,7 @@ def _prepare(config, placement):
     import keras
     import tensorflow as tf
 
-    from catsdogs.augment import build_augmenter
+    from catsdogs.augment import AlternatingFlips, build_augmenter
     from catsdogs.data import load_image_data, make_dataset
     from catsdogs.distribute import shard_by_data
     from catsdogs.models import get_preset
@@ -126,11 +127,14 @@ def _prepare(config, placement):
     train_size = None
     if config.progressive_start < 1:
         train_size = tf.Variable(preset.image_size, trainable=False, dtype=tf.int32)
+    flips = None
+    if config.augment.alternate_flips:
+        flips = AlternatingFlips(len(data.train), seed=config.seed)
     train_ds = make_dataset(data.train, global_batch, augmenter, shuffle_seed=config.seed,
-                            one_hot=classes, resize_to=train_size)
+                            one_hot=classes, resize_to=train_size, flips=flips)
     val_ds = make_dataset(data.val, global_batch, one_hot=classes)
     return Prepared(preset, data, shard_by_data(train_ds), shard_by_data(val_ds), train_size,
-                    loss, accuracy, placement)
+                    flips, loss, accuracy, placement)
 
 
 def _report_data(data, run_dir):
@@ -154,7 +158,7 @@ def _fit(config, run_dir, prepared, resumed):
     """Build, compile and fit; return the Run. Resumed runs continue from their backup."""
     import keras
 
-    from catsdogs import callbacks, optim, progressive
+    from catsdogs import augment, callbacks, optim, progressive
 
     preset, data, train_ds, val_ds = prepared.preset, prepared.data, prepared.train_ds, prepared.val_ds
     _report_data(data, run_dir)
@@ -184,6 +188,8 @@ def _fit(config, run_dir, prepared, resumed):
     first_batch = next(iter(train_ds))[0].numpy()
     fit_callbacks = [] if prepared.train_size is None else [progressive.ProgressiveResizing(
         prepared.train_size, config.epochs, config.progressive_start, preset.image_size)]
+    if prepared.flips is not None:
+        fit_callbacks.append(augment.FlipEpoch(prepared.flips))
     if config.lookahead:  # an epoch's last step takes the average: validated and saved
         fit_callbacks.append(optim.Lookahead(steps_per_epoch, config.epochs))
     fit_callbacks += [

@@ -9,10 +9,15 @@ import numpy as np
 import pytest
 from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
-from catsdogs.augment import (ImageDataGeneratorAffine, RandomBrightnessScale, bilinear_warp,
-                              build_augmenter)
-from catsdogs.config import AugmentConfig
+import catsdogs
+from catsdogs import augment
+from catsdogs.augment import (AlternatingFlips, FlipEpoch, ImageDataGeneratorAffine,
+                              RandomBrightnessScale, bilinear_warp, build_augmenter)
+from catsdogs.config import AugmentConfig, TrainConfig
+from catsdogs.data import Split, make_dataset
 from catsdogs.errors import CatsDogsError
+
+from conftest import Interrupt, crash_when_epoch_starts
 
 SIZE = 33
 
@@ -235,3 +240,56 @@ def test_zoom_range_float_means_one_minus_to_one_plus():
 def test_bad_augmentation_values_are_user_errors(field, value):
     with pytest.raises(CatsDogsError, match=f"--{field.replace('_', '-')}"):
         AugmentConfig(**{field: value})
+
+
+def test_alternating_flips_mirror_each_image_in_every_other_epoch_through_the_pipeline():
+    """airbench's flip: a seeded coin per image for epoch 0, then each image swaps sides every
+    epoch, whatever order the shuffle brings it in; the warp no longer flips on its own."""
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 255, (40, 6, 8, 3), dtype=np.uint8)
+    split = Split(pixels, np.arange(40, dtype=np.int32), [])
+    flips = AlternatingFlips(len(split), seed=5)
+    dataset = make_dataset(split, 16, shuffle_seed=1, flips=flips)  # labels name the images
+    callback = FlipEpoch(flips)
+    mirrored_by_epoch = []
+    for epoch in range(3):
+        callback.on_epoch_begin(epoch)
+        mirrored = {}
+        for x, y in dataset:
+            for image, index in zip(x.numpy(), y.numpy()):
+                same = np.array_equal(image, pixels[index])
+                assert same or np.array_equal(image, pixels[index][:, ::-1])
+                mirrored[int(index)] = not same
+        mirrored_by_epoch.append([mirrored[i] for i in range(40)])
+    first, second, third = (np.array(m) for m in mirrored_by_epoch)
+    assert 8 < first.sum() < 32  # a coin each in the first epoch
+    np.testing.assert_array_equal(second, ~first)
+    np.testing.assert_array_equal(third, first)
+    warp_only = build_augmenter(AugmentConfig(width_shift_range=3, horizontal_flip=True,
+                                              alternate_flips=True))
+    assert warp_only.layers[0].horizontal_flip is False
+    assert build_augmenter(AugmentConfig(horizontal_flip=True, alternate_flips=True)) is None
+
+
+def test_alternating_flips_without_flips_is_a_user_error():
+    with pytest.raises(CatsDogsError, match="--alternate-flips needs --horizontal-flip"):
+        AugmentConfig(alternate_flips=True)
+
+
+def test_a_resumed_run_keeps_its_flips_alternating_in_step(binary_folders, tmp_path, monkeypatch):
+    crash_when_epoch_starts(monkeypatch, 1)
+    epochs_set = []
+    original = augment.FlipEpoch.on_epoch_begin
+
+    def record(self, epoch, logs=None):
+        original(self, epoch, logs)
+        epochs_set.append(int(self.flips.epoch.numpy()))
+
+    monkeypatch.setattr(augment.FlipEpoch, "on_epoch_begin", record)
+    flips = AugmentConfig(width_shift_range=2, horizontal_flip=True, alternate_flips=True)
+    with pytest.raises(Interrupt):
+        catsdogs.train(TrainConfig(data=str(binary_folders), preset="seed-cifar10", epochs=3,
+                                   batch_size=8, augment=flips, run_dir=str(tmp_path / "run")))
+    run = catsdogs.resume(tmp_path / "run")
+    assert run.config.augment.alternate_flips and len(run.history) == 3
+    assert epochs_set == [0, 1, 1, 2]  # the resumed epoch 2 is odd again, as before the crash
