@@ -17,8 +17,8 @@ from pathlib import Path
 from catsdogs.errors import CatsDogsError
 
 DATASETS = ("folder", "cifar10")  # where images come from: class folders, or CIFAR-10
-SCHEDULES = ("constant", "cosine", "triangular")  # learning rate over training (optim.py)
-OPTIMIZERS = ("adam", "sgd")  # sgd: airbench's Nesterov SGD (optim.py)
+SCHEDULES = ("constant", "cosine", "triangular", "linear")  # learning rate over training (optim.py)
+OPTIMIZERS = ("adam", "sgd", "muon")  # sgd: airbench's Nesterov SGD; muon: + Muon (optim.py)
 WEIGHTS = ("none", "imagenet")  # where a keras.applications backbone starts
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")  # see distribute.py
 CLASS_WEIGHTS = ("none", "auto")  # auto: each class weighted by total / (classes x its count)
@@ -100,13 +100,16 @@ class TrainConfig:
     optimizer: str = setting(None, f"(one of {', '.join(OPTIMIZERS)}) adam: Adam (AdamW with "
                                    "weight decay); sgd: airbench's SGD, Nesterov momentum 0.85, "
                                    "biases of BatchNorm layers without a scale at 64x the rate; "
+                                   "muon: that SGD, but convolution kernels take airbench's "
+                                   "Muon steps (orthogonalised momentum, normalised kernels); "
                                    "default: the preset's")
     learning_rate: float = setting(None, "(float) the optimizer's (peak) learning rate; default: "
                                          "the preset's")
     schedule: str = setting(None, f"(one of {', '.join(SCHEDULES)}) learning rate over time; "
                                   "cosine: linear warm-up for 1/10 of the steps, then cosine "
                                   "decay; triangular: linear from 0.2x up to the peak at 0.23 of "
-                                  "the steps, then down to 0.07x (airbench's)")
+                                  "the steps, then down to 0.07x (airbench's); linear: from "
+                                  "the peak straight down to 0")
     label_smoothing: float = setting(None, "(fraction) soften one-hot targets; 0: off")
     weight_decay: float = setting(None, "(float) decoupled weight decay: each step shrinks "
                                         "weights by it x the learning rate (AdamW with adam); 0: off")

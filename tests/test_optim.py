@@ -26,6 +26,11 @@ def test_triangular_schedule_rises_to_the_peak_at_23_percent_then_falls_to_7_per
     assert float(again(50)) == pytest.approx(rates[50])
 
 
+def test_linear_schedule_falls_from_the_peak_to_zero():
+    schedule = optim.make_schedule("linear", 2.0, 100)
+    assert [float(schedule(step)) for step in (0, 50, 100, 150)] == pytest.approx([2, 1, 0, 0])
+
+
 def two_norm_model():
     """A BatchNorm without a scale (airbench's) and one with it."""
     inputs = keras.Input((4, 4, 2))
@@ -83,22 +88,64 @@ def test_lookahead_averages_every_5_steps_and_ends_each_epoch_on_the_average():
     assert step(12, 11, 7.0) == pytest.approx(average)  # the epoch's last step takes the average
 
 
-def test_sgd_triangular_and_lookahead_train_resume_and_save_a_model_that_loads(
-        binary_folders, tmp_path, monkeypatch):
+def test_orthogonalize_keeps_the_singular_vectors_and_evens_out_the_singular_values():
+    rng = np.random.default_rng(0)
+    u, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    v, _ = np.linalg.qr(rng.normal(size=(15, 6)))
+    matrix = (u * np.array([9.0, 5.0, 3.0, 2.0, 1.5, 1.0])) @ v.T  # singular values 1..9
+    out = np.asarray(optim.orthogonalize(keras.ops.convert_to_tensor(matrix, "float32"), steps=5))
+    inner = u.T @ out @ v  # diagonal if the singular vectors are kept
+    assert np.abs(inner - np.diag(np.diag(inner))).max() < 1e-3
+    assert 0.5 < np.diag(inner).min() and np.diag(inner).max() < 1.5  # 1 to 9 became ~1
+    tall = np.asarray(optim.orthogonalize(keras.ops.convert_to_tensor(matrix.T, "float32"), steps=5))
+    np.testing.assert_allclose(tall, out.T, atol=1e-5)
+
+
+def test_muon_steps_normalised_kernels_along_the_orthogonalised_gradient_and_the_rest_as_sgd():
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    model = two_norm_model()
+    x = np.random.default_rng(0).normal(size=(8, 4, 4, 2)).astype(np.float32)
+    y = np.arange(8, dtype=np.float32)[:, None]
+    with tf.GradientTape() as tape:
+        loss = keras.losses.MeanSquaredError()(y, model(x, training=True))
+    kernel = model.get_layer("conv").kernel
+    gradient = tape.gradient(loss, kernel.value).numpy().reshape(-1, 3)
+    before = kernel.numpy()
+    assert optim.convolution_kernels(model) == ["conv/kernel"]
+
+    model, muon = one_step(optim.MuonSGD(0.01, muon_paths=["conv/kernel"],
+                                         scaled_paths=["shift_only/beta"], momentum=0.85))
+    _, sgd = one_step(optim.NormBiasSGD(0.01, scaled_paths=["shift_only/beta"], momentum=0.85))
+    normalised = before * np.sqrt(3) / np.linalg.norm(before)
+    step = np.asarray(optim.orthogonalize(keras.ops.convert_to_tensor(gradient)))  # scale-free
+    expected = normalised - 0.01 * optim.MUON_RATE_RATIO * step.reshape(before.shape)
+    np.testing.assert_allclose(before + muon["conv/kernel"], expected, rtol=1e-4, atol=1e-6)
+    for path in sgd.keys() - {"conv/kernel"}:
+        np.testing.assert_allclose(muon[path], sgd[path], rtol=1e-4, atol=1e-8)
+    assert model.optimizer.get_config()["muon_paths"] == ["conv/kernel"]
+
+
+@pytest.mark.parametrize("optimizer, schedule", [("sgd", "triangular"), ("muon", "linear")])
+def test_sgd_and_muon_with_lookahead_train_resume_and_save_a_model_that_loads(
+        binary_folders, tmp_path, monkeypatch, optimizer, schedule):
     started = crash_when_epoch_starts(monkeypatch, 1)
     run_dir = tmp_path / "run"
     with pytest.raises(Interrupt):
         catsdogs.train(TrainConfig(
             data=str(binary_folders), preset="seed-cifar10", epochs=3, batch_size=8,
-            optimizer="sgd", learning_rate=0.05, schedule="triangular", lookahead=True,
+            optimizer=optimizer, learning_rate=0.05, schedule=schedule, lookahead=True,
             weight_decay=0.01, run_dir=str(run_dir)))
     run = catsdogs.resume(run_dir)
     assert started == [0, 1, 1, 2] and [int(r["epoch"]) for r in run.history] == [1, 2, 3]
     config = json.loads((run.dir / "config.json").read_text())
-    assert (config["optimizer"], config["schedule"], config["lookahead"]) == ("sgd", "triangular", True)
+    assert (config["optimizer"], config["schedule"], config["lookahead"]) == (optimizer, schedule, True)
     model = keras.saving.load_model(run.model_path)
     assert isinstance(model.optimizer, optim.NormBiasSGD) and model.optimizer.nesterov
-    assert model.optimizer.get_config()["learning_rate"]["class_name"] == "TriangularSchedule"
+    assert isinstance(model.optimizer, optim.MuonSGD) == (optimizer == "muon")
+    assert model.optimizer.get_config()["learning_rate"]["class_name"] == {
+        "triangular": "TriangularSchedule", "linear": "PolynomialDecay"}[schedule]
     # predict/evaluate/export load it too: the optimizer (catsdogs.optim) is not part of the model
     classifier = catsdogs.load(run.dir)
     assert classifier.probabilities(np.zeros((1, 32, 32, 3), np.float32)).shape == (1, 2)
