@@ -4,8 +4,9 @@
     python bench/variants.py --variant none --widths 32-144-144   # other conv group widths
     python bench/variants.py --variant identity-init lookahead --epochs 16   # combined
     python bench/variants.py --variant airbench-net identity-init lookahead sgd   # airbench's all
+    python bench/variants.py --variant airbench-net relu identity-init muon --widths 48-192-192 --epochs 12   # the preset
 
-Variants (airbench's tricks and two levers; bench/RESULTS.md, "Session 8" and "Session 9", has
+Variants (airbench's tricks and two levers; bench/RESULTS.md, "Session 8" to "Session 10", has
 what each gave):
   none            air-cifar10 until session 9: AdamW + cosine, 20 epochs, conv groups 32-128-128
                   with BatchNorm-ReLU (the baseline to compare with)
@@ -21,6 +22,8 @@ what each gave):
                   features (so logits) scaled by 1/9
   relu            with airbench-net: ReLU instead of GELU (GELU costs ~18 % of a step here);
                   with identity-init lookahead sgd --widths 48-192-192 --epochs 12: air-cifar10
+                  of session 9; with identity-init muon --widths 48-192-192 --epochs 12: of
+                  session 10 on
   sgd             airbench's optimizer as catsdogs options: --optimizer sgd (Nesterov 0.85,
                   64x rate for shift-only BatchNorm biases) --schedule triangular, batches of
                   1024, its rate and weight decay for the mean loss (1.5, 0.0089)
@@ -60,8 +63,8 @@ import keras  # noqa: E402
 BASE = "air-cifar10-adamw"
 BASE_WIDTHS = (32, 128, 128)
 # The variants change air-cifar10 as it was until session 9 (AdamW, cosine, 20 epochs, 32-128-128):
-# since then the preset is what `--variant airbench-net relu identity-init lookahead sgd
-# --widths 48-192-192 --epochs 12` builds.
+# in session 9 the preset was what `--variant airbench-net relu identity-init lookahead sgd
+# --widths 48-192-192 --epochs 12` builds, since session 10 `... identity-init muon ...`.
 ADAMW_PRESET = dataclasses.replace(
     models.PRESETS["air-cifar10"], name=BASE, build_body=models.make_air_body(BASE_WIDTHS),
     adapt=models.whiten_patches,
