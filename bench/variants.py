@@ -131,8 +131,12 @@ def variant_preset(variants, widths=None):
 
 VARIANTS = ("none", "batch64", "identity-init", "lookahead", "cutout", "bfloat16", "airbench-net",
             "relu", "sgd", "alternate-flips", "muon")
-# airbench94's optimizer (air-cifar10's in session 9) and airbench94_muon's, both converted to
-# Keras' mean loss and decoupled weight decay (models.py and bench/RESULTS.md say how)
+# airbench94's optimizer (air-cifar10's in session 9) and airbench94_muon's (since session 10),
+# converted to Keras' mean loss and decoupled weight decay (bench/RESULTS.md, sessions 9 and 10):
+# - SGD: rate 11.5 per 1024 examples summed, over 1 + 1/0.15 for Nesterov momentum 0.85 -> 1.5;
+#   decay 0.0153 per 1024 through that momentum -> 0.0153 / 0.15 / 11.5
+# - Muon: rate 0.053 per example of 2000 summed, x 2000 / 64 for the biases' 64x -> 1.656 (1.65
+#   here); decay 0.004 a step through momentum 0.85 -> 0.004 / 0.15 / 1.65
 AIRBENCH_SGD = dict(optimizer="sgd", schedule="triangular", batch_size=1024, learning_rate=1.5,
                     weight_decay=0.00887)
 AIRBENCH_MUON = dict(optimizer="muon", schedule="linear", batch_size=2000, learning_rate=1.65,

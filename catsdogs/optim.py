@@ -54,12 +54,16 @@ class NormBiasSGD(keras.optimizers.SGD):
         super().__init__(learning_rate, **kwargs)
         self.scaled_paths, self.scale = tuple(scaled_paths), scale
 
+    @staticmethod
+    def indices_of(variables, paths):
+        """Indices of the `variables` whose path is in `paths`. update_step gets the backend's
+        variable (a tf.Variable has no Keras path): match by index, as Keras' own optimizers
+        find their slots."""
+        return {index for index, variable in enumerate(variables) if variable.path in paths}
+
     def build(self, variables):
         super().build(variables)
-        # update_step gets the backend's variable (a tf.Variable has no Keras path): match
-        # by index, as Keras' own optimizers find their slots
-        self._scaled_indices = {index for index, variable in enumerate(variables)
-                                if variable.path in self.scaled_paths}
+        self._scaled_indices = self.indices_of(variables, self.scaled_paths)
 
     def update_step(self, gradient, variable, learning_rate):
         if self._get_variable_index(variable) in self._scaled_indices:
@@ -104,14 +108,14 @@ class MuonSGD(NormBiasSGD):
 
     def build(self, variables):
         super().build(variables)
-        self._muon_indices = {index for index, variable in enumerate(variables)
-                              if variable.path in self.muon_paths}
+        self._muon_indices = self.indices_of(variables, self.muon_paths)
 
     def update_step(self, gradient, variable, learning_rate):
-        if self._get_variable_index(variable) not in self._muon_indices:
+        index = self._get_variable_index(variable)
+        if index not in self._muon_indices:
             return super().update_step(gradient, variable, learning_rate)
         ops = keras.ops
-        buffer = self.momentums[self._get_variable_index(variable)]
+        buffer = self.momentums[index]
         self.assign(buffer, ops.add(ops.multiply(buffer, self.muon_momentum), gradient))
         direction = ops.add(gradient, ops.multiply(buffer, self.muon_momentum))  # Nesterov
         outputs = variable.shape[-1]
