@@ -25,7 +25,7 @@ THREADS_ONLY = 10**12  # processes_from above any folder: decode_many keeps to t
 
 
 def files_per_second(paths, size, processes_from):
-    from catsdogs.images import decode_many
+    from catsdogs.data.images import decode_many
 
     started = time.perf_counter()
     decode_many(paths, size, progress=False, processes_from=processes_from)
@@ -39,8 +39,8 @@ def main():
 
     import keras  # noqa: F401  (as in training: TensorFlow is loaded when decoding starts)
 
-    from catsdogs.data import scan_class_folders
-    from catsdogs.images import PROCESSES_FROM
+    from catsdogs.data.datasets import scan_class_folders
+    from catsdogs.data.images import PROCESSES_FROM
 
     print(describe())
     for name, size in (("cifar10", (32, 32)), ("cats_and_dogs", (150, 150))):

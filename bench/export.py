@@ -27,7 +27,7 @@ def main():
     parser.add_argument("--run", required=True, help="a run folder trained on cats_and_dogs")
     args = parser.parse_args()
     validation = shared_data("cats_and_dogs", "validation")
-    from catsdogs.export import check
+    from catsdogs.inference.export import check
 
     print(describe())
     with tempfile.TemporaryDirectory() as out:

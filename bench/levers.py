@@ -25,7 +25,7 @@ from machine import describe  # noqa: E402
 def images_per_second(preset_name, batch_size, steps, jit_compile=False, policy="float32"):
     import keras
 
-    from catsdogs.models import get_preset
+    from catsdogs.models.presets import get_preset
 
     preset = get_preset(preset_name)
     keras.config.set_dtype_policy(policy)  # this script's own process: nothing else shares it

@@ -42,10 +42,10 @@ def imagedatagenerator_rate(folder, batches):
 
 
 def catsdogs_rates(folder, batches):
-    from catsdogs.augment import build_augmenter
-    from catsdogs.data import Split, make_dataset, scan_class_folders
-    from catsdogs.images import decode_many
-    from catsdogs.models import SEED_CATSDOGS_AUGMENT
+    from catsdogs.data.augment import build_augmenter
+    from catsdogs.data.datasets import Split, make_dataset, scan_class_folders
+    from catsdogs.data.images import decode_many
+    from catsdogs.models.presets import SEED_CATSDOGS_AUGMENT
 
     _, paths, labels, _ = scan_class_folders(folder)
     started = time.perf_counter()

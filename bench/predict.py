@@ -63,7 +63,7 @@ def main():
     folder = shared_data("cats_and_dogs", "validation")
     paths = sorted(str(p) for p in folder.rglob("*.jpg"))
     print(describe())
-    from catsdogs.models import get_preset
+    from catsdogs.models.presets import get_preset
 
     with tempfile.TemporaryDirectory() as model_dir:
         model = get_preset("seed-catsdogs").build(2)

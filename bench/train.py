@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import catsdogs  # noqa: E402
-from catsdogs.predict import TTA_MODES  # noqa: E402
+from catsdogs.inference.tta import TTA_MODES  # noqa: E402
 from machine import describe, shared_data  # noqa: E402
 
 TASKS = {
@@ -85,7 +85,7 @@ def tutorial_catsdogs(root, epochs=30):
 
 def tutorial_cifar10(root, epochs=10):
     """The CIFAR-10 tutorial as published: arrays scaled to 0..1, the seed CNN, Adam, batch 32."""
-    from catsdogs.data import load_folders
+    from catsdogs.data.datasets import load_folders
 
     data = load_folders(root / "train", root / "test", (32, 32))  # arrays, as the tutorial loads
     model = seed_layers((32, 32, 3), (32, 64, 128), 128, 10, "softmax")

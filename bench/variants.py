@@ -6,7 +6,7 @@
     python bench/variants.py --variant airbench-net identity-init lookahead sgd   # airbench's all
     python bench/variants.py --variant airbench-net relu identity-init muon --widths 48-192-192 --epochs 12   # the preset
 
-Variants (airbench's tricks and two levers; bench/RESULTS.md, "Session 8" to "Session 10", has
+Variants (airbench's tricks and two levers; bench/history/cifar10-airbench-variants.md has
 what each gave):
   none            air-cifar10 until session 9: AdamW + cosine, 20 epochs, conv groups 32-128-128
                   with BatchNorm-ReLU (the baseline to compare with)
@@ -54,7 +54,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import catsdogs  # noqa: E402
-from catsdogs import augment, models  # noqa: E402
+from catsdogs.data import augment  # noqa: E402
+from catsdogs.models import presets as models  # noqa: E402
 from machine import describe, shared_data  # noqa: E402
 from train import train_and_evaluate  # noqa: E402
 
@@ -132,7 +133,7 @@ def variant_preset(variants, widths=None):
 VARIANTS = ("none", "batch64", "identity-init", "lookahead", "cutout", "bfloat16", "airbench-net",
             "relu", "sgd", "alternate-flips", "muon")
 # airbench94's optimizer (air-cifar10's in session 9) and airbench94_muon's (since session 10),
-# converted to Keras' mean loss and decoupled weight decay (bench/RESULTS.md, sessions 9 and 10):
+# converted to Keras' mean loss and decoupled weight decay (bench/history/cifar10-airbench-variants.md, sessions 9 and 10):
 # - SGD: rate 11.5 per 1024 examples summed, over 1 + 1/0.15 for Nesterov momentum 0.85 -> 1.5;
 #   decay 0.0153 per 1024 through that momentum -> 0.0153 / 0.15 / 11.5
 # - Muon: rate 0.053 per example of 2000 summed, x 2000 / 64 for the biases' 64x -> 1.656 (1.65

@@ -2,8 +2,12 @@
 
     import catsdogs
     run = catsdogs.train(catsdogs.TrainConfig(data="data/cats_and_dogs", epochs=5))
+    classifier = catsdogs.load(run.dir)
+    report = catsdogs.evaluate(classifier, "data/cats_and_dogs/validation")
+    catsdogs.export(classifier, ["tflite-int8", "onnx"], out="exports/")
 
-Heavy parts (Keras, TensorFlow) load on first use, so `import catsdogs` and `--help` are quick.
+The API is plain functions of the stage packages (training/, inference/), imported on first
+use, so `import catsdogs` and every `--help` stay quick (no Keras, no TensorFlow).
 """
 
 import importlib
@@ -16,20 +20,26 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ star
 from catsdogs.config import AugmentConfig, TrainConfig  # noqa: E402
 from catsdogs.errors import CatsDogsError  # noqa: E402
 
-# name -> (module, attribute); attribute None means the module itself, which is callable
-# (see callable_module.py), so `catsdogs.train(config)` and `python -m catsdogs.train` share one name.
-_LAZY = {"train": ("catsdogs.train", None), "resume": ("catsdogs.train", "resume"),
-         "Run": ("catsdogs.train", "Run"), "load": ("catsdogs.classifier", "load"),
-         "Classifier": ("catsdogs.classifier", "Classifier"),
-         "evaluate": ("catsdogs.evaluate", None), "export": ("catsdogs.export", None)}
+__version__ = "0.2.0"
 
-__all__ = ["AugmentConfig", "CatsDogsError", "TrainConfig", *_LAZY]
-__version__ = "0.1.0"
+# public name -> (module, attribute), imported when first asked for
+_API = {"train": ("catsdogs.training.train", "train"),
+        "resume": ("catsdogs.training.train", "resume"),
+        "Run": ("catsdogs.training.train", "Run"),
+        "load": ("catsdogs.inference.classifier", "load"),
+        "Classifier": ("catsdogs.inference.classifier", "Classifier"),
+        "evaluate": ("catsdogs.inference.evaluate", "evaluate"),
+        "export": ("catsdogs.inference.export", "export")}
+
+__all__ = ["AugmentConfig", "CatsDogsError", "TrainConfig", *_API]
 
 
 def __getattr__(name):
-    if name not in _LAZY:
+    if name not in _API:
         raise AttributeError(f"module 'catsdogs' has no attribute {name!r}")
-    module_name, attribute = _LAZY[name]
-    module = importlib.import_module(module_name)
-    return module if attribute is None else getattr(module, attribute)
+    module_name, attribute = _API[name]
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+def __dir__():
+    return sorted([*globals(), *_API])

@@ -24,11 +24,29 @@ STRATEGIES = ("auto", "default", "mirrored", "multiworker")  # see distribute.py
 CLASS_WEIGHTS = ("none", "auto")  # auto: each class weighted by total / (classes x its count)
 
 
-def setting(default, help):
-    """A dataclass field whose help text doubles as its `--flag` help."""
+def setting(default, help, choices=None, nargs=None):
+    """A dataclass field whose help text doubles as its `--flag` help.
+
+    Args:
+        choices: the allowed values (None is always allowed: "not given"); `check_choices`
+            enforces them with a close-match hint, and the help names them.
+        nargs: how many values the flag takes, for tuple fields (argparse's nargs; default 2).
+    """
     if isinstance(default, (list, dict)):
         raise TypeError("mutable defaults are not allowed; use a tuple")
-    return dataclasses.field(default=default, metadata={"help": help})
+    if choices is not None:
+        help = f"(one of {', '.join(choices)}) {help}"
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices,
+                                                        "nargs": nargs})
+
+
+def check_choices(config):
+    """Every field of `config` declared with `choices` holds one of them (or None)."""
+    for field in dataclasses.fields(config):
+        choices, value = field.metadata.get("choices"), getattr(config, field.name)
+        if choices is not None and value is not None:
+            _check(value in choices, field.name, value, f"one of {', '.join(choices)}",
+                   _close_match(value, choices))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,8 +61,8 @@ class AugmentConfig:
         0.0, "(fraction of height) shift by U(-h, h) * height; >= 1 and integers as above")
     shear_range: float = setting(0.0, "(degrees) shear angle U(-s, s), counter-clockwise")
     zoom_range: tuple[float, float] = setting(
-        (1.0, 1.0), "(scale) Z or LO HI; Z means [1-Z, 1+Z]; >1 zooms out, as in ImageDataGenerator"
-    )
+        (1.0, 1.0), "(scale) Z or LO HI; Z means [1-Z, 1+Z]; >1 zooms out, as in ImageDataGenerator",
+        nargs="+")
     horizontal_flip: bool = setting(False, "(bool) flip left-right with probability 1/2")
     vertical_flip: bool = setting(False, "(bool) flip upside down with probability 1/2")
     alternate_flips: bool = setting(
@@ -87,69 +105,64 @@ class AugmentConfig:
 class TrainConfig:
     """Everything `python -m catsdogs.train` needs; saved as the run folder's config.json."""
 
-    preset: str = setting(None, "(name) model preset, see --list-presets; default: by dataset")
-    dataset: str = setting("folder", f"(one of {', '.join(DATASETS)}) class folders, or CIFAR-10")
+    preset: str | None = setting(None, "(name) model preset, see --list-presets; default: by dataset")
+    dataset: str = setting("folder", "class folders, or CIFAR-10", choices=DATASETS)
     data: str | None = setting(
         None, "(folder) class sub-folders, or train/ + validation/ (or test/) inside; "
               "default: data/cats_and_dogs for folder, Keras' download for cifar10")
     train_dir: str | None = setting(None, "(folder) training class sub-folders (with --val-dir)")
     val_dir: str | None = setting(None, "(folder) validation class sub-folders (with --train-dir)")
     val_split: float = setting(0.2, "(fraction) held out for validation when --data has no split")
-    epochs: int = setting(None, "(count) passes over the training set; default: the preset's")
-    batch_size: int = setting(None, "(images) per training step; default: the preset's")
-    optimizer: str = setting(None, f"(one of {', '.join(OPTIMIZERS)}) adam: Adam (AdamW with "
-                                   "weight decay); sgd: airbench's SGD, Nesterov momentum 0.85, "
-                                   "biases of BatchNorm layers without a scale at 64x the rate; "
-                                   "muon: that SGD, but convolution kernels take airbench's "
-                                   "Muon steps (orthogonalised momentum, normalised kernels); "
-                                   "default: the preset's")
-    learning_rate: float = setting(None, "(float) the optimizer's (peak) learning rate; default: "
+    epochs: int | None = setting(None, "(count) passes over the training set; default: the preset's")
+    batch_size: int | None = setting(None, "(images) per training step; default: the preset's")
+    optimizer: str | None = setting(None, "adam: Adam (AdamW with weight decay); sgd: airbench's "
+                                          "SGD, Nesterov momentum 0.85, biases of BatchNorm layers "
+                                          "without a scale at 64x the rate; muon: that SGD, but "
+                                          "convolution kernels take airbench's Muon steps "
+                                          "(orthogonalised momentum, normalised kernels); default: "
+                                          "the preset's", choices=OPTIMIZERS)
+    learning_rate: float | None = setting(None, "(float) the optimizer's (peak) learning rate; default: "
                                          "the preset's")
-    schedule: str = setting(None, f"(one of {', '.join(SCHEDULES)}) learning rate over time; "
-                                  "cosine: linear warm-up for 1/10 of the steps, then cosine "
-                                  "decay; triangular: linear from 0.2x up to the peak at 0.23 of "
-                                  "the steps, then down to 0.07x (airbench's); linear: from "
-                                  "the peak straight down to 0")
-    label_smoothing: float = setting(None, "(fraction) soften one-hot targets; 0: off")
-    weight_decay: float = setting(None, "(float) decoupled weight decay: each step shrinks "
+    schedule: str | None = setting(None, "learning rate over time; cosine: linear warm-up for "
+                                         "1/10 of the steps, then cosine decay; triangular: "
+                                         "linear from 0.2x up to the peak at 0.23 of the steps, "
+                                         "then down to 0.07x (airbench's); linear: from the peak "
+                                         "straight down to 0", choices=SCHEDULES)
+    label_smoothing: float | None = setting(None, "(fraction) soften one-hot targets; 0: off")
+    weight_decay: float | None = setting(None, "(float) decoupled weight decay: each step shrinks "
                                         "weights by it x the learning rate (AdamW with adam); 0: off")
-    lookahead: bool = setting(None, "every 5 steps move the weights (and BatchNorm statistics) to "
+    lookahead: bool | None = setting(None, "every 5 steps move the weights (and BatchNorm statistics) to "
                                     "a running average of themselves, weighted up to 0.95^5 by "
                                     "the end; each epoch ends on the average (airbench's "
                                     "lookahead); default: the preset's")
-    progressive_start: float = setting(
+    progressive_start: float | None = setting(
         None, "(fraction) progressive resizing: the first epoch trains on images scaled to this "
               "fraction of the preset's size, growing to full size by 3/4 of the epochs "
               "(validation and the saved model always use full size); 1: off; default: the preset's")
-    steps_per_execution: int = setting(
+    steps_per_execution: int | None = setting(
         None, "(steps) training steps per call into TensorFlow: fewer Python round trips, "
               "faster for small models; the progress bar moves in these steps; default: the preset's")
-    weights: str = setting("none", "(none or imagenet) for the keras.applications presets: start "
-                                   "from ImageNet weights (downloaded once into Keras' cache) "
-                                   "and train only the new head")
+    weights: str = setting("none", "for the keras.applications presets: start from ImageNet "
+                                   "weights (downloaded once into Keras' cache) and train only "
+                                   "the new head", choices=WEIGHTS)
     seed: int = setting(42, "(int) seeds Python, NumPy and Keras, and the split")
-    class_weight: str = setting("none", "(none or auto) auto weights each class inversely to its "
-                                        "count, for imbalanced folders")
+    class_weight: str = setting("none", "auto weights each class inversely to its count, for "
+                                        "imbalanced folders", choices=CLASS_WEIGHTS)
     patience: int = setting(0, "(epochs) stop after this many without a better val accuracy; 0: off")
-    strategy: str = setting("auto", f"(one of {', '.join(STRATEGIES)}) devices and machines to "
-                                    "train on; --batch-size is per replica")
+    strategy: str = setting("auto", "devices and machines to train on; --batch-size is per "
+                                    "replica", choices=STRATEGIES)
     run_dir: str | None = setting(None, "(folder) where to write the run; default: runs/<preset>-<time>")
     augment: AugmentConfig | None = setting(None, "augmentation; default: the preset's")
 
     def __post_init__(self):
         if isinstance(self.augment, dict):
             object.__setattr__(self, "augment", from_dict(AugmentConfig, self.augment))
-        _check(self.dataset in DATASETS, "dataset", self.dataset, f"one of {', '.join(DATASETS)}",
-               _close_match(self.dataset, DATASETS))
+        check_choices(self)
         _check(self.epochs is None or self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
         _check(self.batch_size is None or self.batch_size >= 1, "batch_size", self.batch_size,
                "an integer >= 1")
         _check(self.learning_rate is None or (math.isfinite(self.learning_rate) and self.learning_rate > 0),
                "learning_rate", self.learning_rate, "a number > 0, e.g. 1e-3")
-        _check(self.schedule is None or self.schedule in SCHEDULES, "schedule", self.schedule,
-               f"one of {', '.join(SCHEDULES)}", _close_match(self.schedule, SCHEDULES))
-        _check(self.optimizer is None or self.optimizer in OPTIMIZERS, "optimizer", self.optimizer,
-               f"one of {', '.join(OPTIMIZERS)}", _close_match(self.optimizer, OPTIMIZERS))
         _check(self.label_smoothing is None or 0 <= self.label_smoothing < 1, "label_smoothing",
                self.label_smoothing, "a fraction in [0, 1)")
         _check(self.weight_decay is None or self.weight_decay >= 0, "weight_decay",
@@ -159,12 +172,6 @@ class TrainConfig:
         _check(self.steps_per_execution is None or self.steps_per_execution >= 1,
                "steps_per_execution", self.steps_per_execution, "an integer >= 1")
         _check(0 < self.val_split < 1, "val_split", self.val_split, "a fraction in (0, 1)")
-        _check(self.class_weight in CLASS_WEIGHTS, "class_weight", self.class_weight,
-               f"one of {', '.join(CLASS_WEIGHTS)}", _close_match(self.class_weight, CLASS_WEIGHTS))
-        _check(self.weights in WEIGHTS, "weights", self.weights, f"one of {', '.join(WEIGHTS)}",
-               _close_match(self.weights, WEIGHTS))
-        _check(self.strategy in STRATEGIES, "strategy", self.strategy,
-               f"one of {', '.join(STRATEGIES)}", _close_match(self.strategy, STRATEGIES))
         _check(self.patience >= 0, "patience", self.patience, "an integer >= 0 (0 turns it off)")
         if (self.train_dir is None) != (self.val_dir is None):
             raise CatsDogsError("--train-dir and --val-dir go together", fix="give both, or use --data")
@@ -225,6 +232,58 @@ def load_json(path):
         raise CatsDogsError(f"not valid JSON: {error}", where=path, fix="fix or remove the file") from None
 
 
+# ---------------------------------------------------------------- run folders' config.json
+
+CONFIG_VERSION = 1  # raise it, and teach `upgrade` the step, whenever config.json changes
+VERSION_KEY = "config_version"
+# Settings added after the first run folders: a config.json without one (written before it
+# existed) resumes with the value its run trained with, as no run of that time could set it.
+SETTINGS_ADDED_LATER = {"progressive_start": 1.0, "steps_per_execution": 1,
+                        "optimizer": "adam", "lookahead": False}
+
+
+def run_config_dict(config):
+    """A TrainConfig as its run folder's config.json holds it: the settings and their version."""
+    return {VERSION_KEY: CONFIG_VERSION, **to_dict(config)}
+
+
+def upgrade(values, source="config.json"):
+    """A run's config.json of any catsdogs version, as today's settings (a dict).
+
+    Version 0 (no `config_version`: catsdogs before 0.2) may lack settings added later; they
+    are filled with what those runs used (SETTINGS_ADDED_LATER). A later version that renames
+    or changes a setting adds its step here. A file from a newer catsdogs is refused, not
+    guessed at.
+    """
+    if not isinstance(values, dict):
+        raise CatsDogsError("settings must be a JSON object", where=source)
+    values = dict(values)
+    version = values.pop(VERSION_KEY, 0)
+    if not isinstance(version, int) or not 0 <= version <= CONFIG_VERSION:
+        raise CatsDogsError(f"config_version {version!r} is not one this catsdogs reads "
+                            f"(0 to {CONFIG_VERSION})", where=source,
+                            fix="use the catsdogs version that wrote the run")
+    for key, value in SETTINGS_ADDED_LATER.items():
+        if values.get(key) is None:
+            values[key] = value
+    return values
+
+
+def read_run_config(path):
+    """The TrainConfig of a run folder's config.json, upgraded from any earlier version."""
+    return from_dict(TrainConfig, upgrade(load_json(path), source=path), source=path)
+
+
+def read_settings_file(path):
+    """A `--config FILE.json` of settings; a copied run config.json is fine (its version key is
+    dropped: what it leaves out comes from the preset, not from an old run's defaults)."""
+    values = load_json(path)
+    if isinstance(values, dict):
+        values.pop(VERSION_KEY, None)
+    check_keys(TrainConfig, values, source=path)
+    return values
+
+
 # ---------------------------------------------------------------- command-line flags
 
 
@@ -236,10 +295,11 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
 
 def command_parser(command, module_doc):
-    """The parser of `python -m catsdogs.<command>`: the module docstring's first line is the
-    description, the rest (its usage examples) the epilog."""
+    """The parser of `catsdogs <command>` (and of `python -m catsdogs.<command>`, the same
+    parser): the module docstring's first line is the description, the rest (its usage
+    examples) the epilog."""
     first, *rest = module_doc.splitlines()
-    return OneLineArgumentParser(prog=f"python -m catsdogs.{command}", description=first,
+    return OneLineArgumentParser(prog=f"catsdogs {command}", description=first,
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="\n".join(rest))
 
@@ -281,7 +341,7 @@ def add_flags(parser, cls, skip=()):
         if kind is bool:
             options["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(kind) is tuple:
-            options.update(type=float, nargs="+" if field.name == "zoom_range" else 2, metavar="X")
+            options.update(type=float, nargs=field.metadata["nargs"] or 2, metavar="X")
         elif kind == int | float:
             options["type"] = int_or_float
         else:

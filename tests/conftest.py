@@ -46,7 +46,7 @@ class Interrupt(Exception):
 def crash_when_epoch_starts(monkeypatch, crash_epoch):
     """Make training raise Interrupt the first time 0-based `crash_epoch` starts (a resumed run
     passes it); return the list of epochs started, resumed ones included."""
-    from catsdogs import callbacks
+    from catsdogs.training import callbacks
 
     started = []
     original = callbacks.HistoryCSV.on_epoch_begin

@@ -10,11 +10,12 @@ import pytest
 from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
 import catsdogs
-from catsdogs import augment
-from catsdogs.augment import (AlternatingFlips, FlipEpoch, ImageDataGeneratorAffine,
+from catsdogs.data import augment
+from catsdogs.training.callbacks import FlipEpoch
+from catsdogs.data.augment import (AlternatingFlips, ImageDataGeneratorAffine,
                               RandomBrightnessScale, bilinear_warp, build_augmenter)
 from catsdogs.config import AugmentConfig, TrainConfig
-from catsdogs.data import Split, make_dataset
+from catsdogs.data.datasets import Split, make_dataset
 from catsdogs.errors import CatsDogsError
 
 from conftest import Interrupt, crash_when_epoch_starts
@@ -279,13 +280,13 @@ def test_alternating_flips_without_flips_is_a_user_error():
 def test_a_resumed_run_keeps_its_flips_alternating_in_step(binary_folders, tmp_path, monkeypatch):
     crash_when_epoch_starts(monkeypatch, 1)
     epochs_set = []
-    original = augment.FlipEpoch.on_epoch_begin
+    original = FlipEpoch.on_epoch_begin
 
     def record(self, epoch, logs=None):
         original(self, epoch, logs)
         epochs_set.append(int(self.flips.epoch.numpy()))
 
-    monkeypatch.setattr(augment.FlipEpoch, "on_epoch_begin", record)
+    monkeypatch.setattr(FlipEpoch, "on_epoch_begin", record)
     flips = AugmentConfig(width_shift_range=2, horizontal_flip=True, alternate_flips=True)
     with pytest.raises(Interrupt):
         catsdogs.train(TrainConfig(data=str(binary_folders), preset="seed-cifar10", epochs=3,

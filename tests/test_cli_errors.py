@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from catsdogs.train import main
+from catsdogs.commands.train import main
 
 from conftest import REPO, TWO_CLASSES, one_error_line, write_class_images
 
@@ -88,7 +88,7 @@ def test_real_process_prints_one_line_and_exits_2(tmp_path):
 @pytest.mark.parametrize("command", ["train", "predict", "evaluate", "export", "doctor"])
 def test_help_answers_without_loading_keras(command):
     """--help is instant: no command imports Keras (seconds of TensorFlow) before argparse."""
-    code = (f"import sys\nfrom catsdogs.{command} import main\ntry:\n    main(['--help'])\n"
+    code = (f"import sys\nfrom catsdogs.commands.{command} import main\ntry:\n    main(['--help'])\n"
             f"except SystemExit:\n    pass\nprint('loaded keras:', 'keras' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert result.stdout.strip().splitlines()[-1] == "loaded keras: False", result.stderr[-500:]

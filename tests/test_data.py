@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from catsdogs.data import load_image_data, make_dataset, stratified_split, scan_class_folders
+from catsdogs.data.datasets import load_image_data, make_dataset, stratified_split, scan_class_folders
 from catsdogs.config import TrainConfig
 from catsdogs.errors import CatsDogsError
-from catsdogs import images
-from catsdogs.images import UnreadableImage, decode_image, decode_many
+from catsdogs.data import images
+from catsdogs.data.images import UnreadableImage, decode_image, decode_many
 
 from conftest import TWO_CLASSES, bomb_png_bytes, write_class_images
 
@@ -111,7 +111,7 @@ def test_nested_folders_count_for_their_class(tmp_path):
 
 
 def test_pipeline_batches_shuffles_and_augments_only_training(binary_folders):
-    from catsdogs.augment import build_augmenter
+    from catsdogs.data.augment import build_augmenter
     from catsdogs.config import AugmentConfig
 
     data = load_image_data(TrainConfig(data=str(binary_folders)), (32, 32))
@@ -136,9 +136,9 @@ def test_decompression_bomb_header_is_refused_before_decoding(tmp_path):
 
 def test_compiled_augmentation_draws_new_parameters_every_batch_and_epoch():
     """XLA compiles the augmentation inside tf.data; its random state must still advance."""
-    from catsdogs.augment import build_augmenter
+    from catsdogs.data.augment import build_augmenter
     from catsdogs.config import AugmentConfig
-    from catsdogs.data import Split
+    from catsdogs.data.datasets import Split
 
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (1, 24, 24, 3), dtype=np.uint8)

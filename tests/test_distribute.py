@@ -2,7 +2,7 @@
 
 import json
 
-from catsdogs.train import main
+from catsdogs.commands.train import main
 
 
 def test_mirrored_strategy_runs_with_one_cpu_replica(binary_folders, tmp_path):

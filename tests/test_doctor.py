@@ -6,7 +6,8 @@ import shutil
 import numpy as np
 from PIL import Image
 
-from catsdogs.doctor import diagnose, fix_into, main, quick_warnings
+from catsdogs.commands.doctor import main
+from catsdogs.data.doctor import diagnose, fix_into, quick_warnings
 
 
 def smooth_image(seed, size=64):
@@ -65,7 +66,7 @@ def test_fix_into_writes_a_clean_copy_and_never_touches_the_original(tmp_path, c
 
 def test_training_warns_about_leakage_and_imbalance(tmp_path):
     from catsdogs.config import TrainConfig
-    from catsdogs.data import load_image_data
+    from catsdogs.data.datasets import load_image_data
 
     root = planted(tmp_path / "pets")
     lines = quick_warnings(load_image_data(TrainConfig(data=str(root)), (32, 32)))
@@ -74,7 +75,7 @@ def test_training_warns_about_leakage_and_imbalance(tmp_path):
 
 
 def test_class_weight_auto_balances_the_loss():
-    from catsdogs.train import balanced_class_weights
+    from catsdogs.training.train import balanced_class_weights
 
     weights = balanced_class_weights(np.array([0] * 30 + [1] * 10), 2)
     assert weights[0] * 30 == weights[1] * 10 == 20

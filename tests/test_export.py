@@ -11,11 +11,13 @@ import pytest
 from PIL import Image
 
 import catsdogs
-from catsdogs import runtimes
+from catsdogs.inference import runtimes
 from catsdogs.config import TrainConfig
-from catsdogs.data import scan_class_folders
-from catsdogs.export import FILE_NAMES, export, main as export_main, write_saved_model
-from catsdogs.images import decode_many
+from catsdogs.data.datasets import scan_class_folders
+from catsdogs.commands.export import main as export_main
+from catsdogs.inference.export import FILE_NAMES, export
+from catsdogs.inference.saved_model import write_saved_model
+from catsdogs.data.images import decode_many
 
 from conftest import SAMPLE_DATA, bomb_png_bytes
 
@@ -61,7 +63,7 @@ def test_int8_tflite_agrees_with_keras_on_the_sample(exports, sample_pixels, ker
     probabilities = runtimes.open_tflite(exports["tflite-int8"])(sample_pixels[0])
     agreement = (probabilities.argmax(1) == keras_probabilities.argmax(1)).mean()
     assert agreement >= 0.95
-    from catsdogs.runtimes import tflite_interpreter
+    from catsdogs.inference.runtimes import tflite_interpreter
     details = tflite_interpreter(exports["tflite-int8"]).get_tensor_details()
     assert sum(d["dtype"] == np.int8 for d in details) > 10  # really integer inside
 

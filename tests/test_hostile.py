@@ -11,10 +11,11 @@ import keras
 import pytest
 from PIL import Image
 
-from catsdogs import archives, download
-from catsdogs.classifier import load
+from catsdogs.commands.download import main as download_main
+from catsdogs.data import archives, download
+from catsdogs.inference.classifier import load
 from catsdogs.errors import CatsDogsError
-from catsdogs.predict import main as predict_main
+from catsdogs.commands.predict import main as predict_main
 
 from conftest import one_error_line
 
@@ -62,7 +63,7 @@ def sha256(path):
 def test_hostile_tar_member_refuses_the_whole_archive(kind, tmp_path, capsys):
     archive = write_tar(tmp_path / "data.tar.gz", HOSTILE_TARS[kind])
     into = tmp_path / "out" / "unpacked"
-    line = one_error_line(capsys, download.main,
+    line = one_error_line(capsys, download_main,
                           ["--archive", str(archive), "--sha256", sha256(archive), "--into", str(into)])
     assert "refused archive" in line and kind in line
     assert not (tmp_path / "out").exists()  # nothing written, not even the target's parent
@@ -74,7 +75,7 @@ def test_zip_with_a_dot_dot_member_is_refused(tmp_path, capsys):
     with zipfile.ZipFile(archive, "w") as zipped:
         zipped.writestr("cats/a.png", png_bytes())
         zipped.writestr("../escaped.png", png_bytes())
-    line = one_error_line(capsys, download.main, ["--archive", str(archive), "--sha256",
+    line = one_error_line(capsys, download_main, ["--archive", str(archive), "--sha256",
                                                   sha256(archive), "--into", str(tmp_path / "u")])
     assert "'../escaped.png'" in line and "'..' step" in line
     assert not (tmp_path / "u").exists() and not (tmp_path / "escaped.png").exists()
@@ -83,7 +84,7 @@ def test_zip_with_a_dot_dot_member_is_refused(tmp_path, capsys):
 def test_wrong_checksum_is_refused_before_unpacking(tmp_path, capsys):
     archive = write_tar(tmp_path / "data.tar.gz")
     before = archive.read_bytes()
-    line = one_error_line(capsys, download.main, ["--archive", str(archive), "--sha256", "0" * 64,
+    line = one_error_line(capsys, download_main, ["--archive", str(archive), "--sha256", "0" * 64,
                                                   "--into", str(tmp_path / "u")])
     assert "SHA-256 mismatch" in line and sha256(archive) in line
     assert not (tmp_path / "u").exists() and archive.read_bytes() == before
@@ -91,7 +92,7 @@ def test_wrong_checksum_is_refused_before_unpacking(tmp_path, capsys):
 
 def test_pinned_dataset_checksum_is_checked_for_a_local_archive(tmp_path, capsys):
     fake = write_tar(tmp_path / "kagglecatsanddogs_5340.zip")
-    line = one_error_line(capsys, download.main, ["petimages", "--archive", str(fake),
+    line = one_error_line(capsys, download_main, ["petimages", "--archive", str(fake),
                                                   "--into", str(tmp_path / "pets")])
     assert "SHA-256 mismatch" in line and download.SOURCES["petimages"].sha256 in line
 
@@ -99,13 +100,13 @@ def test_pinned_dataset_checksum_is_checked_for_a_local_archive(tmp_path, capsys
 def test_a_safe_archive_unpacks_and_is_never_unpacked_over_a_folder(tmp_path, capsys):
     archive = write_tar(tmp_path / "data.tar.gz")
     into = tmp_path / "pets"
-    assert download.main(["--archive", str(archive), "--sha256", sha256(archive),
+    assert download_main(["--archive", str(archive), "--sha256", sha256(archive),
                           "--into", str(into)]) == 0
     assert sorted(p.relative_to(into).as_posix() for p in into.rglob("*.png")) == ["cats/a.png",
                                                                                    "dogs/b.png"]
     assert not list(tmp_path.glob(".pets.*"))  # no temporary folder left beside it
     (into / "cats" / "mine.txt").write_text("user data")
-    line = one_error_line(capsys, download.main, ["--archive", str(archive), "--sha256",
+    line = one_error_line(capsys, download_main, ["--archive", str(archive), "--sha256",
                                                   sha256(archive), "--into", str(into)])
     assert "already exists" in line and (into / "cats" / "mine.txt").read_text() == "user data"
 
@@ -133,7 +134,7 @@ def test_failed_download_is_one_line(monkeypatch, tmp_path, capsys):
         raise OSError("network unreachable")
 
     monkeypatch.setattr(keras.utils, "get_file", offline)
-    line = one_error_line(capsys, download.main, ["petimages", "--into", str(tmp_path / "p")])
+    line = one_error_line(capsys, download_main, ["petimages", "--into", str(tmp_path / "p")])
     assert "could not download" in line and "--archive" in line
 
 

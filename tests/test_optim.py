@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import catsdogs
-from catsdogs import optim
+from catsdogs.models import optim
+from catsdogs.training import callbacks
 from catsdogs.config import TrainConfig
 
 from conftest import Interrupt, crash_when_epoch_starts
@@ -68,7 +69,7 @@ def test_lookahead_averages_every_5_steps_and_ends_each_epoch_on_the_average():
     model.compile(optimizer=keras.optimizers.SGD(), loss="mse")
     model.optimizer.build(model.trainable_variables)
     kernel = model.weights[0]
-    lookahead = optim.Lookahead(steps_per_epoch=12, epochs=1, every=5, decay=0.5)
+    lookahead = callbacks.Lookahead(steps_per_epoch=12, epochs=1, every=5, decay=0.5)
     lookahead.set_model(model)
 
     def step(iterations, batch, value):

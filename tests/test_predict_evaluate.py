@@ -11,14 +11,14 @@ import pytest
 from PIL import Image
 
 import catsdogs
-from catsdogs.classifier import Classifier, load
+from catsdogs.inference.classifier import Classifier, load
 from catsdogs.errors import CatsDogsError
-from catsdogs.evaluate import compute_metrics, evaluate
-from catsdogs.export import write_saved_model
-from catsdogs.images import decode_image
-from catsdogs.models import get_preset
-from catsdogs.predict import main as predict_main
-from catsdogs.predict import predict_paths
+from catsdogs.inference.evaluate import compute_metrics, evaluate
+from catsdogs.inference.saved_model import write_saved_model
+from catsdogs.data.images import decode_image
+from catsdogs.models.presets import get_preset
+from catsdogs.commands.predict import main as predict_main
+from catsdogs.inference.predict import predict_paths
 
 from conftest import TWO_CLASSES, bomb_png_bytes, write_class_images
 
@@ -208,12 +208,12 @@ def test_flip_tta_averages_the_two_views():
     clf = Classifier(lambda x: x[:, 0, 0, :1] / 255.0, ["l", "r"], (2, 2), source=None)
     pixels = np.zeros((1, 2, 2, 3), np.float32)
     pixels[0, :, 0] = 255  # left column white: plain view says 1.0, flipped view 0.0
-    from catsdogs.predict import predict_arrays
+    from catsdogs.inference.tta import predict_arrays
     np.testing.assert_allclose(predict_arrays(clf, pixels, tta=True), [[0.5, 0.5]])
 
 
 def test_shift_tta_views_move_by_whole_pixels_with_edges_repeated():
-    from catsdogs.predict import tta_views
+    from catsdogs.inference.tta import tta_views
     batch = np.arange(2 * 4 * 4 * 3, dtype=np.float32).reshape(2, 4, 4, 3)
     views = tta_views(batch, "shift")
     assert [w for w, _ in views] == [0.25, 0.25, 0.125, 0.125, 0.125, 0.125]
@@ -233,7 +233,7 @@ def test_shift_tta_averages_the_six_views_with_airbench_weights():
     clf = Classifier(lambda x: x[:, 0, 0, :1] / 255.0, ["l", "r"], (4, 4), source=None)
     pixels = np.zeros((1, 4, 4, 3), np.float32)
     pixels[0, 0, 0] = 255  # only the top-left pixel: plain and up-left views see it
-    from catsdogs.predict import predict_arrays
+    from catsdogs.inference.tta import predict_arrays
     # plain 1.0 (weight 1/4), mirrored 0, down-right 1.0 (edge repeated, 1/8), up-left 0,
     # mirrored shifts 0: 3/8 for the second class
     np.testing.assert_allclose(predict_arrays(clf, pixels, tta="shift"), [[5 / 8, 3 / 8]])
@@ -248,7 +248,7 @@ def test_evaluate_runs_on_a_run_folder_by_default_into_eval_dir(model_dir, binar
 
 
 def test_evaluate_command_takes_the_tta_mode(model_dir, binary_folders, tmp_path, capsys):
-    from catsdogs.evaluate import main as evaluate_main
+    from catsdogs.commands.evaluate import main as evaluate_main
     assert evaluate_main([str(model_dir), str(binary_folders / "validation"), "--tta", "shift",
                           "--out", str(tmp_path / "report")]) == 0
     assert json.loads((tmp_path / "report" / "metrics.json").read_text())["tta"] == "shift"

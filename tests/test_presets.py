@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from catsdogs.models import (PRESETS, WHITENING_LAYER, count_flops, describe_presets,
+from catsdogs.models.presets import (PRESETS, WHITENING_LAYER, count_flops, describe_presets,
                              get_preset, identity_init, whiten_patches)
 from catsdogs.errors import CatsDogsError
 
@@ -94,7 +94,7 @@ def test_new_preset_builds_trains_a_step_and_saves_and_loads(name, tmp_path):
     weights, and the saved `.keras` loads safely (catsdogs.load) with identical outputs."""
     import json
 
-    from catsdogs.classifier import load
+    from catsdogs.inference.classifier import load
 
     preset = get_preset(name)
     classes = preset.listed_classes

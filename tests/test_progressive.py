@@ -8,9 +8,9 @@ import pytest
 
 import catsdogs
 from catsdogs.config import TrainConfig
-from catsdogs.data import Split, make_dataset
-from catsdogs.progressive import side_for_epoch
-from catsdogs.train import main
+from catsdogs.data.datasets import Split, make_dataset
+from catsdogs.training.progressive import side_for_epoch
+from catsdogs.commands.train import main
 
 from conftest import Interrupt, crash_when_epoch_starts
 

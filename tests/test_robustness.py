@@ -13,10 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from catsdogs import callbacks, models, runs
+from catsdogs import runs
+from catsdogs.models import presets as models
+from catsdogs.training import callbacks
 from catsdogs.errors import CatsDogsError
-from catsdogs.images import UnreadableImage, decode_image
-from catsdogs.train import main
+from catsdogs.data.images import UnreadableImage, decode_image
+from catsdogs.commands.train import main
 
 from conftest import REPO, TWO_CLASSES, write_class_images
 

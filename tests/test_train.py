@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 
 import catsdogs
-from catsdogs import callbacks, runs
+from catsdogs import runs
+from catsdogs.training import callbacks
 from catsdogs.config import TrainConfig
 from catsdogs.errors import CatsDogsError
-from catsdogs.train import main
+from catsdogs.models.presets import get_preset
+from catsdogs.commands.train import main
 
 from conftest import SAMPLE_DATA, Interrupt, crash_when_epoch_starts
 
@@ -108,12 +110,12 @@ def test_resume_of_a_run_killed_before_its_first_model_save_keeps_a_model(
 
 
 def test_resume_restores_weights_and_optimizer_state(binary_folders, tmp_path):
-    model = catsdogs.models.get_preset("seed-cifar10").build(2)
+    model = get_preset("seed-cifar10").build(2)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
     x, y = np.random.default_rng(0).uniform(0, 255, (16, 32, 32, 3)), np.arange(16) % 2
     backup = callbacks.AtomicBackupAndRestore(tmp_path / "backup")
     model.fit(x, y, epochs=2, callbacks=[backup], verbose=0)
-    fresh = catsdogs.models.get_preset("seed-cifar10").build(2)
+    fresh = get_preset("seed-cifar10").build(2)
     fresh.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
     restore = callbacks.AtomicBackupAndRestore(tmp_path / "backup")
     restore.set_model(fresh)
@@ -128,11 +130,11 @@ def test_resume_state_of_another_network_is_one_clear_error(tmp_path):
     """A run begun when its preset had another network (an older catsdogs) cannot resume into
     today's: one error naming the backup and the fix, not Keras' traceback."""
     x, y = np.random.default_rng(0).uniform(0, 255, (16, 32, 32, 3)), np.arange(16) % 2
-    old = catsdogs.models.get_preset("seed-cifar10").build(2)
+    old = get_preset("seed-cifar10").build(2)
     old.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
     old.fit(x, y, epochs=1, verbose=0,
             callbacks=[callbacks.AtomicBackupAndRestore(tmp_path / "backup")])
-    new = catsdogs.models.get_preset("fast-cifar10").build(2)
+    new = get_preset("fast-cifar10").build(2)
     new.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
     restore = callbacks.AtomicBackupAndRestore(tmp_path / "backup")
     restore.set_model(new)
@@ -142,7 +144,7 @@ def test_resume_state_of_another_network_is_one_clear_error(tmp_path):
 
 
 def test_failed_save_leaves_the_previous_best_model(tmp_path, monkeypatch):
-    model = catsdogs.models.get_preset("seed-cifar10").build(2)
+    model = get_preset("seed-cifar10").build(2)
     checkpoint = callbacks.BestModelCheckpoint(tmp_path / "model.keras")
     checkpoint.set_model(model)
     checkpoint.on_epoch_end(0, {"loss": 0.6, "val_accuracy": 0.6})
@@ -161,7 +163,7 @@ def test_failed_save_leaves_the_previous_best_model(tmp_path, monkeypatch):
 
 
 def test_nan_loss_never_replaces_the_best_model(tmp_path):
-    model = catsdogs.models.get_preset("seed-cifar10").build(2)
+    model = get_preset("seed-cifar10").build(2)
     checkpoint = callbacks.BestModelCheckpoint(tmp_path / "model.keras")
     checkpoint.set_model(model)
     checkpoint.on_epoch_end(0, {"loss": math.nan, "val_accuracy": 0.9})
@@ -183,3 +185,44 @@ def test_preview_augmentation_writes_a_grid_and_trains_nothing(binary_folders, t
     assert code == 0
     assert (tmp_path / "run" / "plots" / "augmentation.png").stat().st_size > 1000
     assert not (tmp_path / "run" / "model.keras").exists()
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.mark.parametrize("dropped", [(), ("progressive_start", "steps_per_execution",
+                                          "optimizer", "lookahead")])
+def test_a_run_folder_from_before_config_versions_resumes(binary_folders, tmp_path, monkeypatch,
+                                                          capsys, dropped):
+    """tests/fixtures/config-v0.json is a config.json as catsdogs 0.1 (66e7bb4, before the stage
+    packages) wrote it: no config_version. Such a run, interrupted, resumes and finishes; with
+    the settings an even older catsdogs lacked, they take the values those runs used."""
+    run_dir = tmp_path / "run"
+    stored = json.loads((FIXTURES / "config-v0.json").read_text())
+    assert "config_version" not in stored
+    stored.update(data=str(binary_folders), run_dir=str(run_dir))
+    crash_when_epoch_starts(monkeypatch, 1)
+    with pytest.raises(Interrupt):
+        catsdogs.train(TrainConfig(**{**stored, "augment": None}))
+    for key in dropped:
+        del stored[key]
+    (run_dir / "config.json").write_text(json.dumps(stored))
+
+    assert main(["--resume", str(run_dir)]) == 0
+    assert [int(r["epoch"]) for r in runs.read_csv(run_dir / "history.csv")] == [1, 2, 3]
+    assert keras.saving.load_model(run_dir / "model.keras", compile=False).input_shape[1:3] == (32, 32)
+
+
+def test_upgrade_refuses_a_config_from_a_newer_catsdogs():
+    from catsdogs.config import CONFIG_VERSION, upgrade
+
+    assert upgrade({"config_version": CONFIG_VERSION, "epochs": 3}) == {"epochs": 3}
+    with pytest.raises(CatsDogsError, match="config_version 99"):
+        upgrade({"config_version": 99})
+
+
+def test_new_run_folders_record_the_config_version(binary_folders, tmp_path):
+    from catsdogs.config import CONFIG_VERSION
+
+    run = catsdogs.train(small_config(binary_folders, tmp_path / "run", epochs=1))
+    assert json.loads((run.dir / "config.json").read_text())["config_version"] == CONFIG_VERSION

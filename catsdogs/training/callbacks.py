@@ -1,4 +1,6 @@
-"""Keras callbacks for a run folder, where Keras' own fall short of "nothing torn, nothing lost".
+"""Every Keras callback of a training run, in one place.
+
+Where Keras' own fall short of "nothing torn, nothing lost", they are wrapped:
 
 - `ModelCheckpoint` truncates the old file before writing the new one: a kill mid-save leaves
   no good model. `BestModelCheckpoint` writes beside it and swaps it in.
@@ -6,6 +8,10 @@
   between them resumes from a mismatched pair. `AtomicBackupAndRestore` swaps both in at once.
 - `CSVLogger` appends: a resumed run repeats the epochs it redoes, and a kill mid-write tears
   the file. `HistoryCSV` rewrites it whole, keeping one row per epoch.
+
+What Keras has no callback for: `ProgressiveResizing` (the training image size per epoch),
+`FlipEpoch` (airbench's alternating flips), `Lookahead` (airbench's weight averaging) and
+`TrainingImagesToTensorBoard`.
 """
 
 import json
@@ -19,6 +25,7 @@ import numpy as np
 
 from catsdogs import runs
 from catsdogs.errors import CatsDogsError
+from catsdogs.training.progressive import side_for_epoch
 
 
 def _finite(logs, key):
@@ -123,6 +130,76 @@ class TrainingImagesToTensorBoard(keras.callbacks.Callback):
             tf.summary.image("training images (augmented)", pixels, step=0,
                              max_outputs=len(pixels))
         writer.close()
+
+
+class ProgressiveResizing(keras.callbacks.Callback):
+    """Set the training pipeline's image size (a tf.Variable [height, width]) each epoch, and
+    record it as `image_side` in the epoch's logs (history.csv, TensorBoard)."""
+
+    def __init__(self, size_variable, epochs, start, full_size):
+        super().__init__()
+        self.size_variable, self.epochs, self.start = size_variable, epochs, start
+        self.full_size = tuple(full_size)
+        self.size = None  # (height, width) of this epoch's training images
+
+    def size_for_epoch(self, epoch):
+        return tuple(side_for_epoch(epoch, self.epochs, self.start, full) for full in self.full_size)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        size = self.size_for_epoch(epoch)
+        if size != self.size:
+            print(f"Progressive resizing: training on {size[0]}x{size[1]} images from epoch {epoch + 1}")
+        self.size = size
+        self.size_variable.assign(size)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["image_side"] = self.size[0]
+
+
+class FlipEpoch(keras.callbacks.Callback):
+    """Tell an AlternatingFlips which epoch the next batches belong to."""
+
+    def __init__(self, flips):
+        super().__init__()
+        self.flips = flips
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.flips.epoch.assign(epoch)
+
+
+class Lookahead(keras.callbacks.Callback):
+    """airbench's lookahead: every `every` steps the weights (BatchNorm statistics too) move to
+    a running average of themselves, whose weight grows as progress^3 up to `decay`: free to
+    move early, averaged late. The last step of each epoch takes the average, so validation,
+    model.keras and the resume backup all see it (airbench's epochs end the same way).
+
+    Progress is the optimizer's step count, which resume restores; the average restarts from
+    the restored weights (themselves an epoch-end average).
+    """
+
+    def __init__(self, steps_per_epoch, epochs, every=5, decay=0.95 ** 5):
+        super().__init__()
+        self.steps_per_epoch, self.total_steps = steps_per_epoch, max(1, steps_per_epoch * epochs)
+        self.every, self.decay = every, decay
+        self.averaged, self.average, self.last_step = None, None, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.average is None:  # now, not at train begin: after a resume's restore
+            self.averaged = [w for w in self.model.weights if "float" in str(w.dtype)]
+            self.average = [keras.ops.convert_to_numpy(w) for w in self.averaged]
+        weights = self.averaged
+        step = int(self.model.optimizer.iterations)
+        if step - self.last_step >= self.every:
+            self.last_step = step
+            weight = self.decay * min(1.0, step / self.total_steps) ** 3
+            for i, variable in enumerate(weights):
+                self.average[i] = (weight * self.average[i]
+                                   + (1 - weight) * keras.ops.convert_to_numpy(variable))
+                variable.assign(self.average[i])
+        if batch + 1 >= self.steps_per_epoch:
+            for variable, average in zip(weights, self.average):
+                variable.assign(average)
 
 
 def remove_backup(backup_dir):

@@ -102,8 +102,8 @@ def decode_many(paths, size, workers=None, progress=True, processes_from=PROCESS
     Why processes for many files: Pillow releases the GIL only inside the JPEG decoder; for
     small images (a 32x32 CIFAR-10 JPEG decodes in ~50 us of ~140 us per file) the rest is
     Python holding the GIL, so two threads ran slower than one loop (CIFAR-10's 50,000
-    training files: 11.6 s; forked workers: 4.1 s, bench/RESULTS.md). Processes scale with the
-    cores. Fork, not spawn or forkserver: those import the caller's `__main__` again in every
+    training files: 11.6 s; forked workers: 4.1 s, bench/RESULTS.md, "Decoding folders").
+    Processes scale with the cores. Fork, not spawn or forkserver: those import the caller's `__main__` again in every
     worker, which re-runs an unguarded script (`catsdogs.train(...)` at top level) and
     re-imports TensorFlow under `python -m`; the forked workers only run Pillow and NumPy.
     Linux only (fork is unsafe on macOS, absent on Windows); few files, or other platforms,

@@ -146,7 +146,7 @@ def shift_norm(x, activation=layers.ReLU):
     statistics that follow the weights fast (momentum 0.6, as its lookahead needs);
     --optimizer sgd steps the shifts 64x further. airbench has GELU here, air-cifar10 ReLU: on
     this CPU GELU costs 18 % of an epoch, the same minutes then hold more epochs
-    (bench/RESULTS.md, session 9)."""
+    (bench/history/cifar10-airbench-variants.md, "Session 9")."""
     x = layers.BatchNormalization(momentum=0.6, epsilon=1e-12, scale=False)(x)
     return activation()(x)
 
@@ -213,7 +213,8 @@ def whitening_stem(x, patch=2, stride=None, activation=layers.ReLU):
 
     Each filter is an eigenvector of the patch covariance scaled to unit variance, and its
     negative (so the ReLU after it keeps both signs): the next layers start from decorrelated
-    inputs, which made the first CIFAR-10 epoch 9 points better here (bench/RESULTS.md).
+    inputs, which made the first CIFAR-10 epoch 9 points better here
+    (bench/history/cifar10-time-to-accuracy.md, "Session 5: fast-cifar10").
     A plain Conv2D, not a custom layer: `.keras` safe loading and every export take it as is.
     """
     x = layers.Conv2D(2 * patch * patch * 3, patch, strides=stride or patch,
@@ -301,7 +302,8 @@ CIFAR_AUGMENT = AugmentConfig(width_shift_range=0.125, height_shift_range=0.125,
                               horizontal_flip=True)
 # Whole-pixel shifts of up to 2 px (ImageDataGenerator's int range 3) and flips: airbench's
 # augmentation. No resampling blur, so training images look like the test images: 2 points
-# better than CIFAR_AUGMENT's blurred shifts of up to 4 px after 5 epochs (bench/RESULTS.md).
+# better than CIFAR_AUGMENT's blurred shifts of up to 4 px after 5 epochs
+# (bench/history/cifar10-time-to-accuracy.md, "Session 7: whole-pixel shifts").
 CIFAR_PIXEL_SHIFT_AUGMENT = AugmentConfig(width_shift_range=3, height_shift_range=3,
                                           horizontal_flip=True)
 
@@ -346,7 +348,8 @@ PRESETS = {
                make_air_body((48, 192, 192), norm=shift_norm, logit_scale=1 / 9),
                # airbench94_muon's rates and weight decay (0.053 per example of a summed loss over
                # 2000, through momentum 0.85) for Keras' mean loss and decoupled decay; the filter
-               # rate is optim.MUON_RATE_RATIO of it (bench/RESULTS.md, session 10)
+               # rate is optim.MUON_RATE_RATIO of it (bench/history/cifar10-airbench-variants.md,
+               # "Session 10")
                Recipe(epochs=12, batch_size=2000, optimizer="muon", learning_rate=1.65,
                       schedule="linear", label_smoothing=0.2, weight_decay=0.0162,
                       augment=CIFAR_PIXEL_SHIFT_AUGMENT),

@@ -6,7 +6,7 @@ angle in degrees, and `RandomBrightness` adds to pixels where ImageDataGenerator
 Four layers also mean four resamplings (four blurs) of every image; measured on a 2-core CPU at
 150x150, one fused warp delivers 2.4x the images/s of the four-layer stack. So rotation, shifts,
 shear and zoom are composed into ImageDataGenerator's own affine matrix and applied once, by
-`bilinear_warp`, which XLA compiles inside tf.data (data.make_dataset); flips are folded into
+`bilinear_warp`, which XLA compiles inside tf.data (datasets.make_dataset); flips are folded into
 that matrix, and only without any warp do they use Keras' `RandomFlip` as it is. Edges repeat
 into the gaps (ImageDataGenerator's default "nearest"). `AlternatingFlips` is airbench's
 derandomised horizontal flip, which needs each image's index and the epoch, so it runs in the
@@ -197,7 +197,7 @@ class RandomBrightnessScale(keras.layers.Layer):
 
 
 class AlternatingFlips:
-    """airbench's derandomised horizontal flip, for the tf.data pipeline (data.make_dataset).
+    """airbench's derandomised horizontal flip, for the tf.data pipeline (datasets.make_dataset).
 
     A coin per image (drawn once from `seed`) decides whether it is mirrored in the first epoch;
     from then on every image swaps sides each epoch, so across any two epochs running the model
@@ -206,8 +206,9 @@ class AlternatingFlips:
     (arXiv 2404.00498, section 3.6). Flipping before the random warp is the same in
     distribution as after it: every ImageDataGenerator range is symmetric about zero.
 
-    The epoch lives in a tf.Variable that `FlipEpoch` sets at each epoch's start (Keras makes
-    the epoch's iterator after `on_epoch_begin`: progressive.py relies on the same), and on
+    The epoch lives in a tf.Variable that `training.callbacks.FlipEpoch` sets at each epoch's
+    start (Keras makes the epoch's iterator after `on_epoch_begin`: progressive resizing relies
+    on the same), and on
     resume Keras calls it with the resumed epoch, so the alternation continues in step.
     """
 
@@ -224,17 +225,6 @@ class AlternatingFlips:
         odd_epoch = tf.equal(self.epoch.read_value() % 2, 1)
         flip = tf.not_equal(tf.gather(self.first_epoch, indices), odd_epoch)
         return tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
-
-
-class FlipEpoch(keras.callbacks.Callback):
-    """Tell an AlternatingFlips which epoch the next batches belong to."""
-
-    def __init__(self, flips):
-        super().__init__()
-        self.flips = flips
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.flips.epoch.assign(epoch)
 
 
 def build_augmenter(config: AugmentConfig, seed=None):

@@ -7,12 +7,10 @@ ImageNet records) buys more epochs in the same minutes. Validation, checkpoints 
 model always use the full size, so every reported accuracy is the one users get.
 
 The size lives in a tf.Variable that the training pipeline reads for every batch; a Keras
-callback sets it at the start of each epoch (Keras makes each epoch's iterator after
+callback (callbacks.ProgressiveResizing) sets it at the start of each epoch (Keras makes each epoch's iterator after
 `on_epoch_begin`, so no batch of an epoch is made at the previous epoch's size). On resume,
 Keras calls the callback with the resumed epoch, so the schedule continues where it stopped.
 """
-
-import keras
 
 RAMP = 0.75  # fraction of the epochs over which the side grows; the rest train at full size
 STEP = 8  # sides are multiples of this many pixels
@@ -26,28 +24,3 @@ def side_for_epoch(epoch, epochs, start, full):
         return full
     fraction = start + (1.0 - start) * epoch / ramp_epochs
     return min(full, max(STEP, round(fraction * full / STEP) * STEP))
-
-
-class ProgressiveResizing(keras.callbacks.Callback):
-    """Set the training pipeline's image size (a tf.Variable [height, width]) each epoch, and
-    record it as `image_side` in the epoch's logs (history.csv, TensorBoard)."""
-
-    def __init__(self, size_variable, epochs, start, full_size):
-        super().__init__()
-        self.size_variable, self.epochs, self.start = size_variable, epochs, start
-        self.full_size = tuple(full_size)
-        self.size = None  # (height, width) of this epoch's training images
-
-    def size_for_epoch(self, epoch):
-        return tuple(side_for_epoch(epoch, self.epochs, self.start, full) for full in self.full_size)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        size = self.size_for_epoch(epoch)
-        if size != self.size:
-            print(f"Progressive resizing: training on {size[0]}x{size[1]} images from epoch {epoch + 1}")
-        self.size = size
-        self.size_variable.assign(size)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["image_side"] = self.size[0]

@@ -173,37 +173,3 @@ def make_optimizer(config, steps_per_epoch, model, replicas=1):
     if config.weight_decay:
         return keras.optimizers.AdamW(rate, weight_decay=config.weight_decay)
     return keras.optimizers.Adam(rate)
-
-
-class Lookahead(keras.callbacks.Callback):
-    """airbench's lookahead: every `every` steps the weights (BatchNorm statistics too) move to
-    a running average of themselves, whose weight grows as progress^3 up to `decay`: free to
-    move early, averaged late. The last step of each epoch takes the average, so validation,
-    model.keras and the resume backup all see it (airbench's epochs end the same way).
-
-    Progress is the optimizer's step count, which resume restores; the average restarts from
-    the restored weights (themselves an epoch-end average).
-    """
-
-    def __init__(self, steps_per_epoch, epochs, every=5, decay=0.95 ** 5):
-        super().__init__()
-        self.steps_per_epoch, self.total_steps = steps_per_epoch, max(1, steps_per_epoch * epochs)
-        self.every, self.decay = every, decay
-        self.averaged, self.average, self.last_step = None, None, 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.average is None:  # now, not at train begin: after a resume's restore
-            self.averaged = [w for w in self.model.weights if "float" in str(w.dtype)]
-            self.average = [keras.ops.convert_to_numpy(w) for w in self.averaged]
-        weights = self.averaged
-        step = int(self.model.optimizer.iterations)
-        if step - self.last_step >= self.every:
-            self.last_step = step
-            weight = self.decay * min(1.0, step / self.total_steps) ** 3
-            for i, variable in enumerate(weights):
-                self.average[i] = (weight * self.average[i]
-                                   + (1 - weight) * keras.ops.convert_to_numpy(variable))
-                variable.assign(self.average[i])
-        if batch + 1 >= self.steps_per_epoch:
-            for variable, average in zip(weights, self.average):
-                variable.assign(average)

@@ -12,7 +12,8 @@ import numpy as np
 
 from catsdogs import runs
 from catsdogs.errors import CatsDogsError
-from catsdogs.runtimes import as_class_probabilities, open_keras, open_saved_model
+from catsdogs.inference.predict import predict_paths
+from catsdogs.inference.runtimes import as_class_probabilities, open_keras, open_saved_model
 
 
 @dataclasses.dataclass
@@ -34,8 +35,7 @@ class Classifier:
         return as_class_probabilities(self.predict_batch(np.asarray(pixels, np.float32)))
 
     def predict_folder(self, *paths, **options):
-        """Classify image files and folders (recursive); see `catsdogs.predict.predict_paths`."""
-        from catsdogs.predict import predict_paths
+        """Classify image files and folders (recursive); see `inference.predict.predict_paths`."""
         return predict_paths(self, paths, **options)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from catsdogs.errors import CatsDogsError
-from catsdogs.images import decode_many, has_image_extension, is_hidden
+from catsdogs.data.images import decode_many, has_image_extension, is_hidden
 
 TRAIN_NAMES = ("train", "training")
 VALIDATION_NAMES = ("validation", "val", "valid", "test")
@@ -220,14 +220,14 @@ def make_dataset(split, batch_size, augmenter=None, shuffle_seed=None, one_hot=N
     - augment whole batches in a parallel `map`: the layers vectorise over the batch, and the
       CPU augments the next batches while the model trains on this one; XLA compiles the
       augmentation into one fused loop (4x the images/s of TensorFlow's own ops on a 2-core
-      CPU: bench/RESULTS.md);
+      CPU: bench/RESULTS.md, "Input pipeline");
     - prefetch last, so the model never waits for the pipeline;
     - tf.data's autotuning off (parallel maps then use every core, prefetch sizes its own
       buffer; the pipeline bench is unchanged): with it on (TensorFlow 2.21), Keras dropping
       an epoch's iterator waits for the autotuner's thread to end its timed sleep, which
       cancelling does not cut short; up to a third of CIFAR-10 epochs stalled 25-55 s, no CPU
       in use (gdb during a stall: the main thread in RootDataset::Iterator's destructor, the
-      autotuner's in Model::OptimizeLoop's wait; bench/RESULTS.md).
+      autotuner's in Model::OptimizeLoop's wait; bench/history/tf-data-stalls.md).
 
     `one_hot=K` gives one-hot labels of K classes (for losses that smooth labels).
     `resize_to`, a tf.Variable [height, width], scales every batch (after augmentation) to the

@@ -1,0 +1,42 @@
+"""Measure a trained model on a folder of class sub-folders, with reports a person can read.
+
+    catsdogs evaluate runs/seed-catsdogs-20261124-142544 data/cats_and_dogs/validation
+    catsdogs evaluate model.keras photos/ --out reports/ --tta
+    catsdogs evaluate RUN_DIR cifar10/test --tta shift   # flips and 1-px shifts
+
+Writes metrics.json (loss, accuracy, per-class precision/recall/F1, ROC AUC for two classes),
+confusion_matrix.json, plots/confusion_matrix.png and plots/most_wrong.png (the most confidently
+wrong images) into OUT, by default `eval-<data folder name>/` beside the model.
+"""
+
+from catsdogs.commands.common import add_inference_flags
+from catsdogs.config import command_parser
+from catsdogs.errors import run_command
+from catsdogs.inference.evaluate import evaluate
+
+
+def build_parser():
+    parser = command_parser("evaluate", __doc__)
+    parser.add_argument("model", help="run folder, .keras file or SavedModel folder")
+    parser.add_argument("data_dir", help="folder of class sub-folders")
+    parser.add_argument("--out", help="report folder [default: eval-<data name>/ beside the model]")
+    add_inference_flags(parser)
+    return parser
+
+
+def main(argv=None):
+    return run_command(lambda: _run(build_parser().parse_args(argv)))
+
+
+def _run(args):
+    metrics = evaluate(args.model, args.data_dir, args.out, args.tta, args.batch_size)
+    print(f"{metrics['images']} images: accuracy {metrics['accuracy']:.4f}, "
+          f"loss {metrics['loss']:.4f}"
+          + (f", ROC AUC {metrics['roc_auc']:.4f}" if metrics.get("roc_auc") is not None else ""))
+    print(f"{'class':<14}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
+    for name, row in metrics["per_class"].items():
+        print(f"{name:<14}{row['precision']:>10.4f}{row['recall']:>10.4f}{row['f1']:>10.4f}"
+              f"{row['support']:>9}")
+    print(f"Report: {metrics['out']}")
+    return 0
+

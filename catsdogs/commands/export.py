@@ -1,0 +1,43 @@
+"""Export a trained model for serving, and prove each export in its own runtime.
+
+    catsdogs export runs/seed-catsdogs-20261124-142544 --format all
+    catsdogs export model.keras --format tflite-int8 --calibration data/cats_and_dogs/train
+    catsdogs export RUN_DIR --format all --check data/cats_and_dogs/validation
+
+Formats: saved_model (signature `serving_default` takes encoded JPEG/PNG bytes and returns
+probabilities and class names; `serving_pixels` takes pixels), keras, tflite (float32),
+tflite-fp16, tflite-int8 (full integer, calibrated on training images), onnx. Each file or folder
+is written beside its destination and swapped in, so an existing export is never half-replaced.
+"""
+
+from catsdogs.config import command_parser
+from catsdogs.errors import run_command
+from catsdogs.inference.export import FORMATS, check, export, format_check_table
+
+
+def build_parser():
+    parser = command_parser("export", __doc__)
+    parser.add_argument("model", help="run folder or .keras file")
+    parser.add_argument("--format", nargs="+", default=["all"], metavar="FORMAT",
+                        help=f"{', '.join(FORMATS)} or all [default: all]")
+    parser.add_argument("--out", help="folder for the exports [default: exports/ beside the model]")
+    parser.add_argument("--calibration", help="training images for int8 [default: the run's]")
+    parser.add_argument("--int8-io", action="store_true", help="int8 TFLite takes and gives uint8")
+    parser.add_argument("--check", metavar="DATA_DIR",
+                        help="run every export on DATA_DIR and print a comparison table")
+    return parser
+
+
+def main(argv=None):
+    return run_command(lambda: _run(build_parser().parse_args(argv)))
+
+
+def _run(args):
+    formats = args.format
+    if args.check and "keras" not in formats and "all" not in formats:
+        formats = [*formats, "keras"]  # the reference the others are compared with
+    written = export(args.model, formats, args.out, args.calibration, args.int8_io)
+    if args.check:
+        print("\n".join(format_check_table(check(written, args.check))))
+    return 0
+

@@ -1,0 +1,62 @@
+"""Classify image files and whole folders with a trained model.
+
+    catsdogs predict runs/seed-catsdogs-20261124-142544 my_photos/
+    catsdogs predict model.keras a.jpg b.png --output predictions.csv
+    catsdogs predict RUN_DIR photos/ --top-k 3 --output predictions.json
+    catsdogs predict RUN_DIR photos/ --sort-into sorted/     # copies, never moves
+    catsdogs predict RUN_DIR photos/ --tta shift   # test-time augmentation: 6 views
+
+Folders are read recursively; dot-files are ignored. Files that cannot be read (corrupt, empty,
+not an image, too large) are listed with the reason and skipped; the command fails (exit 2)
+only if no file at all could be classified. Your files are never modified.
+"""
+
+from catsdogs.commands.common import add_inference_flags
+from catsdogs.config import command_parser
+from catsdogs.errors import CatsDogsError, run_command
+from catsdogs.inference.predict import display, predict_paths, sort_into, write_output
+
+
+def build_parser():
+    parser = command_parser("predict", __doc__)
+    parser.add_argument("model", help="run folder, .keras file or SavedModel folder")
+    parser.add_argument("paths", nargs="+", help="image files and folders (read recursively)")
+    parser.add_argument("--output", help="write rows to FILE.csv or FILE.json")
+    parser.add_argument("--top-k", type=int, default=1, help="classes listed per image [default: 1]")
+    parser.add_argument("--threshold", type=float, default=0.5,
+                        help="binary models: probability of the second class needed to pick it "
+                             "[default: 0.5]")
+    parser.add_argument("--sort-into", metavar="DIR", help="copy each image into DIR/<class>/")
+    add_inference_flags(parser)
+    return parser
+
+
+def main(argv=None):
+    return run_command(lambda: _run(build_parser().parse_args(argv)))
+
+
+def _run(args):
+    from catsdogs.inference.classifier import load
+
+    classifier = load(args.model)
+    rows, skipped = predict_paths(classifier, args.paths, args.batch_size, args.top_k,
+                                  args.threshold, tta=args.tta)
+    for path, reason in skipped:
+        print(f"skipped {display(path)}: {reason}")
+    if not rows:
+        raise CatsDogsError("no image could be classified", where=" ".join(args.paths),
+                            fix="pass image files or folders holding JPEG/PNG/BMP/GIF images")
+    multiclass = not classifier.is_binary
+    width = min(60, max(len(display(r.path)) for r in rows))
+    for row in rows:
+        extra = "  " + ", ".join(f"{c} {p:.3f}" for c, p in row.top_k) if multiclass and args.top_k > 1 else ""
+        print(f"{display(row.path):<{width}}  {row.predicted:<12} {row.probability:.4f}{extra}")
+    print(f"{len(rows)} classified, {len(skipped)} skipped")
+    if args.output:
+        write_output(rows, skipped, args.output, multiclass)
+        print(f"Wrote {args.output}")
+    if args.sort_into:
+        sort_into(rows, args.sort_into)
+        print(f"Copied {len(rows)} images into {args.sort_into}/<class>/")
+    return 0
+

@@ -1,0 +1,70 @@
+"""Train a CNN on class folders or CIFAR-10 and write a run folder.
+
+    catsdogs train                                  # seed-catsdogs on data/cats_and_dogs
+    catsdogs train --data ../shared/data/cats_and_dogs --epochs 30
+    catsdogs train --dataset cifar10 --data ../shared/data/cifar10
+    catsdogs train --resume runs/seed-catsdogs-20261124-101500
+    catsdogs train --list-presets
+    catsdogs train --preview-augmentation --rotation-range 30
+
+The run folder (runs/<preset>-<time>/) gets config.json, class_names.json, dataset.json,
+history.csv, skipped.csv, logs/ (TensorBoard), model.keras (best epoch by validation accuracy),
+saved_model/, plots/training_curves.png and metrics.json.
+"""
+
+import sys
+
+from catsdogs import config as cfg
+from catsdogs.errors import CatsDogsError, run_command
+
+
+def build_parser():
+    parser = cfg.command_parser("train", __doc__)
+    actions = parser.add_argument_group("actions")
+    actions.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    actions.add_argument("--list-presets", action="store_true", help="list presets and exit")
+    actions.add_argument("--preview-augmentation", action="store_true",
+                         help="write plots/augmentation.png in a new run folder and exit")
+    actions.add_argument("--config", metavar="FILE.json", help="settings file; flags override it")
+    cfg.add_flags(parser, cfg.TrainConfig)
+    return parser
+
+
+def config_from_args(args):
+    """defaults <- preset defaults <- --config file <- flags, as one TrainConfig."""
+    from catsdogs.models.presets import DEFAULT_PRESET, get_preset
+
+    from_file = cfg.read_settings_file(args.config) if args.config else {}
+    flags = cfg.given_flags(args, cfg.TrainConfig)
+    merged = cfg.merge(from_file, flags)
+    dataset = merged.get("dataset", "folder")
+    preset = get_preset(merged.get("preset") or DEFAULT_PRESET.get(dataset, "seed-catsdogs"))
+    base = {"augment": cfg.to_dict(preset.recipe.augment)}
+    return cfg.TrainConfig(**cfg.merge(base, merged))
+
+
+def main(argv=None):
+    try:
+        return run_command(lambda: _run(build_parser().parse_args(argv)))
+    except KeyboardInterrupt:
+        print("\ninterrupted: continue with catsdogs train --resume RUN_DIR", file=sys.stderr)
+        return 130
+
+
+def _run(args):
+    from catsdogs.training import train
+
+    if args.list_presets:
+        from catsdogs.models.presets import describe_presets
+
+        print("\n".join(describe_presets()))
+    elif args.resume:
+        if cfg.given_flags(args, cfg.TrainConfig) or args.config:
+            raise CatsDogsError("--resume takes its settings from the run's config.json",
+                                where=args.resume, fix="drop the other flags")
+        train.resume(args.resume)
+    elif args.preview_augmentation:
+        train.preview_augmentation(config_from_args(args))
+    else:
+        train.train(config_from_args(args))
+    return 0

@@ -1,0 +1,206 @@
+"""Check a dataset before training on it (the library of `catsdogs doctor`): corrupt files,
+duplicates, leakage, imbalance, oddities.
+
+DATA_DIR holds class sub-folders, or train/ and validation/ (or val/, test/) each holding them.
+Writes doctor.json (in the current folder unless --out) and prints a summary. `--fix-into`
+writes a cleaned copy: unreadable files dropped, exact duplicates kept once, and validation
+images that also appear in training (leakage) dropped from validation. The original folder is
+only ever read.
+"""
+
+import collections
+import dataclasses
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from catsdogs import runs
+from catsdogs.data.archives import sha256_of
+from catsdogs.errors import CatsDogsError
+from catsdogs.data.images import UnreadableImage, decode_image
+
+TINY_SIDE = 32  # px: images smaller than this on a side are flagged
+IMBALANCE_RATIO = 1.5  # largest / smallest class count above this is flagged
+NEAR_DUPLICATE_BITS = 4  # perceptual hashes this close (of 64 bits) count as near-duplicates
+COMMON_FORMATS = ("JPEG", "PNG")
+
+
+@dataclasses.dataclass
+class FileFacts:
+    path: str
+    split: str
+    label: str
+    sha256: str
+    readable: bool = True
+    reason: str = ""
+    width: int = 0
+    height: int = 0
+    mode: str = ""
+    format: str = ""
+    dhash: int = 0
+
+
+def difference_hash(pixels):
+    """64-bit dHash: is each pixel brighter than its right neighbour, on a 9x8 grey thumbnail.
+    Robust to resizing and re-encoding, so it finds the same photo saved twice."""
+    grey = pixels.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    bits = (grey[:, 1:] > grey[:, :-1]).flatten()
+    return int(sum(1 << i for i, bit in enumerate(bits) if bit))
+
+
+def inspect_file(path, split, label):
+    facts = FileFacts(str(path), split, label, sha256_of(path))
+    try:
+        with Image.open(path) as image:
+            facts.width, facts.height, facts.mode = image.width, image.height, image.mode
+            facts.format = image.format or ""
+        facts.dhash = difference_hash(decode_image(path, (8, 9)))
+    except UnreadableImage as error:
+        facts.readable, facts.reason = False, str(error)
+    except Exception as error:  # anything Pillow raises while only reading the header
+        facts.readable, facts.reason = False, f"corrupt image: {error}"
+    return facts
+
+
+def splits_of(data_dir):
+    """{split name: folder of class sub-folders}."""
+    from catsdogs.data.datasets import find_split_folders
+
+    pair = find_split_folders(data_dir)
+    return {"train": pair[0], "validation": pair[1]} if pair else {"all": Path(data_dir)}
+
+
+def scan(data_dir):
+    """FileFacts for every file of every split, read in parallel threads; plus non-image files."""
+    from catsdogs.data.datasets import list_class_folders, find_images
+
+    jobs, others = [], []
+    for split, folder in splits_of(data_dir).items():
+        names, class_dirs = list_class_folders(folder)
+        for name, class_dir in zip(names, class_dirs):
+            images, non_images = find_images(class_dir)
+            jobs += [(p, split, name) for p in images]
+            others += non_images
+    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+        facts = list(pool.map(lambda job: inspect_file(*job), jobs))
+    return facts, others
+
+
+def _near_duplicate_pairs(facts):
+    """Pairs of readable files whose dHashes differ in <= NEAR_DUPLICATE_BITS bits, found by
+    bucketing on 16-bit slices (pigeonhole: such a pair shares at least one whole slice when
+    the distance is below 4, and nearly always at 4), never by comparing all pairs."""
+    buckets = collections.defaultdict(list)
+    for index, item in enumerate(facts):
+        for part in range(4):
+            buckets[(part, (item.dhash >> (16 * part)) & 0xFFFF)].append(index)
+    pairs = set()
+    for members in buckets.values():
+        for i, a in enumerate(members):
+            for b in members[i + 1:]:
+                if facts[a].sha256 != facts[b].sha256 and \
+                        bin(facts[a].dhash ^ facts[b].dhash).count("1") <= NEAR_DUPLICATE_BITS:
+                    pairs.add((min(a, b), max(a, b)))
+    return sorted(pairs)
+
+
+def diagnose(data_dir):
+    """Everything doctor finds, as a JSON-ready dict."""
+    facts, others = scan(data_dir)
+    readable = [f for f in facts if f.readable]
+    by_hash = collections.defaultdict(list)
+    for item in readable:
+        by_hash[item.sha256].append(item)
+    duplicate_groups = [[f.path for f in group] for group in by_hash.values() if len(group) > 1]
+    leaked = [[f.path for f in group] for group in by_hash.values()
+              if len({f.split for f in group}) > 1]
+    near = [(readable[a], readable[b]) for a, b in _near_duplicate_pairs(readable)]
+    counts = collections.defaultdict(collections.Counter)
+    for item in readable:
+        counts[item.split][item.label] += 1
+    imbalance = {split: round(max(c.values()) / max(1, min(c.values())), 2) for split, c in counts.items()}
+    return {
+        "data": str(data_dir),
+        "files": len(facts) + len(others),
+        "readable_images": len(readable),
+        "counts": {split: dict(sorted(c.items())) for split, c in counts.items()},
+        "unreadable": [{"path": f.path, "reason": f.reason} for f in facts if not f.readable],
+        "non_images": others,
+        "exact_duplicates": duplicate_groups,
+        "leakage": leaked,
+        "near_duplicates": [{"paths": [a.path, b.path],
+                             "bits_apart": bin(a.dhash ^ b.dhash).count("1"),
+                             "across_splits": a.split != b.split} for a, b in near],
+        "imbalance": {split: ratio for split, ratio in imbalance.items() if ratio > IMBALANCE_RATIO},
+        "tiny_images": [f.path for f in readable if min(f.width, f.height) < TINY_SIDE],
+        "grayscale": sum(f.mode in ("1", "L", "LA", "I", "I;16") for f in readable),
+        "cmyk": sum(f.mode == "CMYK" for f in readable),
+        "formats": dict(collections.Counter(f.format for f in readable)),
+    }
+
+
+def summary_lines(report_dict):
+    r = report_dict
+    lines = [f"{r['files']} files, {r['readable_images']} readable images in {r['data']}"]
+    for split, counts in r["counts"].items():
+        lines.append(f"  {split}: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
+    checks = [
+        (len(r["unreadable"]), "unreadable (corrupt, empty, not an image)"),
+        (len(r["non_images"]), "non-image files"),
+        (len(r["exact_duplicates"]), "groups of exact duplicates"),
+        (len(r["leakage"]), "images in more than one split (leakage)"),
+        (len(r["near_duplicates"]), "pairs of near-duplicates"),
+        (len(r["tiny_images"]), f"images under {TINY_SIDE} px on a side"),
+        (r["grayscale"], "grayscale images"),
+        (r["cmyk"], "CMYK images"),
+        (sum(n for f, n in r["formats"].items() if f not in COMMON_FORMATS), "images in unusual formats"),
+    ]
+    for count, what in checks:
+        lines.append(f"  {'WARN' if count else 'ok  '} {count} {what}")
+    for split, ratio in r["imbalance"].items():
+        lines.append(f"  WARN {split}: largest class is {ratio}x the smallest "
+                     "(consider --class-weight auto)")
+    return lines
+
+
+def fix_into(report_dict, data_dir, target):
+    """Copy the usable images into `target` with the same layout, dropping what doctor flagged."""
+    target, data_dir = Path(target), Path(data_dir)
+    if target.exists() and any(target.iterdir()):
+        raise CatsDogsError("target folder is not empty", where=target, fix="choose a new folder")
+    from catsdogs.data.datasets import TRAIN_NAMES
+
+    drop = {item["path"] for item in report_dict["unreadable"]} | set(report_dict["non_images"])
+    for group in report_dict["exact_duplicates"]:
+        train_first = sorted(group, key=lambda p: Path(p).relative_to(data_dir).parts[0] not in TRAIN_NAMES)
+        drop |= set(train_first[1:])  # keep one copy, the training one when there is one
+    copied = 0
+    for split_folder in splits_of(data_dir).values():
+        for path in sorted(split_folder.rglob("*")):
+            if path.is_file() and str(path) not in drop and not path.name.startswith("."):
+                destination = target / path.relative_to(data_dir)
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, destination)
+                copied += 1
+    return copied, len(drop)
+
+
+def quick_warnings(data):
+    """The checks cheap enough to run before every training: the same file in training and
+    validation (exact content), and class imbalance. Returns printable lines."""
+    lines = []
+    if data.train.digests and data.val.digests:  # taken while decoding read each file
+        train_hashes = set(data.train.digests)
+        leaked = [p for p, h in zip(data.val.paths, data.val.digests) if h in train_hashes]
+        if leaked:
+            lines.append(f"warning: {len(leaked)} validation image(s) also in training, e.g. "
+                         f"{leaked[0]}: validation accuracy will read high; see python -m catsdogs.doctor")
+    counts = np.bincount(data.train.labels, minlength=len(data.class_names))
+    if counts.min() and counts.max() / counts.min() > IMBALANCE_RATIO:
+        lines.append(f"warning: classes are imbalanced ({counts.max()} vs {counts.min()} training "
+                     "images); consider --class-weight auto")
+    return lines

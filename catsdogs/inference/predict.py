@@ -1,0 +1,135 @@
+"""Classify image files and whole folders with a trained model (the library of `catsdogs predict`).
+
+Folders are read recursively; dot-files are ignored. Files that cannot be read (corrupt, empty,
+not an image, too large) are listed with the reason and skipped. Your files are never modified:
+`sort_into` copies.
+"""
+
+import dataclasses
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from catsdogs import runs
+from catsdogs.data.images import decode_many, is_hidden
+from catsdogs.errors import CatsDogsError
+from catsdogs.inference.tta import predict_arrays, tta_mode
+
+CHUNK = 128  # images decoded per step: small chunks keep decoding (threads) and the model busy
+# at once from the first chunk on; 512 left the model idle while the first chunk decoded
+
+
+def display(path):
+    """A printable form of a path whose name may not be valid UTF-8."""
+    return os.fsencode(path).decode("utf-8", "replace")
+
+
+def collect_files(paths):
+    """(files to classify, skipped) from files and folders; folders are walked recursively."""
+    from catsdogs.data.datasets import find_images
+
+    files, skipped = [], []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise CatsDogsError("path not found", where=display(path), fix="check the path")
+        if path.is_dir():
+            images, others = find_images(path)
+            files += images
+            skipped += [(p, "not an image file type (by its extension)") for p in others]
+        elif not is_hidden(path):
+            files.append(str(path))
+    return files, skipped
+
+
+@dataclasses.dataclass
+class Prediction:
+    path: str
+    predicted: str
+    probability: float  # of the predicted class
+    top_k: list  # [(class, probability)] best first
+
+
+def _rows_for(classifier, files, probabilities, top_k, threshold):
+    names = classifier.class_names
+    rows = []
+    for path, probs in zip(files, probabilities):
+        if classifier.is_binary:
+            best = 1 if probs[1] >= threshold else 0
+        else:
+            best = int(np.argmax(probs))
+        order = np.argsort(-probs)[: max(1, top_k)]
+        rows.append(Prediction(path, names[best], float(probs[best]),
+                               [(names[i], float(probs[i])) for i in order]))
+    return rows
+
+
+def predict_paths(classifier, paths, batch_size=64, top_k=1, threshold=0.5, progress=True,
+                  tta=None):
+    """Classify files and folders.
+
+    Returns:
+        (rows, skipped): a Prediction per readable file, in path order, and (path, reason) pairs.
+    """
+    import keras
+
+    if not 0 < threshold < 1:
+        raise CatsDogsError(f"bad value for --threshold: expected a number in (0, 1), "
+                            f"received {threshold}")
+    tta = tta_mode(tta)
+    files, skipped = collect_files(paths)
+    rows = []
+    bar = keras.utils.Progbar(len(files), unit_name="image") if progress and len(files) > CHUNK else None
+    chunks = [files[i:i + CHUNK] for i in range(0, len(files), CHUNK)]
+    def decode(chunk):
+        return decode_many(chunk, classifier.image_size, progress=False)
+
+    with ThreadPoolExecutor(max_workers=1) as prefetch:
+        pending = prefetch.submit(decode, chunks[0]) if chunks else None
+        for index, chunk in enumerate(chunks):
+            pixels, kept, bad, _ = pending.result()
+            if index + 1 < len(chunks):
+                pending = prefetch.submit(decode, chunks[index + 1])
+            skipped += bad
+            probabilities = predict_arrays(classifier, pixels, batch_size, tta)
+            rows += _rows_for(classifier, [chunk[i] for i in kept], probabilities, top_k, threshold)
+            if bar is not None:
+                bar.add(len(chunk))
+    return rows, skipped
+
+
+def sort_into(rows, folder):
+    """Copy each classified file into `folder/<class>/`; existing files are never replaced."""
+    folder = Path(folder)
+    for row in rows:
+        target_dir = folder / row.predicted
+        target_dir.mkdir(parents=True, exist_ok=True)
+        source = Path(row.path)
+        target = target_dir / source.name
+        counter = 1
+        while target.exists():
+            target = target_dir / f"{source.stem}-{counter}{source.suffix}"
+            counter += 1
+        shutil.copy2(source, target)
+
+
+def write_output(rows, skipped, path, multiclass):
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        runs.write_json(path, {
+            "predictions": [{"path": display(r.path), "class": r.predicted,
+                             "probability": r.probability,
+                             **({"top_k": [{"class": c, "probability": p} for c, p in r.top_k]}
+                                if multiclass else {})} for r in rows],
+            "skipped": [{"path": display(p), "reason": reason} for p, reason in skipped]})
+    elif path.suffix.lower() == ".csv":
+        k = max((len(r.top_k) for r in rows), default=0) if multiclass else 0
+        header = ["path", "class", "probability"] + [f"{kind}_{i}" for i in range(1, k + 1)
+                                                     for kind in ("top", "top_probability")]
+        runs.write_csv(path, header, [[display(r.path), r.predicted, f"{r.probability:.6f}"]
+                                      + [v for c, p in r.top_k[:k] for v in (c, f"{p:.6f}")]
+                                      for r in rows])
+    else:
+        raise CatsDogsError("unknown output type", where=path, fix="end the name in .csv or .json")

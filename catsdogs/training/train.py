@@ -1,0 +1,359 @@
+"""Train a CNN on class folders or CIFAR-10 and write a run folder (the library of `catsdogs train`).
+
+The run folder (runs/<preset>-<time>/) gets config.json, class_names.json, dataset.json,
+history.csv, skipped.csv, logs/ (TensorBoard), model.keras (best epoch by validation accuracy),
+saved_model/, plots/training_curves.png and metrics.json.
+
+A run goes through named steps: `_prepare` (decoded data and pipelines; nothing written yet),
+`_start_run_folder` (class names, dataset.json, skipped.csv), `_build_model`, `_callbacks`,
+Keras' `fit`, `_raise_if_nan` and `_finish` (SavedModel, plots, metrics.json).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from catsdogs import config as cfg
+from catsdogs import runs
+from catsdogs.errors import CatsDogsError
+
+if TYPE_CHECKING:  # Keras and TensorFlow load only once a run starts, after its flags are checked
+    import keras
+    import tensorflow as tf
+
+    from catsdogs.data.augment import AlternatingFlips
+    from catsdogs.data.datasets import ImageData
+    from catsdogs.models.presets import Preset
+    from catsdogs.training.distribute import Placement
+
+DEFAULT_DATA = "data/cats_and_dogs"  # the small real sample shipped with the repo
+MONITOR = "val_accuracy"  # what "best model" means
+
+
+@dataclasses.dataclass
+class Prepared:
+    """What a run needs before its model is built: data, pipelines, loss."""
+
+    preset: Preset
+    data: ImageData
+    train_ds: tf.data.Dataset
+    val_ds: tf.data.Dataset
+    train_size: tf.Variable | None  # [height, width] of training batches (progressive resizing)
+    flips: AlternatingFlips | None
+    loss: keras.losses.Loss
+    accuracy: keras.metrics.Metric
+    placement: Placement
+
+
+@dataclasses.dataclass
+class Run:
+    """A finished (or resumed and finished) training run."""
+
+    dir: Path
+    config: cfg.TrainConfig
+    class_names: list[str]
+    history: list[dict]  # rows of history.csv
+    metrics: dict  # metrics.json
+
+    @property
+    def model_path(self):
+        return self.dir / runs.MODEL_FILE
+
+
+def resolve_config(config):
+    """Fill what the user left to defaults: preset by dataset, data, and the preset's recipe."""
+    from catsdogs.models.presets import DEFAULT_PRESET, get_preset  # Keras: not for --help
+
+    preset = get_preset(config.preset or DEFAULT_PRESET[config.dataset])
+    preset.check_weights(config.weights)  # before minutes of decoding, not after
+    data = config.data
+    if config.dataset == "folder" and data is None and config.train_dir is None:
+        data = DEFAULT_DATA
+    recipe = {field.name: getattr(preset.recipe, field.name)
+              for field in dataclasses.fields(preset.recipe) if getattr(config, field.name) is None}
+    resolved = dataclasses.replace(config, preset=preset.name, data=data, **recipe)
+    preset.check_progressive(resolved.progressive_start)
+    return resolved
+
+
+# ---------------------------------------------------------------- the steps of a run
+
+
+def loss_and_accuracy(num_classes, label_smoothing):
+    """Binary cross-entropy for two classes (one sigmoid unit), sparse categorical for more;
+    categorical on one-hot labels when smoothing, as Keras' sparse loss cannot smooth.
+
+    Returns:
+        (loss, accuracy metric, one_hot): one_hot tells the pipeline to one-hot the labels.
+    """
+    import keras
+
+    if num_classes == 2:
+        return (keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing),
+                keras.metrics.BinaryAccuracy(name="accuracy"), False)
+    if label_smoothing:
+        return (keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+                keras.metrics.CategoricalAccuracy(name="accuracy"), True)
+    return (keras.losses.SparseCategoricalCrossentropy(),
+            keras.metrics.SparseCategoricalAccuracy(name="accuracy"), False)
+
+
+def balanced_class_weights(labels, num_classes):
+    """{class: total / (classes x count)}: every class weighs the same in the loss overall."""
+    import numpy as np
+
+    counts = np.bincount(labels, minlength=num_classes)
+    return {i: len(labels) / (num_classes * count) for i, count in enumerate(counts) if count}
+
+
+def _prepare(config, placement):
+    """Seeds, decoded data and tf.data pipelines for `config` (nothing written yet)."""
+    import keras
+    import tensorflow as tf
+
+    from catsdogs.data.augment import AlternatingFlips, build_augmenter
+    from catsdogs.data.datasets import load_image_data, make_dataset
+    from catsdogs.models.presets import get_preset
+    from catsdogs.training.distribute import shard_by_data
+
+    keras.utils.set_random_seed(config.seed)
+    preset = get_preset(config.preset)
+    data = load_image_data(config, preset.image_size)
+    loss, accuracy, one_hot = loss_and_accuracy(len(data.class_names), config.label_smoothing)
+    classes = len(data.class_names) if one_hot else None
+    augmenter = build_augmenter(config.augment, seed=config.seed)
+    global_batch = config.batch_size * placement.replicas
+    train_size = None
+    if config.progressive_start < 1:
+        train_size = tf.Variable(preset.image_size, trainable=False, dtype=tf.int32)
+    flips = None
+    if config.augment.alternate_flips:
+        flips = AlternatingFlips(len(data.train), seed=config.seed)
+    train_ds = make_dataset(data.train, global_batch, augmenter, shuffle_seed=config.seed,
+                            one_hot=classes, resize_to=train_size, flips=flips)
+    val_ds = make_dataset(data.val, global_batch, one_hot=classes)
+    return Prepared(preset, data, shard_by_data(train_ds), shard_by_data(val_ds), train_size,
+                    flips, loss, accuracy, placement)
+
+
+def _start_run_folder(data, run_dir, resumed):
+    """Print class names and counts; save them (class_names.json, dataset.json) and the skipped
+    files; warn about leakage and imbalance (doctor's cheap checks). A resumed run must see the
+    classes it started with."""
+    from catsdogs.data.doctor import quick_warnings
+
+    summary = data.summary()
+    for split in ("train", "validation"):
+        counts = ", ".join(f"{name} {n}" for name, n in summary["counts"][split].items())
+        print(f"{split:>10}: {counts}  ({summary['sources'][split]})")
+    runs.write_csv(run_dir / runs.SKIPPED_FILE, ["path", "reason"], data.skipped)
+    if data.skipped:
+        print(f"Skipped {len(data.skipped)} unusable file(s); see {run_dir / runs.SKIPPED_FILE}")
+    runs.write_json(run_dir / runs.DATASET_FILE, summary)
+    for line in quick_warnings(data):
+        print(line)
+    names_file = run_dir / runs.CLASS_NAMES_FILE
+    if resumed and json.loads(names_file.read_text()) != data.class_names:
+        raise CatsDogsError("the data's classes differ from the run's class_names.json",
+                            where=names_file, fix="resume with the data the run started with")
+    runs.write_json(names_file, data.class_names)
+
+
+def _build_model(config, prepared):
+    """The preset's model, compiled under the distribution strategy; (model, steps per epoch)."""
+    from catsdogs.models import optim
+
+    data, placement, preset = prepared.data, prepared.placement, prepared.preset
+    steps_per_epoch = -(-len(data.train) // (config.batch_size * placement.replicas))
+    with placement.strategy.scope():
+        model = preset.build(len(data.class_names), config.weights)
+        model.compile(optimizer=optim.make_optimizer(config, steps_per_epoch, model,
+                                                     placement.replicas),
+                      loss=prepared.loss, metrics=[prepared.accuracy],
+                      steps_per_execution=config.steps_per_execution)
+        if preset.adapt is not None:  # a resumed run's weights replace these at on_train_begin
+            preset.adapt(model, data.train.pixels)
+    return model, steps_per_epoch
+
+
+def _best_so_far(run_dir, history_rows):
+    """What model.keras holds; with no model.keras (a run of an older catsdogs killed between
+    its history and its first save) the next epoch's model is kept whatever its accuracy."""
+    if not (run_dir / runs.MODEL_FILE).exists():
+        return -math.inf
+    return max((float(r[MONITOR]) for r in history_rows if r.get(MONITOR)), default=-math.inf)
+
+
+def _callbacks(config, run_dir, prepared, steps_per_epoch, history):
+    """The run's Keras callbacks, in the order they must run at each epoch's end."""
+    import keras
+
+    from catsdogs.training import callbacks
+
+    found = []
+    if prepared.train_size is not None:
+        found.append(callbacks.ProgressiveResizing(prepared.train_size, config.epochs,
+                                                   config.progressive_start,
+                                                   prepared.preset.image_size))
+    if prepared.flips is not None:
+        found.append(callbacks.FlipEpoch(prepared.flips))
+    if config.lookahead:  # an epoch's last step takes the average: validated and saved
+        found.append(callbacks.Lookahead(steps_per_epoch, config.epochs))
+    first_batch = next(iter(prepared.train_ds))[0].numpy()
+    found += [
+        keras.callbacks.TerminateOnNaN(),
+        # the best model before the backup and history: a kill between them then redoes an epoch
+        # whose model may be kept, never records an epoch whose better model was not
+        callbacks.BestModelCheckpoint(run_dir / runs.MODEL_FILE, MONITOR,
+                                      best=_best_so_far(run_dir, history.rows)),
+        callbacks.AtomicBackupAndRestore(run_dir / runs.CHECKPOINTS_DIR / "backup"),
+        history,
+        keras.callbacks.TensorBoard(log_dir=str(run_dir / runs.LOGS_DIR), write_graph=False),
+        callbacks.TrainingImagesToTensorBoard(run_dir / runs.LOGS_DIR, first_batch),
+    ]
+    if config.patience:
+        found.append(keras.callbacks.EarlyStopping(MONITOR, patience=config.patience, mode="max"))
+    return found
+
+
+def _raise_if_nan(rows, config, run_dir):
+    """A loss that became NaN ends the run with one line; the best model so far stays."""
+    nan_epoch = next((int(r["epoch"]) for r in rows if not math.isfinite(float(r["loss"]))), None)
+    if nan_epoch is None:
+        return
+    kept = ("the best model so far is kept in model.keras" if (run_dir / runs.MODEL_FILE).exists()
+            else "no model was saved")
+    raise CatsDogsError(f"training loss became NaN in epoch {nan_epoch}", where=run_dir,
+                        fix=f"lower --learning-rate (it was {config.learning_rate}); {kept}")
+
+
+def _fit(config, run_dir, prepared, resumed):
+    """Build, compile and fit; return the Run. Resumed runs continue from their backup."""
+    from catsdogs.training import callbacks
+
+    data = prepared.data
+    _start_run_folder(data, run_dir, resumed)
+    model, steps_per_epoch = _build_model(config, prepared)
+    history = callbacks.HistoryCSV(run_dir / runs.HISTORY_FILE)
+    model.fit(prepared.train_ds, validation_data=prepared.val_ds, epochs=config.epochs,
+              callbacks=_callbacks(config, run_dir, prepared, steps_per_epoch, history),
+              shuffle=False,  # the pipeline shuffles
+              class_weight=balanced_class_weights(data.train.labels, len(data.class_names))
+              if config.class_weight == "auto" else None)
+    _raise_if_nan(history.rows, config, run_dir)
+    return _finish(config, run_dir, data, history.rows, model.count_params())
+
+
+def _finish(config, run_dir, data, rows, parameters):
+    """After fit: SavedModel of the best model, plots, metrics.json; drop the resume backup."""
+    import keras
+
+    from catsdogs import plots
+    from catsdogs.inference.saved_model import write_saved_model
+    from catsdogs.training import callbacks
+
+    best = max(rows, key=lambda r: float(r[MONITOR]))
+    # compile=False: the optimizer is not needed, and a run begun by an older catsdogs names it
+    # by a module path that may have moved
+    best_model = keras.saving.load_model(run_dir / runs.MODEL_FILE, safe_mode=True, compile=False)
+    write_saved_model(best_model, run_dir / runs.SAVED_MODEL_DIR, data.class_names)
+    plots.training_curves(rows, run_dir / runs.PLOTS_DIR / "training_curves.png",
+                          title=f"{config.preset} on {data.sources['train']}")
+    metrics = {
+        "best_epoch": int(best["epoch"]), "best_val_accuracy": float(best[MONITOR]),
+        "best_val_loss": float(best["val_loss"]), "final_val_accuracy": float(rows[-1][MONITOR]),
+        "epochs_run": len(rows), "epochs_planned": config.epochs,
+        "train_seconds": round(sum(float(r["seconds"]) for r in rows), 1),  # all sessions
+        "train_images": len(data.train), "validation_images": len(data.val),
+        "parameters": parameters,
+    }
+    runs.write_json(run_dir / runs.METRICS_FILE, metrics)
+    callbacks.remove_backup(run_dir / runs.CHECKPOINTS_DIR)
+    print(f"Best {MONITOR} {metrics['best_val_accuracy']:.4f} at epoch {metrics['best_epoch']} "
+          f"of {len(rows)} ({metrics['train_seconds']:.1f} s of training)")
+    print(f"Model:       {run_dir / runs.MODEL_FILE}  (SavedModel: {run_dir / runs.SAVED_MODEL_DIR})")
+    print(f"TensorBoard: tensorboard --logdir {run_dir / runs.LOGS_DIR}")
+    return Run(run_dir, config, data.class_names, rows, metrics)
+
+
+# ---------------------------------------------------------------- the public functions
+
+
+def train(config):
+    """Train a model as `config` says and write a new run folder.
+
+    Args:
+        config: a TrainConfig; fields left None take the preset's defaults.
+
+    Returns:
+        Run: the run folder, history and metrics.
+
+    Raises:
+        CatsDogsError: bad data, bad settings, or a loss that became NaN.
+
+    Example:
+        >>> run = train(TrainConfig(data="data/cats_and_dogs", epochs=2))  # doctest: +SKIP
+        >>> run.metrics["best_val_accuracy"]  # doctest: +SKIP
+    """
+    config = resolve_config(config)
+    placement = _placement(config)
+    print("Settings:", json.dumps(cfg.to_dict(config)))
+    if config.run_dir is not None:
+        runs.refuse_used_run_dir(config.run_dir)
+    prepared = _prepare(config, placement)  # bad data fails here, before any folder is made
+    run_dir = runs.new_run_dir(config.preset, config.run_dir)
+    runs.write_json(run_dir / runs.CONFIG_FILE, cfg.run_config_dict(config))
+    print(f"Run folder: {run_dir}")
+    return _fit(config, run_dir, prepared, resumed=False)
+
+
+def resume(run_dir):
+    """Continue an interrupted run from its last finished epoch, with its saved settings
+    (a config.json of any earlier catsdogs version is upgraded first: config.upgrade)."""
+    run_dir = runs.existing_run_dir(run_dir)
+    config = cfg.read_run_config(run_dir / runs.CONFIG_FILE)
+    placement = _placement(config)
+    runs.remove_stale_temporaries(run_dir)
+    done = runs.read_csv(run_dir / runs.HISTORY_FILE)
+    if (run_dir / runs.METRICS_FILE).exists() and not (run_dir / runs.CHECKPOINTS_DIR).exists():
+        raise CatsDogsError("this run already finished", where=run_dir,
+                            fix="start a new run, or raise --epochs in a new one")
+    print(f"Resuming {run_dir} after epoch {len(done)} of {config.epochs}")
+    return _fit(config, run_dir, _prepare(config, placement), resumed=True)
+
+
+def _placement(config):
+    """The tf.distribute placement, made before any other TensorFlow work (distribute.py)."""
+    from catsdogs.training.distribute import make_placement
+
+    return make_placement(config.strategy)
+
+
+def preview_augmentation(config, count=32):
+    """Write plots/augmentation.png: the first training images, each augmented once."""
+    import numpy as np
+
+    from catsdogs import plots
+
+    config = resolve_config(config)
+    prepared = _prepare(config, _placement(config))
+    data, train_ds = prepared.data, prepared.train_ds
+    run_dir = runs.new_run_dir(config.preset, config.run_dir)
+    images, labels = [], []
+    for batch_images, batch_labels in train_ds:
+        images.append(batch_images.numpy())
+        labels.append(batch_labels.numpy())
+        if sum(len(b) for b in images) >= count:
+            break
+    images, labels = np.concatenate(images)[:count], np.concatenate(labels)[:count]
+    if labels.ndim == 2:  # one-hot (label smoothing)
+        labels = labels.argmax(axis=1)
+    path = run_dir / runs.PLOTS_DIR / "augmentation.png"
+    plots.image_grid(images, [data.class_names[i] for i in labels], path,
+                     title=f"Augmented training images ({config.preset})")
+    print(f"Augmentation preview: {path}")
+    return path
