@@ -1,16 +1,31 @@
-"""One exception type for problems the user can fix, and the one place that prints it.
+"""The exceptions a user sees, and the one place that turns them into a line and an exit code.
 
-Every command raises `CatsDogsError` where it finds the problem and catches it once in its
-`main()`, which prints a single line `error: <what> (<where>): <how to fix>` and exits 2.
+Every command raises `CatsDogsError` where it finds the problem; `run_command` (which every
+command's `main()` ends in) prints a single line `error: <what> (<where>): <how to fix>` and
+returns the exit code. Exit codes (README, "Exit codes"):
+
+    0    success
+    1    the run failed (a NaN loss, no image could be classified), or an internal error
+    2    a usage or settings error: a bad flag, a missing folder, a run folder in use
+    130  interrupted (Ctrl-C)
+
+Anything else that escapes a command is a bug or an environment failure: one line
+`error: internal: ...` and exit 1; CATSDOGS_DEBUG=1 shows the traceback instead.
 """
 
+import os
 import sys
 
 USER_ERROR_EXIT_CODE = 2
+RUN_FAILED_EXIT_CODE = 1
+INTERRUPTED_EXIT_CODE = 130
+DEBUG_VARIABLE = "CATSDOGS_DEBUG"
 
 
 class CatsDogsError(Exception):
     """A problem in the user's input: a flag, a folder, a file. Carries a one-line message."""
+
+    exit_code = USER_ERROR_EXIT_CODE
 
     def __init__(self, what, where=None, fix=None):
         self.what, self.where, self.fix = what, where, fix
@@ -22,19 +37,44 @@ class CatsDogsError(Exception):
         super().__init__("".join(parts))
 
 
+class RunFailed(CatsDogsError):
+    """The input was fine but the work did not succeed (a loss that became NaN, nothing that
+    could be classified): exit code 1, so scripts can tell it from a mistyped flag."""
+
+    exit_code = RUN_FAILED_EXIT_CODE
+
+
+def debugging():
+    return os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
+
+
+def one_line(text):
+    return " ".join(str(text).split())
+
+
 def report(error, stream=None):
-    """Print `error` as one `error: ...` line and return the exit code for user errors."""
-    message = " ".join(str(error).split())  # one line, whatever the message held
-    print(f"error: {message}", file=stream or sys.stderr)
-    return USER_ERROR_EXIT_CODE
+    """Print `error` as one `error: ...` line and return its exit code."""
+    print(f"error: {one_line(error)}", file=stream or sys.stderr)
+    return getattr(error, "exit_code", USER_ERROR_EXIT_CODE)
 
 
-def run_command(body):
-    """Run a command's body; a CatsDogsError becomes one `error:` line and exit code 2.
+def run_command(body, interrupted_hint=None):
+    """Run a command's body and return its exit code: 0, or one line and the code above.
 
-    Every `main()` ends here, so the rule is written once.
+    Every `main()` ends here, so the rules are written once.
     """
     try:
         return body() or 0
     except CatsDogsError as error:
         return report(error)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted{': ' + interrupted_hint if interrupted_hint else ''}",
+              file=sys.stderr)
+        return INTERRUPTED_EXIT_CODE
+    except Exception as error:
+        if debugging():
+            raise
+        print(f"error: internal: {type(error).__name__}: {one_line(error)} (a bug, or a "
+              f"problem of this machine; {DEBUG_VARIABLE}=1 shows the traceback)",
+              file=sys.stderr)
+        return RUN_FAILED_EXIT_CODE

@@ -27,6 +27,7 @@ SAVED_MODEL_DIR = "saved_model"
 LOGS_DIR = "logs"
 CHECKPOINTS_DIR = "checkpoints"
 PLOTS_DIR = "plots"
+LOCK_FILE = ".lock"  # holds the id of the process training in the folder (run_folder_lock)
 
 
 def new_run_dir(preset_name, run_dir=None, root="runs"):
@@ -66,6 +67,53 @@ def existing_run_dir(run_dir):
         raise CatsDogsError("not a run folder: no config.json", where=path,
                             fix="pass the folder that `python -m catsdogs.train` created")
     return path
+
+
+@contextlib.contextmanager
+def run_folder_lock(run_dir):
+    """Hold `run_dir` for this process while the body runs: one process per run folder.
+
+    An OS file lock (flock) on `run_dir/.lock`: it goes with the process, so a run killed in
+    any way (SIGKILL included) never leaves a stale lock, and nothing needs cleaning. A second
+    process (a double click, a re-submitted job) stops at once, naming the holder.
+
+    Raises:
+        CatsDogsError: another process holds the folder.
+    """
+    path = Path(run_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if not _try_lock(fd):
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            raise CatsDogsError(f"run folder is in use by process {holder}", where=path,
+                                fix="wait for that run to finish, or stop it; one process "
+                                    "trains in a run folder at a time")
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield path
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _try_lock(fd):
+    """Take an exclusive lock on open file `fd` without waiting; False if another process
+    holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: msvcrt locks a byte range instead
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
 
 
 # ---------------------------------------------------------------- atomic writes

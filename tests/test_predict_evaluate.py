@@ -138,17 +138,18 @@ def test_top_k_for_multiclass_models(tmp_path, three_class_folder):
     assert all(r.top_k[0] == (r.predicted, r.probability) for r in rows)
 
 
-def test_no_classifiable_file_is_one_line_exit_2(model_dir, tmp_path, capsys):
+def test_no_classifiable_file_is_one_line_exit_1(model_dir, tmp_path, capsys):
+    """A run that failed (nothing could be classified) exits 1, not 2 (a usage error)."""
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "x.jpg").write_text("text")
-    assert predict_main([str(model_dir), str(tmp_path / "bad")]) == 2
+    assert predict_main([str(model_dir), str(tmp_path / "bad")]) == 1
     assert capsys.readouterr().err.strip().startswith("error: no image could be classified")
 
 
-def test_folder_of_only_a_bomb_is_one_line_and_exit_2(model_dir, tmp_path, capsys):
+def test_folder_of_only_a_bomb_is_one_line_and_exit_1(model_dir, tmp_path, capsys):
     (tmp_path / "bombs").mkdir()
     (tmp_path / "bombs" / "huge.png").write_bytes(bomb_png_bytes())
-    assert predict_main([str(model_dir), str(tmp_path / "bombs")]) == 2
+    assert predict_main([str(model_dir), str(tmp_path / "bombs")]) == 1
     captured = capsys.readouterr()
     assert captured.err.strip().startswith("error: no image could be classified")
     assert len(captured.err.strip().splitlines()) == 1

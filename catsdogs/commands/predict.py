@@ -13,8 +13,9 @@ only if no file at all could be classified. Your files are never modified.
 
 from catsdogs.commands.common import add_inference_flags
 from catsdogs.config import command_parser
-from catsdogs.errors import CatsDogsError, run_command
-from catsdogs.inference.predict import display, predict_paths, sort_into, write_output
+from catsdogs.errors import RunFailed, run_command
+from catsdogs.console import display
+from catsdogs.inference.predict import predict_paths, sort_into, write_output
 
 
 def build_parser():
@@ -44,7 +45,7 @@ def _run(args):
     for path, reason in skipped:
         print(f"skipped {display(path)}: {reason}")
     if not rows:
-        raise CatsDogsError("no image could be classified", where=" ".join(args.paths),
+        raise RunFailed("no image could be classified", where=" ".join(args.paths),
                             fix="pass image files or folders holding JPEG/PNG/BMP/GIF images")
     multiclass = not classifier.is_binary
     width = min(60, max(len(display(r.path)) for r in rows))

@@ -12,8 +12,6 @@ history.csv, skipped.csv, logs/ (TensorBoard), model.keras (best epoch by valida
 saved_model/, plots/training_curves.png and metrics.json.
 """
 
-import sys
-
 from catsdogs import config as cfg
 from catsdogs.errors import CatsDogsError, run_command
 
@@ -44,11 +42,8 @@ def config_from_args(args):
 
 
 def main(argv=None):
-    try:
-        return run_command(lambda: _run(build_parser().parse_args(argv)))
-    except KeyboardInterrupt:
-        print("\ninterrupted: continue with catsdogs train --resume RUN_DIR", file=sys.stderr)
-        return 130
+    return run_command(lambda: _run(build_parser().parse_args(argv)),
+                       interrupted_hint="continue with catsdogs train --resume RUN_DIR")
 
 
 def _run(args):

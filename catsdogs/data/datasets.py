@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from catsdogs.data.images import decode_many, has_image_extension, irregular_reason, is_hidden
 from catsdogs.errors import CatsDogsError
-from catsdogs.data.images import decode_many, has_image_extension, is_hidden
 
 TRAIN_NAMES = ("train", "training")
 VALIDATION_NAMES = ("validation", "val", "valid", "test")
@@ -72,16 +72,30 @@ def list_class_folders(folder):
     return [p.name for p in classes], classes
 
 
+NOT_AN_IMAGE = "not an image file type (by its extension)"
+
+
 def find_images(folder):
-    """(image files, other files) below `folder`, recursively, sorted; dot-files ignored."""
-    images, others = [], []
+    """(image files, skipped) below `folder`, recursively, sorted; dot-files ignored.
+
+    `skipped` holds (path, reason) for files of other types and for anything that is not a
+    regular file (a FIFO, device or socket, a dangling link, a link loop): those are never
+    opened, so a named pipe called `x.jpg` cannot hang a command. Links to regular files count
+    as the files they point to.
+    """
+    images, skipped = [], []
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not is_hidden(d))
         for name in sorted(files):
             if is_hidden(name):
                 continue
-            (images if has_image_extension(name) else others).append(os.path.join(root, name))
-    return images, others
+            path = os.path.join(root, name)
+            reason = irregular_reason(path) or (None if has_image_extension(name) else NOT_AN_IMAGE)
+            if reason:
+                skipped.append((path, reason))
+            else:
+                images.append(path)
+    return images, skipped
 
 
 def scan_class_folders(folder):
@@ -93,13 +107,13 @@ def scan_class_folders(folder):
     class_names, class_dirs = list_class_folders(folder)
     paths, labels, skipped = [], [], []
     for label, class_dir in enumerate(class_dirs):
-        images, others = find_images(class_dir)
+        images, class_skipped = find_images(class_dir)
         if not images:
             raise CatsDogsError("class folder has no images", where=class_dir,
                                 fix="add JPEG/PNG/BMP/GIF images or remove the folder")
         paths += images
         labels += [label] * len(images)
-        skipped += [(p, "not an image file type (by its extension)") for p in others]
+        skipped += class_skipped
     return class_names, paths, np.array(labels, dtype=np.int32), skipped
 
 

@@ -10,6 +10,8 @@ only ever read.
 
 import collections
 import dataclasses
+import hashlib
+import io
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -19,9 +21,9 @@ import numpy as np
 from PIL import Image
 
 from catsdogs import runs
-from catsdogs.data.archives import sha256_of
+from catsdogs.console import name_some
 from catsdogs.errors import CatsDogsError
-from catsdogs.data.images import UnreadableImage, decode_image
+from catsdogs.data.images import UnreadableImage, decode_image, read_bytes
 
 TINY_SIDE = 32  # px: images smaller than this on a side are flagged
 IMBALANCE_RATIO = 1.5  # largest / smallest class count above this is flagged
@@ -53,12 +55,15 @@ def difference_hash(pixels):
 
 
 def inspect_file(path, split, label):
-    facts = FileFacts(str(path), split, label, sha256_of(path))
+    """Facts of one file, read once (through images.read_bytes: never a FIFO or device)."""
+    facts = FileFacts(str(path), split, label, "")
     try:
-        with Image.open(path) as image:
+        contents = read_bytes(path)
+        facts.sha256 = hashlib.sha256(contents).hexdigest()
+        with Image.open(io.BytesIO(contents)) as image:
             facts.width, facts.height, facts.mode = image.width, image.height, image.mode
             facts.format = image.format or ""
-        facts.dhash = difference_hash(decode_image(path, (8, 9)))
+        facts.dhash = difference_hash(decode_image(path, (8, 9), contents))
     except UnreadableImage as error:
         facts.readable, facts.reason = False, str(error)
     except Exception as error:  # anything Pillow raises while only reading the header
@@ -75,19 +80,20 @@ def splits_of(data_dir):
 
 
 def scan(data_dir):
-    """FileFacts for every file of every split, read in parallel threads; plus non-image files."""
-    from catsdogs.data.datasets import list_class_folders, find_images
+    """FileFacts for every image file of every split, read in parallel threads; plus (path,
+    reason) for the files that were not read (other types, FIFOs, devices, broken links)."""
+    from catsdogs.data.datasets import find_images, list_class_folders
 
-    jobs, others = [], []
+    jobs, skipped = [], []
     for split, folder in splits_of(data_dir).items():
         names, class_dirs = list_class_folders(folder)
         for name, class_dir in zip(names, class_dirs):
-            images, non_images = find_images(class_dir)
+            images, class_skipped = find_images(class_dir)
             jobs += [(p, split, name) for p in images]
-            others += non_images
+            skipped += class_skipped
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
         facts = list(pool.map(lambda job: inspect_file(*job), jobs))
-    return facts, others
+    return facts, skipped
 
 
 def _near_duplicate_pairs(facts):
@@ -110,7 +116,11 @@ def _near_duplicate_pairs(facts):
 
 def diagnose(data_dir):
     """Everything doctor finds, as a JSON-ready dict."""
-    facts, others = scan(data_dir)
+    from catsdogs.data.datasets import NOT_AN_IMAGE
+
+    facts, skipped = scan(data_dir)
+    others = [path for path, reason in skipped if reason == NOT_AN_IMAGE]
+    special = [{"path": path, "reason": reason} for path, reason in skipped if reason != NOT_AN_IMAGE]
     readable = [f for f in facts if f.readable]
     by_hash = collections.defaultdict(list)
     for item in readable:
@@ -119,17 +129,20 @@ def diagnose(data_dir):
     leaked = [[f.path for f in group] for group in by_hash.values()
               if len({f.split for f in group}) > 1]
     near = [(readable[a], readable[b]) for a, b in _near_duplicate_pairs(readable)]
+    grayscale = [f.path for f in readable if f.mode in ("1", "L", "LA", "I", "I;16")]
+    cmyk = [f.path for f in readable if f.mode == "CMYK"]
     counts = collections.defaultdict(collections.Counter)
     for item in readable:
         counts[item.split][item.label] += 1
     imbalance = {split: round(max(c.values()) / max(1, min(c.values())), 2) for split, c in counts.items()}
     return {
         "data": str(data_dir),
-        "files": len(facts) + len(others),
+        "files": len(facts) + len(skipped),
         "readable_images": len(readable),
         "counts": {split: dict(sorted(c.items())) for split, c in counts.items()},
         "unreadable": [{"path": f.path, "reason": f.reason} for f in facts if not f.readable],
         "non_images": others,
+        "special_files": special,  # FIFOs, devices, sockets, broken links: never opened
         "exact_duplicates": duplicate_groups,
         "leakage": leaked,
         "near_duplicates": [{"paths": [a.path, b.path],
@@ -137,30 +150,43 @@ def diagnose(data_dir):
                              "across_splits": a.split != b.split} for a, b in near],
         "imbalance": {split: ratio for split, ratio in imbalance.items() if ratio > IMBALANCE_RATIO},
         "tiny_images": [f.path for f in readable if min(f.width, f.height) < TINY_SIDE],
-        "grayscale": sum(f.mode in ("1", "L", "LA", "I", "I;16") for f in readable),
-        "cmyk": sum(f.mode == "CMYK" for f in readable),
+        "grayscale": len(grayscale),
+        "grayscale_files": grayscale,
+        "cmyk": len(cmyk),
+        "cmyk_files": cmyk,
+        "unusual_format_files": [f.path for f in readable if f.format not in COMMON_FORMATS],
         "formats": dict(collections.Counter(f.format for f in readable)),
     }
 
 
 def summary_lines(report_dict):
+    """The printed summary: a line per check, naming up to console.NAMED of its files (all of
+    them are in doctor.json)."""
     r = report_dict
     lines = [f"{r['files']} files, {r['readable_images']} readable images in {r['data']}"]
     for split, counts in r["counts"].items():
         lines.append(f"  {split}: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
-    checks = [
-        (len(r["unreadable"]), "unreadable (corrupt, empty, not an image)"),
-        (len(r["non_images"]), "non-image files"),
-        (len(r["exact_duplicates"]), "groups of exact duplicates"),
-        (len(r["leakage"]), "images in more than one split (leakage)"),
-        (len(r["near_duplicates"]), "pairs of near-duplicates"),
-        (len(r["tiny_images"]), f"images under {TINY_SIDE} px on a side"),
-        (r["grayscale"], "grayscale images"),
-        (r["cmyk"], "CMYK images"),
-        (sum(n for f, n in r["formats"].items() if f not in COMMON_FORMATS), "images in unusual formats"),
+
+    def both(pair):
+        return " = ".join(pair)
+
+    checks = [  # (what, the files it names)
+        ("unreadable (corrupt, empty, not an image)",
+         [f"{u['path']}: {u['reason']}" for u in r["unreadable"]]),
+        ("non-image files", r["non_images"]),
+        ("special files (not regular files, or broken links), never opened",
+         [f"{u['path']}: {u['reason']}" for u in r["special_files"]]),
+        ("groups of exact duplicates", [both(group) for group in r["exact_duplicates"]]),
+        ("images in more than one split (leakage)", [both(group) for group in r["leakage"]]),
+        ("pairs of near-duplicates", [both(pair["paths"]) for pair in r["near_duplicates"]]),
+        (f"images under {TINY_SIDE} px on a side", r["tiny_images"]),
+        ("grayscale images", r["grayscale_files"]),
+        ("CMYK images", r["cmyk_files"]),
+        ("images in unusual formats", r["unusual_format_files"]),
     ]
-    for count, what in checks:
-        lines.append(f"  {'WARN' if count else 'ok  '} {count} {what}")
+    for what, files in checks:
+        lines.append(f"  {'WARN' if files else 'ok  '} {len(files)} {what}")
+        lines += name_some(files)
     for split, ratio in r["imbalance"].items():
         lines.append(f"  WARN {split}: largest class is {ratio}x the smallest "
                      "(consider --class-weight auto)")

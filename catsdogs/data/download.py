@@ -13,6 +13,7 @@ import types
 from pathlib import Path
 
 from catsdogs.data import archives
+from catsdogs.data.images import irregular_reason
 from catsdogs.errors import CatsDogsError
 
 
@@ -78,8 +79,9 @@ def fetch(name=None, into=None, archive=None, sha256=None):
     expected = sha256 or source.sha256
     if archive is None:
         archive = download(source, expected)  # hash-checked by Keras
-    elif not Path(archive).is_file():
-        raise CatsDogsError("archive not found", where=archive, fix="check the path")
+    elif irregular_reason(archive):  # missing, or a FIFO or device that would never end
+        raise CatsDogsError(f"cannot read the archive: {irregular_reason(archive)}",
+                            where=archive, fix="pass the downloaded .zip / .tar.gz file")
     else:
         archives.verify_sha256(archive, expected)
     archives.extract(archive, into)

@@ -6,11 +6,13 @@ alone with a reason. Decoding is done once per file, in parallel (decode_many sa
 pixels are kept in memory for every epoch after.
 """
 
+import errno
 import hashlib
 import io
 import multiprocessing
 import os
 import signal
+import stat
 import sys
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
@@ -36,6 +38,34 @@ def has_image_extension(path):
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
+_SPECIAL_KINDS = ((stat.S_ISFIFO, "fifo"), (stat.S_ISCHR, "device"), (stat.S_ISBLK, "device"),
+                  (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "folder"))
+
+
+def _kind_reason(mode):
+    """`not a regular file (fifo)` and the like for a stat mode; None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _SPECIAL_KINDS if test(mode)), "special file")
+    return f"not a regular file ({kind})"
+
+
+def irregular_reason(path):
+    """Why `path` is not a regular file one can read without blocking, or None if it is.
+
+    Opening a FIFO waits for a writer and reading a device may never end, so every place that
+    lists user files asks this first (links to regular files are fine; it never opens `path`).
+    """
+    try:
+        return _kind_reason(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return "dangling symbolic link" if os.path.islink(path) else "file not found"
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "symbolic link loop"
+        return f"cannot read the file: {error.strerror or error}"
+
+
 def decode_image(path, size, contents=None):
     """Read `path` as an RGB uint8 array of shape (height, width, 3), resized to `size`.
 
@@ -51,8 +81,10 @@ def decode_image(path, size, contents=None):
         UnreadableImage: empty, truncated, not an image, or larger than MAX_PIXELS.
     """
     height, width = size
+    if contents is None:  # read through read_bytes: a FIFO or device never reaches Pillow
+        contents = read_bytes(path)
     try:
-        with Image.open(path if contents is None else io.BytesIO(contents)) as image:
+        with Image.open(io.BytesIO(contents)) as image:
             if image.width * image.height > MAX_PIXELS:
                 raise UnreadableImage(f"too large: {image.width}x{image.height} pixels "
                                       f"(limit {MAX_PIXELS:,}, a possible decompression bomb)")
@@ -64,10 +96,8 @@ def decode_image(path, size, contents=None):
             return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR))
     except UnreadableImage:
         raise
-    except FileNotFoundError:
-        raise UnreadableImage("file not found") from None
     except UnidentifiedImageError:
-        empty = (os.path.getsize(path) if contents is None else len(contents)) == 0
+        empty = len(contents) == 0
         reason = "empty file" if empty else "not an image Pillow can read"
         raise UnreadableImage(reason) from None
     except Image.DecompressionBombError as error:
@@ -169,14 +199,24 @@ def decode_chunk(paths, size):
 
 
 def read_bytes(path):
-    """A file's bytes, or UnreadableImage saying why not."""
+    """A regular file's bytes, or UnreadableImage saying why not.
+
+    Opened without blocking and checked on the open descriptor, so a FIFO or device that
+    appears after the folder was listed still cannot hang the read.
+    """
     try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        raise UnreadableImage("file not found") from None
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as error:
-        raise UnreadableImage(f"cannot read the file: {error.strerror or error}") from None
+        raise UnreadableImage(irregular_reason(path)
+                              or f"cannot read the file: {error.strerror or error}") from None
+    with os.fdopen(fd, "rb") as handle:
+        reason = _kind_reason(os.fstat(fd).st_mode)
+        if reason:
+            raise UnreadableImage(reason)
+        try:
+            return handle.read()
+        except OSError as error:
+            raise UnreadableImage(f"cannot read the file: {error.strerror or error}") from None
 
 
 def _pool(workers, processes):

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from catsdogs import runs
+from catsdogs.data.images import irregular_reason
 from catsdogs.errors import CatsDogsError
 from catsdogs.inference.predict import predict_paths
 from catsdogs.inference.runtimes import as_class_probabilities, open_keras, open_saved_model
@@ -44,7 +45,7 @@ def _class_names_near(path):
     path = Path(path)
     for folder in ([path, path.parent] if path.is_dir() else [path.parent]):
         candidate = folder / runs.CLASS_NAMES_FILE
-        if candidate.is_file():
+        if candidate.is_file():  # is_file: a FIFO of that name is never opened
             names = json.loads(candidate.read_text())
             if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
                 raise CatsDogsError("class_names.json must hold a list of names", where=candidate)
@@ -75,8 +76,11 @@ def load(path):
     if not path.exists():
         raise CatsDogsError("model not found", where=path,
                             fix="pass a run folder, a .keras file or a SavedModel folder")
-    if path.is_dir() and (path / runs.MODEL_FILE).is_file():
+    if path.is_dir() and (path / runs.MODEL_FILE).exists():
         path = path / runs.MODEL_FILE
+    if not path.is_dir() and irregular_reason(path):  # a FIFO would block the read forever
+        raise CatsDogsError(f"cannot read the model: {irregular_reason(path)}", where=path,
+                            fix="pass a regular .keras file, a run folder or a SavedModel folder")
     names, names_file = _class_names_near(path)
     if path.is_dir() and (path / "saved_model.pb").is_file():
         runtime, model = open_saved_model(path), None

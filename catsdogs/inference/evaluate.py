@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from catsdogs import runs
-from catsdogs.errors import CatsDogsError
+from catsdogs.errors import CatsDogsError, RunFailed
 from catsdogs.inference.tta import predict_arrays, tta_mode
 
 GALLERY_SIZE = 16  # most confidently wrong images shown
@@ -100,7 +100,8 @@ def evaluate(classifier, data_dir, out=None, tta=None, batch_size=64):
     pixels, kept, bad, _ = decode_many(paths, classifier.image_size)
     labels, paths, skipped = labels[kept], [paths[i] for i in kept], skipped + bad
     if not len(labels):
-        raise CatsDogsError("no readable images", where=data_dir)
+        raise RunFailed("no readable images", where=data_dir,
+                        fix="see skipped.csv beside the report for each file's reason")
     probabilities = predict_arrays(classifier, pixels, batch_size, tta=tta)
     metrics = compute_metrics(labels, probabilities, names)
     metrics.update(data=str(data_dir), model=str(classifier.source), tta=tta, skipped=len(skipped))

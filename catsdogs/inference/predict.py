@@ -6,7 +6,6 @@ not an image, too large) are listed with the reason and skipped. Your files are 
 """
 
 import dataclasses
-import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,17 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from catsdogs import runs
-from catsdogs.data.images import decode_many, is_hidden
+from catsdogs.console import display
+from catsdogs.data.images import decode_many, irregular_reason, is_hidden
 from catsdogs.errors import CatsDogsError
 from catsdogs.inference.tta import predict_arrays, tta_mode
 
 CHUNK = 128  # images decoded per step: small chunks keep decoding (threads) and the model busy
 # at once from the first chunk on; 512 left the model idle while the first chunk decoded
-
-
-def display(path):
-    """A printable form of a path whose name may not be valid UTF-8."""
-    return os.fsencode(path).decode("utf-8", "replace")
 
 
 def collect_files(paths):
@@ -33,12 +28,14 @@ def collect_files(paths):
 
     files, skipped = [], []
     for path in map(Path, paths):
-        if not path.exists():
+        if not path.exists() and not path.is_symlink():
             raise CatsDogsError("path not found", where=display(path), fix="check the path")
         if path.is_dir():
-            images, others = find_images(path)
+            images, folder_skipped = find_images(path)
             files += images
-            skipped += [(p, "not an image file type (by its extension)") for p in others]
+            skipped += folder_skipped
+        elif irregular_reason(path):  # named on the command line, but a FIFO or a broken link
+            skipped.append((str(path), irregular_reason(path)))
         elif not is_hidden(path):
             files.append(str(path))
     return files, skipped

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 
 from catsdogs import config as cfg
 from catsdogs import runs
-from catsdogs.errors import CatsDogsError
+from catsdogs.console import display, name_some
+from catsdogs.errors import CatsDogsError, RunFailed
 
 if TYPE_CHECKING:  # Keras and TensorFlow load only once a run starts, after its flags are checked
     import keras
@@ -152,7 +153,9 @@ def _start_run_folder(data, run_dir, resumed):
         print(f"{split:>10}: {counts}  ({summary['sources'][split]})")
     runs.write_csv(run_dir / runs.SKIPPED_FILE, ["path", "reason"], data.skipped)
     if data.skipped:
-        print(f"Skipped {len(data.skipped)} unusable file(s); see {run_dir / runs.SKIPPED_FILE}")
+        print(f"Skipped {len(data.skipped)} unusable file(s); all of them in "
+              f"{run_dir / runs.SKIPPED_FILE}")
+        print("\n".join(name_some([f"{display(path)}: {reason}" for path, reason in data.skipped])))
     runs.write_json(run_dir / runs.DATASET_FILE, summary)
     for line in quick_warnings(data):
         print(line)
@@ -227,7 +230,7 @@ def _raise_if_nan(rows, config, run_dir):
         return
     kept = ("the best model so far is kept in model.keras" if (run_dir / runs.MODEL_FILE).exists()
             else "no model was saved")
-    raise CatsDogsError(f"training loss became NaN in epoch {nan_epoch}", where=run_dir,
+    raise RunFailed(f"training loss became NaN in epoch {nan_epoch}", where=run_dir,
                         fix=f"lower --learning-rate (it was {config.learning_rate}); {kept}")
 
 
@@ -306,24 +309,27 @@ def train(config):
         runs.refuse_used_run_dir(config.run_dir)
     prepared = _prepare(config, placement)  # bad data fails here, before any folder is made
     run_dir = runs.new_run_dir(config.preset, config.run_dir)
-    runs.write_json(run_dir / runs.CONFIG_FILE, cfg.run_config_dict(config))
-    print(f"Run folder: {run_dir}")
-    return _fit(config, run_dir, prepared, resumed=False)
+    with runs.run_folder_lock(run_dir):
+        runs.refuse_used_run_dir(run_dir)  # another process may have started it meanwhile
+        runs.write_json(run_dir / runs.CONFIG_FILE, cfg.run_config_dict(config))
+        print(f"Run folder: {run_dir}")
+        return _fit(config, run_dir, prepared, resumed=False)
 
 
 def resume(run_dir):
     """Continue an interrupted run from its last finished epoch, with its saved settings
     (a config.json of any earlier catsdogs version is upgraded first: config.upgrade)."""
     run_dir = runs.existing_run_dir(run_dir)
-    config = cfg.read_run_config(run_dir / runs.CONFIG_FILE)
-    placement = _placement(config)
-    runs.remove_stale_temporaries(run_dir)
-    done = runs.read_csv(run_dir / runs.HISTORY_FILE)
-    if (run_dir / runs.METRICS_FILE).exists() and not (run_dir / runs.CHECKPOINTS_DIR).exists():
-        raise CatsDogsError("this run already finished", where=run_dir,
-                            fix="start a new run, or raise --epochs in a new one")
-    print(f"Resuming {run_dir} after epoch {len(done)} of {config.epochs}")
-    return _fit(config, run_dir, _prepare(config, placement), resumed=True)
+    with runs.run_folder_lock(run_dir):  # before anything is read: a second resume stops here
+        config = cfg.read_run_config(run_dir / runs.CONFIG_FILE)
+        placement = _placement(config)
+        runs.remove_stale_temporaries(run_dir)
+        done = runs.read_csv(run_dir / runs.HISTORY_FILE)
+        if (run_dir / runs.METRICS_FILE).exists() and not (run_dir / runs.CHECKPOINTS_DIR).exists():
+            raise CatsDogsError("this run already finished", where=run_dir,
+                                fix="start a new run, or raise --epochs in a new one")
+        print(f"Resuming {run_dir} after epoch {len(done)} of {config.epochs}")
+        return _fit(config, run_dir, _prepare(config, placement), resumed=True)
 
 
 def _placement(config):
