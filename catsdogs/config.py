@@ -299,9 +299,15 @@ def command_parser(command, module_doc):
     parser): the module docstring's first line is the description, the rest (its usage
     examples) the epilog."""
     first, *rest = module_doc.splitlines()
-    return OneLineArgumentParser(prog=f"catsdogs {command}", description=first,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="\n".join(rest))
+    parser = OneLineArgumentParser(prog=f"catsdogs {command}", description=first,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   epilog="\n".join(rest))
+    output = parser.add_argument_group("output (results on stdout, progress on stderr)")
+    output.add_argument("--quiet", "-q", action="store_true",
+                        help="print only results and errors (for scripts)")
+    output.add_argument("--verbose", action="store_true",
+                        help="also TensorFlow's own start-up messages")
+    return parser
 
 
 def _unwrap_optional(annotation):

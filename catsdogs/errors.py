@@ -58,13 +58,18 @@ def report(error, stream=None):
     return getattr(error, "exit_code", USER_ERROR_EXIT_CODE)
 
 
-def run_command(body, interrupted_hint=None):
-    """Run a command's body and return its exit code: 0, or one line and the code above.
+def run_command(parser, argv, body, interrupted_hint=None):
+    """Parse `argv` with `parser`, set up the console (--quiet, --verbose), run `body(args)`
+    and return the exit code: 0, or one line and the code above.
 
-    Every `main()` ends here, so the rules are written once.
+    Every command's `main()` is this call, so the rules are written once.
     """
+    from catsdogs import console
+
     try:
-        return body() or 0
+        args = parser.parse_args(argv)
+        console.setup(quiet=args.quiet, verbose=args.verbose)
+        return body(args) or 0
     except CatsDogsError as error:
         return report(error)
     except KeyboardInterrupt:

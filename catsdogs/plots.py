@@ -4,6 +4,7 @@ Figures are made with `matplotlib.figure.Figure`, not pyplot: no global backend 
 state is touched, so this works headless and leaves a notebook's inline plotting alone.
 """
 
+import io
 import math
 
 import numpy as np
@@ -54,6 +55,18 @@ def image_grid(images, titles, path, title, columns=8):
 
 def confusion_matrix(matrix, class_names, path, title="Confusion matrix"):
     """Counts with true classes down the side and predicted classes along the bottom."""
+    save(confusion_matrix_figure(matrix, class_names, title), path)
+
+
+def png_bytes(figure, dpi=80):
+    """A figure as PNG bytes (for TensorBoard images and web pages, where no file is wanted)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, dpi=dpi, bbox_inches="tight", format="png")
+    return buffer.getvalue()
+
+
+def confusion_matrix_figure(matrix, class_names, title="Confusion matrix"):
+    """The figure of `confusion_matrix`, not yet saved."""
     matrix = np.asarray(matrix)
     size = max(4, 0.6 * len(class_names) + 2)
     figure = Figure(figsize=(size + 1, size))
@@ -70,4 +83,4 @@ def confusion_matrix(matrix, class_names, path, title="Confusion matrix"):
     for (row, col), count in np.ndenumerate(matrix):
         axis.text(col, row, str(count), ha="center", va="center",
                   color="white" if count > threshold else "black")
-    save(figure, path)
+    return figure

@@ -54,9 +54,10 @@ def test_cli_trains_seed_catsdogs_on_the_shipped_sample(tmp_path, capsys):
     code = main(["--data", str(SAMPLE_DATA / "cats_and_dogs"), "--epochs", "1",
                  "--run-dir", str(tmp_path / "run")])
     assert code == 0
-    out = capsys.readouterr().out
-    assert "train: cats 60, dogs 60" in out and "validation: cats 20, dogs 20" in out
-    assert f"tensorboard --logdir {tmp_path / 'run' / 'logs'}" in out
+    captured = capsys.readouterr()  # progress and logs on stderr, results on stdout
+    assert "train: cats 60, dogs 60" in captured.err and "validation: cats 20, dogs 20" in captured.err
+    assert f"tensorboard --logdir {tmp_path / 'run' / 'logs'}" in captured.out
+    assert "Settings:" not in captured.out and "epoch 1/1" in captured.err
     assert keras.saving.load_model(tmp_path / "run" / "model.keras").input_shape == (None, 150, 150, 3)
 
 
@@ -175,8 +176,9 @@ def test_nan_loss_stops_training_with_one_clear_line(binary_folders, tmp_path, c
                  "--learning-rate", "1e30", "--run-dir", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1  # a failed run, not a usage error
-    assert len(err) == 1 and err[0].startswith("error: training loss became NaN")
-    assert "--learning-rate" in err[0]
+    assert err[-1].startswith("error: training loss became NaN")  # after the run's progress lines
+    assert sum(line.startswith("error") for line in err) == 1 and "Traceback" not in "".join(err)
+    assert "--learning-rate" in err[-1]
 
 
 def test_preview_augmentation_writes_a_grid_and_trains_nothing(binary_folders, tmp_path):

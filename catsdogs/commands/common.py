@@ -1,5 +1,9 @@
 """Flags that several commands share, defined once."""
 
+from fractions import Fraction
+from pathlib import Path
+
+from catsdogs.errors import CatsDogsError
 from catsdogs.inference.tta import TTA_MODES
 
 
@@ -10,3 +14,45 @@ def add_inference_flags(parser):
                              "(flip, the default), or also with 1-px shifts of both (shift)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per model call "
                                                                    "[default: 64]")
+
+
+def add_model_flags(parser):
+    """MODEL and what a model from elsewhere (a tutorial's model.h5) may need said about it."""
+    parser.add_argument("model", help="run folder, .keras or .h5 file, .tflite or .onnx export, "
+                                      "or SavedModel folder")
+    parser.add_argument("--class-names", metavar="NAMES", type=class_names_flag,
+                        help="the model's classes in output order, as cats,dogs or a JSON file "
+                             "[default: class_names.json beside the model]")
+    parser.add_argument("--input-scale", metavar="FACTOR", type=scale_flag,
+                        help=".h5 models: pixels 0..255 are multiplied by this before the model "
+                             "[default: 1/255 if it has no Rescaling layer of its own, else 1]")
+
+
+def model_options(args):
+    """The keyword arguments of `inference.classifier.load` the model flags gave."""
+    return {"class_names": args.class_names, "input_scale": args.input_scale}
+
+
+def class_names_flag(text):
+    """--class-names: "cats,dogs", or a JSON file holding the list."""
+    from catsdogs.inference.classifier import read_class_names
+
+    if text.endswith(".json") or Path(text).is_file():
+        return read_class_names(text)
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if len(names) < 2:
+        raise CatsDogsError(f"bad value for --class-names: expected two or more names, received "
+                            f"{text!r}", fix="e.g. --class-names cats,dogs")
+    return names
+
+
+def scale_flag(text):
+    """--input-scale: a number or a fraction such as 1/255."""
+    try:
+        value = float(Fraction(text))
+    except (ValueError, ZeroDivisionError):
+        raise CatsDogsError(f"bad value for --input-scale: expected a number such as 1/255, "
+                            f"received {text!r}") from None
+    if value <= 0:
+        raise CatsDogsError(f"bad value for --input-scale: expected a number > 0, received {text!r}")
+    return value

@@ -26,7 +26,7 @@ def build_parser():
 
 
 def main(argv=None):
-    return run_command(lambda: _run(build_parser().parse_args(argv)))
+    return run_command(build_parser(), argv, _run)
 
 
 def _run(args):

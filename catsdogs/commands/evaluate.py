@@ -3,13 +3,14 @@
     catsdogs evaluate runs/seed-catsdogs-20261124-142544 data/cats_and_dogs/validation
     catsdogs evaluate model.keras photos/ --out reports/ --tta
     catsdogs evaluate RUN_DIR cifar10/test --tta shift   # flips and 1-px shifts
+    catsdogs evaluate model.h5 photos/ --class-names cats,dogs   # a tutorial's own model
 
 Writes metrics.json (loss, accuracy, per-class precision/recall/F1, ROC AUC for two classes),
 confusion_matrix.json, plots/confusion_matrix.png and plots/most_wrong.png (the most confidently
 wrong images) into OUT, by default `eval-<data folder name>/` beside the model.
 """
 
-from catsdogs.commands.common import add_inference_flags
+from catsdogs.commands.common import add_inference_flags, add_model_flags, model_options
 from catsdogs.config import command_parser
 from catsdogs.errors import run_command
 from catsdogs.inference.evaluate import evaluate
@@ -17,7 +18,7 @@ from catsdogs.inference.evaluate import evaluate
 
 def build_parser():
     parser = command_parser("evaluate", __doc__)
-    parser.add_argument("model", help="run folder, .keras file or SavedModel folder")
+    add_model_flags(parser)
     parser.add_argument("data_dir", help="folder of class sub-folders")
     parser.add_argument("--out", help="report folder [default: eval-<data name>/ beside the model]")
     add_inference_flags(parser)
@@ -25,11 +26,16 @@ def build_parser():
 
 
 def main(argv=None):
-    return run_command(lambda: _run(build_parser().parse_args(argv)))
+    return run_command(build_parser(), argv, _run)
 
 
 def _run(args):
-    metrics = evaluate(args.model, args.data_dir, args.out, args.tta, args.batch_size)
+    from catsdogs.data.datasets import list_class_folders
+    from catsdogs.inference.classifier import load
+
+    list_class_folders(args.data_dir)  # a wrong folder is one line before the model loads
+    classifier = load(args.model, **model_options(args))
+    metrics = evaluate(classifier, args.data_dir, args.out, args.tta, args.batch_size)
     print(f"{metrics['images']} images: accuracy {metrics['accuracy']:.4f}, "
           f"loss {metrics['loss']:.4f}"
           + (f", ROC AUC {metrics['roc_auc']:.4f}" if metrics.get("roc_auc") is not None else ""))

@@ -3,6 +3,7 @@
     catsdogs export runs/seed-catsdogs-20261124-142544 --format all
     catsdogs export model.keras --format tflite-int8 --calibration data/cats_and_dogs/train
     catsdogs export RUN_DIR --format all --check data/cats_and_dogs/validation
+    catsdogs export model.h5 --class-names cats,dogs --calibration photos/train   # a tutorial's
 
 Formats: saved_model (signature `serving_default` takes encoded JPEG/PNG bytes and returns
 probabilities and class names; `serving_pixels` takes pixels), keras, tflite (float32),
@@ -10,6 +11,7 @@ tflite-fp16, tflite-int8 (full integer, calibrated on training images), onnx. Ea
 is written beside its destination and swapped in, so an existing export is never half-replaced.
 """
 
+from catsdogs.commands.common import add_model_flags, model_options
 from catsdogs.config import command_parser
 from catsdogs.errors import run_command
 from catsdogs.inference.export import FORMATS, check, export, format_check_table
@@ -17,7 +19,7 @@ from catsdogs.inference.export import FORMATS, check, export, format_check_table
 
 def build_parser():
     parser = command_parser("export", __doc__)
-    parser.add_argument("model", help="run folder or .keras file")
+    add_model_flags(parser)
     parser.add_argument("--format", nargs="+", default=["all"], metavar="FORMAT",
                         help=f"{', '.join(FORMATS)} or all [default: all]")
     parser.add_argument("--out", help="folder for the exports [default: exports/ beside the model]")
@@ -29,14 +31,17 @@ def build_parser():
 
 
 def main(argv=None):
-    return run_command(lambda: _run(build_parser().parse_args(argv)))
+    return run_command(build_parser(), argv, _run)
 
 
 def _run(args):
     formats = args.format
     if args.check and "keras" not in formats and "all" not in formats:
         formats = [*formats, "keras"]  # the reference the others are compared with
-    written = export(args.model, formats, args.out, args.calibration, args.int8_io)
+    from catsdogs.inference.classifier import load
+
+    classifier = load(args.model, **model_options(args))
+    written = export(classifier, formats, args.out, args.calibration, args.int8_io)
     if args.check:
         print("\n".join(format_check_table(check(written, args.check))))
     return 0

@@ -5,22 +5,23 @@
     catsdogs predict RUN_DIR photos/ --top-k 3 --output predictions.json
     catsdogs predict RUN_DIR photos/ --sort-into sorted/     # copies, never moves
     catsdogs predict RUN_DIR photos/ --tta shift   # test-time augmentation: 6 views
+    catsdogs predict model.h5 photos/ --class-names cats,dogs   # a tutorial's own model
 
 Folders are read recursively; dot-files are ignored. Files that cannot be read (corrupt, empty,
 not an image, too large) are listed with the reason and skipped; the command fails (exit 2)
 only if no file at all could be classified. Your files are never modified.
 """
 
-from catsdogs.commands.common import add_inference_flags
+from catsdogs.commands.common import add_inference_flags, add_model_flags, model_options
 from catsdogs.config import command_parser
-from catsdogs.errors import RunFailed, run_command
 from catsdogs.console import display
-from catsdogs.inference.predict import predict_paths, sort_into, write_output
+from catsdogs.errors import RunFailed, run_command
+from catsdogs.inference.predict import check_paths_exist, predict_paths, sort_into, write_output
 
 
 def build_parser():
     parser = command_parser("predict", __doc__)
-    parser.add_argument("model", help="run folder, .keras file or SavedModel folder")
+    add_model_flags(parser)
     parser.add_argument("paths", nargs="+", help="image files and folders (read recursively)")
     parser.add_argument("--output", help="write rows to FILE.csv or FILE.json")
     parser.add_argument("--top-k", type=int, default=1, help="classes listed per image [default: 1]")
@@ -33,20 +34,21 @@ def build_parser():
 
 
 def main(argv=None):
-    return run_command(lambda: _run(build_parser().parse_args(argv)))
+    return run_command(build_parser(), argv, _run)
 
 
 def _run(args):
     from catsdogs.inference.classifier import load
 
-    classifier = load(args.model)
+    check_paths_exist(args.paths)  # before the model (and TensorFlow) loads
+    classifier = load(args.model, **model_options(args))
     rows, skipped = predict_paths(classifier, args.paths, args.batch_size, args.top_k,
                                   args.threshold, tta=args.tta)
     for path, reason in skipped:
         print(f"skipped {display(path)}: {reason}")
     if not rows:
         raise RunFailed("no image could be classified", where=" ".join(args.paths),
-                            fix="pass image files or folders holding JPEG/PNG/BMP/GIF images")
+                        fix="pass image files or folders holding JPEG/PNG/BMP/GIF images")
     multiclass = not classifier.is_binary
     width = min(60, max(len(display(r.path)) for r in rows))
     for row in rows:

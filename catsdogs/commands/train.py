@@ -42,7 +42,7 @@ def config_from_args(args):
 
 
 def main(argv=None):
-    return run_command(lambda: _run(build_parser().parse_args(argv)),
+    return run_command(build_parser(), argv, _run,
                        interrupted_hint="continue with catsdogs train --resume RUN_DIR")
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from catsdogs.console import log
 from catsdogs.data.images import decode_many, has_image_extension, irregular_reason, is_hidden
 from catsdogs.errors import CatsDogsError
 
@@ -160,9 +161,9 @@ def load_folders(train_dir, val_dir, image_size):
     if val_names != class_names:
         raise CatsDogsError(f"validation classes {val_names} differ from training classes "
                             f"{class_names}", where=val_dir, fix="use the same class sub-folders")
-    print(f"Decoding {len(train_paths)} training images from {train_dir}")
+    log().info(f"Decoding {len(train_paths)} training images from {train_dir}")
     train, bad = _decode_split(train_paths, train_labels, image_size, class_names, train_dir)
-    print(f"Decoding {len(val_paths)} validation images from {val_dir}")
+    log().info(f"Decoding {len(val_paths)} validation images from {val_dir}")
     val, val_bad = _decode_split(val_paths, val_labels, image_size, class_names, val_dir)
     return ImageData(class_names, train, val, skipped + bad + val_skipped + val_bad,
                      {"train": str(train_dir), "validation": str(val_dir)})
@@ -171,7 +172,7 @@ def load_folders(train_dir, val_dir, image_size):
 def load_split_folder(folder, image_size, val_split, seed):
     """One folder of class sub-folders, split into train/validation per class by `seed`."""
     class_names, paths, labels, skipped = scan_class_folders(folder)
-    print(f"Decoding {len(paths)} images from {folder}")
+    log().info(f"Decoding {len(paths)} images from {folder}")
     everything, bad = _decode_split(paths, labels, image_size, class_names, folder)
     train_idx, val_idx = stratified_split(everything.labels, val_split, seed)
     def take(indices):
@@ -204,6 +205,20 @@ def download_cifar10(image_size):
     return ImageData(list(CIFAR10_CLASSES), as_split(x_train, y_train), as_split(x_test, y_test),
                      [], {"train": "keras.datasets.cifar10 (train)",
                           "validation": "keras.datasets.cifar10 (test)"})
+
+
+def check_sources(config):
+    """The folders a resolved TrainConfig names exist and hold class sub-folders with images.
+    Listing files is quick and needs no TensorFlow, so a wrong path or an empty class is one
+    line at once, before seconds of imports and minutes of decoding."""
+    if config.train_dir is not None:
+        folders = (config.train_dir, config.val_dir)
+    elif config.data is not None:
+        folders = find_split_folders(config.data) or (config.data,)
+    else:
+        folders = ()  # CIFAR-10 through Keras' download
+    for folder in folders:
+        scan_class_folders(folder)
 
 
 def load_image_data(config, image_size):

@@ -60,10 +60,10 @@ def inspect_file(path, split, label):
     try:
         contents = read_bytes(path)
         facts.sha256 = hashlib.sha256(contents).hexdigest()
+        facts.dhash = difference_hash(decode_image(path, (8, 9), contents))  # says why not
         with Image.open(io.BytesIO(contents)) as image:
             facts.width, facts.height, facts.mode = image.width, image.height, image.mode
             facts.format = image.format or ""
-        facts.dhash = difference_hash(decode_image(path, (8, 9), contents))
     except UnreadableImage as error:
         facts.readable, facts.reason = False, str(error)
     except Exception as error:  # anything Pillow raises while only reading the header

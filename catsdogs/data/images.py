@@ -145,14 +145,14 @@ def decode_many(paths, size, workers=None, progress=True, processes_from=PROCESS
         digests the SHA-256 of each kept file (hashed while it is read anyway, for the
         training/validation leak check).
     """
-    import keras  # deferred: importing Keras costs seconds that plain decoding does not need
+    from catsdogs.console import progress_bar
 
     paths = list(paths)
     digests = [""] * len(paths)
     pixels = np.empty((len(paths), *size, 3), dtype=np.uint8)
     ok = np.ones(len(paths), dtype=bool)
     skipped = []
-    bar = keras.utils.Progbar(len(paths), unit_name="image") if progress and paths else None
+    bar = progress_bar(len(paths)) if progress else None
     starts = range(0, len(paths), CHUNK)
     pool = _pool(workers or os.cpu_count() or 1, processes=len(paths) >= processes_from)
     try:

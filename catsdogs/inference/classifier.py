@@ -14,7 +14,8 @@ from catsdogs import runs
 from catsdogs.data.images import irregular_reason
 from catsdogs.errors import CatsDogsError
 from catsdogs.inference.predict import predict_paths
-from catsdogs.inference.runtimes import as_class_probabilities, open_keras, open_saved_model
+from catsdogs.inference.runtimes import (as_class_probabilities, open_h5, open_keras, open_onnx,
+                                         open_saved_model, open_tflite)
 
 
 @dataclasses.dataclass
@@ -25,7 +26,7 @@ class Classifier:
     class_names: list
     image_size: tuple  # (height, width)
     source: Path
-    model: object = None  # the keras.Model, when loaded from .keras (None for a SavedModel)
+    model: object = None  # the keras.Model, from .keras or .h5 (None for other runtimes)
 
     @property
     def is_binary(self):
@@ -46,54 +47,82 @@ def _class_names_near(path):
     for folder in ([path, path.parent] if path.is_dir() else [path.parent]):
         candidate = folder / runs.CLASS_NAMES_FILE
         if candidate.is_file():  # is_file: a FIFO of that name is never opened
-            names = json.loads(candidate.read_text())
-            if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
-                raise CatsDogsError("class_names.json must hold a list of names", where=candidate)
-            return names, candidate
+            return read_class_names(candidate), candidate
     raise CatsDogsError("no class_names.json beside the model", where=path,
-                        fix="put the run's class_names.json next to it, or pass the run folder")
+                        fix="put the run's class_names.json next to it, pass the run folder, "
+                            "or give --class-names cats,dogs")
 
 
-def load(path):
-    """Load a classifier from a run folder, a `.keras` file or a SavedModel folder.
+def read_class_names(path):
+    """A JSON list of class names, checked."""
+    try:
+        names = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise CatsDogsError(f"cannot read class names ({type(error).__name__})", where=path,
+                            fix="a JSON list such as [\"cats\", \"dogs\"]") from None
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise CatsDogsError("class names must be a JSON list of names", where=path)
+    return names
+
+
+# the model files load() opens, by suffix, each in its own runtime
+FILE_OPENERS = {".keras": open_keras, ".h5": open_h5, ".hdf5": open_h5, ".tflite": open_tflite,
+           ".onnx": open_onnx}
+KINDS = "a run folder, a .keras, .h5, .tflite or .onnx file, or a SavedModel folder"
+
+
+def load(path, class_names=None, input_scale=None):
+    """Load a classifier from a run folder, a model file or a SavedModel folder.
 
     Args:
-        path: a run folder (uses its model.keras), a `.keras` file, or a SavedModel folder;
-            class_names.json must lie beside it (run folders have one).
+        path: a run folder (uses its model.keras); a `.keras` file; a Keras `.h5` file (the
+            seed tutorials' format); a `.tflite` or `.onnx` file written by `export`; or a
+            SavedModel folder.
+        class_names: the class names in output order, where no class_names.json lies beside
+            the model (run folders and exports have one).
+        input_scale: for `.h5` models, the factor pixels 0..255 are multiplied by before the
+            model; default: 1/255 when the model has no Rescaling layer of its own (the
+            tutorials' `ImageDataGenerator(rescale=1./255)`), else 1.
 
     Returns:
         Classifier
 
     Raises:
-        CatsDogsError: missing files, an unsafe `.keras` (Lambda layers), or class names whose
+        CatsDogsError: missing files, an unsafe model (Lambda layers), or class names whose
             count does not fit the model's output.
 
     Example:
         >>> clf = load("runs/seed-catsdogs-20261124-142544")  # doctest: +SKIP
         >>> rows, skipped = clf.predict_folder("my_photos/")  # doctest: +SKIP
+        >>> clf = load("model.h5", class_names=["cats", "dogs"])  # doctest: +SKIP
     """
     path = Path(path)
     if not path.exists():
-        raise CatsDogsError("model not found", where=path,
-                            fix="pass a run folder, a .keras file or a SavedModel folder")
+        raise CatsDogsError("model not found", where=path, fix=f"pass {KINDS}")
     if path.is_dir() and (path / runs.MODEL_FILE).exists():
         path = path / runs.MODEL_FILE
     if not path.is_dir() and irregular_reason(path):  # a FIFO would block the read forever
         raise CatsDogsError(f"cannot read the model: {irregular_reason(path)}", where=path,
-                            fix="pass a regular .keras file, a run folder or a SavedModel folder")
-    names, names_file = _class_names_near(path)
-    if path.is_dir() and (path / "saved_model.pb").is_file():
-        runtime, model = open_saved_model(path), None
-    elif path.suffix == ".keras":
-        runtime = open_keras(path)
-        model = runtime.handle
+                            fix=f"pass {KINDS}")
+    if class_names is not None:
+        names, names_from = list(class_names), "--class-names"
     else:
-        raise CatsDogsError("not a model", where=path,
-                            fix="pass a run folder, a .keras file or a SavedModel folder")
+        names, names_from = _class_names_near(path)
+    suffix = path.suffix.lower()
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        runtime = open_saved_model(path)
+    elif suffix in (".h5", ".hdf5"):
+        runtime = open_h5(path, input_scale)
+    elif suffix in FILE_OPENERS:
+        runtime = FILE_OPENERS[suffix](path)
+    else:
+        raise CatsDogsError("not a model", where=path, fix=f"pass {KINDS}")
+    model = runtime.handle if suffix in (".keras", ".h5", ".hdf5") else None
     classifier = Classifier(runtime, names, runtime.image_size, path, model)
     outputs = runtime.outputs
     fits = outputs == len(names) or (outputs == 1 and len(names) == 2)  # sigmoid: one unit
     if not fits or len(names) < 2:
         raise CatsDogsError(f"{len(names)} class names do not fit a model with {outputs} outputs",
-                            where=names_file, fix="use the class_names.json of the run that made the model")
+                            where=names_from, fix="give the class names of the run that made "
+                                                  "the model, in its output order")
     return classifier

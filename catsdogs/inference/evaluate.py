@@ -91,7 +91,10 @@ def evaluate(classifier, data_dir, out=None, tta=None, batch_size=64):
     from catsdogs import plots
     from catsdogs.data.images import decode_many
 
+    from catsdogs.data.datasets import list_class_folders
+
     tta = tta_mode(tta)
+    list_class_folders(data_dir)  # a wrong folder is one line before the model loads
     if isinstance(classifier, (str, Path)):
         from catsdogs.inference.classifier import load
         classifier = load(classifier)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from catsdogs import runs
-from catsdogs.console import display
+from catsdogs.console import display, progress_bar
 from catsdogs.data.images import decode_many, irregular_reason, is_hidden
 from catsdogs.errors import CatsDogsError
 from catsdogs.inference.tta import predict_arrays, tta_mode
@@ -22,14 +22,20 @@ CHUNK = 128  # images decoded per step: small chunks keep decoding (threads) and
 # at once from the first chunk on; 512 left the model idle while the first chunk decoded
 
 
+def check_paths_exist(paths):
+    """Every path names something (a broken link counts: it is skipped with its reason later)."""
+    for path in map(Path, paths):
+        if not path.exists() and not path.is_symlink():
+            raise CatsDogsError("path not found", where=display(path), fix="check the path")
+
+
 def collect_files(paths):
     """(files to classify, skipped) from files and folders; folders are walked recursively."""
     from catsdogs.data.datasets import find_images
 
+    check_paths_exist(paths)
     files, skipped = [], []
     for path in map(Path, paths):
-        if not path.exists() and not path.is_symlink():
-            raise CatsDogsError("path not found", where=display(path), fix="check the path")
         if path.is_dir():
             images, folder_skipped = find_images(path)
             files += images
@@ -70,15 +76,13 @@ def predict_paths(classifier, paths, batch_size=64, top_k=1, threshold=0.5, prog
     Returns:
         (rows, skipped): a Prediction per readable file, in path order, and (path, reason) pairs.
     """
-    import keras
-
     if not 0 < threshold < 1:
         raise CatsDogsError(f"bad value for --threshold: expected a number in (0, 1), "
                             f"received {threshold}")
     tta = tta_mode(tta)
     files, skipped = collect_files(paths)
     rows = []
-    bar = keras.utils.Progbar(len(files), unit_name="image") if progress and len(files) > CHUNK else None
+    bar = progress_bar(len(files)) if progress and len(files) > CHUNK else None
     chunks = [files[i:i + CHUNK] for i in range(0, len(files), CHUNK)]
     def decode(chunk):
         return decode_many(chunk, classifier.image_size, progress=False)

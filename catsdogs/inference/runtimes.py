@@ -11,8 +11,11 @@ import os
 import zipfile
 from typing import Callable
 
+from pathlib import Path
+
 import numpy as np
 
+from catsdogs.console import log
 from catsdogs.errors import CatsDogsError
 
 
@@ -71,12 +74,58 @@ def _refuse_foreign_modules(path):
                             fix="load only .keras files made by catsdogs or plain Keras")
 
 
+def _keras_runtime(model):
+    return Runtime(lambda pixels: as_class_probabilities(model.predict_on_batch(pixels)),
+                   tuple(model.input_shape[1:3]), model.output_shape[-1], model)
+
+
+def starts_with_rescaling(model):
+    """True if the model scales its own pixels (a Rescaling layer before any weights), as every
+    catsdogs model does."""
+    import keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Rescaling):
+            return True
+        if layer.weights or isinstance(layer, keras.Model):
+            return False
+    return False
+
+
+def open_h5(path, input_scale=None):
+    """A Keras HDF5 model (`model.h5`, what the seed tutorials save), loaded with Keras' safe
+    mode, taking pixels 0..255 like every catsdogs model.
+
+    The tutorials scale pixels outside the model (`ImageDataGenerator(rescale=1./255)`), so a
+    model with no Rescaling layer of its own gets one in front: `input_scale`, by default 1/255
+    for such models and 1 (nothing added) for models that rescale themselves.
+    """
+    import keras
+
+    model = _load_keras_file(path)
+    if input_scale is None:
+        input_scale = 1.0 if starts_with_rescaling(model) else 1 / 255
+    if input_scale != 1.0:
+        log().info(f"{Path(path).name}: pixels are multiplied by {input_scale:.6g} before the "
+                   "model (the tutorials' rescale=1./255 when it has no Rescaling layer of its "
+                   "own; --input-scale sets it)")
+        inputs = keras.Input(model.input_shape[1:], name="pixels")
+        scaled = keras.layers.Rescaling(input_scale, name="rescale")(inputs)
+        model = keras.Model(inputs, model(scaled), name=model.name)
+    return _keras_runtime(model)
+
+
 def open_keras(path):
     """A `.keras` file, loaded only if it is safe: no foreign modules, no Lambda layers
     (safe_mode), so a downloaded model cannot run code on load."""
+    _refuse_foreign_modules(path)
+    return _keras_runtime(_load_keras_file(path))
+
+
+def _load_keras_file(path):
+    """keras.saving.load_model in safe mode; what fails is one CatsDogsError saying why."""
     import keras
 
-    _refuse_foreign_modules(path)
     try:
         model = keras.saving.load_model(path, safe_mode=True, compile=False)
     except ValueError as error:
@@ -87,10 +136,10 @@ def open_keras(path):
                                     "models with safe_mode=False") from None
         raise CatsDogsError(f"cannot load the model: {error}", where=path) from None
     except (OSError, KeyError, TypeError) as error:
-        raise CatsDogsError(f"not a readable .keras file ({type(error).__name__})", where=path,
-                            fix="pass a run folder, a .keras file or a SavedModel folder") from None
-    return Runtime(lambda pixels: as_class_probabilities(model.predict_on_batch(pixels)),
-                   tuple(model.input_shape[1:3]), model.output_shape[-1], model)
+        raise CatsDogsError(f"not a readable Keras model file ({type(error).__name__})",
+                            where=path, fix="pass a run folder, a .keras or .h5 file or a "
+                                            "SavedModel folder") from None
+    return model
 
 
 def _probabilities_of(outputs):

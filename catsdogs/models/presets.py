@@ -3,6 +3,10 @@
 Every model takes pixels 0..255 (it starts with `Rescaling(1/255)`) and outputs probabilities:
 one sigmoid unit for two classes, a softmax over classes otherwise. So predict, evaluate and
 every export need only the model and its class names.
+
+Keras is imported inside the functions that build layers, never at the top: the registry
+(names, sizes, recipes) is read while flags are checked, before TensorFlow loads (seconds), so
+a mistyped preset name is one line at once.
 """
 
 import dataclasses
@@ -10,9 +14,7 @@ import difflib
 import functools
 from typing import Callable
 
-import keras
 import numpy as np
-from keras import layers
 
 from catsdogs.config import AugmentConfig
 from catsdogs.errors import CatsDogsError
@@ -65,6 +67,9 @@ class Preset:
 
         `weights="imagenet"` starts a keras.applications backbone from ImageNet weights.
         """
+        import keras
+        from keras import layers
+
         self.check_weights(weights)
         inputs = keras.Input(shape=(*self.image_size, 3), name="pixels")
         x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
@@ -78,6 +83,7 @@ def _presets_with(capability):
 
 
 def probability_head(x, num_classes):
+    from keras import layers
     if num_classes == 2:
         return layers.Dense(1, activation="sigmoid", name="probability")(x)
     return layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
@@ -87,6 +93,7 @@ def probability_head(x, num_classes):
 
 
 def _conv_pool_stack(x, filters):
+    from keras import layers
     for width in filters:
         x = layers.Conv2D(width, 3, activation="relu")(x)
         x = layers.MaxPooling2D(2)(x)
@@ -95,6 +102,8 @@ def _conv_pool_stack(x, filters):
 
 def seed_catsdogs_body(x):
     """The cats/dogs tutorial CNN: Conv 32-64-128-128 (3x3, relu) + MaxPool 2, Dense 512."""
+    from keras import layers
+
     x = _conv_pool_stack(x, (32, 64, 128, 128))
     x = layers.Flatten()(x)
     return layers.Dense(512, activation="relu")(x)
@@ -102,6 +111,8 @@ def seed_catsdogs_body(x):
 
 def seed_cifar10_body(x):
     """The CIFAR-10 tutorial CNN: Conv 32-64-128 (3x3, relu) + MaxPool 2, Dense 128."""
+    from keras import layers
+
     x = _conv_pool_stack(x, (32, 64, 128))
     x = layers.Flatten()(x)
     return layers.Dense(128, activation="relu")(x)
@@ -121,6 +132,8 @@ def make_backbone_body(application, image_size):
     """
 
     def body(x, weights="none"):
+        import keras
+        from keras import layers
         constructor = getattr(keras.applications, application)
         try:
             backbone = constructor(include_top=False, weights=None if weights == "none" else weights,
@@ -138,21 +151,28 @@ def make_backbone_body(application, image_size):
 
 def bn_relu(x):
     """BatchNorm -> ReLU."""
+    from keras import layers
+
     return layers.ReLU()(layers.BatchNormalization(momentum=0.9)(x))
 
 
-def shift_norm(x, activation=layers.ReLU):
+def shift_norm(x, activation=None):
     """airbench's BatchNorm -> activation: a shift but no scale (the next conv scales),
     statistics that follow the weights fast (momentum 0.6, as its lookahead needs);
-    --optimizer sgd steps the shifts 64x further. airbench has GELU here, air-cifar10 ReLU: on
-    this CPU GELU costs 18 % of an epoch, the same minutes then hold more epochs
+    --optimizer sgd steps the shifts 64x further; `activation` None means ReLU. airbench has
+    GELU here, air-cifar10 ReLU: on this CPU GELU costs 18 % of an epoch, the same minutes
+    then hold more epochs
     (bench/history/cifar10-airbench-variants.md, "Session 9")."""
+    from keras import layers
+
     x = layers.BatchNormalization(momentum=0.6, epsilon=1e-12, scale=False)(x)
-    return activation()(x)
+    return (activation or layers.ReLU)()(x)
 
 
 def conv_bn(x, width, stride=1):
     """3x3 conv -> BatchNorm -> ReLU; no conv bias, BatchNorm's shift replaces it."""
+    from keras import layers
+
     x = layers.Conv2D(width, 3, strides=stride, padding="same", use_bias=False)(x)
     return bn_relu(x)
 
@@ -163,6 +183,8 @@ def residual_stage(x, width, pool=True):
     Pooling right after the first conv does the stage's expensive work at the lower
     resolution; the residual pair adds depth at a quarter of the cost.
     """
+    from keras import layers
+
     x = conv_bn(x, width)
     if pool:
         x = layers.MaxPooling2D(2)(x)
@@ -177,6 +199,7 @@ def make_staged_body(widths, stem, stage=residual_stage, dropout=0.0):
     conv_group) per width, global pooling."""
 
     def body(x):
+        from keras import layers
         x = stem(x)
         for width in widths:
             x = stage(x, width)
@@ -199,6 +222,8 @@ def conv_group(x, width, norm=bn_relu):
     Pooling before the BatchNorm normalises a quarter of the positions, and the second conv
     runs at the lower resolution: most of the block's width costs a quarter of its FLOPs.
     """
+    from keras import layers
+
     x = layers.Conv2D(width, 3, padding="same", use_bias=False)(x)
     x = norm(layers.MaxPooling2D(2)(x))
     return norm(layers.Conv2D(width, 3, padding="same", use_bias=False)(x))
@@ -207,9 +232,10 @@ def conv_group(x, width, norm=bn_relu):
 WHITENING_LAYER = "patch_whitening"
 
 
-def whitening_stem(x, patch=2, stride=None, activation=layers.ReLU):
+def whitening_stem(x, patch=2, stride=None, activation=None):
     """airbench's first layer: a frozen `patch`x`patch` convolution (stride `patch` unless
-    given) whose filters whiten image patches (set from the training images by `whiten_patches`).
+    given) whose filters whiten image patches (set from the training images by `whiten_patches`),
+    then `activation` (None: ReLU).
 
     Each filter is an eigenvector of the patch covariance scaled to unit variance, and its
     negative (so the ReLU after it keeps both signs): the next layers start from decorrelated
@@ -217,9 +243,11 @@ def whitening_stem(x, patch=2, stride=None, activation=layers.ReLU):
     (bench/history/cifar10-time-to-accuracy.md, "Session 5: fast-cifar10").
     A plain Conv2D, not a custom layer: `.keras` safe loading and every export take it as is.
     """
+    from keras import layers
+
     x = layers.Conv2D(2 * patch * patch * 3, patch, strides=stride or patch,
                       name=WHITENING_LAYER, trainable=False)(x)
-    return activation()(x)
+    return (activation or layers.ReLU)()(x)
 
 
 def whiten_patches(model, pixels, sample=5000, epsilon=5e-4):
@@ -248,6 +276,7 @@ def make_whitened_body(widths):
     FLOPs of the same widths at full resolution."""
 
     def body(x):
+        from keras import layers
         x = whitening_stem(x)
         for width in widths:
             x = conv_bn(x, width)
@@ -257,7 +286,7 @@ def make_whitened_body(widths):
     return body
 
 
-def make_air_body(widths, norm=bn_relu, stem_activation=layers.ReLU, logit_scale=1.0):
+def make_air_body(widths, norm=bn_relu, stem_activation=None, logit_scale=1.0):
     """airbench's network shape (air-cifar10, and bench/variants.py's other widths and norms):
     the whitening stem at stride 1, a conv_group per width, global max pooling; features
     (so the logits) scaled by `logit_scale` (airbench's 1/9: small first logits)."""
@@ -268,6 +297,7 @@ def make_air_body(widths, norm=bn_relu, stem_activation=layers.ReLU, logit_scale
         return features
 
     def body(x):
+        from keras import layers
         return layers.Rescaling(logit_scale, name="logit_scale")(features(x))
 
     return body
@@ -277,6 +307,9 @@ def identity_init(model):
     """airbench's dirac initialisation: each 3x3 convolution but the whitening stem starts by
     passing its first min(in, out) channels through, an implicit shortcut in a network
     without shortcuts."""
+    import keras
+    from keras import layers
+
     for layer in model.layers:
         if isinstance(layer, layers.Conv2D) and layer.name != WHITENING_LAYER:
             kernel = keras.ops.convert_to_numpy(layer.kernel).copy()
@@ -381,6 +414,9 @@ def get_preset(name):
 def count_flops(model):
     """Multiply-adds x 2 for one image through the convolutions and Dense layers (the bulk of
     them), counting inside nested models such as keras.applications backbones."""
+    import keras
+    from keras import layers
+
     flops = 0
     for layer in model.layers:
         if isinstance(layer, keras.Model):

@@ -10,8 +10,8 @@ Where Keras' own fall short of "nothing torn, nothing lost", they are wrapped:
   the file. `HistoryCSV` rewrites it whole, keeping one row per epoch.
 
 What Keras has no callback for: `ProgressiveResizing` (the training image size per epoch),
-`FlipEpoch` (airbench's alternating flips), `Lookahead` (airbench's weight averaging) and
-`TrainingImagesToTensorBoard`.
+`FlipEpoch` (airbench's alternating flips), `Lookahead` (airbench's weight averaging),
+`TrainingImagesToTensorBoard` and `EpochLog` (one plain line per epoch).
 """
 
 import json
@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from catsdogs import runs
+from catsdogs.console import log
 from catsdogs.errors import CatsDogsError
 from catsdogs.training.progressive import side_for_epoch
 
@@ -132,6 +133,73 @@ class TrainingImagesToTensorBoard(keras.callbacks.Callback):
         writer.close()
 
 
+class ConfusionMatrixToTensorBoard(keras.callbacks.Callback):
+    """A confusion-matrix image in TensorBoard's Images tab every `every` epochs and at the last,
+    on up to `max_images` validation images (spread over the split): cheap next to an epoch,
+    and it shows which classes the model confuses while it trains."""
+
+    def __init__(self, log_dir, pixels, labels, class_names, epochs, every=None, max_images=1000):
+        super().__init__()
+        picks = np.linspace(0, len(labels) - 1, min(max_images, len(labels))).astype(int)
+        self.pixels, self.labels = pixels[picks], np.asarray(labels)[picks]
+        self.log_dir, self.class_names, self.epochs = Path(log_dir), list(class_names), epochs
+        self.every = every or max(1, epochs // 10)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every and epoch + 1 != self.epochs:
+            return
+        import tensorflow as tf
+
+        from catsdogs import plots
+
+        out = self.model.predict(self.pixels.astype(np.float32), batch_size=256, verbose=0)
+        predicted = (out[:, 0] > 0.5).astype(int) if out.shape[-1] == 1 else out.argmax(axis=1)
+        k = len(self.class_names)
+        matrix = np.bincount(self.labels * k + predicted, minlength=k * k).reshape(k, k)
+        accuracy = float(np.trace(matrix) / max(1, matrix.sum()))
+        figure = plots.confusion_matrix_figure(matrix, self.class_names, title=(
+            f"epoch {epoch + 1}: {len(self.labels)} validation images, accuracy {accuracy:.1%}"))
+        image = tf.io.decode_png(plots.png_bytes(figure), channels=3)[None]
+        with tf.summary.create_file_writer(str(self.log_dir / "validation")).as_default():
+            tf.summary.image("confusion matrix", image, step=epoch)
+
+
+class HParamsToTensorBoard(keras.callbacks.Callback):
+    """TensorBoard's HParams dashboard: the run's settings beside its best and final validation
+    accuracy, so `tensorboard --logdir runs/` compares every run in one table.
+
+    The settings go through TensorBoard's own hparams summaries (its `KerasCallback` writes only
+    those, so the two metrics are scalars written here, updated each epoch: a killed run shows
+    what it reached). `best_so_far` carries a resumed run's best from history.csv.
+    """
+
+    METRICS = (("best_val_accuracy", None), ("final_val_accuracy", None),
+               ("epoch_accuracy", "validation"), ("epoch_loss", "validation"))
+
+    def __init__(self, log_dir, hparams, best_so_far=-math.inf):
+        super().__init__()
+        self.log_dir, self.hparams, self.best = str(log_dir), dict(hparams), best_so_far
+
+    def on_train_begin(self, logs=None):
+        import tensorflow as tf
+        from tensorboard.plugins.hparams import api as hp
+
+        with tf.summary.create_file_writer(self.log_dir).as_default():
+            hp.hparams_config(hparams=[hp.HParam(name) for name in self.hparams],
+                              metrics=[hp.Metric(tag, group=group) for tag, group in self.METRICS])
+            hp.hparams(self.hparams, trial_id=Path(self.log_dir).parent.name)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not _finite(logs, "val_accuracy"):
+            return
+        import tensorflow as tf
+
+        self.best = max(self.best, float(logs["val_accuracy"]))
+        with tf.summary.create_file_writer(self.log_dir).as_default():
+            tf.summary.scalar("best_val_accuracy", self.best, step=epoch)
+            tf.summary.scalar("final_val_accuracy", float(logs["val_accuracy"]), step=epoch)
+
+
 class ProgressiveResizing(keras.callbacks.Callback):
     """Set the training pipeline's image size (a tf.Variable [height, width]) each epoch, and
     record it as `image_side` in the epoch's logs (history.csv, TensorBoard)."""
@@ -148,7 +216,8 @@ class ProgressiveResizing(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         size = self.size_for_epoch(epoch)
         if size != self.size:
-            print(f"Progressive resizing: training on {size[0]}x{size[1]} images from epoch {epoch + 1}")
+            log().info(f"Progressive resizing: training on {size[0]}x{size[1]} images from "
+                       f"epoch {epoch + 1}")
         self.size = size
         self.size_variable.assign(size)
 
@@ -200,6 +269,25 @@ class Lookahead(keras.callbacks.Callback):
         if batch + 1 >= self.steps_per_epoch:
             for variable, average in zip(weights, self.average):
                 variable.assign(average)
+
+
+class EpochLog(keras.callbacks.Callback):
+    """One plain line per epoch on stderr, for logs that are files: Keras' `verbose=2` prints
+    two (the "Epoch 3/30" header apart from its numbers), its `verbose=1` a bar redrawn with
+    carriage returns and colour codes."""
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs, self._started = epochs, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        numbers = "  ".join(f"{key} {float(value):.4f}" for key, value in (logs or {}).items()
+                            if key != "learning_rate")
+        log().info(f"epoch {epoch + 1}/{self.epochs}  {numbers}  "
+                   f"{time.perf_counter() - self._started:.1f} s")
 
 
 def remove_backup(backup_dir):

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from catsdogs import config as cfg
-from catsdogs import runs
-from catsdogs.console import display, name_some
+from catsdogs import console, runs
+from catsdogs.console import display, log, name_some
 from catsdogs.errors import CatsDogsError, RunFailed
 
 if TYPE_CHECKING:  # Keras and TensorFlow load only once a run starts, after its flags are checked
@@ -150,15 +150,15 @@ def _start_run_folder(data, run_dir, resumed):
     summary = data.summary()
     for split in ("train", "validation"):
         counts = ", ".join(f"{name} {n}" for name, n in summary["counts"][split].items())
-        print(f"{split:>10}: {counts}  ({summary['sources'][split]})")
+        log().info(f"{split:>10}: {counts}  ({summary['sources'][split]})")
     runs.write_csv(run_dir / runs.SKIPPED_FILE, ["path", "reason"], data.skipped)
     if data.skipped:
-        print(f"Skipped {len(data.skipped)} unusable file(s); all of them in "
-              f"{run_dir / runs.SKIPPED_FILE}")
-        print("\n".join(name_some([f"{display(path)}: {reason}" for path, reason in data.skipped])))
+        log().warning("\n".join([f"Skipped {len(data.skipped)} unusable file(s); all of them in "
+                                 f"{run_dir / runs.SKIPPED_FILE}"] + name_some(
+            [f"{display(path)}: {reason}" for path, reason in data.skipped])))
     runs.write_json(run_dir / runs.DATASET_FILE, summary)
     for line in quick_warnings(data):
-        print(line)
+        log().warning(line)
     names_file = run_dir / runs.CLASS_NAMES_FILE
     if resumed and json.loads(names_file.read_text()) != data.class_names:
         raise CatsDogsError("the data's classes differ from the run's class_names.json",
@@ -207,20 +207,38 @@ def _callbacks(config, run_dir, prepared, steps_per_epoch, history):
     if config.lookahead:  # an epoch's last step takes the average: validated and saved
         found.append(callbacks.Lookahead(steps_per_epoch, config.epochs))
     first_batch = next(iter(prepared.train_ds))[0].numpy()
+    best = _best_so_far(run_dir, history.rows)
     found += [
         keras.callbacks.TerminateOnNaN(),
         # the best model before the backup and history: a kill between them then redoes an epoch
         # whose model may be kept, never records an epoch whose better model was not
         callbacks.BestModelCheckpoint(run_dir / runs.MODEL_FILE, MONITOR,
-                                      best=_best_so_far(run_dir, history.rows)),
+                                      best=best),
         callbacks.AtomicBackupAndRestore(run_dir / runs.CHECKPOINTS_DIR / "backup"),
         history,
-        keras.callbacks.TensorBoard(log_dir=str(run_dir / runs.LOGS_DIR), write_graph=False),
+        keras.callbacks.TensorBoard(log_dir=str(run_dir / runs.LOGS_DIR), write_graph=True),
         callbacks.TrainingImagesToTensorBoard(run_dir / runs.LOGS_DIR, first_batch),
+        callbacks.ConfusionMatrixToTensorBoard(run_dir / runs.LOGS_DIR, prepared.data.val.pixels,
+                                               prepared.data.val.labels,
+                                               prepared.data.class_names, config.epochs),
+        callbacks.HParamsToTensorBoard(run_dir / runs.LOGS_DIR, tensorboard_hparams(config),
+                                       best_so_far=best),
     ]
     if config.patience:
         found.append(keras.callbacks.EarlyStopping(MONITOR, patience=config.patience, mode="max"))
     return found
+
+
+def tensorboard_hparams(config):
+    """The settings a run is compared by in TensorBoard's HParams dashboard."""
+    from catsdogs.models.presets import get_preset
+
+    side = get_preset(config.preset).image_size[0]
+    return {"preset": config.preset, "optimizer": config.optimizer,
+            "learning_rate": config.learning_rate, "batch_size": config.batch_size,
+            "epochs": config.epochs, "image_size": side, "schedule": config.schedule,
+            "weight_decay": config.weight_decay, "label_smoothing": config.label_smoothing,
+            "progressive_start": config.progressive_start, "seed": config.seed}
 
 
 def _raise_if_nan(rows, config, run_dir):
@@ -242,11 +260,16 @@ def _fit(config, run_dir, prepared, resumed):
     _start_run_folder(data, run_dir, resumed)
     model, steps_per_epoch = _build_model(config, prepared)
     history = callbacks.HistoryCSV(run_dir / runs.HISTORY_FILE)
-    model.fit(prepared.train_ds, validation_data=prepared.val_ds, epochs=config.epochs,
-              callbacks=_callbacks(config, run_dir, prepared, steps_per_epoch, history),
-              shuffle=False,  # the pipeline shuffles
-              class_weight=balanced_class_weights(data.train.labels, len(data.class_names))
-              if config.class_weight == "auto" else None)
+    fit_callbacks = _callbacks(config, run_dir, prepared, steps_per_epoch, history)
+    live = console.live_progress()  # else one plain line per epoch (or none with --quiet)
+    if not live and console.chatty():
+        fit_callbacks.append(callbacks.EpochLog(config.epochs))
+    with console.progress_to_stderr():
+        model.fit(prepared.train_ds, validation_data=prepared.val_ds, epochs=config.epochs,
+                  callbacks=fit_callbacks, verbose=1 if live else 0,
+                  shuffle=False,  # the pipeline shuffles
+                  class_weight=balanced_class_weights(data.train.labels, len(data.class_names))
+                  if config.class_weight == "auto" else None)
     _raise_if_nan(history.rows, config, run_dir)
     return _finish(config, run_dir, data, history.rows, model.count_params())
 
@@ -302,17 +325,20 @@ def train(config):
         >>> run = train(TrainConfig(data="data/cats_and_dogs", epochs=2))  # doctest: +SKIP
         >>> run.metrics["best_val_accuracy"]  # doctest: +SKIP
     """
+    from catsdogs.data.datasets import check_sources
+
     config = resolve_config(config)
-    placement = _placement(config)
-    print("Settings:", json.dumps(cfg.to_dict(config)))
     if config.run_dir is not None:
         runs.refuse_used_run_dir(config.run_dir)
+    check_sources(config)  # what a user can fix is found before TensorFlow loads
+    placement = _placement(config)
+    log().info(f"Settings: {json.dumps(cfg.to_dict(config))}")
     prepared = _prepare(config, placement)  # bad data fails here, before any folder is made
     run_dir = runs.new_run_dir(config.preset, config.run_dir)
     with runs.run_folder_lock(run_dir):
         runs.refuse_used_run_dir(run_dir)  # another process may have started it meanwhile
         runs.write_json(run_dir / runs.CONFIG_FILE, cfg.run_config_dict(config))
-        print(f"Run folder: {run_dir}")
+        log().info(f"Run folder: {run_dir}")
         return _fit(config, run_dir, prepared, resumed=False)
 
 
@@ -328,7 +354,7 @@ def resume(run_dir):
         if (run_dir / runs.METRICS_FILE).exists() and not (run_dir / runs.CHECKPOINTS_DIR).exists():
             raise CatsDogsError("this run already finished", where=run_dir,
                                 fix="start a new run, or raise --epochs in a new one")
-        print(f"Resuming {run_dir} after epoch {len(done)} of {config.epochs}")
+        log().info(f"Resuming {run_dir} after epoch {len(done)} of {config.epochs}")
         return _fit(config, run_dir, _prepare(config, placement), resumed=True)
 
 
