@@ -16,7 +16,8 @@ import sys
 from catsdogs.errors import CatsDogsError, report
 
 # name -> module under catsdogs.commands; the module docstring's first line is the help line
-COMMANDS = ("train", "predict", "evaluate", "export", "doctor", "download")
+COMMANDS = ("train", "predict", "evaluate", "calibrate", "export", "serve", "doctor",
+            "download")
 
 
 def _summary(name):

@@ -84,3 +84,22 @@ def confusion_matrix_figure(matrix, class_names, title="Confusion matrix"):
         axis.text(col, row, str(count), ha="center", va="center",
                   color="white" if count > threshold else "black")
     return figure
+
+
+def reliability_diagram(curves, labels, path, title="Reliability"):
+    """Accuracy against confidence per bin, one curve each (e.g. before and after temperature
+    scaling); the diagonal is a perfectly calibrated model."""
+    figure = Figure(figsize=(5.5, 5))
+    axis = figure.subplots()
+    axis.plot([0, 1], [0, 1], color="grey", linestyle="--", label="calibrated")
+    for bins, label in zip(curves, labels):
+        points = [(confidence, accuracy) for confidence, accuracy, count in bins if count]
+        axis.plot(*zip(*points), marker="o", markersize=4, label=label)
+    axis.set_xlabel("confidence (max probability)")
+    axis.set_ylabel("accuracy")
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    axis.set_title(title, fontsize=9)
+    save(figure, path)

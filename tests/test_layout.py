@@ -33,6 +33,8 @@ MODULES = {module_name(path): path for path in PACKAGE.rglob("*.py")}
 def stage_of(module):
     if module in BASE_MODULES:
         return "base"
+    if module.endswith(".__main__"):  # a `python -m` entry point belongs to the command line
+        return "top"
     parts = module.split(".")
     if len(parts) > 2 and parts[1] in STAGES:
         return parts[1]
@@ -120,7 +122,7 @@ def test_api_is_plain_functions():
         assert inspect.isfunction(getattr(catsdogs, name)), name
 
 
-@pytest.mark.parametrize("command", cli.COMMANDS)
+@pytest.mark.parametrize("command", [c for c in cli.COMMANDS if (PACKAGE / f"{c}.py").exists()])
 def test_python_dash_m_shim_refuses_to_be_imported(command):
     """Importing catsdogs/train.py would shadow catsdogs.train (the function) with the module."""
     with pytest.raises(ImportError, match=f"catsdogs.commands.{command}"):
@@ -174,3 +176,11 @@ def test_readme_layout_lists_every_module():
         if path.name == "__init__.py":
             continue
         assert path.relative_to(PACKAGE).as_posix() in layout, module
+
+
+@pytest.mark.parametrize("command", cli.COMMANDS)
+def test_every_command_runs_as_python_dash_m(command):
+    """catsdogs/<name>.py shims, and serve/__main__.py for the serve package."""
+    assert (PACKAGE / f"{command}.py").exists() or (PACKAGE / command / "__main__.py").exists()
+    result = _run(["-m", f"catsdogs.{command}", "--help"])
+    assert result.returncode == 0 and f"usage: catsdogs {command}" in result.stdout

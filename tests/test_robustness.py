@@ -46,8 +46,9 @@ def test_full_disk_during_training_is_one_line_exit_2(binary_folders, tmp_path, 
     code = main(["--data", str(binary_folders), "--preset", "seed-cifar10", "--epochs", "2",
                  "--run-dir", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1
-    assert err[0].startswith("error: disk full") and "model.keras" in err[0]
+    # found during the run: the one error line comes after the run's progress lines
+    assert code == 2 and sum(line.startswith("error") for line in err) == 1
+    assert err[-1].startswith("error: disk full") and "model.keras" in err[-1]
 
 
 def history_epochs(run_dir):

@@ -47,7 +47,12 @@ def test_end_to_end_on_generated_images(binary_folders, tmp_path):
     import tensorflow as tf
     saved_model = tf.saved_model.load(str(run.dir / "saved_model"))
     served = saved_model.signatures["serving_pixels"](pixels=tf.constant(pixels))
-    np.testing.assert_allclose(served["probabilities"].numpy()[:, 1:], model(pixels).numpy(), atol=1e-5)
+    # saved_model/ carries the run's temperature (calibration.json); model.keras is the raw model
+    from catsdogs.inference.calibrate import apply_temperature
+
+    temperature = json.loads((run.dir / "calibration.json").read_text())["temperature"]
+    np.testing.assert_allclose(served["probabilities"].numpy()[:, 1:],
+                               apply_temperature(model(pixels).numpy(), temperature), atol=1e-5)
 
 
 def test_cli_trains_seed_catsdogs_on_the_shipped_sample(tmp_path, capsys):

@@ -56,3 +56,24 @@ def scale_flag(text):
     if value <= 0:
         raise CatsDogsError(f"bad value for --input-scale: expected a number > 0, received {text!r}")
     return value
+
+
+def add_min_confidence_flag(parser):
+    """--min-confidence P|auto, shared by predict and evaluate."""
+    parser.add_argument("--min-confidence", metavar="P", type=min_confidence_flag,
+                        help="below this probability a prediction is 'unknown'; auto: the "
+                             "threshold that keeps 95%% of the run's validation images "
+                             "(calibration.json) [default: off for predict, auto for --ood-dir]")
+
+
+def min_confidence_flag(text):
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1:
+        raise CatsDogsError(f"bad value for --min-confidence: expected a probability in (0, 1) "
+                            f"or auto, received {text!r}")
+    return value

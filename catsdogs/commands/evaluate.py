@@ -10,7 +10,8 @@ confusion_matrix.json, plots/confusion_matrix.png and plots/most_wrong.png (the 
 wrong images) into OUT, by default `eval-<data folder name>/` beside the model.
 """
 
-from catsdogs.commands.common import add_inference_flags, add_model_flags, model_options
+from catsdogs.commands.common import (add_inference_flags, add_min_confidence_flag,
+                                      add_model_flags, model_options)
 from catsdogs.config import command_parser
 from catsdogs.errors import run_command
 from catsdogs.inference.evaluate import evaluate
@@ -21,6 +22,10 @@ def build_parser():
     add_model_flags(parser)
     parser.add_argument("data_dir", help="folder of class sub-folders")
     parser.add_argument("--out", help="report folder [default: eval-<data name>/ beside the model]")
+    parser.add_argument("--ood-dir", metavar="DIR",
+                        help="images of other things (any layout): how many are rejected as "
+                             "unknown, and the AUROC of the max probability")
+    add_min_confidence_flag(parser)
     add_inference_flags(parser)
     return parser
 
@@ -35,7 +40,8 @@ def _run(args):
 
     list_class_folders(args.data_dir)  # a wrong folder is one line before the model loads
     classifier = load(args.model, **model_options(args))
-    metrics = evaluate(classifier, args.data_dir, args.out, args.tta, args.batch_size)
+    metrics = evaluate(classifier, args.data_dir, args.out, args.tta, args.batch_size,
+                       ood_dir=args.ood_dir, min_confidence=args.min_confidence)
     print(f"{metrics['images']} images: accuracy {metrics['accuracy']:.4f}, "
           f"loss {metrics['loss']:.4f}"
           + (f", ROC AUC {metrics['roc_auc']:.4f}" if metrics.get("roc_auc") is not None else ""))
@@ -43,6 +49,18 @@ def _run(args):
     for name, row in metrics["per_class"].items():
         print(f"{name:<14}{row['precision']:>10.4f}{row['recall']:>10.4f}{row['f1']:>10.4f}"
               f"{row['support']:>9}")
+    calibration = metrics["calibration"]
+    print(f"calibration (temperature {calibration['temperature']:.3f}): expected calibration "
+          f"error {calibration['ece_before']:.4f} -> {calibration['ece_after']:.4f}, negative "
+          f"log-likelihood {calibration['nll_before']:.4f} -> {calibration['nll_after']:.4f}")
+    if "ood" in metrics:
+        ood = metrics["ood"]
+        print(f"out of distribution ({ood['images']} images): AUROC {ood['auroc']:.4f}; at "
+              f"min confidence {ood['threshold']:.3f}, {ood['rejected']:.1%} rejected as unknown "
+              f"({ood['in_distribution_rejected']:.1%} of {args.data_dir})")
+    print("highest losses (all in predictions.csv):")
+    for row in metrics["worst"]:
+        print(f"  {row['loss']:>9}  true {row['true']:<12} predicted {row['predicted']:<12} "
+              f"{row['probability']}  {row['path']}")
     print(f"Report: {metrics['out']}")
     return 0
-

@@ -6,13 +6,16 @@
     catsdogs predict RUN_DIR photos/ --sort-into sorted/     # copies, never moves
     catsdogs predict RUN_DIR photos/ --tta shift   # test-time augmentation: 6 views
     catsdogs predict model.h5 photos/ --class-names cats,dogs   # a tutorial's own model
+    catsdogs predict RUN_DIR photos/ --explain heatmaps/       # Grad-CAM: why each class
+    catsdogs predict RUN_DIR photos/ --min-confidence auto --sort-into sorted/   # + unknown/
 
 Folders are read recursively; dot-files are ignored. Files that cannot be read (corrupt, empty,
 not an image, too large) are listed with the reason and skipped; the command fails (exit 2)
 only if no file at all could be classified. Your files are never modified.
 """
 
-from catsdogs.commands.common import add_inference_flags, add_model_flags, model_options
+from catsdogs.commands.common import (add_inference_flags, add_min_confidence_flag,
+                                      add_model_flags, model_options)
 from catsdogs.config import command_parser
 from catsdogs.console import display
 from catsdogs.errors import RunFailed, run_command
@@ -28,7 +31,12 @@ def build_parser():
     parser.add_argument("--threshold", type=float, default=0.5,
                         help="binary models: probability of the second class needed to pick it "
                              "[default: 0.5]")
-    parser.add_argument("--sort-into", metavar="DIR", help="copy each image into DIR/<class>/")
+    parser.add_argument("--sort-into", metavar="DIR", help="copy each image into DIR/<class>/ "
+                                                           "(DIR/unknown/ below --min-confidence)")
+    parser.add_argument("--explain", metavar="DIR",
+                        help="write each image with its Grad-CAM heatmap over it into DIR, "
+                             "named <file>-<class it explains>.jpg")
+    add_min_confidence_flag(parser)
     add_inference_flags(parser)
     return parser
 
@@ -43,7 +51,8 @@ def _run(args):
     check_paths_exist(args.paths)  # before the model (and TensorFlow) loads
     classifier = load(args.model, **model_options(args))
     rows, skipped = predict_paths(classifier, args.paths, args.batch_size, args.top_k,
-                                  args.threshold, tta=args.tta)
+                                  args.threshold, tta=args.tta, min_confidence=args.min_confidence,
+                                  explain_into=args.explain)
     for path, reason in skipped:
         print(f"skipped {display(path)}: {reason}")
     if not rows:
@@ -58,6 +67,8 @@ def _run(args):
     if args.output:
         write_output(rows, skipped, args.output, multiclass)
         print(f"Wrote {args.output}")
+    if args.explain:
+        print(f"Grad-CAM overlays in {args.explain}")
     if args.sort_into:
         sort_into(rows, args.sort_into)
         print(f"Copied {len(rows)} images into {args.sort_into}/<class>/")

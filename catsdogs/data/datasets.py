@@ -154,6 +154,14 @@ def _decode_split(paths, labels, image_size, class_names, where):
     return split, skipped
 
 
+def load_labelled_folder(folder, image_size):
+    """(class names, Split) of one folder of class sub-folders, decoded."""
+    class_names, paths, labels, _ = scan_class_folders(folder)
+    log().info(f"Decoding {len(paths)} images from {folder}")
+    split, _ = _decode_split(paths, labels, image_size, class_names, folder)
+    return class_names, split
+
+
 def load_folders(train_dir, val_dir, image_size):
     """Two folders of class sub-folders with the same classes -> ImageData."""
     class_names, train_paths, train_labels, skipped = scan_class_folders(train_dir)

@@ -13,6 +13,7 @@ import numpy as np
 from catsdogs import runs
 from catsdogs.data.images import irregular_reason
 from catsdogs.errors import CatsDogsError
+from catsdogs.inference.calibrate import CALIBRATION_FILE, apply_temperature
 from catsdogs.inference.predict import predict_paths
 from catsdogs.inference.runtimes import (as_class_probabilities, open_h5, open_keras, open_onnx,
                                          open_saved_model, open_tflite)
@@ -27,14 +28,32 @@ class Classifier:
     image_size: tuple  # (height, width)
     source: Path
     model: object = None  # the keras.Model, from .keras or .h5 (None for other runtimes)
+    calibration: dict = dataclasses.field(default_factory=dict)  # calibration.json, if any
 
     @property
     def is_binary(self):
         return len(self.class_names) == 2
 
-    def probabilities(self, pixels):
-        """Class probabilities (n, classes) for a batch, also for one-sigmoid binary models."""
-        return as_class_probabilities(self.predict_batch(np.asarray(pixels, np.float32)))
+    @property
+    def temperature(self):
+        """Divides the logits (calibrate.py); 1 where the model was never calibrated."""
+        return float(self.calibration.get("temperature", 1.0))
+
+    def probabilities(self, pixels, calibrated=True):
+        """Class probabilities (n, classes) for a batch, also for one-sigmoid binary models;
+        with the run's temperature applied unless `calibrated=False`."""
+        raw = as_class_probabilities(self.predict_batch(np.asarray(pixels, np.float32)))
+        return apply_temperature(raw, self.temperature) if calibrated else raw
+
+    def explain(self, pixels, class_indices=None):
+        """Grad-CAM heatmaps (n, h', w') in [0, 1] and the class each explains (default: the
+        predicted one); see `inference.explain`. Needs the Keras model."""
+        from catsdogs.inference.explain import gradcam
+
+        if self.model is None:
+            raise CatsDogsError("explanations need the Keras model", where=self.source,
+                                fix="pass the run folder, its model.keras or a .h5 model")
+        return gradcam(self.model, pixels, class_indices)
 
     def predict_folder(self, *paths, **options):
         """Classify image files and folders (recursive); see `inference.predict.predict_paths`."""
@@ -51,6 +70,21 @@ def _class_names_near(path):
     raise CatsDogsError("no class_names.json beside the model", where=path,
                         fix="put the run's class_names.json next to it, pass the run folder, "
                             "or give --class-names cats,dogs")
+
+
+def read_calibration(model_path):
+    """calibration.json of the run folder a model lies in ({} where there is none: T = 1).
+    Exports have none beside them: their temperature is inside the exported graph."""
+    candidate = Path(model_path).parent / CALIBRATION_FILE
+    if Path(model_path).is_dir() or not candidate.is_file():
+        return {}
+    try:
+        values = json.loads(candidate.read_text())
+        float(values["temperature"])
+        return values
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CatsDogsError(f"cannot read the calibration ({type(error).__name__})",
+                            where=candidate, fix="recreate it: catsdogs calibrate RUN_DIR") from None
 
 
 def read_class_names(path):
@@ -118,7 +152,8 @@ def load(path, class_names=None, input_scale=None):
     else:
         raise CatsDogsError("not a model", where=path, fix=f"pass {KINDS}")
     model = runtime.handle if suffix in (".keras", ".h5", ".hdf5") else None
-    classifier = Classifier(runtime, names, runtime.image_size, path, model)
+    classifier = Classifier(runtime, names, runtime.image_size, path, model,
+                            read_calibration(path))
     outputs = runtime.outputs
     fits = outputs == len(names) or (outputs == 1 and len(names) == 2)  # sigmoid: one unit
     if not fits or len(names) < 2:

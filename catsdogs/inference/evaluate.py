@@ -1,9 +1,12 @@
 """Measure a trained model on a folder of class sub-folders, with reports a person can read
 (the library of `catsdogs evaluate`).
 
-Writes metrics.json (loss, accuracy, per-class precision/recall/F1, ROC AUC for two classes),
-confusion_matrix.json, plots/confusion_matrix.png and plots/most_wrong.png (the most confidently
-wrong images) into OUT, by default `eval-<data folder name>/` beside the model.
+Writes metrics.json (loss, accuracy, per-class precision/recall/F1, ROC AUC for two classes,
+calibration error and log-likelihood before and after the run's temperature, out-of-
+distribution rejection with --ood-dir), predictions.csv (every image, highest loss first),
+confusion_matrix.json and, in plots/, the confusion matrix, the reliability diagram and the
+most confidently wrong images (with Grad-CAM heatmaps) into OUT, by default
+`eval-<data folder name>/` beside the model.
 """
 
 from pathlib import Path
@@ -11,10 +14,16 @@ from pathlib import Path
 import numpy as np
 
 from catsdogs import runs
+from catsdogs.console import display
 from catsdogs.errors import CatsDogsError, RunFailed
+from catsdogs.inference.calibrate import (apply_temperature, expected_calibration_error,
+                                          negative_log_likelihood, rejection_threshold,
+                                          reliability)
 from catsdogs.inference.tta import predict_arrays, tta_mode
 
 GALLERY_SIZE = 16  # most confidently wrong images shown
+WORST_NAMED = 10  # highest-loss files named in the summary
+PREDICTIONS_FILE = "predictions.csv"
 
 
 def per_class_report(matrix, class_names):
@@ -82,16 +91,24 @@ def _labels_in_model_order(data_dir, class_names):
     return paths, to_model[folder_labels], skipped
 
 
-def evaluate(classifier, data_dir, out=None, tta=None, batch_size=64):
+def evaluate(classifier, data_dir, out=None, tta=None, batch_size=64, ood_dir=None,
+             min_confidence=None):
     """Evaluate `classifier` on `data_dir` (class sub-folders) and write the report.
+
+    Args:
+        classifier: a Classifier, or what `catsdogs.load` takes.
+        data_dir: a folder of class sub-folders named like the model's classes.
+        out: the report folder [default: `eval-<data name>/` beside the model].
+        tta: test-time augmentation (None, "flip" or "shift").
+        ood_dir: a folder of images of other things: how many are rejected as "unknown".
+        min_confidence: the rejection threshold for `ood_dir` [default: calibration.json's
+            threshold that keeps 95 % of validation images].
 
     Returns:
         dict: the metrics also saved as OUT/metrics.json (with "out" naming OUT).
     """
-    from catsdogs import plots
-    from catsdogs.data.images import decode_many
-
     from catsdogs.data.datasets import list_class_folders
+    from catsdogs.data.images import decode_many
 
     tta = tta_mode(tta)
     list_class_folders(data_dir)  # a wrong folder is one line before the model loads
@@ -105,11 +122,79 @@ def evaluate(classifier, data_dir, out=None, tta=None, batch_size=64):
     if not len(labels):
         raise RunFailed("no readable images", where=data_dir,
                         fix="see skipped.csv beside the report for each file's reason")
-    probabilities = predict_arrays(classifier, pixels, batch_size, tta=tta)
+    raw = predict_arrays(classifier, pixels, batch_size, tta=tta, calibrated=False)
+    probabilities = apply_temperature(raw, classifier.temperature)
     metrics = compute_metrics(labels, probabilities, names)
-    metrics.update(data=str(data_dir), model=str(classifier.source), tta=tta, skipped=len(skipped))
-
+    metrics.update(data=str(data_dir), model=str(classifier.source), tta=tta, skipped=len(skipped),
+                   calibration=calibration_metrics(raw, probabilities, labels,
+                                                   classifier.temperature))
     out = Path(out) if out else classifier.source.parent / f"eval-{Path(data_dir).resolve().name}"
+    if ood_dir is not None:
+        threshold = rejection_threshold(classifier, min_confidence)
+        ood_pixels = _decode_folder(ood_dir, classifier.image_size)
+        metrics["ood"] = {"folder": str(ood_dir), **ood_report(
+            probabilities, predict_arrays(classifier, ood_pixels, batch_size, tta=tta), threshold)}
+    metrics["worst"] = write_predictions(out / PREDICTIONS_FILE, paths, labels, probabilities, names)
+    _write_report(out, metrics, names, skipped, data_dir)
+    _plot_errors(out, classifier, pixels, labels, raw, probabilities, data_dir)
+    metrics["out"] = str(out)
+    return metrics
+
+
+def calibration_metrics(raw, calibrated, labels, temperature):
+    """Expected calibration error (15 bins) and negative log-likelihood, before and after the
+    model's temperature."""
+    return {"temperature": temperature,
+            "ece_before": expected_calibration_error(raw, labels),
+            "ece_after": expected_calibration_error(calibrated, labels),
+            "nll_before": negative_log_likelihood(raw, labels),
+            "nll_after": negative_log_likelihood(calibrated, labels)}
+
+
+def ood_report(in_probabilities, ood_probabilities, threshold):
+    """How well the max probability tells photos of the classes from other things (Hendrycks &
+    Gimpel 2017's baseline): AUROC, and the shares rejected at `threshold`."""
+    inside, outside = in_probabilities.max(axis=1), ood_probabilities.max(axis=1)
+    scores = np.concatenate([inside, outside])
+    in_distribution = np.concatenate([np.ones(len(inside), int), np.zeros(len(outside), int)])
+    return {"images": int(len(outside)), "auroc": roc_auc(in_distribution, scores),
+            "threshold": threshold, "rejected": float((outside < threshold).mean()),
+            "in_distribution_rejected": float((inside < threshold).mean())}
+
+
+def _decode_folder(folder, image_size):
+    """Every readable image below `folder` (any layout), as pixels."""
+    from catsdogs.data.datasets import find_images
+    from catsdogs.data.images import decode_many
+
+    if not Path(folder).is_dir():
+        raise CatsDogsError("folder not found", where=folder, fix="check the path")
+    paths, _ = find_images(folder)
+    pixels = decode_many(paths, image_size).pixels
+    if not len(pixels):
+        raise CatsDogsError("no readable images", where=folder)
+    return pixels
+
+
+def write_predictions(path, paths, labels, probabilities, names):
+    """predictions.csv, one row per image, sorted by loss, highest first (fastai's
+    `top_losses`): path, true and predicted class, probability, loss, correct. Returns the
+    worst rows as dicts."""
+    picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)
+    losses = -np.log(picked)
+    predicted = probabilities.argmax(axis=1)
+    order = np.argsort(-losses, kind="stable")
+    rows = [[display(paths[i]), names[labels[i]], names[predicted[i]],
+             f"{probabilities[i, predicted[i]]:.6f}", f"{losses[i]:.6f}",
+             int(predicted[i] == labels[i])] for i in order]
+    header = ["path", "true", "predicted", "probability", "loss", "correct"]
+    runs.write_csv(path, header, rows)
+    return [dict(zip(header, row)) for row in rows[:WORST_NAMED]]
+
+
+def _write_report(out, metrics, names, skipped, data_dir):
+    from catsdogs import plots
+
     runs.write_json(out / runs.METRICS_FILE, metrics)
     runs.write_json(out / "confusion_matrix.json", {"class_names": names, "rows_true_columns_predicted":
                                                      metrics["confusion_matrix"]})
@@ -117,13 +202,31 @@ def evaluate(classifier, data_dir, out=None, tta=None, batch_size=64):
     plots.confusion_matrix(metrics["confusion_matrix"], names, out / runs.PLOTS_DIR / "confusion_matrix.png",
                            title=f"Confusion matrix on {Path(data_dir).name} "
                                  f"(accuracy {metrics['accuracy']:.1%})")
+
+
+def _plot_errors(out, classifier, pixels, labels, raw, probabilities, data_dir):
+    """The reliability diagram and the most confidently wrong images (with Grad-CAM heatmaps
+    of the class they were mistaken for, when the Keras model is there)."""
+    from catsdogs import plots
+    from catsdogs.inference.explain import overlay
+
+    names, temperature = classifier.class_names, classifier.temperature
+    plots.reliability_diagram(
+        [reliability(raw, labels)] + ([reliability(probabilities, labels)] if temperature != 1 else []),
+        ["uncalibrated", f"temperature {temperature:.2f}"], out / runs.PLOTS_DIR / "reliability.png",
+        title=f"Reliability on {Path(data_dir).name}")
     predicted = probabilities.argmax(axis=1)
     wrong = np.flatnonzero(predicted != labels)
     worst = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][:GALLERY_SIZE]
-    if len(worst):
-        plots.image_grid(pixels[worst], [f"true {names[labels[i]]}\npred {names[predicted[i]]} "
-                                         f"{probabilities[i, predicted[i]]:.2f}" for i in worst],
-                         out / runs.PLOTS_DIR / "most_wrong.png",
-                         title="Most confidently wrong", columns=min(8, len(worst)))
-    metrics["out"] = str(out)
-    return metrics
+    if not len(worst):
+        return
+    captions = [f"true {names[labels[i]]}\npred {names[predicted[i]]} "
+                f"{probabilities[i, predicted[i]]:.2f}" for i in worst]
+    plots.image_grid(pixels[worst], captions, out / runs.PLOTS_DIR / "most_wrong.png",
+                     title="Most confidently wrong", columns=min(8, len(worst)))
+    if classifier.model is not None:
+        heatmaps, _ = classifier.explain(pixels[worst], predicted[worst])
+        plots.image_grid([overlay(pixels[i], h) for i, h in zip(worst, heatmaps)], captions,
+                         out / runs.PLOTS_DIR / "most_wrong_gradcam.png",
+                         title="Most confidently wrong: where the mistaken class was seen (Grad-CAM)",
+                         columns=min(8, len(worst)))

@@ -17,6 +17,7 @@ import numpy as np
 
 from catsdogs import runs
 from catsdogs.errors import CatsDogsError
+from catsdogs.inference.calibrate import with_temperature
 from catsdogs.inference.saved_model import write_saved_model
 
 FORMATS = ("saved_model", "keras", "tflite", "tflite-fp16", "tflite-int8", "onnx")
@@ -140,7 +141,9 @@ def export(model, formats=FORMATS, out=None, calibration=None, int8_io=False):
     if classifier.model is None:
         raise CatsDogsError("exporting needs the Keras model", where=classifier.source,
                             fix="pass the run folder or its model.keras, not the SavedModel")
-    keras_model = classifier.model
+    # the run's temperature goes inside every export, so their probabilities are calibrated
+    # too (and no calibration.json is written beside them: it would be applied twice)
+    keras_model = with_temperature(classifier.model, classifier.temperature)
     out = Path(out) if out else classifier.source.parent / "exports"
     out.mkdir(parents=True, exist_ok=True)
     runs.write_json(out / runs.CLASS_NAMES_FILE, classifier.class_names)

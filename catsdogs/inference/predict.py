@@ -16,6 +16,7 @@ from catsdogs import runs
 from catsdogs.console import display, progress_bar
 from catsdogs.data.images import decode_many, irregular_reason, is_hidden
 from catsdogs.errors import CatsDogsError
+from catsdogs.inference.calibrate import rejection_threshold
 from catsdogs.inference.tta import predict_arrays, tta_mode
 
 CHUNK = 128  # images decoded per step: small chunks keep decoding (threads) and the model busy
@@ -55,7 +56,10 @@ class Prediction:
     top_k: list  # [(class, probability)] best first
 
 
-def _rows_for(classifier, files, probabilities, top_k, threshold):
+UNKNOWN = "unknown"  # the label of a prediction below --min-confidence
+
+
+def _rows_for(classifier, files, probabilities, top_k, threshold, min_confidence):
     names = classifier.class_names
     rows = []
     for path, probs in zip(files, probabilities):
@@ -64,14 +68,21 @@ def _rows_for(classifier, files, probabilities, top_k, threshold):
         else:
             best = int(np.argmax(probs))
         order = np.argsort(-probs)[: max(1, top_k)]
-        rows.append(Prediction(path, names[best], float(probs[best]),
+        label = UNKNOWN if min_confidence and probs[best] < min_confidence else names[best]
+        rows.append(Prediction(path, label, float(probs[best]),
                                [(names[i], float(probs[i])) for i in order]))
     return rows
 
 
 def predict_paths(classifier, paths, batch_size=64, top_k=1, threshold=0.5, progress=True,
-                  tta=None):
+                  tta=None, min_confidence=None, explain_into=None):
     """Classify files and folders.
+
+    Args:
+        min_confidence: a probability, or "auto" (the run's threshold that keeps 95 % of its
+            validation images): rows below it are labelled "unknown".
+        explain_into: a folder to write each image's Grad-CAM overlay into, named
+            `<file name>-<class>.jpg` for the class it explains (the predicted one).
 
     Returns:
         (rows, skipped): a Prediction per readable file, in path order, and (path, reason) pairs.
@@ -80,10 +91,13 @@ def predict_paths(classifier, paths, batch_size=64, top_k=1, threshold=0.5, prog
         raise CatsDogsError(f"bad value for --threshold: expected a number in (0, 1), "
                             f"received {threshold}")
     tta = tta_mode(tta)
+    if min_confidence is not None:
+        min_confidence = rejection_threshold(classifier, min_confidence)
     files, skipped = collect_files(paths)
     rows = []
     bar = progress_bar(len(files)) if progress and len(files) > CHUNK else None
     chunks = [files[i:i + CHUNK] for i in range(0, len(files), CHUNK)]
+
     def decode(chunk):
         return decode_many(chunk, classifier.image_size, progress=False)
 
@@ -95,10 +109,26 @@ def predict_paths(classifier, paths, batch_size=64, top_k=1, threshold=0.5, prog
                 pending = prefetch.submit(decode, chunks[index + 1])
             skipped += bad
             probabilities = predict_arrays(classifier, pixels, batch_size, tta)
-            rows += _rows_for(classifier, [chunk[i] for i in kept], probabilities, top_k, threshold)
+            chunk_rows = _rows_for(classifier, [chunk[i] for i in kept], probabilities, top_k,
+                                   threshold, min_confidence)
+            if explain_into is not None and len(pixels):
+                _explain(classifier, pixels, chunk_rows, explain_into)
+            rows += chunk_rows
             if bar is not None:
                 bar.add(len(chunk))
     return rows, skipped
+
+
+def _explain(classifier, pixels, rows, folder):
+    """Grad-CAM overlays of one chunk, each for the class its row names (the top class of an
+    "unknown" row)."""
+    from catsdogs.inference.explain import write_overlays
+
+    names = classifier.class_names
+    classes = [names.index(r.top_k[0][0] if r.predicted == UNKNOWN else r.predicted) for r in rows]
+    heatmaps, _ = classifier.explain(pixels, classes)
+    write_overlays(pixels, heatmaps, [f"{Path(r.path).stem}-{names[c]}" for r, c in
+                                      zip(rows, classes)], folder)
 
 
 def sort_into(rows, folder):

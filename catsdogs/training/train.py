@@ -279,14 +279,17 @@ def _finish(config, run_dir, data, rows, parameters):
     import keras
 
     from catsdogs import plots
-    from catsdogs.inference.saved_model import write_saved_model
+    from catsdogs.inference.calibrate import calibrate_run
     from catsdogs.training import callbacks
 
     best = max(rows, key=lambda r: float(r[MONITOR]))
     # compile=False: the optimizer is not needed, and a run begun by an older catsdogs names it
     # by a module path that may have moved
     best_model = keras.saving.load_model(run_dir / runs.MODEL_FILE, safe_mode=True, compile=False)
-    write_saved_model(best_model, run_dir / runs.SAVED_MODEL_DIR, data.class_names)
+    # the temperature is fitted on the split that chose the epoch (the only held-out images);
+    # saved_model/ is written with it inside
+    calibration = calibrate_run(run_dir, best_model, data.val.pixels, data.val.labels,
+                                data.class_names, fitted_on=f"validation ({data.sources['validation']})")
     plots.training_curves(rows, run_dir / runs.PLOTS_DIR / "training_curves.png",
                           title=f"{config.preset} on {data.sources['train']}")
     metrics = {
@@ -295,12 +298,16 @@ def _finish(config, run_dir, data, rows, parameters):
         "epochs_run": len(rows), "epochs_planned": config.epochs,
         "train_seconds": round(sum(float(r["seconds"]) for r in rows), 1),  # all sessions
         "train_images": len(data.train), "validation_images": len(data.val),
-        "parameters": parameters,
+        "parameters": parameters, "temperature": calibration["temperature"],
+        "val_ece_before_calibration": calibration["ece_before"],
+        "val_ece_after_calibration": calibration["ece_after"],
     }
     runs.write_json(run_dir / runs.METRICS_FILE, metrics)
     callbacks.remove_backup(run_dir / runs.CHECKPOINTS_DIR)
     print(f"Best {MONITOR} {metrics['best_val_accuracy']:.4f} at epoch {metrics['best_epoch']} "
           f"of {len(rows)} ({metrics['train_seconds']:.1f} s of training)")
+    print(f"Calibration: temperature {calibration['temperature']:.3f}, expected calibration "
+          f"error {calibration['ece_before']:.4f} -> {calibration['ece_after']:.4f} on validation")
     print(f"Model:       {run_dir / runs.MODEL_FILE}  (SavedModel: {run_dir / runs.SAVED_MODEL_DIR})")
     print(f"TensorBoard: tensorboard --logdir {run_dir / runs.LOGS_DIR}")
     return Run(run_dir, config, data.class_names, rows, metrics)
@@ -356,6 +363,27 @@ def resume(run_dir):
                                 fix="start a new run, or raise --epochs in a new one")
         log().info(f"Resuming {run_dir} after epoch {len(done)} of {config.epochs}")
         return _fit(config, run_dir, _prepare(config, placement), resumed=True)
+
+
+def held_out_split(run_dir, classifier, data_dir=None):
+    """(pixels, labels in the model's class order, where from): `data_dir`'s images, or the
+    validation split the run itself held out (read again exactly as training read it)."""
+    import numpy as np
+
+    from catsdogs.data.datasets import load_image_data, load_labelled_folder
+
+    if data_dir is None:
+        config = cfg.read_run_config(Path(run_dir) / runs.CONFIG_FILE)
+        data = load_image_data(config, classifier.image_size)
+        split, names, source = data.val, data.class_names, f"validation ({data.sources['validation']})"
+    else:
+        (names, split), source = load_labelled_folder(data_dir, classifier.image_size), str(data_dir)
+    missing = sorted(set(names) - set(classifier.class_names))
+    if missing:
+        raise CatsDogsError(f"class folders {missing} are not classes of the model",
+                            where=data_dir or run_dir, fix="use folders named like its classes")
+    to_model = np.array([classifier.class_names.index(n) for n in names])
+    return split.pixels, to_model[split.labels], source
 
 
 def _placement(config):

@@ -1,0 +1,48 @@
+"""Fit a run's temperature on held-out images, so its probabilities mean what they say.
+
+    catsdogs calibrate runs/resnet-catsdogs-20261124-142544          # its validation split
+    catsdogs calibrate RUN_DIR photos/held_out                       # or other labelled images
+
+Training does this by itself; this adds calibration.json to runs made before it did, or
+fits it again on other images. Writes calibration.json (the temperature, calibration error
+and log-likelihood before and after, the `--min-confidence auto` threshold), rewrites
+saved_model/ with the temperature inside, and plots/reliability.png.
+"""
+
+from catsdogs.config import command_parser
+from catsdogs.errors import run_command
+
+
+def build_parser():
+    parser = command_parser("calibrate", __doc__)
+    parser.add_argument("run", help="a run folder")
+    parser.add_argument("data_dir", nargs="?",
+                        help="class sub-folders to fit on [default: the run's validation split]")
+    return parser
+
+
+def main(argv=None):
+    return run_command(build_parser(), argv, _run)
+
+
+def _run(args):
+    from catsdogs import runs
+    from catsdogs.data.datasets import list_class_folders
+
+    run_dir = runs.existing_run_dir(args.run)
+    if args.data_dir:
+        list_class_folders(args.data_dir)  # a wrong folder is one line before TensorFlow loads
+    from catsdogs.inference.calibrate import calibrate_run
+    from catsdogs.inference.classifier import load
+    from catsdogs.training.train import held_out_split
+
+    with runs.run_folder_lock(run_dir):
+        classifier = load(run_dir)
+        pixels, labels, source = held_out_split(run_dir, classifier, args.data_dir)
+        report = calibrate_run(run_dir, classifier.model, pixels, labels,
+                               classifier.class_names, fitted_on=source)
+    print(f"temperature {report['temperature']:.4f} on {report['images']} images ({source})")
+    print(f"expected calibration error {report['ece_before']:.4f} -> {report['ece_after']:.4f}, "
+          f"negative log-likelihood {report['nll_before']:.4f} -> {report['nll_after']:.4f}")
+    print(f"Wrote {run_dir / 'calibration.json'} and {run_dir / runs.SAVED_MODEL_DIR}")
+    return 0

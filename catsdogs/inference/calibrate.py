@@ -1,0 +1,174 @@
+"""How sure is 0.97: temperature scaling (Guo et al. 2017), calibration error, "unknown".
+
+A CNN trained with cross-entropy is over-confident: of the photos it calls 97 % sure, fewer
+than 97 % are right. One temperature T, fitted on held-out images to minimise the negative
+log-likelihood, softens every prediction the same way (logits / T) without changing which
+class wins, so accuracy is untouched and the probabilities mean what they say. Our models end
+in probabilities, not logits: log p is the logit up to a constant the softmax ignores (for one
+sigmoid unit, log(p / (1 - p))), so T applies to any saved model and any export.
+
+calibration.json, beside a run's model.keras, holds T, what it was fitted on, the calibration
+error before and after, and the confidence threshold that keeps a chosen share of validation
+images (`predict --min-confidence auto`). Without it, T is 1: old run folders work as before.
+"""
+
+import numpy as np
+
+from catsdogs.errors import CatsDogsError
+
+CALIBRATION_FILE = "calibration.json"
+ECE_BINS = 15  # Guo et al.'s bins for the expected calibration error
+DEFAULT_KEEP = 0.95  # `--min-confidence auto` keeps this share of validation images
+EPSILON = 1e-7  # probabilities are clipped to [EPSILON, 1 - EPSILON] before taking logs
+
+
+def as_logits(probabilities):
+    """Logits whose softmax (or sigmoid, for one column) gives `probabilities` back."""
+    p = np.clip(np.asarray(probabilities, np.float64), EPSILON, 1 - EPSILON)
+    return np.log(p / (1 - p)) if p.shape[-1] == 1 else np.log(p)
+
+
+def apply_temperature(probabilities, temperature):
+    """`probabilities` (n, 1 | classes) as a model would give them with its logits divided by
+    `temperature`, in the same shape."""
+    if temperature == 1.0:
+        return np.asarray(probabilities)
+    logits = as_logits(probabilities) / temperature
+    if logits.shape[-1] == 1:
+        return 1 / (1 + np.exp(-logits))
+    logits -= logits.max(axis=-1, keepdims=True)
+    exp = np.exp(logits)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def class_probabilities(probabilities):
+    """(n, classes): a one-column sigmoid output becomes (1 - p, p)."""
+    p = np.asarray(probabilities, np.float64)
+    return np.concatenate([1 - p, p], axis=1) if p.shape[-1] == 1 else p
+
+
+def negative_log_likelihood(probabilities, labels):
+    """Mean -log p(true class): the loss temperature scaling minimises."""
+    p = class_probabilities(probabilities)
+    return float(-np.log(np.clip(p[np.arange(len(labels)), labels], EPSILON, 1)).mean())
+
+
+def expected_calibration_error(probabilities, labels, bins=ECE_BINS):
+    """Confidence vs accuracy over equal-width confidence bins, weighted by bin size (Guo et
+    al.'s ECE): 0 for a perfectly calibrated model."""
+    p = class_probabilities(probabilities)
+    confidence, predicted = p.max(axis=1), p.argmax(axis=1)
+    correct = predicted == np.asarray(labels)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    error = 0.0
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            error += members.mean() * abs(correct[members].mean() - confidence[members].mean())
+    return float(error)
+
+
+def reliability(probabilities, labels, bins=ECE_BINS):
+    """Per bin: (mean confidence, accuracy, count), for the reliability diagram."""
+    p = class_probabilities(probabilities)
+    confidence, correct = p.max(axis=1), p.argmax(axis=1) == np.asarray(labels)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    return [(float(confidence[which == b].mean()) if (which == b).any() else None,
+             float(correct[which == b].mean()) if (which == b).any() else None,
+             int((which == b).sum())) for b in range(bins)]
+
+
+def fit_temperature(probabilities, labels):
+    """The temperature minimising the negative log-likelihood of `labels` (Guo et al.'s
+    temperature scaling), by SciPy's bounded scalar minimiser on log T."""
+    from scipy.optimize import minimize_scalar
+
+    labels = np.asarray(labels)
+    if len(labels) < 2:
+        raise CatsDogsError("calibration needs at least two held-out images",
+                            fix="calibrate on a folder of class sub-folders with more images")
+    result = minimize_scalar(
+        lambda log_t: negative_log_likelihood(apply_temperature(probabilities, np.exp(log_t)),
+                                              labels),
+        bounds=(np.log(0.05), np.log(20.0)), method="bounded", options={"xatol": 1e-4})
+    return float(np.exp(result.x))
+
+
+def confidence_threshold(probabilities, keep=DEFAULT_KEEP):
+    """The max-probability that `keep` of these images reach: below it a prediction is
+    "unknown" (`predict --min-confidence auto`)."""
+    confidence = class_probabilities(probabilities).max(axis=1)
+    return float(np.quantile(confidence, 1 - keep))
+
+
+def calibration_report(probabilities, labels, keep=DEFAULT_KEEP):
+    """Fit T on held-out predictions; everything calibration.json holds."""
+    temperature = fit_temperature(probabilities, labels)
+    calibrated = apply_temperature(probabilities, temperature)
+    return {"temperature": temperature, "images": int(len(labels)),
+            "ece_before": expected_calibration_error(probabilities, labels),
+            "ece_after": expected_calibration_error(calibrated, labels),
+            "nll_before": negative_log_likelihood(probabilities, labels),
+            "nll_after": negative_log_likelihood(calibrated, labels),
+            "min_confidence_auto": {"keep": keep,
+                                    "threshold": confidence_threshold(calibrated, keep)}}
+
+
+def rejection_threshold(classifier, min_confidence):
+    """A number, or "auto"/None: the threshold calibration.json stored for its share kept."""
+    if min_confidence not in (None, "auto"):
+        return float(min_confidence)
+    stored = classifier.calibration.get("min_confidence_auto")
+    if not stored:
+        raise CatsDogsError("no stored threshold for --min-confidence auto", where=classifier.source,
+                            fix="calibrate the run first (catsdogs calibrate RUN_DIR), or give a "
+                                "number such as --min-confidence 0.8")
+    return float(stored["threshold"])
+
+
+def with_temperature(model, temperature):
+    """A Keras model whose probabilities are `model`'s with its logits divided by
+    `temperature`, built from Keras ops only (no custom layer), so every export of it carries
+    the calibration and loads anywhere Keras models load."""
+    import keras
+    from keras import ops
+
+    if temperature == 1.0:
+        return model
+    p = ops.clip(model.output, EPSILON, 1 - EPSILON)
+    if model.output_shape[-1] == 1:
+        out = ops.sigmoid(ops.log(p / (1 - p)) / temperature)
+    else:
+        out = ops.softmax(ops.log(p) / temperature, axis=-1)
+    return keras.Model(model.inputs, out, name=f"{model.name}_calibrated")
+
+
+def calibrate_run(run_dir, model, pixels, labels, class_names, fitted_on, batch_size=64):
+    """Fit the temperature of the Keras `model` of `run_dir` on held-out images; write
+    calibration.json and the run's saved_model/ with the temperature inside it.
+
+    Returns:
+        dict: what calibration.json holds.
+    """
+    from pathlib import Path
+
+    from catsdogs import plots, runs
+    from catsdogs.inference.runtimes import as_class_probabilities
+    from catsdogs.inference.saved_model import write_saved_model
+
+    raw = np.concatenate([as_class_probabilities(model.predict_on_batch(
+        np.asarray(pixels[i:i + batch_size], np.float32))) for i in range(0, len(pixels), batch_size)])
+    report = {**calibration_report(raw, labels), "fitted_on": str(fitted_on)}
+    run_dir = Path(run_dir)
+    runs.write_json(run_dir / CALIBRATION_FILE, report)
+    write_saved_model(with_temperature(model, report["temperature"]),
+                      run_dir / runs.SAVED_MODEL_DIR, class_names)
+    plots.reliability_diagram(
+        [reliability(raw, labels), reliability(apply_temperature(raw, report["temperature"]), labels)],
+        ["before", f"after (T = {report['temperature']:.2f})"],
+        run_dir / runs.PLOTS_DIR / "reliability.png",
+        title=f"Calibration on {len(labels)} held-out images: ECE {report['ece_before']:.3f} -> "
+              f"{report['ece_after']:.3f}")
+    return report

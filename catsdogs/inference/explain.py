@@ -1,0 +1,138 @@
+"""Why the model said "dog": Grad-CAM heatmaps (Selvaraju et al. 2017), batched.
+
+As in keras-io's `grad_cam` example: the gradient of the explained class's score with
+respect to the last spatial feature map, averaged over space, weights that map's channels;
+their weighted sum, through a ReLU, is where the evidence for the class lies. The map layer
+is found for every preset: the last layer whose output is still an image (height x width x
+channels) before pooling or flattening, looking inside a `keras.applications` backbone when
+the network has one. A whole batch goes through one forward and one backward pass (each
+image's score depends on its own features only, so the gradient of their sum gives each
+image its own), so explaining a folder costs about what predicting it does, twice.
+"""
+
+import numpy as np
+
+from catsdogs.errors import CatsDogsError
+
+OVERLAY_ALPHA = 0.45  # how much of the heatmap shows over the photo
+COLORMAP = "jet"  # keras-io's choice: hot = evidence for the class
+
+
+def _spatial(layer):
+    shape = getattr(layer, "output", None)
+    shape = getattr(shape, "shape", None)
+    return shape is not None and len(shape) == 4
+
+
+def find_feature_layer(model):
+    """(backbone or None, layer): the last layer with a 4-D output that feeds the head.
+
+    A nested model (a keras.applications backbone) that pools inside itself hides its maps
+    from the outer graph; then its own last 4-D layer is taken.
+    """
+    import keras
+
+    for layer in reversed(model.layers):
+        if isinstance(layer, keras.Model) and not _spatial(layer):
+            inner = next((l for l in reversed(layer.layers) if _spatial(l)), None)
+            if inner is not None:
+                return layer, inner
+        if _spatial(layer) and not isinstance(layer, keras.layers.InputLayer):
+            return None, layer
+    raise CatsDogsError("the model has no spatial feature map to explain",
+                        fix="Grad-CAM needs a convolutional network")
+
+
+def _maps_and_outputs(model):
+    """A function pixels -> (feature maps, probabilities) through the model's own layers."""
+    import keras
+
+    backbone, layer = find_feature_layer(model)
+    if backbone is None:
+        return keras.Model(model.inputs, [layer.output, model.output])
+    inner = keras.Model(backbone.inputs, [layer.output, backbone.output])
+
+    def run(pixels):  # the presets around a backbone are a chain of layers
+        x, maps = pixels, None
+        for outer in model.layers[1:]:
+            if outer is backbone:
+                maps, x = inner(x)
+            else:
+                x = outer(x)
+        return maps, x
+
+    return run
+
+
+def gradcam(model, pixels, class_indices=None, batch_size=32):
+    """Heatmaps in [0, 1] at the feature map's resolution, one per image.
+
+    Args:
+        model: a Keras model taking pixels 0..255 and giving probabilities.
+        pixels: float array (n, height, width, 3).
+        class_indices: the class each heatmap explains; default: the predicted class.
+
+    Returns:
+        (heatmaps (n, h', w'), explained class index per image)
+    """
+    import tensorflow as tf
+
+    run = _maps_and_outputs(model)
+    heatmaps, explained = [], []
+    for start in range(0, len(pixels), batch_size):
+        batch = tf.constant(np.asarray(pixels[start:start + batch_size], np.float32))
+        with tf.GradientTape() as tape:
+            maps, probabilities = run(batch)
+            if probabilities.shape[-1] == 1:  # one sigmoid unit: class 1 is p, class 0 is 1-p
+                probabilities = tf.concat([1 - probabilities, probabilities], axis=-1)
+            chosen = (tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+                      if class_indices is None else
+                      tf.constant(np.asarray(class_indices[start:start + len(batch)]), tf.int32))
+            score = tf.reduce_sum(tf.gather(probabilities, chosen, batch_dims=1))
+        gradients = tape.gradient(score, maps)
+        weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
+        heatmap = tf.nn.relu(tf.reduce_sum(maps * weights, axis=-1)).numpy()
+        peak = heatmap.reshape(len(heatmap), -1).max(axis=1)
+        heatmaps.append(heatmap / np.where(peak > 0, peak, 1)[:, None, None])
+        explained.append(chosen.numpy())
+    return np.concatenate(heatmaps), np.concatenate(explained)
+
+
+def overlay(image, heatmap, alpha=OVERLAY_ALPHA, min_side=224):
+    """The photo (uint8 h x w x 3) with the heatmap, resized to it, blended on top; photos
+    smaller than `min_side` (a 32x32 CIFAR-10 image) are enlarged first, so it can be seen."""
+    from matplotlib import colormaps
+    from PIL import Image
+
+    image = np.uint8(np.clip(image, 0, 255))
+    if min(image.shape[:2]) < min_side:
+        factor = min_side / min(image.shape[:2])
+        image = np.asarray(Image.fromarray(image).resize(
+            (round(image.shape[1] * factor), round(image.shape[0] * factor)),
+            Image.Resampling.BICUBIC))
+    height, width = image.shape[:2]
+    scaled = Image.fromarray(np.uint8(np.clip(heatmap, 0, 1) * 255)).resize(
+        (width, height), Image.Resampling.BILINEAR)
+    colour = colormaps[COLORMAP](np.asarray(scaled) / 255.0)[..., :3] * 255
+    return np.uint8(np.clip((1 - alpha) * image + alpha * colour, 0, 255))
+
+
+def write_overlays(images, heatmaps, names, folder):
+    """Save each overlay as `folder/<name>.jpg`; names already taken get -1, -2, ... ."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from catsdogs import runs
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for image, heatmap, name in zip(images, heatmaps, names):
+        path, counter = folder / f"{name}.jpg", 1
+        while path.exists() or path in written:
+            path, counter = folder / f"{name}-{counter}.jpg", counter + 1
+        with runs.atomic_path(path) as temp:
+            Image.fromarray(overlay(image, heatmap)).save(temp, "JPEG", quality=90)
+        written.append(path)
+    return written

@@ -1,0 +1,332 @@
+"""The web app: TensorFlow Serving's REST dialect, a page for people, metrics for machines.
+
+    GET  /v1/models/NAME                 status, as TF Serving answers it
+    GET  /v1/models/NAME/metadata        inputs, outputs, class names, input size, temperature
+    POST /v1/models/NAME:predict         {"instances": [{"b64": "<JPEG/PNG>"}, ...]} (row form)
+                                         or {"inputs": {"image_bytes": [{"b64": ...}]}} (columns)
+    POST /v1/models/NAME:classify        multipart image uploads (the page uses it); ?explain=1
+                                         adds a Grad-CAM overlay per image
+    GET  /v1/models/NAME/report          the run's metrics and the names of its plots
+    GET  /v1/models/NAME/plots/FILE      one of those plots
+    GET  /metrics  /healthz              Prometheus text; liveness
+    GET  /                               the page (plain HTML, CSS and JS from the package)
+
+A client written for TensorFlow Serving's REST API works unchanged: same paths, same JSON
+shapes (`instances` -> `predictions`, `inputs` -> `outputs`, base64 as {"b64": ...}). Errors
+are {"error": "..."} with a 4xx status for the caller's mistakes. Uploads are decoded in
+memory by the same decoder as training; nothing is written to disk.
+"""
+
+import asyncio
+import base64
+import binascii
+import dataclasses
+import html
+import io
+import json
+import secrets
+import time
+from pathlib import Path
+
+import numpy as np
+
+from catsdogs import runs
+from catsdogs.data.images import UnreadableImage, decode_image
+from catsdogs.serve.batching import BatchingConfig, DynamicBatcher
+
+STATIC = Path(__file__).parent / "static"
+API_KEY_HEADER = "X-API-Key"
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeConfig:
+    """What `catsdogs serve` is told; the defaults suit one machine on a trusted network."""
+
+    name: str = "catsdogs"  # the model name in the URL paths, as TF Serving's --model_name
+    api_key: str | None = None  # when set, every request but the page's files must carry it
+    max_upload_bytes: int = 20_000_000  # (bytes) per request body
+    max_instances: int = 64  # (images) per request
+    batching: BatchingConfig = BatchingConfig()
+
+
+class ServeError(Exception):
+    """A request the server refuses: answered as {"error": message} with `status`."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def _metrics_registry():
+    """Prometheus metrics of one app (its own registry: two apps in a process never mix)."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+
+    registry = CollectorRegistry()
+    return registry, {
+        "requests": Counter("catsdogs_requests", "Requests by endpoint and status code",
+                            ["endpoint", "code"], registry=registry),
+        "latency": Histogram("catsdogs_request_seconds", "Request latency", ["endpoint"],
+                             registry=registry,
+                             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)),
+        "batch": Histogram("catsdogs_batch_images", "Images per model call", registry=registry,
+                           buckets=(1, 2, 4, 8, 16, 32, 64, 128)),
+        "images": Counter("catsdogs_images", "Images classified", registry=registry),
+    }
+
+
+def _report_files(run_dir):
+    """{name: path} of the plots the page's model tab may show (a fixed list: no path from a
+    request ever reaches the disk)."""
+    if run_dir is None:
+        return {}
+    candidates = [run_dir / runs.PLOTS_DIR / name for name in
+                  ("training_curves.png", "reliability.png")]
+    candidates += sorted(run_dir.glob(f"eval-*/{runs.PLOTS_DIR}/confusion_matrix.png"))[-1:]
+    return {path.name: path for path in candidates if path.is_file()}
+
+
+def create_app(classifier, config=ServeConfig()):
+    """The FastAPI app serving `classifier` (see the module docstring for its endpoints)."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+    from fastapi.staticfiles import StaticFiles
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    from starlette.exceptions import HTTPException
+
+    registry, metrics = _metrics_registry()
+    model_path = f"/v1/models/{config.name}"
+    run_dir = classifier.source.parent if classifier.source.name == runs.MODEL_FILE else None
+    report_files = _report_files(run_dir)
+    threshold = (classifier.calibration.get("min_confidence_auto") or {}).get("threshold")
+
+    def classify_rows(pixels):
+        probabilities = classifier.probabilities(pixels)
+        metrics["images"].inc(len(pixels))
+        return [_row(p, classifier.class_names, threshold) for p in probabilities]
+
+    batcher = DynamicBatcher(classify_rows, config.batching, on_batch=metrics["batch"].observe)
+    app = FastAPI(title="catsdogs", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.batcher = batcher
+
+    @app.middleware("http")
+    async def guard_and_measure(request: Request, call_next):
+        started = time.perf_counter()
+        endpoint = _endpoint_of(request.url.path, model_path)
+        try:
+            public = endpoint in ("page", "static")
+            if config.api_key and not public and not secrets.compare_digest(
+                    request.headers.get(API_KEY_HEADER, ""), config.api_key):
+                raise ServeError(401, f"missing or wrong {API_KEY_HEADER} header")
+            length = request.headers.get("content-length")
+            if length and length.isdigit() and int(length) > config.max_upload_bytes:
+                raise ServeError(413, f"request body over {config.max_upload_bytes:,} bytes")
+            response = await call_next(request)
+        except ServeError as error:
+            response = JSONResponse({"error": error.message}, status_code=error.status)
+        metrics["requests"].labels(endpoint, str(response.status_code)).inc()
+        metrics["latency"].labels(endpoint).observe(time.perf_counter() - started)
+        return response
+
+    @app.exception_handler(ServeError)
+    async def refused(request, error):
+        return JSONResponse({"error": error.message}, status_code=error.status)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, error):
+        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code)
+
+    @app.exception_handler(Exception)
+    async def internal(request, error):
+        return JSONResponse({"error": f"internal: {type(error).__name__}"}, status_code=500)
+
+    page_html = (STATIC / "index.html").read_text().replace("__MODEL_NAME__",
+                                                            html.escape(config.name))
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return HTMLResponse(page_html)
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/metrics")
+    async def prometheus():
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get(model_path)
+    async def status():
+        return {"model_version_status": [{"version": "1", "state": "AVAILABLE",
+                                          "status": {"error_code": "OK", "error_message": ""}}]}
+
+    @app.get(model_path + "/metadata")
+    async def metadata():
+        height, width = classifier.image_size
+        outputs = {"probabilities": {"dtype": "DT_FLOAT", "shape": [-1, len(classifier.class_names)]},
+                   "class_name": {"dtype": "DT_STRING", "shape": [-1]},
+                   "class_index": {"dtype": "DT_INT32", "shape": [-1]}}
+        return {"model_spec": {"name": config.name, "signature_name": "serving_default",
+                               "version": "1"},
+                "metadata": {"signature_def": {"signature_def": {"serving_default": {
+                    "inputs": {"image_bytes": {"dtype": "DT_STRING", "shape": [-1]}},
+                    "outputs": outputs, "method_name": "tensorflow/serving/predict"}}}},
+                "class_names": classifier.class_names, "image_size": [height, width],
+                "temperature": classifier.temperature, "min_confidence": threshold,
+                "explain": classifier.model is not None}
+
+    @app.post(model_path + ":predict")
+    async def predict(request: Request):
+        body = await _read_body(request, config.max_upload_bytes)
+        images, columnar = _instances(body, config.max_instances)
+        pixels = await _decode_all(images, classifier.image_size)
+        rows = await batcher.submit(pixels)
+        if columnar:
+            return {"outputs": {key: [row[key] for row in rows] for key in rows[0]}}
+        return {"predictions": rows}
+
+    @app.post(model_path + ":classify")
+    async def classify(request: Request, explain: bool = False):
+        form = await _read_form(request, config.max_upload_bytes)
+        files = [value for _, value in form.multi_items() if hasattr(value, "read")]
+        if not files:
+            raise ServeError(400, "no image uploaded: send multipart/form-data with file fields")
+        if len(files) > config.max_instances:
+            raise ServeError(413, f"{len(files)} images in one request; at most "
+                                  f"{config.max_instances}")
+        contents = [await upload.read() for upload in files]
+        pixels = await _decode_all(contents, classifier.image_size,
+                                   names=[upload.filename for upload in files])
+        rows = await batcher.submit(pixels)
+        for row, upload in zip(rows, files):
+            row["file"] = upload.filename
+        if explain and classifier.model is not None:
+            overlays = await asyncio.to_thread(_overlays, classifier, pixels, rows)
+            for row, overlay in zip(rows, overlays):
+                row["gradcam_png"] = overlay
+        return {"results": rows}
+
+    @app.get(model_path + "/report")
+    async def report():
+        metrics_file = run_dir / runs.METRICS_FILE if run_dir else None
+        return {"name": config.name, "class_names": classifier.class_names,
+                "metrics": json.loads(metrics_file.read_text()) if metrics_file and
+                metrics_file.is_file() else {},
+                "calibration": classifier.calibration, "plots": sorted(report_files)}
+
+    @app.get(model_path + "/plots/{file_name}")
+    async def plot(file_name: str):
+        if file_name not in report_files:
+            raise ServeError(404, f"no plot {file_name!r}; see {model_path}/report")
+        return FileResponse(report_files[file_name], media_type="image/png")
+
+    return app
+
+
+def _endpoint_of(path, model_path):
+    """A low-cardinality label for the metrics (never the raw path)."""
+    if path == "/":
+        return "page"
+    if path.startswith("/static/"):
+        return "static"
+    if path.startswith(model_path):
+        rest = path[len(model_path):]
+        return {"": "status", "/metadata": "metadata", ":predict": "predict",
+                ":classify": "classify", "/report": "report"}.get(
+            rest, "plots" if rest.startswith("/plots/") else "other")
+    return {"/metrics": "metrics", "/healthz": "healthz"}.get(path, "other")
+
+
+def _row(probabilities, class_names, threshold):
+    best = int(np.argmax(probabilities))
+    unknown = threshold is not None and float(probabilities[best]) < threshold
+    return {"probabilities": [float(p) for p in probabilities],
+            "class_name": "unknown" if unknown else class_names[best], "class_index": best,
+            "classes": sorted(({"class": n, "probability": float(p)} for n, p in
+                               zip(class_names, probabilities)), key=lambda c: -c["probability"]),
+            "unknown": unknown}
+
+
+async def _read_body(request, limit):
+    """The request body, refused when empty or over `limit` bytes (checked as it streams)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ServeError(413, f"request body over {limit:,} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not body.strip():
+        raise ServeError(400, "empty request body: send JSON with \"instances\"")
+    try:
+        return json.loads(body)
+    except ValueError as error:
+        raise ServeError(400, f"malformed JSON: {error}") from None
+
+
+async def _read_form(request, limit):
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise ServeError(415, "send the images as multipart/form-data")
+    try:
+        return await request.form(max_part_size=limit)
+    except Exception as error:  # python-multipart's parse errors
+        raise ServeError(400, f"malformed multipart body ({type(error).__name__})") from None
+
+
+def _instances(body, max_instances):
+    """Image bytes from TF Serving's request forms, and whether the answer is columnar."""
+    if not isinstance(body, dict) or not ({"instances", "inputs"} & set(body)):
+        raise ServeError(400, "expected a JSON object with \"instances\" (rows) or \"inputs\" "
+                              "(columns), as TensorFlow Serving takes")
+    columnar = "inputs" in body
+    items = body["inputs"] if columnar else body["instances"]
+    if columnar and isinstance(items, dict):
+        items = items.get("image_bytes", next(iter(items.values()), None))
+    if not isinstance(items, list) or not items:
+        raise ServeError(400, "no instances: give a non-empty list of {\"b64\": ...} images")
+    if len(items) > max_instances:
+        raise ServeError(413, f"{len(items)} instances in one request; at most {max_instances}")
+    images = []
+    for index, item in enumerate(items):
+        if isinstance(item, dict) and "image_bytes" in item:  # {"image_bytes": {"b64": ...}}
+            item = item["image_bytes"]
+        if not (isinstance(item, dict) and isinstance(item.get("b64"), str)):
+            raise ServeError(400, f"instance {index}: expected {{\"b64\": \"<base64 image>\"}}")
+        try:
+            images.append(base64.b64decode(item["b64"], validate=True))
+        except (binascii.Error, ValueError):
+            raise ServeError(400, f"instance {index}: malformed base64") from None
+    return images, columnar
+
+
+async def _decode_all(contents, size, names=None):
+    """Decode in a worker thread with the training decoder; the first bad image refuses the
+    request (413 for images over the pixel limit, 400 for anything else unreadable)."""
+    def decode():
+        out = np.empty((len(contents), *size, 3), np.float32)
+        for index, data in enumerate(contents):
+            label = names[index] if names else f"instance {index}"
+            try:
+                out[index] = decode_image(label, size, data)
+            except UnreadableImage as error:
+                raise ServeError(413 if "too large" in str(error) else 400,
+                                 f"{label}: {error}") from None
+        return out
+
+    return await asyncio.to_thread(decode)
+
+
+def _overlays(classifier, pixels, rows):
+    """Grad-CAM overlays, as base64 PNG, each for the class its row names (or its top class)."""
+    from PIL import Image
+
+    from catsdogs.inference.explain import overlay
+
+    heatmaps, _ = classifier.explain(pixels, [row["class_index"] for row in rows])
+    encoded = []
+    for image, heatmap in zip(pixels, heatmaps):
+        buffer = io.BytesIO()
+        Image.fromarray(overlay(image, heatmap)).save(buffer, "PNG")
+        encoded.append(base64.b64encode(buffer.getvalue()).decode())
+    return encoded
