@@ -113,6 +113,10 @@ class TrainConfig:
     train_dir: str | None = setting(None, "(folder) training class sub-folders (with --val-dir)")
     val_dir: str | None = setting(None, "(folder) validation class sub-folders (with --train-dir)")
     val_split: float = setting(0.2, "(fraction) held out for validation when --data has no split")
+    selection_split: float = setting(
+        0.0, "(fraction) carve this share of each class's training images (by --seed) to choose "
+             "the best epoch on; the validation split is then a test split, evaluated once at "
+             "the end (metrics.json: test_accuracy); 0: the validation split chooses")
     epochs: int | None = setting(None, "(count) passes over the training set; default: the preset's")
     batch_size: int | None = setting(None, "(images) per training step; default: the preset's")
     optimizer: str | None = setting(None, "adam: Adam (AdamW with weight decay); sgd: airbench's "
@@ -172,6 +176,8 @@ class TrainConfig:
         _check(self.steps_per_execution is None or self.steps_per_execution >= 1,
                "steps_per_execution", self.steps_per_execution, "an integer >= 1")
         _check(0 < self.val_split < 1, "val_split", self.val_split, "a fraction in (0, 1)")
+        _check(0 <= self.selection_split < 1, "selection_split", self.selection_split,
+               "a fraction in [0, 1), e.g. 0.15; 0 turns it off")
         _check(self.patience >= 0, "patience", self.patience, "an integer >= 0 (0 turns it off)")
         if (self.train_dir is None) != (self.val_dir is None):
             raise CatsDogsError("--train-dir and --val-dir go together", fix="give both, or use --data")
@@ -239,7 +245,7 @@ VERSION_KEY = "config_version"
 # Settings added after the first run folders: a config.json without one (written before it
 # existed) resumes with the value its run trained with, as no run of that time could set it.
 SETTINGS_ADDED_LATER = {"progressive_start": 1.0, "steps_per_execution": 1,
-                        "optimizer": "adam", "lookahead": False}
+                        "optimizer": "adam", "lookahead": False, "selection_split": 0.0}
 
 
 def run_config_dict(config):

@@ -34,6 +34,12 @@ class Split:
     def __len__(self):
         return len(self.labels)
 
+    def subset(self, indices):
+        """The images at `indices`, with their labels, paths and digests."""
+        return Split(self.pixels[indices], self.labels[indices],
+                     [self.paths[i] for i in indices] if self.paths else [],
+                     [self.digests[i] for i in indices] if self.digests else [])
+
     def counts(self, class_names):
         per_class = np.bincount(self.labels, minlength=len(class_names))
         return {name: int(count) for name, count in zip(class_names, per_class)}
@@ -43,16 +49,31 @@ class Split:
 class ImageData:
     class_names: list
     train: Split
-    val: Split
+    val: Split  # chooses the best epoch (with a selection split: carved from the training images)
     skipped: list  # (path, reason) for every file that could not be used
     sources: dict  # split name -> where it came from
+    test: Split | None = None  # with a selection split: the data's own validation split, used once
 
     def summary(self):
         """Class names and per-class counts, for printing and dataset.json."""
+        splits = {"train": self.train, "validation": self.val, "test": self.test}
         return {"class_names": self.class_names, "sources": self.sources,
-                "counts": {"train": self.train.counts(self.class_names),
-                           "validation": self.val.counts(self.class_names)},
+                "counts": {name: split.counts(self.class_names)
+                           for name, split in splits.items() if split is not None},
                 "skipped": len(self.skipped)}
+
+    def carve_selection(self, fraction, seed):
+        """ImageData whose `val` is `fraction` of each class's training images (by `seed`) and
+        whose `test` is this data's validation split: the split that picks the epoch (and any
+        recipe tuned on it) is then never the one the result is reported on."""
+        train_idx, selection_idx = stratified_split(self.train.labels, fraction, seed,
+                                                    flag="--selection-split")
+        source = (f"{self.sources['train']} (selection split: {fraction:.0%} of each class, "
+                  f"seed {seed})")
+        return ImageData(self.class_names, self.train.subset(train_idx),
+                         self.train.subset(selection_idx), self.skipped,
+                         {"train": self.sources["train"], "validation": source,
+                          "test": self.sources["validation"]}, test=self.val)
 
 
 # ---------------------------------------------------------------- finding files
@@ -126,7 +147,7 @@ def find_split_folders(folder):
     return (train, val) if train and val else None
 
 
-def stratified_split(labels, fraction, seed):
+def stratified_split(labels, fraction, seed, flag="--val-split"):
     """Indices (train, val): `fraction` of each class to validation, shuffled by `seed`."""
     rng = np.random.default_rng(seed)
     train, val = [], []
@@ -135,7 +156,7 @@ def stratified_split(labels, fraction, seed):
         n_val = max(1, round(len(members) * fraction))
         if n_val >= len(members):
             raise CatsDogsError(f"class {label} has too few images to split ({len(members)})",
-                                where="--val-split", fix="add images or pass --val-dir")
+                                where=flag, fix="add images, or a smaller fraction")
         val.append(members[:n_val])
         train.append(members[n_val:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
@@ -183,14 +204,9 @@ def load_split_folder(folder, image_size, val_split, seed):
     log().info(f"Decoding {len(paths)} images from {folder}")
     everything, bad = _decode_split(paths, labels, image_size, class_names, folder)
     train_idx, val_idx = stratified_split(everything.labels, val_split, seed)
-    def take(indices):
-        return Split(everything.pixels[indices], everything.labels[indices],
-                     [everything.paths[i] for i in indices],
-                     [everything.digests[i] for i in indices])
-
     source = f"{folder} (split {1 - val_split:.0%}/{val_split:.0%}, seed {seed})"
-    return ImageData(class_names, take(train_idx), take(val_idx), skipped + bad,
-                     {"train": source, "validation": source})
+    return ImageData(class_names, everything.subset(train_idx), everything.subset(val_idx),
+                     skipped + bad, {"train": source, "validation": source})
 
 
 def download_cifar10(image_size):
@@ -230,7 +246,15 @@ def check_sources(config):
 
 
 def load_image_data(config, image_size):
-    """The ImageData a resolved TrainConfig asks for."""
+    """The ImageData a resolved TrainConfig asks for (with its selection split carved out of
+    the training images when it sets one)."""
+    data = _load_sources(config, image_size)
+    if config.selection_split:
+        return data.carve_selection(config.selection_split, config.seed)
+    return data
+
+
+def _load_sources(config, image_size):
     if config.train_dir is not None:
         return load_folders(config.train_dir, config.val_dir, image_size)
     if config.data is None:  # resolve_config only leaves this for --dataset cifar10

@@ -148,7 +148,7 @@ def _start_run_folder(data, run_dir, resumed):
     from catsdogs.data.doctor import quick_warnings
 
     summary = data.summary()
-    for split in ("train", "validation"):
+    for split in summary["counts"]:
         counts = ", ".join(f"{name} {n}" for name, n in summary["counts"][split].items())
         log().info(f"{split:>10}: {counts}  ({summary['sources'][split]})")
     runs.write_csv(run_dir / runs.SKIPPED_FILE, ["path", "reason"], data.skipped)
@@ -274,6 +274,22 @@ def _fit(config, run_dir, prepared, resumed):
     return _finish(config, run_dir, data, history.rows, model.count_params())
 
 
+def _test_once(model, data):
+    """With a selection split, the data's own validation split is a test split: the best
+    model is measured on it once, here, and nothing was chosen on it."""
+    if data.test is None:
+        return {}
+    import numpy as np
+
+    from catsdogs.inference.runtimes import as_class_probabilities
+
+    probabilities = np.concatenate([as_class_probabilities(model.predict_on_batch(
+        data.test.pixels[i:i + 64].astype(np.float32))) for i in range(0, len(data.test), 64)])
+    accuracy = float((probabilities.argmax(axis=1) == data.test.labels).mean())
+    return {"test_accuracy": accuracy, "test_images": len(data.test),
+            "test_split": data.sources["test"]}
+
+
 def _finish(config, run_dir, data, rows, parameters):
     """After fit: SavedModel of the best model, plots, metrics.json; drop the resume backup."""
     import keras
@@ -298,6 +314,8 @@ def _finish(config, run_dir, data, rows, parameters):
         "epochs_run": len(rows), "epochs_planned": config.epochs,
         "train_seconds": round(sum(float(r["seconds"]) for r in rows), 1),  # all sessions
         "train_images": len(data.train), "validation_images": len(data.val),
+        "best_epoch_chosen_on": data.sources["validation"],
+        **_test_once(best_model, data),
         "parameters": parameters, "temperature": calibration["temperature"],
         "val_ece_before_calibration": calibration["ece_before"],
         "val_ece_after_calibration": calibration["ece_after"],
@@ -306,6 +324,9 @@ def _finish(config, run_dir, data, rows, parameters):
     callbacks.remove_backup(run_dir / runs.CHECKPOINTS_DIR)
     print(f"Best {MONITOR} {metrics['best_val_accuracy']:.4f} at epoch {metrics['best_epoch']} "
           f"of {len(rows)} ({metrics['train_seconds']:.1f} s of training)")
+    if "test_accuracy" in metrics:
+        print(f"Test accuracy {metrics['test_accuracy']:.4f} on {metrics['test_images']} images "
+              f"no choice was made on ({metrics['test_split']})")
     print(f"Calibration: temperature {calibration['temperature']:.3f}, expected calibration "
           f"error {calibration['ece_before']:.4f} -> {calibration['ece_after']:.4f} on validation")
     print(f"Model:       {run_dir / runs.MODEL_FILE}  (SavedModel: {run_dir / runs.SAVED_MODEL_DIR})")

@@ -1,0 +1,65 @@
+"""Accuracy that holds on new photos (issue #28): the epoch is chosen on a split carved from the
+training images, and the data's own validation split is a test split, used once."""
+
+import json
+
+import pytest
+
+import catsdogs
+from catsdogs.config import TrainConfig
+from catsdogs.data.datasets import load_image_data
+from catsdogs.errors import CatsDogsError
+
+from conftest import TWO_CLASSES, write_class_images
+
+
+@pytest.fixture
+def folders(tmp_path):
+    root = tmp_path / "images"
+    write_class_images(root / "train", TWO_CLASSES, 20, size=(32, 32), seed=1)
+    write_class_images(root / "validation", TWO_CLASSES, 6, size=(32, 32), seed=2)
+    return root
+
+
+def test_the_selection_split_is_disjoint_stratified_and_stable(folders):
+    config = TrainConfig(data=str(folders), preset="seed-cifar10", selection_split=0.25, seed=3)
+    data = load_image_data(config, (32, 32))
+    again = load_image_data(config, (32, 32))
+    other_seed = load_image_data(TrainConfig(data=str(folders), preset="seed-cifar10",
+                                             selection_split=0.25, seed=4), (32, 32))
+    assert not set(data.train.paths) & set(data.val.paths)  # disjoint from training
+    assert sorted(data.train.paths + data.val.paths) == sorted(
+        str(p) for p in (folders / "train").rglob("*.*"))  # carved from the training images
+    assert data.val.counts(data.class_names) == {"cats": 5, "dogs": 5}  # 25 % of each class
+    assert data.val.paths == again.val.paths  # stable for a seed
+    assert data.val.paths != other_seed.val.paths
+    assert sorted(data.test.paths) == sorted(str(p) for p in (folders / "validation").rglob("*.*"))
+    assert "selection split" in data.sources["validation"]
+
+
+def test_metrics_record_what_chose_the_epoch_final_and_test_accuracy(folders, tmp_path):
+    run = catsdogs.train(TrainConfig(data=str(folders), preset="seed-cifar10", epochs=2,
+                                     batch_size=8, selection_split=0.2,
+                                     run_dir=str(tmp_path / "run")))
+    metrics = json.loads((run.dir / "metrics.json").read_text())
+    assert "selection split: 20%" in metrics["best_epoch_chosen_on"]
+    assert metrics["final_val_accuracy"] == pytest.approx(float(run.history[-1]["val_accuracy"]))
+    assert metrics["test_images"] == 12 and 0 <= metrics["test_accuracy"] <= 1
+    assert metrics["train_images"] == 32 and metrics["validation_images"] == 8
+    classifier = catsdogs.load(run.dir)
+    report = catsdogs.evaluate(classifier, folders / "validation", out=tmp_path / "eval")
+    assert report["accuracy"] == pytest.approx(metrics["test_accuracy"])  # the same measurement
+
+
+def test_without_a_selection_split_the_validation_split_chooses(folders, tmp_path):
+    run = catsdogs.train(TrainConfig(data=str(folders), preset="seed-cifar10", epochs=1,
+                                     batch_size=8, run_dir=str(tmp_path / "run")))
+    assert run.metrics["best_epoch_chosen_on"] == str(folders / "validation")
+    assert "test_accuracy" not in run.metrics
+
+
+def test_a_selection_split_too_small_for_a_class_is_one_clear_error(tmp_path):
+    write_class_images(tmp_path / "d" / "train", TWO_CLASSES, 1, size=(32, 32))
+    write_class_images(tmp_path / "d" / "val", TWO_CLASSES, 1, size=(32, 32))
+    with pytest.raises(CatsDogsError, match="--selection-split"):
+        load_image_data(TrainConfig(data=str(tmp_path / "d"), selection_split=0.5), (32, 32))
