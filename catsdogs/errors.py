@@ -83,3 +83,13 @@ def run_command(parser, argv, body, interrupted_hint=None):
               f"problem of this machine; {DEBUG_VARIABLE}=1 shows the traceback)",
               file=sys.stderr)
         return RUN_FAILED_EXIT_CODE
+
+
+def command_main(build_parser, body, interrupted_hint=None):
+    """The `main(argv=None) -> exit code` of a command module: its parser, its body, and the
+    rules of `run_command`."""
+    def main(argv=None):
+        return run_command(build_parser(), argv, body, interrupted_hint)
+
+    main.__doc__ = "Run the command with `argv` (default: sys.argv[1:]); returns its exit code."
+    return main

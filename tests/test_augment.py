@@ -10,7 +10,6 @@ import pytest
 from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
 import catsdogs
-from catsdogs.data import augment
 from catsdogs.training.callbacks import FlipEpoch
 from catsdogs.data.augment import (AlternatingFlips, ImageDataGeneratorAffine,
                               RandomBrightnessScale, bilinear_warp, build_augmenter)

@@ -10,7 +10,7 @@ saved_model/ with the temperature inside, and plots/reliability.png.
 """
 
 from catsdogs.config import command_parser
-from catsdogs.errors import run_command
+from catsdogs.errors import command_main
 
 
 def build_parser():
@@ -19,10 +19,6 @@ def build_parser():
     parser.add_argument("data_dir", nargs="?",
                         help="class sub-folders to fit on [default: the run's validation split]")
     return parser
-
-
-def main(argv=None):
-    return run_command(build_parser(), argv, _run)
 
 
 def _run(args):
@@ -46,3 +42,6 @@ def _run(args):
           f"negative log-likelihood {report['nll_before']:.4f} -> {report['nll_after']:.4f}")
     print(f"Wrote {run_dir / 'calibration.json'} and {run_dir / runs.SAVED_MODEL_DIR}")
     return 0
+
+
+main = command_main(build_parser, _run)

@@ -8,7 +8,8 @@ from catsdogs.inference.tta import TTA_MODES
 
 
 def add_inference_flags(parser):
-    """--tta [flip|shift] and --batch-size, shared by predict and evaluate."""
+    """--tta [flip|shift], --min-confidence and --batch-size, shared by predict and evaluate."""
+    add_min_confidence_flag(parser)
     parser.add_argument("--tta", nargs="?", const="flip", choices=TTA_MODES,
                         help="test-time augmentation: average the image with its mirror image "
                              "(flip, the default), or also with 1-px shifts of both (shift)")

@@ -15,7 +15,8 @@ from pathlib import Path
 from catsdogs import runs
 from catsdogs.config import command_parser
 from catsdogs.data.doctor import diagnose, fix_into, summary_lines
-from catsdogs.errors import run_command
+from catsdogs.errors import command_main
+
 
 def build_parser():
     parser = command_parser("doctor", __doc__)
@@ -23,10 +24,6 @@ def build_parser():
     parser.add_argument("--out", default="doctor.json", help="report file [default: doctor.json]")
     parser.add_argument("--fix-into", metavar="DIR", help="write a cleaned copy into DIR")
     return parser
-
-
-def main(argv=None):
-    return run_command(build_parser(), argv, _run)
 
 
 def _run(args):
@@ -41,3 +38,5 @@ def _run(args):
         print(f"Cleaned copy: {copied} files in {args.fix_into} ({dropped} left out)")
     return 0
 
+
+main = command_main(build_parser, _run)

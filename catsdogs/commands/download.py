@@ -13,7 +13,8 @@ CIFAR-10 needs no command: `catsdogs train --dataset cifar10` fetches it through
 
 from catsdogs.config import command_parser
 from catsdogs.data.download import SOURCES, fetch
-from catsdogs.errors import run_command
+from catsdogs.errors import command_main
+
 
 def build_parser():
     parser = command_parser("download", __doc__)
@@ -25,10 +26,6 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    return run_command(build_parser(), argv, _run)
-
-
 def _run(args):
     folder = fetch(args.name, args.into, args.archive, args.sha256)
     print(f"Unpacked into {folder}")
@@ -36,3 +33,5 @@ def _run(args):
     print(f"Train:     python -m catsdogs.train --data {folder}")
     return 0
 
+
+main = command_main(build_parser, _run)

@@ -10,10 +10,9 @@ confusion_matrix.json, plots/confusion_matrix.png and plots/most_wrong.png (the 
 wrong images) into OUT, by default `eval-<data folder name>/` beside the model.
 """
 
-from catsdogs.commands.common import (add_inference_flags, add_min_confidence_flag,
-                                      add_model_flags, model_options)
+from catsdogs.commands.common import add_inference_flags, add_model_flags, model_options
 from catsdogs.config import command_parser
-from catsdogs.errors import run_command
+from catsdogs.errors import command_main
 from catsdogs.inference.evaluate import evaluate
 
 
@@ -25,13 +24,8 @@ def build_parser():
     parser.add_argument("--ood-dir", metavar="DIR",
                         help="images of other things (any layout): how many are rejected as "
                              "unknown, and the AUROC of the max probability")
-    add_min_confidence_flag(parser)
     add_inference_flags(parser)
     return parser
-
-
-def main(argv=None):
-    return run_command(build_parser(), argv, _run)
 
 
 def _run(args):
@@ -64,3 +58,6 @@ def _run(args):
               f"{row['probability']}  {row['path']}")
     print(f"Report: {metrics['out']}")
     return 0
+
+
+main = command_main(build_parser, _run)

@@ -13,7 +13,7 @@ is written beside its destination and swapped in, so an existing export is never
 
 from catsdogs.commands.common import add_model_flags, model_options
 from catsdogs.config import command_parser
-from catsdogs.errors import run_command
+from catsdogs.errors import command_main
 from catsdogs.inference.export import FORMATS, check, export, format_check_table
 
 
@@ -30,10 +30,6 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    return run_command(build_parser(), argv, _run)
-
-
 def _run(args):
     formats = args.format
     if args.check and "keras" not in formats and "all" not in formats:
@@ -46,3 +42,5 @@ def _run(args):
         print("\n".join(format_check_table(check(written, args.check))))
     return 0
 
+
+main = command_main(build_parser, _run)

@@ -14,11 +14,10 @@ not an image, too large) are listed with the reason and skipped; the command fai
 only if no file at all could be classified. Your files are never modified.
 """
 
-from catsdogs.commands.common import (add_inference_flags, add_min_confidence_flag,
-                                      add_model_flags, model_options)
+from catsdogs.commands.common import add_inference_flags, add_model_flags, model_options
 from catsdogs.config import command_parser
 from catsdogs.console import display
-from catsdogs.errors import RunFailed, run_command
+from catsdogs.errors import RunFailed, command_main
 from catsdogs.inference.predict import check_paths_exist, predict_paths, sort_into, write_output
 
 
@@ -36,13 +35,8 @@ def build_parser():
     parser.add_argument("--explain", metavar="DIR",
                         help="write each image with its Grad-CAM heatmap over it into DIR, "
                              "named <file>-<class it explains>.jpg")
-    add_min_confidence_flag(parser)
     add_inference_flags(parser)
     return parser
-
-
-def main(argv=None):
-    return run_command(build_parser(), argv, _run)
 
 
 def _run(args):
@@ -74,3 +68,5 @@ def _run(args):
         print(f"Copied {len(rows)} images into {args.sort_into}/<class>/")
     return 0
 
+
+main = command_main(build_parser, _run)

@@ -11,7 +11,7 @@ Concurrent requests are batched into one model call (--max-batch, --batch-wait-m
 
 from catsdogs.commands.common import add_model_flags, model_options
 from catsdogs.config import command_parser
-from catsdogs.errors import CatsDogsError, run_command
+from catsdogs.errors import CatsDogsError, command_main
 
 
 def build_parser():
@@ -30,10 +30,6 @@ def build_parser():
     parser.add_argument("--max-upload-mb", type=float, default=20.0,
                         help="largest request body [default: 20]")
     return parser
-
-
-def main(argv=None):
-    return run_command(build_parser(), argv, _run)
 
 
 def serve_config(args):
@@ -66,3 +62,6 @@ def _run(args):
                       "the port can use the model")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
+
+
+main = command_main(build_parser, _run)

@@ -13,7 +13,7 @@ saved_model/, plots/training_curves.png and metrics.json.
 """
 
 from catsdogs import config as cfg
-from catsdogs.errors import CatsDogsError, run_command
+from catsdogs.errors import CatsDogsError, command_main
 
 
 def build_parser():
@@ -41,11 +41,6 @@ def config_from_args(args):
     return cfg.TrainConfig(**cfg.merge(base, merged))
 
 
-def main(argv=None):
-    return run_command(build_parser(), argv, _run,
-                       interrupted_hint="continue with catsdogs train --resume RUN_DIR")
-
-
 def _run(args):
     from catsdogs.training import train
 
@@ -63,3 +58,7 @@ def _run(args):
     else:
         train.train(config_from_args(args))
     return 0
+
+
+main = command_main(build_parser, _run,
+                    interrupted_hint="continue with catsdogs train --resume RUN_DIR")

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from catsdogs import runs
 from catsdogs.console import name_some
 from catsdogs.errors import CatsDogsError
 from catsdogs.data.images import UnreadableImage, decode_image, read_bytes
