@@ -24,6 +24,9 @@ def build_parser():
     actions.add_argument("--preview-augmentation", action="store_true",
                          help="write plots/augmentation.png in a new run folder and exit")
     actions.add_argument("--config", metavar="FILE.json", help="settings file; flags override it")
+    actions.add_argument("--local-workers", type=int, metavar="N",
+                         help="train with N workers on this machine (--strategy multiworker on "
+                              "127.0.0.1, free ports): try multi-machine training on one")
     cfg.add_flags(parser, cfg.TrainConfig)
     return parser
 
@@ -48,6 +51,8 @@ def _run(args):
         from catsdogs.models.presets import describe_presets
 
         print("\n".join(describe_presets()))
+    elif args.local_workers is not None:
+        return _local_workers(args)
     elif args.resume:
         if cfg.given_flags(args, cfg.TrainConfig) or args.config:
             raise CatsDogsError("--resume takes its settings from the run's config.json",
@@ -62,3 +67,28 @@ def _run(args):
 
 main = command_main(build_parser, _run,
                     interrupted_hint="continue with catsdogs train --resume RUN_DIR")
+
+
+def _local_workers(args):
+    """Start --local-workers N processes of this command with --strategy multiworker; they get
+    the settings resolved here (a settings file) and one --run-dir, or --resume RUN_DIR."""
+    import json
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from catsdogs.training.distribute import run_local_workers
+
+    if args.local_workers < 2:
+        raise CatsDogsError(f"bad value for --local-workers: expected 2 or more, received "
+                            f"{args.local_workers}", fix="one worker is plain training: drop it")
+    if args.resume:
+        return run_local_workers(["--resume", args.resume], args.local_workers)
+    config = config_from_args(args)
+    run_dir = config.run_dir or str(Path("runs") / f"{config.preset or 'run'}-"
+                                                   f"{time.strftime('%Y%m%d-%H%M%S')}")
+    settings = {**cfg.to_dict(config), "strategy": "multiworker", "run_dir": run_dir}
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "settings.json"
+        path.write_text(json.dumps(settings))
+        return run_local_workers(["--config", str(path)], args.local_workers)

@@ -183,33 +183,58 @@ def load_labelled_folder(folder, image_size):
     return class_names, split
 
 
-def load_folders(train_dir, val_dir, image_size):
-    """Two folders of class sub-folders with the same classes -> ImageData."""
+def _sharded(paths, labels, shard):
+    """Worker `shard[0]` of `shard[1]`: every n-th file, before anything is decoded."""
+    index, count = shard
+    return paths[index::count], labels[index::count]
+
+
+def _shard_note(shard):
+    return "" if shard[1] == 1 else f" (worker {shard[0]}'s shard of {shard[1]})"
+
+
+def load_folders(train_dir, val_dir, image_size, shard=(0, 1)):
+    """Two folders of class sub-folders with the same classes -> ImageData; with `shard`
+    (index, count), only that worker's share of each folder's files is decoded."""
     class_names, train_paths, train_labels, skipped = scan_class_folders(train_dir)
     val_names, val_paths, val_labels, val_skipped = scan_class_folders(val_dir)
     if val_names != class_names:
         raise CatsDogsError(f"validation classes {val_names} differ from training classes "
                             f"{class_names}", where=val_dir, fix="use the same class sub-folders")
-    log().info(f"Decoding {len(train_paths)} training images from {train_dir}")
+    train_paths, train_labels = _sharded(train_paths, train_labels, shard)
+    val_paths, val_labels = _sharded(val_paths, val_labels, shard)
+    log().info(f"Decoding {len(train_paths)} training images from {train_dir}{_shard_note(shard)}")
     train, bad = _decode_split(train_paths, train_labels, image_size, class_names, train_dir)
-    log().info(f"Decoding {len(val_paths)} validation images from {val_dir}")
+    log().info(f"Decoding {len(val_paths)} validation images from {val_dir}{_shard_note(shard)}")
     val, val_bad = _decode_split(val_paths, val_labels, image_size, class_names, val_dir)
     return ImageData(class_names, train, val, skipped + bad + val_skipped + val_bad,
                      {"train": str(train_dir), "validation": str(val_dir)})
 
 
-def load_split_folder(folder, image_size, val_split, seed):
-    """One folder of class sub-folders, split into train/validation per class by `seed`."""
+def load_split_folder(folder, image_size, val_split, seed, shard=(0, 1)):
+    """One folder of class sub-folders, split into train/validation per class by `seed`.
+
+    One worker splits the decoded images (unreadable files left out first); several split the
+    file list, so that each decodes only its shard of each part."""
     class_names, paths, labels, skipped = scan_class_folders(folder)
-    log().info(f"Decoding {len(paths)} images from {folder}")
-    everything, bad = _decode_split(paths, labels, image_size, class_names, folder)
-    train_idx, val_idx = stratified_split(everything.labels, val_split, seed)
     source = f"{folder} (split {1 - val_split:.0%}/{val_split:.0%}, seed {seed})"
-    return ImageData(class_names, everything.subset(train_idx), everything.subset(val_idx),
-                     skipped + bad, {"train": source, "validation": source})
+    if shard[1] == 1:
+        log().info(f"Decoding {len(paths)} images from {folder}")
+        everything, bad = _decode_split(paths, labels, image_size, class_names, folder)
+        train_idx, val_idx = stratified_split(everything.labels, val_split, seed)
+        return ImageData(class_names, everything.subset(train_idx), everything.subset(val_idx),
+                         skipped + bad, {"train": source, "validation": source})
+    parts, bad = [], []
+    for indices in stratified_split(labels, val_split, seed):
+        part_paths, part_labels = _sharded([paths[i] for i in indices], labels[indices], shard)
+        log().info(f"Decoding {len(part_paths)} images from {folder}{_shard_note(shard)}")
+        split, part_bad = _decode_split(part_paths, part_labels, image_size, class_names, folder)
+        parts.append(split)
+        bad += part_bad
+    return ImageData(class_names, *parts, skipped + bad, {"train": source, "validation": source})
 
 
-def download_cifar10(image_size):
+def download_cifar10(image_size, shard=(0, 1)):
     """CIFAR-10 through Keras' own downloader (checksum pinned by Keras) and cache."""
     import keras
 
@@ -224,6 +249,7 @@ def download_cifar10(image_size):
         raise CatsDogsError(f"CIFAR-10 images are 32x32, the preset takes {image_size}",
                             where="--preset", fix="use a 32x32 preset such as seed-cifar10")
     def as_split(pixels, labels):
+        pixels, labels = _sharded(pixels, labels, shard)
         return Split(pixels, labels.reshape(-1).astype(np.int32), [])
 
     return ImageData(list(CIFAR10_CLASSES), as_split(x_train, y_train), as_split(x_test, y_test),
@@ -245,24 +271,25 @@ def check_sources(config):
         scan_class_folders(folder)
 
 
-def load_image_data(config, image_size):
+def load_image_data(config, image_size, shard=(0, 1)):
     """The ImageData a resolved TrainConfig asks for (with its selection split carved out of
-    the training images when it sets one)."""
-    data = _load_sources(config, image_size)
+    the training images when it sets one); with `shard` (worker index, worker count), only
+    that worker's share of the files, each split taken every n-th file."""
+    data = _load_sources(config, image_size, shard)
     if config.selection_split:
         return data.carve_selection(config.selection_split, config.seed)
     return data
 
 
-def _load_sources(config, image_size):
+def _load_sources(config, image_size, shard):
     if config.train_dir is not None:
-        return load_folders(config.train_dir, config.val_dir, image_size)
+        return load_folders(config.train_dir, config.val_dir, image_size, shard)
     if config.data is None:  # resolve_config only leaves this for --dataset cifar10
-        return download_cifar10(image_size)
+        return download_cifar10(image_size, shard)
     splits = find_split_folders(config.data)
     if splits:
-        return load_folders(*splits, image_size)
-    return load_split_folder(config.data, image_size, config.val_split, config.seed)
+        return load_folders(*splits, image_size, shard=shard)
+    return load_split_folder(config.data, image_size, config.val_split, config.seed, shard)
 
 
 # ---------------------------------------------------------------- tf.data pipelines

@@ -2,26 +2,74 @@
 
     --strategy auto         MirroredStrategy when more than one GPU is visible, else default
     --strategy mirrored     every visible GPU (or the CPU) of this machine, one replica each
-    --strategy multiworker  refused for now: Keras 3's `fit` fails under
-                            MultiWorkerMirroredStrategy (keras-team/keras#20585, open in 3.15)
+    --strategy multiworker  MultiWorkerMirroredStrategy: several processes or machines, each
+                            told its place by the standard TF_CONFIG (or --local-workers N)
 
 Rule for several replicas: `--batch-size` is per replica, so the global batch is
-batch_size x replicas, and the learning rate is scaled by the replica count (the linear
-scaling rule of Goyal et al., 2017, "Accurate, Large Minibatch SGD"). One replica changes
-nothing.
+batch_size x replicas (over every worker), and the learning rate is scaled by the replica
+count (the linear scaling rule of Goyal et al., 2017, "Accurate, Large Minibatch SGD"). One
+replica changes nothing.
+
+Multi-worker training uses TensorFlow's own collective ops for every all-reduce; only Keras'
+`fit` needs two narrow patches, because Keras 3.15 fails under MultiWorkerMirroredStrategy
+(keras-team/keras#20585, open): (1) `_maybe_symbolic_build` all-reduces a whole input batch
+(`strategy.reduce("MEAN", batch)`), which the collective all-reduce cannot take ("Attempt to
+convert a value (PerReplica...) to a Tensor"), so the model is built on this worker's first
+local batch instead; (2) `reduce_per_replica` reduces the step's 0-d metric values with
+`axis=0` ("Invalid reduction dimension 0 for input with 0 dimensions"), so they are reduced
+with `axis=None`, which is the mean over all replicas of all workers. `multi_worker_fit`
+applies both for the length of one `fit`; tests/test_distribute.py fails loudly when Keras'
+code changes under them, and checks that the unpatched failure still exists, so the patches
+go the day Keras fixes it.
 """
 
+import contextlib
 import dataclasses
+import json
+import os
 
 from catsdogs.config import STRATEGIES
-from catsdogs.errors import CatsDogsError
+from catsdogs.errors import CatsDogsError, RunFailed
+
+COLLECTIVE_TIMEOUT = 300  # (s) a worker waiting this long for the others stops with an error
 
 
 @dataclasses.dataclass
 class Placement:
     strategy: object  # a tf.distribute.Strategy
     name: str
-    replicas: int
+    replicas: int  # over every worker
+    worker: int = 0  # this process's index among the workers
+    workers: int = 1
+
+    @property
+    def is_chief(self):
+        """Worker 0 writes the run folder; the others only train."""
+        return self.worker == 0
+
+
+def cluster_from_environment():
+    """(this worker's index, worker count) from the standard TF_CONFIG, checked."""
+    text = os.environ.get("TF_CONFIG")
+    if not text:
+        raise CatsDogsError("--strategy multiworker needs TF_CONFIG (the cluster and this "
+                            "worker's place in it)", where="TF_CONFIG",
+                            fix="set it on each machine (see README), or try it on this one "
+                                "with --local-workers 2")
+    try:
+        config = json.loads(text)
+        workers = list(config["cluster"]["worker"]) + list(config["cluster"].get("chief", []))
+        task = config["task"]
+        index = int(task["index"]) + (1 if task["type"] == "worker" and "chief" in
+                                      config["cluster"] else 0)
+        if task["type"] == "chief":
+            index = 0
+    except (ValueError, KeyError, TypeError) as error:
+        raise CatsDogsError(f"TF_CONFIG is not a cluster description ({type(error).__name__})",
+                            where="TF_CONFIG", fix='e.g. {"cluster": {"worker": ["host1:2222", '
+                                                   '"host2:2222"]}, "task": {"type": "worker", '
+                                                   '"index": 0}}') from None
+    return index, len(workers)
 
 
 def make_placement(name):
@@ -29,12 +77,11 @@ def make_placement(name):
     import tensorflow as tf
 
     if name == "multiworker":
-        # Tried with a pre-built model to dodge the first failure (fit's symbolic build
-        # all-reduces an input batch); the train step's metric reduction fails next.
-        raise CatsDogsError("multi-worker training is not available: Keras 3's fit fails under "
-                            "MultiWorkerMirroredStrategy (keras-team/keras#20585)",
-                            where="--strategy multiworker",
-                            fix="use --strategy mirrored for the GPUs of one machine")
+        worker, workers = cluster_from_environment()
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(
+            communication_options=tf.distribute.experimental.CommunicationOptions(
+                timeout_seconds=COLLECTIVE_TIMEOUT))
+        return Placement(strategy, name, strategy.num_replicas_in_sync, worker, workers)
     if name == "auto":
         name = "mirrored" if len(tf.config.list_physical_devices("GPU")) > 1 else "default"
     if name == "default":
@@ -47,6 +94,61 @@ def make_placement(name):
     return Placement(strategy, name, strategy.num_replicas_in_sync)
 
 
+def common_count(placement, count):
+    """The smallest of every worker's `count` (each worker's shard must give the same number of
+    steps, or the collectives of the longer ones wait forever): an all-reduce of one-hots."""
+    if placement.workers == 1:
+        return count
+    import tensorflow as tf
+
+    mine = tf.one_hot(placement.worker, placement.workers, dtype=tf.float32) * count
+
+    @tf.function  # collectives outside a tf.function are slow, and TensorFlow warns so
+    def everyones():
+        return placement.strategy.reduce("SUM", placement.strategy.run(lambda: mine), axis=None)
+
+    return int(min(everyones().numpy()))
+
+
+def distribute(placement, dataset_for_worker):
+    """A dataset for `fit` under `placement`: as it is on one worker; across workers, each
+    worker's own pipeline (it holds only its shard of the files, so tf.data's auto-sharding,
+    which would filter a shared source, is off)."""
+    if placement.workers == 1:
+        return shard_by_data(dataset_for_worker)
+    return placement.strategy.distribute_datasets_from_function(lambda context: dataset_for_worker)
+
+
+@contextlib.contextmanager
+def multi_worker_fit(model, placement, local_batch):
+    """The two patches Keras' `fit` needs under MultiWorkerMirroredStrategy (module docstring),
+    for the length of one fit; nothing at all on one worker."""
+    if placement.workers == 1:
+        yield
+        return
+    from keras.src import tree
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    with placement.strategy.scope():
+        model._symbolic_build(data_batch=local_batch)  # (1): built here, on this worker's batch
+    original = tf_trainer.reduce_per_replica
+
+    def reduce_per_replica(values, strategy, reduction):  # (2): 0-d values with axis=None
+        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(strategy):
+            return tree.map_structure(
+                lambda v: strategy.reduce("MEAN", v, axis=None if v.shape.rank == 0 else 0),
+                values)
+        return original(values, strategy, reduction)
+
+    model._maybe_symbolic_build = lambda *args, **kwargs: None
+    tf_trainer.reduce_per_replica = reduce_per_replica
+    try:
+        yield
+    finally:
+        tf_trainer.reduce_per_replica = original
+        del model._maybe_symbolic_build
+
+
 def shard_by_data(dataset):
     """Shard by data, not by file: our datasets come from memory, so tf.data's file-based
     auto-sharding does not apply (and warns) under a distribution strategy."""
@@ -56,3 +158,75 @@ def shard_by_data(dataset):
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options)
 
+
+
+def free_ports(count):
+    """`count` free TCP ports on 127.0.0.1 (asked of the OS, then released for the workers)."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for probe in sockets:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in sockets]
+    finally:
+        for probe in sockets:
+            probe.close()
+
+
+def run_local_workers(argv, count, poll_seconds=0.5, grace_seconds=10):
+    """Train with `count` workers on this machine: `catsdogs train ARGV` (settings that say
+    --strategy multiworker) in `count` processes on 127.0.0.1, each given its TF_CONFIG. Worker 0 (the chief, which
+    writes the run folder) speaks on this terminal; the others are quiet unless they fail.
+    When one fails, the others are stopped at once and its last line is said.
+
+    Returns:
+        The exit code: 0 when every worker finished, else the failed worker's.
+    """
+    import subprocess
+    import sys
+    import time
+
+    ports = free_ports(count)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    command = [sys.executable, "-m", "catsdogs", "train", *argv]
+    processes = []
+    for index in range(count):
+        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster,
+                                                      "task": {"type": "worker", "index": index}})}
+        quiet = {} if index == 0 else {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
+        processes.append(subprocess.Popen(command + ([] if index == 0 else ["--quiet"]), env=env,
+                                          text=True, **quiet))
+    try:
+        while True:
+            codes = [process.poll() for process in processes]
+            failed = next((i for i, code in enumerate(codes) if code not in (None, 0)), None)
+            if failed is not None:
+                _stop(processes, grace_seconds)
+                if failed:  # the chief said its own error on this terminal
+                    last = (processes[failed].stderr.read() or "").strip().splitlines()
+                    raise RunFailed(f"worker {failed} stopped (exit code {codes[failed]})"
+                                    + (f": {last[-1]}" if last else ""), where="--local-workers",
+                                    fix="the other workers were stopped; fix that, then "
+                                        "continue with --resume RUN_DIR --local-workers N")
+                return codes[0]
+            if all(code == 0 for code in codes):
+                return 0
+            time.sleep(poll_seconds)
+    except KeyboardInterrupt:
+        _stop(processes, grace_seconds)
+        raise
+
+
+def _stop(processes, grace_seconds):
+    """Terminate every worker still running; kill those that outlive `grace_seconds`."""
+    import subprocess
+
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=grace_seconds)
+        except subprocess.TimeoutExpired:
+            process.kill()

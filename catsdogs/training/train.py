@@ -11,6 +11,7 @@ Keras' `fit`, `_raise_if_nan` and `_finish` (SavedModel, plots, metrics.json).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -48,6 +49,8 @@ class Prepared:
     loss: keras.losses.Loss
     accuracy: keras.metrics.Metric
     placement: Placement
+    first_batch: tuple  # this worker's first training batch (images, labels), as NumPy
+    worker_batch: int  # images per step on this worker (the global batch over the workers)
 
 
 @dataclasses.dataclass
@@ -114,31 +117,36 @@ def balanced_class_weights(labels, num_classes):
 def _prepare(config, placement):
     """Seeds, decoded data and tf.data pipelines for `config` (nothing written yet)."""
     import keras
+    import numpy as np
     import tensorflow as tf
 
     from catsdogs.data.augment import AlternatingFlips, build_augmenter
     from catsdogs.data.datasets import load_image_data, make_dataset
     from catsdogs.models.presets import get_preset
-    from catsdogs.training.distribute import shard_by_data
+    from catsdogs.training.distribute import common_count, distribute
 
     keras.utils.set_random_seed(config.seed)
     preset = get_preset(config.preset)
-    data = load_image_data(config, preset.image_size)
+    data = load_image_data(config, preset.image_size, (placement.worker, placement.workers))
+    if placement.workers > 1:  # every worker must run the same number of steps
+        data.train = data.train.subset(np.arange(common_count(placement, len(data.train))))
+        data.val = data.val.subset(np.arange(common_count(placement, len(data.val))))
     loss, accuracy, one_hot = loss_and_accuracy(len(data.class_names), config.label_smoothing)
     classes = len(data.class_names) if one_hot else None
     augmenter = build_augmenter(config.augment, seed=config.seed)
-    global_batch = config.batch_size * placement.replicas
+    worker_batch = config.batch_size * placement.replicas // placement.workers
     train_size = None
     if config.progressive_start < 1:
         train_size = tf.Variable(preset.image_size, trainable=False, dtype=tf.int32)
     flips = None
     if config.augment.alternate_flips:
         flips = AlternatingFlips(len(data.train), seed=config.seed)
-    train_ds = make_dataset(data.train, global_batch, augmenter, shuffle_seed=config.seed,
+    train_ds = make_dataset(data.train, worker_batch, augmenter, shuffle_seed=config.seed,
                             one_hot=classes, resize_to=train_size, flips=flips)
-    val_ds = make_dataset(data.val, global_batch, one_hot=classes)
-    return Prepared(preset, data, shard_by_data(train_ds), shard_by_data(val_ds), train_size,
-                    flips, loss, accuracy, placement)
+    val_ds = make_dataset(data.val, worker_batch, one_hot=classes)
+    first_batch = tuple(part.numpy() for part in next(iter(train_ds)))
+    return Prepared(preset, data, distribute(placement, train_ds), distribute(placement, val_ds),
+                    train_size, flips, loss, accuracy, placement, first_batch, worker_batch)
 
 
 def _start_run_folder(data, run_dir, resumed):
@@ -171,7 +179,7 @@ def _build_model(config, prepared):
     from catsdogs.models import optim
 
     data, placement, preset = prepared.data, prepared.placement, prepared.preset
-    steps_per_epoch = -(-len(data.train) // (config.batch_size * placement.replicas))
+    steps_per_epoch = -(-len(data.train) // prepared.worker_batch)
     with placement.strategy.scope():
         model = preset.build(len(data.class_names), config.weights)
         model.compile(optimizer=optim.make_optimizer(config, steps_per_epoch, model,
@@ -206,7 +214,6 @@ def _callbacks(config, run_dir, prepared, steps_per_epoch, history):
         found.append(callbacks.FlipEpoch(prepared.flips))
     if config.lookahead:  # an epoch's last step takes the average: validated and saved
         found.append(callbacks.Lookahead(steps_per_epoch, config.epochs))
-    first_batch = next(iter(prepared.train_ds))[0].numpy()
     best = _best_so_far(run_dir, history.rows)
     found += [
         keras.callbacks.TerminateOnNaN(),
@@ -217,13 +224,14 @@ def _callbacks(config, run_dir, prepared, steps_per_epoch, history):
         callbacks.AtomicBackupAndRestore(run_dir / runs.CHECKPOINTS_DIR / "backup"),
         history,
         keras.callbacks.TensorBoard(log_dir=str(run_dir / runs.LOGS_DIR), write_graph=True),
-        callbacks.TrainingImagesToTensorBoard(run_dir / runs.LOGS_DIR, first_batch),
-        callbacks.ConfusionMatrixToTensorBoard(run_dir / runs.LOGS_DIR, prepared.data.val.pixels,
-                                               prepared.data.val.labels,
-                                               prepared.data.class_names, config.epochs),
+        callbacks.TrainingImagesToTensorBoard(run_dir / runs.LOGS_DIR, prepared.first_batch[0]),
         callbacks.HParamsToTensorBoard(run_dir / runs.LOGS_DIR, tensorboard_hparams(config),
                                        best_so_far=best),
     ]
+    if prepared.placement.workers == 1:  # its predict() would wait on workers that do not call it
+        found.append(callbacks.ConfusionMatrixToTensorBoard(
+            run_dir / runs.LOGS_DIR, prepared.data.val.pixels, prepared.data.val.labels,
+            prepared.data.class_names, config.epochs))
     if config.patience:
         found.append(keras.callbacks.EarlyStopping(MONITOR, patience=config.patience, mode="max"))
     return found
@@ -255,6 +263,7 @@ def _raise_if_nan(rows, config, run_dir):
 def _fit(config, run_dir, prepared, resumed):
     """Build, compile and fit; return the Run. Resumed runs continue from their backup."""
     from catsdogs.training import callbacks
+    from catsdogs.training.distribute import multi_worker_fit
 
     data = prepared.data
     _start_run_folder(data, run_dir, resumed)
@@ -264,14 +273,36 @@ def _fit(config, run_dir, prepared, resumed):
     live = console.live_progress()  # else one plain line per epoch (or none with --quiet)
     if not live and console.chatty():
         fit_callbacks.append(callbacks.EpochLog(config.epochs))
-    with console.progress_to_stderr():
+    with console.progress_to_stderr(), multi_worker_fit(model, prepared.placement,
+                                                        prepared.first_batch):
         model.fit(prepared.train_ds, validation_data=prepared.val_ds, epochs=config.epochs,
                   callbacks=fit_callbacks, verbose=1 if live else 0,
                   shuffle=False,  # the pipeline shuffles
                   class_weight=balanced_class_weights(data.train.labels, len(data.class_names))
                   if config.class_weight == "auto" else None)
     _raise_if_nan(history.rows, config, run_dir)
+    if not prepared.placement.is_chief:  # its folder held only resume state: gone with the run
+        _remove_worker_folder(run_dir)
+        return None
     return _finish(config, run_dir, data, history.rows, model.count_params())
+
+
+WORKERS_DIR = "workers"  # inside the run folder: the other workers' resume state, while training
+
+
+def worker_folder(run_dir, placement):
+    """Where a worker keeps its own files: the run folder for the chief, else its own folder
+    inside it (removed when the run finishes), so only the chief writes the run's files."""
+    run_dir = Path(run_dir)
+    return run_dir if placement.is_chief else run_dir / WORKERS_DIR / f"worker-{placement.worker}"
+
+
+def _remove_worker_folder(folder):
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.suppress(OSError):  # the last worker to finish removes workers/ itself
+        folder.parent.rmdir()
 
 
 def _test_once(model, data):
@@ -354,14 +385,24 @@ def train(config):
         >>> run.metrics["best_val_accuracy"]  # doctest: +SKIP
     """
     from catsdogs.data.datasets import check_sources
+    from catsdogs.training.distribute import cluster_from_environment
 
     config = resolve_config(config)
-    if config.run_dir is not None:
+    worker = cluster_from_environment()[0] if config.strategy == "multiworker" else 0
+    if config.strategy == "multiworker" and config.run_dir is None:
+        raise CatsDogsError("--strategy multiworker needs --run-dir: every worker must name the "
+                            "same run folder", where="--run-dir", fix="give the same --run-dir to "
+                                                                      "every worker")
+    if config.run_dir is not None and worker == 0:
         runs.refuse_used_run_dir(config.run_dir)
     check_sources(config)  # what a user can fix is found before TensorFlow loads
     placement = _placement(config)
     log().info(f"Settings: {json.dumps(cfg.to_dict(config))}")
     prepared = _prepare(config, placement)  # bad data fails here, before any folder is made
+    if not placement.is_chief:
+        folder = worker_folder(config.run_dir, placement)
+        with runs.run_folder_lock(folder):
+            return _fit(config, folder, prepared, resumed=False)
     run_dir = runs.new_run_dir(config.preset, config.run_dir)
     with runs.run_folder_lock(run_dir):
         runs.refuse_used_run_dir(run_dir)  # another process may have started it meanwhile
@@ -373,17 +414,21 @@ def train(config):
 def resume(run_dir):
     """Continue an interrupted run from its last finished epoch, with its saved settings
     (a config.json of any earlier catsdogs version is upgraded first: config.upgrade)."""
+    from catsdogs.training.distribute import cluster_from_environment
+
     run_dir = runs.existing_run_dir(run_dir)
-    with runs.run_folder_lock(run_dir):  # before anything is read: a second resume stops here
-        config = cfg.read_run_config(run_dir / runs.CONFIG_FILE)
-        placement = _placement(config)
-        runs.remove_stale_temporaries(run_dir)
-        done = runs.read_csv(run_dir / runs.HISTORY_FILE)
+    config = cfg.read_run_config(run_dir / runs.CONFIG_FILE)
+    worker = cluster_from_environment()[0] if config.strategy == "multiworker" else 0
+    folder = run_dir if worker == 0 else run_dir / WORKERS_DIR / f"worker-{worker}"
+    with runs.run_folder_lock(folder):  # before anything is read: a second resume stops here
         if (run_dir / runs.METRICS_FILE).exists() and not (run_dir / runs.CHECKPOINTS_DIR).exists():
             raise CatsDogsError("this run already finished", where=run_dir,
                                 fix="start a new run, or raise --epochs in a new one")
+        placement = _placement(config)
+        runs.remove_stale_temporaries(folder)
+        done = runs.read_csv(folder / runs.HISTORY_FILE)
         log().info(f"Resuming {run_dir} after epoch {len(done)} of {config.epochs}")
-        return _fit(config, run_dir, _prepare(config, placement), resumed=True)
+        return _fit(config, folder, _prepare(config, placement), resumed=True)
 
 
 def held_out_split(run_dir, classifier, data_dir=None):
