@@ -2,31 +2,61 @@
 
     catsdogs doctor data/cats_and_dogs
     catsdogs doctor ~/PetImages --fix-into ~/PetImages-clean
+    catsdogs doctor ~/PetImages --label-issues                   # 5 models, minutes each
+    catsdogs doctor ~/PetImages --label-issues --folds 3 --fix-into ~/PetImages-relabelled --relabel
 
 DATA_DIR holds class sub-folders, or train/ and validation/ (or val/, test/) each holding them.
 Writes doctor.json (in the current folder unless --out) and prints a summary. `--fix-into`
 writes a cleaned copy: unreadable files dropped, exact duplicates kept once, and validation
 images that also appear in training (leakage) dropped from validation. The original folder is
 only ever read.
+
+`--label-issues` audits the labels instead: one model per fold (stratified, seeded) predicts
+the images it never saw, and cleanlab ranks the likely label errors from those out-of-fold
+probabilities; it prints the k-fold accuracy (mean ± std, each fold) and the first suspects,
+and writes label_issues.csv, label_issues.png and folds.json into its folder
+(label-audit-<data folder name>/ unless --out-dir). Run again with the same flags, it skips
+the folds it finished. With --fix-into, the copy leaves the suspects out, or puts each in its
+suggested class folder with --relabel.
 """
 
 from pathlib import Path
 
+from catsdogs import config as cfg
 from catsdogs import runs
-from catsdogs.config import command_parser
 from catsdogs.data.doctor import diagnose, fix_into, summary_lines
-from catsdogs.errors import command_main
+from catsdogs.errors import CatsDogsError, command_main
 
 
 def build_parser():
-    parser = command_parser("doctor", __doc__)
+    from catsdogs.training.audit import AuditConfig  # no Keras: --help stays quick
+
+    parser = cfg.command_parser("doctor", __doc__)
     parser.add_argument("data_dir", help="class sub-folders, or train/ and validation/ of them")
-    parser.add_argument("--out", default="doctor.json", help="report file [default: doctor.json]")
+    parser.add_argument("--out", default="doctor.json",
+                        help="report file of the file checks [default: doctor.json]")
     parser.add_argument("--fix-into", metavar="DIR", help="write a cleaned copy into DIR")
+    labels = parser.add_argument_group("label audit")
+    labels.add_argument("--label-issues", action="store_true",
+                        help="instead of the file checks: train --folds models, each predicting "
+                             "the images it never saw, and rank likely label errors (cleanlab)")
+    labels.add_argument("--relabel", action="store_true",
+                        help="with --label-issues --fix-into: copy each suspect into its suggested "
+                             "class folder instead of leaving it out")
+    cfg.add_flags(parser, AuditConfig, skip=("data",))
     return parser
 
 
 def _run(args):
+    from catsdogs.training.audit import AuditConfig
+
+    audit_flags = cfg.given_flags(args, AuditConfig)
+    if args.label_issues:
+        return _audit_labels(args, AuditConfig(data=args.data_dir, **audit_flags))
+    if audit_flags or args.relabel:
+        given = [f"--{cfg.flag_name(name)}" for name in audit_flags] + ["--relabel"] * args.relabel
+        raise CatsDogsError("label audit flags without --label-issues", where=", ".join(given),
+                            fix="add --label-issues, or drop them")
     data_dir = Path(args.data_dir)
     result = diagnose(data_dir)
     out = Path(args.out)
@@ -39,4 +69,23 @@ def _run(args):
     return 0
 
 
-main = command_main(build_parser, _run)
+def _audit_labels(args, config):
+    from catsdogs.training import audit
+
+    if args.relabel and not args.fix_into:
+        raise CatsDogsError("--relabel writes a copy", where="--relabel",
+                            fix="add --fix-into DIR")
+    if args.fix_into:
+        audit.check_copy_target(args.fix_into)  # before the training, not after it
+    result = audit.audit_labels(config)
+    print("\n".join(audit.summary_lines(result)))
+    if args.fix_into:
+        copied, suspects = audit.write_fixed_copy(result, args.fix_into, relabel=args.relabel)
+        how = "in their suggested class folders" if args.relabel else "left out"
+        print(f"Cleaned copy: {copied} files in {args.fix_into} ({suspects} suspects {how})")
+    return 0
+
+
+main = command_main(build_parser, _run, interrupted_hint="a --label-issues audit continues where "
+                                                         "it stopped when run again with the "
+                                                         "same flags")
