@@ -155,6 +155,18 @@ class TrainConfig:
     patience: int = setting(0, "(epochs) stop after this many without a better val accuracy; 0: off")
     strategy: str = setting("auto", "devices and machines to train on; --batch-size is per "
                                     "replica", choices=STRATEGIES)
+    # compression (issue #25): training/distill.py, training/prune.py
+    teacher: str | None = setting(
+        None, "(run folder) distil: the loss mixes the labels with this run's softened "
+              "predictions on the same augmented batch (catsdogs distill)")
+    distill_temperature: float = setting(3.0, "(float) when distilling: both models' logits "
+                                              "are divided by it; higher: softer targets")
+    distill_alpha: float = setting(0.5, "(fraction) when distilling: weight of the teacher's "
+                                        "targets in the loss; the labels weigh 1 - alpha")
+    prune_from: str | None = setting(None, "(run folder) start from this run's model with its "
+                                           "least important channels removed (catsdogs prune)")
+    prune_keep: float | None = setting(None, "(fraction) with --prune-from: share of each "
+                                             "prunable layer's channels kept")
     run_dir: str | None = setting(None, "(folder) where to write the run; default: runs/<preset>-<time>")
     augment: AugmentConfig | None = setting(None, "augmentation; default: the preset's")
 
@@ -179,6 +191,18 @@ class TrainConfig:
         _check(0 <= self.selection_split < 1, "selection_split", self.selection_split,
                "a fraction in [0, 1), e.g. 0.15; 0 turns it off")
         _check(self.patience >= 0, "patience", self.patience, "an integer >= 0 (0 turns it off)")
+        # compression (issue #25)
+        _check(math.isfinite(self.distill_temperature) and self.distill_temperature > 0,
+               "distill_temperature", self.distill_temperature, "a number > 0, e.g. 3")
+        _check(0 <= self.distill_alpha <= 1, "distill_alpha", self.distill_alpha,
+               "a fraction in [0, 1]")
+        _check(self.prune_keep is None or 0 < self.prune_keep <= 1, "prune_keep",
+               self.prune_keep, "a fraction of channels in (0, 1]")
+        if self.prune_from is not None and self.prune_keep is None:
+            raise CatsDogsError("--prune-from needs --prune-keep", fix="e.g. --prune-keep 0.5")
+        if self.teacher is not None and self.class_weight == "auto":
+            raise CatsDogsError("--class-weight auto does not work with a teacher (Keras' "
+                                "Distiller ignores sample weights)", fix="--class-weight none")
         if (self.train_dir is None) != (self.val_dir is None):
             raise CatsDogsError("--train-dir and --val-dir go together", fix="give both, or use --data")
         if self.train_dir is not None and self.data is not None:
@@ -245,7 +269,10 @@ VERSION_KEY = "config_version"
 # Settings added after the first run folders: a config.json without one (written before it
 # existed) resumes with the value its run trained with, as no run of that time could set it.
 SETTINGS_ADDED_LATER = {"progressive_start": 1.0, "steps_per_execution": 1,
-                        "optimizer": "adam", "lookahead": False, "selection_split": 0.0}
+                        "optimizer": "adam", "lookahead": False, "selection_split": 0.0,
+                        # compression (issue #25): off
+                        "teacher": None, "distill_temperature": 3.0, "distill_alpha": 0.5,
+                        "prune_from": None, "prune_keep": None}
 
 
 def run_config_dict(config):

@@ -26,6 +26,7 @@ import numpy as np
 from catsdogs import runs
 from catsdogs.console import log
 from catsdogs.errors import CatsDogsError
+from catsdogs.training.distill import student_of
 from catsdogs.training.progressive import side_for_epoch
 
 
@@ -36,6 +37,7 @@ def _finite(logs, key):
 
 class BestModelCheckpoint(keras.callbacks.Callback):
     """Save the model when `monitor` improves, atomically; never after a non-finite loss.
+    A distilling run saves its student alone, not the Distiller (compression, #25).
 
     Args:
         path: the `.keras` file to keep the best model in.
@@ -53,7 +55,7 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         if logs[self.monitor] > self.best:
             self.best = float(logs[self.monitor])
             with runs.atomic_path(self.path) as temp:
-                self.model.save(temp)
+                student_of(self.model).save(temp)
 
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):

@@ -181,13 +181,23 @@ def _build_model(config, prepared):
     data, placement, preset = prepared.data, prepared.placement, prepared.preset
     steps_per_epoch = -(-len(data.train) // prepared.worker_batch)
     with placement.strategy.scope():
-        model = preset.build(len(data.class_names), config.weights)
-        model.compile(optimizer=optim.make_optimizer(config, steps_per_epoch, model,
+        if config.prune_from:  # compression (#25): the run's model, narrowed (prune.py)
+            from catsdogs.training.prune import pruned_model
+
+            model = student = pruned_model(config, data.class_names)
+        else:
+            model = student = preset.build(len(data.class_names), config.weights)
+        if config.teacher:  # compression (#25): fit inside a Distiller (distill.py)
+            from catsdogs.training.distill import make_distiller
+
+            model = make_distiller(student, config, data.class_names)
+        model.compile(optimizer=optim.make_optimizer(config, steps_per_epoch, student,
                                                      placement.replicas),
                       loss=prepared.loss, metrics=[prepared.accuracy],
                       steps_per_execution=config.steps_per_execution)
-        if preset.adapt is not None:  # a resumed run's weights replace these at on_train_begin
-            preset.adapt(model, data.train.pixels)
+        # a resumed run's weights replace these at on_train_begin; a pruned one keeps its own
+        if preset.adapt is not None and not config.prune_from:
+            preset.adapt(student, data.train.pixels)
     return model, steps_per_epoch
 
 
@@ -263,6 +273,7 @@ def _raise_if_nan(rows, config, run_dir):
 def _fit(config, run_dir, prepared, resumed):
     """Build, compile and fit; return the Run. Resumed runs continue from their backup."""
     from catsdogs.training import callbacks
+    from catsdogs.training.distill import student_of
     from catsdogs.training.distribute import multi_worker_fit
 
     data = prepared.data
@@ -284,7 +295,8 @@ def _fit(config, run_dir, prepared, resumed):
     if not prepared.placement.is_chief:  # its folder held only resume state: gone with the run
         _remove_worker_folder(run_dir)
         return None
-    return _finish(config, run_dir, data, history.rows, model.count_params())
+    # compression (#25): a Distiller's parameters would count the teacher's
+    return _finish(config, run_dir, data, history.rows, student_of(model).count_params())
 
 
 WORKERS_DIR = "workers"  # inside the run folder: the other workers' resume state, while training
