@@ -50,15 +50,20 @@ def _maps_and_outputs(model):
     backbone, layer = find_feature_layer(model)
     if backbone is None:
         return keras.Model(model.inputs, [layer.output, model.output])
-    inner = keras.Model(backbone.inputs, [layer.output, backbone.output])
+    sequential = isinstance(backbone, keras.Sequential)  # a tutorial's model inside a wrapper
+    inner = None if sequential else keras.Model(backbone.inputs, [layer.output, backbone.output])
 
-    def run(pixels):  # the presets around a backbone are a chain of layers
+    def run(pixels):  # the models around a nested one are a chain of layers
         x, maps = pixels, None
         for outer in model.layers[1:]:
-            if outer is backbone:
-                maps, x = inner(x)
-            else:
+            if outer is not backbone:
                 x = outer(x)
+            elif sequential:
+                for step in backbone.layers:
+                    x = step(x)
+                    maps = x if step is layer else maps
+            else:
+                maps, x = inner(x)
         return maps, x
 
     return run
