@@ -29,6 +29,7 @@ import json
 import os
 
 from catsdogs.config import STRATEGIES
+from catsdogs.console import log
 from catsdogs.errors import CatsDogsError, RunFailed
 
 COLLECTIVE_TIMEOUT = 300  # (s) a worker waiting this long for the others stops with an error
@@ -201,6 +202,11 @@ def run_local_workers(argv, count, poll_seconds=0.5, grace_seconds=10):
         while True:
             codes = [process.poll() for process in processes]
             failed = next((i for i, code in enumerate(codes) if code not in (None, 0)), None)
+            if failed is not None and codes[0] == 0:  # the run is finished: the chief wrote it
+                _stop(processes, grace_seconds)
+                log().warning(f"worker {failed} ended with exit code {codes[failed]} after the "
+                              "chief had finished the run (its collectives lost the chief)")
+                return 0
             if failed is not None:
                 _stop(processes, grace_seconds)
                 if failed:  # the chief said its own error on this terminal

@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -296,7 +297,10 @@ def _fit(config, run_dir, prepared, resumed):
         _remove_worker_folder(run_dir)
         return None
     # compression (#25): a Distiller's parameters would count the teacher's
-    return _finish(config, run_dir, data, history.rows, student_of(model).count_params())
+    run = _finish(config, run_dir, data, history.rows, student_of(model).count_params())
+    if prepared.placement.workers > 1:  # the run is finished: no worker resumes it any more
+        shutil.rmtree(run_dir / WORKERS_DIR, ignore_errors=True)
+    return run
 
 
 WORKERS_DIR = "workers"  # inside the run folder: the other workers' resume state, while training
@@ -310,8 +314,6 @@ def worker_folder(run_dir, placement):
 
 
 def _remove_worker_folder(folder):
-    import shutil
-
     shutil.rmtree(folder, ignore_errors=True)
     with contextlib.suppress(OSError):  # the last worker to finish removes workers/ itself
         folder.parent.rmdir()
