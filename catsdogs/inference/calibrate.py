@@ -155,11 +155,10 @@ def calibrate_run(run_dir, model, pixels, labels, class_names, fitted_on, batch_
     from pathlib import Path
 
     from catsdogs import plots, runs
-    from catsdogs.inference.runtimes import as_class_probabilities
+    from catsdogs.inference.runtimes import keras_probabilities
     from catsdogs.inference.saved_model import write_saved_model
 
-    raw = np.concatenate([as_class_probabilities(model.predict_on_batch(
-        np.asarray(pixels[i:i + batch_size], np.float32))) for i in range(0, len(pixels), batch_size)])
+    raw = keras_probabilities(model, pixels, batch_size)
     report = {**calibration_report(raw, labels), "fitted_on": str(fitted_on)}
     run_dir = Path(run_dir)
     runs.write_json(run_dir / CALIBRATION_FILE, report)

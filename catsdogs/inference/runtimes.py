@@ -38,6 +38,12 @@ def as_class_probabilities(out):
     return np.concatenate([1 - out, out], axis=1) if out.shape[-1] == 1 else out
 
 
+def keras_probabilities(model, pixels, batch_size=64):
+    """Class probabilities (n, classes) of a Keras model for pixels (n, h, w, 3), in batches."""
+    return np.concatenate([as_class_probabilities(model.predict_on_batch(
+        np.asarray(pixels[i:i + batch_size], np.float32))) for i in range(0, len(pixels), batch_size)])
+
+
 KERAS_MODULES = ("keras", "keras_hub")  # top-level packages a .keras config may name
 
 

@@ -324,12 +324,9 @@ def _test_once(model, data):
     model is measured on it once, here, and nothing was chosen on it."""
     if data.test is None:
         return {}
-    import numpy as np
+    from catsdogs.inference.runtimes import keras_probabilities
 
-    from catsdogs.inference.runtimes import as_class_probabilities
-
-    probabilities = np.concatenate([as_class_probabilities(model.predict_on_batch(
-        data.test.pixels[i:i + 64].astype(np.float32))) for i in range(0, len(data.test), 64)])
+    probabilities = keras_probabilities(model, data.test.pixels)
     accuracy = float((probabilities.argmax(axis=1) == data.test.labels).mean())
     return {"test_accuracy": accuracy, "test_images": len(data.test),
             "test_split": data.sources["test"]}
