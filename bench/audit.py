@@ -62,6 +62,8 @@ def main():
     parser.add_argument("--preset", default="fast-catsdogs")
     parser.add_argument("--epochs", type=int, help="default: the preset's")
     parser.add_argument("--seed", type=int, default=0, help="chooses the flipped photos")
+    parser.add_argument("--out", help="keep the audit's folder here (label_issues.csv, the "
+                                      "gallery of suspects); default: a temporary folder")
     args = parser.parse_args()
     if not DATA.is_dir():
         print(f"bench/audit.py: {DATA} is absent; this benchmark needs the cats/dogs photos in "
@@ -79,7 +81,7 @@ def main():
             print(f"planted {len(planted)} flipped labels ({args.flip:.0%} of each class, seed "
                   f"{args.seed}) in a copy of {DATA}")
         config = AuditConfig(data=str(data), folds=args.folds, preset=args.preset,
-                             epochs=args.epochs, out_dir=str(temp / "audit"))
+                             epochs=args.epochs, out_dir=args.out or str(temp / "audit"))
         started = time.perf_counter()
         audit = audit_labels(config)
         seconds = time.perf_counter() - started

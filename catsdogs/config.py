@@ -167,6 +167,10 @@ class TrainConfig:
                                            "least important channels removed (catsdogs prune)")
     prune_keep: float | None = setting(None, "(fraction) with --prune-from: share of each "
                                              "prunable layer's channels kept")
+    width: float = setting(1.0, "(factor) multiply the channels of the preset's convolutions "
+                                "and hidden Dense layers (the ones catsdogs prune can narrow), "
+                                "e.g. 0.5 or 2: a width sweep (bench/scaling.py); 1: the preset "
+                                "as published")
     run_dir: str | None = setting(None, "(folder) where to write the run; default: runs/<preset>-<time>")
     augment: AugmentConfig | None = setting(None, "augmentation; default: the preset's")
 
@@ -198,6 +202,12 @@ class TrainConfig:
                "a fraction in [0, 1]")
         _check(self.prune_keep is None or 0 < self.prune_keep <= 1, "prune_keep",
                self.prune_keep, "a fraction of channels in (0, 1]")
+        _check(math.isfinite(self.width) and 0 < self.width <= 16, "width", self.width,
+               "a factor in (0, 16], e.g. 0.5 or 2")
+        if self.prune_from is not None and self.width != 1:
+            raise CatsDogsError("--width and --prune-from both given: a pruned run's widths are "
+                                "its source's, narrowed by --prune-keep", where="--width",
+                                fix="drop --width")
         if self.prune_from is not None and self.prune_keep is None:
             raise CatsDogsError("--prune-from needs --prune-keep", fix="e.g. --prune-keep 0.5")
         if self.teacher is not None and self.class_weight == "auto":
@@ -272,7 +282,7 @@ SETTINGS_ADDED_LATER = {"progressive_start": 1.0, "steps_per_execution": 1,
                         "optimizer": "adam", "lookahead": False, "selection_split": 0.0,
                         # compression (issue #25): off
                         "teacher": None, "distill_temperature": 3.0, "distill_alpha": 0.5,
-                        "prune_from": None, "prune_keep": None}
+                        "prune_from": None, "prune_keep": None, "width": 1.0}
 
 
 def run_config_dict(config):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from catsdogs.commands.doctor import main
-from catsdogs.training import audit
+from catsdogs.training import audit, kfold
 
 from conftest import REPO, TWO_CLASSES, Interrupt, one_error_line, write_class_images
 
@@ -125,7 +125,7 @@ def test_a_killed_audit_skips_finished_folds_and_resumes_the_one_it_was_in(tmp_p
     data = write_class_images(tmp_path / "pets", TWO_CLASSES, 12, size=(32, 32), seed=7)
     argv = [str(data), *QUICK, "--folds", "2", "--out-dir", str(tmp_path / "a")]
     trained, epochs = [], []
-    train_fold, epoch_begin = audit._train_fold, callbacks.HistoryCSV.on_epoch_begin
+    train_fold, epoch_begin = kfold._train_fold, callbacks.HistoryCSV.on_epoch_begin
 
     def count_folds(config, run_dir):
         trained.append(run_dir.parent.name)
@@ -137,7 +137,7 @@ def test_a_killed_audit_skips_finished_folds_and_resumes_the_one_it_was_in(tmp_p
             raise Interrupt("simulated kill at the start of fold 2's second epoch")
         epoch_begin(self, epoch, logs)
 
-    monkeypatch.setattr(audit, "_train_fold", count_folds)
+    monkeypatch.setattr(kfold, "_train_fold", count_folds)
     monkeypatch.setattr(callbacks.HistoryCSV, "on_epoch_begin", kill_in_fold_2)
     monkeypatch.delenv("CATSDOGS_DEBUG", raising=False)
     assert main(argv) == 1
@@ -174,13 +174,13 @@ def test_audit_flags_without_label_issues_are_one_error_line(tmp_path, capsys):
 
 def test_folds_are_stratified_and_seeded():
     labels = np.array([0] * 10 + [1] * 7 + [2] * 4)
-    fold_of = audit.stratified_folds(labels, 3, seed=1)
+    fold_of = kfold.stratified_folds(labels, 3, seed=1)
     for label in range(3):
         per_fold = np.bincount(fold_of[labels == label], minlength=3)
         assert per_fold.max() - per_fold.min() <= 1
     assert np.bincount(fold_of).max() - np.bincount(fold_of).min() <= 1
-    assert np.array_equal(fold_of, audit.stratified_folds(labels, 3, seed=1))
-    assert not np.array_equal(fold_of, audit.stratified_folds(labels, 3, seed=2))
+    assert np.array_equal(fold_of, kfold.stratified_folds(labels, 3, seed=1))
+    assert not np.array_equal(fold_of, kfold.stratified_folds(labels, 3, seed=2))
 
 
 def test_doctor_help_loads_neither_keras_nor_cleanlab():

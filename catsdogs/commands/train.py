@@ -6,10 +6,18 @@
     catsdogs train --resume runs/seed-catsdogs-20261124-101500
     catsdogs train --list-presets
     catsdogs train --preview-augmentation --rotation-range 30
+    catsdogs train --data ../shared/data/cats_and_dogs --preset fast-catsdogs --folds 5
 
 The run folder (runs/<preset>-<time>/) gets config.json, class_names.json, dataset.json,
 history.csv, skipped.csv, logs/ (TensorBoard), model.keras (best epoch by validation accuracy),
 saved_model/, plots/training_curves.png and metrics.json.
+
+--folds K trains K runs instead (k-fold cross-validation on the images of --data, pooled):
+each on K-1 folds, choosing its epoch on a --selection-split of them (0.15 unless given), and
+measured on the fold it never saw; it prints each fold's accuracy and their mean ± standard
+deviation, and writes folds.json and fold-<k>/run/ into --run-dir (default:
+runs/<preset>-<K>fold-<time>). Killed, the same command with that --run-dir skips the finished
+folds.
 """
 
 from catsdogs import config as cfg
@@ -23,6 +31,9 @@ def build_parser():
     actions.add_argument("--list-presets", action="store_true", help="list presets and exit")
     actions.add_argument("--preview-augmentation", action="store_true",
                          help="write plots/augmentation.png in a new run folder and exit")
+    actions.add_argument("--folds", type=int, metavar="K",
+                         help="k-fold cross-validation instead of one run: K runs, mean ± "
+                              "standard deviation of their held-out accuracy")
     actions.add_argument("--config", metavar="FILE.json", help="settings file; flags override it")
     actions.add_argument("--local-workers", type=int, metavar="N",
                          help="train with N workers on this machine (--strategy multiworker on "
@@ -53,6 +64,8 @@ def _run(args):
         print("\n".join(describe_presets()))
     elif args.local_workers is not None:
         return _local_workers(args)
+    elif args.folds is not None:
+        _cross_validate(args)
     elif args.resume:
         if cfg.given_flags(args, cfg.TrainConfig) or args.config:
             raise CatsDogsError("--resume takes its settings from the run's config.json",
@@ -92,3 +105,31 @@ def _local_workers(args):
         path = Path(folder) / "settings.json"
         path.write_text(json.dumps(settings))
         return run_local_workers(["--config", str(path)], args.local_workers)
+
+
+def _cross_validate(args):
+    """--folds K: K runs of these settings on the pooled images of --data (kfold.py)."""
+    import time
+    from pathlib import Path
+
+    from catsdogs.training.kfold import cross_validate
+    from catsdogs.training.train import resolve_config
+
+    if args.folds < 2:
+        raise CatsDogsError(f"bad value for --folds: expected an integer >= 2, received "
+                            f"{args.folds}", fix="drop --folds for one run")
+    if args.resume:
+        raise CatsDogsError("--folds does not take --resume", where="--resume",
+                            fix="a killed --folds run continues with its own command and "
+                                "--run-dir")
+    config = resolve_config(config_from_args(args))
+    if config.train_dir is not None or config.data is None:
+        raise CatsDogsError("--folds pools the images of one --data folder", where="--folds",
+                            fix="pass --data FOLDER (class sub-folders, or train/ and "
+                                "validation/ of them)")
+    folder = Path(config.run_dir or Path("runs") / f"{config.preset}-{args.folds}fold-"
+                                                   f"{time.strftime('%Y%m%d-%H%M%S')}")
+    hint = None if config.run_dir else f"the same command with --run-dir {folder}"
+    result = cross_validate(config, config.data, args.folds, folder, continue_with=hint)
+    print(result.summary_line())
+    print(f"Folds: {folder / 'folds.json'}")

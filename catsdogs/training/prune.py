@@ -247,8 +247,6 @@ def prune_model(model, keep):
         >>> rows[0]  # doctest: +SKIP
         ('conv2d', 32, 16)
     """
-    import keras
-
     check_keep(keep)
     groups, inputs = channel_groups(model)
     prunable = [group for group in groups if group.prunable]
@@ -263,13 +261,7 @@ def prune_model(model, keep):
         order = np.argsort(-channel_scores(model, group, consumers), kind="stable")
         group.kept = np.sort(order[:count])
         new_widths.update({name: count for name in group.producers})
-    config = model.get_config()
-    for spec in config["layers"]:
-        spec.pop("build_config", None)  # the old input shapes: each layer builds on its call
-        if spec["name"] in new_widths:
-            spec["config"]["filters" if spec["class_name"] == "Conv2D" else "units"] = \
-                new_widths[spec["name"]]
-    pruned = keras.Model.from_config(config)
+    pruned = _rebuilt(model, new_widths)
     outputs_of = {name: Channels(group) for group in groups for name in group.producers}
     for layer in model.layers:
         if layer.weights:
@@ -279,6 +271,38 @@ def prune_model(model, keep):
             for spec in model.get_config()["layers"]
             if spec["name"] in new_widths and new_widths[spec["name"]] < _width(spec)]
     return pruned, rows
+
+
+def _rebuilt(model, new_widths):
+    """A new model from `model`'s own config with the layers in `new_widths` (name -> width)
+    at those widths; its weights are freshly initialised."""
+    import keras
+
+    config = model.get_config()
+    for spec in config["layers"]:
+        spec.pop("build_config", None)  # the old input shapes: each layer builds on its call
+        if spec["name"] in new_widths:
+            spec["config"]["filters" if spec["class_name"] == "Conv2D" else "units"] = \
+                new_widths[spec["name"]]
+    return keras.Model.from_config(config)
+
+
+def scale_widths(model, factor):
+    """A new, untrained model like `model` with the channels of every prunable group (step 1)
+    times `factor`, rounded, at least one: the same graph and layer names, so a preset's adapt
+    step, the run folder and every export take it as is (`train --width`, bench/scaling.py).
+
+    Raises:
+        CatsDogsError: nothing in the model has a width catsdogs can change.
+    """
+    groups, _ = channel_groups(model)
+    new_widths = {name: max(1, round(factor * group.width))
+                  for group in groups if group.prunable for name in group.producers}
+    if not new_widths:
+        raise CatsDogsError(f"model {model.name!r} has no widths catsdogs can scale",
+                            where="--width", fix="scale a preset of Conv2D/Dense layers (the "
+                                                 "seed, fast, resnet and air presets)")
+    return _rebuilt(model, new_widths)
 
 
 def pruned_model(config, class_names):

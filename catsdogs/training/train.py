@@ -188,6 +188,10 @@ def _build_model(config, prepared):
             model = student = pruned_model(config, data.class_names)
         else:
             model = student = preset.build(len(data.class_names), config.weights)
+            if config.width != 1:  # a width sweep (bench/scaling.py): the same graph, wider
+                from catsdogs.training.prune import scale_widths
+
+                model = student = scale_widths(model, config.width)
         if config.teacher:  # compression (#25): fit inside a Distiller (distill.py)
             from catsdogs.training.distill import make_distiller
 

@@ -1,0 +1,125 @@
+"""`train --folds K` (k-fold accuracy for any preset, issue #27) and `train --width` (a width
+sweep's models, issue #25)."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import catsdogs
+from catsdogs import config as cfg
+from catsdogs.commands.train import main
+from catsdogs.models.presets import get_preset
+from catsdogs.training import kfold
+from catsdogs.training.prune import channel_groups, scale_widths
+
+from conftest import (TWO_CLASSES, Interrupt, crash_when_epoch_starts, one_error_line,
+                      write_class_images)
+
+QUICK = ["--preset", "seed-cifar10", "--epochs", "2", "--batch-size", "16"]
+
+
+@pytest.fixture(scope="module")
+def pets(tmp_path_factory):
+    return write_class_images(tmp_path_factory.mktemp("kfold") / "pets", TWO_CLASSES, 15,
+                              size=(32, 32), seed=3)
+
+
+def test_folds_print_each_fold_and_the_mean_and_rerun_skips_them(pets, tmp_path, capsys):
+    argv = ["--data", str(pets), *QUICK, "--folds", "3", "--run-dir", str(tmp_path / "cv")]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    summary = [line for line in captured.out.splitlines() if line.startswith("k-fold accuracy")]
+    assert len(summary) == 1 and "(3 folds, 30 images)" in summary[0]
+    assert sum(f"Fold {k}/3: accuracy" in captured.err for k in (1, 2, 3)) == 3
+    record = json.loads((tmp_path / "cv" / kfold.RECORD_FILE).read_text())
+    per_fold = record["accuracy"]["per_fold"]
+    assert len(per_fold) == 3 and record["accuracy"]["mean"] == pytest.approx(np.mean(per_fold))
+    # the colours separate: every fold learns them on the other two
+    assert min(per_fold) >= 0.8, per_fold
+    settings = record["settings"]
+    assert settings["preset"] == "seed-cifar10" and settings["epochs"] == 2
+    assert settings["selection_split"] == kfold.SELECTION_SPLIT and "data" not in settings
+    for k in (1, 2, 3):  # each fold is a normal run folder that held out its fold
+        run = tmp_path / "cv" / f"fold-{k}" / "run"
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["test_accuracy"] == pytest.approx(per_fold[k - 1])
+        assert (run / "model.keras").is_file()
+    assert main(argv) == 0
+    assert "finished before" in capsys.readouterr().err
+
+
+def test_folds_with_other_settings_in_the_same_folder_is_one_error_line(pets, tmp_path, capsys):
+    argv = ["--data", str(pets), *QUICK, "--folds", "2", "--epochs", "1",
+            "--run-dir", str(tmp_path / "cv")]
+    assert main(argv) == 0
+    capsys.readouterr()
+    line = one_error_line(capsys, main, [*argv[:-2], "--label-smoothing", "0.1", *argv[-2:]])
+    assert "other settings" in line and "label_smoothing" in line
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--folds", "1"], "bad value for --folds: expected an integer >= 2, received 1"),
+    (["--folds", "3", "--resume", "x"], "--folds does not take --resume"),
+    (["--folds", "3", "--train-dir", "a", "--val-dir", "b"], "pools the images of one --data"),
+])
+def test_bad_folds_are_one_error_line(flags, expected, capsys):
+    assert expected in one_error_line(capsys, main, flags)
+
+
+# ---------------------------------------------------------------- widths
+
+
+def conv_widths(model):
+    return [layer.filters for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+
+
+@pytest.mark.parametrize("factor", [0.5, 2])
+def test_scale_widths_multiplies_every_hidden_width_and_keeps_the_rest(factor):
+    model = get_preset("seed-cifar10").build(10)
+    scaled = scale_widths(model, factor)
+    assert conv_widths(scaled) == [round(w * factor) for w in conv_widths(model)]
+    hidden = [layer.units for layer in scaled.layers if isinstance(layer, keras.layers.Dense)]
+    assert hidden == [round(128 * factor), 10]  # the head keeps its classes
+    assert [layer.name for layer in scaled.layers] == [layer.name for layer in model.layers]
+
+
+def test_scale_widths_leaves_the_whitening_stem_whole():
+    model = get_preset("fast-cifar10").build(10)
+    frozen = {name for group in channel_groups(model)[0] if not group.prunable
+              for name in group.producers}
+    scaled = scale_widths(model, 0.5)
+    for name in frozen:
+        assert scaled.get_layer(name).get_config() == model.get_layer(name).get_config()
+    assert scaled.count_params() < model.count_params()
+
+
+def test_a_narrower_run_is_a_normal_run_folder_and_resumes_as_narrow(pets, tmp_path,
+                                                                     monkeypatch):
+    config = cfg.TrainConfig(data=str(pets), preset="seed-cifar10", epochs=2, batch_size=16,
+                             width=0.5, run_dir=str(tmp_path / "r"))
+    crash_when_epoch_starts(monkeypatch, 1)
+    with pytest.raises(Interrupt):
+        catsdogs.train(config)
+    run = catsdogs.resume(tmp_path / "r")
+    assert run.metrics["epochs_run"] == 2
+    assert json.loads((run.dir / "config.json").read_text())["width"] == 0.5
+    model = keras.saving.load_model(run.model_path, safe_mode=True, compile=False)
+    assert conv_widths(model) == [16, 32, 64]
+    assert model.count_params() == run.metrics["parameters"]
+    rows, _ = catsdogs.load(run.dir).predict_folder(pets)
+    assert len(rows) == 30
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--width", "0"], "bad value for --width"),
+    (["--width", "0.5", "--prune-from", "run", "--prune-keep", "0.5"],
+     "--width and --prune-from both given"),
+])
+def test_bad_widths_are_one_error_line(flags, expected, capsys):
+    assert expected in one_error_line(capsys, main, flags)
+
+
+def test_a_config_without_width_resumes_at_width_1():
+    assert cfg.upgrade({"config_version": 1, "preset": "seed-cifar10"})["width"] == 1.0
