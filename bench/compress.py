@@ -4,11 +4,13 @@ distilled, pruned teachers; each as the Keras float model and as int8 TFLite.
     python bench/compress.py                                        # trains every model
     python bench/compress.py --teacher runs/resnet-catsdogs-full    # reuses a finished teacher
     python bench/compress.py --teacher T --student S --distilled D --pruned P50 P25
+    python bench/compress.py --teacher T --sweep runs/bench-scaling/*  # + bench/scaling.py's runs
 
 Models not given are trained here, one after the other, into --out (runs/bench-compress):
 the teacher (--teacher-preset, default resnet-catsdogs), the student preset from scratch and
 distilled from the teacher (--student-preset, default fast-catsdogs; the same epochs), and the
 teacher pruned to each --keep (default 0.5 and 0.25, fine-tuned as `catsdogs prune` does).
+`--sweep` adds finished runs of bench/scaling.py (one preset at several `--width`s).
 New runs choose their epoch on a 15 % selection split of the training images, so the
 validation folder is a test split (see bench/train.py). Every model is exported (keras,
 tflite-int8) and checked in its runtime on ../shared/data/cats_and_dogs/validation in this one
@@ -72,6 +74,9 @@ def make_runs(args, data):
         if i >= len(args.pruned):
             run_command("prune", [teacher, "--keep", str(keep), "--run-dir", pruned])
         made[f"teacher pruned, keep {keep:g}"] = pruned
+    for run_dir in args.sweep:
+        width = json.loads((Path(run_dir) / "config.json").read_text()).get("width", 1.0)
+        made[f"{preset_of(run_dir)} x{width:g} width"] = run_dir
     return made
 
 
@@ -118,7 +123,7 @@ def plot(rows, path):
                          label=f"{row['model']}, {row['format']}")
         axis.set_xscale("log")
         axis.set_xlabel(label)
-        axis.set_ylabel("validation accuracy")
+        axis.set_ylabel("test accuracy (validation folder, used once)")
         axis.grid(alpha=0.3, which="both")
     figure.axes[1].legend(fontsize=7, loc="best")
     figure.suptitle("cats vs dogs: smaller models (o Keras float, ^ int8 TFLite)")
@@ -136,6 +141,8 @@ def main():
     parser.add_argument("--distilled", help="reuse this run as the distilled student")
     parser.add_argument("--pruned", nargs="+", default=[], help="reuse these pruned runs, in "
                                                                  "--keep order")
+    parser.add_argument("--sweep", nargs="+", default=[], help="finished bench/scaling.py runs "
+                                                                "to add (one per width)")
     parser.add_argument("--out", default="runs/bench-compress", help="where new runs go")
     args = parser.parse_args()
     data = shared_data("cats_and_dogs")
