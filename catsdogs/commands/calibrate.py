@@ -30,7 +30,7 @@ def _run(args):
         list_class_folders(args.data_dir)  # a wrong folder is one line before TensorFlow loads
     from catsdogs.inference.calibrate import calibrate_run
     from catsdogs.inference.classifier import load
-    from catsdogs.training.train import held_out_split
+    from catsdogs.inference.calibrate import held_out_split
 
     with runs.run_folder_lock(run_dir):
         classifier = load(run_dir)

@@ -12,8 +12,12 @@ error before and after, and the confidence threshold that keeps a chosen share o
 images (`predict --min-confidence auto`). Without it, T is 1: old run folders work as before.
 """
 
+from pathlib import Path
+
 import numpy as np
 
+from catsdogs import config as cfg
+from catsdogs import runs
 from catsdogs.errors import CatsDogsError
 
 CALIBRATION_FILE = "calibration.json"
@@ -154,7 +158,7 @@ def calibrate_run(run_dir, model, pixels, labels, class_names, fitted_on, batch_
     """
     from pathlib import Path
 
-    from catsdogs import plots, runs
+    from catsdogs import plots
     from catsdogs.inference.runtimes import keras_probabilities
     from catsdogs.inference.saved_model import write_saved_model
 
@@ -171,3 +175,22 @@ def calibrate_run(run_dir, model, pixels, labels, class_names, fitted_on, batch_
         title=f"Calibration on {len(labels)} held-out images: ECE {report['ece_before']:.3f} -> "
               f"{report['ece_after']:.3f}")
     return report
+
+
+def held_out_split(run_dir, classifier, data_dir=None):
+    """(pixels, labels in the model's class order, where from): `data_dir`'s images, or the
+    validation split the run itself held out (read again exactly as training read it)."""
+    from catsdogs.data.datasets import load_image_data, load_labelled_folder
+
+    if data_dir is None:
+        config = cfg.read_run_config(Path(run_dir) / runs.CONFIG_FILE)
+        data = load_image_data(config, classifier.image_size)
+        split, names, source = data.val, data.class_names, f"validation ({data.sources['validation']})"
+    else:
+        (names, split), source = load_labelled_folder(data_dir, classifier.image_size), str(data_dir)
+    missing = sorted(set(names) - set(classifier.class_names))
+    if missing:
+        raise CatsDogsError(f"class folders {missing} are not classes of the model",
+                            where=data_dir or run_dir, fix="use folders named like its classes")
+    to_model = np.array([classifier.class_names.index(n) for n in names])
+    return split.pixels, to_model[split.labels], source

@@ -27,11 +27,14 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
+from pathlib import Path
 
 from catsdogs.config import STRATEGIES
 from catsdogs.console import log
 from catsdogs.errors import CatsDogsError, RunFailed
 
+WORKERS_DIR = "workers"  # inside the run folder: the other workers' resume state, while training
 COLLECTIVE_TIMEOUT = 300  # (s) a worker waiting this long for the others stops with an error
 
 
@@ -71,6 +74,21 @@ def cluster_from_environment():
                                                    '"host2:2222"]}, "task": {"type": "worker", '
                                                    '"index": 0}}') from None
     return index, len(workers)
+
+
+def worker_folder(run_dir, worker):
+    """Where worker `worker` keeps its own files: the run folder for the chief (0), else its
+    own folder inside it (removed when the run finishes), so only the chief writes the run's
+    files."""
+    run_dir = Path(run_dir)
+    return run_dir if worker == 0 else run_dir / WORKERS_DIR / f"worker-{worker}"
+
+
+def remove_worker_folder(folder):
+    """A worker's folder, once the run is finished; the last one out removes workers/."""
+    shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        folder.parent.rmdir()
 
 
 def make_placement(name):

@@ -11,7 +11,6 @@ Keras' `fit`, `_raise_if_nan` and `_finish` (SavedModel, plots, metrics.json).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -23,6 +22,8 @@ from catsdogs import config as cfg
 from catsdogs import console, runs
 from catsdogs.console import display, log, name_some
 from catsdogs.errors import CatsDogsError, RunFailed
+from catsdogs.training.distribute import (WORKERS_DIR, cluster_from_environment,
+                                          remove_worker_folder, worker_folder)
 
 if TYPE_CHECKING:  # Keras and TensorFlow load only once a run starts, after its flags are checked
     import keras
@@ -298,29 +299,13 @@ def _fit(config, run_dir, prepared, resumed):
                   if config.class_weight == "auto" else None)
     _raise_if_nan(history.rows, config, run_dir)
     if not prepared.placement.is_chief:  # its folder held only resume state: gone with the run
-        _remove_worker_folder(run_dir)
+        remove_worker_folder(run_dir)
         return None
     # compression (#25): a Distiller's parameters would count the teacher's
     run = _finish(config, run_dir, data, history.rows, student_of(model).count_params())
     if prepared.placement.workers > 1:  # the run is finished: no worker resumes it any more
         shutil.rmtree(run_dir / WORKERS_DIR, ignore_errors=True)
     return run
-
-
-WORKERS_DIR = "workers"  # inside the run folder: the other workers' resume state, while training
-
-
-def worker_folder(run_dir, placement):
-    """Where a worker keeps its own files: the run folder for the chief, else its own folder
-    inside it (removed when the run finishes), so only the chief writes the run's files."""
-    run_dir = Path(run_dir)
-    return run_dir if placement.is_chief else run_dir / WORKERS_DIR / f"worker-{placement.worker}"
-
-
-def _remove_worker_folder(folder):
-    shutil.rmtree(folder, ignore_errors=True)
-    with contextlib.suppress(OSError):  # the last worker to finish removes workers/ itself
-        folder.parent.rmdir()
 
 
 def _test_once(model, data):
@@ -400,7 +385,6 @@ def train(config):
         >>> run.metrics["best_val_accuracy"]  # doctest: +SKIP
     """
     from catsdogs.data.datasets import check_sources
-    from catsdogs.training.distribute import cluster_from_environment
 
     config = resolve_config(config)
     worker = cluster_from_environment()[0] if config.strategy == "multiworker" else 0
@@ -415,7 +399,7 @@ def train(config):
     log().info(f"Settings: {json.dumps(cfg.to_dict(config))}")
     prepared = _prepare(config, placement)  # bad data fails here, before any folder is made
     if not placement.is_chief:
-        folder = worker_folder(config.run_dir, placement)
+        folder = worker_folder(config.run_dir, placement.worker)
         with runs.run_folder_lock(folder):
             return _fit(config, folder, prepared, resumed=False)
     run_dir = runs.new_run_dir(config.preset, config.run_dir)
@@ -429,12 +413,10 @@ def train(config):
 def resume(run_dir):
     """Continue an interrupted run from its last finished epoch, with its saved settings
     (a config.json of any earlier catsdogs version is upgraded first: config.upgrade)."""
-    from catsdogs.training.distribute import cluster_from_environment
-
     run_dir = runs.existing_run_dir(run_dir)
     config = cfg.read_run_config(run_dir / runs.CONFIG_FILE)
     worker = cluster_from_environment()[0] if config.strategy == "multiworker" else 0
-    folder = run_dir if worker == 0 else run_dir / WORKERS_DIR / f"worker-{worker}"
+    folder = worker_folder(run_dir, worker)
     with runs.run_folder_lock(folder):  # before anything is read: a second resume stops here
         if (run_dir / runs.METRICS_FILE).exists() and not (run_dir / runs.CHECKPOINTS_DIR).exists():
             raise CatsDogsError("this run already finished", where=run_dir,
@@ -444,27 +426,6 @@ def resume(run_dir):
         done = runs.read_csv(folder / runs.HISTORY_FILE)
         log().info(f"Resuming {run_dir} after epoch {len(done)} of {config.epochs}")
         return _fit(config, folder, _prepare(config, placement), resumed=True)
-
-
-def held_out_split(run_dir, classifier, data_dir=None):
-    """(pixels, labels in the model's class order, where from): `data_dir`'s images, or the
-    validation split the run itself held out (read again exactly as training read it)."""
-    import numpy as np
-
-    from catsdogs.data.datasets import load_image_data, load_labelled_folder
-
-    if data_dir is None:
-        config = cfg.read_run_config(Path(run_dir) / runs.CONFIG_FILE)
-        data = load_image_data(config, classifier.image_size)
-        split, names, source = data.val, data.class_names, f"validation ({data.sources['validation']})"
-    else:
-        (names, split), source = load_labelled_folder(data_dir, classifier.image_size), str(data_dir)
-    missing = sorted(set(names) - set(classifier.class_names))
-    if missing:
-        raise CatsDogsError(f"class folders {missing} are not classes of the model",
-                            where=data_dir or run_dir, fix="use folders named like its classes")
-    to_model = np.array([classifier.class_names.index(n) for n in names])
-    return split.pixels, to_model[split.labels], source
 
 
 def _placement(config):
