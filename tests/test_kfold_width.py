@@ -1,6 +1,8 @@
 """`train --folds K` (k-fold accuracy for any preset, issue #27) and `train --width` (a width
 sweep's models, issue #25)."""
 
+import contextlib
+import io
 import json
 
 import keras
@@ -26,14 +28,23 @@ def pets(tmp_path_factory):
                               size=(32, 32), seed=3)
 
 
-def test_folds_print_each_fold_and_the_mean_and_rerun_skips_them(pets, tmp_path, capsys):
-    argv = ["--data", str(pets), *QUICK, "--folds", "3", "--run-dir", str(tmp_path / "cv")]
-    assert main(argv) == 0
-    captured = capsys.readouterr()
-    summary = [line for line in captured.out.splitlines() if line.startswith("k-fold accuracy")]
+@pytest.fixture(scope="module")
+def folds(pets, tmp_path_factory):
+    """One 3-fold cross-validation, with what it printed."""
+    folder = tmp_path_factory.mktemp("cv") / "cv"
+    argv = ["--data", str(pets), *QUICK, "--folds", "3", "--run-dir", str(folder)]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        assert main(argv) == 0
+    return argv, folder, out.getvalue(), err.getvalue()
+
+
+def test_folds_print_each_fold_and_the_mean(folds):
+    _, folder, out, err = folds
+    summary = [line for line in out.splitlines() if line.startswith("k-fold accuracy")]
     assert len(summary) == 1 and "(3 folds, 30 images)" in summary[0]
-    assert sum(f"Fold {k}/3: accuracy" in captured.err for k in (1, 2, 3)) == 3
-    record = json.loads((tmp_path / "cv" / kfold.RECORD_FILE).read_text())
+    assert sum(f"Fold {k}/3: accuracy" in err for k in (1, 2, 3)) == 3
+    record = json.loads((folder / kfold.RECORD_FILE).read_text())
     per_fold = record["accuracy"]["per_fold"]
     assert len(per_fold) == 3 and record["accuracy"]["mean"] == pytest.approx(np.mean(per_fold))
     # the colours separate: every fold learns them on the other two
@@ -42,21 +53,23 @@ def test_folds_print_each_fold_and_the_mean_and_rerun_skips_them(pets, tmp_path,
     assert settings["preset"] == "seed-cifar10" and settings["epochs"] == 2
     assert settings["selection_split"] == kfold.SELECTION_SPLIT and "data" not in settings
     for k in (1, 2, 3):  # each fold is a normal run folder that held out its fold
-        run = tmp_path / "cv" / f"fold-{k}" / "run"
+        run = folder / f"fold-{k}" / "run"
         metrics = json.loads((run / "metrics.json").read_text())
         assert metrics["test_accuracy"] == pytest.approx(per_fold[k - 1])
         assert (run / "model.keras").is_file()
-    assert main(argv) == 0
-    assert "finished before" in capsys.readouterr().err
 
 
-def test_folds_with_other_settings_in_the_same_folder_is_one_error_line(pets, tmp_path, capsys):
-    argv = ["--data", str(pets), *QUICK, "--folds", "2", "--epochs", "1",
-            "--run-dir", str(tmp_path / "cv")]
+def test_folds_run_again_skip_every_finished_fold(folds, capsys):
+    argv, folder, _, _ = folds
     assert main(argv) == 0
-    capsys.readouterr()
-    line = one_error_line(capsys, main, [*argv[:-2], "--label-smoothing", "0.1", *argv[-2:]])
-    assert "other settings" in line and "label_smoothing" in line
+    err = capsys.readouterr().err
+    assert err.count("finished before") == 3 and "epoch 1/" not in err
+
+
+def test_folds_with_other_settings_in_the_same_folder_is_one_error_line(folds, capsys):
+    argv = [*folds[0], "--label-smoothing", "0.1"]
+    line = one_error_line(capsys, main, argv)
+    assert "other settings" in line and "label_smoothing 0.0 -> 0.1" in line
 
 
 @pytest.mark.parametrize("flags, expected", [
