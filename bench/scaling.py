@@ -6,8 +6,9 @@ dogs, with the same data, epochs and recipe.
 
 Each run chooses its epoch on a 15 % selection split of ../shared/data/cats_and_dogs/train and
 is measured once on the validation folder as a test split (bench/train.py's protocol). Runs go
-into --out (runs/bench-scaling/width-<F>); a finished one there is reused, not retrained, so
-bench/compress.py --sweep can put the same runs on its frontier. Prints, per width: parameters,
+into --out (runs/bench-scaling/<preset>-width-<F>[-epochs-<N>]); a finished one there is
+reused and a killed one resumed, so bench/compress.py --sweep can put the same runs on its
+frontier. Prints, per width: parameters,
 MFLOPs per image, the selection and test accuracy, training seconds and achieved GFLOP/s
 (FLOPs per image x 3 x images / training seconds).
 """
@@ -27,13 +28,19 @@ from machine import describe, shared_data  # noqa: E402
 SELECTION_SPLIT = 0.15
 
 
-def sweep_run(data, preset, width, epochs, run_dir):
-    """The finished run of `preset` at `width`: trained now unless `run_dir` holds it."""
-    if not (Path(run_dir) / "metrics.json").is_file():
+def sweep_run(data, preset, width, epochs, out):
+    """The finished run of `preset` at `width` (and `epochs`, None: the preset's) in `out`:
+    trained now, resumed where a killed sweep left it, or reused."""
+    run_dir = Path(out) / (f"{preset}-width-{width:g}" + (f"-epochs-{epochs}" if epochs else ""))
+    if (run_dir / "metrics.json").is_file() and not (run_dir / "checkpoints").exists():
+        return run_dir
+    if (run_dir / "config.json").is_file():
+        catsdogs.resume(run_dir)
+    else:
         catsdogs.train(catsdogs.TrainConfig(data=str(data), preset=preset, width=width,
                                             epochs=epochs, selection_split=SELECTION_SPLIT,
                                             run_dir=str(run_dir)))
-    return Path(run_dir)
+    return run_dir
 
 
 def row(run_dir):
@@ -62,8 +69,7 @@ def main():
     args = parser.parse_args()
     data = shared_data("cats_and_dogs")
     print(describe())
-    rows = [row(sweep_run(data, args.preset, width, args.epochs,
-                          Path(args.out) / f"{args.preset}-width-{width:g}"))
+    rows = [row(sweep_run(data, args.preset, width, args.epochs, args.out))
             for width in args.widths]
     print(f"\n{args.preset}, epochs chosen on {SELECTION_SPLIT:.0%} of the training photos, test "
           f"= the validation folder, used once")

@@ -11,6 +11,7 @@ import pytest
 
 import catsdogs
 from catsdogs import config as cfg
+from catsdogs.commands import prune as prune_command
 from catsdogs.commands.train import main
 from catsdogs.models.presets import get_preset
 from catsdogs.training import kfold
@@ -76,6 +77,8 @@ def test_folds_with_other_settings_in_the_same_folder_is_one_error_line(folds, c
     (["--folds", "1"], "bad value for --folds: expected an integer >= 2, received 1"),
     (["--folds", "3", "--resume", "x"], "--folds does not take --resume"),
     (["--folds", "3", "--train-dir", "a", "--val-dir", "b"], "pools the images of one --data"),
+    (["--folds", "3", "--local-workers", "2"], "--folds does not take --local-workers"),
+    (["--folds", "3", "--teacher", "runs/t"], "--folds does not take --teacher"),
 ])
 def test_bad_folds_are_one_error_line(flags, expected, capsys):
     assert expected in one_error_line(capsys, main, flags)
@@ -123,12 +126,19 @@ def test_a_narrower_run_is_a_normal_run_folder_and_resumes_as_narrow(pets, tmp_p
     assert model.count_params() == run.metrics["parameters"]
     rows, _ = catsdogs.load(run.dir).predict_folder(pets)
     assert len(rows) == 30
+    # pruned at its own widths (a --width run's settings carry no --width into prune)
+    code = prune_command.main([str(run.dir), "--keep", "0.5", "--epochs", "1",
+                               "--run-dir", str(tmp_path / "pruned")])
+    assert code == 0
+    pruned = keras.saving.load_model(tmp_path / "pruned" / "model.keras", compile=False)
+    assert conv_widths(pruned) == [8, 16, 32]
 
 
 @pytest.mark.parametrize("flags, expected", [
     (["--width", "0"], "bad value for --width"),
     (["--width", "0.5", "--prune-from", "run", "--prune-keep", "0.5"],
      "--width and --prune-from both given"),
+    (["--width", "2", "--preset", "mobilenetv3-catsdogs"], "widths catsdogs cannot change"),
 ])
 def test_bad_widths_are_one_error_line(flags, expected, capsys):
     assert expected in one_error_line(capsys, main, flags)

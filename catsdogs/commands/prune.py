@@ -20,7 +20,9 @@ from catsdogs.commands.distill import model_run, settings_from, training_command
 from catsdogs.errors import CatsDogsError
 
 # the pruned run's settings not taken over: the fine-tuning's own
-NOT_INHERITED = ("run_dir", "teacher", "prune_from", "prune_keep", "epochs", "learning_rate")
+# (a --width run is pruned at its own widths: the pruned model is its model, narrowed)
+NOT_INHERITED = ("run_dir", "teacher", "prune_from", "prune_keep", "epochs", "learning_rate",
+                 "width")
 FINE_TUNE_EPOCHS = 1 / 3  # of the pruned run's epochs (rounded up)
 FINE_TUNE_RATE = 1 / 10  # of the pruned run's learning rate
 

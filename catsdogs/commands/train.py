@@ -62,10 +62,10 @@ def _run(args):
         from catsdogs.models.presets import describe_presets
 
         print("\n".join(describe_presets()))
-    elif args.local_workers is not None:
-        return _local_workers(args)
     elif args.folds is not None:
         _cross_validate(args)
+    elif args.local_workers is not None:
+        return _local_workers(args)
     elif args.resume:
         if cfg.given_flags(args, cfg.TrainConfig) or args.config:
             raise CatsDogsError("--resume takes its settings from the run's config.json",
@@ -117,16 +117,26 @@ def _cross_validate(args):
 
     if args.folds < 2:
         raise CatsDogsError(f"bad value for --folds: expected an integer >= 2, received "
-                            f"{args.folds}", fix="drop --folds for one run")
-    if args.resume:
-        raise CatsDogsError("--folds does not take --resume", where="--resume",
-                            fix="a killed --folds run continues with its own command and "
-                                "--run-dir")
+                            f"{args.folds}", where="--folds", fix="drop --folds for one run")
+    for flag, given, fix in (
+            ("--resume", args.resume, "a killed --folds run continues with its own command "
+                                      "and --run-dir"),
+            ("--local-workers", args.local_workers, "the folds train one after another in "
+                                                    "one process: drop it"),
+            ("--preview-augmentation", args.preview_augmentation, "preview without --folds")):
+        if given:
+            raise CatsDogsError(f"--folds does not take {flag}", where=flag, fix=fix)
     config = resolve_config(config_from_args(args))
     if config.train_dir is not None or config.data is None:
         raise CatsDogsError("--folds pools the images of one --data folder", where="--folds",
                             fix="pass --data FOLDER (class sub-folders, or train/ and "
-                                "validation/ of them)")
+                                "validation/ of them; CIFAR-10 as such a folder of images)")
+    for flag, given in (("--strategy multiworker", config.strategy == "multiworker"),
+                        ("--teacher", config.teacher), ("--prune-from", config.prune_from)):
+        if given:  # a teacher or a pruned run saw the held-out folds: the accuracy would flatter
+            raise CatsDogsError(f"--folds does not take {flag}", where=flag,
+                                fix="cross-validate a preset trained from scratch on one "
+                                    "machine")
     folder = Path(config.run_dir or Path("runs") / f"{config.preset}-{args.folds}fold-"
                                                    f"{time.strftime('%Y%m%d-%H%M%S')}")
     hint = None if config.run_dir else f"the same command with --run-dir {folder}"

@@ -264,16 +264,20 @@ def _read_record(folder, settings):
 
     Raises:
         CatsDogsError: it holds folds whose settings differ from those in `settings` (keys
-            it lacks are not compared: the files' fingerprint comes after decoding).
+            `settings` lacks are not compared: the files' fingerprint comes after decoding).
     """
     path = folder / RECORD_FILE
     if not path.is_file():
         return None
     record = cfg.load_json(path)
     stored = record.get("settings", {}) if isinstance(record, dict) else {}
-    differ = [f"{key} {stored.get(key)!r} -> {value!r}" if key != "files_sha256"
+    # a record of an older catsdogs lacks the settings added since: it ran them as runs of
+    # that time did (config.SETTINGS_ADDED_LATER); what else it lacks it did not store
+    stored = {**{key: value for key, value in cfg.SETTINGS_ADDED_LATER.items()
+                 if key in settings}, **stored}
+    differ = [f"{key} {stored[key]!r} -> {value!r}" if key != "files_sha256"
               else "the files differ"
-              for key, value in settings.items() if stored.get(key) != value]
+              for key, value in settings.items() if key in stored and stored[key] != value]
     if differ:
         raise CatsDogsError(f"the folder holds folds of other settings ({'; '.join(differ)})",
                             where=folder, fix="repeat that command to continue it, or "

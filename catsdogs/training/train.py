@@ -76,6 +76,10 @@ def resolve_config(config):
 
     preset = get_preset(config.preset or DEFAULT_PRESET[config.dataset])
     preset.check_weights(config.weights)  # before minutes of decoding, not after
+    if config.width != 1 and preset.pretrainable:
+        raise CatsDogsError(f"preset {preset.name!r} is a keras.applications backbone, whose "
+                            "widths catsdogs cannot change", where="--width",
+                            fix="drop --width, or scale a seed, fast, resnet or air preset")
     data = config.data
     if config.dataset == "folder" and data is None and config.train_dir is None:
         data = DEFAULT_DATA
@@ -262,7 +266,8 @@ def tensorboard_hparams(config):
             "learning_rate": config.learning_rate, "batch_size": config.batch_size,
             "epochs": config.epochs, "image_size": side, "schedule": config.schedule,
             "weight_decay": config.weight_decay, "label_smoothing": config.label_smoothing,
-            "progressive_start": config.progressive_start, "seed": config.seed}
+            "progressive_start": config.progressive_start, "width": config.width,
+            "seed": config.seed}
 
 
 def _raise_if_nan(rows, config, run_dir):
