@@ -95,6 +95,9 @@ def main():
                   f"flips among the suspects)")
             print(f"precision {found / max(1, len(suspects)):.3f}  ({found} of {len(suspects)} "
                   f"suspects were planted)")
+            top = len(planted & set(suspects[:len(planted)]))
+            print(f"precision {top / len(planted):.3f} in the top {len(planted)} suspects (as many "
+                  f"as were planted: {top} of them planted)")
         print(f"suspects ({len(suspects)}), most suspect first:")
         for issue in audit.issues:
             mark = "planted " if issue.path in planted else ""
