@@ -8,7 +8,10 @@ On the run's held-out split (cats/dogs: ../shared/data/cats_and_dogs/validation;
 test split) it prints the expected calibration error (15 bins) and negative log-likelihood of
 the raw model; after a temperature fitted on the whole split (what training does; ECE measured
 on the same images, so optimistic); and cross-fitted (T fitted on one half, measured on the
-other, both ways, averaged: the honest figure). For a cats/dogs run it also prints the
+other, both ways, averaged: the honest figure); and with the temperature the run fitted at
+training (on its validation split: honest too when that was a selection split carved from the
+training images, as bench/train.py's protocol and notebooks/02 do). For a cats/dogs run it also
+prints the
 out-of-distribution rejection of CIFAR-10's non-animal test images (airplane, automobile,
 ship, truck; 32x32, upscaled to the model's size as any photo is): AUROC of the max
 probability (Hendrycks & Gimpel 2017) and the share rejected at the threshold that keeps 95 %
@@ -73,6 +76,13 @@ def main():
     print(f"{'T fitted on all (T = %.3f)' % report['temperature']:<34}"
           f"{report['ece_after']:>8.4f}{report['nll_after']:>9.4f}")
     print(f"{'cross-fitted halves (T = %.2f, %.2f)' % tuple(temperatures):<34}{cross:>8.4f}")
+    if classifier.temperature != 1.0:  # the run's own T, fitted at training on its validation
+        own = calibrate.apply_temperature(raw, classifier.temperature)  # or selection split
+        label = "the run's own T (%.3f)" % classifier.temperature
+        print(f"{label:<34}"
+              f"{calibrate.expected_calibration_error(own, labels):>8.4f}"
+              f"{calibrate.negative_log_likelihood(own, labels):>9.4f}"
+              "   (honest where the run chose on a selection split)")
     if args.task != "catsdogs":
         return
     cifar = shared_data("cifar10", "test")
