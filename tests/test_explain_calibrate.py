@@ -91,6 +91,7 @@ def calibrated_run(tmp_path):
 
     run = tmp_path / "run"
     run.mkdir()
+    keras.utils.set_random_seed(0)  # a fixed model: the tests' guards hold on every run
     model = get_preset("seed-cifar10").build(3)
     model.layers[-1].set_weights([w * 40 for w in model.layers[-1].get_weights()])  # confident
     model.save(run / "model.keras")
@@ -111,6 +112,35 @@ def test_every_export_applies_the_temperature_as_the_keras_model_does(calibrated
     for name, path in written.items():
         got = catsdogs.load(path).probabilities(pixels)
         np.testing.assert_allclose(got, expected, atol=1e-4, err_msg=name)
+
+
+def test_int8_export_keeps_a_calibrated_sigmoid_models_answers(tmp_path):
+    """Regression: the temperature once went in as sigmoid(log(p / (1 - p)) / T); int8 could
+    not hold that division's range and the int8 model answered one class for every photo."""
+    inputs = keras.Input((32, 32, 3), name="pixels")
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(2, 1, activation="relu")(x)  # red minus green, green minus red
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(1, activation="sigmoid", name="probability")(x)
+    model = keras.Model(inputs, out)
+    model.layers[2].set_weights([np.array([[1, -1], [-1, 1], [0, 0]], np.float32)[None, None],
+                                 np.zeros(2, np.float32)])
+    model.layers[-1].set_weights([np.array([[-20.0], [20.0]], np.float32), np.zeros(1, np.float32)])
+    run = tmp_path / "run"
+    run.mkdir()
+    model.save(run / "model.keras")
+    (run / "class_names.json").write_text(json.dumps(["red", "green"]))
+    (run / "calibration.json").write_text(json.dumps({"temperature": 0.5}))  # sharpening
+    photos = write_class_images(tmp_path / "photos", {"red": (200, 40, 40), "green": (40, 200, 40)},
+                                20, size=(32, 32))
+    written = catsdogs.export(run, ["keras", "tflite-int8"], out=tmp_path / "exports",
+                              calibration=photos)
+    rows = {name: catsdogs.load(path).predict_folder(photos)[0] for name, path in written.items()}
+    keras_says = [row.predicted for row in rows["keras"]]
+    assert set(keras_says) == {"red", "green"}  # both answers, so a collapse is seen
+    assert [row.predicted for row in rows["tflite-int8"]] == keras_says
+    np.testing.assert_allclose([row.probability for row in rows["tflite-int8"]],
+                               [row.probability for row in rows["keras"]], atol=0.02)
 
 
 def test_min_confidence_labels_the_unsure_unknown(calibrated_run, tmp_path, capsys):

@@ -134,18 +134,32 @@ def rejection_threshold(classifier, min_confidence):
 
 def with_temperature(model, temperature):
     """A Keras model whose probabilities are `model`'s with its logits divided by
-    `temperature`, built from Keras ops only (no custom layer), so every export of it carries
-    the calibration and loads anywhere Keras models load."""
+    `temperature`, built from Keras layers and ops only (no custom layer), so every export of
+    it carries the calibration and loads anywhere Keras models load.
+
+    The logits come from a copy of the probability head without its activation, not from
+    log(p / (1 - p)): that division spans ~1e7 near p = 1, which full-integer TFLite cannot
+    hold in one int8 scale, and the int8 model then answered one class for every photo."""
     import keras
     from keras import ops
 
     if temperature == 1.0:
         return model
-    p = ops.clip(model.output, EPSILON, 1 - EPSILON)
-    if model.output_shape[-1] == 1:
-        out = ops.sigmoid(ops.log(p / (1 - p)) / temperature)
-    else:
-        out = ops.softmax(ops.log(p) / temperature, axis=-1)
+    head = model.layers[-1]
+    activation = getattr(head, "activation", None)
+    if isinstance(head, keras.layers.Dense) and activation in (keras.activations.sigmoid,
+                                                               keras.activations.softmax):
+        logits_layer = keras.layers.Dense(head.units, name=f"{head.name}_logits")
+        logits = logits_layer(head.input)
+        logits_layer.set_weights(head.get_weights())
+        out = keras.layers.Activation(activation, name=f"{head.name}_calibrated")(
+            logits / temperature)
+    else:  # a head of another shape: invert its probabilities (exact in float, not in int8)
+        p = ops.clip(model.output, EPSILON, 1 - EPSILON)
+        if model.output_shape[-1] == 1:
+            out = ops.sigmoid(ops.log(p / (1 - p)) / temperature)
+        else:
+            out = ops.softmax(ops.log(p) / temperature, axis=-1)
     return keras.Model(model.inputs, out, name=f"{model.name}_calibrated")
 
 
