@@ -9,7 +9,8 @@ Where Keras' own fall short of "nothing torn, nothing lost", they are wrapped:
 - `CSVLogger` appends: a resumed run repeats the epochs it redoes, and a kill mid-write tears
   the file. `HistoryCSV` rewrites it whole, keeping one row per epoch.
 
-What Keras has no callback for: `ProgressiveResizing` (the training image size per epoch),
+What Keras has no callback for: `InterruptAtBatchEnd` (Ctrl-C that always stops the run),
+`ProgressiveResizing` (the training image size per epoch),
 `FlipEpoch` (airbench's alternating flips), `Lookahead` (airbench's weight averaging),
 `TrainingImagesToTensorBoard` and `EpochLog` (one plain line per epoch).
 """
@@ -17,6 +18,8 @@ What Keras has no callback for: `ProgressiveResizing` (the training image size p
 import json
 import math
 import shutil
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -200,6 +203,41 @@ class HParamsToTensorBoard(keras.callbacks.Callback):
         with tf.summary.create_file_writer(self.log_dir).as_default():
             tf.summary.scalar("best_val_accuracy", self.best, step=epoch)
             tf.summary.scalar("final_val_accuracy", float(logs["val_accuracy"]), step=epoch)
+
+
+class InterruptAtBatchEnd(keras.callbacks.Callback):
+    """Ctrl-C during fit raises KeyboardInterrupt at the end of the running batch, in this
+    callback's frame, where it always reaches the command (exit code 130, the resume line).
+
+    Python raises it in whatever Python code the main thread runs next; during fit that can
+    be a destructor TensorFlow runs (a tf.data iterator's `__del__`), where it is printed as
+    "Exception ignored" and lost: a run on a loaded machine once trained on to its last epoch
+    after Ctrl-C. A second Ctrl-C raises at once, as without this callback.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._requested, self._previous = False, None
+
+    def on_train_begin(self, logs=None):
+        if threading.current_thread() is threading.main_thread():  # where signals go
+            self._previous = signal.signal(signal.SIGINT, self._request)
+
+    def _request(self, signum, frame):
+        signal.signal(signal.SIGINT, self._previous)
+        self._requested = True
+
+    def _raise_if_requested(self, *_, **__):
+        if self._requested:
+            self._requested = False
+            raise KeyboardInterrupt
+
+    on_train_batch_end = on_test_batch_end = on_epoch_end = _raise_if_requested
+
+    def on_train_end(self, logs=None):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 class ProgressiveResizing(keras.callbacks.Callback):

@@ -225,7 +225,7 @@ def _callbacks(config, run_dir, prepared, steps_per_epoch, history):
 
     from catsdogs.training import callbacks
 
-    found = []
+    found = [callbacks.InterruptAtBatchEnd()]
     if prepared.train_size is not None:
         found.append(callbacks.ProgressiveResizing(prepared.train_size, config.epochs,
                                                    config.progressive_start,
