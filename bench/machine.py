@@ -34,3 +34,10 @@ def shared_data(*parts):
     if not path.is_dir():
         sys.exit(f"bench: {path} is absent; benchmarks need the full data sets in ../shared/data")
     return path
+
+
+def training_gflops_per_second(flops_per_image, metrics):
+    """Achieved training GFLOP/s of a finished run: forward FLOPs per image x 3 (forward and
+    backward) x the images its epochs saw / its training seconds (metrics.json's)."""
+    images = metrics["train_images"] * metrics["epochs_run"]
+    return flops_per_image * 3 * images / metrics["train_seconds"] / 1e9

@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import catsdogs  # noqa: E402
-from machine import describe, shared_data  # noqa: E402
+from catsdogs import runs  # noqa: E402
+from machine import describe, shared_data, training_gflops_per_second  # noqa: E402
 
 SELECTION_SPLIT = 0.15
 
@@ -32,9 +33,9 @@ def sweep_run(data, preset, width, epochs, out):
     """The finished run of `preset` at `width` (and `epochs`, None: the preset's) in `out`:
     trained now, resumed where a killed sweep left it, or reused."""
     run_dir = Path(out) / (f"{preset}-width-{width:g}" + (f"-epochs-{epochs}" if epochs else ""))
-    if (run_dir / "metrics.json").is_file() and not (run_dir / "checkpoints").exists():
+    if (run_dir / runs.METRICS_FILE).is_file() and not (run_dir / runs.CHECKPOINTS_DIR).exists():
         return run_dir
-    if (run_dir / "config.json").is_file():
+    if (run_dir / runs.CONFIG_FILE).is_file():
         catsdogs.resume(run_dir)
     else:
         catsdogs.train(catsdogs.TrainConfig(data=str(data), preset=preset, width=width,
@@ -49,15 +50,14 @@ def row(run_dir):
 
     from catsdogs.models.presets import count_flops
 
-    config = json.loads((run_dir / "config.json").read_text())
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    model = keras.saving.load_model(run_dir / "model.keras", safe_mode=True, compile=False)
+    config = json.loads((run_dir / runs.CONFIG_FILE).read_text())
+    metrics = json.loads((run_dir / runs.METRICS_FILE).read_text())
+    model = keras.saving.load_model(run_dir / runs.MODEL_FILE, safe_mode=True, compile=False)
     flops = count_flops(model)
-    images = metrics["train_images"] * metrics["epochs_run"]
     return {"width": config.get("width", 1.0), "parameters": model.count_params(),
             "mflops": flops / 1e6, "selection": metrics["best_val_accuracy"],
             "test": metrics["test_accuracy"], "seconds": metrics["train_seconds"],
-            "gflops_per_second": flops * 3 * images / metrics["train_seconds"] / 1e9}
+            "gflops_per_second": training_gflops_per_second(flops, metrics)}
 
 
 def main():

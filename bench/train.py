@@ -38,7 +38,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import catsdogs  # noqa: E402
 from catsdogs.inference.tta import TTA_MODES  # noqa: E402
-from machine import describe, shared_data  # noqa: E402
+from machine import describe, shared_data, training_gflops_per_second  # noqa: E402
 
 TASKS = {
     "catsdogs": {"data": ("cats_and_dogs",), "presets": ["seed-catsdogs", "fast-catsdogs", "resnet-catsdogs"]},
@@ -144,11 +144,10 @@ def protocol_row(preset, run, wall):
     from catsdogs.models.presets import count_flops, get_preset
 
     flops = count_flops(get_preset(preset).build(len(run.class_names)))
-    images = run.metrics["train_images"] * run.metrics["epochs_run"]
     return {"preset": preset, "selection": run.metrics["best_val_accuracy"],
             "final_selection": run.metrics["final_val_accuracy"],
             "test": run.metrics.get("test_accuracy"), "seconds": wall,
-            "gflops_per_second": flops * 3 * images / run.metrics["train_seconds"] / 1e9}
+            "gflops_per_second": training_gflops_per_second(flops, run.metrics)}
 
 
 def summarize(name, points, target, tutorial_seconds, tta=None):

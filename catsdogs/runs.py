@@ -30,6 +30,11 @@ PLOTS_DIR = "plots"
 LOCK_FILE = ".lock"  # holds the id of the process training in the folder (run_folder_lock)
 
 
+def default_run_dir(label, root="runs"):
+    """`root/<label>-<YYYYmmdd-HHMMSS>`: the name of a run folder nobody named (not created)."""
+    return Path(root) / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
 def new_run_dir(preset_name, run_dir=None, root="runs"):
     """Create a fresh run folder: `run_dir`, or `root/<preset>-<YYYYmmdd-HHMMSS>`.
 
@@ -40,9 +45,9 @@ def new_run_dir(preset_name, run_dir=None, root="runs"):
         path = refuse_used_run_dir(run_dir)
         path.mkdir(parents=True, exist_ok=True)
         return path
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    first = default_run_dir(preset_name, root)
     for attempt in range(1, 1000):
-        path = Path(root) / (f"{preset_name}-{stamp}" + (f"-{attempt}" if attempt > 1 else ""))
+        path = first.with_name(first.name + (f"-{attempt}" if attempt > 1 else ""))
         try:
             path.mkdir(parents=True)
             return path

@@ -87,9 +87,9 @@ def _local_workers(args):
     the settings resolved here (a settings file) and one --run-dir, or --resume RUN_DIR."""
     import json
     import tempfile
-    import time
     from pathlib import Path
 
+    from catsdogs import runs
     from catsdogs.training.distribute import run_local_workers
 
     if args.local_workers < 2:
@@ -98,8 +98,7 @@ def _local_workers(args):
     if args.resume:
         return run_local_workers(["--resume", args.resume], args.local_workers)
     config = config_from_args(args)
-    run_dir = config.run_dir or str(Path("runs") / f"{config.preset or 'run'}-"
-                                                   f"{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir = config.run_dir or str(runs.default_run_dir(config.preset or "run"))
     settings = {**cfg.to_dict(config), "strategy": "multiworker", "run_dir": run_dir}
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "settings.json"
@@ -109,9 +108,9 @@ def _local_workers(args):
 
 def _cross_validate(args):
     """--folds K: K runs of these settings on the pooled images of --data (kfold.py)."""
-    import time
     from pathlib import Path
 
+    from catsdogs import runs
     from catsdogs.training.kfold import cross_validate
     from catsdogs.training.train import resolve_config
 
@@ -137,8 +136,7 @@ def _cross_validate(args):
             raise CatsDogsError(f"--folds does not take {flag}", where=flag,
                                 fix="cross-validate a preset trained from scratch on one "
                                     "machine")
-    folder = Path(config.run_dir or Path("runs") / f"{config.preset}-{args.folds}fold-"
-                                                   f"{time.strftime('%Y%m%d-%H%M%S')}")
+    folder = Path(config.run_dir or runs.default_run_dir(f"{config.preset}-{args.folds}fold"))
     hint = None if config.run_dir else f"the same command with --run-dir {folder}"
     result = cross_validate(config, config.data, args.folds, folder, continue_with=hint)
     print(result.summary_line())
