@@ -29,11 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import catsdogs  # noqa: E402
+from catsdogs import runs  # noqa: E402
 from machine import describe, shared_data  # noqa: E402
 
 FORMATS = ["keras", "tflite-int8"]
 SELECTION = ["--selection-split", "0.15"]
 PLOT = Path(__file__).resolve().parent / "compress.png"
+ROWS = PLOT.with_suffix(".json")  # the table's numbers, for --replot
 
 
 def run_command(name, argv):
@@ -63,12 +65,12 @@ def make_runs(args, data):
     if not args.student:
         run_command("train", ["--data", str(data), "--preset", args.student_preset, *SELECTION,
                               *student_epochs, "--run-dir", student])
-    made["student, from scratch"] = student
+    made[f"student ({preset_of(student)}), from scratch"] = student
     distilled = args.distilled or str(out / "distilled")
     if not args.distilled:
         run_command("distill", [teacher, "--preset", args.student_preset, *student_epochs,
                                 "--run-dir", distilled])
-    made["student, distilled"] = distilled
+    made[f"student ({preset_of(distilled)}), distilled"] = distilled
     for i, keep in enumerate(args.keep):
         pruned = args.pruned[i] if i < len(args.pruned) else str(out / f"pruned-{keep:g}")
         if i >= len(args.pruned):
@@ -95,10 +97,10 @@ def measure(made, validation):
 
 def print_table(rows):
     base = rows[0]  # the teacher's Keras model
-    print(f"{'model':<28}{'format':<13}{'accuracy':>9}{'vs':>8}{'images/s':>10}{'speed':>8}"
+    print(f"{'model':<38}{'format':<13}{'accuracy':>9}{'vs':>8}{'images/s':>10}{'speed':>8}"
           f"{'MB':>8}{'size':>8}")
     for row in rows:
-        print(f"{row['model']:<28}{row['format']:<13}{row['accuracy']:>9.1%}"
+        print(f"{row['model']:<38}{row['format']:<13}{row['accuracy']:>9.1%}"
               f"{(row['accuracy'] - base['accuracy']) * 100:>+6.1f}pt"
               f"{row['images_per_second']:>10.0f}"
               f"{row['images_per_second'] / base['images_per_second']:>7.2f}x"
@@ -108,25 +110,32 @@ def print_table(rows):
 def plot(rows, path):
     """Accuracy against images/s and against file size, log axes, one marker per format."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     from catsdogs.plots import save
 
-    figure = Figure(figsize=(12, 5))
+    figure = Figure(figsize=(12, 6.5), layout="constrained")
     markers = {"keras": "o", "tflite-int8": "^"}
     models = list(dict.fromkeys(row["model"] for row in rows))
     colours = {model: f"C{i}" for i, model in enumerate(models)}
-    for axis, key, label in zip(figure.subplots(1, 2), ("images_per_second", "bytes"),
-                                ("images/s (log)", "file size, bytes (log)")):
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    for axis, key, scale, label in zip(figure.subplots(1, 2), ("images_per_second", "bytes"),
+                                       (1, 1e-6), ("images/s, one process (log)", "file size, MB (log)")):
         for row in rows:
-            axis.scatter(row[key], row["accuracy"], marker=markers[row["format"]],
-                         color=colours[row["model"]], s=60,
-                         label=f"{row['model']}, {row['format']}")
+            axis.scatter(row[key] * scale, row["accuracy"] * 100, marker=markers[row["format"]],
+                         color=colours[row["model"]], s=60)
         axis.set_xscale("log")
+        axis.xaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
+        axis.xaxis.set_major_formatter(plain)
+        axis.xaxis.set_minor_formatter(NullFormatter())
         axis.set_xlabel(label)
-        axis.set_ylabel("test accuracy (validation folder, used once)")
+        axis.set_ylabel("test accuracy, % (validation folder, no choice made on it)")
         axis.grid(alpha=0.3, which="both")
-    figure.axes[1].legend(fontsize=7, loc="best")
-    figure.suptitle("cats vs dogs: smaller models (o Keras float, ^ int8 TFLite)")
+    handles = [figure.axes[0].scatter([], [], color=colours[m], marker="s", s=60) for m in models]
+    handles += [figure.axes[0].scatter([], [], color="grey", marker=markers[f], s=60) for f in markers]
+    figure.legend(handles, models + ["Keras float", "int8 TFLite"], loc="outside lower center",
+                  ncol=4, fontsize=8, frameon=False)
+    figure.suptitle("cats vs dogs: smaller models, accuracy against speed and size")
     save(figure, path)
 
 
@@ -144,10 +153,17 @@ def main():
     parser.add_argument("--sweep", nargs="+", default=[], help="finished bench/scaling.py runs "
                                                                 "to add (one per width)")
     parser.add_argument("--out", default="runs/bench-compress", help="where new runs go")
+    parser.add_argument("--replot", action="store_true",
+                        help=f"draw the plot again from the last run's numbers ({ROWS.name})")
     args = parser.parse_args()
-    data = shared_data("cats_and_dogs")
-    print(describe())
-    rows = measure(make_runs(args, data), data / "validation")
+    if args.replot:
+        rows = json.loads(ROWS.read_text())["rows"]
+    else:
+        data = shared_data("cats_and_dogs")
+        machine = describe()
+        print(machine)
+        rows = measure(make_runs(args, data), data / "validation")
+        runs.write_json(ROWS, {"machine": machine, "command": " ".join(sys.argv), "rows": rows})
     print_table(rows)
     plot(rows, PLOT)
     print(f"plot: {PLOT}")
