@@ -105,6 +105,26 @@ def test_ctrl_c_exits_130_with_the_way_to_resume(tmp_path):
     assert "Traceback" not in err
 
 
+def test_ctrl_c_in_fit_is_raised_at_the_batch_end_and_the_handler_given_back():
+    """InterruptAtBatchEnd: Ctrl-C is held until the batch ends (not raised wherever Python
+    was, where a destructor could swallow it), a second one is the old handler's again."""
+    from catsdogs.training.callbacks import InterruptAtBatchEnd
+
+    before = signal.getsignal(signal.SIGINT)
+    callback = InterruptAtBatchEnd()
+    callback.on_train_begin()
+    assert signal.getsignal(signal.SIGINT) != before
+    callback.on_train_batch_end(0, logs={})  # nothing asked: nothing raised
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.1)  # the handler ran (it raised nothing) ...
+    assert signal.getsignal(signal.SIGINT) == before  # ... and gave the next Ctrl-C back
+    with pytest.raises(KeyboardInterrupt):
+        callback.on_train_batch_end(1, logs={})
+    callback.on_train_batch_end(2, logs={})  # raised once
+    callback.on_train_end()
+    assert signal.getsignal(signal.SIGINT) == before
+
+
 def test_doctor_names_five_files_per_finding_then_how_many_more(tmp_path, capsys):
     from catsdogs.commands.doctor import main
 
