@@ -132,7 +132,7 @@ def plot(rows, path):
         axis.set_ylabel("test accuracy, % (validation folder, no choice made on it)")
         axis.grid(alpha=0.3, which="both")
     handles = [figure.axes[0].scatter([], [], color=colours[m], marker="s", s=60) for m in models]
-    handles += [figure.axes[0].scatter([], [], color="grey", marker=markers[f], s=60) for f in markers]
+    handles += [figure.axes[0].scatter([], [], color="black", marker=markers[f], s=60) for f in markers]
     figure.legend(handles, models + ["Keras float", "int8 TFLite"], loc="outside lower center",
                   ncol=4, fontsize=8, frameon=False)
     figure.suptitle("cats vs dogs: smaller models, accuracy against speed and size")
