@@ -123,6 +123,10 @@ def test_ctrl_c_in_fit_is_raised_at_the_batch_end_and_the_handler_given_back():
     callback.on_train_batch_end(2, logs={})  # raised once
     callback.on_train_end()
     assert signal.getsignal(signal.SIGINT) == before
+    with pytest.raises(RuntimeError), InterruptAtBatchEnd() as held:  # fit failed: no on_train_end
+        held.on_train_begin()
+        raise RuntimeError
+    assert signal.getsignal(signal.SIGINT) == before
 
 
 def test_doctor_names_five_files_per_finding_then_how_many_more(tmp_path, capsys):

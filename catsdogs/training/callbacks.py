@@ -213,6 +213,9 @@ class InterruptAtBatchEnd(keras.callbacks.Callback):
     be a destructor TensorFlow runs (a tf.data iterator's `__del__`), where it is printed as
     "Exception ignored" and lost: a run on a loaded machine once trained on to its last epoch
     after Ctrl-C. A second Ctrl-C raises at once, as without this callback.
+
+    Used as a context around `fit` too, so the old handler comes back when fit ends by an
+    exception (no `on_train_end` then): else a notebook's next Ctrl-C would only set a flag.
     """
 
     def __init__(self):
@@ -238,6 +241,12 @@ class InterruptAtBatchEnd(keras.callbacks.Callback):
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        self.on_train_end()
 
 
 class ProgressiveResizing(keras.callbacks.Callback):

@@ -225,7 +225,7 @@ def _callbacks(config, run_dir, prepared, steps_per_epoch, history):
 
     from catsdogs.training import callbacks
 
-    found = [callbacks.InterruptAtBatchEnd()]
+    found = []
     if prepared.train_size is not None:
         found.append(callbacks.ProgressiveResizing(prepared.train_size, config.epochs,
                                                    config.progressive_start,
@@ -296,9 +296,10 @@ def _fit(config, run_dir, prepared, resumed):
     if not live and console.chatty():
         fit_callbacks.append(callbacks.EpochLog(config.epochs))
     with console.progress_to_stderr(), multi_worker_fit(model, prepared.placement,
-                                                        prepared.first_batch):
+                                                        prepared.first_batch), \
+            callbacks.InterruptAtBatchEnd() as interrupt:
         model.fit(prepared.train_ds, validation_data=prepared.val_ds, epochs=config.epochs,
-                  callbacks=fit_callbacks, verbose=1 if live else 0,
+                  callbacks=[interrupt, *fit_callbacks], verbose=1 if live else 0,
                   shuffle=False,  # the pipeline shuffles
                   class_weight=balanced_class_weights(data.train.labels, len(data.class_names))
                   if config.class_weight == "auto" else None)
