@@ -139,6 +139,18 @@ class TrainConfig:
                                     "a running average of themselves, weighted up to 0.95^5 by "
                                     "the end; each epoch ends on the average (airbench's "
                                     "lookahead); default: the preset's")
+    # regularisers and weight averaging (issue #28): Keras' own layers and optimizer EMA
+    mixup: float = setting(0.0, "(alpha) Keras' MixUp on every training batch: images and "
+                                "labels blended with a shuffled copy, weights from Beta(alpha, "
+                                "alpha), e.g. 0.2; 0: off")
+    cutmix: float = setting(0.0, "(alpha) Keras' CutMix on every training batch: a box of a "
+                                 "shuffled copy pasted in, labels mixed by its area, e.g. 1; with "
+                                 "--mixup each batch takes one of the two; 0: off")
+    rand_augment: int = setting(0, "(operations) Keras' RandAugment on every training batch, "
+                                   "after the ImageDataGenerator-style warp: this many random "
+                                   "colour/geometry operations, e.g. 2; 0: off")
+    ema: float = setting(0.0, "(momentum) validate, keep and save an exponential moving average "
+                              "of the weights (Keras' optimizer EMA), e.g. 0.99; 0: off")
     progressive_start: float | None = setting(
         None, "(fraction) progressive resizing: the first epoch trains on images scaled to this "
               "fraction of the preset's size, growing to full size by 3/4 of the epochs "
@@ -194,6 +206,20 @@ class TrainConfig:
         _check(0 < self.val_split < 1, "val_split", self.val_split, "a fraction in (0, 1)")
         _check(0 <= self.selection_split < 1, "selection_split", self.selection_split,
                "a fraction in [0, 1), e.g. 0.15; 0 turns it off")
+        _check(math.isfinite(self.mixup) and self.mixup >= 0, "mixup", self.mixup,
+               "a number >= 0, e.g. 0.2 (0 turns it off)")
+        _check(math.isfinite(self.cutmix) and self.cutmix >= 0, "cutmix", self.cutmix,
+               "a number >= 0, e.g. 1 (0 turns it off)")
+        _check(0 <= self.rand_augment <= 8, "rand_augment", self.rand_augment,
+               "an operation count in 0..8, e.g. 2 (0 turns it off)")
+        _check(0 <= self.ema < 1, "ema", self.ema, "a momentum in [0, 1), e.g. 0.99 (0 turns it off)")
+        if self.ema and self.lookahead:
+            raise CatsDogsError("--ema and --lookahead both average the weights", where="--ema",
+                                fix="give one of them")
+        if self.teacher is not None and (self.mixup or self.cutmix):
+            raise CatsDogsError("--mixup/--cutmix with a teacher: the teacher would see mixed "
+                                "images and labels it was not asked about", where="--teacher",
+                                fix="drop --mixup and --cutmix when distilling")
         _check(self.patience >= 0, "patience", self.patience, "an integer >= 0 (0 turns it off)")
         # compression (issue #25)
         _check(math.isfinite(self.distill_temperature) and self.distill_temperature > 0,
@@ -282,7 +308,9 @@ SETTINGS_ADDED_LATER = {"progressive_start": 1.0, "steps_per_execution": 1,
                         "optimizer": "adam", "lookahead": False, "selection_split": 0.0,
                         # compression (issue #25): off
                         "teacher": None, "distill_temperature": 3.0, "distill_alpha": 0.5,
-                        "prune_from": None, "prune_keep": None, "width": 1.0}
+                        "prune_from": None, "prune_keep": None, "width": 1.0,
+                        # regularisers and weight averaging (issue #28): off
+                        "mixup": 0.0, "cutmix": 0.0, "rand_augment": 0, "ema": 0.0}
 
 
 def run_config_dict(config):

@@ -250,3 +250,45 @@ def build_augmenter(config: AugmentConfig, seed=None):
     if config.brightness_range is not None and config.brightness_range != (1.0, 1.0):
         layers.append(RandomBrightnessScale(config.brightness_range, seed=seed))
     return keras.Sequential(layers, name="augmentation") if layers else None
+
+
+def build_batch_mixer(mixup=0.0, cutmix=0.0, rand_augment=0, seed=None):
+    """Keras' own RandAugment, MixUp and CutMix as one `(images, labels) -> (images, labels)`
+    step over whole training batches, or None when all are off. Mixed labels are float rows:
+one-hot ones blended, or a one-sigmoid model's 0/1 labels as (n, 1) blends.
+
+    These run after the XLA-compiled warp, in TensorFlow's own ops: Keras builds them from
+    random shuffles and per-op branches that XLA does not compile.
+    With both MixUp and CutMix on, each batch takes one of the two, evenly.
+    """
+    import tensorflow as tf
+
+    randaugment = (keras.layers.RandAugment(value_range=(0, 255), num_ops=rand_augment, seed=seed)
+                   if rand_augment else None)
+    mixers = []
+    if mixup:
+        mixers.append(keras.layers.MixUp(alpha=mixup, seed=seed))
+    if cutmix:
+        mixers.append(keras.layers.CutMix(factor=cutmix, seed=seed))
+    if randaugment is None and not mixers:
+        return None
+
+    def mix(images, labels):
+        if randaugment is not None:
+            images = randaugment(images, training=True)
+        if not mixers:
+            return images, labels
+        labels = tf.cast(labels, tf.float32)
+        if labels.shape.rank == 1:  # one sigmoid's 0/1 labels: rows (n, 1), as MixUp needs
+            labels = labels[:, None]
+        branches = [lambda layer=layer: _mixed(layer, images, labels) for layer in mixers]
+        if len(branches) == 1:
+            return branches[0]()
+        return tf.cond(tf.random.uniform(()) < 0.5, branches[0], branches[1])
+
+    return mix
+
+
+def _mixed(layer, images, labels):
+    out = layer({"images": images, "labels": labels}, training=True)
+    return out["images"], out["labels"]

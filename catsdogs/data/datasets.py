@@ -296,7 +296,7 @@ def _load_sources(config, image_size, shard):
 
 
 def make_dataset(split, batch_size, augmenter=None, shuffle_seed=None, one_hot=None,
-                 resize_to=None, flips=None):
+                 resize_to=None, flips=None, mixer=None):
     """A tf.data pipeline of (float pixels 0..255, label) batches from a decoded split.
 
     Order of steps, and why:
@@ -322,6 +322,8 @@ def make_dataset(split, batch_size, augmenter=None, shuffle_seed=None, one_hot=N
     size it holds when the batch is made: progressive resizing (progressive.py).
     `flips`, an augment.AlternatingFlips, mirrors each batch's images due in this epoch, on the
     gathered pixels (it needs their indices), before the augmenter.
+    `mixer`, an augment.build_batch_mixer step, follows the augmenter (MixUp and CutMix mix
+    the labels too).
     """
     import tensorflow as tf
 
@@ -344,6 +346,8 @@ def make_dataset(split, batch_size, augmenter=None, shuffle_seed=None, one_hot=N
     if augmenter is not None:
         augment = tf.function(lambda x: augmenter(x, training=True), jit_compile=True)
         dataset = dataset.map(lambda x, y: (augment(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    if mixer is not None:
+        dataset = dataset.map(mixer, num_parallel_calls=tf.data.AUTOTUNE)
     if resize_to is not None:
         def resize(images, batch_labels):
             size = resize_to.read_value()

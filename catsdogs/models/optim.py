@@ -164,12 +164,13 @@ def make_optimizer(config, steps_per_epoch, model, replicas=1):
     weights by it x the learning rate): AdamW for Adam, SGD's own for SGD."""
     rate = make_schedule(config.schedule, config.learning_rate * replicas,
                          steps_per_epoch * config.epochs)
+    ema = dict(use_ema=True, ema_momentum=config.ema) if config.ema else {}
     if config.optimizer in ("sgd", "muon"):
         sgd = dict(scaled_paths=norm_biases_without_scale(model), momentum=SGD_MOMENTUM,
                    nesterov=True, weight_decay=config.weight_decay or None)
         if config.optimizer == "muon":
-            return MuonSGD(rate, muon_paths=convolution_kernels(model), **sgd)
-        return NormBiasSGD(rate, **sgd)
+            return MuonSGD(rate, muon_paths=convolution_kernels(model), **sgd, **ema)
+        return NormBiasSGD(rate, **sgd, **ema)
     if config.weight_decay:
-        return keras.optimizers.AdamW(rate, weight_decay=config.weight_decay)
-    return keras.optimizers.Adam(rate)
+        return keras.optimizers.AdamW(rate, weight_decay=config.weight_decay, **ema)
+    return keras.optimizers.Adam(rate, **ema)

@@ -93,9 +93,10 @@ def resolve_config(config):
 # ---------------------------------------------------------------- the steps of a run
 
 
-def loss_and_accuracy(num_classes, label_smoothing):
+def loss_and_accuracy(num_classes, label_smoothing, mixing=False):
     """Binary cross-entropy for two classes (one sigmoid unit), sparse categorical for more;
-    categorical on one-hot labels when smoothing, as Keras' sparse loss cannot smooth.
+    categorical on one-hot labels when smoothing or `mixing` (MixUp/CutMix blend labels), as
+    Keras' sparse loss takes neither.
 
     Returns:
         (loss, accuracy metric, one_hot): one_hot tells the pipeline to one-hot the labels.
@@ -105,7 +106,7 @@ def loss_and_accuracy(num_classes, label_smoothing):
     if num_classes == 2:
         return (keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing),
                 keras.metrics.BinaryAccuracy(name="accuracy"), False)
-    if label_smoothing:
+    if label_smoothing or mixing:
         return (keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
                 keras.metrics.CategoricalAccuracy(name="accuracy"), True)
     return (keras.losses.SparseCategoricalCrossentropy(),
@@ -126,7 +127,7 @@ def _prepare(config, placement):
     import numpy as np
     import tensorflow as tf
 
-    from catsdogs.data.augment import AlternatingFlips, build_augmenter
+    from catsdogs.data.augment import AlternatingFlips, build_augmenter, build_batch_mixer
     from catsdogs.data.datasets import load_image_data, make_dataset
     from catsdogs.models.presets import get_preset
     from catsdogs.training.distribute import common_count, distribute
@@ -137,7 +138,9 @@ def _prepare(config, placement):
     if placement.workers > 1:  # every worker must run the same number of steps
         data.train = data.train.subset(np.arange(common_count(placement, len(data.train))))
         data.val = data.val.subset(np.arange(common_count(placement, len(data.val))))
-    loss, accuracy, one_hot = loss_and_accuracy(len(data.class_names), config.label_smoothing)
+    mixer = build_batch_mixer(config.mixup, config.cutmix, config.rand_augment, seed=config.seed)
+    loss, accuracy, one_hot = loss_and_accuracy(len(data.class_names), config.label_smoothing,
+                                                mixing=bool(config.mixup or config.cutmix))
     classes = len(data.class_names) if one_hot else None
     augmenter = build_augmenter(config.augment, seed=config.seed)
     worker_batch = config.batch_size * placement.replicas // placement.workers
@@ -148,7 +151,7 @@ def _prepare(config, placement):
     if config.augment.alternate_flips:
         flips = AlternatingFlips(len(data.train), seed=config.seed)
     train_ds = make_dataset(data.train, worker_batch, augmenter, shuffle_seed=config.seed,
-                            one_hot=classes, resize_to=train_size, flips=flips)
+                            one_hot=classes, resize_to=train_size, flips=flips, mixer=mixer)
     val_ds = make_dataset(data.val, worker_batch, one_hot=classes)
     first_batch = tuple(part.numpy() for part in next(iter(train_ds)))
     return Prepared(preset, data, distribute(placement, train_ds), distribute(placement, val_ds),
@@ -234,6 +237,8 @@ def _callbacks(config, run_dir, prepared, steps_per_epoch, history):
         found.append(callbacks.FlipEpoch(prepared.flips))
     if config.lookahead:  # an epoch's last step takes the average: validated and saved
         found.append(callbacks.Lookahead(steps_per_epoch, config.epochs))
+    if config.ema:  # validation, and everything after it at the epoch's end, see the average
+        found.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     best = _best_so_far(run_dir, history.rows)
     found += [
         keras.callbacks.TerminateOnNaN(),
@@ -267,7 +272,8 @@ def tensorboard_hparams(config):
             "epochs": config.epochs, "image_size": side, "schedule": config.schedule,
             "weight_decay": config.weight_decay, "label_smoothing": config.label_smoothing,
             "progressive_start": config.progressive_start, "width": config.width,
-            "seed": config.seed}
+            "mixup": config.mixup, "cutmix": config.cutmix, "rand_augment": config.rand_augment,
+            "ema": config.ema, "seed": config.seed}
 
 
 def _raise_if_nan(rows, config, run_dir):

@@ -1,0 +1,106 @@
+"""Recipe screens under the protocol that cannot flatter: one preset, several training
+settings, each run chosen on a selection split and measured once on the test split.
+
+    python bench/recipes.py --variants base lookahead [--preset resnet-catsdogs] [--epochs 32]
+                            [--seed 42] [--out runs/bench-recipes]
+
+Each variant is a name from VARIANTS (TrainConfig fields over the preset's recipe). Runs go
+one after the other into OUT/<variant>-seed<seed>/; one that finished (its bench.json) is
+reused, so a killed screen continues with the same command and only the runs not done train.
+Prints, per variant: the selection-split accuracy of the chosen epoch and of the last one, the
+test accuracy plain and with each test-time augmentation (the same chosen model), the wall
+seconds of training plus the plain test evaluation (decoding and run-folder writes included),
+and the achieved training GFLOP/s. The budget that matters for issue #28 is 20 minutes of
+wall time on 2 cores; `--epochs` sets every variant's epoch count (default: the preset's).
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import catsdogs  # noqa: E402
+from catsdogs import runs  # noqa: E402
+from catsdogs.inference.tta import TTA_MODES  # noqa: E402
+from machine import describe, shared_data  # noqa: E402
+from train import protocol_row  # noqa: E402  (bench/train.py: the protocol's table row)
+
+VARIANTS = {
+    "base": {},
+    "lookahead": {"lookahead": True},  # weight averaging (airbench's lookahead)
+    "mixup": {"mixup": 0.2},
+    "cutmix": {"cutmix": 1.0},
+    "randaugment": {"rand_augment": 2},
+    "ema": {"ema": 0.99},  # an average over ~100 steps: about 2 epochs of 1,700 photos
+    "small-start": {"progressive_start": 0.43},  # longer low-resolution phase
+}
+TASK_DATA = {"folder": (("cats_and_dogs",), "validation"), "cifar10": (("cifar10",), "test")}
+
+
+def run_variant(name, args, root, test_dir):
+    """Train one variant (or reuse its finished run); its protocol row."""
+    run_dir = Path(args.out) / f"{name}-seed{args.seed}"
+    done = run_dir / "bench.json"
+    if done.exists():
+        return with_tta(json.loads(done.read_text()), run_dir, test_dir, done)
+    config = catsdogs.TrainConfig(preset=args.preset, dataset=args.dataset, data=str(root),
+                                  selection_split=args.selection_split, epochs=args.epochs,
+                                  seed=args.seed, run_dir=str(run_dir), **VARIANTS[name])
+    started = time.perf_counter()
+    run = catsdogs.train(config)
+    wall = time.perf_counter() - started  # includes the one plain test evaluation
+    row = {"variant": name, "seed": args.seed, "epochs": run.metrics["epochs_run"],
+           **protocol_row(args.preset, run, wall),
+           "settings": {k: v for k, v in dataclasses.asdict(config).items() if v is not None}}
+    done.write_text(json.dumps(row, indent=2))  # only a finished run is reused
+    return with_tta(row, run_dir, test_dir, done)
+
+
+def with_tta(row, run_dir, test_dir, done):
+    """`row` with the chosen model's test accuracy under each test-time augmentation (plain
+    is metrics.json's); the ones missing are evaluated now and kept in `done`."""
+    missing = [mode for mode in TTA_MODES if f"test_{mode}" not in row]
+    for mode in missing:
+        row[f"test_{mode}"] = catsdogs.evaluate(run_dir / runs.MODEL_FILE, test_dir,
+                                                tta=mode)["accuracy"]
+    if missing:
+        done.write_text(json.dumps(row, indent=2))
+    return row
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=["base"])
+    parser.add_argument("--preset", default="resnet-catsdogs")
+    parser.add_argument("--dataset", choices=TASK_DATA, default="folder")
+    parser.add_argument("--epochs", type=int, help="every variant's epochs [default: the preset's]")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--selection-split", type=float, default=0.15)
+    parser.add_argument("--out", default="runs/bench-recipes")
+    args = parser.parse_args()
+    folders, test_split = TASK_DATA[args.dataset]
+    root = shared_data(*folders)
+    print(describe(), flush=True)
+    rows = []
+    for name in args.variants:
+        rows.append(run_variant(name, args, root, root / test_split))
+        print(f"done: {name} test {rows[-1]['test']:.1%} in {rows[-1]['seconds']:.0f} s", flush=True)
+    print(f"\n{describe()}\n{args.preset}, epochs chosen on {args.selection_split:.0%} of the "
+          f"training images, test = {test_split}/ (used once per run), seed {args.seed}")
+    print(f"{'variant':<14}{'epochs':>7}{'selection':>10}{'final':>8}{'test':>8}"
+          + "".join(f"{'+' + mode:>8}" for mode in TTA_MODES) + f"{'seconds':>9}{'GFLOP/s':>9}")
+    for row in rows:
+        print(f"{row['variant']:<14}{row['epochs']:>7}{row['selection']:>10.1%}"
+              f"{row['final_selection']:>8.1%}{row['test']:>8.1%}"
+              + "".join(f"{row[f'test_{mode}']:>8.1%}" for mode in TTA_MODES)
+              + f"{row['seconds']:>9.0f}{row['gflops_per_second']:>9.1f}")
+
+
+if __name__ == "__main__":
+    main()
