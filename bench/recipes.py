@@ -29,7 +29,7 @@ import catsdogs  # noqa: E402
 from catsdogs import runs  # noqa: E402
 from catsdogs.inference.tta import TTA_MODES  # noqa: E402
 from machine import describe, shared_data  # noqa: E402
-from train import protocol_row  # noqa: E402  (bench/train.py: the protocol's table row)
+from train import print_protocol_table, protocol_row  # noqa: E402  (bench/train.py)
 
 VARIANTS = {
     "base": {},
@@ -55,8 +55,7 @@ def run_variant(name, args, root, test_dir):
     started = time.perf_counter()
     run = catsdogs.train(config)
     wall = time.perf_counter() - started  # includes the one plain test evaluation
-    row = {"variant": name, "seed": args.seed, "epochs": run.metrics["epochs_run"],
-           **protocol_row(args.preset, run, wall),
+    row = {"variant": name, "seed": args.seed, **protocol_row(args.preset, run, wall),
            "settings": {k: v for k, v in dataclasses.asdict(config).items() if v is not None}}
     done.write_text(json.dumps(row, indent=2))  # only a finished run is reused
     return with_tta(row, run_dir, test_dir, done)
@@ -65,10 +64,10 @@ def run_variant(name, args, root, test_dir):
 def with_tta(row, run_dir, test_dir, done):
     """`row` with the chosen model's test accuracy under each test-time augmentation (plain
     is metrics.json's); the ones missing are evaluated now and kept in `done`."""
-    missing = [mode for mode in TTA_MODES if f"test_{mode}" not in row]
+    missing = [mode for mode in TTA_MODES if f"test_{mode}_tta" not in row]
     for mode in missing:
-        row[f"test_{mode}"] = catsdogs.evaluate(run_dir / runs.MODEL_FILE, test_dir,
-                                                tta=mode)["accuracy"]
+        row[f"test_{mode}_tta"] = catsdogs.evaluate(run_dir / runs.MODEL_FILE, test_dir,
+                                                    tta=mode)["accuracy"]
     if missing:
         done.write_text(json.dumps(row, indent=2))
     return row
@@ -93,14 +92,7 @@ def main():
         print(f"done: {name} test {rows[-1]['test']:.1%} in {rows[-1]['seconds']:.0f} s", flush=True)
     print(f"\n{describe()}\n{args.preset}, epochs chosen on {args.selection_split:.0%} of the "
           f"training images, test = {test_split}/ (used once per run), seed {args.seed}")
-    print(f"{'variant':<14}{'epochs':>7}{'selection':>10}{'final':>8}{'test':>8}"
-          + "".join(f"{'+' + mode:>8}" for mode in TTA_MODES) + f"{'seconds':>9}{'GFLOP/s':>9}")
-    for row in rows:
-        print(f"{row['variant']:<14}{row['epochs']:>7}{row['selection']:>10.1%}"
-              f"{row['final_selection']:>8.1%}{row['test']:>8.1%}"
-              + "".join(f"{row[f'test_{mode}']:>8.1%}" for mode in TTA_MODES)
-              + f"{row['seconds']:>9.0f}{row['gflops_per_second']:>9.1f}")
-
+    print_protocol_table(rows, first="variant")
 
 if __name__ == "__main__":
     main()

@@ -144,7 +144,8 @@ def protocol_row(preset, run, wall):
     from catsdogs.models.presets import count_flops, get_preset
 
     flops = count_flops(get_preset(preset).build(len(run.class_names)))
-    return {"preset": preset, "selection": run.metrics["best_val_accuracy"],
+    return {"preset": preset, "epochs": run.metrics["epochs_run"],
+            "selection": run.metrics["best_val_accuracy"],
             "final_selection": run.metrics["final_val_accuracy"],
             "test": run.metrics.get("test_accuracy"), "seconds": wall,
             "gflops_per_second": training_gflops_per_second(flops, run.metrics)}
@@ -203,14 +204,21 @@ def main():
     if args.selection_split:
         print(f"\nprotocol: epochs chosen on {args.selection_split:.0%} of the training images; "
               f"'test' is {VAL_SPLIT[args.task]}/, on which nothing was chosen")
-        print(f"{'preset':<26}{'selection best':>15}{'final':>8}{'test':>8}"
-              + "".join(f"{'test +' + mode:>13}" for mode in TTA_MODES)
-              + f"{'seconds':>9}{'GFLOP/s':>9}")
-        for row in protocol:
-            print(f"{row['preset']:<26}{row['selection']:>15.1%}{row['final_selection']:>8.1%}"
-                  f"{row['test']:>8.1%}"
-                  + "".join(f"{row[f'test_{mode}_tta']:>13.1%}" for mode in TTA_MODES)
-                  + f"{row['seconds']:>9.0f}{row['gflops_per_second']:>9.1f}")
+        print_protocol_table(protocol)
+
+
+def print_protocol_table(rows, first="preset"):
+    """The protocol's table: per row (named by its `first` key), the epochs run, the chosen
+    epoch's and the last epoch's selection-split accuracy, the test accuracy plain and with
+    each test-time augmentation, the seconds and the achieved training GFLOP/s."""
+    print(f"{first:<26}{'epochs':>7}{'selection best':>15}{'final':>8}{'test':>8}"
+          + "".join(f"{'test +' + mode:>13}" for mode in TTA_MODES)
+          + f"{'seconds':>9}{'GFLOP/s':>9}")
+    for row in rows:
+        print(f"{row[first]:<26}{row['epochs']:>7}{row['selection']:>15.1%}"
+              f"{row['final_selection']:>8.1%}{row['test']:>8.1%}"
+              + "".join(f"{row[f'test_{mode}_tta']:>13.1%}" for mode in TTA_MODES)
+              + f"{row['seconds']:>9.0f}{row['gflops_per_second']:>9.1f}")
 
 
 if __name__ == "__main__":
