@@ -36,8 +36,17 @@ def shared_data(*parts):
     return path
 
 
-def training_gflops_per_second(flops_per_image, metrics):
+def training_gflops_per_second(flops_per_image, metrics, history=(), full_side=None):
     """Achieved training GFLOP/s of a finished run: forward FLOPs per image x 3 (forward and
-    backward) x the images its epochs saw / its training seconds (metrics.json's)."""
-    images = metrics["train_images"] * metrics["epochs_run"]
-    return flops_per_image * 3 * images / metrics["train_seconds"] / 1e9
+    backward) x the images its epochs saw / its training seconds (metrics.json's).
+
+    With progressive resizing (history rows with an `image_side`, and the model's `full_side`)
+    each epoch is charged the FLOPs of the side it trained at, (side / full side)^2 of the
+    full-size count: counting full size for every epoch would credit a run with arithmetic it
+    never did."""
+    sides = [float(row["image_side"]) for row in history if row.get("image_side")]
+    if full_side and len(sides) == metrics["epochs_run"]:
+        epochs = sum((side / full_side) ** 2 for side in sides)
+    else:
+        epochs = metrics["epochs_run"]
+    return flops_per_image * 3 * metrics["train_images"] * epochs / metrics["train_seconds"] / 1e9

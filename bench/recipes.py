@@ -15,7 +15,6 @@ wall time on 2 cores; `--epochs` sets every variant's epoch count (default: the 
 """
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -44,33 +43,34 @@ TASK_DATA = {"folder": (("cats_and_dogs",), "validation"), "cifar10": (("cifar10
 
 
 def run_variant(name, args, root, test_dir):
-    """Train one variant (or reuse its finished run); its protocol row."""
+    """Train one variant (or reuse its finished run); its protocol row, computed again from
+    the run folder and the wall seconds its bench.json keeps."""
     run_dir = Path(args.out) / f"{name}-seed{args.seed}"
     done = run_dir / "bench.json"
-    if done.exists():
-        return with_tta(json.loads(done.read_text()), run_dir, test_dir, done)
-    config = catsdogs.TrainConfig(preset=args.preset, dataset=args.dataset, data=str(root),
-                                  selection_split=args.selection_split, epochs=args.epochs,
-                                  seed=args.seed, run_dir=str(run_dir), **VARIANTS[name])
-    started = time.perf_counter()
-    run = catsdogs.train(config)
-    wall = time.perf_counter() - started  # includes the one plain test evaluation
-    row = {"variant": name, "seed": args.seed, **protocol_row(args.preset, run, wall),
-           "settings": {k: v for k, v in dataclasses.asdict(config).items() if v is not None}}
-    done.write_text(json.dumps(row, indent=2))  # only a finished run is reused
-    return with_tta(row, run_dir, test_dir, done)
-
-
-def with_tta(row, run_dir, test_dir, done):
-    """`row` with the chosen model's test accuracy under each test-time augmentation (plain
-    is metrics.json's); the ones missing are evaluated now and kept in `done`."""
-    missing = [mode for mode in TTA_MODES if f"test_{mode}_tta" not in row]
-    for mode in missing:
-        row[f"test_{mode}_tta"] = catsdogs.evaluate(run_dir / runs.MODEL_FILE, test_dir,
-                                                    tta=mode)["accuracy"]
+    if not done.exists():
+        config = catsdogs.TrainConfig(preset=args.preset, dataset=args.dataset, data=str(root),
+                                      selection_split=args.selection_split, epochs=args.epochs,
+                                      seed=args.seed, run_dir=str(run_dir), **VARIANTS[name])
+        started = time.perf_counter()
+        catsdogs.train(config)
+        wall = time.perf_counter() - started  # includes the one plain test evaluation
+        done.write_text(json.dumps({"variant": name, "seed": args.seed, "seconds": wall,
+                                    "settings": VARIANTS[name]}, indent=2))
+    kept = json.loads(done.read_text())
+    missing = [mode for mode in TTA_MODES if f"test_{mode}_tta" not in kept]
+    for mode in missing:  # the chosen model with each test-time augmentation
+        kept[f"test_{mode}_tta"] = catsdogs.evaluate(run_dir / runs.MODEL_FILE, test_dir,
+                                                     tta=mode)["accuracy"]
     if missing:
-        done.write_text(json.dumps(row, indent=2))
-    return row
+        done.write_text(json.dumps(kept, indent=2))
+    return {**kept, **protocol_row(args.preset, finished_run(run_dir), kept["seconds"])}
+
+
+def finished_run(run_dir):
+    """A run folder as the Run that catsdogs.train returned for it."""
+    read = lambda name: json.loads((run_dir / name).read_text())  # noqa: E731
+    return catsdogs.Run(run_dir, None, read(runs.CLASS_NAMES_FILE),
+                        runs.read_csv(run_dir / runs.HISTORY_FILE), read(runs.METRICS_FILE))
 
 
 def main():

@@ -143,12 +143,14 @@ def protocol_row(preset, run, wall):
     """Selection-split and test accuracy, time and achieved training GFLOP/s of one run."""
     from catsdogs.models.presets import count_flops, get_preset
 
-    flops = count_flops(get_preset(preset).build(len(run.class_names)))
+    model_preset = get_preset(preset)
+    flops = count_flops(model_preset.build(len(run.class_names)))
     return {"preset": preset, "epochs": run.metrics["epochs_run"],
             "selection": run.metrics["best_val_accuracy"],
             "final_selection": run.metrics["final_val_accuracy"],
             "test": run.metrics.get("test_accuracy"), "seconds": wall,
-            "gflops_per_second": training_gflops_per_second(flops, run.metrics)}
+            "gflops_per_second": training_gflops_per_second(flops, run.metrics, run.history,
+                                                            model_preset.image_size[0])}
 
 
 def summarize(name, points, target, tutorial_seconds, tta=None):
