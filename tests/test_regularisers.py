@@ -121,3 +121,12 @@ def test_bad_lever_settings_are_one_error_line(flags, expected, capsys, tmp_path
     write_class_images(tmp_path / "d", TWO_CLASSES, 4, size=(32, 32))
     line = one_error_line(capsys, main, ["--data", str(tmp_path / "d"), *flags])
     assert expected in line
+
+
+def test_preview_titles_name_blended_labels_with_their_share():
+    from catsdogs.training.train import label_titles
+
+    names = ["cats", "dogs"]
+    assert label_titles(np.array([0, 1]), names) == ["cats", "dogs"]
+    assert label_titles(np.array([[1.0], [0.3]]), names) == ["dogs", "cats 0.70"]
+    assert label_titles(np.array([[0, 0, 1.0], [0.2, 0.8, 0]]), ["a", "b", "c"]) == ["c", "b 0.80"]

@@ -447,6 +447,23 @@ def _placement(config):
     return make_placement(config.strategy)
 
 
+def label_titles(labels, class_names):
+    """A title per training label: its class name; a blended label (MixUp, CutMix) names
+    its larger class and that class's share, e.g. "dogs 0.70"."""
+    import numpy as np
+
+    labels = np.asarray(labels, np.float64)
+    if labels.ndim == 1:
+        return [class_names[int(label)] for label in labels]
+    if labels.shape[1] == 1:  # one sigmoid: the share of the second class
+        labels = np.concatenate([1 - labels, labels], axis=1)
+    titles = []
+    for row in labels:
+        top = int(row.argmax())
+        titles.append(f"{class_names[top]} {row[top]:.2f}" if row[top] < 0.99 else class_names[top])
+    return titles
+
+
 def preview_augmentation(config, count=32):
     """Write plots/augmentation.png: the first training images, each augmented once."""
     import numpy as np
@@ -464,10 +481,8 @@ def preview_augmentation(config, count=32):
         if sum(len(b) for b in images) >= count:
             break
     images, labels = np.concatenate(images)[:count], np.concatenate(labels)[:count]
-    if labels.ndim == 2:  # one-hot (label smoothing)
-        labels = labels.argmax(axis=1)
     path = run_dir / runs.PLOTS_DIR / "augmentation.png"
-    plots.image_grid(images, [data.class_names[i] for i in labels], path,
+    plots.image_grid(images, label_titles(labels, data.class_names), path,
                      title=f"Augmented training images ({config.preset})")
     print(f"Augmentation preview: {path}")
     return path
