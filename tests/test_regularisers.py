@@ -130,3 +130,24 @@ def test_preview_titles_name_blended_labels_with_their_share():
     assert label_titles(np.array([0, 1]), names) == ["cats", "dogs"]
     assert label_titles(np.array([[1.0], [0.3]]), names) == ["dogs", "cats 0.70"]
     assert label_titles(np.array([[0, 0, 1.0], [0.2, 0.8, 0]]), ["a", "b", "c"]) == ["c", "b 0.80"]
+
+
+def test_training_accuracy_on_blended_sigmoid_labels_counts_the_larger_share():
+    """Keras' BinaryAccuracy never counts a label of 0.7 as right; the run's metric does."""
+    _, accuracy, _ = loss_and_accuracy(2, 0.0, mixing=True)
+    accuracy.update_state(np.array([[0.7], [0.2], [1.0], [0.6]]), np.array([[0.9], [0.1], [0.8], [0.3]]))
+    assert float(accuracy.result()) == pytest.approx(0.75)
+    accuracy.reset_state()
+    accuracy.update_state(np.array([0, 1]), np.array([[0.2], [0.4]]))  # validation: 0/1 labels
+    assert float(accuracy.result()) == pytest.approx(0.5)
+
+
+def test_a_sigmoid_model_trained_with_mixup_saves_and_loads(tmp_path):
+    root = tmp_path / "pets"
+    write_class_images(root / "train", TWO_CLASSES, 10, size=(32, 32), seed=1)
+    write_class_images(root / "validation", TWO_CLASSES, 4, size=(32, 32), seed=2)
+    run = catsdogs.train(TrainConfig(data=str(root), preset="seed-cifar10", epochs=1,
+                                     batch_size=8, mixup=0.4, run_dir=str(tmp_path / "run")))
+    classifier = catsdogs.load(run.dir)
+    assert classifier.class_names == ["cats", "dogs"]
+    assert 0 <= float(run.history[0]["accuracy"]) <= 1

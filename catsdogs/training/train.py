@@ -104,8 +104,10 @@ def loss_and_accuracy(num_classes, label_smoothing, mixing=False):
     import keras
 
     if num_classes == 2:
-        return (keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing),
-                keras.metrics.BinaryAccuracy(name="accuracy"), False)
+        from catsdogs.training.metrics import blended_binary_accuracy
+
+        accuracy = blended_binary_accuracy() if mixing else keras.metrics.BinaryAccuracy(name="accuracy")
+        return keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing), accuracy, False
     if label_smoothing or mixing:
         return (keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
                 keras.metrics.CategoricalAccuracy(name="accuracy"), True)
