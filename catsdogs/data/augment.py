@@ -255,7 +255,7 @@ def build_augmenter(config: AugmentConfig, seed=None):
 def build_batch_mixer(mixup=0.0, cutmix=0.0, rand_augment=0, seed=None):
     """Keras' own RandAugment, MixUp and CutMix as one `(images, labels) -> (images, labels)`
     step over whole training batches, or None when all are off. Mixed labels are float rows:
-one-hot ones blended, or a one-sigmoid model's 0/1 labels as (n, 1) blends.
+    one-hot ones blended, or a one-sigmoid model's 0/1 labels as (n, 1) blends.
 
     These run after the XLA-compiled warp, in TensorFlow's own ops: Keras builds them from
     random shuffles and per-op branches that XLA does not compile.

@@ -240,6 +240,9 @@ def _callbacks(config, run_dir, prepared, steps_per_epoch, history):
     if config.lookahead:  # an epoch's last step takes the average: validated and saved
         found.append(callbacks.Lookahead(steps_per_epoch, config.epochs))
     if config.ema:  # validation, and everything after it at the epoch's end, see the average
+        # (so the resume backup holds the average as the weights and the raw weights in the
+        # optimizer's average slots: a resumed run trains on from the average, and its average
+        # restarts near it; the two differ little at the end of an epoch)
         found.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     best = _best_so_far(run_dir, history.rows)
     found += [
