@@ -75,7 +75,7 @@ def efficiency(seconds_per_row=20):
 
     print(f"{'preset':<18}{'side':>5}{'batch':>6}{'MFLOPs':>8}{'images/s':>10}{'GFLOP/s':>9}")
     for preset, side, batch in EFFICIENCY:
-        probe, model = images_per_second(preset, batch, 2, side=side)
+        probe, _ = images_per_second(preset, batch, 2, side=side)
         steps = max(2, round(seconds_per_row * probe / batch))
         rate, model = images_per_second(preset, batch, steps, side=side)
         flops = count_flops(model)

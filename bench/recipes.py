@@ -94,5 +94,6 @@ def main():
           f"training images, test = {test_split}/ (used once per run), seed {args.seed}")
     print_protocol_table(rows, first="variant")
 
+
 if __name__ == "__main__":
     main()

@@ -281,10 +281,10 @@ def build_batch_mixer(mixup=0.0, cutmix=0.0, rand_augment=0, seed=None):
         labels = tf.cast(labels, tf.float32)
         if labels.shape.rank == 1:  # one sigmoid's 0/1 labels: rows (n, 1), as MixUp needs
             labels = labels[:, None]
-        branches = [lambda layer=layer: _mixed(layer, images, labels) for layer in mixers]
-        if len(branches) == 1:
-            return branches[0]()
-        return tf.cond(tf.random.uniform(()) < 0.5, branches[0], branches[1])
+        if len(mixers) == 1:
+            return _mixed(mixers[0], images, labels)
+        return tf.cond(tf.random.uniform(()) < 0.5, lambda: _mixed(mixers[0], images, labels),
+                       lambda: _mixed(mixers[1], images, labels))
 
     return mix
 
