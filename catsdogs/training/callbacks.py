@@ -40,7 +40,7 @@ def _finite(logs, key):
 
 class BestModelCheckpoint(keras.callbacks.Callback):
     """Save the model when `monitor` improves, atomically; never after a non-finite loss.
-    A distilling run saves its student alone, not the Distiller (compression, #25).
+    A distilling run saves its student alone, not the Distiller (compression: distill.py).
 
     Args:
         path: the `.keras` file to keep the best model in.

@@ -3,7 +3,7 @@
 
 The images are dealt into K stratified, seeded folds; for each fold, `catsdogs.train` trains the
 settings given on the other K-1 folds (a share of them choosing the best epoch, so the held-out
-fold decides nothing: issue #28's protocol) and that model predicts the held-out fold. Those
+fold decides nothing: the selection protocol) and that model predicts the held-out fold. Those
 out-of-fold probabilities give each fold's accuracy, their mean and standard deviation, and
 are what the label audit ranks (audit.py).
 

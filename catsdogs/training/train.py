@@ -192,7 +192,7 @@ def _build_model(config, prepared):
     data, placement, preset = prepared.data, prepared.placement, prepared.preset
     steps_per_epoch = -(-len(data.train) // prepared.worker_batch)
     with placement.strategy.scope():
-        if config.prune_from:  # compression (#25): the run's model, narrowed (prune.py)
+        if config.prune_from:  # compression: the run's model, narrowed (prune.py)
             from catsdogs.training.prune import pruned_model
 
             model = student = pruned_model(config, data.class_names)
@@ -202,7 +202,7 @@ def _build_model(config, prepared):
                 from catsdogs.training.prune import scale_widths
 
                 model = student = scale_widths(model, config.width)
-        if config.teacher:  # compression (#25): fit inside a Distiller (distill.py)
+        if config.teacher:  # compression: fit inside a Distiller (distill.py)
             from catsdogs.training.distill import make_distiller
 
             model = make_distiller(student, config, data.class_names)
@@ -318,7 +318,7 @@ def _fit(config, run_dir, prepared, resumed):
     if not prepared.placement.is_chief:  # its folder held only resume state: gone with the run
         remove_worker_folder(run_dir)
         return None
-    # compression (#25): a Distiller's parameters would count the teacher's
+    # compression: a Distiller's parameters would count the teacher's
     run = _finish(config, run_dir, data, history.rows, student_of(model).count_params())
     if prepared.placement.workers > 1:  # the run is finished: no worker resumes it any more
         shutil.rmtree(run_dir / WORKERS_DIR, ignore_errors=True)
