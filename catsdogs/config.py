@@ -139,7 +139,7 @@ class TrainConfig:
                                     "a running average of themselves, weighted up to 0.95^5 by "
                                     "the end; each epoch ends on the average (airbench's "
                                     "lookahead); default: the preset's")
-    # regularisers and weight averaging (issue #28): Keras' own layers and optimizer EMA
+    # regularisers and weight averaging: Keras' own layers and optimizer EMA
     mixup: float = setting(0.0, "(alpha) Keras' MixUp on every training batch: images and "
                                 "labels blended with a shuffled copy, weights from Beta(alpha, "
                                 "alpha), e.g. 0.2; 0: off")
@@ -167,7 +167,7 @@ class TrainConfig:
     patience: int = setting(0, "(epochs) stop after this many without a better val accuracy; 0: off")
     strategy: str = setting("auto", "devices and machines to train on; --batch-size is per "
                                     "replica", choices=STRATEGIES)
-    # compression (issue #25): training/distill.py, training/prune.py
+    # compression: training/distill.py, training/prune.py
     teacher: str | None = setting(
         None, "(run folder) distil: the loss mixes the labels with this run's softened "
               "predictions on the same augmented batch (catsdogs distill)")
@@ -221,7 +221,7 @@ class TrainConfig:
                                 "images and labels it was not asked about", where="--teacher",
                                 fix="drop --mixup and --cutmix when distilling")
         _check(self.patience >= 0, "patience", self.patience, "an integer >= 0 (0 turns it off)")
-        # compression (issue #25)
+        # compression
         _check(math.isfinite(self.distill_temperature) and self.distill_temperature > 0,
                "distill_temperature", self.distill_temperature, "a number > 0, e.g. 3")
         _check(0 <= self.distill_alpha <= 1, "distill_alpha", self.distill_alpha,
@@ -306,10 +306,10 @@ VERSION_KEY = "config_version"
 # existed) resumes with the value its run trained with, as no run of that time could set it.
 SETTINGS_ADDED_LATER = {"progressive_start": 1.0, "steps_per_execution": 1,
                         "optimizer": "adam", "lookahead": False, "selection_split": 0.0,
-                        # compression (issue #25): off
+                        # compression: off
                         "teacher": None, "distill_temperature": 3.0, "distill_alpha": 0.5,
                         "prune_from": None, "prune_keep": None, "width": 1.0,
-                        # regularisers and weight averaging (issue #28): off
+                        # regularisers and weight averaging: off
                         "mixup": 0.0, "cutmix": 0.0, "rand_augment": 0, "ema": 0.0}
 
 
