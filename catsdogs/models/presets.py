@@ -162,7 +162,7 @@ def shift_norm(x, activation=None):
     --optimizer sgd steps the shifts 64x further; `activation` None means ReLU. airbench has
     GELU here, air-cifar10 ReLU: on this CPU GELU costs 18 % of an epoch, the same minutes
     then hold more epochs
-    (bench/history/cifar10-airbench-variants.md, "Session 9")."""
+    (bench/history/cifar10-airbench-variants.md, "airbench's whole recipe")."""
     from keras import layers
 
     x = layers.BatchNormalization(momentum=0.6, epsilon=1e-12, scale=False)(x)
@@ -240,7 +240,7 @@ def whitening_stem(x, patch=2, stride=None, activation=None):
     Each filter is an eigenvector of the patch covariance scaled to unit variance, and its
     negative (so the ReLU after it keeps both signs): the next layers start from decorrelated
     inputs, which made the first CIFAR-10 epoch 9 points better here
-    (bench/history/cifar10-time-to-accuracy.md, "Session 5: fast-cifar10").
+    (bench/history/cifar10-time-to-accuracy.md, "fast-cifar10 with a patch-whitening stem").
     A plain Conv2D, not a custom layer: `.keras` safe loading and every export take it as is.
     """
     from keras import layers
@@ -336,7 +336,7 @@ CIFAR_AUGMENT = AugmentConfig(width_shift_range=0.125, height_shift_range=0.125,
 # Whole-pixel shifts of up to 2 px (ImageDataGenerator's int range 3) and flips: airbench's
 # augmentation. No resampling blur, so training images look like the test images: 2 points
 # better than CIFAR_AUGMENT's blurred shifts of up to 4 px after 5 epochs
-# (bench/history/cifar10-time-to-accuracy.md, "Session 7: whole-pixel shifts").
+# (bench/history/cifar10-time-to-accuracy.md, "whole-pixel shifts").
 CIFAR_PIXEL_SHIFT_AUGMENT = AugmentConfig(width_shift_range=3, height_shift_range=3,
                                           horizontal_flip=True)
 
@@ -382,7 +382,7 @@ PRESETS = {
                # airbench94_muon's rates and weight decay (0.053 per example of a summed loss over
                # 2000, through momentum 0.85) for Keras' mean loss and decoupled decay; the filter
                # rate is optim.MUON_RATE_RATIO of it (bench/history/cifar10-airbench-variants.md,
-               # "Session 10")
+               # "airbench94_muon's Muon")
                Recipe(epochs=12, batch_size=2000, optimizer="muon", learning_rate=1.65,
                       schedule="linear", label_smoothing=0.2, weight_decay=0.0162,
                       augment=CIFAR_PIXEL_SHIFT_AUGMENT),
