@@ -1,4 +1,4 @@
-"""Smaller and faster models on cats vs dogs (#25): teacher, student from scratch, student
+"""Smaller and faster models on cats vs dogs: teacher, student from scratch, student
 distilled, pruned teachers; each as the Keras float model and as int8 TFLite.
 
     python bench/compress.py                                        # trains every model

@@ -10,7 +10,7 @@ reused, so a killed screen continues with the same command and only the runs not
 Prints, per variant: the selection-split accuracy of the chosen epoch and of the last one, the
 test accuracy plain and with each test-time augmentation (the same chosen model), the wall
 seconds of training plus the plain test evaluation (decoding and run-folder writes included),
-and the achieved training GFLOP/s. The budget that matters for issue #28 is 20 minutes of
+and the achieved training GFLOP/s. The budget the cats/dogs accuracy target sets is 20 minutes of
 wall time on 2 cores; `--epochs` sets every variant's epoch count (default: the preset's).
 """
 

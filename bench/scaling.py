@@ -1,4 +1,4 @@
-"""How accuracy grows with width (#25): one preset at several widths (`train --width`) on cats vs
+"""How accuracy grows with width: one preset at several widths (`train --width`) on cats vs
 dogs, with the same data, epochs and recipe.
 
     python bench/scaling.py                                   # fast-catsdogs at x0.25 ... x2

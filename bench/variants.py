@@ -1,4 +1,4 @@
-"""Screens: one run of air-cifar10's AdamW recipe (before session 9) with changes.
+"""Screens: one run of air-cifar10's AdamW recipe (the preset before airbench's SGD recipe) with changes.
 
     python bench/variants.py --variant lookahead [--epochs 20] [--keep-run DIR]
     python bench/variants.py --variant none --widths 32-144-144   # other conv group widths
@@ -8,7 +8,7 @@
 
 Variants (airbench's tricks and two levers; bench/history/cifar10-airbench-variants.md has
 what each gave):
-  none            air-cifar10 until session 9: AdamW + cosine, 20 epochs, conv groups 32-128-128
+  none            air-cifar10 before airbench's recipe: AdamW + cosine, 20 epochs, conv groups 32-128-128
                   with BatchNorm-ReLU (the baseline to compare with)
   batch64         batches of 64 instead of 128 (an option too: --batch-size 64)
   identity-init   airbench's dirac initialisation: each 3x3 convolution after the whitening stem
@@ -22,8 +22,8 @@ what each gave):
                   features (so logits) scaled by 1/9
   relu            with airbench-net: ReLU instead of GELU (GELU costs ~18 % of a step here);
                   with identity-init lookahead sgd --widths 48-192-192 --epochs 12: air-cifar10
-                  of session 9; with identity-init muon --widths 48-192-192 --epochs 12: of
-                  session 10 on
+                  with airbench94's SGD; with identity-init muon --widths 48-192-192 --epochs
+                  12: air-cifar10 as it is now (airbench94_muon's Muon)
   sgd             airbench's optimizer as catsdogs options: --optimizer sgd (Nesterov 0.85,
                   64x rate for shift-only BatchNorm biases) --schedule triangular, batches of
                   1024, its rate and weight decay for the mean loss (1.5, 0.0089)
@@ -63,9 +63,10 @@ import keras  # noqa: E402
 
 BASE = "air-cifar10-adamw"
 BASE_WIDTHS = (32, 128, 128)
-# The variants change air-cifar10 as it was until session 9 (AdamW, cosine, 20 epochs, 32-128-128):
-# in session 9 the preset was what `--variant airbench-net relu identity-init lookahead sgd
-# --widths 48-192-192 --epochs 12` builds, since session 10 `... identity-init muon ...`.
+# The variants change air-cifar10 as it was before airbench's recipe (AdamW, cosine, 20 epochs,
+# 32-128-128): with airbench94's SGD the preset was what `--variant airbench-net relu
+# identity-init lookahead sgd --widths 48-192-192 --epochs 12` builds; with Muon (as it is now)
+# `... identity-init muon ...`.
 ADAMW_PRESET = dataclasses.replace(
     models.PRESETS["air-cifar10"], name=BASE, build_body=models.make_air_body(BASE_WIDTHS),
     adapt=models.whiten_patches,
@@ -132,8 +133,9 @@ def variant_preset(variants, widths=None):
 
 VARIANTS = ("none", "batch64", "identity-init", "lookahead", "cutout", "bfloat16", "airbench-net",
             "relu", "sgd", "alternate-flips", "muon")
-# airbench94's optimizer (air-cifar10's in session 9) and airbench94_muon's (since session 10),
-# converted to Keras' mean loss and decoupled weight decay (bench/history/cifar10-airbench-variants.md, sessions 9 and 10):
+# airbench94's optimizer (air-cifar10's before Muon) and airbench94_muon's (air-cifar10's now),
+# converted to Keras' mean loss and decoupled weight decay (bench/history/cifar10-airbench-variants.md,
+# "airbench's whole recipe" and "airbench94_muon's Muon"):
 # - SGD: rate 11.5 per 1024 examples summed, over 1 + 1/0.15 for Nesterov momentum 0.85 -> 1.5;
 #   decay 0.0153 per 1024 through that momentum -> 0.0153 / 0.15 / 11.5
 # - Muon: rate 0.053 per example of 2000 summed, x 2000 / 64 for the biases' 64x -> 1.656 (1.65
