@@ -17,6 +17,10 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
 
+from catsdogs import stderr_filter  # noqa: E402
+
+stderr_filter.install()  # and what that setting cannot keep out (the module says why)
+
 from catsdogs.config import AugmentConfig, TrainConfig  # noqa: E402
 from catsdogs.errors import CatsDogsError  # noqa: E402
 
