@@ -58,7 +58,7 @@ def cluster_from_environment():
     if not text:
         raise CatsDogsError("--strategy multiworker needs TF_CONFIG (the cluster and this "
                             "worker's place in it)", where="TF_CONFIG",
-                            fix="set it on each machine (see README), or try it on this one "
+                            fix="set it on each machine (see docs/several-machines.md), or try it on this one "
                                 "with --local-workers 2")
     try:
         config = json.loads(text)
