@@ -2,7 +2,7 @@
 
 Every command raises `CatsDogsError` where it finds the problem; `run_command` (which every
 command's `main()` ends in) prints a single line `error: <what> (<where>): <how to fix>` and
-returns the exit code. Exit codes (README, "Exit codes"):
+returns the exit code. Exit codes (docs/errors.md):
 
     0    success
     1    the run failed (a NaN loss, no image could be classified), or an internal error
