@@ -1,4 +1,5 @@
-"""The run folder: its name, its files, and writes that never leave a torn file behind.
+"""The run folder: its name, its files, and writes that never leave a torn file behind nor
+land outside the folder they were meant for.
 
 Layout (design.md): config.json, class_names.json, dataset.json, history.csv, skipped.csv,
 logs/ (TensorBoard), checkpoints/ (resume state), model.keras, saved_model/, plots/, metrics.json.
@@ -7,11 +8,15 @@ logs/ (TensorBoard), checkpoints/ (resume state), model.keras, saved_model/, plo
 import contextlib
 import csv
 import errno
+import glob
 import io
+import itertools
 import json
 import os
 import shutil
+import tempfile
 import time
+import unicodedata
 from pathlib import Path
 
 from catsdogs.errors import CatsDogsError
@@ -28,14 +33,19 @@ LOGS_DIR = "logs"
 CHECKPOINTS_DIR = "checkpoints"
 PLOTS_DIR = "plots"
 LOCK_FILE = ".lock"  # holds the id of the process training in the folder (run_folder_lock)
+MAX_CLASS_NAME = 100  # characters: a class name is a folder name (--sort-into), a table column
+# and a label on plots; filesystems allow 255 bytes, and 100 leaves room for the names built on it
 
 
-def default_run_dir(label, root="runs"):
+RUNS_ROOT = "runs"  # where every command writes what no flag placed
+
+
+def default_run_dir(label, root=RUNS_ROOT):
     """`root/<label>-<YYYYmmdd-HHMMSS>`: the name of a run folder nobody named (not created)."""
     return Path(root) / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def new_run_dir(preset_name, run_dir=None, root="runs"):
+def new_run_dir(preset_name, run_dir=None, root=RUNS_ROOT):
     """Create a fresh run folder: `run_dir`, or `root/<preset>-<YYYYmmdd-HHMMSS>`.
 
     Raises:
@@ -121,6 +131,109 @@ def _try_lock(fd):
         return False
 
 
+# ---------------------------------------------------------------- class names from elsewhere
+
+
+def check_class_names(names, where):
+    """`names` as a list, if each is fit to be a folder name, a table cell and a label.
+
+    Class names travel with models and run folders between people, and `predict --sort-into`
+    and `--explain` make paths of them, so every place they enter calls this: each name is
+    non-empty, unique, holds no path separator (/ or \\), is not `.` or `..`, holds no control
+    or invisible formatting characters and is at most MAX_CLASS_NAME characters long.
+
+    Args:
+        names: the names as read (anything JSON can hold).
+        where: the file or flag they came from, named in the error.
+
+    Raises:
+        CatsDogsError: naming `where` and the first name refused.
+
+    Example:
+        >>> check_class_names(["cats", "dogs"], "class_names.json")
+        ['cats', 'dogs']
+    """
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise CatsDogsError("class names must be a list of names", where=where,
+                            fix='e.g. ["cats", "dogs"]')
+    seen = set()
+    for name in names:
+        why = _class_name_fault(name) or ("given twice" if name in seen else None)
+        if why:
+            shown = name if len(name) <= 40 else name[:40] + "..."  # the line stays short
+            raise CatsDogsError(f"refused class name {shown!r}: {why}", where=where,
+                                fix="class names are plain names such as cats or dogs; use the "
+                                    "class names of the run that made the model")
+        seen.add(name)
+    return list(names)
+
+
+def _class_name_fault(name):
+    """Why `name` cannot be a class name, or None."""
+    if not name.strip():
+        return "empty"
+    if name in (".", ".."):
+        return "a path step"
+    if "/" in name or "\\" in name:
+        return "it holds a path separator"
+    # Cc: control characters (newline, NUL, escape); Cf: invisible formatting (a right-to-left
+    # override shows a name reversed); Zl, Zp: line and paragraph separators
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
+        return "it holds a control or invisible character"
+    if len(name) > MAX_CLASS_NAME:
+        return f"longer than {MAX_CLASS_NAME} characters"
+    return None
+
+
+# ---------------------------------------------------------------- writing into a given folder
+
+
+def inside(folder, *parts):
+    """`folder / parts`, if it resolves (links followed) inside `folder`.
+
+    A second guard behind `check_class_names`: a link placed in the folder beforehand that
+    leads out of it, or a name a future caller forgets to check, is refused, not followed.
+
+    Raises:
+        CatsDogsError: the path leads outside `folder`.
+    """
+    folder = Path(folder)
+    path = folder.joinpath(*parts)
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise CatsDogsError("refused to write outside the folder given", where=path,
+                            fix=f"{folder} holds a link that leads out of it; remove it, or "
+                                "choose a new folder")
+    return path
+
+
+def create_new(folder, stem, suffix=""):
+    """Create an empty file `<stem><suffix>` in `folder`, or `<stem>-1<suffix>`, ...: the first
+    name nothing holds; returns its path. O_EXCL: an existing file is never written over and a
+    link is never written through, even one placed there a moment ago."""
+    for counter in itertools.count():
+        name = f"{stem}{suffix}" if counter == 0 else f"{stem}-{counter}{suffix}"
+        path = inside(folder, name)
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return path
+
+
+def copy_new(source, folder, name=None):
+    """Copy file `source` (with its times) into `folder` as a new file named `name` (default:
+    its own name), `-1`, `-2`, ... added when taken (create_new); returns the copy's path."""
+    name = Path(name or Path(source).name)
+    target = create_new(folder, name.stem, name.suffix)
+    try:
+        shutil.copyfile(source, target)
+        shutil.copystat(source, target)
+    except BaseException:
+        target.unlink(missing_ok=True)  # the empty file this call made
+        raise
+    return target
+
+
 # ---------------------------------------------------------------- atomic writes
 
 
@@ -168,9 +281,12 @@ def size_of(path):
     return path.stat().st_size if path.exists() else 0
 
 
+DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}  # no space; over quota
+
+
 def _raise_if_disk_full(error, path, temp):
     """A full disk becomes a one-line user error naming the file and the space needed."""
-    if getattr(error, "errno", None) != errno.ENOSPC:
+    if getattr(error, "errno", None) not in DISK_FULL:
         return
     needed = max(size_of(path), size_of(temp), 1 << 20)
     raise CatsDogsError("disk full while writing; the previous file is unchanged", where=path,
@@ -203,28 +319,41 @@ def read_csv(path):
         return list(csv.DictReader(handle))
 
 
-def replace_dir(path, write):
-    """Build a folder with `write(temp_folder)` beside `path`, then swap it in.
+TEMP_TAG, OLD_TAG = ".tmp-catsdogs-", ".old-catsdogs-"  # in the names of replace_dir's folders
 
-    A crash while writing leaves the old folder; a crash between the two renames leaves it as
-    `<name>.old`, which `recover_dir` puts back.
+
+def replace_dir(path, write, over=True):
+    """Build a folder with `write(temp_folder)` beside `path`, then swap it in (`over=False`:
+    only if nothing took the name meanwhile; else the new folder is removed, the other kept).
+
+    The new folder is built, and the old one set aside, each inside a folder made for this call
+    (tempfile.mkdtemp: `.<name>.tmp-catsdogs-*`, `.<name>.old-catsdogs-*`), so no folder of the
+    user's is ever taken for one, and only what this call made is removed. A crash while
+    writing leaves the old folder; a crash between the two renames leaves it set aside, where
+    `recover_dir` finds it and puts it back.
     """
     path = Path(path)
-    temp, old = path.with_name(f".{path.name}.tmp"), path.with_name(f".{path.name}.old")
-    shutil.rmtree(temp, ignore_errors=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    holder = Path(tempfile.mkdtemp(prefix=f".{path.name}{TEMP_TAG}", dir=path.parent))
+    temp = holder / path.name
     try:
         write(temp)
+        old = None
+        if not over and os.path.lexists(path):
+            raise CatsDogsError("something took the name while the folder was written; it was "
+                                "left as it is", where=path, fix="choose another name")
         if path.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}{OLD_TAG}", dir=path.parent))
+            os.replace(path, old / path.name)
         os.replace(temp, path)
         _fsync_dir(path.parent)
-        shutil.rmtree(old, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except OSError as error:
         _raise_if_disk_full(error, path, temp)
         raise
     finally:
-        shutil.rmtree(temp, ignore_errors=True)
+        shutil.rmtree(holder, ignore_errors=True)
 
 
 def remove_stale_temporaries(run_dir):
@@ -238,8 +367,16 @@ def remove_stale_temporaries(run_dir):
 
 
 def recover_dir(path):
-    """Undo a swap that `replace_dir` could not finish (killed between its two renames)."""
+    """Undo a swap that `replace_dir` could not finish (killed between its two renames): the
+    folder set aside last goes back in place (`.<name>.old` is where earlier versions left it)."""
     path = Path(path)
-    old = path.with_name(f".{path.name}.old")
-    if not path.exists() and old.exists():
-        os.replace(old, path)
+    if path.exists():
+        return
+    pattern = f".{glob.escape(path.name)}{OLD_TAG}*/{glob.escape(path.name)}"
+    set_aside = sorted(path.parent.glob(pattern), key=lambda p: p.parent.stat().st_mtime)
+    legacy = path.with_name(f".{path.name}.old")
+    if set_aside:
+        os.replace(set_aside[-1], path)
+        set_aside[-1].parent.rmdir()  # the holder replace_dir made, now empty
+    elif legacy.exists():
+        os.replace(legacy, path)

@@ -156,14 +156,14 @@ def test_one_fold_is_one_error_line(tmp_path, capsys):
     data = write_class_images(tmp_path / "pets", TWO_CLASSES, 6, size=(32, 32))
     line = one_error_line(capsys, main, [str(data), "--label-issues", "--folds", "1"])
     assert "--folds" in line and "received 1" in line
-    assert not (tmp_path / "label-audit-pets").exists()
+    assert not (tmp_path / "runs" / "label-audit-pets").exists()
 
 
 def test_a_class_too_small_for_the_folds_is_one_error_line(tmp_path, capsys):
     data = write_class_images(tmp_path / "pets", TWO_CLASSES, 6, size=(32, 32))
     line = one_error_line(capsys, main, [str(data), "--label-issues", "--folds", "5"])
     assert "'cats' has 6 usable images" in line and "--folds" in line
-    assert not (tmp_path / "label-audit-pets").exists()
+    assert not (tmp_path / "runs" / "label-audit-pets").exists()
 
 
 def test_audit_flags_without_label_issues_are_one_error_line(tmp_path, capsys):

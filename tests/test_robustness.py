@@ -109,9 +109,9 @@ def test_sigkill_while_writing_the_saved_model_then_resume(tmp_path):
         [sys.executable, "-m", "catsdogs.train", "--data", str(data), "--preset", "seed-cifar10",
          "--epochs", "2", "--run-dir", str(run_dir)],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    half_written = run_dir / f".{runs.SAVED_MODEL_DIR}.tmp"
+    half_written = f".{runs.SAVED_MODEL_DIR}{runs.TEMP_TAG}*/{runs.SAVED_MODEL_DIR}"
     deadline = time.monotonic() + 180
-    while not half_written.exists():
+    while not list(run_dir.glob(half_written)):
         assert process.poll() is None, "training ended before its SavedModel write was caught"
         assert time.monotonic() < deadline
         time.sleep(0.005)

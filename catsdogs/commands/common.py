@@ -4,6 +4,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from catsdogs.errors import CatsDogsError
+from catsdogs.runs import check_class_names
 from catsdogs.inference.tta import TTA_MODES
 
 
@@ -40,11 +41,11 @@ def class_names_flag(text):
 
     if text.endswith(".json") or Path(text).is_file():
         return read_class_names(text)
-    names = [name.strip() for name in text.split(",") if name.strip()]
+    names = [name.strip() for name in text.split(",")]
     if len(names) < 2:
         raise CatsDogsError(f"bad value for --class-names: expected two or more names, received "
                             f"{text!r}", fix="e.g. --class-names cats,dogs")
-    return names
+    return check_class_names(names, "--class-names")
 
 
 def scale_flag(text):

@@ -6,7 +6,8 @@
     catsdogs doctor ~/PetImages --label-issues --folds 3 --fix-into ~/PetImages-relabelled --relabel
 
 DATA_DIR holds class sub-folders, or train/ and validation/ (or val/, test/) each holding them.
-Writes doctor.json (in the current folder unless --out) and prints a summary. `--fix-into`
+Writes doctor.json into runs/doctor-<data folder name>-<time>/ (or --out-dir, or the file --out)
+and prints a summary and where it is. `--fix-into`
 writes a cleaned copy: unreadable files dropped, exact duplicates kept once, and validation
 images that also appear in training (leakage) dropped from validation. The original folder is
 only ever read.
@@ -15,7 +16,7 @@ only ever read.
 the images it never saw, and cleanlab ranks the likely label errors from those out-of-fold
 probabilities; it prints the k-fold accuracy (mean ± std, each fold) and the first suspects,
 and writes label_issues.csv, label_issues.png and folds.json into its folder
-(label-audit-<data folder name>/ unless --out-dir). Run again with the same flags, it skips
+(runs/label-audit-<data folder name>/ unless --out-dir). Run again with the same flags, it skips
 the folds it finished. With --fix-into, the copy leaves the suspects out, or puts each in its
 suggested class folder with --relabel.
 """
@@ -27,14 +28,20 @@ from catsdogs import runs
 from catsdogs.data.doctor import diagnose, fix_into, summary_lines
 from catsdogs.errors import CatsDogsError, command_main
 
+REPORT_FILE = "doctor.json"
+
 
 def build_parser():
     from catsdogs.training.audit import AuditConfig  # no Keras: --help stays quick
 
     parser = cfg.command_parser("doctor", __doc__)
     parser.add_argument("data_dir", help="class sub-folders, or train/ and validation/ of them")
-    parser.add_argument("--out", default="doctor.json",
-                        help="report file of the file checks [default: doctor.json]")
+    parser.add_argument("--out-dir", metavar="DIR",
+                        help="folder for doctor.json, or the label audit's folder (kept to "
+                             "resume it) [default: runs/doctor-<data folder name>-<time>, "
+                             "runs/label-audit-<data folder name>]")
+    parser.add_argument("--out", metavar="FILE",
+                        help="report file of the file checks, instead of DIR/doctor.json")
     parser.add_argument("--fix-into", metavar="DIR", help="write a cleaned copy into DIR")
     labels = parser.add_argument_group("label audit")
     labels.add_argument("--label-issues", action="store_true",
@@ -43,7 +50,7 @@ def build_parser():
     labels.add_argument("--relabel", action="store_true",
                         help="with --label-issues --fix-into: copy each suspect into its suggested "
                              "class folder instead of leaving it out")
-    cfg.add_flags(parser, AuditConfig, skip=("data",))
+    cfg.add_flags(parser, AuditConfig, skip=("data", "out_dir"))
     return parser
 
 
@@ -51,15 +58,17 @@ def _run(args):
     from catsdogs.training.audit import AuditConfig
 
     audit_flags = cfg.given_flags(args, AuditConfig)
+    audit_flags.pop("out_dir", None)  # --out-dir: its own flag, for both kinds of check
     if args.label_issues:
-        return _audit_labels(args, AuditConfig(data=args.data_dir, **audit_flags))
+        return _audit_labels(args, AuditConfig(data=args.data_dir, out_dir=args.out_dir,
+                                                **audit_flags))
     if audit_flags or args.relabel:
         given = [f"--{cfg.flag_name(name)}" for name in audit_flags] + ["--relabel"] * args.relabel
         raise CatsDogsError("label audit flags without --label-issues", where=", ".join(given),
                             fix="add --label-issues, or drop them")
     data_dir = Path(args.data_dir)
     result = diagnose(data_dir)
-    out = Path(args.out)
+    out = Path(args.out) if args.out else _report_folder(args.out_dir, data_dir) / REPORT_FILE
     runs.write_json(out, result)
     print("\n".join(summary_lines(result)))
     print(f"Details: {out}")
@@ -69,14 +78,26 @@ def _run(args):
     return 0
 
 
+def _report_folder(out_dir, data_dir):
+    """--out-dir, or a new runs/doctor-<data folder name>-<time>/ (made once the checks are
+    done, so a failed check leaves no empty folder)."""
+    if out_dir:
+        return Path(out_dir)
+    return runs.new_run_dir(f"doctor-{data_dir.resolve().name}")
+
+
 def _audit_labels(args, config):
     from catsdogs.training import audit
 
+    if args.out:
+        raise CatsDogsError("--out names the file checks' report", where="--out",
+                            fix="the label audit's folder is --out-dir")
     if args.relabel and not args.fix_into:
         raise CatsDogsError("--relabel writes a copy", where="--relabel",
                             fix="add --fix-into DIR")
     if args.fix_into:
         audit.check_copy_target(args.fix_into)  # before the training, not after it
+    print(f"Label audit in {config.folder}", flush=True)
     result = audit.audit_labels(config)
     print("\n".join(audit.summary_lines(result)))
     if args.fix_into:

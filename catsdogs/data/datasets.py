@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from catsdogs import runs
 from catsdogs.console import log
 from catsdogs.data.images import decode_many, has_image_extension, irregular_reason, is_hidden
 from catsdogs.errors import CatsDogsError
@@ -91,7 +92,8 @@ def list_class_folders(folder):
         found = f"only {classes[0].name!r}" if classes else "none"
         raise CatsDogsError(f"need at least two class sub-folders, found {found}", where=folder,
                             fix="put each class's images in its own sub-folder, e.g. cats/ and dogs/")
-    return [p.name for p in classes], classes
+    # folder names from anyone's archive become class names that travel with the model
+    return runs.check_class_names([p.name for p in classes], folder), classes
 
 
 NOT_AN_IMAGE = "not an image file type (by its extension)"

@@ -2,7 +2,8 @@
 duplicates, leakage, imbalance, oddities.
 
 DATA_DIR holds class sub-folders, or train/ and validation/ (or val/, test/) each holding them.
-Writes doctor.json (in the current folder unless --out) and prints a summary. `--fix-into`
+Writes doctor.json (in runs/doctor-<data folder name>-<time>/ unless --out-dir or --out) and
+prints a summary. `--fix-into`
 writes a cleaned copy: unreadable files dropped, exact duplicates kept once, and validation
 images that also appear in training (leakage) dropped from validation. The original folder is
 only ever read.
@@ -13,13 +14,13 @@ import dataclasses
 import hashlib
 import io
 import os
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from catsdogs import runs
 from catsdogs.console import name_some
 from catsdogs.errors import CatsDogsError
 from catsdogs.data.images import UnreadableImage, decode_image, read_bytes
@@ -193,7 +194,9 @@ def summary_lines(report_dict):
 
 
 def fix_into(report_dict, data_dir, target):
-    """Copy the usable images into `target` with the same layout, dropping what doctor flagged."""
+    """Copy the usable images into `target` with the same layout, dropping what doctor flagged.
+    Every copy is a new file inside `target` (runs.inside, runs.copy_new), never one written
+    over or through a link."""
     target, data_dir = Path(target), Path(data_dir)
     if target.exists() and any(target.iterdir()):
         raise CatsDogsError("target folder is not empty", where=target, fix="choose a new folder")
@@ -207,9 +210,9 @@ def fix_into(report_dict, data_dir, target):
     for split_folder in splits_of(data_dir).values():
         for path in sorted(split_folder.rglob("*")):
             if path.is_file() and str(path) not in drop and not path.name.startswith("."):
-                destination = target / path.relative_to(data_dir)
+                destination = runs.inside(target, path.relative_to(data_dir))
                 destination.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, destination)
+                runs.copy_new(path, destination.parent, destination.name)
                 copied += 1
     return copied, len(drop)
 

@@ -88,15 +88,17 @@ def read_calibration(model_path):
 
 
 def read_class_names(path):
-    """A JSON list of class names, checked."""
+    """A JSON list of class names, each checked (runs.check_class_names): they may come from
+    anyone's run folder and become folder names."""
     try:
         names = json.loads(Path(path).read_text())
     except (OSError, ValueError) as error:
         raise CatsDogsError(f"cannot read class names ({type(error).__name__})", where=path,
                             fix="a JSON list such as [\"cats\", \"dogs\"]") from None
-    if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
-        raise CatsDogsError("class names must be a JSON list of names", where=path)
-    return names
+    if not isinstance(names, list):
+        raise CatsDogsError("class names must be a JSON list of names", where=path,
+                            fix='e.g. ["cats", "dogs"]')
+    return runs.check_class_names(names, path)
 
 
 # the model files load() opens, by suffix, each in its own runtime
@@ -139,7 +141,7 @@ def load(path, class_names=None, input_scale=None):
         raise CatsDogsError(f"cannot read the model: {irregular_reason(path)}", where=path,
                             fix=f"pass {KINDS}")
     if class_names is not None:
-        names, names_from = list(class_names), "--class-names"
+        names, names_from = runs.check_class_names(class_names, "--class-names"), "--class-names"
     else:
         names, names_from = _class_names_near(path)
     suffix = path.suffix.lower()

@@ -123,7 +123,8 @@ def overlay(image, heatmap, alpha=OVERLAY_ALPHA, min_side=224):
 
 
 def write_overlays(images, heatmaps, names, folder):
-    """Save each overlay as `folder/<name>.jpg`; names already taken get -1, -2, ... ."""
+    """Save each overlay as `folder/<name>.jpg`; names already taken get -1, -2, ..., so no
+    existing file is written over, and none outside `folder` (runs.create_new)."""
     from pathlib import Path
 
     from PIL import Image
@@ -134,10 +135,12 @@ def write_overlays(images, heatmaps, names, folder):
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for image, heatmap, name in zip(images, heatmaps, names):
-        path, counter = folder / f"{name}.jpg", 1
-        while path.exists() or path in written:
-            path, counter = folder / f"{name}-{counter}.jpg", counter + 1
-        with runs.atomic_path(path) as temp:
-            Image.fromarray(overlay(image, heatmap)).save(temp, "JPEG", quality=90)
+        path = runs.create_new(folder, name, ".jpg")  # this name is ours from here on
+        try:
+            with runs.atomic_path(path) as temp:
+                Image.fromarray(overlay(image, heatmap)).save(temp, "JPEG", quality=90)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
         written.append(path)
     return written

@@ -177,7 +177,9 @@ def check(written, data_dir, reference="keras"):
     from catsdogs.data.images import decode_many
     from catsdogs.inference.runtimes import OPENERS
 
-    class_names = json.loads((Path(next(iter(written.values()))).parent / runs.CLASS_NAMES_FILE).read_text())
+    from catsdogs.inference.classifier import read_class_names
+
+    class_names = read_class_names(Path(next(iter(written.values()))).parent / runs.CLASS_NAMES_FILE)
     folder_names, paths, labels, _ = scan_class_folders(data_dir)
     labels = np.array([class_names.index(folder_names[i]) for i in labels])
     results, top1, decoded = [], {}, {}

@@ -6,7 +6,6 @@ not an image, too large) are listed with the reason and skipped. Your files are 
 """
 
 import dataclasses
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -132,18 +131,18 @@ def _explain(classifier, pixels, rows, folder):
 
 
 def sort_into(rows, folder):
-    """Copy each classified file into `folder/<class>/`; existing files are never replaced."""
+    """Copy each classified file into `folder/<class>/` (`-1`, `-2`, ... added to names taken:
+    existing files are never replaced).
+
+    Raises:
+        CatsDogsError: a class folder would lie outside `folder` (a link placed in it that
+            leads out); checked for every class before anything is copied.
+    """
     folder = Path(folder)
+    targets = {name: runs.inside(folder, name) for name in sorted({r.predicted for r in rows})}
     for row in rows:
-        target_dir = folder / row.predicted
-        target_dir.mkdir(parents=True, exist_ok=True)
-        source = Path(row.path)
-        target = target_dir / source.name
-        counter = 1
-        while target.exists():
-            target = target_dir / f"{source.stem}-{counter}{source.suffix}"
-            counter += 1
-        shutil.copy2(source, target)
+        targets[row.predicted].mkdir(parents=True, exist_ok=True)
+        runs.copy_new(row.path, targets[row.predicted])
 
 
 def write_output(rows, skipped, path, multiclass):

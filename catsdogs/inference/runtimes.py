@@ -17,6 +17,7 @@ import numpy as np
 
 from catsdogs.console import log
 from catsdogs.errors import CatsDogsError
+from catsdogs.runs import check_class_names
 
 
 @dataclasses.dataclass
@@ -185,7 +186,9 @@ def open_saved_model_bytes(path):
 
     def classify(encoded_images):
         out = serve(image_bytes=tf.constant(encoded_images, tf.string))
-        return np.asarray(out["probabilities"]), [n.decode() for n in np.asarray(out["class_name"])]
+        names = [n.decode(errors="replace") for n in np.asarray(out["class_name"])]
+        check_class_names(sorted(set(names)), f"{path}: class_name output")  # carried inside
+        return np.asarray(out["probabilities"]), names
 
     classify.keep_alive = loaded  # the signature's variables live as long as this function
     return classify

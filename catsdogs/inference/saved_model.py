@@ -77,7 +77,7 @@ def write_saved_model(model, path, class_names):
     import tensorflow as tf
 
     image_size = tuple(model.input_shape[1:3])
-    names = tf.constant(list(class_names))
+    names = tf.constant(runs.check_class_names(class_names, "the SavedModel's class names"))
 
     def outputs(pixels):
         probabilities = model(pixels, training=False)

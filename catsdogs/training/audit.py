@@ -9,7 +9,8 @@ the images whose given label is least believable, most suspect first (lowest sel
 the probability the model gives the given label). The same held-out predictions give the
 k-fold accuracy: each fold's, their mean and standard deviation.
 
-The output folder (default `label-audit-<data folder name>/` in the current folder) is a
+The output folder (default `runs/label-audit-<data folder name>/`, no time in the name, so a
+second run finds it and resumes) is a
 k-fold folder (folds.json, fold-<k>/: see kfold.py; resumable by fold) plus:
 
     label_issues.csv  rank, path, given label, suggested label, self-confidence
@@ -51,7 +52,7 @@ class AuditConfig:
     batch_size: int | None = setting(None, "(images) per training step; default: the preset's")
     seed: int = setting(42, "(int) deals the folds and seeds each fold's training")
     out_dir: str | None = setting(None, "(folder) the audit's folder, kept to resume it; "
-                                        "default: label-audit-<data folder name>")
+                                        "default: runs/label-audit-<data folder name>")
 
     def __post_init__(self):
         for name, value, least in (("folds", self.folds, 2), ("epochs", self.epochs, 1),
@@ -63,7 +64,9 @@ class AuditConfig:
     @property
     def folder(self):
         """Where the audit is kept."""
-        return Path(self.out_dir or f"label-audit-{Path(self.data).resolve().name}")
+        if self.out_dir:
+            return Path(self.out_dir)
+        return Path(runs.RUNS_ROOT) / f"label-audit-{Path(self.data).resolve().name}"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,379 @@
+"""What run folders, models and archives carry is input like any other: class names that would
+be paths are refused wherever they enter, writes stay inside the folder the user named and
+never replace a file, archives that would fill the disk are refused before a byte is written,
+and doctor writes under runs/, not into the working folder."""
+
+import errno
+import io
+import json
+import os
+import shutil
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from catsdogs import runs
+from catsdogs.commands.doctor import main as doctor_main
+from catsdogs.commands.download import main as download_main
+from catsdogs.commands.predict import main as predict_main
+from catsdogs.data import archives
+from catsdogs.errors import CatsDogsError
+from catsdogs.inference.predict import Prediction, sort_into
+
+from conftest import TWO_CLASSES, one_error_line, write_class_images
+from test_hostile import add_file, sha256
+
+BAD_NAMES = {  # the name refused -> the class names that carry it
+    "../cats": ["../cats", "dogs"],
+    "cats/big": ["cats/big", "dogs"],
+    "cats\\big": ["cats\\big", "dogs"],
+    "..": ["..", "dogs"],
+    "": ["", "dogs"],
+    "cats": ["cats", "cats"],  # twice
+    "cats\nbig": ["cats\nbig", "dogs"],
+}
+
+
+def tree(folder):
+    """Every path below `folder`, links included, as sorted relative strings."""
+    return sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*"))
+
+
+@pytest.fixture
+def photos(tmp_path):
+    return write_class_images(tmp_path / "photos", TWO_CLASSES, 2, size=(16, 16))
+
+
+def fake_run(folder, names):
+    """A run folder whose class_names.json holds `names`; its model file is never opened,
+    because the names are read, and refused, first."""
+    folder.mkdir(parents=True)
+    (folder / runs.MODEL_FILE).write_bytes(b"not opened")
+    (folder / runs.CLASS_NAMES_FILE).write_text(json.dumps(names))
+    return folder
+
+
+def assert_refused(line, name):
+    assert f"refused class name {name!r}" in line, line
+
+
+# ---------------------------------------------------------------- class names, by source
+
+
+def test_the_reported_run_folder_is_refused_and_nothing_escapes(tmp_path, photos, capsys):
+    run = fake_run(tmp_path / "a" / "b" / "run", ["../../escaped-cats", "../../escaped-dogs"])
+    before = tree(tmp_path)
+    line = one_error_line(capsys, predict_main,
+                          [str(run), str(photos), "--sort-into", str(tmp_path / "a" / "b" / "out"
+                                                                     / "inner")])
+    assert_refused(line, "../../escaped-cats")
+    assert str(run / runs.CLASS_NAMES_FILE) in line
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_class_names_json_of_a_run_folder(name, tmp_path, photos, capsys):
+    run = fake_run(tmp_path / "run", BAD_NAMES[name])
+    before = tree(tmp_path)
+    line = one_error_line(capsys, predict_main, [str(run), str(photos), "--sort-into",
+                                                 str(tmp_path / "out"), "--explain",
+                                                 str(tmp_path / "why")])
+    assert_refused(line, name)
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("name", [n for n in BAD_NAMES if "," not in n])
+def test_class_names_flag(name, tmp_path, photos, capsys):
+    model = tmp_path / "model.h5"
+    model.write_bytes(b"not opened")
+    before = tree(tmp_path)
+    line = one_error_line(capsys, predict_main, [str(model), str(photos), "--class-names",
+                                                 ",".join(BAD_NAMES[name]), "--sort-into",
+                                                 str(tmp_path / "out")])
+    assert_refused(line, name)
+    assert "(--class-names)" in line
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_class_names_file_given_to_the_flag(name, tmp_path, photos, capsys):
+    model = tmp_path / "model.h5"
+    model.write_bytes(b"not opened")
+    names = tmp_path / "names.json"
+    names.write_text(json.dumps(BAD_NAMES[name]))
+    before = tree(tmp_path)
+    line = one_error_line(capsys, predict_main, [str(model), str(photos), "--class-names",
+                                                 str(names), "--sort-into", str(tmp_path / "out")])
+    assert_refused(line, name)
+    assert f"({names})" in line
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_class_names_given_to_load(name, tmp_path):
+    from catsdogs.inference.classifier import load
+
+    model = tmp_path / "model.h5"
+    model.write_bytes(b"not opened")
+    with pytest.raises(CatsDogsError, match="refused class name"):
+        load(model, class_names=BAD_NAMES[name])
+
+
+@pytest.mark.parametrize("names", [["cats", "x" * (runs.MAX_CLASS_NAME + 1)],
+                                   ["cats", "dogs\u202e"], ["cats", " "], "cats", ["cats", 2]])
+def test_long_invisible_blank_and_non_list_names_are_refused(names):
+    with pytest.raises(CatsDogsError, match="class name"):
+        runs.check_class_names(names, "here")
+
+
+def test_plain_names_pass_unchanged():
+    names = ["cats", "dogs", "Golden Retriever", "chat-noir_2", "猫", "a.b"]
+    assert runs.check_class_names(names, "here") == names
+
+
+def test_a_data_folder_with_a_control_character_in_a_class_folder(tmp_path, capsys):
+    from catsdogs.data.datasets import list_class_folders
+
+    data = write_class_images(tmp_path / "data", {"cats\nbig": (1, 2, 3), "dogs": (4, 5, 6)}, 1)
+    with pytest.raises(CatsDogsError, match=r"refused class name 'cats\\nbig'"):
+        list_class_folders(data)
+
+
+def test_a_savedmodel_carrying_bad_names(tmp_path, monkeypatch):
+    """Refused when written, and, in a SavedModel made elsewhere, when its outputs are read."""
+    import keras
+
+    from catsdogs.inference import runtimes
+    from catsdogs.inference.classifier import load
+    from catsdogs.inference.saved_model import write_saved_model
+
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3),
+                              keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(2, activation="softmax")])
+    with pytest.raises(CatsDogsError, match=r"refused class name '\.\./cats'"):
+        write_saved_model(model, tmp_path / "refused", ["../cats", "dogs"])
+    assert tree(tmp_path) == []
+    with monkeypatch.context() as patched:  # a SavedModel from a program without the check
+        patched.setattr(runs, "check_class_names", lambda names, where: list(names))
+        write_saved_model(model, tmp_path / "elsewhere", ["../cats", "../dogs"])
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (9, 9, 9)).save(buffer, format="PNG")
+    classify = runtimes.open_saved_model_bytes(tmp_path / "elsewhere")
+    with pytest.raises(CatsDogsError, match="refused class name '../(cats|dogs)'.*class_name output"):
+        classify([buffer.getvalue()])
+    with pytest.raises(CatsDogsError, match=r"refused class name '\.\./cats'"):
+        load(tmp_path / "elsewhere")  # its class_names.json
+
+
+# ---------------------------------------------------------------- writes stay inside
+
+
+def rows_for(paths, label):
+    return [Prediction(str(p), label, 0.9, [(label, 0.9)]) for p in paths]
+
+
+def test_sort_into_refuses_a_class_folder_linked_outside(tmp_path, photos):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "cats").symlink_to(outside, target_is_directory=True)
+    rows = rows_for(sorted((photos / "dogs").iterdir()), "dogs") + rows_for(
+        sorted((photos / "cats").iterdir()), "cats")
+    with pytest.raises(CatsDogsError, match="outside the folder given"):
+        sort_into(rows, out)
+    assert tree(outside) == [] and tree(out) == ["cats"]  # dogs/ checked first, nothing copied
+
+
+def test_sort_into_refuses_a_file_link_placed_in_a_class_folder(tmp_path, photos):
+    source = sorted((photos / "cats").iterdir())[0]
+    (tmp_path / "out" / "cats").mkdir(parents=True)
+    (tmp_path / "out" / "cats" / source.name).symlink_to(tmp_path / "stolen.png")
+    with pytest.raises(CatsDogsError, match="outside the folder given"):
+        sort_into(rows_for([source], "cats"), tmp_path / "out")
+    assert not (tmp_path / "stolen.png").exists()
+
+
+def test_sort_into_refuses_names_that_would_leave_even_unchecked(tmp_path, photos):
+    """The second guard alone: a class name that escaped the check is still refused."""
+    out = tmp_path / "a" / "out"
+    with pytest.raises(CatsDogsError, match="outside the folder given"):
+        sort_into(rows_for(sorted((photos / "cats").iterdir()), "../../escaped"), out)
+    assert not (tmp_path / "escaped").exists() and not out.exists()
+
+
+def test_sort_into_never_replaces_a_file(tmp_path, photos):
+    sources = sorted((photos / "cats").iterdir())
+    (tmp_path / "out" / "cats").mkdir(parents=True)
+    (tmp_path / "out" / "cats" / sources[0].name).write_bytes(b"mine")
+    sort_into(rows_for([sources[0], sources[0]], "cats"), tmp_path / "out")
+    folder = tmp_path / "out" / "cats"
+    assert (folder / sources[0].name).read_bytes() == b"mine"
+    copies = [folder / f"{sources[0].stem}-{i}{sources[0].suffix}" for i in (1, 2)]
+    assert all(c.read_bytes() == sources[0].read_bytes() for c in copies)
+
+
+def test_explain_overlays_stay_inside_and_never_replace(tmp_path):
+    from catsdogs.inference.explain import write_overlays
+
+    folder = tmp_path / "a" / "why"
+    folder.mkdir(parents=True)
+    (folder / "photo-cats.jpg").write_bytes(b"mine")
+    pixels, heatmaps = np.zeros((1, 8, 8, 3)), np.ones((1, 2, 2))
+    written = write_overlays(pixels, heatmaps, ["photo-cats"], folder)
+    assert written == [folder / "photo-cats-1.jpg"] and Image.open(written[0]).format == "JPEG"
+    assert (folder / "photo-cats.jpg").read_bytes() == b"mine"
+    for name in ("x/../../name", str(tmp_path / "absolute")):
+        with pytest.raises(CatsDogsError, match="outside the folder given"):
+            write_overlays(pixels, heatmaps, [name], folder)
+    assert tree(tmp_path / "a") == ["why", "why/photo-cats-1.jpg", "why/photo-cats.jpg"]
+    assert not (tmp_path / "absolute.jpg").exists()
+
+
+# ---------------------------------------------------------------- archives and the disk
+
+
+def write_archive(path, members, mode="w:gz"):
+    with tarfile.open(path, mode) as tar:
+        for name, data in members.items():
+            add_file(tar, name, data)
+    return path
+
+
+def random_bytes(size, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes()
+
+
+def unpack(archive, into):
+    return download_main(["--archive", str(archive), "--sha256", sha256(archive), "--into",
+                          str(into)])
+
+
+def fake_free_space(monkeypatch, free):
+    usage = shutil.disk_usage(".")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=free))
+
+
+def test_an_archive_larger_than_the_free_space_is_refused_before_extraction(
+        tmp_path, monkeypatch, capsys):
+    archive = write_archive(tmp_path / "data.tar.gz", {"cats/a.bin": random_bytes(300_000),
+                                                       "dogs/b.bin": random_bytes(300_000, 1)})
+    needed = 600_000 + 2 * archives.BLOCK + archives.FREE_MARGIN
+    fake_free_space(monkeypatch, needed - 1)
+    extracted = []
+    monkeypatch.setattr(tarfile.TarFile, "extractall", lambda *a, **k: extracted.append(a))
+    line = one_error_line(capsys, download_main, ["--archive", str(archive), "--sha256",
+                                                  sha256(archive), "--into", str(tmp_path / "u")])
+    assert "not enough disk space" in line and "2 members" in line
+    assert not extracted and tree(tmp_path) == ["data.tar.gz"]
+    monkeypatch.undo()
+    fake_free_space(monkeypatch, needed)  # exactly enough: unpacked
+    assert unpack(archive, tmp_path / "u") == 0
+    assert tree(tmp_path / "u") == ["cats", "cats/a.bin", "dogs", "dogs/b.bin"]
+
+
+def test_an_archive_expanding_past_the_ratio_is_refused(tmp_path, monkeypatch, capsys):
+    archive = write_archive(tmp_path / "bomb.tar.gz", {"cats/zeros.bin": bytes(2_000_000)})
+    monkeypatch.setattr(archives, "EXPANSION_CHECKED_FROM", 1_000_000)
+    line = one_error_line(capsys, download_main, ["--archive", str(archive), "--sha256",
+                                                  sha256(archive), "--into", str(tmp_path / "u")])
+    assert "times its own size" in line and f"{archives.MAX_EXPANSION}x" in line
+    assert tree(tmp_path) == ["bomb.tar.gz"]
+
+
+def test_an_archive_with_too_many_members_is_refused(tmp_path, monkeypatch, capsys):
+    archive = write_archive(tmp_path / "many.tar.gz", {f"cats/{i}.png": b"x" for i in range(5)})
+    monkeypatch.setattr(archives, "MAX_MEMBERS", 3)
+    line = one_error_line(capsys, download_main, ["--archive", str(archive), "--sha256",
+                                                  sha256(archive), "--into", str(tmp_path / "u")])
+    assert "'cats/3.png'" in line and "3 members" in line
+    assert tree(tmp_path) == ["many.tar.gz"]
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
+def test_a_disk_filling_up_mid_extraction_is_one_line_and_leaves_nothing(
+        code, tmp_path, monkeypatch, capsys):
+    archive = write_archive(tmp_path / "data.tar", {f"cats/{i}.bin": random_bytes(1000, i)
+                                                    for i in range(3)}, mode="w")
+    original, calls = tarfile.copyfileobj, []
+
+    def fill_the_disk(*args, **kwargs):  # the first file is written, the second finds no room
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(code, os.strerror(code))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tarfile, "copyfileobj", fill_the_disk)
+    line = one_error_line(capsys, download_main, ["--archive", str(archive), "--sha256",
+                                                  sha256(archive), "--into", str(tmp_path / "u")])
+    assert "disk full while unpacking; nothing was kept" in line and len(calls) == 2
+    assert tree(tmp_path) == ["data.tar"]
+
+
+def test_extraction_never_removes_folders_it_did_not_make(tmp_path):
+    archive = write_archive(tmp_path / "data.tar.gz", {"cats/a.png": b"a", "dogs/b.png": b"b"})
+    for name in (".victim.tmp", ".victim.old", f".victim{runs.TEMP_TAG}x"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "mine.txt").write_text("keep")
+    assert unpack(archive, tmp_path / "victim") == 0
+    assert tree(tmp_path / "victim") == ["cats", "cats/a.png", "dogs", "dogs/b.png"]
+    for name in (".victim.tmp", ".victim.old", f".victim{runs.TEMP_TAG}x"):
+        assert (tmp_path / name / "mine.txt").read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".victim.old", ".victim.tmp", f".victim{runs.TEMP_TAG}x", "data.tar.gz", "victim"]
+
+
+def test_replace_dir_puts_back_a_folder_set_aside_by_a_killed_swap(tmp_path, monkeypatch):
+    target = tmp_path / "backup"
+    runs.replace_dir(target, lambda temp: (temp.mkdir(), (temp / "v").write_text("1")))
+    real_replace = os.replace
+
+    def die_before_the_second_rename(source, destination):
+        if Path(destination) == target:
+            raise KeyboardInterrupt
+        return real_replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", die_before_the_second_rename)
+    with pytest.raises(KeyboardInterrupt):
+        runs.replace_dir(target, lambda temp: (temp.mkdir(), (temp / "v").write_text("2")))
+    monkeypatch.undo()
+    assert not target.exists()
+    runs.recover_dir(target)
+    assert (target / "v").read_text() == "1" and tree(tmp_path) == ["backup", "backup/v"]
+
+
+# ---------------------------------------------------------------- doctor's reports
+
+
+def test_doctor_writes_under_runs_of_the_working_folder_and_says_where(tmp_path, monkeypatch,
+                                                                       capsys):
+    data = write_class_images(tmp_path / "pets", TWO_CLASSES, 2, size=(16, 16))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert doctor_main([str(data)]) == 0
+    (report,) = (elsewhere / "runs").glob("doctor-pets-*/doctor.json")
+    assert tree(elsewhere) == ["runs", f"runs/{report.parent.name}",
+                               f"runs/{report.parent.name}/doctor.json"]
+    assert json.loads(report.read_text())["readable_images"] == 4
+    assert f"Details: {report.relative_to(elsewhere)}" in capsys.readouterr().out
+
+
+def test_doctor_out_dir_leaves_the_working_folder_alone(tmp_path, monkeypatch, capsys):
+    data = write_class_images(tmp_path / "pets", TWO_CLASSES, 2, size=(16, 16))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert doctor_main([str(data), "--out-dir", str(tmp_path / "reports")]) == 0
+    assert tree(elsewhere) == [] and tree(tmp_path / "reports") == ["doctor.json"]
+    assert str(tmp_path / "reports" / "doctor.json") in capsys.readouterr().out
+
+
+def test_the_label_audit_folder_is_under_runs_by_default(tmp_path):
+    from catsdogs.training.audit import AuditConfig
+
+    assert AuditConfig(data=str(tmp_path / "pets")).folder == Path("runs", "label-audit-pets")
+    assert AuditConfig(data="x", out_dir=str(tmp_path / "a")).folder == tmp_path / "a"
