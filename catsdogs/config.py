@@ -21,6 +21,7 @@ SCHEDULES = ("constant", "cosine", "triangular", "linear")  # learning rate over
 OPTIMIZERS = ("adam", "sgd", "muon")  # sgd: airbench's Nesterov SGD; muon: + Muon (optim.py)
 WEIGHTS = ("none", "imagenet")  # where a keras.applications backbone starts
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")  # see distribute.py
+KEEP = ("best", "last")  # which epoch's model a run keeps (train.py)
 CLASS_WEIGHTS = ("none", "auto")  # auto: each class weighted by total / (classes x its count)
 
 
@@ -117,6 +118,16 @@ class TrainConfig:
         0.0, "(fraction) carve this share of each class's training images (by --seed) to choose "
              "the best epoch on; the validation split is then a test split, evaluated once at "
              "the end (metrics.json: test_accuracy); 0: the validation split chooses")
+    keep_epoch: str | None = setting(
+        None, "which epoch's model the run keeps: best: the highest accuracy on the validation "
+              "(or selection) split, chosen on it; last: the final epoch, where an annealed "
+              "schedule ends (nothing is chosen on held-out photos); default: the preset's",
+        choices=KEEP)
+    calibration_split: float = setting(
+        0.5, "(fraction) when held-out photos choose the epoch (--keep-epoch best, --patience): "
+             "this share of them, per class, is set aside to fit the temperature instead, so "
+             "the temperature is never fitted on photos that chose the model; with --keep-epoch last "
+             "the temperature is fitted on all of them; 0: none set aside, the temperature stays 1")
     epochs: int | None = setting(None, "(count) passes over the training set; default: the preset's")
     batch_size: int | None = setting(None, "(images) per training step; default: the preset's")
     optimizer: str | None = setting(None, "adam: Adam (AdamW with weight decay); sgd: airbench's "
@@ -206,6 +217,8 @@ class TrainConfig:
         _check(0 < self.val_split < 1, "val_split", self.val_split, "a fraction in (0, 1)")
         _check(0 <= self.selection_split < 1, "selection_split", self.selection_split,
                "a fraction in [0, 1), e.g. 0.15; 0 turns it off")
+        _check(0 <= self.calibration_split < 1, "calibration_split", self.calibration_split,
+               "a fraction in [0, 1), e.g. 0.5")
         _check(math.isfinite(self.mixup) and self.mixup >= 0, "mixup", self.mixup,
                "a number >= 0, e.g. 0.2 (0 turns it off)")
         _check(math.isfinite(self.cutmix) and self.cutmix >= 0, "cutmix", self.cutmix,
@@ -310,7 +323,10 @@ SETTINGS_ADDED_LATER = {"progressive_start": 1.0, "steps_per_execution": 1,
                         "teacher": None, "distill_temperature": 3.0, "distill_alpha": 0.5,
                         "prune_from": None, "prune_keep": None, "width": 1.0,
                         # regularisers and weight averaging: off
-                        "mixup": 0.0, "cutmix": 0.0, "rand_augment": 0, "ema": 0.0}
+                        "mixup": 0.0, "cutmix": 0.0, "rand_augment": 0, "ema": 0.0,
+                        # the epoch choice and the temperature's photos: runs before them kept
+                        # the best epoch and fitted the temperature on the photos that chose it
+                        "keep_epoch": "best", "calibration_split": 0.0}
 
 
 def run_config_dict(config):

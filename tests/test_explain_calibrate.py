@@ -205,8 +205,9 @@ def test_training_calibrates_and_calibrate_adds_it_to_an_old_run(binary_folders,
     run = catsdogs.train(catsdogs.TrainConfig(data=str(binary_folders), preset="seed-cifar10",
                                               epochs=1, batch_size=8, run_dir=str(tmp_path / "run")))
     stored = json.loads((run.dir / "calibration.json").read_text())
-    assert stored["temperature"] > 0 and stored["fitted_on"].startswith("validation")
+    assert stored["temperature"] > 0 and stored["fitted_on"].startswith("calibration")
     assert run.metrics["temperature"] == stored["temperature"]
+    assert "fewer than the 100" in stored["decision"]  # 6 photos: T stays 1
     (run.dir / "calibration.json").unlink()  # a run from before calibration
     assert catsdogs.load(run.dir).temperature == 1.0
     assert main([str(run.dir)]) == 0

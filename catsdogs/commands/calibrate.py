@@ -3,8 +3,11 @@
     catsdogs calibrate runs/resnet-catsdogs-20261124-142544          # its validation split
     catsdogs calibrate RUN_DIR photos/held_out                       # or other labelled images
 
-Training does this by itself; this adds calibration.json to runs made before it did, or
-fits it again on other images. Writes calibration.json (the temperature, calibration error
+Training does this by itself, on photos that chose nothing; this adds calibration.json to
+runs made before it did, or fits it again on other images. A temperature is kept only when it
+can be trusted: on at least 100 photos, away from the search's bound, and only if temperatures
+fitted on half of the photos lower the other half's negative log-likelihood (else T = 1, and
+the line says why). Writes calibration.json (the temperature, calibration error
 and log-likelihood before and after, the `--min-confidence auto` threshold), rewrites
 saved_model/ with the temperature inside, and plots/reliability.png.
 """
@@ -26,6 +29,7 @@ def _run(args):
     from catsdogs.data.datasets import list_class_folders
 
     run_dir = runs.existing_run_dir(args.run)
+    runs.check_writable(run_dir)  # calibration.json and saved_model/ are rewritten in it
     if args.data_dir:
         list_class_folders(args.data_dir)  # a wrong folder is one line before TensorFlow loads
     from catsdogs.inference.calibrate import calibrate_run
@@ -37,7 +41,8 @@ def _run(args):
         pixels, labels, source = held_out_split(run_dir, classifier, args.data_dir)
         report = calibrate_run(run_dir, classifier.model, pixels, labels,
                                classifier.class_names, fitted_on=source)
-    print(f"temperature {report['temperature']:.4f} on {report['images']} images ({source})")
+    print(f"temperature {report['temperature']:.4f} on {report['images']} images ({source}): "
+          f"{report['decision']}")
     print(f"expected calibration error {report['ece_before']:.4f} -> {report['ece_after']:.4f}, "
           f"negative log-likelihood {report['nll_before']:.4f} -> {report['nll_after']:.4f}")
     print(f"Wrote {run_dir / 'calibration.json'} and {run_dir / runs.SAVED_MODEL_DIR}")

@@ -54,14 +54,56 @@ class ImageData:
     skipped: list  # (path, reason) for every file that could not be used
     sources: dict  # split name -> where it came from
     test: Split | None = None  # with a selection split: the data's own validation split, used once
+    calibration: Split | None = None  # held-out photos that chose nothing: fit the temperature
 
     def summary(self):
         """Class names and per-class counts, for printing and dataset.json."""
-        splits = {"train": self.train, "validation": self.val, "test": self.test}
+        splits = {"train": self.train, "validation": self.val, "test": self.test,
+                  "calibration": self.calibration if self.calibration is not self.val else None}
         return {"class_names": self.class_names, "sources": self.sources,
                 "counts": {name: split.counts(self.class_names)
                            for name, split in splits.items() if split is not None},
                 "skipped": len(self.skipped)}
+
+    def photo_roles(self, chooses):
+        """Which photos did what in a run (photos.json): each role's source, count and files,
+        so anyone can check that the photos that chose the model, those that fitted the
+        temperature and those that measured it are apart."""
+        def role(split, source):
+            if split is None:
+                return None
+            return {"source": self.sources.get(source), "count": len(split),
+                    "files": [str(p) for p in split.paths]}
+
+        return {"trained_on": role(self.train, "train"),
+                "chose_the_model": role(self.val, "validation") if chooses else None,
+                "monitored_only": None if chooses else role(self.val, "validation"),
+                "fitted_the_temperature": role(self.calibration, "calibration"),
+                "tested_once": role(self.test, "test")}
+
+    def set_aside_calibration(self, share, chooses, seed):
+        """ImageData with photos to fit the temperature on that chose nothing.
+
+        When the validation (or selection) split `chooses` the kept model (the best epoch, an
+        early stop), the temperature fitted on it would see the model where it looks best:
+        `share` of each class is then moved out of `val` into `calibration`. When nothing is
+        chosen on `val` (the last epoch is kept), all of it calibrates. `share` 0 (runs made
+        before this existed) sets nothing aside: no calibration photos."""
+        if not chooses:
+            calibration, source = self.val, self.sources["validation"]
+            return dataclasses.replace(self, calibration=calibration,
+                                       sources={**self.sources, "calibration": source})
+        if not share or np.bincount(self.val.labels).min() < 2:
+            return self  # nothing to set aside: each class needs a photo on both sides
+        choose_idx, calibrate_idx = stratified_split(self.val.labels, share, seed + 1,
+                                                     flag="--calibration-split")
+        source = self.sources["validation"]
+        return dataclasses.replace(
+            self, val=self.val.subset(choose_idx), calibration=self.val.subset(calibrate_idx),
+            sources={**self.sources,
+                     "validation": f"{source}, less the photos set aside to fit the temperature",
+                     "calibration": f"{source}: {share:.0%} of each class (seed {seed + 1}) "
+                                    "set aside to fit the temperature"})
 
     def carve_selection(self, fraction, seed):
         """ImageData whose `val` is `fraction` of each class's training images (by `seed`) and
@@ -279,8 +321,14 @@ def load_image_data(config, image_size, shard=(0, 1)):
     that worker's share of the files, each split taken every n-th file."""
     data = _load_sources(config, image_size, shard)
     if config.selection_split:
-        return data.carve_selection(config.selection_split, config.seed)
-    return data
+        data = data.carve_selection(config.selection_split, config.seed)
+    return data.set_aside_calibration(config.calibration_split, chooses_on_validation(config),
+                                      config.seed)
+
+
+def chooses_on_validation(config):
+    """Whether the validation (or selection) split chooses the model a run keeps."""
+    return config.keep_epoch != "last" or bool(config.patience)
 
 
 def _load_sources(config, image_size, shard):

@@ -21,6 +21,8 @@ from catsdogs import runs
 from catsdogs.errors import CatsDogsError
 
 CALIBRATION_FILE = "calibration.json"
+MIN_CALIBRATION_IMAGES = 100  # fewer photos cannot pin one temperature down
+TEMPERATURE_BOUNDS = (0.05, 20.0)  # the search's range of T
 ECE_BINS = 15  # Guo et al.'s bins for the expected calibration error
 DEFAULT_KEEP = 0.95  # `--min-confidence auto` keeps this share of validation images
 EPSILON = 1e-7  # probabilities are clipped to [EPSILON, 1 - EPSILON] before taking logs
@@ -96,8 +98,57 @@ def fit_temperature(probabilities, labels):
     result = minimize_scalar(
         lambda log_t: negative_log_likelihood(apply_temperature(probabilities, np.exp(log_t)),
                                               labels),
-        bounds=(np.log(0.05), np.log(20.0)), method="bounded", options={"xatol": 1e-4})
+        bounds=np.log(TEMPERATURE_BOUNDS), method="bounded", options={"xatol": 1e-4})
     return float(np.exp(result.x))
+
+
+def at_bound(temperature):
+    """Whether a fitted temperature ran to the search's edge (within 1 %): the likelihood
+    still fell there, so the data asked for something T cannot give (e.g. a model that is
+    right on few photos) and the number itself means nothing."""
+    return any(abs(np.log(temperature / bound)) < 0.01 for bound in TEMPERATURE_BOUNDS)
+
+
+def cross_fitted_nll(probabilities, labels, seed=0):
+    """Negative log-likelihood on photos the temperature was not fitted on: the photos split
+    in two halves (seeded), T fitted on each half scores the other. Returns (raw NLL, NLL with
+    the cross-fitted temperatures), both over all photos."""
+    probabilities, labels = np.asarray(probabilities), np.asarray(labels)
+    order = np.random.default_rng(seed).permutation(len(labels))
+    halves = order[: len(order) // 2], order[len(order) // 2:]
+    scaled = np.empty_like(class_probabilities(probabilities))
+    for fit_on, score_on in (halves, halves[::-1]):
+        temperature = fit_temperature(probabilities[fit_on], labels[fit_on])
+        scaled[score_on] = class_probabilities(
+            apply_temperature(probabilities[score_on], temperature))
+    return negative_log_likelihood(probabilities, labels), negative_log_likelihood(scaled, labels)
+
+
+def checked_temperature(probabilities, labels):
+    """The temperature to keep, and why: a fit is kept only where it can be trusted.
+
+    T stays 1 when there are fewer than MIN_CALIBRATION_IMAGES photos (a temperature fitted on
+    40 photos ran to the search's bound and flattened every probability to ~50 %), when the
+    fit runs to the search's bound, or when temperatures fitted on one half of the photos do
+    not lower the negative log-likelihood of the other half (then T only fits this sample's
+    noise). Returns (temperature, fitted temperature or None, reason kept or refused, check)."""
+    labels = np.asarray(labels)
+    if len(labels) < MIN_CALIBRATION_IMAGES:
+        return 1.0, None, (f"kept T = 1: {len(labels)} held-out photos, fewer than the "
+                           f"{MIN_CALIBRATION_IMAGES} a temperature needs"), {}
+    fitted = fit_temperature(probabilities, labels)
+    if at_bound(fitted):
+        return 1.0, fitted, (f"kept T = 1: the fit ran to the search's bound (T = {fitted:.3g}), "
+                             "so the photos do not pin a temperature down"), {}
+    raw_nll, cross_nll = cross_fitted_nll(probabilities, labels)
+    check = {"nll_raw": raw_nll, "nll_cross_fitted": cross_nll}
+    if cross_nll >= raw_nll:
+        return 1.0, fitted, (f"kept T = 1: temperatures fitted on half of the photos raised the "
+                             f"other half's negative log-likelihood ({raw_nll:.4f} -> "
+                             f"{cross_nll:.4f})"), check
+    return fitted, fitted, (f"T = {fitted:.3f} lowered the negative log-likelihood of photos "
+                            f"it was not fitted on ({raw_nll:.4f} -> {cross_nll:.4f}, fitted on "
+                            "halves)"), check
 
 
 def confidence_threshold(probabilities, keep=DEFAULT_KEEP):
@@ -108,10 +159,12 @@ def confidence_threshold(probabilities, keep=DEFAULT_KEEP):
 
 
 def calibration_report(probabilities, labels, keep=DEFAULT_KEEP):
-    """Fit T on held-out predictions; everything calibration.json holds."""
-    temperature = fit_temperature(probabilities, labels)
+    """Fit T on held-out predictions where that can be trusted (`checked_temperature`);
+    everything calibration.json holds."""
+    temperature, fitted, reason, check = checked_temperature(probabilities, labels)
     calibrated = apply_temperature(probabilities, temperature)
     return {"temperature": temperature, "images": int(len(labels)),
+            "fitted_temperature": fitted, "decision": reason, "cross_check": check,
             "ece_before": expected_calibration_error(probabilities, labels),
             "ece_after": expected_calibration_error(calibrated, labels),
             "nll_before": negative_log_likelihood(probabilities, labels),
@@ -176,9 +229,17 @@ def calibrate_run(run_dir, model, pixels, labels, class_names, fitted_on, batch_
     from catsdogs.inference.runtimes import keras_probabilities
     from catsdogs.inference.saved_model import write_saved_model
 
+    run_dir = Path(run_dir)
+    if pixels is None:
+        report = {"temperature": 1.0, "images": 0, "fitted_on": None,
+                  "decision": "kept T = 1: no held-out photos were set aside to fit it on "
+                              "(--calibration-split 0, or a validation split too small to "
+                              "halve); catsdogs calibrate RUN DATA fits one"}
+        runs.write_json(run_dir / CALIBRATION_FILE, report)
+        write_saved_model(model, run_dir / runs.SAVED_MODEL_DIR, class_names)
+        return report
     raw = keras_probabilities(model, pixels, batch_size)
     report = {**calibration_report(raw, labels), "fitted_on": str(fitted_on)}
-    run_dir = Path(run_dir)
     runs.write_json(run_dir / CALIBRATION_FILE, report)
     write_saved_model(with_temperature(model, report["temperature"]),
                       run_dir / runs.SAVED_MODEL_DIR, class_names)
@@ -193,13 +254,23 @@ def calibrate_run(run_dir, model, pixels, labels, class_names, fitted_on, batch_
 
 def held_out_split(run_dir, classifier, data_dir=None):
     """(pixels, labels in the model's class order, where from): `data_dir`'s images, or the
-    validation split the run itself held out (read again exactly as training read it)."""
+    photos the run set aside to calibrate on (read again exactly as training read them).
+    A run made before photos were set aside has only the validation split that chose its
+    epoch: it is used, and a warning says so."""
+    from catsdogs.console import log
     from catsdogs.data.datasets import load_image_data, load_labelled_folder
 
     if data_dir is None:
         config = cfg.read_run_config(Path(run_dir) / runs.CONFIG_FILE)
         data = load_image_data(config, classifier.image_size)
-        split, names, source = data.val, data.class_names, f"validation ({data.sources['validation']})"
+        if data.calibration is not None:
+            split, source = data.calibration, f"calibration ({data.sources['calibration']})"
+        else:
+            log().warning("This run set no photos aside for calibration: fitting on its "
+                          "validation split, which chose its epoch, so the temperature may be "
+                          "too sharp; give a folder of other labelled photos to avoid that")
+            split, source = data.val, f"validation ({data.sources['validation']})"
+        names = data.class_names
     else:
         (names, split), source = load_labelled_folder(data_dir, classifier.image_size), str(data_dir)
     missing = sorted(set(names) - set(classifier.class_names))

@@ -82,6 +82,9 @@ def gradcam(model, pixels, class_indices=None, batch_size=32):
     """
     import tensorflow as tf
 
+    members = ensemble_members(model)
+    if members:
+        return _ensemble_gradcam(model, members, pixels, class_indices, batch_size)
     run = _maps_and_outputs(model)
     heatmaps, explained = [], []
     for start in range(0, len(pixels), batch_size):
@@ -101,6 +104,34 @@ def gradcam(model, pixels, class_indices=None, batch_size=32):
         heatmaps.append(heatmap / np.where(peak > 0, peak, 1)[:, None, None])
         explained.append(chosen.numpy())
     return np.concatenate(heatmaps), np.concatenate(explained)
+
+
+def ensemble_members(model):
+    """The member models of an ensemble (inference/ensemble.py: nested models whose outputs
+    meet in one Average layer), else []."""
+    import keras
+
+    last = model.layers[-1]
+    if not isinstance(last, keras.layers.Average):
+        return []
+    members = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    return members if len(members) == len(last.input) else []
+
+
+def _ensemble_gradcam(model, members, pixels, class_indices, batch_size):
+    """An ensemble's heatmap: the mean of its members' heatmaps for the class the ensemble
+    chose, each at the first member's map resolution."""
+    import tensorflow as tf
+
+    from catsdogs.inference.runtimes import as_class_probabilities, keras_probabilities
+
+    if class_indices is None:
+        class_indices = as_class_probabilities(keras_probabilities(model, pixels)).argmax(axis=1)
+    maps = [gradcam(member, pixels, class_indices, batch_size)[0] for member in members]
+    size = maps[0].shape[1:3]
+    resized = [m if m.shape[1:3] == size else
+               tf.image.resize(m[..., None], size).numpy()[..., 0] for m in maps]
+    return np.mean(resized, axis=0), np.asarray(class_indices)
 
 
 def overlay(image, heatmap, alpha=OVERLAY_ALPHA, min_side=224):

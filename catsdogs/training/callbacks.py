@@ -39,23 +39,26 @@ def _finite(logs, key):
 
 
 class BestModelCheckpoint(keras.callbacks.Callback):
-    """Save the model when `monitor` improves, atomically; never after a non-finite loss.
+    """Save the model when `monitor` improves (or, with `every_epoch`, after every epoch: a
+    run that keeps its last epoch), atomically; never after a non-finite loss.
     A distilling run saves its student alone, not the Distiller (compression: distill.py).
 
     Args:
         path: the `.keras` file to keep the best model in.
         monitor: a key of the epoch logs, higher is better (e.g. "val_accuracy").
         best: the best value seen before this fit (for resumed runs).
+        every_epoch: save each epoch's model whatever `monitor` says.
     """
 
-    def __init__(self, path, monitor="val_accuracy", best=-math.inf):
+    def __init__(self, path, monitor="val_accuracy", best=-math.inf, every_epoch=False):
         super().__init__()
         self.path, self.monitor, self.best = Path(path), monitor, best
+        self.every_epoch = every_epoch
 
     def on_epoch_end(self, epoch, logs=None):
         if not (_finite(logs, "loss") and _finite(logs, self.monitor)):
             return  # a NaN model must never replace a good one
-        if logs[self.monitor] > self.best:
+        if self.every_epoch or logs[self.monitor] > self.best:
             self.best = float(logs[self.monitor])
             with runs.atomic_path(self.path) as temp:
                 student_of(self.model).save(temp)

@@ -1,0 +1,133 @@
+"""The spread over seeds: which model a run keeps, how calibrated it is, and what an ensemble adds.
+
+    python bench/seeds.py --preset fast-catsdogs --seeds 1 2 3 --keep-epoch best last
+    python bench/seeds.py --task cifar10 --preset air-cifar10 --seeds 1 2 3 --keep-epoch last
+
+Every run uses the selection protocol (`--selection-split 0.15`): the epoch (for `--keep-epoch best`)
+is chosen on 15 % of the training images, the temperature is fitted on photos that chose
+nothing (train.py), and the data's own validation split (cats/dogs) or test split (CIFAR-10)
+is the test split, on which nothing is chosen. Per run it prints the test accuracy, the
+expected calibration error (15 bins) on the test split raw and with the run's own temperature,
+and the temperature's decision; per protocol the mean ± sample standard deviation over seeds;
+then the ensemble of each protocol's runs (`catsdogs ensemble`, the mean of the members'
+calibrated probabilities) on the same test split. Run folders go to `--out` and are reused when
+finished, so a stopped bench continues where it stopped.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import catsdogs  # noqa: E402
+from machine import describe, shared_data  # noqa: E402
+
+TASKS = {"catsdogs": ("cats_and_dogs", "folder", "validation"),
+         "cifar10": ("cifar10", "cifar10", "test")}
+SELECTION_SPLIT = 0.15
+
+
+def test_figures(model_dir, test_dir):
+    """Accuracy and ECE (raw, with the model's own temperature) on the test split."""
+    from catsdogs.data.datasets import load_labelled_folder
+    from catsdogs.inference.calibrate import expected_calibration_error
+
+    classifier = catsdogs.load(model_dir)
+    names, split = load_labelled_folder(test_dir, classifier.image_size)
+    to_model = [classifier.class_names.index(n) for n in names]
+    labels = [to_model[label] for label in split.labels]
+    raw = classifier.probabilities(split.pixels, calibrated=False)
+    calibrated = classifier.probabilities(split.pixels)
+    return {"test": float((calibrated.argmax(axis=1) == labels).mean()),
+            "ece_raw": expected_calibration_error(raw, labels),
+            "ece_calibrated": expected_calibration_error(calibrated, labels),
+            "temperature": classifier.temperature}
+
+
+def train_once(args, root, keep, seed):
+    """One finished run folder (trained now, or reused) and its wall seconds."""
+    run_dir = Path(args.out) / f"{args.preset}-{keep}-seed{seed}"
+    if (run_dir / "metrics.json").exists():
+        return run_dir, None
+    if (run_dir / "checkpoints").exists():
+        started = time.perf_counter()
+        catsdogs.resume(run_dir)
+        return run_dir, time.perf_counter() - started
+    dataset = TASKS[args.task][1]
+    config = catsdogs.TrainConfig(preset=args.preset, data=str(root), dataset=dataset,
+                                  selection_split=SELECTION_SPLIT, keep_epoch=keep, seed=seed,
+                                  epochs=args.epochs, run_dir=str(run_dir))
+    started = time.perf_counter()
+    catsdogs.train(config)
+    return run_dir, time.perf_counter() - started
+
+
+def spread(values):
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else float("nan")
+    return f"{mean:.1%} ± {std:.1%}" if max(values) > 0.2 else f"{mean:.3f} ± {std:.3f}"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=TASKS, default="catsdogs")
+    parser.add_argument("--preset", default="fast-catsdogs")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--keep-epoch", dest="keep", nargs="+", choices=("best", "last"), default=["best", "last"])
+    parser.add_argument("--epochs", type=int, help="default: the preset's")
+    parser.add_argument("--out", default="runs/bench-seeds")
+    parser.add_argument("--json", help="also write the rows to this file")
+    args = parser.parse_args()
+    folder, _, test_name = TASKS[args.task]
+    root = shared_data(folder)
+    test_dir = root / test_name
+    print(describe())
+    rows, members = [], {}
+    for keep in args.keep:
+        for seed in args.seeds:
+            run_dir, seconds = train_once(args, root, keep, seed)
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+            row = {"keep": keep, "seed": seed, "run": str(run_dir), "seconds": seconds,
+                   "train_seconds": metrics["train_seconds"],
+                   "kept_epoch": metrics.get("kept_epoch", metrics["best_epoch"]),
+                   "decision": metrics.get("temperature_decision"),
+                   **test_figures(run_dir, test_dir)}
+            rows.append(row)
+            members.setdefault(keep, []).append(run_dir)
+            print(json.dumps(row), flush=True)
+    for keep, runs in members.items():
+        if len(runs) < 2:
+            continue
+        out = Path(args.out) / f"{args.preset}-{keep}-ensemble-{'-'.join(map(str, args.seeds))}"
+        if not (out / "model.keras").exists():
+            from catsdogs.inference.ensemble import write_ensemble
+
+            write_ensemble(runs, out)
+        rows.append({"keep": keep, "seed": "ensemble", "run": str(out), **test_figures(out, test_dir)})
+        print(json.dumps(rows[-1]), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": describe(), "rows": rows}, indent=2))
+    print(f"\n{describe()}\n{args.preset}, selection split {SELECTION_SPLIT:.0%}, test = "
+          f"{test_dir}")
+    print(f"{'keep':<6}{'seed':>10}{'epoch':>7}{'test':>8}{'ECE raw':>9}{'ECE cal.':>10}{'T':>7}"
+          f"{'train s':>9}")
+    for row in rows:
+        print(f"{row['keep']:<6}{row['seed']!s:>10}{row.get('kept_epoch', '-')!s:>7}"
+              f"{row['test']:>8.1%}{row['ece_raw']:>9.4f}{row['ece_calibrated']:>10.4f}"
+              f"{row['temperature']:>7.3f}{row.get('train_seconds', float('nan')):>9.0f}")
+    for keep in args.keep:
+        single = [row for row in rows if row["keep"] == keep and row["seed"] != "ensemble"]
+        if single:
+            print(f"{keep}: test {spread([r['test'] for r in single])}, ECE raw "
+                  f"{spread([r['ece_raw'] for r in single])}, calibrated "
+                  f"{spread([r['ece_calibrated'] for r in single])} over {len(single)} seeds")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""Combine runs into one model that averages their calibrated probabilities.
+
+    catsdogs ensemble runs/resnet-seed1 runs/resnet-seed2 runs/resnet-seed3 --out runs/ensemble
+
+The runs must share their classes (in the same order) and input size: seeds of one preset,
+or k-fold's fold models. The folder written (model.keras, class_names.json, ensemble.json,
+saved_model/) is used like a run folder by predict, evaluate, calibrate, export and serve.
+"""
+
+from catsdogs.config import command_parser
+from catsdogs.errors import command_main
+
+
+def build_parser():
+    parser = command_parser("ensemble", __doc__)
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="run folders to combine (2 or more)")
+    parser.add_argument("--out", required=True, help="folder to write the ensemble into")
+    return parser
+
+
+def _run(args):
+    from catsdogs import runs
+
+    for run in args.runs:
+        runs.existing_run_dir(run)  # a wrong path is one line before TensorFlow loads
+    from catsdogs.inference.ensemble import write_ensemble
+
+    out = write_ensemble(args.runs, args.out)
+    print(f"Ensemble of {len(args.runs)} runs: {out / runs.MODEL_FILE} "
+          f"(SavedModel: {out / runs.SAVED_MODEL_DIR})")
+    return 0
+
+
+main = command_main(build_parser, _run)

@@ -1,0 +1,96 @@
+"""One model from several runs: the mean of their calibrated probabilities.
+
+Runs that differ only by seed (or k-fold's folds) disagree on the photos they are unsure of;
+averaging their probabilities is the most reliable way to gain accuracy after training, and
+the mean of calibrated members stays calibrated. The ensemble is an ordinary Keras model
+(one input, every member as a nested model with its temperature inside, Keras' `Average`
+layer), saved as model.keras beside class_names.json, so predict, evaluate, calibrate, serve
+and every export take it as they take one run.
+
+    catsdogs ensemble runs/a runs/b runs/c --out runs/ensemble-abc
+"""
+
+import shutil
+from pathlib import Path
+
+from catsdogs import runs
+from catsdogs.errors import CatsDogsError
+
+ENSEMBLE_FILE = "ensemble.json"  # the members, their temperatures and classes
+
+
+def load_members(run_dirs):
+    """The Classifiers of `run_dirs`, checked to share class names and input size."""
+    from catsdogs.inference.classifier import load
+
+    if len(run_dirs) < 2:
+        raise CatsDogsError("an ensemble needs at least two runs", where="RUN",
+                            fix="name two or more run folders")
+    members = [load(runs.existing_run_dir(path)) for path in run_dirs]
+    first = members[0]
+    for path, member in zip(run_dirs, members):
+        if member.model is None:
+            raise CatsDogsError("an ensemble member must be a Keras model", where=path,
+                                fix="name run folders (their model.keras)")
+        if member.class_names != first.class_names:
+            raise CatsDogsError(f"classes {member.class_names} differ from {first.class_names} "
+                                f"of {run_dirs[0]}", where=path,
+                                fix="combine runs trained on the same classes")
+        if tuple(member.image_size) != tuple(first.image_size):
+            raise CatsDogsError(f"input size {member.image_size} differs from "
+                                f"{first.image_size} of {run_dirs[0]}", where=path,
+                                fix="combine runs of presets with the same image size")
+    return members
+
+
+def build_ensemble(members):
+    """A Keras model whose output is the mean of the members' calibrated probabilities (one
+    sigmoid column for binary members, as each member gives)."""
+    import keras
+
+    from catsdogs.inference.calibrate import with_temperature
+
+    height, width = members[0].image_size
+    inputs = keras.Input((height, width, 3), name="pixels")
+    outputs = []
+    for index, member in enumerate(members):
+        calibrated = with_temperature(member.model, member.temperature)
+        # a nested model per member: its layers keep their names inside their own scope
+        nested = keras.Model(calibrated.inputs, calibrated.output, name=f"member_{index}")
+        outputs.append(nested(inputs))
+    mean = keras.layers.Average(name="mean_probability")(outputs)
+    return keras.Model(inputs, mean, name="ensemble")
+
+
+def write_ensemble(run_dirs, out):
+    """Write the ensemble of `run_dirs` into the folder `out`: model.keras, class_names.json,
+    ensemble.json and saved_model/ (its own temperature is 1: the members' are inside).
+
+    Returns:
+        Path: the folder.
+    """
+    from catsdogs.inference.saved_model import write_saved_model
+
+    members = load_members(run_dirs)
+    out = Path(out)
+    if (out / runs.MODEL_FILE).exists():
+        raise CatsDogsError("the folder already holds a model", where=out,
+                            fix="name a new folder with --out")
+    model = build_ensemble(members)
+    class_names = members[0].class_names
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        runs.write_json(out / runs.CLASS_NAMES_FILE, class_names)
+        runs.write_json(out / ENSEMBLE_FILE, {
+            "members": [str(Path(path)) for path in run_dirs],
+            "temperatures": [member.temperature for member in members],
+            "class_names": class_names, "image_size": list(members[0].image_size)})
+        write_saved_model(model, out / runs.SAVED_MODEL_DIR, class_names)
+        with runs.atomic_path(out / runs.MODEL_FILE) as temp:  # last: its presence means done
+            model.save(temp)
+    except BaseException:
+        if created:  # a folder this call made holds nothing of the user's
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    return out

@@ -1,0 +1,196 @@
+"""Probabilities that mean what they say on photos nobody chose on: the temperature is fitted on
+photos that chose nothing, kept only where it can be trusted, and an ensemble averages its
+members' calibrated probabilities in Keras and in every export."""
+
+import json
+
+import numpy as np
+import pytest
+
+import catsdogs
+from catsdogs import config as cfg
+from catsdogs.inference import calibrate
+
+from conftest import (THREE_CLASSES, TWO_CLASSES, Interrupt, crash_when_epoch_starts,
+                      one_error_line, write_class_images)
+
+QUICK = dict(preset="seed-cifar10", epochs=1, batch_size=8)
+
+
+@pytest.fixture
+def folders(tmp_path):
+    root = tmp_path / "images"
+    write_class_images(root / "train", TWO_CLASSES, 20, size=(32, 32), seed=1)
+    write_class_images(root / "validation", TWO_CLASSES, 6, size=(32, 32), seed=2)
+    return root
+
+
+def files(roles, role):
+    return set(roles[role]["files"]) if roles[role] else set()
+
+
+def test_the_temperature_is_never_fitted_on_the_photos_that_chose_the_epoch(folders, tmp_path):
+    run = catsdogs.train(catsdogs.TrainConfig(data=str(folders), selection_split=0.25,
+                                              keep_epoch="best", run_dir=str(tmp_path / "run"), **QUICK))
+    roles = json.loads((run.dir / "photos.json").read_text())
+    chose, fitted = files(roles, "chose_the_model"), files(roles, "fitted_the_temperature")
+    trained, tested = files(roles, "trained_on"), files(roles, "tested_once")
+    assert chose and fitted and not chose & fitted
+    assert not (chose | fitted) & trained and not (chose | fitted | trained) & tested
+    assert len(chose) + len(fitted) == 10  # the selection split's 25 % of 40, in two halves
+    stored = json.loads((run.dir / "calibration.json").read_text())
+    assert stored["images"] == len(fitted) and stored["fitted_on"].startswith("calibration")
+
+
+def test_keeping_the_last_epoch_calibrates_on_the_whole_selection_split(folders, tmp_path):
+    run = catsdogs.train(catsdogs.TrainConfig(data=str(folders), selection_split=0.25,
+                                              keep_epoch="last", epochs=2, preset="seed-cifar10",
+                                              batch_size=8, run_dir=str(tmp_path / "run")))
+    roles = json.loads((run.dir / "photos.json").read_text())
+    assert roles["chose_the_model"] is None  # the last epoch: nothing chosen on held-out photos
+    assert files(roles, "fitted_the_temperature") == files(roles, "monitored_only")
+    assert len(files(roles, "fitted_the_temperature")) == 10
+    assert run.metrics["kept"] == "last" and run.metrics["kept_epoch"] == 2
+    assert run.metrics["kept_val_accuracy"] == pytest.approx(
+        float(run.history[-1]["val_accuracy"]))
+
+
+def test_patience_chooses_the_stop_so_photos_are_set_aside_even_when_keeping_the_last(folders):
+    from catsdogs.data.datasets import load_image_data
+
+    config = catsdogs.TrainConfig(data=str(folders), selection_split=0.25, keep_epoch="last",
+                                  patience=2, preset="seed-cifar10")
+    data = load_image_data(config, (32, 32))
+    assert len(data.val) + len(data.calibration) == 10 and len(data.calibration) == 4
+    assert not set(data.val.paths) & set(data.calibration.paths)
+
+
+def well_calibrated(n, seed):
+    rng = np.random.default_rng(seed)
+    p = rng.uniform(0.05, 0.95, (n, 1))
+    return p, (rng.uniform(size=n) < p[:, 0]).astype(int)
+
+
+def test_too_few_photos_keep_t_1_and_say_why():
+    p, labels = well_calibrated(calibrate.MIN_CALIBRATION_IMAGES - 1, seed=0)
+    report = calibrate.calibration_report(p ** 3, labels)  # over-confident, but too few photos
+    assert report["temperature"] == 1.0 and report["fitted_temperature"] is None
+    assert f"fewer than the {calibrate.MIN_CALIBRATION_IMAGES}" in report["decision"]
+
+
+def test_a_fit_at_the_search_bound_keeps_t_1_and_says_why():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 300)
+    confident = np.where(rng.uniform(size=(300, 1)) < 0.5, 0.99, 0.01)  # sure, and random
+    report = calibrate.calibration_report(confident, labels)
+    assert report["fitted_temperature"] == pytest.approx(calibrate.TEMPERATURE_BOUNDS[1], rel=0.02)
+    assert report["temperature"] == 1.0 and "bound" in report["decision"]
+    assert report["ece_after"] == report["ece_before"]
+
+
+def test_a_temperature_that_raises_held_out_nll_is_dropped():
+    p, labels = well_calibrated(120, seed=5)  # calibrated already: any T fits noise
+    report = calibrate.calibration_report(p, labels)
+    assert report["fitted_temperature"] == pytest.approx(0.74, abs=0.01)  # far from 1, yet
+    check = report["cross_check"]
+    assert check["nll_cross_fitted"] >= check["nll_raw"]
+    assert report["temperature"] == 1.0 and "raised" in report["decision"]
+
+
+def test_a_temperature_that_lowers_held_out_nll_is_kept():
+    p, labels = well_calibrated(400, seed=1)
+    sharp = calibrate.apply_temperature(p, 0.4)  # over-confident: T near 2.5 undoes it
+    report = calibrate.calibration_report(sharp, labels)
+    assert report["temperature"] == pytest.approx(2.5, rel=0.25)
+    assert report["cross_check"]["nll_cross_fitted"] < report["cross_check"]["nll_raw"]
+    assert report["nll_after"] < report["nll_before"]
+
+
+def test_an_old_run_folder_without_the_new_settings_resumes_and_predicts(folders, tmp_path,
+                                                                          monkeypatch):
+    run_dir = tmp_path / "old"
+    crash_when_epoch_starts(monkeypatch, 1)
+    with pytest.raises(Interrupt):
+        catsdogs.train(catsdogs.TrainConfig(data=str(folders), selection_split=0.25,
+                                            preset="seed-cifar10", epochs=2, batch_size=8,
+                                            run_dir=str(run_dir)))
+    config = json.loads((run_dir / "config.json").read_text())
+    for key in ("keep_epoch", "calibration_split"):  # as a catsdogs before them wrote it
+        del config[key]
+    (run_dir / "config.json").write_text(json.dumps(config))
+    assert cfg.read_run_config(run_dir / "config.json").calibration_split == 0.0
+    monkeypatch.undo()
+    run = catsdogs.resume(run_dir)
+    assert run.metrics["kept"] == "best" and run.metrics["calibration_images"] == 0
+    assert "no held-out photos were set aside" in run.metrics["temperature_decision"]
+    rows, _ = catsdogs.load(run_dir).predict_folder(folders / "validation")
+    assert len(rows) == 12
+    report = catsdogs.evaluate(catsdogs.load(run_dir), folders / "validation",
+                               out=tmp_path / "eval")
+    assert 0 <= report["accuracy"] <= 1
+
+
+# ---------------------------------------------------------------- ensembles
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory):
+    """Two one-epoch runs of different seeds, each given its own temperature."""
+    root = tmp_path_factory.mktemp("ensemble")
+    data = root / "images"
+    write_class_images(data / "train", TWO_CLASSES, 12, size=(32, 32), seed=1)
+    write_class_images(data / "validation", TWO_CLASSES, 6, size=(32, 32), seed=2)
+    dirs = []
+    for seed, temperature in ((1, 0.6), (2, 1.7)):
+        run = catsdogs.train(catsdogs.TrainConfig(data=str(data), seed=seed,
+                                                  run_dir=str(root / f"seed{seed}"), **QUICK))
+        (run.dir / "calibration.json").write_text(json.dumps({"temperature": temperature}))
+        dirs.append(run.dir)
+    return data, dirs
+
+
+def test_an_ensemble_is_the_mean_of_its_members_calibrated_probabilities(members, tmp_path):
+    from catsdogs.inference.ensemble import write_ensemble
+    from catsdogs.data.datasets import load_labelled_folder
+
+    data, dirs = members
+    out = write_ensemble(dirs, tmp_path / "ensemble")
+    _, split = load_labelled_folder(data / "validation", (32, 32))
+    pixels = split.pixels.astype(np.float32)
+    loaded = [catsdogs.load(d) for d in dirs]
+    assert sorted(m.temperature for m in loaded) == [0.6, 1.7]
+    expected = np.mean([m.probabilities(pixels) for m in loaded], axis=0)
+    ensemble = catsdogs.load(out)
+    assert ensemble.temperature == 1.0  # the members' temperatures are inside
+    assert np.abs(ensemble.probabilities(pixels) - expected).max() < 1e-4
+    written = catsdogs.export(ensemble, ["saved_model", "tflite", "onnx"], tmp_path / "exports")
+    for path in written.values():
+        exported = catsdogs.load(path)
+        assert np.abs(exported.probabilities(pixels) - expected).max() < 1e-4, path
+
+
+def test_an_ensemble_explains_with_its_members_mean_heatmap(members, tmp_path):
+    from catsdogs.inference.ensemble import write_ensemble
+    from catsdogs.inference.explain import ensemble_members, gradcam
+
+    data, dirs = members
+    ensemble = catsdogs.load(write_ensemble(dirs, tmp_path / "ensemble"))
+    assert len(ensemble_members(ensemble.model)) == 2
+    pixels = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
+    heatmaps, explained = gradcam(ensemble.model, pixels)
+    assert heatmaps.shape[0] == 3 and np.isfinite(heatmaps).all()
+    assert list(explained) == list(ensemble.probabilities(pixels).argmax(axis=1))
+
+
+def test_an_ensemble_of_runs_with_other_classes_is_one_error_line(members, tmp_path, capsys):
+    from catsdogs.commands.ensemble import main
+
+    data, dirs = members
+    fruit = write_class_images(tmp_path / "fruit", THREE_CLASSES, 6, size=(32, 32))
+    other = catsdogs.train(catsdogs.TrainConfig(data=str(fruit), run_dir=str(tmp_path / "fruit-run"),
+                                                **QUICK))
+    capsys.readouterr()
+    line = one_error_line(capsys, main, [str(dirs[0]), str(other.dir), "--out",
+                                         str(tmp_path / "mixed")], alone=False)
+    assert "classes" in line and "fruit-run" in line
+    assert not (tmp_path / "mixed").exists()
