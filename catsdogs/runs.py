@@ -27,6 +27,7 @@ DATASET_FILE = "dataset.json"
 HISTORY_FILE = "history.csv"
 SKIPPED_FILE = "skipped.csv"
 METRICS_FILE = "metrics.json"
+PHOTOS_FILE = "photos.json"  # which photos trained, chose the model, fitted T, tested
 MODEL_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
 LOGS_DIR = "logs"

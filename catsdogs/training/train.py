@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from catsdogs import config as cfg
 from catsdogs import console, runs
 from catsdogs.console import display, log, name_some
+from catsdogs.data.datasets import chooses_on_validation
 from catsdogs.errors import CatsDogsError, RunFailed
 from catsdogs.training.distribute import (WORKERS_DIR, cluster_from_environment,
                                           remove_worker_folder, worker_folder)
@@ -160,7 +161,7 @@ def _prepare(config, placement):
                     train_size, flips, loss, accuracy, placement, first_batch, worker_batch)
 
 
-def _start_run_folder(data, run_dir, resumed):
+def _start_run_folder(data, run_dir, resumed, chooses=True):
     """Print class names and counts; save them (class_names.json, dataset.json) and the skipped
     files; warn about leakage and imbalance (doctor's cheap checks). A resumed run must see the
     classes it started with."""
@@ -176,6 +177,7 @@ def _start_run_folder(data, run_dir, resumed):
                                  f"{run_dir / runs.SKIPPED_FILE}"] + name_some(
             [f"{display(path)}: {reason}" for path, reason in data.skipped])))
     runs.write_json(run_dir / runs.DATASET_FILE, summary)
+    runs.write_json(run_dir / runs.PHOTOS_FILE, data.photo_roles(chooses))
     for line in quick_warnings(data):
         log().warning(line)
     names_file = run_dir / runs.CLASS_NAMES_FILE
@@ -249,8 +251,8 @@ def _callbacks(config, run_dir, prepared, steps_per_epoch, history):
         keras.callbacks.TerminateOnNaN(),
         # the best model before the backup and history: a kill between them then redoes an epoch
         # whose model may be kept, never records an epoch whose better model was not
-        callbacks.BestModelCheckpoint(run_dir / runs.MODEL_FILE, MONITOR,
-                                      best=best),
+        callbacks.BestModelCheckpoint(run_dir / runs.MODEL_FILE, MONITOR, best=best,
+                                      every_epoch=config.keep_epoch == "last"),
         callbacks.AtomicBackupAndRestore(run_dir / runs.CHECKPOINTS_DIR / "backup"),
         history,
         keras.callbacks.TensorBoard(log_dir=str(run_dir / runs.LOGS_DIR), write_graph=True),
@@ -299,7 +301,7 @@ def _fit(config, run_dir, prepared, resumed):
     from catsdogs.training.distribute import multi_worker_fit
 
     data = prepared.data
-    _start_run_folder(data, run_dir, resumed)
+    _start_run_folder(data, run_dir, resumed, chooses_on_validation(config))
     model, steps_per_epoch = _build_model(config, prepared)
     history = callbacks.HistoryCSV(run_dir / runs.HISTORY_FILE)
     fit_callbacks = _callbacks(config, run_dir, prepared, steps_per_epoch, history)
@@ -347,16 +349,21 @@ def _finish(config, run_dir, data, rows, parameters):
     from catsdogs.training import callbacks
 
     best = max(rows, key=lambda r: float(r[MONITOR]))
+    kept = rows[-1] if config.keep_epoch == "last" else best
     # compile=False: the optimizer is not needed, and a run begun by an older catsdogs names it
     # by a module path that may have moved
     best_model = keras.saving.load_model(run_dir / runs.MODEL_FILE, safe_mode=True, compile=False)
-    # the temperature is fitted on the split that chose the epoch (the only held-out images);
+    # the temperature is fitted on photos that chose nothing (datasets.set_aside_calibration);
     # saved_model/ is written with it inside
-    calibration = calibrate_run(run_dir, best_model, data.val.pixels, data.val.labels,
-                                data.class_names, fitted_on=f"validation ({data.sources['validation']})")
+    calibration = calibrate_run(
+        run_dir, best_model, *((data.calibration.pixels, data.calibration.labels)
+                               if data.calibration is not None else (None, None)),
+        data.class_names, fitted_on=f"calibration ({data.sources.get('calibration')})")
     plots.training_curves(rows, run_dir / runs.PLOTS_DIR / "training_curves.png",
                           title=f"{config.preset} on {data.sources['train']}")
     metrics = {
+        "kept": config.keep_epoch, "kept_epoch": int(kept["epoch"]),
+        "kept_val_accuracy": float(kept[MONITOR]),
         "best_epoch": int(best["epoch"]), "best_val_accuracy": float(best[MONITOR]),
         "best_val_loss": float(best["val_loss"]), "final_val_accuracy": float(rows[-1][MONITOR]),
         "epochs_run": len(rows), "epochs_planned": config.epochs,
@@ -365,18 +372,27 @@ def _finish(config, run_dir, data, rows, parameters):
         "best_epoch_chosen_on": data.sources["validation"],
         **_test_once(best_model, data),
         "parameters": parameters, "temperature": calibration["temperature"],
-        "val_ece_before_calibration": calibration["ece_before"],
-        "val_ece_after_calibration": calibration["ece_after"],
+        "temperature_decision": calibration["decision"],
+        "calibration_images": calibration["images"],
+        "val_ece_before_calibration": calibration.get("ece_before"),
+        "val_ece_after_calibration": calibration.get("ece_after"),
     }
     runs.write_json(run_dir / runs.METRICS_FILE, metrics)
     callbacks.remove_backup(run_dir / runs.CHECKPOINTS_DIR)
     print(f"Best {MONITOR} {metrics['best_val_accuracy']:.4f} at epoch {metrics['best_epoch']} "
           f"of {len(rows)} ({metrics['train_seconds']:.1f} s of training)")
+    if config.keep_epoch == "last":
+        print(f"Kept the last epoch ({metrics['kept_epoch']}, {MONITOR} "
+              f"{metrics['kept_val_accuracy']:.4f}): nothing was chosen on held-out photos")
     if "test_accuracy" in metrics:
         print(f"Test accuracy {metrics['test_accuracy']:.4f} on {metrics['test_images']} images "
               f"no choice was made on ({metrics['test_split']})")
-    print(f"Calibration: temperature {calibration['temperature']:.3f}, expected calibration "
-          f"error {calibration['ece_before']:.4f} -> {calibration['ece_after']:.4f} on validation")
+    if calibration["images"]:
+        print(f"Calibration on {calibration['images']} photos that chose nothing: "
+              f"{calibration['decision']}; expected calibration error "
+              f"{calibration['ece_before']:.4f} -> {calibration['ece_after']:.4f} there")
+    else:
+        print(f"Calibration: {calibration['decision']}")
     print(f"Model:       {run_dir / runs.MODEL_FILE}  (SavedModel: {run_dir / runs.SAVED_MODEL_DIR})")
     print(f"TensorBoard: tensorboard --logdir {run_dir / runs.LOGS_DIR}")
     return Run(run_dir, config, data.class_names, rows, metrics)
