@@ -5,7 +5,8 @@ command's `main()` ends in) prints a single line `error: <what> (<where>): <how 
 returns the exit code. Exit codes (docs/errors.md):
 
     0    success
-    1    the run failed (a NaN loss, no image could be classified), or an internal error
+    1    the run failed (a NaN loss, no image could be classified), the machine refused
+         (a read-only or full disk, no permission, over quota), or an internal error
     2    a usage or settings error: a bad flag, a missing folder, a run folder in use
     130  interrupted (Ctrl-C)
 
@@ -13,6 +14,7 @@ Anything else that escapes a command is a bug or an environment failure: one lin
 `error: internal: ...` and exit 1; CATSDOGS_DEBUG=1 shows the traceback instead.
 """
 
+import errno
 import os
 import sys
 
@@ -42,6 +44,55 @@ class RunFailed(CatsDogsError):
     could be classified): exit code 1, so scripts can tell it from a mistyped flag."""
 
     exit_code = RUN_FAILED_EXIT_CODE
+
+
+class MachineError(RunFailed):
+    """The machine refused (a read-only or full disk, no permission, over quota): the command
+    and its input were fine, so exit 1; the line names the path and what to do."""
+
+
+EDQUOT = getattr(errno, "EDQUOT", errno.ENOSPC)  # over quota (a platform without quotas: full)
+# errno -> (what happened, how to fix it)
+MACHINE_ERRNOS = {
+    errno.EROFS: ("read-only file system", "choose a folder on a writable disk"),
+    errno.EACCES: ("permission denied", "choose a path this user may write, or change the "
+                                        "folder's permissions"),
+    errno.EPERM: ("operation not permitted", "choose a path this user may write, or change the "
+                                             "folder's permissions"),
+    EDQUOT: ("disk quota exceeded", "free space within your quota, or choose a folder "
+                                    "elsewhere"),
+    errno.ENOSPC: ("no space left on the disk", "free space on that disk, or choose a folder on "
+                                                "another one"),  # after EDQUOT: wins where equal
+}
+# TensorFlow's own file writes (SaveV2, summaries) raise tf.errors.OpError, not OSError: its
+# message says which of the above it was
+TENSORFLOW_MESSAGES = {"No space left on device": errno.ENOSPC,
+                       "Read-only file system": errno.EROFS, "Permission denied": errno.EACCES,
+                       "Disk quota exceeded": EDQUOT}
+
+
+def machine_errno(error):
+    """The MACHINE_ERRNOS code behind `error` (an OSError, or TensorFlow's OpError saying one),
+    else None."""
+    if isinstance(error, OSError):
+        return error.errno if error.errno in MACHINE_ERRNOS else None
+    tensorflow = sys.modules.get("tensorflow")  # loaded, if it raised this
+    if tensorflow is not None and isinstance(error, tensorflow.errors.OpError):
+        return next((code for text, code in TENSORFLOW_MESSAGES.items()
+                     if text in str(error)), None)
+    return None
+
+
+def machine_error(error, path=None, what=None, fix=None):
+    """`error` as a MachineError naming `path` (default: the file the OSError names), or None
+    if the machine did not refuse: the caller re-raises. `what`, `fix`: said instead of the
+    generic text (e.g. "disk full while writing; the previous file is unchanged")."""
+    code = machine_errno(error)
+    if code is None:
+        return None
+    generic_what, generic_fix = MACHINE_ERRNOS[code]
+    where = path if path is not None else getattr(error, "filename", None)
+    return MachineError(what or generic_what, where=where, fix=fix or generic_fix)
 
 
 def debugging():
@@ -79,6 +130,8 @@ def run_command(parser, argv, body, interrupted_hint=None):
     except Exception as error:
         if debugging():
             raise
+        if machine_error(error) is not None:
+            return report(machine_error(error))
         print(f"error: internal: {type(error).__name__}: {one_line(error)} (a bug, or a "
               f"problem of this machine; {DEBUG_VARIABLE}=1 shows the traceback)",
               file=sys.stderr)

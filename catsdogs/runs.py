@@ -19,7 +19,7 @@ import time
 import unicodedata
 from pathlib import Path
 
-from catsdogs.errors import CatsDogsError
+from catsdogs.errors import EDQUOT, CatsDogsError, machine_errno, machine_error
 
 CONFIG_FILE = "config.json"
 CLASS_NAMES_FILE = "class_names.json"
@@ -91,7 +91,9 @@ def run_folder_lock(run_dir):
 
     An OS file lock (flock) on `run_dir/.lock`: it goes with the process, so a run killed in
     any way (SIGKILL included) never leaves a stale lock, and nothing needs cleaning. A second
-    process (a double click, a re-submitted job) stops at once, naming the holder.
+    process (a double click, a re-submitted job) stops at once, naming the holder: the lock is
+    taken and the holder's process id written in one step (_one_at_a_time), so the id a
+    second process reads is always there and always the holder's.
 
     Raises:
         CatsDogsError: another process holds the folder.
@@ -100,16 +102,35 @@ def run_folder_lock(run_dir):
     path.mkdir(parents=True, exist_ok=True)
     fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        if not _try_lock(fd):
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
-            raise CatsDogsError(f"run folder is in use by process {holder}", where=path,
-                                fix="wait for that run to finish, or stop it; one process "
-                                    "trains in a run folder at a time")
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        with _one_at_a_time(path):
+            if not _try_lock(fd):
+                holder = os.read(fd, 32).decode(errors="replace").strip()
+                raise CatsDogsError(f"run folder is in use by process {holder}", where=path,
+                                    fix="wait for that run to finish, or stop it; one process "
+                                        "trains in a run folder at a time")
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
         yield path
     finally:
         os.close(fd)  # releases the lock
+
+
+@contextlib.contextmanager
+def _one_at_a_time(folder):
+    """Let one process at a time into the body, by an OS lock on `folder` itself, held for
+    the microseconds of a lock taken and an id written, or of a lock tried and an id read;
+    so nobody reads the lock file between the two writes of its holder."""
+    try:
+        import fcntl
+    except ImportError:  # Windows locks no folders: a reader may miss the id for a moment
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # waits only while another process is in the body
+        yield
+    finally:
+        os.close(fd)
 
 
 def _try_lock(fd):
@@ -238,6 +259,29 @@ def copy_new(source, folder, name=None):
 # ---------------------------------------------------------------- atomic writes
 
 
+def check_writable(folder):
+    """Make sure files can be created in `folder` (or, where it does not exist yet, in its
+    nearest existing parent), by creating and removing one: a read-only disk or a folder
+    without permission is found before the work, not after it.
+
+    Raises:
+        MachineError: the machine refuses (read-only, permission, no space), naming `folder`.
+        CatsDogsError: something in the way is not a folder.
+    """
+    folder = Path(folder)
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".catsdogs-write-check-", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise machine_error(error, folder) or CatsDogsError(
+            f"cannot write here: {error.strerror}", where=folder,
+            fix="choose a folder whose path is free of files") from None
+
+
 def _fsync_dir(folder):
     with contextlib.suppress(OSError):  # not every filesystem lets a folder be opened
         fd = os.open(folder, os.O_RDONLY)
@@ -264,8 +308,8 @@ def atomic_path(path):
                 os.fsync(written.fileno())
         os.replace(temp, path)
         _fsync_dir(path.parent)
-    except OSError as error:
-        _raise_if_disk_full(error, path, temp)
+    except Exception as error:  # TensorFlow's own writes raise its OpError
+        _raise_if_refused(error, path, temp)
         raise
     finally:
         if temp.is_dir():
@@ -285,14 +329,19 @@ def size_of(path):
 DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}  # no space; over quota
 
 
-def _raise_if_disk_full(error, path, temp):
-    """A full disk becomes a one-line user error naming the file and the space needed."""
-    if getattr(error, "errno", None) not in DISK_FULL:
-        return
-    needed = max(size_of(path), size_of(temp), 1 << 20)
-    raise CatsDogsError("disk full while writing; the previous file is unchanged", where=path,
-                         fix=f"free at least {needed / 1e6:.0f} MB on that disk, then resume "
-                             "with --resume") from error
+def _raise_if_refused(error, path, temp):
+    """The machine refusing a write (a full disk, read-only, no permission) becomes one line
+    naming the file; for a full disk, with the space needed."""
+    if machine_errno(error) in (errno.ENOSPC, EDQUOT):
+        needed = max(size_of(path), size_of(temp), 1 << 20)
+        raise machine_error(error, path, "disk full while writing; the previous file is "
+                                         "unchanged",
+                            f"free at least {needed / 1e6:.0f} MB on that disk, then run the "
+                            "command again (a stopped training run continues with --resume)"
+                            ) from error
+    refused = machine_error(error, path)
+    if refused is not None:
+        raise refused from error
 
 
 def write_text(path, text):
@@ -350,8 +399,8 @@ def replace_dir(path, write, over=True):
         _fsync_dir(path.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    except OSError as error:
-        _raise_if_disk_full(error, path, temp)
+    except Exception as error:  # TensorFlow's own writes raise its OpError
+        _raise_if_refused(error, path, temp)
         raise
     finally:
         shutil.rmtree(holder, ignore_errors=True)

@@ -194,3 +194,24 @@ def test_an_ensemble_of_runs_with_other_classes_is_one_error_line(members, tmp_p
                                          str(tmp_path / "mixed")], alone=False)
     assert "classes" in line and "fruit-run" in line
     assert not (tmp_path / "mixed").exists()
+
+
+def test_train_seeds_leaves_the_members_their_spread_and_their_ensemble(folders, tmp_path, capsys):
+    from catsdogs.commands.train import main
+
+    out = tmp_path / "seeds"
+    argv = ["--data", str(folders), "--preset", "seed-cifar10", "--epochs", "1",
+            "--batch-size", "8", "--selection-split", "0.25", "--seeds", "2", "--run-dir", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((out / "seeds.json").read_text())
+    assert [row["seed"] for row in result["runs"]] == [42, 43]
+    tests = [row["test_accuracy"] for row in result["runs"]]
+    assert result["test_accuracy_mean"] == pytest.approx(np.mean(tests))
+    assert result["test_accuracy_std"] == pytest.approx(np.std(tests, ddof=1))
+    assert "± " in printed and (out / "ensemble" / "model.keras").exists()
+    ensemble = catsdogs.load(out / "ensemble")
+    assert len(ensemble.class_names) == 2
+    mtimes = {p: p.stat().st_mtime for p in out.glob("seed-*/model.keras")}
+    assert main(argv) == 0  # again: every seed finished, nothing trains
+    assert {p: p.stat().st_mtime for p in out.glob("seed-*/model.keras")} == mtimes

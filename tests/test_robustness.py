@@ -41,13 +41,14 @@ def test_full_disk_keeps_the_previous_checkpoint_byte_identical(tmp_path, monkey
     assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]
 
 
-def test_full_disk_during_training_is_one_line_exit_2(binary_folders, tmp_path, monkeypatch, capsys):
+def test_full_disk_during_training_is_one_line_exit_1(binary_folders, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(keras.Model, "save", disk_full)
     code = main(["--data", str(binary_folders), "--preset", "seed-cifar10", "--epochs", "2",
                  "--run-dir", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip().splitlines()
     # found during the run: the one error line comes after the run's progress lines
-    assert code == 2 and sum(line.startswith("error") for line in err) == 1
+    # the machine refused, not the user's input: exit 1, as for a failed run
+    assert code == 1 and sum(line.startswith("error") for line in err) == 1
     assert err[-1].startswith("error: disk full") and "model.keras" in err[-1]
 
 

@@ -13,7 +13,7 @@ wrong images) into OUT, by default `eval-<data folder name>/` beside the model.
 from catsdogs.commands.common import add_inference_flags, add_model_flags, model_options
 from catsdogs.config import command_parser
 from catsdogs.errors import command_main
-from catsdogs.inference.evaluate import evaluate
+from catsdogs.inference.evaluate import default_out, evaluate
 
 
 def build_parser():
@@ -29,12 +29,15 @@ def build_parser():
 
 
 def _run(args):
+    from catsdogs import runs
     from catsdogs.data.datasets import list_class_folders
-    from catsdogs.inference.classifier import load
+    from catsdogs.inference.classifier import load, model_file
 
     list_class_folders(args.data_dir)  # a wrong folder is one line before the model loads
+    out = args.out or default_out(model_file(args.model), args.data_dir)
+    runs.check_writable(out)  # and so is a report folder the machine refuses
     classifier = load(args.model, **model_options(args))
-    metrics = evaluate(classifier, args.data_dir, args.out, args.tta, args.batch_size,
+    metrics = evaluate(classifier, args.data_dir, out, args.tta, args.batch_size,
                        ood_dir=args.ood_dir, min_confidence=args.min_confidence)
     print(f"{metrics['images']} images: accuracy {metrics['accuracy']:.4f}, "
           f"loss {metrics['loss']:.4f}"

@@ -14,7 +14,7 @@ is written beside its destination and swapped in, so an existing export is never
 from catsdogs.commands.common import add_model_flags, model_options
 from catsdogs.config import command_parser
 from catsdogs.errors import command_main
-from catsdogs.inference.export import FORMATS, check, export, format_check_table
+from catsdogs.inference.export import FORMATS, check, default_out, export, format_check_table
 
 
 def build_parser():
@@ -34,10 +34,13 @@ def _run(args):
     formats = args.format
     if args.check and "keras" not in formats and "all" not in formats:
         formats = [*formats, "keras"]  # the reference the others are compared with
-    from catsdogs.inference.classifier import load
+    from catsdogs import runs
+    from catsdogs.inference.classifier import load, model_file
 
+    out = args.out or default_out(model_file(args.model))
+    runs.check_writable(out)  # a folder the machine refuses is one line before the model loads
     classifier = load(args.model, **model_options(args))
-    written = export(classifier, formats, args.out, args.calibration, args.int8_io)
+    written = export(classifier, formats, out, args.calibration, args.int8_io)
     if args.check:
         print("\n".join(format_check_table(check(written, args.check))))
     return 0

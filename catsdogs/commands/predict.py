@@ -14,6 +14,9 @@ not an image, too large) are listed with the reason and skipped; the command fai
 only if no file at all could be classified. Your files are never modified.
 """
 
+from pathlib import Path
+
+from catsdogs import runs
 from catsdogs.commands.common import add_inference_flags, add_model_flags, model_options
 from catsdogs.config import command_parser
 from catsdogs.console import display
@@ -43,6 +46,9 @@ def _run(args):
     from catsdogs.inference.classifier import load
 
     check_paths_exist(args.paths)  # before the model (and TensorFlow) loads
+    for folder in (args.sort_into, args.explain, args.output and Path(args.output).parent):
+        if folder:
+            runs.check_writable(folder)  # and so is a folder the machine refuses
     classifier = load(args.model, **model_options(args))
     rows, skipped = predict_paths(classifier, args.paths, args.batch_size, args.top_k,
                                   args.threshold, tta=args.tta, min_confidence=args.min_confidence,

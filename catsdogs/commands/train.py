@@ -7,6 +7,7 @@
     catsdogs train --list-presets
     catsdogs train --preview-augmentation --rotation-range 30
     catsdogs train --data ../shared/data/cats_and_dogs --preset fast-catsdogs --folds 5
+    catsdogs train --data ../shared/data/cats_and_dogs --preset fast-catsdogs --seeds 3
 
 The run folder (runs/<preset>-<time>/) gets config.json, class_names.json, dataset.json,
 history.csv, skipped.csv, logs/ (TensorBoard), model.keras (best epoch by validation accuracy),
@@ -34,6 +35,10 @@ def build_parser():
     actions.add_argument("--folds", type=int, metavar="K",
                          help="k-fold cross-validation instead of one run: K runs, mean ± "
                               "standard deviation of their held-out accuracy")
+    actions.add_argument("--seeds", type=int, metavar="N",
+                         help="N runs of these settings with seeds --seed, --seed + 1, ...: "
+                              "their mean ± standard deviation, and their ensemble "
+                              "(RUN_DIR/seed-<s>/, RUN_DIR/ensemble/)")
     actions.add_argument("--config", metavar="FILE.json", help="settings file; flags override it")
     actions.add_argument("--local-workers", type=int, metavar="N",
                          help="train with N workers on this machine (--strategy multiworker on "
@@ -64,6 +69,8 @@ def _run(args):
         print("\n".join(describe_presets()))
     elif args.folds is not None:
         _cross_validate(args)
+    elif args.seeds is not None:
+        _several_seeds(args)
     elif args.local_workers is not None:
         return _local_workers(args)
     elif args.resume:
@@ -106,6 +113,29 @@ def _local_workers(args):
         return run_local_workers(["--config", str(path)], args.local_workers)
 
 
+def _several_seeds(args):
+    """--seeds N: N runs of these settings, their spread and their ensemble (seeds.py)."""
+    from pathlib import Path
+
+    from catsdogs import runs
+    from catsdogs.training.seeds import summary_lines, train_seeds
+    from catsdogs.training.train import resolve_config
+
+    if args.seeds < 2:
+        raise CatsDogsError(f"bad value for --seeds: expected an integer >= 2, received "
+                            f"{args.seeds}", where="--seeds", fix="drop --seeds for one run")
+    for flag, given in (("--resume", args.resume), ("--local-workers", args.local_workers),
+                        ("--preview-augmentation", args.preview_augmentation)):
+        if given:
+            raise CatsDogsError(f"--seeds does not take {flag}", where=flag,
+                                fix="a killed --seeds run continues with its own command and "
+                                    "--run-dir")
+    config = resolve_config(config_from_args(args))
+    folder = Path(config.run_dir or runs.default_run_dir(f"{config.preset}-{args.seeds}seeds"))
+    print("\n".join(summary_lines(train_seeds(config, args.seeds, folder))))
+    print(f"Seeds: {folder / 'seeds.json'}")
+
+
 def _cross_validate(args):
     """--folds K: K runs of these settings on the pooled images of --data (kfold.py)."""
     from pathlib import Path
@@ -138,6 +168,7 @@ def _cross_validate(args):
                                     "machine")
     folder = Path(config.run_dir or runs.default_run_dir(f"{config.preset}-{args.folds}fold"))
     hint = None if config.run_dir else f"the same command with --run-dir {folder}"
+    runs.check_writable(folder)  # a folder the machine refuses: one line before any decoding
     result = cross_validate(config, config.data, args.folds, folder, continue_with=hint)
     print(result.summary_line())
     print(f"Folds: {folder / 'folds.json'}")

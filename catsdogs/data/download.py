@@ -12,6 +12,7 @@ import dataclasses
 import types
 from pathlib import Path
 
+from catsdogs import runs
 from catsdogs.data import archives
 from catsdogs.data.images import irregular_reason
 from catsdogs.errors import CatsDogsError
@@ -76,6 +77,7 @@ def fetch(name=None, into=None, archive=None, sha256=None):
         raise CatsDogsError(f"unknown dataset {name!r}", fix=f"known: {', '.join(SOURCES)}")
     source = SOURCES.get(name)
     into = Path(into or name or Path(archive).name.split(".")[0])
+    runs.check_writable(into)  # before a download of gigabytes
     expected = sha256 or source.sha256
     if archive is None:
         archive = download(source, expected)  # hash-checked by Keras

@@ -107,6 +107,13 @@ FILE_OPENERS = {".keras": open_keras, ".h5": open_h5, ".hdf5": open_h5, ".tflite
 KINDS = "a run folder, a .keras, .h5, .tflite or .onnx file, or a SavedModel folder"
 
 
+def model_file(path):
+    """The file (or SavedModel folder) `load(path)` opens: a run folder's model.keras, else
+    `path` itself; known before anything loads, so the outputs beside it can be checked first."""
+    path = Path(path)
+    return path / runs.MODEL_FILE if path.is_dir() and (path / runs.MODEL_FILE).exists() else path
+
+
 def load(path, class_names=None, input_scale=None):
     """Load a classifier from a run folder, a model file or a SavedModel folder.
 
@@ -135,8 +142,7 @@ def load(path, class_names=None, input_scale=None):
     path = Path(path)
     if not path.exists():
         raise CatsDogsError("model not found", where=path, fix=f"pass {KINDS}")
-    if path.is_dir() and (path / runs.MODEL_FILE).exists():
-        path = path / runs.MODEL_FILE
+    path = model_file(path)
     if not path.is_dir() and irregular_reason(path):  # a FIFO would block the read forever
         raise CatsDogsError(f"cannot read the model: {irregular_reason(path)}", where=path,
                             fix=f"pass {KINDS}")

@@ -91,6 +91,12 @@ def _labels_in_model_order(data_dir, class_names):
     return paths, to_model[folder_labels], skipped
 
 
+def default_out(model_path, data_dir):
+    """Where the report goes when no folder is given: `eval-<data folder name>/` beside the
+    model file."""
+    return Path(model_path).parent / f"eval-{Path(data_dir).resolve().name}"
+
+
 def evaluate(classifier, data_dir, out=None, tta=None, batch_size=64, ood_dir=None,
              min_confidence=None):
     """Evaluate `classifier` on `data_dir` (class sub-folders) and write the report.
@@ -128,7 +134,7 @@ def evaluate(classifier, data_dir, out=None, tta=None, batch_size=64, ood_dir=No
     metrics.update(data=str(data_dir), model=str(classifier.source), tta=tta, skipped=len(skipped),
                    calibration=calibration_metrics(raw, probabilities, labels,
                                                    classifier.temperature))
-    out = Path(out) if out else classifier.source.parent / f"eval-{Path(data_dir).resolve().name}"
+    out = Path(out) if out else default_out(classifier.source, data_dir)
     if ood_dir is not None:
         threshold = rejection_threshold(classifier, min_confidence)
         ood_pixels = _decode_folder(ood_dir, classifier.image_size)

@@ -118,6 +118,11 @@ def calibration_pixels(folder, image_size, count=CALIBRATION_IMAGES):
 # ---------------------------------------------------------------- export and check
 
 
+def default_out(model_path):
+    """Where exports go when no folder is given: `exports/` beside the model file."""
+    return Path(model_path).parent / "exports"
+
+
 def export(model, formats=FORMATS, out=None, calibration=None, int8_io=False):
     """Write `formats` of a model into `out`.
 
@@ -144,7 +149,7 @@ def export(model, formats=FORMATS, out=None, calibration=None, int8_io=False):
     # the run's temperature goes inside every export, so their probabilities are calibrated
     # too (and no calibration.json is written beside them: it would be applied twice)
     keras_model = with_temperature(classifier.model, classifier.temperature)
-    out = Path(out) if out else classifier.source.parent / "exports"
+    out = Path(out) if out else default_out(classifier.source)
     out.mkdir(parents=True, exist_ok=True)
     runs.write_json(out / runs.CLASS_NAMES_FILE, classifier.class_names)
     written = {}

@@ -428,6 +428,7 @@ def train(config):
     if config.run_dir is not None and worker == 0:
         runs.refuse_used_run_dir(config.run_dir)
     check_sources(config)  # what a user can fix is found before TensorFlow loads
+    _check_writable(config)
     placement = _placement(config)
     log().info(f"Settings: {json.dumps(cfg.to_dict(config))}")
     prepared = _prepare(config, placement)  # bad data fails here, before any folder is made
@@ -461,6 +462,12 @@ def resume(run_dir):
         return _fit(config, folder, _prepare(config, placement), resumed=True)
 
 
+def _check_writable(config):
+    """A run folder the machine will not let us write (read-only, no permission) is one line
+    before any image is decoded, not after."""
+    runs.check_writable(config.run_dir or runs.default_run_dir(config.preset).parent)
+
+
 def _placement(config):
     """The tf.distribute placement, made before any other TensorFlow work (distribute.py)."""
     from catsdogs.training.distribute import make_placement
@@ -492,6 +499,7 @@ def preview_augmentation(config, count=32):
     from catsdogs import plots
 
     config = resolve_config(config)
+    _check_writable(config)
     prepared = _prepare(config, _placement(config))
     data, train_ds = prepared.data, prepared.train_ds
     run_dir = runs.new_run_dir(config.preset, config.run_dir)

@@ -1,0 +1,80 @@
+"""`train --seeds N`: the same settings trained with N seeds, their spread, and their ensemble.
+
+One run's accuracy is one draw: two identical runs of one recipe can land points apart on
+new photos. N runs give the mean and standard deviation a claim needs, and their ensemble
+(inference/ensemble.py) is the model to use: the mean of N calibrated members is more
+accurate and better calibrated than a typical member.
+
+The folder holds seed-<s>/ (ordinary run folders), ensemble/ and seeds.json. Killed, the same
+command with the same --run-dir skips the finished seeds and resumes the one that was running.
+"""
+
+import dataclasses
+import json
+import statistics
+from pathlib import Path
+
+from catsdogs import runs
+from catsdogs.console import log
+
+SEEDS_FILE = "seeds.json"
+
+
+def train_seeds(config, count, folder):
+    """Train `config` with seeds config.seed .. config.seed + count - 1 into `folder`, then
+    write their ensemble. Returns the dict seeds.json holds."""
+    from catsdogs.inference.ensemble import write_ensemble
+    from catsdogs.training.train import resume, train
+
+    folder = Path(folder)
+    members = []
+    for seed in range(config.seed, config.seed + count):
+        run_dir = folder / f"seed-{seed}"
+        if (run_dir / runs.METRICS_FILE).exists():
+            log().info(f"Seed {seed}: finished before, kept ({run_dir})")
+        elif (run_dir / runs.CHECKPOINTS_DIR).exists():
+            resume(run_dir)
+        else:
+            train(dataclasses.replace(config, seed=seed, run_dir=str(run_dir)))
+        members.append(run_dir)
+    ensemble_dir = folder / "ensemble"
+    if not (ensemble_dir / runs.MODEL_FILE).exists():
+        write_ensemble(members, ensemble_dir)
+    rows = [{"seed": config.seed + i, "run": str(path),
+             **_figures(json.loads((path / runs.METRICS_FILE).read_text()))}
+            for i, path in enumerate(members)]
+    result = {"runs": rows, "ensemble": str(ensemble_dir), **_spread(rows)}
+    runs.write_json(folder / SEEDS_FILE, result)
+    return result
+
+
+def _figures(metrics):
+    keys = ("kept_epoch", "kept_val_accuracy", "test_accuracy", "temperature")
+    return {key: metrics.get(key) for key in keys}
+
+
+def _spread(rows):
+    """Mean and sample standard deviation of each figure that every run has."""
+    spread = {}
+    for key in ("kept_val_accuracy", "test_accuracy"):
+        values = [row[key] for row in rows if row[key] is not None]
+        if len(values) == len(rows) and len(values) > 1:
+            spread[f"{key}_mean"] = statistics.fmean(values)
+            spread[f"{key}_std"] = statistics.stdev(values)
+    return spread
+
+
+def summary_lines(result):
+    """What the command prints: one line per seed, the spread, and where the ensemble is."""
+    lines = [f"seed {row['seed']}: kept epoch {row['kept_epoch']}, held-out accuracy "
+             f"{row['kept_val_accuracy']:.4f}"
+             + (f", test accuracy {row['test_accuracy']:.4f}" if row["test_accuracy"] is not None
+                else "") for row in result["runs"]]
+    for key, name in (("test_accuracy", "test"), ("kept_val_accuracy", "held-out")):
+        if f"{key}_mean" in result:
+            lines.append(f"{name} accuracy over {len(result['runs'])} seeds: "
+                         f"{result[f'{key}_mean']:.4f} ± {result[f'{key}_std']:.4f} (mean ± std)")
+            break
+    lines.append(f"Ensemble of the {len(result['runs'])} runs: {result['ensemble']} "
+                 "(evaluate it: catsdogs evaluate ENSEMBLE_DIR DATA)")
+    return lines
