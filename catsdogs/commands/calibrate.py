@@ -30,7 +30,6 @@ def _run(args):
 
     run_dir = runs.existing_run_dir(args.run)
     runs.check_writable(run_dir)  # calibration.json and saved_model/ are rewritten in it
-    runs.check_writable(run_dir)  # calibration.json and saved_model/ are rewritten in it
     if args.data_dir:
         list_class_folders(args.data_dir)  # a wrong folder is one line before TensorFlow loads
     from catsdogs.inference.calibrate import calibrate_run
