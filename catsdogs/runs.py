@@ -266,7 +266,7 @@ def check_writable(folder):
 
     Raises:
         MachineError: the machine refuses (read-only, permission, no space), naming `folder`.
-        CatsDogsError: something in the way is not a folder.
+        CatsDogsError: another reason (a file where a folder should be).
     """
     folder = Path(folder)
     existing = folder.absolute()
@@ -279,7 +279,7 @@ def check_writable(folder):
     except OSError as error:
         raise machine_error(error, folder) or CatsDogsError(
             f"cannot write here: {error.strerror}", where=folder,
-            fix="choose a folder whose path is free of files") from None
+            fix="choose another folder") from None
 
 
 def _fsync_dir(folder):
