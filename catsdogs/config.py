@@ -176,6 +176,13 @@ class TrainConfig:
     class_weight: str = setting("none", "auto weights each class inversely to its count, for "
                                         "imbalanced folders", choices=CLASS_WEIGHTS)
     patience: int = setting(0, "(epochs) stop after this many without a better val accuracy; 0: off")
+    refit: bool = setting(False, "after the run, train once more on its training photos and "
+                                 "the photos that chose its epoch, for that many epochs, keeping "
+                                 "the last, into RUN_DIR/refit/ (the usual final step; the "
+                                 "temperature's photos and the test split stay out of it); "
+                                 "needs --keep-epoch best")
+    refit_union: bool = setting(False, "(bool, set by --refit in the run it starts) train on "
+                                       "the training photos and those that chose the epoch")
     strategy: str = setting("auto", "devices and machines to train on; --batch-size is per "
                                     "replica", choices=STRATEGIES)
     # compression: training/distill.py, training/prune.py
@@ -234,6 +241,10 @@ class TrainConfig:
                                 "images and labels it was not asked about", where="--teacher",
                                 fix="drop --mixup and --cutmix when distilling")
         _check(self.patience >= 0, "patience", self.patience, "an integer >= 0 (0 turns it off)")
+        if self.refit and self.keep_epoch == "last":
+            raise CatsDogsError("--refit with --keep-epoch last: no photos chose the epoch, so "
+                                "there is nothing to add and nothing left to calibrate on",
+                                where="--refit", fix="give --keep-epoch best, or drop --refit")
         # compression
         _check(math.isfinite(self.distill_temperature) and self.distill_temperature > 0,
                "distill_temperature", self.distill_temperature, "a number > 0, e.g. 3")
@@ -326,7 +337,8 @@ SETTINGS_ADDED_LATER = {"progressive_start": 1.0, "steps_per_execution": 1,
                         "mixup": 0.0, "cutmix": 0.0, "rand_augment": 0, "ema": 0.0,
                         # the epoch choice and the temperature's photos: runs before them kept
                         # the best epoch and fitted the temperature on the photos that chose it
-                        "keep_epoch": "best", "calibration_split": 0.0}
+                        "keep_epoch": "best", "calibration_split": 0.0,
+                        "refit": False, "refit_union": False}
 
 
 def run_config_dict(config):

@@ -215,3 +215,24 @@ def test_train_seeds_leaves_the_members_their_spread_and_their_ensemble(folders,
     mtimes = {p: p.stat().st_mtime for p in out.glob("seed-*/model.keras")}
     assert main(argv) == 0  # again: every seed finished, nothing trains
     assert {p: p.stat().st_mtime for p in out.glob("seed-*/model.keras")} == mtimes
+
+
+def test_refit_trains_on_the_union_for_the_chosen_epochs_and_keeps_the_temperatures_photos_out(
+        folders, tmp_path):
+    run = catsdogs.train(catsdogs.TrainConfig(data=str(folders), selection_split=0.25,
+                                              keep_epoch="best", refit=True, epochs=2,
+                                              preset="seed-cifar10", batch_size=8,
+                                              run_dir=str(tmp_path / "run")))
+    parent = json.loads((run.dir / "photos.json").read_text())
+    refit_dir = run.dir / "refit"
+    child = json.loads((refit_dir / "photos.json").read_text())
+    assert files(child, "trained_on") == files(parent, "trained_on") | files(parent, "chose_the_model")
+    assert files(child, "fitted_the_temperature") == files(parent, "fitted_the_temperature")
+    assert not files(child, "trained_on") & files(child, "fitted_the_temperature")
+    assert child["chose_the_model"] is None  # the refit keeps its last epoch
+    assert not files(child, "trained_on") & files(parent, "tested_once")
+    refit_metrics = json.loads((refit_dir / "metrics.json").read_text())
+    assert refit_metrics["epochs_run"] == run.metrics["kept_epoch"]
+    assert json.loads((run.dir / "metrics.json").read_text())["refit"] == str(refit_dir)
+    assert refit_metrics["train_images"] == len(files(child, "trained_on")) == 36
+    assert refit_metrics["validation_images"] == parent["fitted_the_temperature"]["count"]

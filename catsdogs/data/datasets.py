@@ -81,6 +81,24 @@ class ImageData:
                 "fitted_the_temperature": role(self.calibration, "calibration"),
                 "tested_once": role(self.test, "test")}
 
+    def with_choice_photos_trained(self):
+        """A refit's data: the photos that chose the epoch join the training photos; the
+        photos set aside to fit the temperature are what it validates on (to watch, not to
+        choose) and calibrates on; the test split stays the test split."""
+        if self.calibration is None or self.calibration is self.val:
+            raise CatsDogsError("a refit needs photos set aside for calibration",
+                                where="--refit", fix="give --calibration-split 0.5 (its default)")
+        train = Split(np.concatenate([self.train.pixels, self.val.pixels]),
+                      np.concatenate([self.train.labels, self.val.labels]),
+                      self.train.paths + self.val.paths
+                      if self.train.paths and self.val.paths else [],
+                      self.train.digests + self.val.digests
+                      if self.train.digests and self.val.digests else [])
+        sources = {**self.sources, "train": f"{self.sources['train']} and the photos that chose "
+                                             f"the epoch ({self.sources['validation']})",
+                   "validation": self.sources["calibration"]}
+        return dataclasses.replace(self, train=train, val=self.calibration, sources=sources)
+
     def set_aside_calibration(self, share, chooses, seed):
         """ImageData with photos to fit the temperature on that chose nothing.
 
@@ -322,8 +340,11 @@ def load_image_data(config, image_size, shard=(0, 1)):
     data = _load_sources(config, image_size, shard)
     if config.selection_split:
         data = data.carve_selection(config.selection_split, config.seed)
-    return data.set_aside_calibration(config.calibration_split, chooses_on_validation(config),
+    # a refit's photos are carved as its parent's were: that run chose its epoch on them
+    data = data.set_aside_calibration(config.calibration_split,
+                                      chooses_on_validation(config) or config.refit_union,
                                       config.seed)
+    return data.with_choice_photos_trained() if config.refit_union else data
 
 
 def chooses_on_validation(config):

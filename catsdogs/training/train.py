@@ -441,7 +441,25 @@ def train(config):
         runs.refuse_used_run_dir(run_dir)  # another process may have started it meanwhile
         runs.write_json(run_dir / runs.CONFIG_FILE, cfg.run_config_dict(config))
         log().info(f"Run folder: {run_dir}")
-        return _fit(config, run_dir, prepared, resumed=False)
+        run = _fit(config, run_dir, prepared, resumed=False)
+    if config.refit:
+        _refit(run)
+    return run
+
+
+def _refit(run):
+    """--refit: train again on the training photos and those that chose the epoch, for the
+    chosen number of epochs, keeping the last, into RUN_DIR/refit/ (a run folder of its own:
+    `train --resume RUN_DIR/refit` continues it). Nothing in it is chosen on held-out photos."""
+    config = dataclasses.replace(run.config, refit=False, refit_union=True, keep_epoch="last",
+                                 patience=0, epochs=run.metrics["kept_epoch"],
+                                 run_dir=str(run.dir / "refit"))
+    log().info(f"Refit: {config.epochs} epochs on the training photos and those that chose "
+               f"the epoch, into {config.run_dir}")
+    refit = train(config)
+    run.metrics["refit"] = str(refit.dir)
+    runs.write_json(run.dir / runs.METRICS_FILE, run.metrics)
+    return refit
 
 
 def resume(run_dir):
@@ -459,7 +477,10 @@ def resume(run_dir):
         runs.remove_stale_temporaries(folder)
         done = runs.read_csv(folder / runs.HISTORY_FILE)
         log().info(f"Resuming {run_dir} after epoch {len(done)} of {config.epochs}")
-        return _fit(config, folder, _prepare(config, placement), resumed=True)
+        run = _fit(config, folder, _prepare(config, placement), resumed=True)
+    if config.refit and run is not None:
+        _refit(run)
+    return run
 
 
 def _check_writable(config):
