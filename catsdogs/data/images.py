@@ -19,14 +19,24 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageMode, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold, checked before decoding
+# (bytes) one image's pixels as Pillow decodes them (after a JPEG's draft scaling), checked
+# from the header before decoding: a 40-megapixel RGB PNG fits; a small file claiming a huge
+# 16-bit image (a 194 kB PNG of 9400x9400 decodes to 169 MiB) does not. A decoded image is
+# shrunk towards the target size before any conversion copies it, so this bounds the memory.
+MAX_DECODED_BYTES = 128 * 2**20
 
 
 class UnreadableImage(Exception):
     """A file that cannot be used as an image; str(error) is the reason shown to the user."""
+
+
+class ImageTooLarge(UnreadableImage):
+    """Over MAX_PIXELS or MAX_DECODED_BYTES, found from the header before decoding: the
+    request was too large, not malformed (a server answers 413, not 400)."""
 
 
 def is_hidden(path):
@@ -66,6 +76,12 @@ def irregular_reason(path):
         return f"cannot read the file: {error.strerror or error}"
 
 
+# What decode_image does to every file, besides the size: disk caches of decoded pixels are
+# keyed by it (data/cache.py), so change it with decode_image and old caches are not reused.
+DECODE_SETTINGS = {"resize": "bilinear", "colour": "8-bit RGB, EXIF orientation applied, "
+                   "transparency on white, first frame", "version": 1}
+
+
 def decode_image(path, size, contents=None):
     """Read `path` as an RGB uint8 array of shape (height, width, 3), resized to `size`.
 
@@ -78,21 +94,24 @@ def decode_image(path, size, contents=None):
         contents: the file's bytes, when the caller has read them already.
 
     Raises:
-        UnreadableImage: empty, truncated, not an image, or larger than MAX_PIXELS.
+        ImageTooLarge: more than MAX_PIXELS pixels, or more than MAX_DECODED_BYTES once
+            decoded (both read from the header, before decoding).
+        UnreadableImage: empty, truncated or not an image.
     """
     height, width = size
     if contents is None:  # read through read_bytes: a FIFO or device never reaches Pillow
         contents = read_bytes(path)
     try:
-        with Image.open(io.BytesIO(contents)) as image:
+        with Image.open(io.BytesIO(contents)) as image:  # lazy: the header only, so far
             if image.width * image.height > MAX_PIXELS:
-                raise UnreadableImage(f"too large: {image.width}x{image.height} pixels "
-                                      f"(limit {MAX_PIXELS:,}, a possible decompression bomb)")
+                raise ImageTooLarge(f"too large: {image.width}x{image.height} pixels "
+                                    f"(limit {MAX_PIXELS:,}, a possible decompression bomb)")
             # JPEG only: let libjpeg decode at 1/2, 1/4 or 1/8 scale when that still
             # covers the target size: several times faster on photos much larger than it.
             image.draft("RGB", (max(size), max(size)))
+            check_decoded_size(image)
             ImageOps.exif_transpose(image, in_place=True)  # in place: no copy when upright
-            image = _to_rgb(image)
+            image = _to_rgb(_shrink_towards(image, size))
             return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR))
     except UnreadableImage:
         raise
@@ -101,9 +120,40 @@ def decode_image(path, size, contents=None):
         reason = "empty file" if empty else "not an image Pillow can read"
         raise UnreadableImage(reason) from None
     except Image.DecompressionBombError as error:
-        raise UnreadableImage(f"too large: {error}") from None
+        raise ImageTooLarge(f"too large: {error}") from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as error:
         raise UnreadableImage(f"corrupt image: {error}") from None
+
+
+def decoded_bytes(image):
+    """Bytes Pillow will hold for `image` (opened, not yet loaded) once decoded: width x
+    height x bands x bytes per sample of its mode (2 per sample for 16-bit images)."""
+    try:
+        mode = ImageMode.getmode(image.mode)
+        per_pixel = len(mode.bands) * np.dtype(mode.typestr).itemsize
+    except (KeyError, TypeError):  # a mode NumPy has no type for: Pillow's widest pixel
+        per_pixel = 4
+    return image.width * image.height * per_pixel
+
+
+def check_decoded_size(image, limit=MAX_DECODED_BYTES):
+    """ImageTooLarge when `image` would decode to more than `limit` bytes."""
+    needed = decoded_bytes(image)
+    if needed > limit:
+        raise ImageTooLarge(f"too large: {image.width}x{image.height} {image.mode} pixels "
+                            f"decode to {needed / 2**20:.0f} MiB (limit {limit / 2**20:.0f} MiB "
+                            f"per image); save it smaller, e.g. as an 8-bit JPEG")
+
+
+def _shrink_towards(image, size):
+    """`image` box-averaged by a whole factor while it stays at least twice `size` (Pillow's
+    `reducing_gap` idea), before any mode conversion copies it at full size; the final
+    bilinear resize then looks the same. Works for every mode, 16-bit included."""
+    height, width = size
+    factor = min(image.width // (2 * width), image.height // (2 * height))
+    if factor < 2:
+        return image
+    return image.resize((image.width // factor, image.height // factor), Image.Resampling.BOX)
 
 
 def _to_rgb(image):
