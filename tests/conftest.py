@@ -95,6 +95,16 @@ def binary_folders(tmp_path):
 
 
 @pytest.fixture
+def protocol_folders(tmp_path):
+    """train/ (20 per class) and validation/ (6 per class) of 32x32 images: enough to carve a
+    selection split and set calibration photos aside from it."""
+    root = tmp_path / "images"
+    write_class_images(root / "train", TWO_CLASSES, 20, size=(32, 32), seed=1)
+    write_class_images(root / "validation", TWO_CLASSES, 6, size=(32, 32), seed=2)
+    return root
+
+
+@pytest.fixture
 def three_class_folder(tmp_path):
     """One folder of three generated classes, with no train/validation split."""
     return write_class_images(tmp_path / "fruit", THREE_CLASSES, 10, size=(32, 32), seed=3)

@@ -18,11 +18,8 @@ QUICK = dict(preset="seed-cifar10", epochs=1, batch_size=8)
 
 
 @pytest.fixture
-def folders(tmp_path):
-    root = tmp_path / "images"
-    write_class_images(root / "train", TWO_CLASSES, 20, size=(32, 32), seed=1)
-    write_class_images(root / "validation", TWO_CLASSES, 6, size=(32, 32), seed=2)
-    return root
+def folders(protocol_folders):
+    return protocol_folders
 
 
 def files(roles, role):

@@ -14,11 +14,8 @@ from conftest import TWO_CLASSES, write_class_images
 
 
 @pytest.fixture
-def folders(tmp_path):
-    root = tmp_path / "images"
-    write_class_images(root / "train", TWO_CLASSES, 20, size=(32, 32), seed=1)
-    write_class_images(root / "validation", TWO_CLASSES, 6, size=(32, 32), seed=2)
-    return root
+def folders(protocol_folders):
+    return protocol_folders
 
 
 def test_the_selection_split_is_disjoint_stratified_and_stable(folders):
