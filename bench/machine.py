@@ -36,6 +36,19 @@ def shared_data(*parts):
     return path
 
 
+def training_flops(flops_per_image, metrics, history=(), full_side=None):
+    """Training arithmetic of a finished run: forward FLOPs per image x 3 (forward and
+    backward) x the images its epochs saw, each progressive-resizing epoch charged at its
+    side (see training_gflops_per_second). A budget in these units means the same on every
+    machine; minutes do not."""
+    sides = [float(row["image_side"]) for row in history if row.get("image_side")]
+    if full_side and len(sides) == metrics["epochs_run"]:
+        epochs = sum((side / full_side) ** 2 for side in sides)
+    else:
+        epochs = metrics["epochs_run"]
+    return flops_per_image * 3 * metrics["train_images"] * epochs
+
+
 def training_gflops_per_second(flops_per_image, metrics, history=(), full_side=None):
     """Achieved training GFLOP/s of a finished run: forward FLOPs per image x 3 (forward and
     backward) x the images its epochs saw / its training seconds (metrics.json's).
@@ -44,9 +57,5 @@ def training_gflops_per_second(flops_per_image, metrics, history=(), full_side=N
     each epoch is charged the FLOPs of the side it trained at, (side / full side)^2 of the
     full-size count: counting full size for every epoch would credit a run with arithmetic it
     never did."""
-    sides = [float(row["image_side"]) for row in history if row.get("image_side")]
-    if full_side and len(sides) == metrics["epochs_run"]:
-        epochs = sum((side / full_side) ** 2 for side in sides)
-    else:
-        epochs = metrics["epochs_run"]
-    return flops_per_image * 3 * metrics["train_images"] * epochs / metrics["train_seconds"] / 1e9
+    flops = training_flops(flops_per_image, metrics, history, full_side)
+    return flops / metrics["train_seconds"] / 1e9

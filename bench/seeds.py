@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import catsdogs  # noqa: E402
-from machine import describe, shared_data  # noqa: E402
+from machine import describe, shared_data, training_flops  # noqa: E402
 
 TASKS = {"catsdogs": ("cats_and_dogs", "folder", "validation"),
          "cifar10": ("cifar10", "cifar10", "test")}
@@ -68,6 +68,17 @@ def train_once(args, root, keep, seed):
     return run_dir, time.perf_counter() - started
 
 
+def run_pflop(preset_name, run_dir, metrics):
+    """The run's training arithmetic in PFLOP (machine.training_flops)."""
+    from catsdogs import runs
+    from catsdogs.models.presets import count_flops, get_preset
+
+    preset = get_preset(preset_name)
+    flops = count_flops(preset.build(len(json.loads((run_dir / runs.CLASS_NAMES_FILE).read_text()))))
+    history = runs.read_csv(run_dir / runs.HISTORY_FILE)
+    return training_flops(flops, metrics, history, preset.image_size[0]) / 1e15
+
+
 def spread(values):
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else float("nan")
@@ -94,7 +105,8 @@ def main():
             run_dir, seconds = train_once(args, root, keep, seed)
             metrics = json.loads((run_dir / "metrics.json").read_text())
             row = {"keep": keep, "seed": seed, "run": str(run_dir), "seconds": seconds,
-                   "train_seconds": metrics["train_seconds"],
+                   "train_seconds": metrics["train_seconds"], "epochs": metrics["epochs_run"],
+                   "train_pflop": run_pflop(args.preset, run_dir, metrics),
                    "kept_epoch": metrics.get("kept_epoch", metrics["best_epoch"]),
                    "decision": metrics.get("temperature_decision"),
                    **test_figures(run_dir, test_dir)}
@@ -115,10 +127,11 @@ def main():
         Path(args.json).write_text(json.dumps({"machine": describe(), "rows": rows}, indent=2))
     print(f"\n{describe()}\n{args.preset}, selection split {SELECTION_SPLIT:.0%}, test = "
           f"{test_dir}")
-    print(f"{'keep':<6}{'seed':>10}{'epoch':>7}{'test':>8}{'ECE raw':>9}{'ECE cal.':>10}{'T':>7}"
-          f"{'train s':>9}")
+    print(f"{'keep':<6}{'seed':>10}{'epochs':>7}{'kept':>6}{'PFLOP':>7}{'test':>8}{'ECE raw':>9}"
+          f"{'ECE cal.':>10}{'T':>7}{'train s':>9}")
     for row in rows:
-        print(f"{row['keep']:<6}{row['seed']!s:>10}{row.get('kept_epoch', '-')!s:>7}"
+        print(f"{row['keep']:<6}{row['seed']!s:>10}{row.get('epochs', '-')!s:>7}"
+              f"{row.get('kept_epoch', '-')!s:>6}{row.get('train_pflop', float('nan')):>7.3f}"
               f"{row['test']:>8.1%}{row['ece_raw']:>9.4f}{row['ece_calibrated']:>10.4f}"
               f"{row['temperature']:>7.3f}{row.get('train_seconds', float('nan')):>9.0f}")
     for keep in args.keep:
