@@ -23,6 +23,7 @@ WEIGHTS = ("none", "imagenet")  # where a keras.applications backbone starts
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")  # see distribute.py
 KEEP = ("best", "last")  # which epoch's model a run keeps (train.py)
 CLASS_WEIGHTS = ("none", "auto")  # auto: each class weighted by total / (classes x its count)
+CACHES = ("auto", "ram", "disk")  # where decoded pixels live while training (data/cache.py)
 
 
 def setting(default, help, choices=None, nargs=None):
@@ -114,6 +115,15 @@ class TrainConfig:
     train_dir: str | None = setting(None, "(folder) training class sub-folders (with --val-dir)")
     val_dir: str | None = setting(None, "(folder) validation class sub-folders (with --train-dir)")
     val_split: float = setting(0.2, "(fraction) held out for validation when --data has no split")
+    cache: str = setting(
+        "auto", "where the decoded pixels live: ram: in memory, decoded every run; disk: "
+                "decoded once into a cache folder (per folder and image size) that later runs "
+                "reuse, decoding only added or changed files, and trained from batch by batch "
+                "(memory stays flat whatever the number of images); auto: ram when the decoded "
+                "images fit comfortably in the available memory, else disk", choices=CACHES)
+    cache_dir: str | None = setting(
+        None, "(folder) where --cache disk keeps its caches; default: $CATSDOGS_CACHE, else "
+              "$XDG_CACHE_HOME/catsdogs or ~/.cache/catsdogs (catsdogs cache list | clear)")
     selection_split: float = setting(
         0.0, "(fraction) carve this share of each class's training images (by --seed) to choose "
              "the best epoch on; the validation split is then a test split, evaluated once at "
@@ -329,6 +339,7 @@ VERSION_KEY = "config_version"
 # Settings added after the first run folders: a config.json without one (written before it
 # existed) resumes with the value its run trained with, as no run of that time could set it.
 SETTINGS_ADDED_LATER = {"progressive_start": 1.0, "steps_per_execution": 1,
+                        "cache": "ram",  # decoded pixels in memory, as before the disk cache
                         "optimizer": "adam", "lookahead": False, "selection_split": 0.0,
                         # compression: off
                         "teacher": None, "distill_temperature": 3.0, "distill_alpha": 0.5,

@@ -1,8 +1,9 @@
 """Images in: class folders or CIFAR-10 -> decoded, labelled splits -> tf.data pipelines.
 
 Every file is decoded once, in parallel, before training (images.decode_many): unreadable
-files are reported and skipped, never moved or rewritten, and the decoded pixels stay in memory,
-so each epoch costs only augmentation, not JPEG decoding (the seed tutorial's
+files are reported and skipped, never moved or rewritten, and the decoded pixels stay in memory
+or, with `--cache disk` (or `auto` when they would not fit), in a disk cache that later runs
+reuse (cache.py), so each epoch costs only augmentation, not JPEG decoding (the seed tutorial's
 ImageDataGenerator decodes every photo again every epoch).
 """
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from catsdogs import runs
 from catsdogs.console import log
+from catsdogs.data.cache import Storage
 from catsdogs.data.images import decode_many, has_image_extension, irregular_reason, is_hidden
 from catsdogs.errors import CatsDogsError
 
@@ -25,21 +27,48 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
 
 @dataclasses.dataclass
 class Split:
-    """One split's decoded images: pixels (n, height, width, 3) uint8 and int labels (n,)."""
+    """One split's decoded images, uint8 (n, height, width, 3), and int labels (n,).
 
-    pixels: np.ndarray
+    `store` holds the pixels: an array in memory, or a disk cache's pixels file
+    (cache.DiskArray), of which `rows` names this split's images in order (None: all of
+    them). A subset of a disk-backed split keeps row numbers, not pixels, so carving splits
+    out of it never reads the cache into memory (fancy indexing would copy)."""
+
+    store: object  # np.ndarray, or cache.DiskArray
     labels: np.ndarray
     paths: list  # source file of each image; empty for in-memory datasets
     digests: list = dataclasses.field(default_factory=list)  # SHA-256 of each path's file
+    rows: np.ndarray | None = None  # disk-backed: each image's row in `store`
 
     def __len__(self):
         return len(self.labels)
 
+    @property
+    def on_disk(self):
+        return not isinstance(self.store, np.ndarray)
+
+    @property
+    def pixels(self):
+        """All of the split's pixels as one array in memory: for the small held-out splits;
+        training gathers batches instead (make_dataset)."""
+        if not self.on_disk and self.rows is None:
+            return self.store
+        return self.gather(np.arange(len(self)))
+
+    def gather(self, indices):
+        """The pixels of the split's images at `indices`, read from wherever they are."""
+        rows = np.asarray(indices) if self.rows is None else self.rows[np.asarray(indices)]
+        return self.store.read(rows) if self.on_disk else self.store[rows]
+
     def subset(self, indices):
         """The images at `indices`, with their labels, paths and digests."""
-        return Split(self.pixels[indices], self.labels[indices],
-                     [self.paths[i] for i in indices] if self.paths else [],
-                     [self.digests[i] for i in indices] if self.digests else [])
+        indices = np.asarray(indices, dtype=np.int64)
+        paths = [self.paths[i] for i in indices] if self.paths else []
+        digests = [self.digests[i] for i in indices] if self.digests else []
+        if self.on_disk:
+            rows = indices if self.rows is None else self.rows[indices]
+            return Split(self.store, self.labels[indices], paths, digests, rows)
+        return Split(self.pixels[indices], self.labels[indices], paths, digests)
 
     def counts(self, class_names):
         per_class = np.bincount(self.labels, minlength=len(class_names))
@@ -55,6 +84,7 @@ class ImageData:
     sources: dict  # split name -> where it came from
     test: Split | None = None  # with a selection split: the data's own validation split, used once
     calibration: Split | None = None  # held-out photos that chose nothing: fit the temperature
+    storage: dict | None = None  # where the decoded pixels were: ram, or which disk caches
 
     def summary(self):
         """Class names and per-class counts, for printing and dataset.json."""
@@ -63,7 +93,8 @@ class ImageData:
         return {"class_names": self.class_names, "sources": self.sources,
                 "counts": {name: split.counts(self.class_names)
                            for name, split in splits.items() if split is not None},
-                "skipped": len(self.skipped)}
+                "skipped": len(self.skipped),
+                **({"pixels": self.storage} if self.storage else {})}
 
     def photo_roles(self, chooses):
         """Which photos did what in a run (photos.json): each role's source, count and files,
@@ -134,7 +165,8 @@ class ImageData:
         return ImageData(self.class_names, self.train.subset(train_idx),
                          self.train.subset(selection_idx), self.skipped,
                          {"train": self.sources["train"], "validation": source,
-                          "test": self.sources["validation"]}, test=self.val)
+                          "test": self.sources["validation"]}, test=self.val,
+                         storage=self.storage)
 
 
 # ---------------------------------------------------------------- finding files
@@ -227,9 +259,15 @@ def stratified_split(labels, fraction, seed, flag="--val-split"):
 # ---------------------------------------------------------------- decoding
 
 
-def _decode_split(paths, labels, image_size, class_names, where):
-    pixels, kept, skipped, digests = decode_many(paths, image_size)
-    split = Split(pixels, labels[kept], [paths[i] for i in kept], digests)
+def _decode_split(paths, labels, image_size, class_names, where, storage=None):
+    """The Split of `paths` decoded, in memory or (storage.mode disk) through the disk cache
+    of folder `where`; a class left with no readable image is an error."""
+    if storage is not None and storage.mode == "disk":
+        store, rows, kept, skipped, digests = storage.decode(paths, image_size, where)
+        split = Split(store, labels[kept], [paths[i] for i in kept], digests, rows)
+    else:
+        pixels, kept, skipped, digests = decode_many(paths, image_size)
+        split = Split(pixels, labels[kept], [paths[i] for i in kept], digests)
     for name, count in split.counts(class_names).items():
         if count == 0:
             raise CatsDogsError(f"no readable images for class {name!r}", where=where,
@@ -237,11 +275,13 @@ def _decode_split(paths, labels, image_size, class_names, where):
     return split, skipped
 
 
-def load_labelled_folder(folder, image_size):
-    """(class names, Split) of one folder of class sub-folders, decoded."""
+def load_labelled_folder(folder, image_size, storage=None):
+    """(class names, Split) of one folder of class sub-folders, decoded (`storage`: where the
+    pixels go, cache.Storage; default in memory)."""
     class_names, paths, labels, _ = scan_class_folders(folder)
+    _settle(storage, len(paths), image_size)
     log().info(f"Decoding {len(paths)} images from {folder}")
-    split, _ = _decode_split(paths, labels, image_size, class_names, folder)
+    split, _ = _decode_split(paths, labels, image_size, class_names, folder, storage)
     return class_names, split
 
 
@@ -255,9 +295,16 @@ def _shard_note(shard):
     return "" if shard[1] == 1 else f" (worker {shard[0]}'s shard of {shard[1]})"
 
 
-def load_folders(train_dir, val_dir, image_size, shard=(0, 1)):
+def _settle(storage, images, image_size):
+    """Settle `--cache auto` once the number of images to decode is known."""
+    if storage is not None:
+        storage.decide(images, image_size)
+
+
+def load_folders(train_dir, val_dir, image_size, shard=(0, 1), storage=None):
     """Two folders of class sub-folders with the same classes -> ImageData; with `shard`
-    (index, count), only that worker's share of each folder's files is decoded."""
+    (index, count), only that worker's share of each folder's files is decoded; `storage`
+    (cache.Storage) says where the pixels go (default: in memory)."""
     class_names, train_paths, train_labels, skipped = scan_class_folders(train_dir)
     val_names, val_paths, val_labels, val_skipped = scan_class_folders(val_dir)
     if val_names != class_names:
@@ -265,24 +312,29 @@ def load_folders(train_dir, val_dir, image_size, shard=(0, 1)):
                             f"{class_names}", where=val_dir, fix="use the same class sub-folders")
     train_paths, train_labels = _sharded(train_paths, train_labels, shard)
     val_paths, val_labels = _sharded(val_paths, val_labels, shard)
+    _settle(storage, len(train_paths) + len(val_paths), image_size)
     log().info(f"Decoding {len(train_paths)} training images from {train_dir}{_shard_note(shard)}")
-    train, bad = _decode_split(train_paths, train_labels, image_size, class_names, train_dir)
+    train, bad = _decode_split(train_paths, train_labels, image_size, class_names, train_dir,
+                               storage)
     log().info(f"Decoding {len(val_paths)} validation images from {val_dir}{_shard_note(shard)}")
-    val, val_bad = _decode_split(val_paths, val_labels, image_size, class_names, val_dir)
+    val, val_bad = _decode_split(val_paths, val_labels, image_size, class_names, val_dir,
+                                 storage)
     return ImageData(class_names, train, val, skipped + bad + val_skipped + val_bad,
                      {"train": str(train_dir), "validation": str(val_dir)})
 
 
-def load_split_folder(folder, image_size, val_split, seed, shard=(0, 1)):
+def load_split_folder(folder, image_size, val_split, seed, shard=(0, 1), storage=None):
     """One folder of class sub-folders, split into train/validation per class by `seed`.
 
     One worker splits the decoded images (unreadable files left out first); several split the
     file list, so that each decodes only its shard of each part."""
     class_names, paths, labels, skipped = scan_class_folders(folder)
     source = f"{folder} (split {1 - val_split:.0%}/{val_split:.0%}, seed {seed})"
+    _settle(storage, -(-len(paths) // shard[1]), image_size)
     if shard[1] == 1:
         log().info(f"Decoding {len(paths)} images from {folder}")
-        everything, bad = _decode_split(paths, labels, image_size, class_names, folder)
+        everything, bad = _decode_split(paths, labels, image_size, class_names, folder,
+                                        storage)
         train_idx, val_idx = stratified_split(everything.labels, val_split, seed)
         return ImageData(class_names, everything.subset(train_idx), everything.subset(val_idx),
                          skipped + bad, {"train": source, "validation": source})
@@ -290,7 +342,8 @@ def load_split_folder(folder, image_size, val_split, seed, shard=(0, 1)):
     for indices in stratified_split(labels, val_split, seed):
         part_paths, part_labels = _sharded([paths[i] for i in indices], labels[indices], shard)
         log().info(f"Decoding {len(part_paths)} images from {folder}{_shard_note(shard)}")
-        split, part_bad = _decode_split(part_paths, part_labels, image_size, class_names, folder)
+        split, part_bad = _decode_split(part_paths, part_labels, image_size, class_names, folder,
+                                        storage)
         parts.append(split)
         bad += part_bad
     return ImageData(class_names, *parts, skipped + bad, {"train": source, "validation": source})
@@ -337,7 +390,9 @@ def load_image_data(config, image_size, shard=(0, 1)):
     """The ImageData a resolved TrainConfig asks for (with its selection split carved out of
     the training images when it sets one); with `shard` (worker index, worker count), only
     that worker's share of the files, each split taken every n-th file."""
-    data = _load_sources(config, image_size, shard)
+    storage = Storage(config.cache, config.cache_dir)
+    data = _load_sources(config, image_size, shard, storage)
+    data.storage = storage.record()
     if config.selection_split:
         data = data.carve_selection(config.selection_split, config.seed)
     # a refit's photos are carved as its parent's were: that run chose its epoch on them
@@ -352,15 +407,16 @@ def chooses_on_validation(config):
     return config.keep_epoch != "last" or bool(config.patience)
 
 
-def _load_sources(config, image_size, shard):
+def _load_sources(config, image_size, shard, storage):
     if config.train_dir is not None:
-        return load_folders(config.train_dir, config.val_dir, image_size, shard)
+        return load_folders(config.train_dir, config.val_dir, image_size, shard, storage)
     if config.data is None:  # resolve_config only leaves this for --dataset cifar10
         return download_cifar10(image_size, shard)
     splits = find_split_folders(config.data)
     if splits:
-        return load_folders(*splits, image_size, shard=shard)
-    return load_split_folder(config.data, image_size, config.val_split, config.seed, shard)
+        return load_folders(*splits, image_size, shard=shard, storage=storage)
+    return load_split_folder(config.data, image_size, config.val_split, config.seed, shard,
+                             storage)
 
 
 # ---------------------------------------------------------------- tf.data pipelines
@@ -371,11 +427,13 @@ def make_dataset(split, batch_size, augmenter=None, shuffle_seed=None, one_hot=N
     """A tf.data pipeline of (float pixels 0..255, label) batches from a decoded split.
 
     Order of steps, and why:
-    - the decoded uint8 pixels are already in memory: they are the cache, so no step decodes
-      or resizes again after the first pass;
+    - the decoded uint8 pixels are already in memory or in a disk cache (cache.py): they are
+      the cache, so no step decodes or resizes again after the first pass;
     - shuffle indices, not images: reshuffling 4-byte ints each epoch costs nothing, where a
       shuffle buffer of images would copy every image once more per epoch;
-    - batch, then gather: one vectorised gather per batch instead of one per image;
+    - batch, then gather: one vectorised gather per batch instead of one per image; from a
+      disk cache, the batch's rows are read from its file (memory stays a few batches,
+      whatever the number of images), in the same order, so the batches are the same;
     - augment whole batches in a parallel `map`: the layers vectorise over the batch, and the
       CPU augments the next batches while the model trains on this one; XLA compiles the
       augmentation into one fused loop (4x the images/s of TensorFlow's own ops on a 2-core
@@ -398,8 +456,19 @@ def make_dataset(split, batch_size, augmenter=None, shuffle_seed=None, one_hot=N
     """
     import tensorflow as tf
 
-    pixels = tf.constant(split.pixels)
     labels = tf.constant(split.labels)
+    if split.on_disk:
+        shape = (None, *split.store.shape[1:])
+
+        def read(batch_indices):
+            images = tf.numpy_function(split.gather, [batch_indices], tf.uint8, stateful=False)
+            return tf.ensure_shape(images, shape)
+    else:
+        pixels = tf.constant(split.pixels)
+
+        def read(batch_indices):
+            return tf.gather(pixels, batch_indices)
+
     indices = tf.data.Dataset.range(len(split))
     if shuffle_seed is not None:
         indices = indices.shuffle(len(split), seed=shuffle_seed, reshuffle_each_iteration=True)
@@ -408,7 +477,7 @@ def make_dataset(split, batch_size, augmenter=None, shuffle_seed=None, one_hot=N
         batch_labels = tf.gather(labels, batch_indices)
         if one_hot:
             batch_labels = tf.one_hot(batch_labels, one_hot)
-        images = tf.gather(pixels, batch_indices)
+        images = read(batch_indices)
         if flips is not None:
             images = flips(images, batch_indices)
         return tf.cast(images, tf.float32), batch_labels

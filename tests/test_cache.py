@@ -1,0 +1,235 @@
+"""The disk cache of decoded pixels: each file decoded once, only changes decoded again, a
+damaged cache rebuilt, concurrent fillers safe, a full disk one line, and training from it
+the same as training from memory."""
+
+import errno
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from catsdogs import config as cfg
+from catsdogs.config import TrainConfig
+from catsdogs.data import cache
+from catsdogs.data.datasets import load_image_data, make_dataset
+
+from conftest import REPO, TWO_CLASSES, write_class_images
+
+SIZE = (32, 32)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """One folder of two classes (8 images each) and a cache root of its own."""
+    return write_class_images(tmp_path / "photos", TWO_CLASSES, 8, size=SIZE, seed=3)
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.delenv(cache.CACHE_ENV, raising=False)
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def decoded(monkeypatch):
+    """The paths each call of the cache's decoder decoded, call by call."""
+    calls, original = [], cache.decode_many
+
+    def counting(paths, *args, **kwargs):
+        calls.append(list(paths))
+        return original(paths, *args, **kwargs)
+
+    monkeypatch.setattr(cache, "decode_many", counting)
+    return calls
+
+
+def load(folder, cache_dir, mode="disk", **settings):
+    return load_image_data(TrainConfig(data=str(folder), cache=mode, cache_dir=str(cache_dir),
+                                       **settings), SIZE)
+
+
+def all_files(folder):
+    return sorted(str(p) for p in folder.rglob("*.*"))
+
+
+def the_cache(cache_dir):
+    folders = [p for p in cache_dir.iterdir()]
+    assert len(folders) == 1, folders
+    return folders[0]
+
+
+def assert_same_images(disk, ram):
+    for name in ("train", "val", "calibration"):
+        a, b = getattr(disk, name), getattr(ram, name)
+        assert a.paths == b.paths and a.digests == b.digests
+        np.testing.assert_array_equal(a.pixels, b.pixels)
+
+
+def test_a_second_run_decodes_nothing(folder, cache_dir, decoded):
+    first = load(folder, cache_dir)
+    assert sorted(p for call in decoded for p in call) == all_files(folder)
+    decoded.clear()
+    second = load(folder, cache_dir)
+    assert decoded == []
+    assert_same_images(second, first)
+    assert_same_images(second, load(folder, cache_dir, mode="ram"))
+    assert second.summary()["pixels"] == {"mode": "disk", "folders": [str(the_cache(cache_dir))]}
+
+
+def test_disk_backed_splits_keep_rows_not_pixels(folder, cache_dir):
+    """Carving the validation and calibration splits reads nothing into memory."""
+    data = load(folder, cache_dir)
+    assert data.train.on_disk and data.val.on_disk and data.calibration.on_disk
+    assert data.train.store is data.val.store  # one file, three index arrays
+    rows = np.concatenate([data.train.rows, data.val.rows, data.calibration.rows])
+    assert sorted(rows.tolist()) == list(range(16))
+    np.testing.assert_array_equal(data.train.subset([2, 0]).pixels, data.train.pixels[[2, 0]])
+
+
+def test_only_a_changed_or_added_file_is_decoded_again_and_a_removed_one_drops_out(
+        folder, cache_dir, decoded):
+    load(folder, cache_dir)
+    changed, removed = folder / "cats" / "cats_0.png", folder / "dogs" / "dogs_1.jpg"
+    Image.fromarray(np.full((*SIZE, 3), 7, np.uint8)).save(changed)
+    os.utime(changed, ns=(time.time_ns(), time.time_ns() + 10**9))  # a new mtime, surely
+    added = folder / "dogs" / "dogs_new.png"
+    Image.fromarray(np.full((*SIZE, 3), 99, np.uint8)).save(added)
+    removed.unlink()
+    decoded.clear()
+    data = load(folder, cache_dir)
+    assert sorted(p for call in decoded for p in call) == sorted([str(changed), str(added)])
+    assert_same_images(data, load(folder, cache_dir, mode="ram"))
+    manifest = json.loads((the_cache(cache_dir) / cache.MANIFEST).read_text())
+    assert str(removed) not in manifest["files"] and len(manifest["files"]) == 16
+    assert len(list(the_cache(cache_dir).glob("pixels-*.npy"))) == 1  # the old file is gone
+
+
+def test_a_truncated_cache_file_is_rebuilt_not_trained_on(folder, cache_dir, decoded, capsys):
+    load(folder, cache_dir)
+    pixels_file, = the_cache(cache_dir).glob("pixels-*.npy")
+    with open(pixels_file, "r+b") as handle:
+        handle.truncate(pixels_file.stat().st_size - 100)
+    decoded.clear()
+    data = load(folder, cache_dir)
+    assert "damaged" in capsys.readouterr().err
+    assert sorted(p for call in decoded for p in call) == all_files(folder)
+    assert_same_images(data, load(folder, cache_dir, mode="ram"))
+
+
+def test_a_cache_whose_manifest_disagrees_with_its_file_is_rebuilt(folder, cache_dir, decoded):
+    load(folder, cache_dir)
+    manifest_file = the_cache(cache_dir) / cache.MANIFEST
+    manifest = json.loads(manifest_file.read_text())
+    manifest_file.write_text(json.dumps({**manifest, "rows": manifest["rows"] + 1}))
+    decoded.clear()
+    load(folder, cache_dir)
+    assert len([p for call in decoded for p in call]) == 16
+
+
+FILL = """
+import sys
+sys.path.insert(0, {repo!r})
+from catsdogs.config import TrainConfig
+from catsdogs.data.datasets import load_image_data
+data = load_image_data(TrainConfig(data={folder!r}, cache="disk", cache_dir={cache!r}), (32, 32))
+print(len(data.train) + len(data.val) + len(data.calibration))
+"""
+
+
+def test_two_processes_filling_one_cache_end_with_one_good_cache(folder, cache_dir, decoded):
+    script = FILL.format(repo=str(REPO), folder=str(folder), cache=str(cache_dir))
+    fillers = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [filler.communicate(timeout=120) for filler in fillers]
+    assert [filler.returncode for filler in fillers] == [0, 0], results
+    assert [out.strip() for out, _ in results] == ["16", "16"]
+    # one decoded the files, the other waited for it and decoded nothing
+    assert sum("into the cache" in err for _, err in results) == 1, results
+    folder_files = sorted(p.name for p in the_cache(cache_dir).iterdir())
+    assert len(folder_files) == 3 and folder_files[:2] == [cache.LOCK, cache.MANIFEST]
+    data = load(folder, cache_dir)
+    assert decoded == []
+    assert_same_images(data, load(folder, cache_dir, mode="ram"))
+
+
+def test_a_full_disk_while_caching_is_one_line_and_leaves_no_partial_file(
+        folder, cache_dir, monkeypatch, capsys):
+    from catsdogs.commands.train import main
+
+    def full(out, pixels):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache, "_write", full)
+    before = {p: p.stat().st_mtime_ns for p in folder.rglob("*")}
+    code = main(["--data", str(folder), "--preset", "seed-cifar10", "--epochs", "1",
+                 "--cache", "disk", "--cache-dir", str(cache_dir),
+                 "--run-dir", str(folder.parent / "run")])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 1 and len(errors) == 1, errors
+    assert "disk full while caching" in errors[0] and str(the_cache(cache_dir)) in errors[0]
+    assert [p.name for p in the_cache(cache_dir).iterdir()] == [cache.LOCK]
+    assert {p: p.stat().st_mtime_ns for p in folder.rglob("*")} == before  # photos untouched
+
+
+def test_auto_picks_disk_when_memory_is_short_and_says_why(folder, cache_dir, monkeypatch,
+                                                            capsys):
+    monkeypatch.setattr(cache, "available_memory", lambda: 10_000)
+    data = load(folder, cache_dir, mode="auto")
+    assert data.train.on_disk and data.storage["mode"] == "disk"
+    line, = [l for l in capsys.readouterr().err.splitlines() if l.startswith("Cache:")]
+    assert "disk" in line and "--cache auto" in line and "available" in line
+    monkeypatch.setattr(cache, "available_memory", lambda: 10**12)
+    data = load(folder, cache_dir, mode="auto")
+    assert not data.train.on_disk and data.storage == {"mode": "ram"}
+
+
+def test_training_from_disk_gives_the_same_first_batch_as_from_memory(folder, cache_dir):
+    from catsdogs.training import train
+
+    batches = {}
+    for mode in ("ram", "disk"):
+        config = train.resolve_config(TrainConfig(
+            data=str(folder), preset="seed-cifar10", cache=mode, cache_dir=str(cache_dir),
+            batch_size=8, seed=5, augment={"horizontal_flip": True, "alternate_flips": True,
+                                           "rotation_range": 10.0}))
+        prepared = train._prepare(config, train._placement(config))
+        assert prepared.data.train.on_disk == (mode == "disk")
+        batches[mode] = prepared.first_batch
+    for ram_part, disk_part in zip(batches["ram"], batches["disk"]):
+        np.testing.assert_array_equal(ram_part, disk_part)
+
+
+def test_disk_pipeline_gathers_every_image_once_per_epoch(folder, cache_dir):
+    data = load(folder, cache_dir)
+    epoch = np.concatenate([x.numpy() for x, _ in make_dataset(data.train, 5, shuffle_seed=2)])
+    assert len(epoch) == len(data.train)
+    flat = lambda images: sorted(map(bytes, images.astype(np.uint8)))  # noqa: E731
+    assert flat(epoch) == flat(data.train.pixels)
+
+
+def test_old_run_folders_resume_with_pixels_in_memory():
+    assert cfg.upgrade({})["cache"] == "ram"
+    assert TrainConfig().cache == "auto"
+
+
+def test_cache_list_and_clear(folder, cache_dir, capsys):
+    from catsdogs.commands.cache import main
+
+    load(folder, cache_dir)
+    stranger = cache_dir / "not-a-cache"
+    stranger.mkdir()
+    (stranger / "notes.txt").write_text("mine")
+    assert main(["list", "--cache-dir", str(cache_dir)]) == 0
+    listing = capsys.readouterr().out
+    assert str(folder) in listing and "32x32" in listing and "16 images" in listing
+    assert main(["clear", "--older-than", "1", "--cache-dir", str(cache_dir)]) == 0
+    assert "Removed 0 cache(s)" in capsys.readouterr().out  # used a moment ago
+    assert main(["clear", "--cache-dir", str(cache_dir)]) == 0
+    assert "Removed 1 cache(s)" in capsys.readouterr().out
+    assert sorted(p.name for p in cache_dir.iterdir()) == ["not-a-cache"]  # others' folders stay
+    assert all_files(folder)  # photos untouched
