@@ -294,7 +294,7 @@ def _raise_if_nan(rows, config, run_dir):
                         fix=f"lower --learning-rate (it was {config.learning_rate}); {kept}")
 
 
-def _fit(config, run_dir, prepared, resumed):
+def _fit(config, run_dir, prepared, resumed, extra_callbacks=(), test=True):
     """Build, compile and fit; return the Run. Resumed runs continue from their backup."""
     from catsdogs.training import callbacks
     from catsdogs.training.distill import student_of
@@ -312,7 +312,7 @@ def _fit(config, run_dir, prepared, resumed):
                                                         prepared.first_batch), \
             callbacks.InterruptAtBatchEnd() as interrupt:
         model.fit(prepared.train_ds, validation_data=prepared.val_ds, epochs=config.epochs,
-                  callbacks=[interrupt, *fit_callbacks], verbose=1 if live else 0,
+                  callbacks=[interrupt, *fit_callbacks, *extra_callbacks], verbose=1 if live else 0,
                   shuffle=False,  # the pipeline shuffles
                   class_weight=balanced_class_weights(data.train.labels, len(data.class_names))
                   if config.class_weight == "auto" else None)
@@ -321,13 +321,13 @@ def _fit(config, run_dir, prepared, resumed):
         remove_worker_folder(run_dir)
         return None
     # compression: a Distiller's parameters would count the teacher's
-    run = _finish(config, run_dir, data, history.rows, student_of(model).count_params())
+    run = _finish(config, run_dir, data, history.rows, student_of(model).count_params(), test)
     if prepared.placement.workers > 1:  # the run is finished: no worker resumes it any more
         shutil.rmtree(run_dir / WORKERS_DIR, ignore_errors=True)
     return run
 
 
-def _test_once(model, data):
+def test_once(model, data):
     """With a selection split, the data's own validation split is a test split: the best
     model is measured on it once, here, and nothing was chosen on it."""
     if data.test is None:
@@ -340,8 +340,9 @@ def _test_once(model, data):
             "test_split": data.sources["test"]}
 
 
-def _finish(config, run_dir, data, rows, parameters):
-    """After fit: SavedModel of the best model, plots, metrics.json; drop the resume backup."""
+def _finish(config, run_dir, data, rows, parameters, test=True):
+    """After fit: SavedModel of the best model, plots, metrics.json; drop the resume backup.
+    `test=False` leaves the test split unread (a tuning trial: tune.py measures the best once)."""
     import keras
 
     from catsdogs import plots
@@ -370,7 +371,7 @@ def _finish(config, run_dir, data, rows, parameters):
         "train_seconds": round(sum(float(r["seconds"]) for r in rows), 1),  # all sessions
         "train_images": len(data.train), "validation_images": len(data.val),
         "best_epoch_chosen_on": data.sources["validation"],
-        **_test_once(best_model, data),
+        **(test_once(best_model, data) if test else {}),
         "parameters": parameters, "temperature": calibration["temperature"],
         "temperature_decision": calibration["decision"],
         "calibration_images": calibration["images"],
@@ -401,11 +402,14 @@ def _finish(config, run_dir, data, rows, parameters):
 # ---------------------------------------------------------------- the public functions
 
 
-def train(config):
+def train(config, callbacks=(), test=True):
     """Train a model as `config` says and write a new run folder.
 
     Args:
         config: a TrainConfig; fields left None take the preset's defaults.
+        callbacks: Keras callbacks added to the run's own (tune.py's deadline).
+        test: measure the test split (with a selection split) at the end; False leaves it
+            unread, for runs whose caller measures only the one it picks.
 
     Returns:
         Run: the run folder, history and metrics.
@@ -441,7 +445,8 @@ def train(config):
         runs.refuse_used_run_dir(run_dir)  # another process may have started it meanwhile
         runs.write_json(run_dir / runs.CONFIG_FILE, cfg.run_config_dict(config))
         log().info(f"Run folder: {run_dir}")
-        run = _fit(config, run_dir, prepared, resumed=False)
+        run = _fit(config, run_dir, prepared, resumed=False, extra_callbacks=callbacks,
+                   test=test)
     if config.refit:
         _refit(run)
     return run
@@ -462,9 +467,10 @@ def _refit(run):
     return refit
 
 
-def resume(run_dir):
+def resume(run_dir, callbacks=(), test=True):
     """Continue an interrupted run from its last finished epoch, with its saved settings
-    (a config.json of any earlier catsdogs version is upgraded first: config.upgrade)."""
+    (a config.json of any earlier catsdogs version is upgraded first: config.upgrade);
+    `callbacks` and `test` as for `train`."""
     run_dir = runs.existing_run_dir(run_dir)
     config = cfg.read_run_config(run_dir / runs.CONFIG_FILE)
     worker = cluster_from_environment()[0] if config.strategy == "multiworker" else 0
@@ -477,7 +483,8 @@ def resume(run_dir):
         runs.remove_stale_temporaries(folder)
         done = runs.read_csv(folder / runs.HISTORY_FILE)
         log().info(f"Resuming {run_dir} after epoch {len(done)} of {config.epochs}")
-        run = _fit(config, folder, _prepare(config, placement), resumed=True)
+        run = _fit(config, folder, _prepare(config, placement), resumed=True,
+                   extra_callbacks=callbacks, test=test)
     if config.refit and run is not None:
         _refit(run)
     return run
