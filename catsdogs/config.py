@@ -26,20 +26,23 @@ CLASS_WEIGHTS = ("none", "auto")  # auto: each class weighted by total / (classe
 CACHES = ("auto", "ram", "disk")  # where decoded pixels live while training (data/cache.py)
 
 
-def setting(default, help, choices=None, nargs=None):
+def setting(default, help, choices=None, nargs=None, search=None):
     """A dataclass field whose help text doubles as its `--flag` help.
 
     Args:
         choices: the allowed values (None is always allowed: "not given"); `check_choices`
             enforces them with a close-match hint, and the help names them.
         nargs: how many values the flag takes, for tuple fields (argparse's nargs; default 2).
+        search: the range `catsdogs tune` searches, declared here beside the setting
+            (training/space.py): ("log" | "linear" | "int", LO, HI), ("choice", V1, V2, ...),
+            or ("scale", LO, HI): the preset's value times a factor in [LO, HI] (log-uniform).
     """
     if isinstance(default, (list, dict)):
         raise TypeError("mutable defaults are not allowed; use a tuple")
     if choices is not None:
         help = f"(one of {', '.join(choices)}) {help}"
     return dataclasses.field(default=default, metadata={"help": help, "choices": choices,
-                                                        "nargs": nargs})
+                                                        "nargs": nargs, "search": search})
 
 
 def check_choices(config):
@@ -55,17 +58,23 @@ def check_choices(config):
 class AugmentConfig:
     """Random training-time transforms with ImageDataGenerator's arguments and units."""
 
-    rotation_range: float = setting(0.0, "(degrees) rotate by U(-r, r)")
+    rotation_range: float = setting(0.0, "(degrees) rotate by U(-r, r)",
+                                    search=("linear", 0.0, 30.0))
     width_shift_range: int | float = setting(
         0.0, "(fraction of width) shift by U(-w, w) * width; w >= 1: pixels; an integer: "
-             "whole pixels, -(w-1)..w-1 (no resampling blur), as in ImageDataGenerator")
+             "whole pixels, -(w-1)..w-1 (no resampling blur), as in ImageDataGenerator",
+             search=("linear", 0.0, 0.2))
     height_shift_range: int | float = setting(
-        0.0, "(fraction of height) shift by U(-h, h) * height; >= 1 and integers as above")
-    shear_range: float = setting(0.0, "(degrees) shear angle U(-s, s), counter-clockwise")
+        0.0, "(fraction of height) shift by U(-h, h) * height; >= 1 and integers as above",
+        search=("linear", 0.0, 0.2))
+    shear_range: float = setting(0.0, "(degrees) shear angle U(-s, s), counter-clockwise",
+                                 search=("linear", 0.0, 20.0))
     zoom_range: tuple[float, float] = setting(
         (1.0, 1.0), "(scale) Z or LO HI; Z means [1-Z, 1+Z]; >1 zooms out, as in ImageDataGenerator",
-        nargs="+")
-    horizontal_flip: bool = setting(False, "(bool) flip left-right with probability 1/2")
+        nargs="+",
+        search=("linear", 0.0, 0.3))
+    horizontal_flip: bool = setting(False, "(bool) flip left-right with probability 1/2",
+                                    search=("choice", False, True))
     vertical_flip: bool = setting(False, "(bool) flip upside down with probability 1/2")
     alternate_flips: bool = setting(
         False, "(bool) with --horizontal-flip: a coin flips each image in the first epoch, then "
@@ -138,8 +147,10 @@ class TrainConfig:
              "this share of them, per class, is set aside to fit the temperature instead, so "
              "the temperature is never fitted on photos that chose the model; with --keep-epoch last "
              "the temperature is fitted on all of them; 0: none set aside, the temperature stays 1")
-    epochs: int | None = setting(None, "(count) passes over the training set; default: the preset's")
-    batch_size: int | None = setting(None, "(images) per training step; default: the preset's")
+    epochs: int | None = setting(None, "(count) passes over the training set; default: the preset's",
+                                 search=("scale", 0.5, 2.0))
+    batch_size: int | None = setting(None, "(images) per training step; default: the preset's",
+                                     search=("scale", 0.5, 2.0))
     optimizer: str | None = setting(None, "adam: Adam (AdamW with weight decay); sgd: airbench's "
                                           "SGD, Nesterov momentum 0.85, biases of BatchNorm layers "
                                           "without a scale at 64x the rate; muon: that SGD, but "
@@ -147,15 +158,18 @@ class TrainConfig:
                                           "(orthogonalised momentum, normalised kernels); default: "
                                           "the preset's", choices=OPTIMIZERS)
     learning_rate: float | None = setting(None, "(float) the optimizer's (peak) learning rate; default: "
-                                         "the preset's")
+                                         "the preset's",
+                                         search=("scale", 0.25, 4.0))
     schedule: str | None = setting(None, "learning rate over time; cosine: linear warm-up for "
                                          "1/10 of the steps, then cosine decay; triangular: "
                                          "linear from 0.2x up to the peak at 0.23 of the steps, "
                                          "then down to 0.07x (airbench's); linear: from the peak "
                                          "straight down to 0", choices=SCHEDULES)
-    label_smoothing: float | None = setting(None, "(fraction) soften one-hot targets; 0: off")
+    label_smoothing: float | None = setting(None, "(fraction) soften one-hot targets; 0: off",
+                                            search=("linear", 0.0, 0.2))
     weight_decay: float | None = setting(None, "(float) decoupled weight decay: each step shrinks "
-                                        "weights by it x the learning rate (AdamW with adam); 0: off")
+                                        "weights by it x the learning rate (AdamW with adam); 0: off",
+                                        search=("log", 1e-5, 1e-2))
     lookahead: bool | None = setting(None, "every 5 steps move the weights (and BatchNorm statistics) to "
                                     "a running average of themselves, weighted up to 0.95^5 by "
                                     "the end; each epoch ends on the average (airbench's "
@@ -163,19 +177,23 @@ class TrainConfig:
     # regularisers and weight averaging: Keras' own layers and optimizer EMA
     mixup: float = setting(0.0, "(alpha) Keras' MixUp on every training batch: images and "
                                 "labels blended with a shuffled copy, weights from Beta(alpha, "
-                                "alpha), e.g. 0.2; 0: off")
+                                "alpha), e.g. 0.2; 0: off",
+                                search=("choice", 0.0, 0.2, 0.4))
     cutmix: float = setting(0.0, "(alpha) Keras' CutMix on every training batch: a box of a "
                                  "shuffled copy pasted in, labels mixed by its area, e.g. 1; with "
-                                 "--mixup each batch takes one of the two; 0: off")
+                                 "--mixup each batch takes one of the two; 0: off",
+                                 search=("choice", 0.0, 1.0))
     rand_augment: int = setting(0, "(operations) Keras' RandAugment on every training batch, "
                                    "after the ImageDataGenerator-style warp: this many random "
                                    "colour/geometry operations, e.g. 2; 0: off")
     ema: float = setting(0.0, "(momentum) validate, keep and save an exponential moving average "
-                              "of the weights (Keras' optimizer EMA), e.g. 0.99; 0: off")
+                              "of the weights (Keras' optimizer EMA), e.g. 0.99; 0: off",
+                              search=("choice", 0.0, 0.99, 0.999))
     progressive_start: float | None = setting(
         None, "(fraction) progressive resizing: the first epoch trains on images scaled to this "
               "fraction of the preset's size, growing to full size by 3/4 of the epochs "
-              "(validation and the saved model always use full size); 1: off; default: the preset's")
+              "(validation and the saved model always use full size); 1: off; default: the preset's",
+              search=("choice", 0.5, 0.75, 1.0))
     steps_per_execution: int | None = setting(
         None, "(steps) training steps per call into TensorFlow: fewer Python round trips, "
               "faster for small models; the progress bar moves in these steps; default: the preset's")
@@ -210,7 +228,8 @@ class TrainConfig:
     width: float = setting(1.0, "(factor) multiply the channels of the preset's convolutions "
                                 "and hidden Dense layers (the ones catsdogs prune can narrow), "
                                 "e.g. 0.5 or 2: a width sweep (bench/scaling.py); 1: the preset "
-                                "as published")
+                                "as published",
+                                search=("choice", 0.5, 1.0, 1.5, 2.0))
     run_dir: str | None = setting(None, "(folder) where to write the run; default: runs/<preset>-<time>")
     augment: AugmentConfig | None = setting(None, "augmentation; default: the preset's")
 
