@@ -28,11 +28,17 @@ def add_model_flags(parser):
     parser.add_argument("--input-scale", metavar="FACTOR", type=scale_flag,
                         help=".h5 models: pixels 0..255 are multiplied by this before the model "
                              "[default: 1/255 if it has no Rescaling layer of its own, else 1]")
+    parser.add_argument("--trust-model", action="store_true",
+                        help="SavedModel, .tflite and .onnx models: load one even if it holds "
+                             "operations a classifier never needs (files, processes, custom "
+                             "ops), only for a model you would run as its author's program "
+                             "[default: such models are refused]")
 
 
 def model_options(args):
     """The keyword arguments of `inference.classifier.load` the model flags gave."""
-    return {"class_names": args.class_names, "input_scale": args.input_scale}
+    return {"class_names": args.class_names, "input_scale": args.input_scale,
+            "trust_model": args.trust_model}
 
 
 def class_names_flag(text):

@@ -1,7 +1,9 @@
-"""A trained model with its class names, loaded safely from a run folder, `.keras` or SavedModel.
+"""A trained model with its class names, loaded from a run folder, `.keras` or SavedModel.
 
 `load(path)` is what predict, evaluate and export start from: it finds the class names that
-travel beside the model, checks they fit the model's output, and refuses unsafe `.keras` files.
+travel beside the model, checks they fit the model's output, and refuses models that could run
+code of their own: unsafe `.keras` files, and SavedModel, `.tflite` and `.onnx` models holding
+operations a classifier never needs (model_ops.py) unless `trust_model`.
 """
 
 import dataclasses
@@ -14,6 +16,7 @@ from catsdogs import runs
 from catsdogs.data.images import irregular_reason
 from catsdogs.errors import CatsDogsError
 from catsdogs.inference.calibrate import CALIBRATION_FILE, apply_temperature
+from catsdogs.inference.model_ops import refuse_untrusted_ops
 from catsdogs.inference.predict import predict_paths
 from catsdogs.inference.runtimes import (as_class_probabilities, open_h5, open_keras, open_onnx,
                                          open_saved_model, open_tflite)
@@ -114,7 +117,7 @@ def model_file(path):
     return path / runs.MODEL_FILE if path.is_dir() and (path / runs.MODEL_FILE).exists() else path
 
 
-def load(path, class_names=None, input_scale=None):
+def load(path, class_names=None, input_scale=None, trust_model=False):
     """Load a classifier from a run folder, a model file or a SavedModel folder.
 
     Args:
@@ -126,12 +129,15 @@ def load(path, class_names=None, input_scale=None):
         input_scale: for `.h5` models, the factor pixels 0..255 are multiplied by before the
             model; default: 1/255 when the model has no Rescaling layer of its own (the
             tutorials' `ImageDataGenerator(rescale=1./255)`), else 1.
+        trust_model: load a SavedModel, `.tflite` or `.onnx` model even if it holds
+            operations a classifier never needs (`inference.model_ops`); off, it is refused.
 
     Returns:
         Classifier
 
     Raises:
-        CatsDogsError: missing files, an unsafe model (Lambda layers), or class names whose
+        CatsDogsError: missing files, an unsafe model (Lambda layers; file, process or custom
+            ops unless `trust_model`), or class names whose
             count does not fit the model's output.
 
     Example:
@@ -151,6 +157,8 @@ def load(path, class_names=None, input_scale=None):
     else:
         names, names_from = _class_names_near(path)
     suffix = path.suffix.lower()
+    if not trust_model:
+        refuse_untrusted_ops(path)  # before any of the model's own code can run
     if path.is_dir() and (path / "saved_model.pb").is_file():
         runtime = open_saved_model(path)
     elif suffix in (".h5", ".hdf5"):

@@ -21,6 +21,13 @@ with `axis=None`, which is the mean over all replicas of all workers. `multi_wor
 applies both for the length of one `fit`; tests/test_distribute.py fails loudly when Keras'
 code changes under them, and checks that the unpatched failure still exists, so the patches
 go the day Keras fixes it.
+
+TensorFlow's gRPC server listens on every interface whatever address TF_CONFIG gives
+(`0.0.0.0` is written into grpc_server_lib.cc; no option changes it) and answers anyone
+without authentication. `--local-workers` therefore runs its workers in a network namespace
+of their own (Linux user namespaces, `unshare`): their loopback is theirs alone, and no other
+machine, nor any other process of this one, can reach them. Across machines, keep the
+workers on a private network or behind a firewall (docs/several-machines.md).
 """
 
 import contextlib
@@ -193,11 +200,49 @@ def free_ports(count):
             probe.close()
 
 
+PRIVATE_NETWORK_VARIABLE = "CATSDOGS_PRIVATE_NETWORK"  # "1" inside the workers' namespace
+UNSHARE = ("unshare", "--user", "--map-root-user", "--net", "--")  # util-linux, unprivileged
+
+
+def private_network_prefix():
+    """The command prefix that runs a program in a new, empty network namespace, or None where
+    the system allows none (not Linux, no `unshare`, user namespaces switched off)."""
+    import subprocess
+    import sys
+
+    if not sys.platform.startswith("linux") or not shutil.which(UNSHARE[0]):
+        return None
+    try:
+        allowed = subprocess.run([*UNSHARE, "true"], capture_output=True, timeout=10).returncode
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return list(UNSHARE) if allowed == 0 else None
+
+
+def bring_up_loopback():
+    """`lo` up in a new network namespace (it starts down): SIOCSIFFLAGS on a socket, what
+    `ip link set lo up` does, without needing `ip`."""
+    import fcntl
+    import socket
+    import struct
+
+    get_flags, set_flags, up = 0x8913, 0x8914, 0x1  # SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP
+    request = "16sH22x"  # struct ifreq: the name, then the flags in its 24-byte union
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        flags = struct.unpack(request, fcntl.ioctl(probe, get_flags,
+                                                   struct.pack(request, b"lo", 0)))[1]
+        fcntl.ioctl(probe, set_flags, struct.pack(request, b"lo", flags | up))
+
+
 def run_local_workers(argv, count, poll_seconds=0.5, grace_seconds=10):
     """Train with `count` workers on this machine: `catsdogs train ARGV` (settings that say
     --strategy multiworker) in `count` processes on 127.0.0.1, each given its TF_CONFIG. Worker 0 (the chief, which
     writes the run folder) speaks on this terminal; the others are quiet unless they fail.
     When one fails, the others are stopped at once and its last line is said.
+
+    Where the system allows it, this runs again inside a network namespace of its own first
+    (module docstring), so the workers' unauthenticated servers are reachable from nowhere
+    else; where not, it says that they listen on every interface.
 
     Returns:
         The exit code: 0 when every worker finished, else the failed worker's.
@@ -206,6 +251,16 @@ def run_local_workers(argv, count, poll_seconds=0.5, grace_seconds=10):
     import sys
     import time
 
+    if os.environ.get(PRIVATE_NETWORK_VARIABLE) == "1":
+        bring_up_loopback()
+    elif (prefix := private_network_prefix()) is not None:
+        return _run_to_the_end(
+            [*prefix, sys.executable, "-m", "catsdogs", "train", *argv, "--local-workers",
+             str(count)], {**os.environ, PRIVATE_NETWORK_VARIABLE: "1"})
+    else:
+        log().warning("the workers' TensorFlow servers listen on every network interface of "
+                      "this machine, unauthenticated (no network namespace could be made here: "
+                      "`unshare --user --net` failed); train on a trusted network only")
     ports = free_ports(count)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     command = [sys.executable, "-m", "catsdogs", "train", *argv]
@@ -239,6 +294,19 @@ def run_local_workers(argv, count, poll_seconds=0.5, grace_seconds=10):
             time.sleep(poll_seconds)
     except KeyboardInterrupt:
         _stop(processes, grace_seconds)
+        raise
+
+
+def _run_to_the_end(command, env):
+    """Run `command` and return its exit code; Ctrl-C reaches it too (same process group), so
+    it is waited for while it stops its workers, then raised here."""
+    import subprocess
+
+    process = subprocess.Popen(command, env=env)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        process.wait()
         raise
 
 
