@@ -233,3 +233,24 @@ def test_refit_trains_on_the_union_for_the_chosen_epochs_and_keeps_the_temperatu
     assert json.loads((run.dir / "metrics.json").read_text())["refit"] == str(refit_dir)
     assert refit_metrics["train_images"] == len(files(child, "trained_on")) == 36
     assert refit_metrics["validation_images"] == parent["fitted_the_temperature"]["count"]
+
+
+def test_serve_answers_with_an_ensemble_as_with_one_run(members, tmp_path):
+    import base64
+
+    from fastapi.testclient import TestClient
+
+    from catsdogs.inference.ensemble import write_ensemble
+    from catsdogs.serve.app import ServeConfig, create_app
+
+    data, dirs = members
+    ensemble = catsdogs.load(write_ensemble(dirs, tmp_path / "ensemble"))
+    photo = next((data / "validation" / "cats").glob("*.png"))
+    client = TestClient(create_app(ensemble, ServeConfig()))
+    answer = client.post("/v1/models/catsdogs:predict", json={"instances": [
+        {"b64": base64.b64encode(photo.read_bytes()).decode()}]})
+    assert answer.status_code == 200
+    served = answer.json()["predictions"][0]
+    rows, _ = ensemble.predict_folder(photo)
+    assert served["class_name"] == rows[0].predicted
+    assert max(served["probabilities"]) == pytest.approx(rows[0].probability, abs=1e-5)
