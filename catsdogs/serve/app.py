@@ -13,8 +13,9 @@
 
 A client written for TensorFlow Serving's REST API works unchanged: same paths, same JSON
 shapes (`instances` -> `predictions`, `inputs` -> `outputs`, base64 as {"b64": ...}). Errors
-are {"error": "..."} with a 4xx status for the caller's mistakes. Uploads are decoded in
-memory by the same decoder as training; nothing is written to disk.
+are {"error": "..."} with a 4xx status for the caller's mistakes, 503 and Retry-After when the
+server is full or draining (admission.py). Uploads are decoded in memory by the same decoder as
+training, in a small pool of worker threads, so the event loop stays free to admit and shed.
 """
 
 import asyncio
@@ -24,15 +25,21 @@ import dataclasses
 import html
 import io
 import json
+import os
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from catsdogs import runs
-from catsdogs.data.images import UnreadableImage, decode_image
+from catsdogs.data.images import ImageTooLarge, UnreadableImage, decode_image
+from catsdogs.serve.admission import TICKET, Admission, Gate
 from catsdogs.serve.batching import BatchingConfig, DynamicBatcher
+from catsdogs.serve.errors import ServeError
+
+QUEUE_BATCHES = 2  # the default --max-queue, in batches: a request waits at most ~2 model calls
 
 STATIC = Path(__file__).parent / "static"
 API_KEY_HEADER = "X-API-Key"
@@ -47,14 +54,14 @@ class ServeConfig:
     max_upload_bytes: int = 20_000_000  # (bytes) per request body
     max_instances: int = 64  # (images) per request
     batching: BatchingConfig = BatchingConfig()
+    max_queue: int | None = None  # (requests) admitted at once; None: QUEUE_BATCHES x max_batch
+    max_inflight_bytes: int = 64_000_000  # (bytes) bodies and their pixels held at once
+    decode_workers: int = min(4, os.cpu_count() or 1)  # (threads) parsing and decoding bodies
+    max_connections: int = 1000  # (connections) open at once; past it uvicorn answers 503
 
-
-class ServeError(Exception):
-    """A request the server refuses: answered as {"error": message} with `status`."""
-
-    def __init__(self, status, message):
-        super().__init__(message)
-        self.status, self.message = status, message
+    @property
+    def queue_limit(self):
+        return self.max_queue or QUEUE_BATCHES * self.batching.max_batch
 
 
 def _metrics_registry():
@@ -71,6 +78,9 @@ def _metrics_registry():
         "batch": Histogram("catsdogs_batch_images", "Images per model call", registry=registry,
                            buckets=(1, 2, 4, 8, 16, 32, 64, 128)),
         "images": Counter("catsdogs_images", "Images classified", registry=registry),
+        "shed": Counter("catsdogs_shed_requests", "Requests answered 503 at the door, by why "
+                        "(queue: --max-queue full; bytes: --max-inflight-mb spent; draining)",
+                        ["reason"], registry=registry),
     }
 
 
@@ -105,8 +115,22 @@ def create_app(classifier, config=ServeConfig()):
         return [_row(p, classifier.class_names, threshold) for p in probabilities]
 
     batcher = DynamicBatcher(classify_rows, config.batching, on_batch=metrics["batch"].observe)
-    app = FastAPI(title="catsdogs", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.batcher = batcher
+    decoders = ThreadPoolExecutor(config.decode_workers, thread_name_prefix="decode")
+    gate = Gate(config.queue_limit, config.max_inflight_bytes, config.max_upload_bytes,
+                on_shed=lambda reason: metrics["shed"].labels(reason).inc())
+    pixel_bytes = classifier.image_size[0] * classifier.image_size[1] * 3  # uint8 RGB
+
+    async def in_pool(function, *args):
+        return await asyncio.get_running_loop().run_in_executor(decoders, function, *args)
+
+    async def shutdown():
+        await batcher.close()
+        decoders.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="catsdogs", docs_url=None, redoc_url=None, openapi_url=None,
+                  on_shutdown=[shutdown])
+    app.state.batcher, app.state.gate = batcher, gate
+    app.add_middleware(Admission, gate=gate)  # inside the guard: a shed request is measured
 
     @app.middleware("http")
     async def guard_and_measure(request: Request, call_next):
@@ -117,19 +141,16 @@ def create_app(classifier, config=ServeConfig()):
             if config.api_key and not public and not secrets.compare_digest(
                     request.headers.get(API_KEY_HEADER, ""), config.api_key):
                 raise ServeError(401, f"missing or wrong {API_KEY_HEADER} header")
-            length = request.headers.get("content-length")
-            if length and length.isdigit() and int(length) > config.max_upload_bytes:
-                raise ServeError(413, f"request body over {config.max_upload_bytes:,} bytes")
             response = await call_next(request)
         except ServeError as error:
-            response = JSONResponse({"error": error.message}, status_code=error.status)
+            response = _error_response(error)
         metrics["requests"].labels(endpoint, str(response.status_code)).inc()
         metrics["latency"].labels(endpoint).observe(time.perf_counter() - started)
         return response
 
     @app.exception_handler(ServeError)
     async def refused(request, error):
-        return JSONResponse({"error": error.message}, status_code=error.status)
+        return _error_response(error)
 
     @app.exception_handler(HTTPException)
     async def http_error(request, error):
@@ -158,6 +179,12 @@ def create_app(classifier, config=ServeConfig()):
 
     @app.get(model_path)
     async def status():
+        """Readiness, as TF Serving's model status: while draining, UNLOADING / UNAVAILABLE
+        with HTTP 503, so a load balancer polling it stops sending before the port closes."""
+        if gate.draining:
+            return JSONResponse({"model_version_status": [{
+                "version": "1", "state": "UNLOADING",
+                "status": {"error_code": "UNAVAILABLE", "error_message": "draining"}}]}, 503)
         return {"model_version_status": [{"version": "1", "state": "AVAILABLE",
                                           "status": {"error_code": "OK", "error_message": ""}}]}
 
@@ -178,13 +205,15 @@ def create_app(classifier, config=ServeConfig()):
 
     @app.post(model_path + ":predict")
     async def predict(request: Request):
-        body = await _read_body(request, config.max_upload_bytes)
-        images, columnar = _instances(body, config.max_instances)
-        pixels = await _decode_all(images, classifier.image_size)
+        body = await _read_body(request)
+        images, columnar = await in_pool(_parse, body, config.max_instances)
+        del body  # the bytes are reserved until the answer; the memory need not be
+        request.scope[TICKET].reserve(len(images) * pixel_bytes)
+        pixels = await in_pool(_decode_all, images, classifier.image_size)
         rows = await batcher.submit(pixels)
-        if columnar:
-            return {"outputs": {key: [row[key] for row in rows] for key in rows[0]}}
-        return {"predictions": rows}
+        if columnar:  # JSONResponse directly: FastAPI's jsonable_encoder walk is not needed
+            return JSONResponse({"outputs": {key: [row[key] for row in rows] for key in rows[0]}})
+        return JSONResponse({"predictions": rows})
 
     @app.post(model_path + ":classify")
     async def classify(request: Request, explain: bool = False):
@@ -196,8 +225,9 @@ def create_app(classifier, config=ServeConfig()):
             raise ServeError(413, f"{len(files)} images in one request; at most "
                                   f"{config.max_instances}")
         contents = [await upload.read() for upload in files]
-        pixels = await _decode_all(contents, classifier.image_size,
-                                   names=[upload.filename for upload in files])
+        request.scope[TICKET].reserve(len(files) * pixel_bytes)
+        pixels = await in_pool(_decode_all, contents, classifier.image_size,
+                               [upload.filename for upload in files])
         rows = await batcher.submit(pixels)
         for row, upload in zip(rows, files):
             row["file"] = upload.filename
@@ -248,21 +278,31 @@ def _row(probabilities, class_names, threshold):
             "unknown": unknown}
 
 
-async def _read_body(request, limit):
-    """The request body, refused when empty or over `limit` bytes (checked as it streams)."""
-    chunks, size = [], 0
+def _error_response(error):
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse({"error": error.message}, status_code=error.status, headers=error.headers)
+
+
+async def _read_body(request):
+    """The request body in one buffer (no list of chunks joined: one copy, not two); its size
+    is bounded by Admission as it streams."""
+    body = bytearray()
     async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ServeError(413, f"request body over {limit:,} bytes")
-        chunks.append(chunk)
-    body = b"".join(chunks)
+        body += chunk
+    return body
+
+
+def _parse(body, max_instances):
+    """Image bytes and columnar-or-not from a JSON body (in a worker: JSON and base64 are a
+    request's largest costs after the model and the decoder)."""
     if not body.strip():
         raise ServeError(400, "empty request body: send JSON with \"instances\"")
     try:
-        return json.loads(body)
+        parsed = json.loads(body)
     except ValueError as error:
         raise ServeError(400, f"malformed JSON: {error}") from None
+    return _instances(parsed, max_instances)
 
 
 async def _read_form(request, limit):
@@ -270,6 +310,8 @@ async def _read_form(request, limit):
         raise ServeError(415, "send the images as multipart/form-data")
     try:
         return await request.form(max_part_size=limit)
+    except ServeError:  # Admission's 413 or 503, raised as the body streams
+        raise
     except Exception as error:  # python-multipart's parse errors
         raise ServeError(400, f"malformed multipart body ({type(error).__name__})") from None
 
@@ -300,21 +342,19 @@ def _instances(body, max_instances):
     return images, columnar
 
 
-async def _decode_all(contents, size, names=None):
-    """Decode in a worker thread with the training decoder; the first bad image refuses the
-    request (413 for images over the pixel limit, 400 for anything else unreadable)."""
-    def decode():
-        out = np.empty((len(contents), *size, 3), np.float32)
-        for index, data in enumerate(contents):
-            label = names[index] if names else f"instance {index}"
-            try:
-                out[index] = decode_image(label, size, data)
-            except UnreadableImage as error:
-                raise ServeError(413 if "too large" in str(error) else 400,
-                                 f"{label}: {error}") from None
-        return out
-
-    return await asyncio.to_thread(decode)
+def _decode_all(contents, size, names=None):
+    """uint8 pixels (n, h, w, 3) by the training decoder (a quarter of float32's memory while
+    waiting; the model casts); the first bad image refuses the request (413 for images over
+    the pixel limit, 400 for anything else unreadable)."""
+    out = np.empty((len(contents), *size, 3), np.uint8)
+    for index, data in enumerate(contents):
+        label = names[index] if names else f"instance {index}"
+        try:
+            out[index] = decode_image(label, size, data)
+        except UnreadableImage as error:
+            raise ServeError(413 if isinstance(error, ImageTooLarge) else 400,
+                             f"{label}: {error}") from None
+    return out
 
 
 def _overlays(classifier, pixels, rows):

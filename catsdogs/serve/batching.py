@@ -6,6 +6,11 @@ all; the batch then runs in a worker thread, off the event loop, so the server k
 requests while the model works. One model call at a time: TensorFlow gains nothing from two
 calls racing on the same cores, and a batch of 16 costs about what 3 single images do on a CPU.
 With `max_batch=1` every request is its own model call (the baseline bench/serve.py measures).
+
+The queue needs no bound of its own: requests are admitted at the door (admission.py), at most
+`--max-queue` at once, so it never holds more. A request that would push a batch past
+`max_batch` waits for the next one, so no model call is larger than max(max_batch, one
+request): the size the server warms up with and counts in its memory bound.
 """
 
 import asyncio
@@ -29,6 +34,7 @@ class DynamicBatcher:
         self.predict, self.config, self.on_batch = predict, config, on_batch
         self._queue = None
         self._worker = None
+        self._held = None  # a request that did not fit the last batch: first of the next
 
     async def submit(self, pixels):
         """Rows of `predict` for these images (n, h, w, 3), once their batch has run."""
@@ -41,7 +47,8 @@ class DynamicBatcher:
 
     async def _run(self):
         while True:
-            waiting = [await self._queue.get()]
+            waiting = [self._held or await self._queue.get()]
+            self._held = None
             count = len(waiting[0][0])
             deadline = asyncio.get_running_loop().time() + self.config.max_wait
             while count < self.config.max_batch:
@@ -51,6 +58,9 @@ class DynamicBatcher:
                 try:
                     item = await asyncio.wait_for(self._queue.get(), timeout)
                 except asyncio.TimeoutError:
+                    break
+                if count + len(item[0]) > self.config.max_batch:
+                    self._held = item
                     break
                 waiting.append(item)
                 count += len(item[0])

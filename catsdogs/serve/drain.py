@@ -1,0 +1,55 @@
+"""Stopping without dropping: on SIGTERM or SIGINT the server turns readiness off, stops
+accepting, answers every request it admitted, and returns (exit 0) within the drain time.
+
+uvicorn's own graceful shutdown does the middle (close the listeners, close idle keep-alive
+connections, wait `timeout_graceful_shutdown` for the rest); this adds the two ends.
+"""
+
+import contextlib
+import signal
+import threading
+
+import uvicorn
+
+from catsdogs.console import log
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SHUTDOWN_STEPS_SECONDS = 0.5  # uvicorn's pause after closing listeners, the lifespan shutdown
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's Server that marks the `gate` draining on the first signal, so the model's
+    status answers UNAVAILABLE and new model requests get 503, and that does not re-raise the
+    signal once drained (uvicorn does, so the process would die by SIGTERM, not exit 0)."""
+
+    def __init__(self, config, gate):
+        super().__init__(config)
+        self.gate = gate
+
+    def handle_exit(self, sig, frame):
+        if not self.gate.draining:
+            self.gate.draining = True
+            log().info("draining: %d requests admitted; stopping within %.0f s", self.gate.admitted,
+                       self.config.timeout_graceful_shutdown + SHUTDOWN_STEPS_SECONDS)
+        super().handle_exit(sig, frame)
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+
+def serve(app, host, port, drain_seconds, max_connections):
+    """Run `app` (made by create_app) until a signal, then drain within `drain_seconds`."""
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning",
+                            limit_concurrency=max_connections,
+                            timeout_graceful_shutdown=max(0.1, drain_seconds -
+                                                          SHUTDOWN_STEPS_SECONDS))
+    DrainingServer(config, app.state.gate).run()
