@@ -19,7 +19,8 @@ from catsdogs.errors import CatsDogsError
 DATASETS = ("folder", "cifar10")  # where images come from: class folders, or CIFAR-10
 SCHEDULES = ("constant", "cosine", "triangular", "linear")  # learning rate over training (optim.py)
 OPTIMIZERS = ("adam", "sgd", "muon")  # sgd: airbench's Nesterov SGD; muon: + Muon (optim.py)
-WEIGHTS = ("none", "imagenet")  # where a keras.applications backbone starts
+WEIGHTS = ("none", "imagenet")  # named starts; any other value is a weights file or a run folder
+UNFREEZE_ALL = "all"  # --unfreeze: every layer of the body, else the last K layers with weights
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")  # see distribute.py
 KEEP = ("best", "last")  # which epoch's model a run keeps (train.py)
 CLASS_WEIGHTS = ("none", "auto")  # auto: each class weighted by total / (classes x its count)
@@ -197,9 +198,22 @@ class TrainConfig:
     steps_per_execution: int | None = setting(
         None, "(steps) training steps per call into TensorFlow: fewer Python round trips, "
               "faster for small models; the progress bar moves in these steps; default: the preset's")
-    weights: str = setting("none", "for the keras.applications presets: start from ImageNet "
-                                   "weights (downloaded once into Keras' cache) and train only "
-                                   "the new head", choices=WEIGHTS)
+    weights: str = setting(
+        "none", "where the network starts: none (from scratch); imagenet (keras.applications "
+                "presets: Keras' download, kept in ~/.keras/models); a weights file for the "
+                "body (*_notop.h5 or .weights.h5); or a catsdogs run folder (its layers up to "
+                "the head; its head too when its classes are the same). Any start but none "
+                "trains the head alone first (the body frozen)")
+    # transfer learning, second stage: training/stages.py
+    fine_tune_epochs: int = setting(
+        0, "(epochs) after --epochs of the head alone, this many more with the body unfrozen "
+           "(BatchNorm layers stay in inference mode; a new optimizer); 0: no second stage")
+    fine_tune_learning_rate: float | None = setting(
+        None, "(float) the second stage's (peak) learning rate; default: a tenth of "
+              "--learning-rate")
+    unfreeze: str = setting(
+        UNFREEZE_ALL, "(all or K) what the second stage trains: all, or the last K layers with "
+                      "weights before the head (BatchNorm layers not counted, never trained)")
     seed: int = setting(42, "(int) seeds Python, NumPy and Keras, and the split")
     class_weight: str = setting("none", "auto weights each class inversely to its count, for "
                                         "imbalanced folders", choices=CLASS_WEIGHTS)
@@ -269,6 +283,22 @@ class TrainConfig:
             raise CatsDogsError("--mixup/--cutmix with a teacher: the teacher would see mixed "
                                 "images and labels it was not asked about", where="--teacher",
                                 fix="drop --mixup and --cutmix when distilling")
+        _check(isinstance(self.weights, str) and self.weights.strip() != "", "weights",
+               self.weights, "none, imagenet, a weights file or a run folder")
+        _check(self.fine_tune_epochs >= 0, "fine_tune_epochs", self.fine_tune_epochs,
+               "an integer >= 0 (0 turns the second stage off)")
+        _check(self.fine_tune_learning_rate is None or (
+            math.isfinite(self.fine_tune_learning_rate) and self.fine_tune_learning_rate > 0),
+            "fine_tune_learning_rate", self.fine_tune_learning_rate, "a number > 0, e.g. 1e-4")
+        _check(self.unfreeze == UNFREEZE_ALL or (self.unfreeze.isdigit() and int(self.unfreeze) >= 1),
+               "unfreeze", self.unfreeze, "all, or a layer count >= 1")
+        if self.weights != "none" and (self.width != 1 or self.prune_from is not None):
+            raise CatsDogsError("--weights with --width or --prune-from: those build their own "
+                                "network, which the weights would not fit", where="--weights",
+                                fix="drop one of them")
+        if self.fine_tune_epochs and self.teacher is not None:
+            raise CatsDogsError("--fine-tune-epochs with a teacher: a distilling run trains in "
+                                "one stage", where="--fine-tune-epochs", fix="drop one of them")
         _check(self.patience >= 0, "patience", self.patience, "an integer >= 0 (0 turns it off)")
         if self.refit and self.keep_epoch == "last":
             raise CatsDogsError("--refit with --keep-epoch last: no photos chose the epoch, so "
@@ -368,7 +398,10 @@ SETTINGS_ADDED_LATER = {"progressive_start": 1.0, "steps_per_execution": 1,
                         # the epoch choice and the temperature's photos: runs before them kept
                         # the best epoch and fitted the temperature on the photos that chose it
                         "keep_epoch": "best", "calibration_split": 0.0,
-                        "refit": False, "refit_union": False}
+                        "refit": False, "refit_union": False,
+                        # transfer learning: one stage
+                        "fine_tune_epochs": 0, "fine_tune_learning_rate": None,
+                        "unfreeze": UNFREEZE_ALL}
 
 
 def run_config_dict(config):

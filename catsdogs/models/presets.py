@@ -51,10 +51,15 @@ class Preset:
     adapt: Callable | None = None  # (model, training pixels) -> None: set layers from the data
 
     def check_weights(self, weights):
-        """Only keras.applications presets have pretrained weights to start from."""
-        if weights != "none" and not self.pretrainable:
+        """Only keras.applications presets have ImageNet weights; a weights file or a run
+        folder starts any preset (transfer.py)."""
+        from catsdogs.models.transfer import check_source
+
+        if weights == "imagenet" and not self.pretrainable:
             raise CatsDogsError(f"preset {self.name!r} has no pretrained weights", where="--weights",
-                                fix=f"use one of {_presets_with('pretrainable')}, or --weights none")
+                                fix=f"use one of {_presets_with('pretrainable')}, a weights file, "
+                                    "a run folder, or --weights none")
+        check_source(weights)
 
     def check_progressive(self, start):
         """Progressive resizing needs a body that takes any image size (no Flatten)."""
@@ -66,7 +71,8 @@ class Preset:
     def build(self, num_classes, weights="none"):
         """The full model: Rescaling -> body -> probability head for `num_classes`.
 
-        `weights="imagenet"` starts a keras.applications backbone from ImageNet weights.
+        `weights="imagenet"` starts a keras.applications backbone from ImageNet weights
+        (a weights file or a run folder: transfer.start_model).
         """
         import keras
         from keras import layers
@@ -122,14 +128,17 @@ def seed_cifar10_body(x):
 # ---------------------------------------------------------------- better presets
 
 
-def make_backbone_body(application, image_size):
+def make_backbone_body(application, image_size, weights_file, minus_one_to_one=False):
     """A keras.applications network without its top, globally pooled, as a preset body.
 
-    Its input is our 0..1 pixels scaled back to 0..255: these networks normalise inside
-    themselves (MobileNetV3's and EfficientNet's own preprocessing layers), so exports need no
-    separate preprocessing step. With ImageNet weights the backbone is frozen (BatchNorm in
-    inference mode) and only the new head trains, the first stage of Keras' transfer-learning
-    guide; from scratch (`weights="none"`) every layer trains.
+    Its input is our 0..1 pixels scaled to what the network was trained on, inside the model,
+    so exports need no separate preprocessing step: back to 0..255 for the networks that
+    normalise inside themselves (MobileNetV3, EfficientNet(V2), ConvNeXt), to -1..1
+    (`minus_one_to_one`) for ResNetV2, whose preprocess_input does that outside. With ImageNet
+    weights the backbone is frozen (BatchNorm in inference mode) and only the new head trains,
+    the first stage of Keras' transfer-learning guide (training/stages.py adds the second);
+    from scratch (`weights="none"`) every layer trains. `weights_file` is the name Keras
+    downloads the ImageNet weights as, for the offline error.
     """
 
     def body(x, weights="none"):
@@ -142,9 +151,12 @@ def make_backbone_body(application, image_size):
         except Exception as error:  # offline, proxy, a damaged cache file: the same fix
             raise CatsDogsError(f"could not get {weights} weights for {application} "
                                 f"({type(error).__name__})", where="--weights",
-                                fix="go online once (Keras keeps them in ~/.keras/models), "
+                                fix=f"go online once, or copy {weights_file} to "
+                                    f"~/.keras/models/{weights_file} (where Keras looks), "
                                     "or pass --weights none") from None
         backbone.trainable = weights == "none"
+        if minus_one_to_one:
+            return backbone(layers.Rescaling(2.0, offset=-1.0, name="to_minus_1_1")(x))
         return backbone(layers.Rescaling(255.0, name="to_0_255")(x))
 
     return body
@@ -341,6 +353,19 @@ CIFAR_AUGMENT = AugmentConfig(width_shift_range=0.125, height_shift_range=0.125,
 CIFAR_PIXEL_SHIFT_AUGMENT = AugmentConfig(width_shift_range=3, height_shift_range=3,
                                           horizontal_flip=True)
 
+BACKBONE_RECIPE = Recipe(epochs=10, batch_size=32, learning_rate=1e-3, schedule="cosine",
+                         augment=PHOTO_AUGMENT)
+# keras.applications backbones beside MobileNetV3Small: (preset, application, the file Keras
+# downloads their ImageNet weights as into ~/.keras/models)
+BACKBONES = (
+    ("efficientnetb0-catsdogs", "EfficientNetB0", "efficientnetb0_notop.h5"),
+    ("efficientnetv2b0-catsdogs", "EfficientNetV2B0", "efficientnetv2-b0_notop.h5"),
+    ("resnet50v2-catsdogs", "ResNet50V2", "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+    ("convnexttiny-catsdogs", "ConvNeXtTiny", "convnext_tiny_notop.h5"),
+    ("mobilenetv3large-catsdogs", "MobileNetV3Large",
+     "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5"),
+)
+
 PRESETS = {
     preset.name: preset
     for preset in (
@@ -390,14 +415,16 @@ PRESETS = {
                listed_classes=10, any_size=True, adapt=whiten_and_identity_init),
         Preset("mobilenetv3-catsdogs", "keras.applications MobileNetV3Small at 224x224; "
                "--weights imagenet trains only a new head on a frozen pretrained backbone",
-               (224, 224), make_backbone_body("MobileNetV3Small", (224, 224)),
-               Recipe(epochs=10, batch_size=32, learning_rate=1e-3, schedule="cosine",
-                      augment=PHOTO_AUGMENT), pretrainable=True),
-        Preset("efficientnetb0-catsdogs", "keras.applications EfficientNetB0 at 224x224; "
-               "--weights imagenet as for mobilenetv3-catsdogs",
-               (224, 224), make_backbone_body("EfficientNetB0", (224, 224)),
-               Recipe(epochs=10, batch_size=32, learning_rate=1e-3, schedule="cosine",
-                      augment=PHOTO_AUGMENT), pretrainable=True),
+               (224, 224), make_backbone_body(
+                   "MobileNetV3Small", (224, 224),
+                   "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"),
+               BACKBONE_RECIPE, pretrainable=True),
+        *(Preset(name, f"keras.applications {application} at 224x224; --weights imagenet as "
+                       f"for mobilenetv3-catsdogs", (224, 224),
+                 make_backbone_body(application, (224, 224), weights_file,
+                                    minus_one_to_one=application == "ResNet50V2"),
+                 BACKBONE_RECIPE, pretrainable=True)
+          for name, application, weights_file in BACKBONES),
     )
 }
 DEFAULT_PRESET = {"folder": "seed-catsdogs", "cifar10": "seed-cifar10"}

@@ -68,10 +68,25 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     """Keras' BackupAndRestore (weights, optimizer state, epoch), with the pair of files it
     writes swapped in as one folder, so a kill at any moment leaves a consistent backup.
     The backup is kept after training stops (Keras deletes it, even after a NaN stop);
-    `train` removes it once a run finishes cleanly."""
+    `train` removes it once a run finishes cleanly. `stage` (training/stages.py) is written
+    into its metadata, so the stage a backup belongs to is swapped in with its weights."""
 
     def __init__(self, backup_dir):
         super().__init__(str(backup_dir), save_freq="epoch", delete_checkpoint=False)
+        self.stage = {}
+
+    def saved_metadata(self):
+        """The backup's metadata (epoch, stage), or {} when there is none yet."""
+        runs.recover_dir(self.backup_dir)
+        try:
+            return json.loads(Path(self._training_metadata_path).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def save_now(self, epochs_done):
+        """Back up the model as it is, as after `epochs_done` epochs."""
+        self._current_epoch, self._last_batch_seen = epochs_done, 0
+        self._save_model()
 
     def on_train_begin(self, logs=None):
         runs.recover_dir(self.backup_dir)
@@ -92,7 +107,8 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             folder.mkdir(parents=True)
             weights = folder / Path(self._weights_path).name
             self.model.save_weights(str(weights))
-            metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
+            metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen,
+                        **self.stage}
             (folder / Path(self._training_metadata_path).name).write_text(json.dumps(metadata))
 
         runs.replace_dir(self.backup_dir, write)

@@ -12,6 +12,7 @@ Keras' `fit`, `_raise_if_nan` and `_finish` (SavedModel, plots, metrics.json).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import shutil
@@ -87,6 +88,10 @@ def resolve_config(config):
     recipe = {field.name: getattr(preset.recipe, field.name)
               for field in dataclasses.fields(preset.recipe) if getattr(config, field.name) is None}
     resolved = dataclasses.replace(config, preset=preset.name, data=data, **recipe)
+    if resolved.fine_tune_epochs and resolved.fine_tune_learning_rate is None:
+        # the second stage's rate: a tenth of the head's (stages.py), recorded in config.json
+        resolved = dataclasses.replace(resolved,
+                                       fine_tune_learning_rate=resolved.learning_rate / 10)
     preset.check_progressive(resolved.progressive_start)
     return resolved
 
@@ -189,8 +194,6 @@ def _start_run_folder(data, run_dir, resumed, chooses=True):
 
 def _build_model(config, prepared):
     """The preset's model, compiled under the distribution strategy; (model, steps per epoch)."""
-    from catsdogs.models import optim
-
     data, placement, preset = prepared.data, prepared.placement, prepared.preset
     steps_per_epoch = -(-len(data.train) // prepared.worker_batch)
     with placement.strategy.scope():
@@ -199,7 +202,7 @@ def _build_model(config, prepared):
 
             model = student = pruned_model(config, data.class_names)
         else:
-            model = student = preset.build(len(data.class_names), config.weights)
+            model = student = _start_model(config, preset, data.class_names)
             if config.width != 1:  # a width sweep (bench/scaling.py): the same graph, wider
                 from catsdogs.training.prune import scale_widths
 
@@ -208,14 +211,36 @@ def _build_model(config, prepared):
             from catsdogs.training.distill import make_distiller
 
             model = make_distiller(student, config, data.class_names)
-        model.compile(optimizer=optim.make_optimizer(config, steps_per_epoch, student,
-                                                     placement.replicas),
-                      loss=prepared.loss, metrics=[prepared.accuracy],
-                      steps_per_execution=config.steps_per_execution)
-        # a resumed run's weights replace these at on_train_begin; a pruned one keeps its own
-        if preset.adapt is not None and not config.prune_from:
+        _compile(model, config, prepared, steps_per_epoch, student)
+        # a resumed run's weights replace these at on_train_begin; a pruned one keeps its own,
+        # a started one those it started from
+        if preset.adapt is not None and not config.prune_from and config.weights == "none":
             preset.adapt(student, data.train.pixels)
     return model, steps_per_epoch
+
+
+def _start_model(config, preset, class_names):
+    """The preset's model as --weights starts it; its body frozen for the first stage."""
+    from catsdogs.models.transfer import start_model
+    from catsdogs.training.stages import set_stage, staged
+
+    model, note = start_model(preset, class_names, config.weights)
+    if note:
+        log().info(f"Weights: {note}")
+    if staged(config):
+        set_stage(model, 1)
+    return model
+
+
+def _compile(model, config, prepared, steps_per_epoch, student):
+    """Compile with a new optimizer for `config` (again for a second stage: stages.py)."""
+    from catsdogs.models import optim
+
+    with prepared.placement.strategy.scope():
+        model.compile(optimizer=optim.make_optimizer(config, steps_per_epoch, student,
+                                                     prepared.placement.replicas),
+                      loss=prepared.loss, metrics=[prepared.accuracy],
+                      steps_per_execution=config.steps_per_execution)
 
 
 def _best_so_far(run_dir, history_rows):
@@ -299,6 +324,7 @@ def _fit(config, run_dir, prepared, resumed, extra_callbacks=(), test=True):
     from catsdogs.training import callbacks
     from catsdogs.training.distill import student_of
     from catsdogs.training.distribute import multi_worker_fit
+    from catsdogs.training.stages import fit_in_stages
 
     data = prepared.data
     _start_run_folder(data, run_dir, resumed, chooses_on_validation(config))
@@ -307,15 +333,18 @@ def _fit(config, run_dir, prepared, resumed, extra_callbacks=(), test=True):
     fit_callbacks = _callbacks(config, run_dir, prepared, steps_per_epoch, history)
     live = console.live_progress()  # else one plain line per epoch (or none with --quiet)
     if not live and console.chatty():
-        fit_callbacks.append(callbacks.EpochLog(config.epochs))
+        fit_callbacks.append(callbacks.EpochLog(config.epochs + config.fine_tune_epochs))
     with console.progress_to_stderr(), multi_worker_fit(model, prepared.placement,
                                                         prepared.first_batch), \
             callbacks.InterruptAtBatchEnd() as interrupt:
-        model.fit(prepared.train_ds, validation_data=prepared.val_ds, epochs=config.epochs,
-                  callbacks=[interrupt, *fit_callbacks, *extra_callbacks], verbose=1 if live else 0,
-                  shuffle=False,  # the pipeline shuffles
-                  class_weight=balanced_class_weights(data.train.labels, len(data.class_names))
-                  if config.class_weight == "auto" else None)
+        fit = functools.partial(
+            model.fit, prepared.train_ds, validation_data=prepared.val_ds,
+            verbose=1 if live else 0, shuffle=False,  # the pipeline shuffles
+            class_weight=balanced_class_weights(data.train.labels, len(data.class_names))
+            if config.class_weight == "auto" else None)
+        fit_in_stages(model, fit, config, [interrupt, *fit_callbacks, *extra_callbacks],
+                      recompile=lambda stage_config: _compile(model, stage_config, prepared,
+                                                              steps_per_epoch, model))
     _raise_if_nan(history.rows, config, run_dir)
     if not prepared.placement.is_chief:  # its folder held only resume state: gone with the run
         remove_worker_folder(run_dir)
