@@ -66,7 +66,7 @@ class ServeConfig:
 
 def _metrics_registry():
     """Prometheus metrics of one app (its own registry: two apps in a process never mix)."""
-    from prometheus_client import CollectorRegistry, Counter, Histogram
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
     registry = CollectorRegistry()
     return registry, {
@@ -81,6 +81,10 @@ def _metrics_registry():
         "shed": Counter("catsdogs_shed_requests", "Requests answered 503 at the door, by why "
                         "(queue: --max-queue full; bytes: --max-inflight-mb spent; draining)",
                         ["reason"], registry=registry),
+        "admitted": Gauge("catsdogs_admitted_requests", "Model requests admitted now "
+                          "(at most --max-queue)", registry=registry),
+        "inflight": Gauge("catsdogs_inflight_bytes", "Request bytes held now (at most "
+                          "--max-inflight-mb)", registry=registry),
     }
 
 
@@ -130,6 +134,8 @@ def create_app(classifier, config=ServeConfig()):
     app = FastAPI(title="catsdogs", docs_url=None, redoc_url=None, openapi_url=None,
                   on_shutdown=[shutdown])
     app.state.batcher, app.state.gate = batcher, gate
+    metrics["admitted"].set_function(lambda: gate.admitted)
+    metrics["inflight"].set_function(lambda: gate.inflight_bytes)
     app.add_middleware(Admission, gate=gate)  # inside the guard: a shed request is measured
 
     @app.middleware("http")

@@ -1,0 +1,206 @@
+"""catsdogs serve under load: shedding past the bounds (503 + Retry-After, counted), bodies
+refused before they are read whole, and a drain on SIGTERM that answers every admitted request.
+
+Loopback only; every request count is fixed and every wait has a deadline."""
+
+import asyncio
+import base64
+import io
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+from PIL import Image
+
+import catsdogs
+from catsdogs.serve.app import ServeConfig, create_app
+from catsdogs.serve.batching import BatchingConfig
+from catsdogs.serve.memory import process_memory
+
+from conftest import REPO, TWO_CLASSES, write_class_images
+
+PREDICT = "/v1/models/catsdogs:predict"
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A tiny seed-cifar10 model trained for one epoch on generated 32x32 images."""
+    from catsdogs.commands.train import main
+
+    root = tmp_path_factory.mktemp("load")
+    write_class_images(root / "images" / "train", TWO_CLASSES, 8, size=(32, 32), seed=1)
+    write_class_images(root / "images" / "validation", TWO_CLASSES, 4, size=(32, 32), seed=2)
+    run = root / "run"
+    assert main(["--data", str(root / "images"), "--preset", "seed-cifar10", "--epochs", "1",
+                 "--run-dir", str(run), "--quiet"]) == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def classifier(trained_run):
+    return catsdogs.load(trained_run)
+
+
+def photo_body():
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 32), (180, 90, 40)).save(buffer, "PNG")
+    return {"instances": [{"b64": base64.b64encode(buffer.getvalue()).decode()}]}
+
+
+async def _send_all(app, requests):
+    """Send (method, path, kwargs) requests at once to the ASGI app; their responses."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        return await asyncio.gather(*(http.request(method, path, **kwargs)
+                                      for method, path, kwargs in requests))
+
+
+def metric(text, name, **labels):
+    """A sample's value from Prometheus text, or None when absent."""
+    label_text = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+    pattern = re.escape(f"{name}{{{label_text}}}" if labels else name) + r" ([0-9.e+-]+)"
+    found = re.search(pattern, text)
+    return float(found.group(1)) if found else None
+
+
+def test_a_burst_past_the_queue_bound_gets_503_with_retry_after_and_the_rest_200(classifier):
+    # the first request's batch waits 0.3 s for company: both admitted ones are held that long,
+    # while the burst's other six arrive
+    app = create_app(classifier, ServeConfig(max_queue=2, batching=BatchingConfig(64, 0.3)))
+    burst = [("POST", PREDICT, {"json": photo_body()})] * 8
+    responses = asyncio.run(_send_all(app, burst))
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [200] * 2 + [503] * 6
+    shed = [r for r in responses if r.status_code == 503]
+    assert all(r.headers["retry-after"] == "1" for r in shed)
+    assert all("over capacity: 2 requests" in r.json()["error"] for r in shed)
+    again, = asyncio.run(_send_all(app, [("POST", PREDICT, {"json": photo_body()})]))
+    assert again.status_code == 200  # the slots came back
+    text = asyncio.run(_send_all(app, [("GET", "/metrics", {})]))[0].text
+    assert metric(text, "catsdogs_shed_requests_total", reason="queue") == 6
+    assert metric(text, "catsdogs_requests_total", code="503", endpoint="predict") == 6
+    assert metric(text, "catsdogs_admitted_requests") == 0
+    assert metric(text, "catsdogs_inflight_bytes") == 0
+
+
+def test_request_bytes_in_flight_are_bounded(classifier):
+    noise = Image.effect_noise((200, 200), 60).convert("RGB")  # ~100 kB: far over its pixels
+    buffer = io.BytesIO()
+    noise.save(buffer, "PNG")
+    body = json.dumps({"instances": [{"b64": base64.b64encode(buffer.getvalue()).decode()}]})
+    body = body.encode()
+    app = create_app(classifier, ServeConfig(max_upload_bytes=len(body),
+                                             max_inflight_bytes=int(len(body) * 1.5),
+                                             batching=BatchingConfig(64, 0.3)))
+    send = ("POST", PREDICT, {"content": body, "headers": {"content-type": "application/json"}})
+    first, second = asyncio.run(_send_all(app, [send, send]))
+    assert sorted([first.status_code, second.status_code]) == [200, 503]
+    refused = first if first.status_code == 503 else second
+    assert "request bytes already in flight" in refused.json()["error"]
+    assert refused.headers["retry-after"] == "1"
+    text = asyncio.run(_send_all(app, [("GET", "/metrics", {})]))[0].text
+    assert metric(text, "catsdogs_shed_requests_total", reason="bytes") == 1
+
+
+def test_a_chunked_body_over_the_limit_is_refused_before_it_is_read_whole(classifier):
+    app = create_app(classifier, ServeConfig(max_upload_bytes=200_000))
+    chunk, chunks, consumed = b"x" * 10_000, 100, [0]
+
+    async def body():  # no Content-Length: the server only learns the size as it reads
+        for _ in range(chunks):
+            consumed[0] += len(chunk)
+            yield chunk
+
+    response, = asyncio.run(_send_all(app, [("POST", PREDICT, {"content": body()})]))
+    assert response.status_code == 413 and "over 200,000 bytes" in response.json()["error"]
+    assert consumed[0] <= 200_000 + len(chunk) < len(chunk) * chunks
+
+
+def test_draining_turns_readiness_unavailable_and_sheds_new_requests(classifier):
+    from fastapi.testclient import TestClient
+
+    app = create_app(classifier)
+    client = TestClient(app)
+    assert client.get("/v1/models/catsdogs").json()["model_version_status"][0]["state"] == \
+        "AVAILABLE"
+    app.state.gate.draining = True
+    status = client.get("/v1/models/catsdogs")
+    assert status.status_code == 503
+    state = status.json()["model_version_status"][0]
+    assert state["state"] == "UNLOADING" and state["status"]["error_code"] == "UNAVAILABLE"
+    refused = client.post(PREDICT, json=photo_body())
+    assert refused.status_code == 503 and "shutting down" in refused.json()["error"]
+    assert metric(client.get("/metrics").text, "catsdogs_shed_requests_total",
+                  reason="draining") == 1
+
+
+# ---------------------------------------------------------------- a real server process
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until(check, seconds, what):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"not within {seconds} s: {what}")
+
+
+def test_sigterm_with_requests_in_flight_answers_all_of_them_then_exits_0(trained_run):
+    port, requests, drain_seconds = free_port(), 12, 20
+    base = f"http://127.0.0.1:{port}"
+    # a batch waits 2 s for company: the requests are held, admitted, when SIGTERM comes
+    server = subprocess.Popen(
+        [sys.executable, "-m", "catsdogs", "serve", str(trained_run), "--port", str(port),
+         "--max-batch", "64", "--batch-wait-ms", "2000", "--drain-seconds", str(drain_seconds)],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: httpx.get(base + "/healthz", timeout=1).status_code == 200, 120,
+                   "the server answers /healthz")
+        responses = []
+
+        def send():
+            try:
+                responses.append(httpx.post(base + PREDICT, json=photo_body(), timeout=60))
+            except httpx.HTTPError as error:
+                responses.append(error)
+
+        clients = [threading.Thread(target=send) for _ in range(requests)]
+        for client in clients:
+            client.start()
+        wait_until(lambda: metric(httpx.get(base + "/metrics", timeout=5).text,
+                                  "catsdogs_admitted_requests") == requests, 30,
+                   f"{requests} requests admitted")
+        peak = process_memory(server.pid)["VmHWM"]
+        server.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        code = server.wait(timeout=drain_seconds + 10)
+        drained_in = time.monotonic() - signalled
+        for client in clients:
+            client.join(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert code == 0 and drained_in < drain_seconds
+    assert [getattr(r, "status_code", r) for r in responses] == [200] * requests
+    assert all(len(r.json()["predictions"]) == 1 for r in responses)
+    bound_mb = re.search(r"memory bound: peak RSS under (\d+) MB", server.stdout.read())
+    assert bound_mb and peak < int(bound_mb.group(1)) * 1e6
