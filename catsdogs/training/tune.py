@@ -1,0 +1,276 @@
+"""`catsdogs tune`: search a preset's recipe on the user's own photos, with KerasTuner.
+
+KerasTuner's oracles (random, Bayesian optimisation, Hyperband) choose each trial's settings;
+`RecipeTuner.run_trial` trains it as an ordinary catsdogs run folder (TUNE_DIR/trial-<id>/)
+and returns its accuracy on the selection split, the only photos any choice is made on. The
+test split is read once, at the end, for the best trial (tune.json: test_accuracy).
+
+A killed search continues with the same command and --run-dir: KerasTuner reloads its
+project (TUNE_DIR/keras_tuner/, overwrite=False), keeps the finished trials, and offers the
+running one again, which resumes from its run folder's backup. A time budget is a budget:
+no trial starts after it, and the running one stops at the end of the epoch that passes it
+(its run folder then records fewer epochs than planned: "partial" in the table).
+
+Hyperband's per-trial epochs are `epochs`; a trial it promotes trains again from the start
+for its new epoch count (the schedule anneals over the epochs a run plans, so continuing an
+annealed run for more epochs would not be that recipe).
+"""
+
+import contextlib
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import keras
+import keras_tuner
+
+from catsdogs import config as cfg
+from catsdogs import runs
+from catsdogs.console import log
+from catsdogs.errors import CatsDogsError, RunFailed
+from catsdogs.training import space
+from catsdogs.training import train as training
+
+SEARCHES = ("hyperband", "bayesian", "random")  # KerasTuner's oracles
+OBJECTIVE = "selection_accuracy"  # the kept model's accuracy on the selection split
+SELECTION_SPLIT = 0.15  # a search always chooses on a selection split; this share by default
+TUNER_DIR = "keras_tuner"  # KerasTuner's project folder inside the tune folder
+TUNE_FILE = "tune.json"  # the search: its trials, the best, its test accuracy
+TRIALS_FILE = "trials.csv"  # the table, as it prints
+BEST_FILE = "best.json"  # the best trial's settings: a --config file for catsdogs train
+ENSEMBLE_DIR = "ensemble"
+
+clock = time.monotonic  # the budget's clock (a test moves it)
+
+
+@dataclasses.dataclass(frozen=True)
+class Search:
+    """One search: its settings, its space and where it lives."""
+
+    base: cfg.TrainConfig  # resolved; every trial is it plus the trial's values
+    ranges: dict  # space.preset_ranges
+    folder: Path
+    search: str = "bayesian"  # one of SEARCHES
+    trials: int | None = None  # at most this many trials
+    budget: float | None = None  # minutes, across resumed sessions
+    ensemble: int = 0  # write the ensemble of the best this many trials
+
+
+class StopAtDeadline(keras.callbacks.Callback):
+    """End training at the end of the epoch that passes `deadline` (on `clock`)."""
+
+    def __init__(self, deadline):
+        super().__init__()
+        self.deadline = deadline
+
+    def on_epoch_end(self, epoch, logs=None):
+        if clock() >= self.deadline:
+            self.model.stop_training = True
+
+
+class RecipeTuner(keras_tuner.Tuner):
+    """A KerasTuner Tuner whose trial is a catsdogs run: the oracle decides, catsdogs trains."""
+
+    def __init__(self, oracle, search, deadline, progress):
+        self.plan, self.deadline, self.progress = search, deadline, progress
+        with contextlib.redirect_stdout(sys.stderr):  # its "Reloading Tuner" is progress
+            super().__init__(oracle=oracle, directory=str(search.folder), project_name=TUNER_DIR,
+                             overwrite=False)
+
+    def run_trial(self, trial, *args, **kwargs):
+        run_dir = self.plan.folder / f"trial-{trial.trial_id}"
+        config = space.trial_config(self.plan.base, trial.hyperparameters.values, run_dir)
+        stop = [] if self.deadline is None else [StopAtDeadline(self.deadline)]
+        try:
+            metrics = _train_or_resume(config, run_dir, stop)
+        except RunFailed as error:  # a recipe that diverged: a failed trial, the search goes on
+            raise keras_tuner.errors.FailedTrialError(str(error)) from error
+        except Exception as error:  # anything else stops the search, to be resumed
+            raise keras_tuner.errors.FatalError(str(error)) from error
+        return {OBJECTIVE: metrics["kept_val_accuracy"]}
+
+    def pre_create_trial(self):
+        if self.deadline is not None and clock() >= self.deadline:
+            self.oracle.max_trials = len(self.oracle.trials)  # the oracle's own way to stop
+
+    def on_search_begin(self):
+        print(TABLE_HEADER)
+        for row in trial_rows(self.oracle, self.plan.folder):  # those of an earlier session
+            print(table_line(row))
+
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)
+        rows = trial_rows(self.oracle, self.plan.folder)
+        runs.write_csv(self.plan.folder / TRIALS_FILE, list(rows[0]), [list(r.values()) for r in rows])
+        print(table_line(rows[-1]), flush=True)
+        self.progress(rows)
+
+
+def _train_or_resume(config, run_dir, callbacks):
+    """The trial's metrics.json: read when it finished before, else trained or resumed, never
+    measuring the test split."""
+    if (run_dir / runs.METRICS_FILE).exists() and not (run_dir / runs.CHECKPOINTS_DIR).exists():
+        log().info(f"Trial {run_dir.name}: finished before, kept")
+    elif (run_dir / runs.CONFIG_FILE).exists():
+        training.resume(run_dir, callbacks=callbacks, test=False)
+    else:
+        training.train(config, callbacks=callbacks, test=False)
+    return json.loads((run_dir / runs.METRICS_FILE).read_text())
+
+
+# ---------------------------------------------------------------- the table
+
+
+def trial_rows(oracle, folder):
+    """One row per ended trial, in the order they ended: its settings, selection accuracy,
+    minutes of training, and whether it finished, stopped at the budget or failed."""
+    rows = []
+    for trial_id in oracle.end_order:
+        trial = oracle.trials[trial_id]
+        metrics_file = folder / f"trial-{trial_id}" / runs.METRICS_FILE
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+        partial = metrics and metrics["epochs_run"] < metrics["epochs_planned"]
+        rows.append({"trial": trial_id,
+                     "status": "failed" if trial.score is None else
+                     "partial" if partial else "complete",
+                     OBJECTIVE: trial.score,
+                     "minutes": round(metrics.get("train_seconds", 0) / 60, 2),
+                     **{name: value for name, value in trial.hyperparameters.values.items()
+                        if not name.startswith("tuner/")}})
+    return rows
+
+
+def _short(value):
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else str(value)
+
+
+TABLE_HEADER = f"{'trial':>6} {'status':>8} {'selection':>9} {'minutes':>7}  settings"
+
+
+def table_line(row):
+    settings = " ".join(f"{name}={_short(value)}" for name, value in list(row.items())[4:])
+    score = "-" if row[OBJECTIVE] is None else f"{row[OBJECTIVE]:.4f}"
+    return f"{row['trial']:>6} {row['status']:>8} {score:>9} {row['minutes']:>7.2f}  {settings}"
+
+
+# ---------------------------------------------------------------- the search
+
+
+def make_oracle(plan):
+    """KerasTuner's oracle for `plan.search`, over `plan.ranges`."""
+    hyperband = plan.search == "hyperband"
+    common = dict(objective=keras_tuner.Objective(OBJECTIVE, direction="max"),
+                  hyperparameters=space.hyperparameters(plan.ranges, hyperband),
+                  tune_new_entries=False, allow_new_entries=False, seed=plan.base.seed)
+    if hyperband:
+        oracle = keras_tuner.oracles.HyperbandOracle(
+            max_epochs=space.epochs_range(plan.ranges, plan.base)[1], factor=3, **common)
+        oracle.max_trials = plan.trials
+        return oracle
+    if plan.search == "bayesian":
+        return keras_tuner.oracles.BayesianOptimizationOracle(max_trials=plan.trials, **common)
+    return keras_tuner.oracles.RandomSearchOracle(max_trials=plan.trials, **common)
+
+
+def tune(plan):
+    """Run (or continue) the search `plan`; write tune.json, trials.csv, best.json and, with
+    `plan.ensemble`, the ensemble of the best trials.
+
+    Returns:
+        dict: what tune.json holds.
+
+    Raises:
+        CatsDogsError: bad data or settings (found in the first trial), or no trial finished.
+
+    Example:
+        >>> tune(Search(base, ranges, Path("runs/tune-x"), trials=20))  # doctest: +SKIP
+    """
+    folder = plan.folder
+    with runs.run_folder_lock(folder):
+        summary_file = folder / TUNE_FILE
+        before = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+        spent = before.get("seconds_spent", 0.0)
+        started = clock()
+        deadline = None if plan.budget is None else started + plan.budget * 60 - spent
+
+        def progress(rows):  # after each trial: a killed search still counts its time
+            runs.write_json(summary_file, {**before, "seconds_spent": spent + clock() - started,
+                                           "trials": rows})
+
+        tuner = RecipeTuner(make_oracle(plan), plan, deadline, progress)
+        try:
+            tuner.search(verbose=0)
+        except keras_tuner.errors.FatalError as error:  # the trial's own error, as it was raised
+            raise (error.__cause__ or error) from None
+        except RuntimeError as error:  # KerasTuner: too many trials failed in a row
+            raise CatsDogsError("trials failed in a row", where=folder,
+                                fix=f"see their run folders; {str(error).splitlines()[0]}") from None
+        summary = _summarise(plan, tuner, before, spent + clock() - started)
+        runs.write_json(summary_file, summary)
+    return summary
+
+
+def _summarise(plan, tuner, before, seconds):
+    """best.json, the test split read once for the best trial, the ensemble; tune.json's dict."""
+    best_trials = [t for t in tuner.oracle.get_best_trials(max(1, plan.ensemble))
+                   if t.score is not None]
+    if not best_trials:
+        raise CatsDogsError("no trial finished", where=plan.folder,
+                            fix="raise --budget or --trials, or see the trials' run folders")
+    best_dir = plan.folder / f"trial-{best_trials[0].trial_id}"
+    best_config = cfg.read_run_config(best_dir / runs.CONFIG_FILE)
+    settings = {k: v for k, v in cfg.to_dict(best_config).items() if k != "run_dir"}
+    runs.write_json(plan.folder / BEST_FILE, settings)
+    test = ({k: before[k] for k in ("test_accuracy", "test_images", "test_split")}
+            if before.get("best_run") == str(best_dir) and "test_accuracy" in before
+            else measure_test(best_dir, best_config))
+    summary = {"search": plan.search, "preset": plan.base.preset, "data": plan.base.data,
+               "seconds_spent": round(seconds, 1), "trials": trial_rows(tuner.oracle, plan.folder),
+               "best_trial": best_trials[0].trial_id, "best_run": str(best_dir),
+               OBJECTIVE: best_trials[0].score, **test,
+               "best_settings": str(plan.folder / BEST_FILE)}
+    if plan.ensemble > 1:
+        summary["ensemble"] = str(_ensemble(plan, best_trials))
+    return summary
+
+
+def measure_test(run_dir, config):
+    """The test split's accuracy for the run in `run_dir` (read here, once per search)."""
+    from catsdogs.data.datasets import load_image_data
+    from catsdogs.models.presets import get_preset
+
+    data = load_image_data(config, get_preset(config.preset).image_size)
+    model = keras.saving.load_model(run_dir / runs.MODEL_FILE, safe_mode=True, compile=False)
+    return training.test_once(model, data)
+
+
+def _ensemble(plan, best_trials):
+    """The best `plan.ensemble` trials as one model (inference/ensemble.py)."""
+    from catsdogs.inference.ensemble import write_ensemble
+
+    out = plan.folder / ENSEMBLE_DIR
+    if len(best_trials) < plan.ensemble:
+        log().warning(f"--ensemble {plan.ensemble}: only {len(best_trials)} trials finished; "
+                      "the ensemble has them all")
+    if not (out / runs.MODEL_FILE).exists():
+        write_ensemble([plan.folder / f"trial-{t.trial_id}" for t in best_trials], out)
+    return out
+
+
+def summary_lines(summary):
+    """What the command prints at the end."""
+    lines = [f"Best trial {summary['best_trial']}: selection accuracy "
+             f"{summary[OBJECTIVE]:.4f}" + (f", test accuracy {summary['test_accuracy']:.4f} on "
+                                            f"{summary['test_images']} images (read once, now)"
+                                            if "test_accuracy" in summary else "")]
+    lines.append(f"Settings:    {summary['best_settings']}  (catsdogs train --config "
+                 f"{summary['best_settings']})")
+    if "ensemble" in summary:
+        lines.append(f"Ensemble:    {summary['ensemble']}")
+    folder = Path(summary["best_run"]).parent
+    lines.append(f"TensorBoard: tensorboard --logdir {folder}  (HParams: every trial)")
+    return lines

@@ -1,0 +1,194 @@
+"""catsdogs tune: KerasTuner's oracles choose, each trial is an ordinary run folder scored on
+its selection split, the test split is read once, a killed search resumes, a budget stops it."""
+
+import csv
+import dataclasses
+import json
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from catsdogs import cli
+from catsdogs import config as cfg
+from conftest import Interrupt, one_error_line
+
+# seed-cifar10 at 32x32, one or two epochs, small batches: a trial takes seconds
+SPACE = {"epochs": ["int", 1, 2], "batch_size": ["choice", 8, 16], "width": ["choice", 0.5, 1.0]}
+
+
+def tune_argv(data, folder, space_file, *more):
+    return ["tune", "--data", str(data), "--preset", "seed-cifar10", "--search", "random",
+            "--space", str(space_file), "--run-dir", str(folder), "--quiet", *more]
+
+
+@pytest.fixture
+def space_file(tmp_path):
+    path = tmp_path / "space.json"
+    path.write_text(json.dumps(SPACE))
+    return path
+
+
+def hparams_of(log_dir):
+    events = EventAccumulator(str(log_dir), size_guidance={"tensors": 0})
+    events.Reload()
+    for content in events.PluginTagToContent("hparams").values():
+        data = plugin_data_pb2.HParamsPluginData.FromString(content)
+        if data.HasField("session_start_info"):
+            return {name: getattr(value, value.WhichOneof("kind"))
+                    for name, value in data.session_start_info.hparams.items()}
+    return None
+
+
+def count_test_reads(monkeypatch):
+    from catsdogs.training import train
+
+    reads = []
+    original = train.test_once
+
+    def counted(model, data):
+        reads.append(len(data.test))
+        return original(model, data)
+
+    monkeypatch.setattr(train, "test_once", counted)
+    return reads
+
+
+def test_three_trials_write_run_folders_table_hparams_and_a_best_json_train_accepts(
+        protocol_folders, space_file, tmp_path, capsys, monkeypatch):
+    reads = count_test_reads(monkeypatch)
+    folder = tmp_path / "tune"
+    assert cli.main(tune_argv(protocol_folders, folder, space_file, "--trials", "3")) == 0
+    out = capsys.readouterr().out
+    trials = sorted(folder.glob("trial-*"))
+    assert [t.name for t in trials] == ["trial-0", "trial-1", "trial-2"]
+    for trial in trials:
+        config = cfg.read_run_config(trial / "config.json")
+        metrics = json.loads((trial / "metrics.json").read_text())
+        assert config.selection_split == 0.15 and config.epochs in (1, 2)
+        assert "test_accuracy" not in metrics  # scored on the selection split only
+        assert hparams_of(trial / "logs")["batch_size"] == config.batch_size
+    rows = list(csv.DictReader((folder / "trials.csv").open()))
+    assert [r["trial"] for r in rows] == ["0", "1", "2"]
+    assert all(r["status"] == "complete" and 0 <= float(r["selection_accuracy"]) <= 1
+               for r in rows)
+    table = [line.split()[0] for line in out.splitlines() if line.split()[:1] in (["0"], ["1"], ["2"])]
+    assert table == ["0", "1", "2"] and "selection" in out  # printed as the trials finished
+    summary = json.loads((folder / "tune.json").read_text())
+    assert reads == [12] and summary["test_images"] == 12  # the test split, once, at the end
+    best = summary["best_run"]
+    assert summary["selection_accuracy"] == max(float(r["selection_accuracy"]) for r in rows)
+    # the same command again: nothing is trained, and the test split is not read again
+    assert cli.main(tune_argv(protocol_folders, folder, space_file, "--trials", "3")) == 0
+    assert reads == [12] and json.loads((folder / "tune.json").read_text())["best_run"] == best
+    # best.json is a settings file train takes as it is: the best trial's settings
+    from catsdogs.commands import train as train_command
+
+    args = train_command.build_parser().parse_args(["--config", str(folder / "best.json")])
+    again = train_command.config_from_args(args)
+    assert again == dataclasses.replace(cfg.read_run_config(f"{best}/config.json"), run_dir=None)
+
+
+def test_a_search_killed_in_its_second_trial_resumes_it_and_ends_with_three(
+        protocol_folders, tmp_path, monkeypatch, capsys):
+    from catsdogs.training import callbacks
+
+    space_file = tmp_path / "space.json"
+    space_file.write_text(json.dumps({**SPACE, "epochs": 2}))
+    started = []
+    original = callbacks.HistoryCSV.on_epoch_begin
+
+    def begin(self, epoch, logs=None):  # the second trial's second epoch crashes, once
+        started.append((self.path.parent.name, epoch))
+        if started[-1] == ("trial-1", 1) and started.count(started[-1]) == 1:
+            raise Interrupt("simulated crash in the second trial")
+        original(self, epoch, logs)
+
+    monkeypatch.setattr(callbacks.HistoryCSV, "on_epoch_begin", begin)
+    folder = tmp_path / "tune"
+    argv = tune_argv(protocol_folders, folder, space_file, "--trials", "3")
+    assert cli.main(argv) == 1  # the crash stops the search
+    assert not (folder / "trial-1" / "metrics.json").exists() and not (folder / "trial-2").exists()
+    assert cli.main(argv) == 0
+    assert [s for s in started if s[0] == "trial-1"] == [("trial-1", 0), ("trial-1", 1),
+                                                          ("trial-1", 1)]  # resumed, not redone
+    assert [s for s in started if s[0] == "trial-0"] == [("trial-0", 0), ("trial-0", 1)]
+    rows = list(csv.DictReader((folder / "trials.csv").open()))
+    assert sorted(r["trial"] for r in rows) == ["0", "1", "2"]
+    assert all((folder / f"trial-{i}" / "metrics.json").exists() for i in range(3))
+    assert len(list(csv.DictReader((folder / "trial-1" / "history.csv").open()))) == 2
+
+
+def test_the_budget_stops_the_search_on_time(protocol_folders, tmp_path, monkeypatch):
+    from catsdogs.training import tune
+
+    now = [0.0]
+
+    def clock():  # every look at the clock: 10 s later
+        now[0] += 10
+        return now[0]
+
+    monkeypatch.setattr(tune, "clock", clock)
+    space_file = tmp_path / "space.json"
+    space_file.write_text(json.dumps({**SPACE, "epochs": 3}))
+    folder = tmp_path / "tune"
+    # 0.5 minutes: the first trial starts, its first epochs pass the deadline, nothing follows
+    assert cli.main(tune_argv(protocol_folders, folder, space_file, "--budget", "0.5")) == 0
+    assert [t.name for t in folder.glob("trial-*")] == ["trial-0000"]
+    metrics = json.loads((folder / "trial-0000" / "metrics.json").read_text())
+    assert metrics["epochs_run"] < metrics["epochs_planned"] == 3
+    rows = list(csv.DictReader((folder / "trials.csv").open()))
+    assert [r["status"] for r in rows] == ["partial"]
+    assert json.loads((folder / "tune.json").read_text())["seconds_spent"] >= 30
+
+
+def test_the_range_declared_beside_a_setting_is_the_one_searched():
+    from catsdogs.models.presets import get_preset
+    from catsdogs.training import space, tune
+    from catsdogs.training.train import resolve_config
+
+    base = resolve_config(cfg.TrainConfig(preset="fast-catsdogs", selection_split=0.15))
+    plan = tune.Search(base, space.preset_ranges(base, get_preset(base.preset)), None,
+                       search="random", trials=2)
+    searched = {hp.name: hp for hp in tune.make_oracle(plan).get_space().space}
+    declared = {f.name: f.metadata["search"]
+                for cls in (cfg.TrainConfig, cfg.AugmentConfig) for f in dataclasses.fields(cls)
+                if f.metadata.get("search")}
+    assert set(searched) == set(declared) - {"ema"} or set(searched) == set(declared)
+    for name, (kind, *values) in declared.items():
+        if name not in searched:
+            continue
+        hp = searched[name]
+        if kind == "choice":
+            assert list(hp.values) == values, name
+        elif kind == "scale":
+            preset_value = space.setting_value(base, name)
+            lo, hi = preset_value * values[0], preset_value * values[1]
+            if isinstance(preset_value, int):
+                lo, hi = round(lo), round(hi)
+            assert (hp.min_value, hp.max_value) == pytest.approx((lo, hi)), name
+        else:
+            assert (hp.min_value, hp.max_value) == (values[0], values[1]), name
+    # --space narrows, fixes and drops; a trial's values land in the run's settings
+    ranges = space.preset_ranges(base, get_preset(base.preset), fixed={"batch_size"},
+                                 overrides={"label_smoothing": ["linear", 0.0, 0.05],
+                                            "mixup": None, "rotation_range": 5})
+    assert ranges["label_smoothing"] == ("linear", 0.0, 0.05)
+    assert "mixup" not in ranges and "batch_size" not in ranges
+    assert ranges["rotation_range"] == ("fixed", 5)
+    config = space.trial_config(base, {"rotation_range": 5.0, "zoom_range": 0.1,
+                                       "tuner/epochs": 4, "learning_rate": 1e-3}, "r")
+    assert config.augment.rotation_range == 5 and config.augment.zoom_range == (0.9, 1.1)
+    assert config.epochs == 4 and config.learning_rate == 1e-3 and config.run_dir == "r"
+
+
+def test_bad_searches_are_one_error_line(protocol_folders, tmp_path, capsys):
+    space_file = tmp_path / "space.json"
+    space_file.write_text(json.dumps({"learning_rate": ["log", 0, 1]}))
+    line = one_error_line(capsys, cli.main, tune_argv(protocol_folders, tmp_path / "t",
+                                                      space_file, "--trials", "2"))
+    assert "learning_rate" in line and "0 < LO" in line
+    space_file.write_text(json.dumps({"learnin_rate": ["log", 1e-4, 1e-2]}))
+    assert "did you mean 'learning_rate'" in one_error_line(
+        capsys, cli.main, tune_argv(protocol_folders, tmp_path / "t", space_file, "--trials", "2"))
+    assert "--budget" in one_error_line(capsys, cli.main, ["tune", "--data", str(protocol_folders)])
