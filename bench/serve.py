@@ -1,6 +1,8 @@
 """Images/s and latency of `catsdogs serve` with dynamic batching vs one request at a time.
 
     python bench/serve.py [--requests 2000] [--clients 16] [--preset seed-catsdogs] [--ceiling-only]
+    python bench/serve.py --profile            # where one request's CPU goes, stage by stage
+    python bench/serve.py --soak 0.5           # a bounded overload, then a drain
 
 Starts `python -m catsdogs serve` on 127.0.0.1 (a free port) twice, with `--max-batch 32`
 (batching) and `--max-batch 1` (every request its own model call), and sends each the same
@@ -11,6 +13,13 @@ requests. First, in this process, the model alone as the server calls it, one im
 an untrained preset (speed does not depend on the weights); the photos
 are ../shared/data/cats_and_dogs/validation. Prints images/s, p50/p95/p99 latency, errors and
 the ratio. Loopback only; every loop is bounded in count and time.
+
+--profile times each stage of one :predict request in this process (JSON, base64, decode,
+model alone and batched, answer) and whole requests through the app without a network.
+--soak MINUTES starts one server with its default bounds, measures what it sustains (8
+clients, closed loop), then offers 2.5x that, open loop, for MINUTES (a fixed request count):
+answered, shed (503/429) and failed, p50/p99 of the answered, the server's peak RSS
+(/proc VmHWM, VmRSS sampled) against the bound it printed; then SIGTERM with requests in flight.
 """
 
 import argparse
@@ -42,11 +51,11 @@ def free_port():
         return probe.getsockname()[1]
 
 
-def start_server(model_dir, port, max_batch):
+def start_server(model_dir, port, max_batch, stdout=subprocess.DEVNULL):
     process = subprocess.Popen(
         [sys.executable, "-m", "catsdogs", "serve", str(model_dir), "--port", str(port),
          "--max-batch", str(max_batch), "--quiet"], cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL)
+        env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=stdout)
     import httpx
 
     deadline = time.monotonic() + 120
@@ -117,6 +126,170 @@ def model_ceiling(model_path, photos, max_batch=32, rounds=3):
     return rate(1), rate(max_batch)
 
 
+def profile(model_path, bodies, rounds=50):
+    """Milliseconds per request of each stage the server runs for one photo, best of rounds
+    after a warm-up, and a whole request through the ASGI app (no network)."""
+    import asyncio
+
+    import httpx
+
+    from catsdogs.data.images import decode_image
+    from catsdogs.serve.app import ServeConfig, _instances, _row, create_app
+
+    classifier = catsdogs.load(model_path)
+    body = bodies[0]
+    parsed = json.loads(body)
+    data = base64.b64decode(parsed["instances"][0]["b64"])
+    pixels = decode_image("photo", classifier.image_size, data)[None]
+    batch = np.repeat(pixels, 32, axis=0)
+    rows = [_row(p, classifier.class_names, None) for p in classifier.probabilities(pixels)]
+    stages = {
+        "JSON parse (json.loads)": lambda: json.loads(body),
+        "base64 decode": lambda: _instances(parsed, 64),
+        "image decode + resize (Pillow)": lambda: decode_image("photo", classifier.image_size,
+                                                               data),
+        "model, 1 image a call": lambda: classifier.probabilities(pixels),
+        "model, per image in a call of 32": lambda: classifier.probabilities(batch),
+        "answer (rows + JSON encode)": lambda: json.dumps({"predictions": rows}),
+    }
+    print(f"one request's stages ({len(body) / 1e3:.0f} kB body, best of {rounds}):")
+    for name, stage in stages.items():
+        stage()
+        best = min(_timed(stage) for _ in range(rounds)) * 1000
+        best /= 32 if "of 32" in name else 1
+        print(f"  {name:<36}{best:8.2f} ms")
+    app = create_app(classifier, ServeConfig())
+
+    async def sequential(count):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://x") as http:
+            started = time.perf_counter()
+            for index in range(count):
+                await http.post("/v1/models/catsdogs:predict", content=bodies[index % len(bodies)],
+                                headers={"content-type": "application/json"})
+            return (time.perf_counter() - started) / count
+
+    asyncio.run(sequential(5))
+    whole = asyncio.run(sequential(rounds)) * 1000
+    print(f"  {'whole request through the app':<36}{whole:8.2f} ms  (one at a time, no network;"
+          f" includes the {ServeConfig().batching.max_wait * 1000:g} ms batch wait)")
+
+
+def _timed(function):
+    started = time.perf_counter()
+    function()
+    return time.perf_counter() - started
+
+
+class MemorySampler(threading.Thread):
+    """The server's VmRSS every `every` seconds until stopped; VmHWM (its own peak) at stop."""
+
+    def __init__(self, pid, every=0.1):
+        super().__init__(daemon=True)
+        self.pid, self.every, self.peak, self.hwm = pid, every, 0, 0
+        self.done = threading.Event()
+
+    def run(self):
+        from catsdogs.serve.memory import process_memory
+
+        while not self.done.wait(self.every):
+            try:
+                memory = process_memory(self.pid)
+            except OSError:
+                return
+            self.peak, self.hwm = max(self.peak, memory["VmRSS"]), memory["VmHWM"]
+
+    def stop(self):
+        self.done.set()
+        self.join(timeout=5)
+
+
+def open_loop(port, bodies, rate, seconds, timeout=30.0):
+    """Send rate x seconds requests at a fixed rate, whatever the answers' pace (as many
+    clients do), each with a timeout: ({status or "failed": count}, answered latencies)."""
+    import asyncio
+
+    import httpx
+
+    url = f"http://127.0.0.1:{port}/v1/models/catsdogs:predict"
+    count = int(rate * seconds)
+    outcomes, latencies = {}, []
+
+    async def one(http, index):
+        await asyncio.sleep(index / rate)
+        started = time.perf_counter()
+        try:
+            response = await http.post(url, content=bodies[index % len(bodies)],
+                                       headers={"content-type": "application/json"})
+            key = response.status_code
+        except httpx.HTTPError:
+            key = "failed"
+        outcomes[key] = outcomes.get(key, 0) + 1
+        if key == 200:
+            latencies.append(time.perf_counter() - started)
+
+    async def run():
+        limits = httpx.Limits(max_connections=500, max_keepalive_connections=500)
+        async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
+            await asyncio.gather(*(one(http, index) for index in range(count)))
+
+    asyncio.run(run())
+    return outcomes, np.array(latencies)
+
+
+def report(label, outcomes, latencies):
+    shed = outcomes.get(503, 0) + outcomes.get(429, 0)
+    failed = sum(n for key, n in outcomes.items() if key not in (200, 503, 429))
+    p50, p99 = (np.percentile(latencies, [50, 99]) * 1000) if len(latencies) else (0, 0)
+    print(f"{label}: {sum(outcomes.values())} sent: {outcomes.get(200, 0)} answered, {shed} shed "
+          f"(503/429), {failed} failed {dict(sorted(outcomes.items(), key=str))}; answered "
+          f"p50 {p50:.0f} ms, p99 {p99:.0f} ms", flush=True)
+
+
+def soak(model_dir, bodies, minutes):
+    """A bounded overload of one server with default bounds, then a drain (module docstring)."""
+    import signal
+    import tempfile
+
+    port = free_port()
+    with tempfile.TemporaryFile("w+") as out:
+        server = start_server(model_dir / "model.keras", port, 32, stdout=out)
+        sampler = MemorySampler(server.pid)
+        try:
+            load(port, bodies, 20, 4)  # warm-up
+            latencies, errors, seconds = load(port, bodies, 200, 8)
+            sustained = len(latencies) / seconds
+            print(f"sustained (8 clients, closed loop): {sustained:.1f} requests/s, "
+                  f"{errors} not 200", flush=True)
+            sampler.start()
+            offered = 2.5 * sustained
+            print(f"overload: {offered:.1f} requests/s offered for {minutes * 60:.0f} s",
+                  flush=True)
+            report("overload", *open_loop(port, bodies, offered, minutes * 60))
+            # the drain: SIGTERM 1 s into a 3 s burst at the same rate
+            drain = threading.Thread(target=lambda: results.append(
+                open_loop(port, bodies, offered, 3)))
+            results = []
+            drain.start()
+            time.sleep(1)
+            server.send_signal(signal.SIGTERM)
+            signalled = time.perf_counter()
+            code = server.wait(timeout=60)
+            print(f"drain: exit code {code} {time.perf_counter() - signalled:.1f} s after "
+                  f"SIGTERM", flush=True)
+            drain.join(timeout=60)
+            report("during the drain (refused connections count as failed)", *results[0])
+        finally:
+            sampler.stop()
+            if server.poll() is None:
+                server.kill()
+                server.wait()
+        out.seek(0)
+        bound = next((line.split("; ")[-1] for line in out if "memory bound" in line), "?")
+    print(f"server peak RSS: VmHWM {sampler.hwm / 1e6:.0f} MB, VmRSS sampled max "
+          f"{sampler.peak / 1e6:.0f} MB; printed at start: {bound.strip()}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000)
@@ -124,6 +297,11 @@ def main():
     parser.add_argument("--preset", default="seed-catsdogs")
     parser.add_argument("--ceiling-only", action="store_true",
                         help="measure the model alone (the ceiling) and skip the HTTP load")
+    parser.add_argument("--profile", action="store_true",
+                        help="time each stage of one request in this process, then stop")
+    parser.add_argument("--soak", type=float, metavar="MINUTES",
+                        help="a bounded overload (2.5x what the server sustains) for MINUTES, "
+                             "then a drain; then stop")
     args = parser.parse_args()
     photos = sorted(shared_data("cats_and_dogs", "validation").rglob("*.jpg"))[:200]
     bodies = [json.dumps({"instances": [{"b64": base64.b64encode(p.read_bytes()).decode()}]}).encode()
@@ -135,6 +313,10 @@ def main():
         model_dir = Path(folder)
         get_preset(args.preset).build(2).save(model_dir / "model.keras")
         (model_dir / "class_names.json").write_text('["cats", "dogs"]')
+        if args.profile:
+            return profile(model_dir / "model.keras", bodies)
+        if args.soak:
+            return soak(model_dir, bodies, args.soak)
         single, batched = model_ceiling(model_dir / "model.keras", photos)
         print(f"the model alone, 1 image a call{single:>14.1f} images/s\n"
               f"the model alone, 32 images a call{batched:>12.1f} images/s   "
