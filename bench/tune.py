@@ -1,5 +1,7 @@
-"""A search against the preset's recipe: `catsdogs tune` for N minutes, then the recipe it found
-and the preset's own, each trained with 2 seeds, on the test split.
+"""`catsdogs tune` for N minutes against the preset's recipe: test accuracy of each, 2 seeds.
+
+The recipe the search found and the preset's own are each trained with 2 seeds and measured
+on the test split.
 
     python bench/tune.py --preset fast-catsdogs --minutes 60
     python bench/tune.py --minutes 120 --search hyperband --seeds 1 2
