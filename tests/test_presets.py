@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from catsdogs.models.presets import (BACKBONES, PRESETS, WHITENING_LAYER, count_flops, describe_presets,
-                             get_preset, identity_init, whiten_patches)
+from catsdogs.models.presets import (BACKBONES, PRESETS, WHITENING_LAYER, count_flops,
+                                     describe_presets, get_preset, identity_init, whiten_patches)
 from catsdogs.errors import CatsDogsError
 
 SEED_CATSDOGS = [  # (layer type, output shape without batch, parameters)

@@ -12,6 +12,7 @@ order with the stored ones, and the first layer whose shapes differ is named in 
   legacy loader reads it.
 """
 
+import difflib
 import json
 from pathlib import Path
 
@@ -36,7 +37,9 @@ def check_source(weights):
         raise CatsDogsError("not a Keras weights file (expected .h5 or .weights.h5)", where=path,
                             fix=SOURCES_FIX)
     if not path.exists():
-        raise CatsDogsError("no such weights file or run folder", where=path, fix=SOURCES_FIX)
+        match = difflib.get_close_matches(str(weights), NAMED_STARTS, n=1)
+        raise CatsDogsError("no such weights file or run folder", where=path,
+                            fix=f"did you mean {match[0]!r}?" if match else SOURCES_FIX)
 
 
 def head_of(model):
