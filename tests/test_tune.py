@@ -159,7 +159,9 @@ def test_the_range_declared_beside_a_setting_is_the_one_searched():
         if name not in searched:
             continue
         hp = searched[name]
-        if kind == "choice":
+        if kind == "choice" and all(isinstance(v, bool) for v in values):
+            assert type(hp).__name__ == "Boolean", name  # True and False, not 1 and 0
+        elif kind == "choice":
             assert list(hp.values) == values, name
         elif kind == "scale":
             preset_value = space.setting_value(base, name)

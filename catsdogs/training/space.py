@@ -118,8 +118,10 @@ def hyperparameters(ranges, hyperband=False):
     for name, (kind, *values) in ranges.items():
         if hyperband and name == EPOCHS:
             continue
-        if kind == "fixed" or (kind != "choice" and values[0] == values[1]):
+        if kind == "fixed" or len(set(values)) == 1:
             hp.Fixed(name, values[0])
+        elif kind == "choice" and all(isinstance(v, bool) for v in values):
+            hp.Boolean(name)  # Choice would make True and False 1 and 0
         elif kind == "choice":
             hp.Choice(name, values, ordered=all(isinstance(v, (int, float)) for v in values))
         elif kind == "int":
