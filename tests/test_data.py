@@ -55,7 +55,7 @@ def test_corrupt_and_fake_images_are_skipped_and_listed(binary_folders):
     (cats / ".DS_Store").write_bytes(b"\0\1")
     before = digest(binary_folders)
 
-    data = load_image_data(TrainConfig(data=str(binary_folders)), (32, 32))
+    data = load_image_data(TrainConfig(data=str(binary_folders), keep_epoch="last"), (32, 32))
 
     reasons = {p.split("/")[-1]: r for p, r in data.skipped}
     assert set(reasons) == {"truncated.jpg", "notes.jpg", "empty.png", "readme.txt"}
@@ -90,11 +90,13 @@ def test_decode_rejects_garbage_with_a_reason(tmp_path):
 
 
 def test_split_folder_is_stratified_and_seeded(three_class_folder):
-    data = load_image_data(TrainConfig(data=str(three_class_folder), val_split=0.3, seed=5), (32, 32))
+    data = load_image_data(TrainConfig(data=str(three_class_folder), val_split=0.3, seed=5,
+                                      keep_epoch="last"), (32, 32))
     assert data.class_names == ["apples", "grapes", "limes"]
     assert data.val.counts(data.class_names) == {"apples": 3, "grapes": 3, "limes": 3}
     assert not set(data.train.paths) & set(data.val.paths)
-    again = load_image_data(TrainConfig(data=str(three_class_folder), val_split=0.3, seed=5), (32, 32))
+    again = load_image_data(TrainConfig(data=str(three_class_folder), val_split=0.3, seed=5,
+                                      keep_epoch="last"), (32, 32))
     assert again.val.paths == data.val.paths
 
 
@@ -114,7 +116,7 @@ def test_pipeline_batches_shuffles_and_augments_only_training(binary_folders):
     from catsdogs.data.augment import build_augmenter
     from catsdogs.config import AugmentConfig
 
-    data = load_image_data(TrainConfig(data=str(binary_folders)), (32, 32))
+    data = load_image_data(TrainConfig(data=str(binary_folders), keep_epoch="last"), (32, 32))
     plain = list(make_dataset(data.val, 5))
     assert [len(y) for _, y in plain] == [5, 5, 2]
     np.testing.assert_array_equal(np.concatenate([x for x, _ in plain]), data.val.pixels)
