@@ -28,15 +28,17 @@ PRESET_OPS = frozenset("""
     StatefulPartitionedCall StatelessIf StridedSlice StringJoin Sub Substr Sum
     TensorListFromTensor TensorListGetItem TensorListReserve TensorListSetItem TensorListStack
     VarHandleOp VarIsInitializedOp While""".split())
-# the margin: other standard Keras layers' ops (none touches files, processes or the network)
+# the margin: other standard Keras layers' ops (LayerNormalization's SquaredDifference,
+# exact GELU's Erfc, ...); none touches files, processes or the network
 KERAS_LAYER_OPS = frozenset("""
     ArgMin AvgPool AvgPool3D BatchMatMulV2 BroadcastTo Ceil ClipByValue Conv2DBackpropInput
-    Conv3D Conv3DBackpropInputV2 Cos Cumsum DepthToSpace Einsum Elu EnsureShape Erf Exp
+    Conv3D Conv3DBackpropInputV2 Cos Cumsum DepthToSpace Einsum Elu EnsureShape Erf Erfc Exp
     ExtractImagePatches Fill Floor FloorDiv FloorMod FusedBatchNormV3 LeakyRelu Log
     LogSoftmax LogicalNot LogicalOr MaxPool3D MaxPoolV2 Min Minimum MirrorPad Neg NotEqual
     OnesLike PadV2 PartitionedCall Prod Reciprocal ResizeArea ResizeBicubic ResizeBilinear
     ResizeNearestNeighbor Round Select Selu Sign Sin Slice Softplus Softsign SpaceToDepth Split
-    SplitV StatelessWhile StopGradient Tanh Tile TopKV2 Transpose Unpack ZerosLike""".split())
+    SplitV SquaredDifference StatelessWhile StopGradient Tanh Tile TopKV2 Transpose Unpack
+    ZerosLike""".split())
 CLASSIFIER_OPS = PRESET_OPS | KERAS_LAYER_OPS
 # TensorFlow's own save and restore functions (named by the SavedModel's saver_def) write and
 # read the variables' checkpoint; catsdogs never calls them, and nothing else may
