@@ -11,11 +11,15 @@ Three bounds keep latency and memory bounded whatever the number of clients:
   (reserved by the handler through the request's `Ticket`). Past it: 503 and Retry-After.
 - `max_body_bytes`: one body; over it, 413 before the rest is read (from Content-Length, or
   counted as `receive()` yields a chunked body's pieces).
+- `body_timeout`: seconds from admission until the whole body is in; past it, 408 and the
+  connection closed, so a client dribbling a body holds neither a slot nor bytes for long.
 
 While draining (the server was told to stop), new model requests are shed with 503 and the
 admitted ones are answered. A pure ASGI middleware, not `@app.middleware("http")`: it sees
 `receive()` itself, so it can count a streaming body and refuse before the app buffers it.
 """
+
+import asyncio
 
 from catsdogs.serve.errors import ServeError, overloaded
 
@@ -80,8 +84,8 @@ class Ticket:
 class Admission:
     """ASGI middleware applying a `Gate` to every POST (see the module docstring)."""
 
-    def __init__(self, app, gate):
-        self.app, self.gate = app, gate
+    def __init__(self, app, gate, body_timeout=None):
+        self.app, self.gate, self.body_timeout = app, gate, body_timeout
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -97,11 +101,17 @@ class Admission:
         ticket.reserve(length or 0)
         gate.admitted += 1
         scope[TICKET] = ticket
-        received = 0
+        received, body_done = 0, False
+        deadline = None if self.body_timeout is None else \
+            asyncio.get_running_loop().time() + self.body_timeout
 
         async def counted_receive():
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done or deadline is None:  # after the body: a disconnect, waited for freely
+                message = await receive()
+            else:
+                message = await _before(receive(), deadline, self.body_timeout)
+            body_done = body_done or not message.get("more_body", False)
             size = len(message.get("body", b""))
             received += size
             if received > gate.max_body_bytes:  # a chunked body, or one longer than it said
@@ -122,6 +132,16 @@ def _content_length(scope):
         if key == b"content-length":
             return int(value) if value.isdigit() else None
     return None
+
+
+async def _before(waiting, deadline, timeout):
+    """`await waiting`, or 408 (and the connection closed) once the loop's clock passes
+    `deadline`."""
+    try:
+        return await asyncio.wait_for(waiting, deadline - asyncio.get_running_loop().time())
+    except TimeoutError:
+        raise ServeError(408, f"request body not received within {timeout:g} s",
+                         {"Connection": "close"}) from None
 
 
 def _too_large(limit):

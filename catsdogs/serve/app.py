@@ -1,6 +1,7 @@
 """The web app: TensorFlow Serving's REST dialect, a page for people, metrics for machines.
 
     GET  /v1/models/NAME                 status, as TF Serving answers it
+                                         (every model path also as /v1/models/NAME/versions/1)
     GET  /v1/models/NAME/metadata        inputs, outputs, class names, input size, temperature
     POST /v1/models/NAME:predict         {"instances": [{"b64": "<JPEG/PNG>"}, ...]} (row form)
                                          or {"inputs": {"image_bytes": [{"b64": ...}]}} (columns)
@@ -12,10 +13,12 @@
     GET  /                               the page (plain HTML, CSS and JS from the package)
 
 A client written for TensorFlow Serving's REST API works unchanged: same paths, same JSON
-shapes (`instances` -> `predictions`, `inputs` -> `outputs`, base64 as {"b64": ...}). Errors
-are {"error": "..."} with a 4xx status for the caller's mistakes, 503 and Retry-After when the
-server is full or draining (admission.py). Uploads are decoded in memory by the same decoder as
-training, in a small pool of worker threads, so the event loop stays free to admit and shed.
+shapes (`instances` -> `predictions`, `inputs` -> `outputs`, base64 as {"b64": ...}). Every
+error the app answers is {"error": "..."}: 4xx for the caller's mistakes (FastAPI's validation
+errors and Starlette's HTTP errors included), 503 and Retry-After when the server is full or
+draining (admission.py), 500 for a bug (logged, counted in /metrics). Uploads are read under
+the body limit and decoded in memory (uploads.py) by the same decoder as training, in a small
+pool of worker threads, so the event loop stays free to admit and shed.
 """
 
 import asyncio
@@ -26,6 +29,7 @@ import html
 import io
 import json
 import os
+import re
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -34,15 +38,21 @@ from pathlib import Path
 import numpy as np
 
 from catsdogs import runs
+from catsdogs.console import log
 from catsdogs.data.images import ImageTooLarge, UnreadableImage, decode_image
 from catsdogs.serve.admission import TICKET, Admission, Gate
 from catsdogs.serve.batching import BatchingConfig, DynamicBatcher
 from catsdogs.serve.errors import ServeError
+from catsdogs.serve.hosts import AllowedHosts
+from catsdogs.serve.uploads import is_multipart, parse_uploads
 
 QUEUE_BATCHES = 2  # the default --max-queue, in batches: a request waits at most ~2 model calls
 
 STATIC = Path(__file__).parent / "static"
 API_KEY_HEADER = "X-API-Key"
+SIGNATURE = "serving_default"  # the one signature, as TF Serving names a SavedModel's default
+VERSION = "1"  # the one version, as TF Serving numbers a model's first
+CLIENT_CLOSED = 499  # nginx's status for a request whose client hung up before the answer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +68,11 @@ class ServeConfig:
     max_inflight_bytes: int = 64_000_000  # (bytes) bodies and their pixels held at once
     decode_workers: int = min(4, os.cpu_count() or 1)  # (threads) parsing and decoding bodies
     max_connections: int = 1000  # (connections) open at once; past it uvicorn answers 503
+    # (names) the Host headers answered; None: any (with an API key, or in tests)
+    allowed_hosts: tuple[str, ...] | None = None
+    header_timeout: float = 10.0  # (seconds) for a request's headers, from connect or answer
+    body_timeout: float = 30.0  # (seconds) for a request's body, once its headers are in
+    idle_timeout: float = 5.0  # (seconds) a connection waits idle between requests
 
     @property
     def queue_limit(self):
@@ -101,11 +116,13 @@ def _report_files(run_dir):
 
 def create_app(classifier, config=ServeConfig()):
     """The FastAPI app serving `classifier` (see the module docstring for its endpoints)."""
-    from fastapi import FastAPI, Request
+    from fastapi import Depends, FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
     from fastapi.staticfiles import StaticFiles
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
     from starlette.exceptions import HTTPException
+    from starlette.requests import ClientDisconnect
 
     registry, metrics = _metrics_registry()
     model_path = f"/v1/models/{config.name}"
@@ -136,7 +153,11 @@ def create_app(classifier, config=ServeConfig()):
     app.state.batcher, app.state.gate = batcher, gate
     metrics["admitted"].set_function(lambda: gate.admitted)
     metrics["inflight"].set_function(lambda: gate.inflight_bytes)
-    app.add_middleware(Admission, gate=gate)  # inside the guard: a shed request is measured
+    # inside the guard: a shed request or a refused Host is measured
+    app.add_middleware(Admission, gate=gate, body_timeout=config.body_timeout)
+    if config.allowed_hosts is not None and not config.api_key:
+        app.add_middleware(AllowedHosts, hosts=config.allowed_hosts)
+    api_key = config.api_key.encode() if config.api_key else None
 
     @app.middleware("http")
     async def guard_and_measure(request: Request, call_next):
@@ -144,12 +165,18 @@ def create_app(classifier, config=ServeConfig()):
         endpoint = _endpoint_of(request.url.path, model_path)
         try:
             public = endpoint in ("page", "static")
-            if config.api_key and not public and not secrets.compare_digest(
-                    request.headers.get(API_KEY_HEADER, ""), config.api_key):
+            # bytes, as sent: compare_digest refuses str with non-ASCII characters
+            if api_key and not public and not secrets.compare_digest(
+                    request.headers.get(API_KEY_HEADER, "").encode("latin-1"), api_key):
                 raise ServeError(401, f"missing or wrong {API_KEY_HEADER} header")
             response = await call_next(request)
         except ServeError as error:
             response = _error_response(error)
+        except ClientDisconnect:  # nobody to answer, nothing wrong here: counted, not logged
+            response = Response(status_code=CLIENT_CLOSED)
+        except Exception as error:  # a bug: logged once with its traceback, answered, counted
+            log().exception("internal error on %s %s", request.method, request.url.path)
+            response = _error_response(ServeError(500, f"internal: {type(error).__name__}"))
         metrics["requests"].labels(endpoint, str(response.status_code)).inc()
         metrics["latency"].labels(endpoint).observe(time.perf_counter() - started)
         return response
@@ -160,11 +187,14 @@ def create_app(classifier, config=ServeConfig()):
 
     @app.exception_handler(HTTPException)
     async def http_error(request, error):
-        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code)
+        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code,
+                            headers=error.headers)
 
-    @app.exception_handler(Exception)
-    async def internal(request, error):
-        return JSONResponse({"error": f"internal: {type(error).__name__}"}, status_code=500)
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request, error):  # FastAPI's 422 {"detail": [...]}, as TF Serving's 400
+        return _error_response(ServeError(400, "; ".join(
+            f"{' '.join(str(part) for part in problem['loc'])}: {problem['msg']}"
+            for problem in error.errors())))
 
     page_html = (STATIC / "index.html").read_text().replace("__MODEL_NAME__",
                                                             html.escape(config.name))
@@ -183,33 +213,50 @@ def create_app(classifier, config=ServeConfig()):
     async def prometheus():
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get(model_path)
+    def one_version(request: Request):
+        version = request.path_params.get("version", VERSION)
+        if version != VERSION:  # TF Serving's words for a version it does not have
+            raise ServeError(404, f"Servable not found for request: Specific({config.name}, "
+                                  f"{version})")
+
+    def model_route(method, suffix):
+        """Register an endpoint at /v1/models/NAME<suffix> and at .../versions/1<suffix>, the
+        two forms TF Serving answers; any other version is 404, as there."""
+        def register(endpoint):
+            for path in (model_path + suffix, f"{model_path}/versions/{{version}}{suffix}"):
+                app.add_api_route(path, endpoint, methods=[method],
+                                  dependencies=[Depends(one_version)])
+            return endpoint
+        return register
+
+    @model_route("GET", "")
     async def status():
         """Readiness, as TF Serving's model status: while draining, UNLOADING / UNAVAILABLE
         with HTTP 503, so a load balancer polling it stops sending before the port closes."""
         if gate.draining:
             return JSONResponse({"model_version_status": [{
-                "version": "1", "state": "UNLOADING",
+                "version": VERSION, "state": "UNLOADING",
                 "status": {"error_code": "UNAVAILABLE", "error_message": "draining"}}]}, 503)
-        return {"model_version_status": [{"version": "1", "state": "AVAILABLE",
+        return {"model_version_status": [{"version": VERSION, "state": "AVAILABLE",
                                           "status": {"error_code": "OK", "error_message": ""}}]}
 
-    @app.get(model_path + "/metadata")
+    @model_route("GET", "/metadata")
     async def metadata():
+        """TF Serving's GetModelMetadata answer, then what a catsdogs client also wants."""
         height, width = classifier.image_size
-        outputs = {"probabilities": {"dtype": "DT_FLOAT", "shape": [-1, len(classifier.class_names)]},
-                   "class_name": {"dtype": "DT_STRING", "shape": [-1]},
-                   "class_index": {"dtype": "DT_INT32", "shape": [-1]}}
-        return {"model_spec": {"name": config.name, "signature_name": "serving_default",
-                               "version": "1"},
-                "metadata": {"signature_def": {"signature_def": {"serving_default": {
-                    "inputs": {"image_bytes": {"dtype": "DT_STRING", "shape": [-1]}},
+        outputs = {"probabilities": _tensor("DT_FLOAT", "probabilities",
+                                            -1, len(classifier.class_names)),
+                   "class_name": _tensor("DT_STRING", "class_name", -1),
+                   "class_index": _tensor("DT_INT32", "class_index", -1)}
+        return {"model_spec": {"name": config.name, "signature_name": "", "version": VERSION},
+                "metadata": {"signature_def": {"signature_def": {SIGNATURE: {
+                    "inputs": {"image_bytes": _tensor("DT_STRING", "image_bytes", -1)},
                     "outputs": outputs, "method_name": "tensorflow/serving/predict"}}}},
                 "class_names": classifier.class_names, "image_size": [height, width],
                 "temperature": classifier.temperature, "min_confidence": threshold,
                 "explain": classifier.model is not None}
 
-    @app.post(model_path + ":predict")
+    @model_route("POST", ":predict")
     async def predict(request: Request):
         body = await _read_body(request)
         images, columnar = await in_pool(_parse, body, config.max_instances)
@@ -221,29 +268,31 @@ def create_app(classifier, config=ServeConfig()):
             return JSONResponse({"outputs": {key: [row[key] for row in rows] for key in rows[0]}})
         return JSONResponse({"predictions": rows})
 
-    @app.post(model_path + ":classify")
+    @model_route("POST", ":classify")
     async def classify(request: Request, explain: bool = False):
-        form = await _read_form(request, config.max_upload_bytes)
-        files = [value for _, value in form.multi_items() if hasattr(value, "read")]
+        content_type = request.headers.get("content-type", "")
+        if not is_multipart(content_type):
+            raise ServeError(415, "send the images as multipart/form-data")
+        body = await _read_body(request)  # in memory, bounded by Admission as it streams
+        files = await in_pool(parse_uploads, body, content_type, config.max_instances)
+        del body
         if not files:
             raise ServeError(400, "no image uploaded: send multipart/form-data with file fields")
-        if len(files) > config.max_instances:
-            raise ServeError(413, f"{len(files)} images in one request; at most "
-                                  f"{config.max_instances}")
-        contents = [await upload.read() for upload in files]
+        names = [name for name, _ in files]
         request.scope[TICKET].reserve(len(files) * pixel_bytes)
-        pixels = await in_pool(_decode_all, contents, classifier.image_size,
-                               [upload.filename for upload in files])
+        pixels = await in_pool(_decode_all, [data for _, data in files], classifier.image_size,
+                               names)
+        del files
         rows = await batcher.submit(pixels)
-        for row, upload in zip(rows, files):
-            row["file"] = upload.filename
+        for row, name in zip(rows, names):
+            row["file"] = name
         if explain and classifier.model is not None:
             overlays = await asyncio.to_thread(_overlays, classifier, pixels, rows)
             for row, overlay in zip(rows, overlays):
                 row["gradcam_png"] = overlay
         return {"results": rows}
 
-    @app.get(model_path + "/report")
+    @model_route("GET", "/report")
     async def report():
         metrics_file = run_dir / runs.METRICS_FILE if run_dir else None
         return {"name": config.name, "class_names": classifier.class_names,
@@ -251,7 +300,7 @@ def create_app(classifier, config=ServeConfig()):
                 metrics_file.is_file() else {},
                 "calibration": classifier.calibration, "plots": sorted(report_files)}
 
-    @app.get(model_path + "/plots/{file_name}")
+    @model_route("GET", "/plots/{file_name}")
     async def plot(file_name: str):
         if file_name not in report_files:
             raise ServeError(404, f"no plot {file_name!r}; see {model_path}/report")
@@ -267,7 +316,7 @@ def _endpoint_of(path, model_path):
     if path.startswith("/static/"):
         return "static"
     if path.startswith(model_path):
-        rest = path[len(model_path):]
+        rest = re.sub(r"^/versions/[^/:]+", "", path[len(model_path):])
         return {"": "status", "/metadata": "metadata", ":predict": "predict",
                 ":classify": "classify", "/report": "report"}.get(
             rest, "plots" if rest.startswith("/plots/") else "other")
@@ -282,6 +331,13 @@ def _row(probabilities, class_names, threshold):
             "classes": sorted(({"class": n, "probability": float(p)} for n, p in
                                zip(class_names, probabilities)), key=lambda c: -c["probability"]),
             "unknown": unknown}
+
+
+def _tensor(dtype, name, *dims):
+    """A TensorInfo as TF Serving's metadata writes it (protobuf JSON: sizes as strings)."""
+    return {"dtype": dtype, "tensor_shape": {"dim": [{"size": str(size), "name": ""}
+                                                     for size in dims], "unknown_rank": False},
+            "name": f"{SIGNATURE}_{name}:0"}
 
 
 def _error_response(error):
@@ -308,18 +364,9 @@ def _parse(body, max_instances):
         parsed = json.loads(body)
     except ValueError as error:
         raise ServeError(400, f"malformed JSON: {error}") from None
+    except RecursionError:  # the C parser recurses per level of [ and {
+        raise ServeError(400, "malformed JSON: nested too deeply") from None
     return _instances(parsed, max_instances)
-
-
-async def _read_form(request, limit):
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise ServeError(415, "send the images as multipart/form-data")
-    try:
-        return await request.form(max_part_size=limit)
-    except ServeError:  # Admission's 413 or 503, raised as the body streams
-        raise
-    except Exception as error:  # python-multipart's parse errors
-        raise ServeError(400, f"malformed multipart body ({type(error).__name__})") from None
 
 
 def _instances(body, max_instances):
@@ -327,6 +374,12 @@ def _instances(body, max_instances):
     if not isinstance(body, dict) or not ({"instances", "inputs"} & set(body)):
         raise ServeError(400, "expected a JSON object with \"instances\" (rows) or \"inputs\" "
                               "(columns), as TensorFlow Serving takes")
+    if {"instances", "inputs"} <= set(body):
+        raise ServeError(400, "only one of \"instances\" or \"inputs\" may be given")
+    signature = body.get("signature_name", SIGNATURE)
+    if signature != SIGNATURE:
+        raise ServeError(400, f"Serving signature name: {json.dumps(signature)} not found in "
+                              f"signature def")
     columnar = "inputs" in body
     items = body["inputs"] if columnar else body["instances"]
     if columnar and isinstance(items, dict):

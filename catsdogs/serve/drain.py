@@ -12,6 +12,7 @@ import threading
 import uvicorn
 
 from catsdogs.console import log
+from catsdogs.serve.connections import with_header_timeout
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 SHUTDOWN_STEPS_SECONDS = 0.5  # uvicorn's pause after closing listeners, the lifespan shutdown
@@ -46,10 +47,14 @@ class DrainingServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def serve(app, host, port, drain_seconds, max_connections):
-    """Run `app` (made by create_app) until a signal, then drain within `drain_seconds`."""
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning",
-                            limit_concurrency=max_connections,
-                            timeout_graceful_shutdown=max(0.1, drain_seconds -
-                                                          SHUTDOWN_STEPS_SECONDS))
-    DrainingServer(config, app.state.gate).run()
+def serve(app, host, port, drain_seconds, config):
+    """Run `app` (made by create_app with the ServeConfig `config`) until a signal, then drain
+    within `drain_seconds`. Connections: at most `config.max_connections`, closed when idle
+    `config.idle_timeout` seconds between requests (uvicorn's keep-alive) or when a request's
+    headers take over `config.header_timeout` (connections.py)."""
+    server_config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning",
+        http=with_header_timeout(config.header_timeout), timeout_keep_alive=config.idle_timeout,
+        limit_concurrency=config.max_connections,
+        timeout_graceful_shutdown=max(0.1, drain_seconds - SHUTDOWN_STEPS_SECONDS))
+    DrainingServer(server_config, app.state.gate).run()
