@@ -57,7 +57,7 @@ def parse_uploads(body, content_type, max_files):
         "on_header_value": on_header_value, "on_header_end": on_header_end,
         "on_part_data": on_part_data, "on_part_end": on_part_end})
     try:
-        parser.write(bytes(body))
+        parser.write(body)  # bytes or the bytearray read: no copy of the whole body
         parser.finalize()
     except MultipartParseError as error:
         raise ServeError(400, f"malformed multipart body: {error}") from None
