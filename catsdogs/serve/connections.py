@@ -4,8 +4,9 @@ uvicorn closes a connection idle between requests (`timeout_keep_alive`, the ser
 --idle-timeout), but its timer is cancelled by the first byte received and is not armed at all
 on a new connection, so a client that connects and sends nothing, or dribbles a header a byte
 at a time, holds the connection (and a --max-connections slot) for ever: a slowloris. Upstream
-lists the missing timeouts (`--timeout-request-start`, `--timeout-request-complete`) in
-Kludex/uvicorn#157, still open. This protocol arms one deadline when a connection opens and
+listed the missing timeouts (`--timeout-request-start`, `--timeout-request-complete`) in
+Kludex/uvicorn#157, closed with neither done (the timer missing on a new connection:
+Kludex/uvicorn#1192). This protocol arms one deadline when a connection opens and
 after every response, and disarms it when a request's headers are complete; the body's
 deadline is Admission's (admission.py), which can still answer 408 since the request is known.
 """
