@@ -195,8 +195,9 @@ def test_training_from_disk_gives_the_same_first_batch_as_from_memory(folder, ca
     for mode in ("ram", "disk"):
         config = train.resolve_config(TrainConfig(
             data=str(folder), preset="seed-cifar10", cache=mode, cache_dir=str(cache_dir),
-            batch_size=8, seed=5, augment={"horizontal_flip": True, "alternate_flips": True,
-                                           "rotation_range": 10.0}))
+            # flips only: they are drawn by image index (AlternatingFlips), where a random
+            # warp in a parallel map may give its draws to the batches in either order
+            batch_size=8, seed=5, augment={"horizontal_flip": True, "alternate_flips": True}))
         prepared = train._prepare(config, train._placement(config))
         assert prepared.data.train.on_disk == (mode == "disk")
         batches[mode] = prepared.first_batch
