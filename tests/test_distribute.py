@@ -71,7 +71,8 @@ def test_two_workers_equal_one_process_on_the_global_batches(shards, tmp_path):
     np.testing.assert_allclose(w0, reference, atol=1e-5)
     assert sorted(p.name for p in run.iterdir() if not p.name.startswith(".")) == sorted(
         ["calibration.json", "class_names.json", "config.json", "dataset.json", "history.csv",
-         "logs", "metrics.json", "model.keras", "plots", "saved_model", "skipped.csv"])
+         "logs", "metrics.json", "model.keras", "photos.json", "plots", "saved_model",
+         "skipped.csv"])
     assert "Decoding 12 training images" in outputs[0][1]  # each worker decoded its shard only
     check = subprocess.run([sys.executable, "-m", "catsdogs", "predict", str(run),
                             str(shards / "validation")], cwd=tmp_path, env=ENV,

@@ -274,12 +274,14 @@ def _callbacks(config, run_dir, prepared, steps_per_epoch, history):
     best = _best_so_far(run_dir, history.rows)
     found += [
         keras.callbacks.TerminateOnNaN(),
-        # the best model before the backup and history: a kill between them then redoes an epoch
-        # whose model may be kept, never records an epoch whose better model was not
+        # the model, then history, then the backup: a kill between any two of them redoes an
+        # epoch (whose model may be kept, whose history row is replaced), and never records an
+        # epoch whose better model was not kept; a backup ahead of history would resume past
+        # an epoch history never recorded (a gap)
         callbacks.BestModelCheckpoint(run_dir / runs.MODEL_FILE, MONITOR, best=best,
                                       every_epoch=config.keep_epoch == "last"),
-        callbacks.AtomicBackupAndRestore(run_dir / runs.CHECKPOINTS_DIR / "backup"),
         history,
+        callbacks.AtomicBackupAndRestore(run_dir / runs.CHECKPOINTS_DIR / "backup"),
         keras.callbacks.TensorBoard(log_dir=str(run_dir / runs.LOGS_DIR), write_graph=True),
         callbacks.TrainingImagesToTensorBoard(run_dir / runs.LOGS_DIR, prepared.first_batch[0]),
         callbacks.HParamsToTensorBoard(run_dir / runs.LOGS_DIR, tensorboard_hparams(config),

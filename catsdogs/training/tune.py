@@ -216,8 +216,12 @@ def tune(plan):
 
 def _summarise(plan, tuner, before, seconds):
     """best.json, the test split read once for the best trial, the ensemble; tune.json's dict."""
-    best_trials = [t for t in tuner.oracle.get_best_trials(max(1, plan.ensemble))
-                   if t.score is not None]
+    # ties broken by trial id, so a second run of the same command names the same best trial
+    # (and reads the test split no second time)
+    sign = -1 if tuner.oracle.objective.direction == "max" else 1
+    scored = [t for t in tuner.oracle.trials.values() if t.score is not None]
+    best_trials = sorted(scored, key=lambda t: (sign * t.score, len(t.trial_id), t.trial_id)
+                         )[:max(1, plan.ensemble)]
     if not best_trials:
         raise CatsDogsError("no trial finished", where=plan.folder,
                             fix="raise --budget or --trials, or see the trials' run folders")
