@@ -141,7 +141,8 @@ class TrainConfig:
     keep_epoch: str | None = setting(
         None, "which epoch's model the run keeps: best: the highest accuracy on the validation "
               "(or selection) split, chosen on it; last: the final epoch, where an annealed "
-              "schedule ends (nothing is chosen on held-out photos); default: the preset's",
+              "schedule ends (nothing is chosen on held-out photos); default: last where the "
+              "learning rate anneals (cosine, triangular, linear), best where it is constant",
         choices=KEEP)
     calibration_split: float = setting(
         0.5, "(fraction) when held-out photos choose the epoch (--keep-epoch best, --patience): "
@@ -222,7 +223,7 @@ class TrainConfig:
                                  "the photos that chose its epoch, for that many epochs, keeping "
                                  "the last, into RUN_DIR/refit/ (the usual final step; the "
                                  "temperature's photos and the test split stay out of it); "
-                                 "needs --keep-epoch best")
+                                 "the run keeps its best epoch unless --keep-epoch says")
     refit_union: bool = setting(False, "(bool, set by --refit in the run it starts) train on "
                                        "the training photos and those that chose the epoch")
     strategy: str = setting("auto", "devices and machines to train on; --batch-size is per "

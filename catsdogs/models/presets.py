@@ -34,7 +34,6 @@ class Recipe:
     lookahead: bool = False
     progressive_start: float = 1.0  # 1: every epoch at full size (progressive.py)
     steps_per_execution: int = 1  # >1 for small models, whose steps are short
-    keep_epoch: str = "best"  # which epoch's model a run keeps: "last" where the schedule anneals
     augment: AugmentConfig = AugmentConfig()
 
 

@@ -92,6 +92,12 @@ def resolve_config(config):
         # the second stage's rate: a tenth of the head's (stages.py), recorded in config.json
         resolved = dataclasses.replace(resolved,
                                        fine_tune_learning_rate=resolved.learning_rate / 10)
+    if resolved.keep_epoch is None:
+        # the last epoch where the schedule anneals (over 3 seeds it beat the best epoch chosen
+        # on held-out photos: bench/RESULTS.md, "The spread over seeds"), the best where the
+        # rate stays constant; a refit needs an epoch chosen
+        keep = "best" if resolved.refit or resolved.schedule == "constant" else "last"
+        resolved = dataclasses.replace(resolved, keep_epoch=keep)
     preset.check_progressive(resolved.progressive_start)
     return resolved
 
