@@ -249,6 +249,7 @@ def run_local_workers(argv, count, poll_seconds=0.5, grace_seconds=10):
     """
     import subprocess
     import sys
+    import tempfile
     import time
 
     if os.environ.get(PRIVATE_NETWORK_VARIABLE) == "1":
@@ -265,10 +266,14 @@ def run_local_workers(argv, count, poll_seconds=0.5, grace_seconds=10):
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     command = [sys.executable, "-m", "catsdogs", "train", *argv]
     processes = []
+    # a quiet worker's stderr goes to a temporary file, read only if it fails: a pipe nobody
+    # reads until then fills (64 kB of TensorFlow's warnings) and blocks the worker mid-epoch,
+    # which its peers see as a crash (its heartbeats stop)
+    logs = [None] + [tempfile.TemporaryFile("w+") for _ in range(count - 1)]
     for index in range(count):
         env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster,
                                                       "task": {"type": "worker", "index": index}})}
-        quiet = {} if index == 0 else {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
+        quiet = {} if index == 0 else {"stdout": subprocess.DEVNULL, "stderr": logs[index]}
         processes.append(subprocess.Popen(command + ([] if index == 0 else ["--quiet"]), env=env,
                                           text=True, **quiet))
     try:
@@ -283,7 +288,8 @@ def run_local_workers(argv, count, poll_seconds=0.5, grace_seconds=10):
             if failed is not None:
                 _stop(processes, grace_seconds)
                 if failed:  # the chief said its own error on this terminal
-                    last = (processes[failed].stderr.read() or "").strip().splitlines()
+                    logs[failed].seek(0)
+                    last = logs[failed].read().strip().splitlines()
                     raise RunFailed(f"worker {failed} stopped (exit code {codes[failed]})"
                                     + (f": {last[-1]}" if last else ""), where="--local-workers",
                                     fix="the other workers were stopped; fix that, then "
@@ -295,6 +301,9 @@ def run_local_workers(argv, count, poll_seconds=0.5, grace_seconds=10):
     except KeyboardInterrupt:
         _stop(processes, grace_seconds)
         raise
+    finally:
+        for log_file in logs[1:]:
+            log_file.close()
 
 
 def _run_to_the_end(command, env):
