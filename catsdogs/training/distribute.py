@@ -294,6 +294,11 @@ def run_local_workers(argv, count, poll_seconds=0.5, grace_seconds=10):
                                     + (f": {last[-1]}" if last else ""), where="--local-workers",
                                     fix="the other workers were stopped; fix that, then "
                                         "continue with --resume RUN_DIR --local-workers N")
+                for index in range(1, count):  # what a quiet worker said last, if anything
+                    logs[index].seek(0)
+                    said = logs[index].read().strip().splitlines()
+                    if said:
+                        log().warning(f"worker {index} said last: {said[-1]}")
                 return codes[0]
             if all(code == 0 for code in codes):
                 return 0
