@@ -38,8 +38,7 @@ def cross_fitted_ece(raw, labels, seed=0):
     """ECE after a temperature fitted on the other half of the images, averaged both ways."""
     from catsdogs.inference import calibrate
 
-    order = np.random.default_rng(seed).permutation(len(labels))
-    halves = order[: len(order) // 2], order[len(order) // 2:]
+    halves = calibrate.random_halves(len(labels), seed)
     errors, temperatures = [], []
     for fit, measure in (halves, halves[::-1]):
         temperature = calibrate.fit_temperature(raw[fit], labels[fit])

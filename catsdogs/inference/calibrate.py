@@ -109,13 +109,18 @@ def at_bound(temperature):
     return any(abs(np.log(temperature / bound)) < 0.01 for bound in TEMPERATURE_BOUNDS)
 
 
+def random_halves(count, seed=0):
+    """Indices 0..count-1 in two halves of a seeded permutation: fit on one, score the other."""
+    order = np.random.default_rng(seed).permutation(count)
+    return order[: count // 2], order[count // 2:]
+
+
 def cross_fitted_nll(probabilities, labels, seed=0):
     """Negative log-likelihood on photos the temperature was not fitted on: the photos split
     in two halves (seeded), T fitted on each half scores the other. Returns (raw NLL, NLL with
     the cross-fitted temperatures), both over all photos."""
     probabilities, labels = np.asarray(probabilities), np.asarray(labels)
-    order = np.random.default_rng(seed).permutation(len(labels))
-    halves = order[: len(order) // 2], order[len(order) // 2:]
+    halves = random_halves(len(labels), seed)
     scaled = np.empty_like(class_probabilities(probabilities))
     for fit_on, score_on in (halves, halves[::-1]):
         temperature = fit_temperature(probabilities[fit_on], labels[fit_on])
