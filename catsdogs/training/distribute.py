@@ -136,6 +136,30 @@ def common_count(placement, count):
     return int(min(everyones().numpy()))
 
 
+def take_chief_resume_state(placement, run_dir, backup_of):
+    """Every worker resumes from the chief's backup. Each worker backs up into its own folder
+    at each epoch's end, so a kill between two workers' writes leaves backups one epoch apart;
+    resumed from those, the workers would run different numbers of steps, and the one that
+    finished first left the other waiting on collectives until TensorFlow's coordination
+    service declared it dead ("stopped sending heartbeats"). Synchronous training keeps every
+    worker's weights and optimizer state equal, so the chief's backup is every worker's. The
+    chief first completes a swap its kill left half done (runs.recover_dir); a barrier then
+    keeps the others from copying before it has."""
+    from catsdogs import runs
+
+    chief_backup = backup_of(run_dir)
+    if placement.is_chief:
+        runs.recover_dir(chief_backup)
+    common_count(placement, 0)  # the barrier
+    if placement.is_chief:
+        return
+    mine = backup_of(worker_folder(run_dir, placement.worker))
+    if chief_backup.exists():
+        runs.replace_dir(mine, lambda temp: shutil.copytree(chief_backup, temp))
+    else:  # the chief had finished no epoch: nor has anyone
+        shutil.rmtree(mine, ignore_errors=True)
+
+
 def distribute(placement, dataset_for_worker):
     """A dataset for `fit` under `placement`: as it is on one worker; across workers, each
     worker's own pipeline (it holds only its shard of the files, so tf.data's auto-sharding,

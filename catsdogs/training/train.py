@@ -25,7 +25,8 @@ from catsdogs.console import display, log, name_some
 from catsdogs.data.datasets import chooses_on_validation
 from catsdogs.errors import CatsDogsError, RunFailed
 from catsdogs.training.distribute import (WORKERS_DIR, cluster_from_environment,
-                                          remove_worker_folder, worker_folder)
+                                          remove_worker_folder, take_chief_resume_state,
+                                          worker_folder)
 
 if TYPE_CHECKING:  # Keras and TensorFlow load only once a run starts, after its flags are checked
     import keras
@@ -172,6 +173,11 @@ def _prepare(config, placement):
                     train_size, flips, loss, accuracy, placement, first_batch, worker_batch)
 
 
+def backup_folder(run_dir):
+    """Where a run (or a worker, in its own folder) keeps its resume state."""
+    return Path(run_dir) / runs.CHECKPOINTS_DIR / "backup"
+
+
 def _start_run_folder(data, run_dir, resumed, chooses=True):
     """Print class names and counts; save them (class_names.json, dataset.json) and the skipped
     files; warn about leakage and imbalance (doctor's cheap checks). A resumed run must see the
@@ -287,7 +293,7 @@ def _callbacks(config, run_dir, prepared, steps_per_epoch, history):
         callbacks.BestModelCheckpoint(run_dir / runs.MODEL_FILE, MONITOR, best=best,
                                       every_epoch=config.keep_epoch == "last"),
         history,
-        callbacks.AtomicBackupAndRestore(run_dir / runs.CHECKPOINTS_DIR / "backup"),
+        callbacks.AtomicBackupAndRestore(backup_folder(run_dir)),
         keras.callbacks.TensorBoard(log_dir=str(run_dir / runs.LOGS_DIR), write_graph=True),
         callbacks.TrainingImagesToTensorBoard(run_dir / runs.LOGS_DIR, prepared.first_batch[0]),
         callbacks.HParamsToTensorBoard(run_dir / runs.LOGS_DIR, tensorboard_hparams(config),
@@ -335,7 +341,10 @@ def _fit(config, run_dir, prepared, resumed, extra_callbacks=(), test=True):
     from catsdogs.training.stages import fit_in_stages
 
     data = prepared.data
-    _start_run_folder(data, run_dir, resumed, chooses_on_validation(config))
+    # the chief checks the classes; a worker's folder may be gone (it finished before the
+    # chief failed), and its classes are the chief's
+    _start_run_folder(data, run_dir, resumed and prepared.placement.is_chief,
+                      chooses_on_validation(config))
     model, steps_per_epoch = _build_model(config, prepared)
     history = callbacks.HistoryCSV(run_dir / runs.HISTORY_FILE)
     fit_callbacks = _callbacks(config, run_dir, prepared, steps_per_epoch, history)
@@ -518,6 +527,8 @@ def resume(run_dir, callbacks=(), test=True):
                                 fix="start a new run, or raise --epochs in a new one")
         placement = _placement(config)
         runs.remove_stale_temporaries(folder)
+        if placement.workers > 1:
+            take_chief_resume_state(placement, run_dir, backup_folder)
         done = runs.read_csv(folder / runs.HISTORY_FILE)
         log().info(f"Resuming {run_dir} after epoch {len(done)} of {config.epochs}")
         run = _fit(config, folder, _prepare(config, placement), resumed=True,
