@@ -6,7 +6,9 @@
 Every run uses the selection protocol (`--selection-split 0.15`): the epoch (for `--keep-epoch best`)
 is chosen on 15 % of the training images, the temperature is fitted on photos that chose
 nothing (train.py), and the data's own validation split (cats/dogs) or test split (CIFAR-10)
-is the test split, on which nothing is chosen. Per run it prints the test accuracy, the
+is the test split, on which nothing is chosen. Every seed holds out the same photos (the split
+seed is the first seed, as `train --seeds` does), so the ensemble fits its own temperature on
+photos none of its members trained or chose on. Per run it prints the test accuracy, the
 expected calibration error (15 bins) on the test split raw and with the run's own temperature,
 and the temperature's decision; per protocol the mean ± sample standard deviation over seeds;
 then the ensemble of each protocol's runs (`catsdogs ensemble`, the mean of the members'
@@ -62,7 +64,8 @@ def train_once(args, root, keep, seed):
     dataset = TASKS[args.task][1]
     config = catsdogs.TrainConfig(preset=args.preset, data=str(root), dataset=dataset,
                                   selection_split=SELECTION_SPLIT, keep_epoch=keep, seed=seed,
-                                  epochs=args.epochs, run_dir=str(run_dir))
+                                  split_seed=args.seeds[0], epochs=args.epochs,
+                                  run_dir=str(run_dir))
     started = time.perf_counter()
     catsdogs.train(config)
     return run_dir, time.perf_counter() - started
@@ -121,7 +124,9 @@ def main():
             from catsdogs.inference.ensemble import write_ensemble
 
             write_ensemble(runs, out)
-        rows.append({"keep": keep, "seed": "ensemble", "run": str(out), **test_figures(out, test_dir)})
+        decision = json.loads((out / "calibration.json").read_text()).get("decision")
+        rows.append({"keep": keep, "seed": "ensemble", "run": str(out), "decision": decision,
+                     **test_figures(out, test_dir)})
         print(json.dumps(rows[-1]), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": describe(), "rows": rows}, indent=2))

@@ -216,6 +216,11 @@ class TrainConfig:
         UNFREEZE_ALL, "(all or K) what the second stage trains: all, or the last K layers with "
                       "weights before the head (BatchNorm layers not counted, never trained)")
     seed: int = setting(42, "(int) seeds Python, NumPy and Keras, and the split")
+    split_seed: int | None = setting(
+        None, "(int) seeds the photos' roles alone (--val-split, --selection-split, "
+              "--calibration-split); default: --seed. train --seeds holds it at the first seed, "
+              "so every member holds out the same photos and their ensemble can be calibrated "
+              "on photos none of them trained or chose on")
     class_weight: str = setting("none", "auto weights each class inversely to its count, for "
                                         "imbalanced folders", choices=CLASS_WEIGHTS)
     patience: int = setting(0, "(epochs) stop after this many without a better val accuracy; 0: off")
@@ -247,6 +252,11 @@ class TrainConfig:
                                 search=("choice", 0.5, 1.0, 1.5, 2.0))
     run_dir: str | None = setting(None, "(folder) where to write the run; default: runs/<preset>-<time>")
     augment: AugmentConfig | None = setting(None, "augmentation; default: the preset's")
+
+    @property
+    def roles_seed(self):
+        """The seed that decides which photos train, choose and calibrate."""
+        return self.seed if self.split_seed is None else self.split_seed
 
     def __post_init__(self):
         if isinstance(self.augment, dict):

@@ -209,9 +209,45 @@ def test_train_seeds_leaves_the_members_their_spread_and_their_ensemble(folders,
     assert "± " in printed and (out / "ensemble" / "model.keras").exists()
     ensemble = catsdogs.load(out / "ensemble")
     assert len(ensemble.class_names) == 2
+    # one split seed for every member: the same photos held out, so the ensemble calibrates
+    # on photos none of them trained or chose on (here too few to keep a temperature)
+    roles = [json.loads((out / f"seed-{seed}" / "photos.json").read_text()) for seed in (42, 43)]
+    assert files(roles[0], "fitted_the_temperature") == files(roles[1], "fitted_the_temperature")
+    assert [json.loads((out / f"seed-{seed}" / "config.json").read_text())["split_seed"]
+            for seed in (42, 43)] == [42, 42]
+    calibration = json.loads((out / "ensemble" / "calibration.json").read_text())
+    assert "held out by every member" in calibration["fitted_on"]
+    assert calibration["images"] == len(files(roles[0], "fitted_the_temperature")) > 0
+    assert "fewer than the 100" in calibration["decision"]
     mtimes = {p: p.stat().st_mtime for p in out.glob("seed-*/model.keras")}
     assert main(argv) == 0  # again: every seed finished, nothing trains
     assert {p: p.stat().st_mtime for p in out.glob("seed-*/model.keras")} == mtimes
+
+
+def test_an_ensemble_calibrates_only_on_photos_every_member_held_out_and_none_used(tmp_path):
+    from catsdogs.inference.ensemble import shared_held_out_photos
+
+    def member(name, trained, fitted, chose=None):
+        folder = tmp_path / name
+        folder.mkdir()
+        role = lambda paths: {"files": paths} if paths else None  # noqa: E731
+        (folder / "photos.json").write_text(json.dumps({
+            "trained_on": role(trained), "chose_the_model": role(chose),
+            "fitted_the_temperature": role(fitted)}))
+        return folder
+
+    a = member("a", ["t1", "t2"], ["h1", "h2"])
+    b = member("b", ["t2", "t1"], ["h2", "h1"], chose=["c1"])
+    assert shared_held_out_photos([a, b]) == (["h1", "h2"], None)
+    other_split = member("c", ["t1", "h1"], ["t2", "h2"])
+    held, why = shared_held_out_photos([a, other_split])
+    assert held is None and "different photos" in why
+    chose_on_them = member("d", ["t1", "t2"], ["h1", "h2"], chose=["h1"])
+    held, why = shared_held_out_photos([a, chose_on_them])
+    assert held is None and "trained or chose" in why
+    (tmp_path / "old").mkdir()
+    held, why = shared_held_out_photos([a, tmp_path / "old"])
+    assert held is None and "older run" in why
 
 
 def test_refit_trains_on_the_union_for_the_chosen_epochs_and_keeps_the_temperatures_photos_out(

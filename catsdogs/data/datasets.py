@@ -394,11 +394,11 @@ def load_image_data(config, image_size, shard=(0, 1)):
     data = _load_sources(config, image_size, shard, storage)
     data.storage = storage.record()
     if config.selection_split:
-        data = data.carve_selection(config.selection_split, config.seed)
+        data = data.carve_selection(config.selection_split, config.roles_seed)
     # a refit's photos are carved as its parent's were: that run chose its epoch on them
     data = data.set_aside_calibration(config.calibration_split,
                                       chooses_on_validation(config) or config.refit_union,
-                                      config.seed)
+                                      config.roles_seed)
     return data.with_choice_photos_trained() if config.refit_union else data
 
 
@@ -415,7 +415,7 @@ def _load_sources(config, image_size, shard, storage):
     splits = find_split_folders(config.data)
     if splits:
         return load_folders(*splits, image_size, shard=shard, storage=storage)
-    return load_split_folder(config.data, image_size, config.val_split, config.seed, shard,
+    return load_split_folder(config.data, image_size, config.val_split, config.roles_seed, shard,
                              storage)
 
 

@@ -221,9 +221,11 @@ def with_temperature(model, temperature):
     return keras.Model(model.inputs, out, name=f"{model.name}_calibrated")
 
 
-def calibrate_run(run_dir, model, pixels, labels, class_names, fitted_on, batch_size=64):
+def calibrate_run(run_dir, model, pixels, labels, class_names, fitted_on, batch_size=64,
+                  why_none=None):
     """Fit the temperature of the Keras `model` of `run_dir` on held-out images; write
-    calibration.json and the run's saved_model/ with the temperature inside it.
+    calibration.json and the run's saved_model/ with the temperature inside it. Without
+    images (`pixels` None), T = 1 and `why_none` (or the usual reason) is the decision.
 
     Returns:
         dict: what calibration.json holds.
@@ -237,9 +239,10 @@ def calibrate_run(run_dir, model, pixels, labels, class_names, fitted_on, batch_
     run_dir = Path(run_dir)
     if pixels is None:
         report = {"temperature": 1.0, "images": 0, "fitted_on": None,
-                  "decision": "kept T = 1: no held-out photos were set aside to fit it on "
-                              "(--calibration-split 0, or a validation split too small to "
-                              "halve); catsdogs calibrate RUN DATA fits one"}
+                  "decision": why_none or "kept T = 1: no held-out photos were set aside to "
+                                          "fit it on (--calibration-split 0, or a validation "
+                                          "split too small to halve); catsdogs calibrate RUN "
+                                          "DATA fits one"}
         runs.write_json(run_dir / CALIBRATION_FILE, report)
         write_saved_model(model, run_dir / runs.SAVED_MODEL_DIR, class_names)
         return report

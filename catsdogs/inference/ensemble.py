@@ -7,6 +7,14 @@ the mean of calibrated members stays calibrated. The ensemble is an ordinary Ker
 layer), saved as model.keras beside class_names.json, so predict, evaluate, calibrate, serve
 and every export take it as they take one run.
 
+The mean of calibrated members is not itself calibrated: averaging pulls probabilities towards
+the middle where members disagree, so an ensemble of well-calibrated runs is under-confident
+(Wu and Gales, 2021, "Should ensemble members be calibrated?"). When every member held out the
+same photos to fit its temperature, and none trained or chose its epoch on them (what
+`train --seeds` does: one split seed for every member), the ensemble fits a temperature of its
+own on those photos, by the rules a run follows (calibrate.checked_temperature). Otherwise it
+keeps T = 1 and says why in calibration.json.
+
     catsdogs ensemble runs/a runs/b runs/c --out runs/ensemble-abc
 """
 
@@ -14,6 +22,7 @@ import shutil
 from pathlib import Path
 
 from catsdogs import runs
+from catsdogs.config import load_json
 from catsdogs.errors import CatsDogsError
 
 ENSEMBLE_FILE = "ensemble.json"  # the members, their temperatures and classes
@@ -62,15 +71,54 @@ def build_ensemble(members):
     return keras.Model(inputs, mean, name="ensemble")
 
 
+def shared_held_out_photos(run_dirs):
+    """The photos every member set aside to fit its temperature, when they are the same for all
+    and no member trained or chose its epoch on any of them; else (None, why not)."""
+    held, used = None, set()
+    for path in run_dirs:
+        roles_file = Path(path) / runs.PHOTOS_FILE
+        if not roles_file.is_file():
+            return None, f"{path} records no photo roles ({runs.PHOTOS_FILE}; an older run)"
+        roles = load_json(roles_file)
+        if not isinstance(roles, dict):
+            return None, f"{roles_file} is not a record of photo roles"
+        fitted = (roles.get("fitted_the_temperature") or {}).get("files")
+        if not fitted:
+            return None, f"{path} set no photos aside to fit a temperature on"
+        if held is None:
+            held = fitted
+        elif sorted(fitted) != sorted(held):
+            return None, ("the members set different photos aside (other split seeds, or "
+                          "k-fold's folds), so some trained on the others' held-out photos")
+        for role in ("trained_on", "chose_the_model"):
+            used.update((roles.get(role) or {}).get("files") or [])
+    if used.intersection(held):
+        return None, "a member trained or chose its epoch on photos another held out"
+    return held, None
+
+
+def _calibrate(out, model, members, run_dirs, class_names):
+    """The ensemble's own temperature (calibration.json, saved_model/ with it inside)."""
+    from catsdogs.inference.calibrate import calibrate_run, held_out_split
+
+    held, why_not = shared_held_out_photos(run_dirs)
+    if held is None:
+        return calibrate_run(out, model, None, None, class_names, None,
+                             why_none=f"kept T = 1: {why_not}; catsdogs calibrate ENSEMBLE DATA "
+                                      "fits one on photos no member saw")
+    pixels, labels, source = held_out_split(run_dirs[0], members[0])
+    return calibrate_run(out, model, pixels, labels, class_names,
+                         f"{source}, held out by every member")
+
+
 def write_ensemble(run_dirs, out):
     """Write the ensemble of `run_dirs` into the folder `out`: model.keras, class_names.json,
-    ensemble.json and saved_model/ (its own temperature is 1: the members' are inside).
+    ensemble.json, calibration.json and saved_model/ (with the ensemble's own temperature,
+    or 1: see the module docstring).
 
     Returns:
         Path: the folder.
     """
-    from catsdogs.inference.saved_model import write_saved_model
-
     members = load_members(run_dirs)
     out = Path(out)
     if (out / runs.MODEL_FILE).exists():
@@ -86,7 +134,7 @@ def write_ensemble(run_dirs, out):
             "members": [str(Path(path)) for path in run_dirs],
             "temperatures": [member.temperature for member in members],
             "class_names": class_names, "image_size": list(members[0].image_size)})
-        write_saved_model(model, out / runs.SAVED_MODEL_DIR, class_names)
+        _calibrate(out, model, members, run_dirs, class_names)
         with runs.atomic_path(out / runs.MODEL_FILE) as temp:  # last: its presence means done
             model.save(temp)
     except BaseException:

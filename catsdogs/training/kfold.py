@@ -372,7 +372,7 @@ def cross_validate(base, data, folds, folder, continue_with=None):
         record = _read_record(folder, settings) or {
             "data": str(Path(data).resolve()), "settings": settings, "folds": {}}
         runs.write_json(folder / RECORD_FILE, record)
-        fold_of = stratified_folds(images.split.labels, folds, base.seed)
+        fold_of = stratified_folds(images.split.labels, folds, base.roles_seed)
         probabilities = np.zeros((len(images.split), len(images.class_names)))
         for fold in range(folds):
             name = f"Fold {fold + 1}/{folds}"

@@ -35,7 +35,9 @@ def train_seeds(config, count, folder):
         elif (run_dir / runs.CHECKPOINTS_DIR).exists():
             resume(run_dir)
         else:
-            train(dataclasses.replace(config, seed=seed, run_dir=str(run_dir)))
+            # the same photos held out by every member: their ensemble calibrates on them
+            train(dataclasses.replace(config, seed=seed, split_seed=config.roles_seed,
+                                      run_dir=str(run_dir)))
         members.append(run_dir)
     ensemble_dir = folder / "ensemble"
     if not (ensemble_dir / runs.MODEL_FILE).exists():
