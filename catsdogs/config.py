@@ -24,7 +24,7 @@ UNFREEZE_ALL = "all"  # --unfreeze: every layer of the body, else the last K lay
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")  # see distribute.py
 KEEP = ("best", "last")  # which epoch's model a run keeps (train.py)
 CLASS_WEIGHTS = ("none", "auto")  # auto: each class weighted by total / (classes x its count)
-CACHES = ("auto", "ram", "disk")  # where decoded pixels live while training (data/cache.py)
+CACHES = ("auto", "ram", "disk", "none")  # where decoded pixels live while training (data/cache.py)
 
 
 def setting(default, help, choices=None, nargs=None, search=None):
@@ -129,8 +129,10 @@ class TrainConfig:
         "auto", "where the decoded pixels live: ram: in memory, decoded every run; disk: "
                 "decoded once into a cache folder (per folder and image size) that later runs "
                 "reuse, decoding only added or changed files, and trained from batch by batch "
-                "(memory stays flat whatever the number of images); auto: ram when the decoded "
-                "images fit comfortably in the available memory, else disk", choices=CACHES)
+                "(memory stays flat whatever the number of images); none: nowhere, each "
+                "epoch's batches decoded again (every file checked once first), for folders too "
+                "big even for the disk; auto: ram when the decoded images fit comfortably in "
+                "the available memory, else disk (never none)", choices=CACHES)
     cache_dir: str | None = setting(
         None, "(folder) where --cache disk keeps its caches; default: $CATSDOGS_CACHE, else "
               "$XDG_CACHE_HOME/catsdogs or ~/.cache/catsdogs (catsdogs cache list | clear)")

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from PIL import Image
 
 from catsdogs import config as cfg
 from catsdogs.config import TrainConfig
-from catsdogs.data import cache
+from catsdogs.data import cache, streamed
 from catsdogs.data.datasets import load_image_data, make_dataset
 
 from conftest import REPO, TWO_CLASSES, write_class_images
@@ -188,21 +189,23 @@ def test_auto_picks_disk_when_memory_is_short_and_says_why(folder, cache_dir, mo
     assert not data.train.on_disk and data.storage == {"mode": "ram"}
 
 
-def test_training_from_disk_gives_the_same_first_batch_as_from_memory(folder, cache_dir):
+def test_training_from_disk_or_from_files_gives_the_same_first_batch_as_from_memory(
+        folder, cache_dir):
     from catsdogs.training import train
 
     batches = {}
-    for mode in ("ram", "disk"):
+    for mode in ("ram", "disk", "none"):
         config = train.resolve_config(TrainConfig(
             data=str(folder), preset="seed-cifar10", cache=mode, cache_dir=str(cache_dir),
             # flips only: they are drawn by image index (AlternatingFlips), where a random
             # warp in a parallel map may give its draws to the batches in either order
             batch_size=8, seed=5, augment={"horizontal_flip": True, "alternate_flips": True}))
         prepared = train._prepare(config, train._placement(config))
-        assert prepared.data.train.on_disk == (mode == "disk")
+        assert prepared.data.train.on_disk == (mode != "ram")
         batches[mode] = prepared.first_batch
-    for ram_part, disk_part in zip(batches["ram"], batches["disk"]):
-        np.testing.assert_array_equal(ram_part, disk_part)
+    for mode in ("disk", "none"):
+        for ram_part, other_part in zip(batches["ram"], batches[mode]):
+            np.testing.assert_array_equal(ram_part, other_part)
 
 
 def test_disk_pipeline_gathers_every_image_once_per_epoch(folder, cache_dir):
@@ -211,6 +214,40 @@ def test_disk_pipeline_gathers_every_image_once_per_epoch(folder, cache_dir):
     assert len(epoch) == len(data.train)
     flat = lambda images: sorted(map(bytes, images.astype(np.uint8)))  # noqa: E731
     assert flat(epoch) == flat(data.train.pixels)
+
+
+def test_none_decodes_every_epoch_in_the_pipeline_and_keeps_nothing(folder, cache_dir,
+                                                                    monkeypatch):
+    decoded, original = [], streamed.decode_image
+
+    def counting(path, size):
+        decoded.append(path)
+        return original(path, size)
+
+    monkeypatch.setattr(streamed, "decode_image", counting)
+    data = load(folder, cache_dir, mode="none")
+    assert data.train.on_disk and data.storage == {"mode": "none"}
+    assert decoded == [] and not cache_dir.exists()  # checked at load, nothing decoded or kept
+    ram = load(folder, cache_dir, mode="ram")
+    assert data.train.paths == ram.train.paths and data.train.digests == ram.train.digests
+    flat = lambda images: sorted(map(bytes, images.astype(np.uint8)))  # noqa: E731
+    dataset = make_dataset(data.train, 5, shuffle_seed=2)
+    for _ in range(2):  # each epoch decodes every training file once, and only those
+        decoded.clear()
+        epoch = np.concatenate([x.numpy() for x, _ in dataset])
+        assert sorted(decoded) == sorted(data.train.paths)
+        assert flat(epoch) == flat(ram.train.pixels)
+
+
+def test_none_leaves_out_the_files_ram_leaves_out_with_the_same_reasons(folder, cache_dir):
+    (folder / "cats" / "empty.jpg").write_bytes(b"")
+    noise = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    whole = folder / "dogs" / "whole.jpg"
+    Image.fromarray(noise).save(whole, quality=95)
+    (folder / "dogs" / "truncated.jpg").write_bytes(whole.read_bytes()[:3000])
+    ram, none = load(folder, cache_dir, mode="ram"), load(folder, cache_dir, mode="none")
+    assert sorted(none.skipped) == sorted(ram.skipped)
+    assert {Path(path).name for path, _ in none.skipped} == {"empty.jpg", "truncated.jpg"}
 
 
 def test_old_run_folders_resume_with_pixels_in_memory():

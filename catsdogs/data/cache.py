@@ -38,9 +38,12 @@ import numpy as np
 from catsdogs import runs
 from catsdogs.console import log, progress_bar
 from catsdogs.data.images import DECODE_SETTINGS, PROCESSES_FROM, decode_many
+from catsdogs.data.streamed import open_files
 from catsdogs.errors import RunFailed
 
-MODES = ("auto", "ram", "disk")  # where decoded pixels live while training (TrainConfig.cache)
+# where decoded pixels live while training (TrainConfig.cache); none: nowhere, decoded again
+# in every epoch's batches (streamed.py)
+MODES = ("auto", "ram", "disk", "none")
 CACHE_ENV = "CATSDOGS_CACHE"  # moves the default cache root, as --cache-dir does
 MANIFEST = "manifest.json"
 LOCK = ".lock"
@@ -77,8 +80,9 @@ def available_memory():
 
 @dataclasses.dataclass
 class Storage:
-    """Where one load's decoded pixels go: `mode` auto, ram or disk (auto is settled once, on
-    the first count of images: decide), and the cache folders used, for dataset.json."""
+    """Where one load's decoded pixels go: `mode` auto, ram, disk or none (auto is settled
+    once, on the first count of images: decide, and never to none), and the cache folders
+    used, for dataset.json."""
 
     mode: str = "ram"
     cache_dir: str | None = None
@@ -101,8 +105,11 @@ class Storage:
         return self.mode
 
     def decode(self, paths, size, source):
-        """(pixels file, rows, kept, skipped, digests) of `paths` from the disk cache of
-        `source` (decode_cached)."""
+        """(pixels, rows, kept, skipped, digests) of `paths`, files of folder `source`, read
+        through its disk cache (decode_cached), or with mode none opened to be decoded when
+        read (streamed.open_files). `pixels` is read by rows: DiskArray, DecodeOnRead."""
+        if self.mode == "none":
+            return open_files(paths, size)
         folder = cache_folder(cache_root(self.cache_dir), source, size)
         if folder not in self.folders:
             self.folders.append(folder)

@@ -4,7 +4,8 @@ Every file is decoded once, in parallel, before training (images.decode_many): u
 files are reported and skipped, never moved or rewritten, and the decoded pixels stay in memory
 or, with `--cache disk` (or `auto` when they would not fit), in a disk cache that later runs
 reuse (cache.py), so each epoch costs only augmentation, not JPEG decoding (the seed tutorial's
-ImageDataGenerator decodes every photo again every epoch).
+ImageDataGenerator decodes every photo again every epoch). `--cache none`, for folders too big
+even for the disk, does decode every epoch (streamed.py), behind the disk cache's interface.
 """
 
 import dataclasses
@@ -30,11 +31,12 @@ class Split:
     """One split's decoded images, uint8 (n, height, width, 3), and int labels (n,).
 
     `store` holds the pixels: an array in memory, or a disk cache's pixels file
-    (cache.DiskArray), of which `rows` names this split's images in order (None: all of
-    them). A subset of a disk-backed split keeps row numbers, not pixels, so carving splits
-    out of it never reads the cache into memory (fancy indexing would copy)."""
+    (cache.DiskArray) or files decoded when read (streamed.DecodeOnRead), of which `rows`
+    names this split's images in order (None: all of them). A subset of a disk-backed split
+    keeps row numbers, not pixels, so carving splits out of it never reads the cache into
+    memory (fancy indexing would copy)."""
 
-    store: object  # np.ndarray, or cache.DiskArray
+    store: object  # np.ndarray, cache.DiskArray or streamed.DecodeOnRead
     labels: np.ndarray
     paths: list  # source file of each image; empty for in-memory datasets
     digests: list = dataclasses.field(default_factory=list)  # SHA-256 of each path's file
@@ -260,9 +262,10 @@ def stratified_split(labels, fraction, seed, flag="--val-split"):
 
 
 def _decode_split(paths, labels, image_size, class_names, where, storage=None):
-    """The Split of `paths` decoded, in memory or (storage.mode disk) through the disk cache
-    of folder `where`; a class left with no readable image is an error."""
-    if storage is not None and storage.mode == "disk":
+    """The Split of `paths` decoded, in memory, or through the disk cache of folder `where`
+    (storage.mode disk), or checked and decoded when read (none); a class left with no
+    readable image is an error."""
+    if storage is not None and storage.mode in ("disk", "none"):
         store, rows, kept, skipped, digests = storage.decode(paths, image_size, where)
         split = Split(store, labels[kept], [paths[i] for i in kept], digests, rows)
     else:
@@ -428,7 +431,8 @@ def make_dataset(split, batch_size, augmenter=None, shuffle_seed=None, one_hot=N
 
     Order of steps, and why:
     - the decoded uint8 pixels are already in memory or in a disk cache (cache.py): they are
-      the cache, so no step decodes or resizes again after the first pass;
+      the cache, so no step decodes or resizes again after the first pass (with --cache none
+      the batch's files are decoded where a disk cache's rows would be read);
     - shuffle indices, not images: reshuffling 4-byte ints each epoch costs nothing, where a
       shuffle buffer of images would copy every image once more per epoch;
     - batch, then gather: one vectorised gather per batch instead of one per image; from a
