@@ -6,6 +6,7 @@ Generated files only; 127.0.0.1 only; every count is fixed and every wait has a 
 
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import os
@@ -28,6 +29,7 @@ import catsdogs
 from catsdogs.commands.serve import build_parser, main as serve_main, serve_config
 from catsdogs.serve import app as app_module
 from catsdogs.serve.app import ServeConfig, create_app
+from catsdogs.serve.drain import draining_server
 from catsdogs.serve.hosts import allowed_hosts
 from catsdogs.serve.memory import process_memory
 
@@ -434,3 +436,59 @@ def test_a_client_that_hangs_up_mid_body_leaves_no_traceback(server):
     assert "Traceback" not in stderr.read_text()
     answer = httpx.post(base + PREDICT, json={"instances": [b64(png_bytes())]}, timeout=30)
     assert answer.status_code == 200
+
+
+# ---------------------------------------------------------------- uvicorn's own answers
+
+
+@contextlib.contextmanager
+def running(classifier, **settings):
+    """The uvicorn server `catsdogs serve` runs, serving create_app(classifier,
+    ServeConfig(**settings)) from a thread on 127.0.0.1: yields its port."""
+    config, port = ServeConfig(**settings), free_port()
+    server = draining_server(create_app(classifier, config), "127.0.0.1", port, 5, config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.01)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def raw_answer(received):
+    """(status, lower-cased headers, body) of one HTTP/1.1 answer read to the close."""
+    head, _, body = received.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines)
+    return int(status_line.split()[1]), headers, body
+
+
+def test_a_malformed_request_gets_uvicorns_400_in_the_servers_error_shape(classifier):
+    with running(classifier) as port, socket.create_connection(("127.0.0.1", port)) as raw:
+        raw.sendall(b"\x16\x03\x01\x02\x00 this is no HTTP\r\n\r\n")  # a TLS hello's start
+        waited, received = closed_after(raw, 10)
+    status, headers, body = raw_answer(received)
+    assert waited is not None and status == 400 and headers["content-type"] == "application/json"
+    assert set(json.loads(body)) == {"error"}
+    assert json.loads(body)["error"].startswith("malformed HTTP request: ")
+
+
+def test_a_request_past_max_connections_gets_503_json_with_retry_after(classifier):
+    request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    with running(classifier, max_connections=2) as port:
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client() as keeps_one_open:  # kept alive in its pool: one connection held
+            assert keeps_one_open.get(base + "/healthz").status_code == 200
+            with socket.create_connection(("127.0.0.1", port)) as raw:
+                raw.sendall(request)
+                waited, received = closed_after(raw, 10)
+        assert httpx.get(base + "/healthz").status_code == 200  # the slot came back
+    status, headers, body = raw_answer(received)
+    assert waited is not None and status == 503 and headers["retry-after"] == "1"
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body) == {"error": "over capacity: 2 connections or requests at once"}

@@ -51,7 +51,8 @@ def build_parser():
                         help="request bytes (bodies and their decoded pixels) held at once; "
                              "more get 503 + Retry-After; at least --max-upload-mb [default: 64]")
     parser.add_argument("--max-connections", type=int, default=1000,
-                        help="open connections at once; more get uvicorn's 503 [default: 1000]")
+                        help="open connections (or requests running) at once; more get "
+                             "503 + Retry-After [default: 1000]")
     parser.add_argument("--drain-seconds", type=float, default=30.0,
                         help="on SIGTERM or Ctrl-C, time to answer the admitted requests "
                              "before exiting [default: 30]")

@@ -21,7 +21,7 @@ admitted ones are answered. A pure ASGI middleware, not `@app.middleware("http")
 
 import asyncio
 
-from catsdogs.serve.errors import ServeError, overloaded
+from catsdogs.serve.errors import ServeError, error_response, overloaded
 
 TICKET = "catsdogs.ticket"  # the scope key where the handler finds its request's Ticket
 
@@ -149,7 +149,4 @@ def _too_large(limit):
 
 
 async def _answer(scope, receive, send, error):
-    from starlette.responses import JSONResponse
-
-    response = JSONResponse({"error": error.message}, error.status, headers=error.headers)
-    await response(scope, receive, send)
+    await error_response(error)(scope, receive, send)

@@ -42,7 +42,7 @@ from catsdogs.console import log
 from catsdogs.data.images import ImageTooLarge, UnreadableImage, decode_image
 from catsdogs.serve.admission import TICKET, Admission, Gate
 from catsdogs.serve.batching import BatchingConfig, DynamicBatcher
-from catsdogs.serve.errors import ServeError
+from catsdogs.serve.errors import ServeError, error_response
 from catsdogs.serve.hosts import AllowedHosts
 from catsdogs.serve.uploads import is_multipart, parse_uploads
 
@@ -171,19 +171,19 @@ def create_app(classifier, config=ServeConfig()):
                 raise ServeError(401, f"missing or wrong {API_KEY_HEADER} header")
             response = await call_next(request)
         except ServeError as error:
-            response = _error_response(error)
+            response = error_response(error)
         except ClientDisconnect:  # nobody to answer, nothing wrong here: counted, not logged
             response = Response(status_code=CLIENT_CLOSED)
         except Exception as error:  # a bug: logged once with its traceback, answered, counted
             log().exception("internal error on %s %s", request.method, request.url.path)
-            response = _error_response(ServeError(500, f"internal: {type(error).__name__}"))
+            response = error_response(ServeError(500, f"internal: {type(error).__name__}"))
         metrics["requests"].labels(endpoint, str(response.status_code)).inc()
         metrics["latency"].labels(endpoint).observe(time.perf_counter() - started)
         return response
 
     @app.exception_handler(ServeError)
     async def refused(request, error):
-        return _error_response(error)
+        return error_response(error)
 
     @app.exception_handler(HTTPException)
     async def http_error(request, error):
@@ -192,7 +192,7 @@ def create_app(classifier, config=ServeConfig()):
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request, error):  # FastAPI's 422 {"detail": [...]}, as TF Serving's 400
-        return _error_response(ServeError(400, "; ".join(
+        return error_response(ServeError(400, "; ".join(
             f"{' '.join(str(part) for part in problem['loc'])}: {problem['msg']}"
             for problem in error.errors())))
 
@@ -338,12 +338,6 @@ def _tensor(dtype, name, *dims):
     return {"dtype": dtype, "tensor_shape": {"dim": [{"size": str(size), "name": ""}
                                                      for size in dims], "unknown_rank": False},
             "name": f"{SIGNATURE}_{name}:0"}
-
-
-def _error_response(error):
-    from fastapi.responses import JSONResponse
-
-    return JSONResponse({"error": error.message}, status_code=error.status, headers=error.headers)
 
 
 async def _read_body(request):

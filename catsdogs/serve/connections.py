@@ -16,7 +16,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 class HeaderDeadline(H11Protocol):
     """uvicorn's h11 protocol, closing a connection whose request headers take longer than
-    `header_timeout` seconds (set by `with_header_timeout`)."""
+    `header_timeout` seconds (set on the class drain.protocol_class makes)."""
 
     header_timeout = 10.0
 
@@ -56,8 +56,3 @@ class HeaderDeadline(H11Protocol):
         self._header_timer = None
         if not self.transport.is_closing():
             self.transport.close()
-
-
-def with_header_timeout(seconds):
-    """The protocol class for uvicorn.Config(http=...) with this header deadline."""
-    return type("HeaderDeadline", (HeaderDeadline,), {"header_timeout": seconds})

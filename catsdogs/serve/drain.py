@@ -12,7 +12,8 @@ import threading
 import uvicorn
 
 from catsdogs.console import log
-from catsdogs.serve.connections import with_header_timeout
+from catsdogs.serve.connections import HeaderDeadline
+from catsdogs.serve.refusals import ShapedRefusals
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 SHUTDOWN_STEPS_SECONDS = 0.5  # uvicorn's pause after closing listeners, the lifespan shutdown
@@ -47,14 +48,28 @@ class DrainingServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def serve(app, host, port, drain_seconds, config):
-    """Run `app` (made by create_app with the ServeConfig `config`) until a signal, then drain
-    within `drain_seconds`. Connections: at most `config.max_connections`, closed when idle
-    `config.idle_timeout` seconds between requests (uvicorn's keep-alive) or when a request's
-    headers take over `config.header_timeout` (connections.py)."""
+def protocol_class(header_timeout):
+    """The protocol uvicorn runs every connection with (uvicorn.Config's `http=`): its h11
+    protocol with a deadline for headers (connections.py) and its own refusals in the server's
+    error shape (refusals.py)."""
+    return type("ServerProtocol", (HeaderDeadline, ShapedRefusals),
+                {"header_timeout": header_timeout})
+
+
+def draining_server(app, host, port, drain_seconds, config):
+    """The server `serve` runs (see there), not yet started: `.run()` blocks until it drained."""
     server_config = uvicorn.Config(
         app, host=host, port=port, log_level="warning",
-        http=with_header_timeout(config.header_timeout), timeout_keep_alive=config.idle_timeout,
+        http=protocol_class(config.header_timeout), timeout_keep_alive=config.idle_timeout,
         limit_concurrency=config.max_connections,
         timeout_graceful_shutdown=max(0.1, drain_seconds - SHUTDOWN_STEPS_SECONDS))
-    DrainingServer(server_config, app.state.gate).run()
+    return DrainingServer(server_config, app.state.gate)
+
+
+def serve(app, host, port, drain_seconds, config):
+    """Run `app` (made by create_app with the ServeConfig `config`) until a signal, then drain
+    within `drain_seconds`. Connections: at most `config.max_connections` (past it: 503, as
+    refusals.py answers it), closed when idle `config.idle_timeout` seconds between requests
+    (uvicorn's keep-alive) or when a request's headers take over `config.header_timeout`
+    (connections.py)."""
+    draining_server(app, host, port, drain_seconds, config).run()

@@ -16,3 +16,11 @@ def overloaded(message):
     """503 with Retry-After: TF Serving's UNAVAILABLE, which clients and load balancers retry
     (elsewhere, or a moment later); 429 would blame one client for the whole server's load."""
     return ServeError(503, message, {"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+def error_response(error):
+    """The answer to `error`: {"error": message} as JSON, with its status and headers (the one
+    renderer of every refusal: the app's, admission's and uvicorn's own, refusals.py)."""
+    from starlette.responses import JSONResponse
+
+    return JSONResponse({"error": error.message}, error.status, headers=error.headers)
