@@ -217,6 +217,11 @@ class TrainConfig:
     unfreeze: str = setting(
         UNFREEZE_ALL, "(all or K) what the second stage trains: all, or the last K layers with "
                       "weights before the head (BatchNorm layers not counted, never trained)")
+    cache_features: bool | None = setting(
+        None, "stage one on features computed once: the frozen body runs once over the "
+              "training and validation images and the head trains on its outputs (Keras' "
+              "fast feature extraction; stage one sees no augmentation then); default: on when "
+              "the body starts frozen and nothing augments the images")
     seed: int = setting(42, "(int) seeds Python, NumPy and Keras, and the split")
     split_seed: int | None = setting(
         None, "(int) seeds the photos' roles alone (--val-split, --selection-split, "
@@ -259,6 +264,12 @@ class TrainConfig:
     def roles_seed(self):
         """The seed that decides which photos train, choose and calibrate."""
         return self.seed if self.split_seed is None else self.split_seed
+
+    @property
+    def freezes_body_first(self):
+        """Stage one trains the head alone on a frozen body (training/stages.py): any start
+        from weights, or a second stage to come."""
+        return self.weights != "none" or self.fine_tune_epochs > 0
 
     def __post_init__(self):
         if isinstance(self.augment, dict):

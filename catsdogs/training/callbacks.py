@@ -10,6 +10,7 @@ Where Keras' own fall short of "nothing torn, nothing lost", they are wrapped:
   the file. `HistoryCSV` rewrites it whole, keeping one row per epoch.
 
 What Keras has no callback for: `InterruptAtBatchEnd` (Ctrl-C that always stops the run),
+`RelayToHead` (stage one on features computed once),
 `ProgressiveResizing` (the training image size per epoch),
 `FlipEpoch` (airbench's alternating flips), `Lookahead` (airbench's weight averaging),
 `TrainingImagesToTensorBoard` and `EpochLog` (one plain line per epoch).
@@ -125,17 +126,47 @@ class HistoryCSV(keras.callbacks.Callback):
         super().__init__()
         self.path = Path(path)
         self.rows = runs.read_csv(self.path)
-        self._started = None
+        self._started, self._charged = None, 0.0
+
+    def charge(self, seconds):
+        """Count `seconds` of work done for the epochs before they began (features computed
+        once: training/features.py) in the next epoch's row."""
+        self._charged += seconds
 
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self._started + self._charged
+        self._charged = 0.0
         row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()},
-               "seconds": round(time.perf_counter() - self._started, 3)}
+               "seconds": round(seconds, 3)}
         self.rows = [r for r in self.rows if int(r["epoch"]) < epoch + 1] + [row]
         header = list(dict.fromkeys(key for r in self.rows for key in r))
         runs.write_csv(self.path, header, [[r.get(k, "") for k in header] for r in self.rows])
+
+
+class RelayToHead(keras.callbacks.Callback):
+    """Stage one on features computed once (training/features.py) fits a head model while the
+    run's callbacks see the full one: pass the full model's stop requests (TerminateOnNaN,
+    EarlyStopping) and resumed epoch (BackupAndRestore's) on to the head model. Last in the
+    list, so it runs after the callbacks it relays."""
+
+    def __init__(self, head):
+        super().__init__()
+        self.head = head
+
+    def on_train_begin(self, logs=None):
+        self.head._initial_epoch = self.model._initial_epoch
+        self.model.stop_training = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.head.stop_training = self.model.stop_training
+
+    on_epoch_end = on_train_batch_end
+
+    def on_train_end(self, logs=None):
+        self.head.history = self.model.history  # what the head model's fit returns
 
 
 class TrainingImagesToTensorBoard(keras.callbacks.Callback):

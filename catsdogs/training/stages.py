@@ -27,7 +27,7 @@ STAGE_KEY, HEAD_EPOCHS_KEY = "stage", "head_epochs"
 
 def staged(config):
     """A run freezes its body first when it starts from weights or asks for a second stage."""
-    return config.weights != "none" or config.fine_tune_epochs > 0
+    return config.freezes_body_first
 
 
 def second_stage_config(config):
@@ -69,16 +69,19 @@ class StageColumn(keras.callbacks.Callback):
             logs[STAGE_KEY] = self.stage
 
 
-def fit_in_stages(model, fit, config, callbacks, recompile):
+def fit_in_stages(model, fit, config, callbacks, recompile, head_fit=None):
     """Fit `model` as `config` says: one stage, or the head's epochs then the body's.
 
     Args:
         fit: `model.fit` with the data bound; called with epochs, initial_epoch, callbacks.
         callbacks: the run's callbacks (an AtomicBackupAndRestore and a HistoryCSV among them).
         recompile: (config) -> None: compile the model again with an optimizer for `config`.
+        head_fit: stage one's fit when it trains on features computed once (features.py);
+            None: `fit`.
     """
+    head_fit = head_fit or fit
     if not config.fine_tune_epochs:
-        fit(epochs=config.epochs, callbacks=callbacks)
+        head_fit(epochs=config.epochs, callbacks=callbacks)
         return
     backup = next(c for c in callbacks if isinstance(c, AtomicBackupAndRestore))
     history = next(c for c in callbacks if isinstance(c, HistoryCSV))
@@ -86,7 +89,7 @@ def fit_in_stages(model, fit, config, callbacks, recompile):
     callbacks = [column, *callbacks]  # before history.csv's row is written
     saved = backup.saved_metadata()
     if saved.get(STAGE_KEY) != 2:
-        fit(epochs=config.epochs, callbacks=callbacks)
+        head_fit(epochs=config.epochs, callbacks=callbacks)
         if not history.rows or not math.isfinite(float(history.rows[-1]["loss"])):
             return  # a NaN stops the run (train._raise_if_nan), not a second stage
         saved = {STAGE_KEY: 2, HEAD_EPOCHS_KEY: len(history.rows)}

@@ -24,6 +24,7 @@ from catsdogs import console, runs
 from catsdogs.console import display, log, name_some
 from catsdogs.data.datasets import chooses_on_validation
 from catsdogs.errors import CatsDogsError, RunFailed
+from catsdogs.training import features
 from catsdogs.training.distribute import (WORKERS_DIR, cluster_from_environment,
                                           remove_worker_folder, take_chief_resume_state,
                                           worker_folder)
@@ -56,6 +57,7 @@ class Prepared:
     placement: Placement
     first_batch: tuple  # this worker's first training batch (images, labels), as NumPy
     worker_batch: int  # images per step on this worker (the global batch over the workers)
+    one_hot: int | None  # the class count when labels are one-hot, else None
 
 
 @dataclasses.dataclass
@@ -100,6 +102,7 @@ def resolve_config(config):
         keep = "best" if resolved.refit or resolved.schedule == "constant" else "last"
         resolved = dataclasses.replace(resolved, keep_epoch=keep)
     preset.check_progressive(resolved.progressive_start)
+    features.check(resolved)
     return resolved
 
 
@@ -170,7 +173,8 @@ def _prepare(config, placement):
     val_ds = make_dataset(data.val, worker_batch, one_hot=classes)
     first_batch = tuple(part.numpy() for part in next(iter(train_ds)))
     return Prepared(preset, data, distribute(placement, train_ds), distribute(placement, val_ds),
-                    train_size, flips, loss, accuracy, placement, first_batch, worker_batch)
+                    train_size, flips, loss, accuracy, placement, first_batch, worker_batch,
+                    classes)
 
 
 def backup_folder(run_dir):
@@ -354,14 +358,17 @@ def _fit(config, run_dir, prepared, resumed, extra_callbacks=(), test=True):
     with console.progress_to_stderr(), multi_worker_fit(model, prepared.placement,
                                                         prepared.first_batch), \
             callbacks.InterruptAtBatchEnd() as interrupt:
-        fit = functools.partial(
-            model.fit, prepared.train_ds, validation_data=prepared.val_ds,
-            verbose=1 if live else 0, shuffle=False,  # the pipeline shuffles
-            class_weight=balanced_class_weights(data.train.labels, len(data.class_names))
-            if config.class_weight == "auto" else None)
+        options = dict(verbose=1 if live else 0, shuffle=False,  # the pipeline shuffles
+                       class_weight=balanced_class_weights(data.train.labels,
+                                                           len(data.class_names))
+                       if config.class_weight == "auto" else None)
+        fit = functools.partial(model.fit, prepared.train_ds, validation_data=prepared.val_ds,
+                                **options)
         fit_in_stages(model, fit, config, [interrupt, *fit_callbacks, *extra_callbacks],
                       recompile=lambda stage_config: _compile(model, stage_config, prepared,
-                                                              steps_per_epoch, model))
+                                                              steps_per_epoch, model),
+                      head_fit=features.head_fit(model, prepared, config, options)
+                      if features.used(config) else None)
     _raise_if_nan(history.rows, config, run_dir)
     if not prepared.placement.is_chief:  # its folder held only resume state: gone with the run
         remove_worker_folder(run_dir)
