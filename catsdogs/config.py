@@ -46,6 +46,13 @@ def setting(default, help, choices=None, nargs=None, search=None):
                                                         "nargs": nargs, "search": search})
 
 
+def same_setting(cls, name):
+    """A field declared as `cls`'s field `name` is (default, help, choices): for settings that
+    another command passes on to `cls` (the label audit's --cache, as train's)."""
+    field = cls.__dataclass_fields__[name]
+    return dataclasses.field(default=field.default, metadata=dict(field.metadata))
+
+
 def check_choices(config):
     """Every field of `config` declared with `choices` holds one of them (or None)."""
     for field in dataclasses.fields(config):
@@ -136,6 +143,10 @@ class TrainConfig:
     cache_dir: str | None = setting(
         None, "(folder) where --cache disk keeps its caches; default: $CATSDOGS_CACHE, else "
               "$XDG_CACHE_HOME/catsdogs or ~/.cache/catsdogs (catsdogs cache list | clear)")
+    cache_source: str | None = setting(
+        None, "(folder, set by --folds for each fold's run) read the images through this "
+              "folder's disk cache: each fold's folders link to its photos, so the folds share "
+              "one cache")
     selection_split: float = setting(
         0.0, "(fraction) carve this share of each class's training images (by --seed) to choose "
              "the best epoch on; the validation split is then a test split, evaluated once at "

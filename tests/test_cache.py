@@ -271,3 +271,113 @@ def test_cache_list_and_clear(folder, cache_dir, capsys):
     assert "Removed 1 cache(s)" in capsys.readouterr().out
     assert sorted(p.name for p in cache_dir.iterdir()) == ["not-a-cache"]  # others' folders stay
     assert all_files(folder)  # photos untouched
+
+
+# ---------------------------------------------------------------- every command that decodes
+
+
+def brightness_classifier():
+    """A stand-in model (P(dogs) = mean pixel / 255) at 8x8: no Keras, so the tests are quick."""
+    from catsdogs.inference.classifier import Classifier
+
+    return Classifier(lambda x: x.mean(axis=(1, 2, 3))[:, None] / 255.0, ["cats", "dogs"],
+                      (8, 8), source=None)
+
+
+def test_evaluate_reads_through_the_cache_and_a_second_evaluation_decodes_nothing(
+        folder, cache_dir, decoded, tmp_path):
+    from catsdogs.inference.evaluate import evaluate
+
+    def report(mode):
+        metrics = evaluate(brightness_classifier(), folder, out=tmp_path / mode,
+                           cache=cache.CacheConfig(mode, str(cache_dir)))
+        return {key: metrics[key] for key in ("images", "loss", "confusion_matrix", "worst")}
+
+    ram = report("ram")
+    assert report("disk") == ram and sum(map(len, decoded)) == 16
+    decoded.clear()
+    assert report("disk") == ram and decoded == []
+    assert (tmp_path / "disk" / "plots" / "most_wrong.png").is_file()  # read by rows too
+
+
+def test_calibrate_reads_through_the_cache_it_is_given_or_the_runs_own(folder, cache_dir, decoded,
+                                                                      tmp_path):
+    from catsdogs.commands.calibrate import build_parser
+    from catsdogs.inference.calibrate import held_out_split
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps(cfg.run_config_dict(TrainConfig(
+        data=str(folder), preset="seed-cifar10", cache="ram", cache_dir=str(cache_dir)))))
+    given = {"cache": "disk", "cache_dir": str(cache_dir)}
+    # the run's photos set aside (its own settings: ram), then a folder given: the same
+    # photos, so the cache the first filled serves the second
+    for data_dir, decodes in ((None, 16), (folder, 0)):
+        pixels, labels, _ = held_out_split(run_dir, brightness_classifier(), data_dir)
+        decoded.clear()
+        from_disk, disk_labels, _ = held_out_split(run_dir, brightness_classifier(), data_dir,
+                                                   given)
+        assert sum(map(len, decoded)) == decodes
+        assert not isinstance(from_disk, np.ndarray)  # read a batch at a time
+        np.testing.assert_array_equal(from_disk[0:len(from_disk)], pixels)
+        np.testing.assert_array_equal(disk_labels, labels)
+    args = build_parser().parse_args([str(run_dir), "--cache", "disk", "--cache-dir", "x"])
+    assert cfg.given_flags(args, cache.CacheConfig) == {"cache": "disk", "cache_dir": "x"}
+
+
+@pytest.mark.parametrize("command", ["train --folds", "doctor --label-issues"])
+def test_the_folds_share_one_cache_filled_once(command, folder, cache_dir, decoded, monkeypatch,
+                                               tmp_path):
+    """Each fold loads its data as training does (its tree of links to the photos, read
+    through the photos' cache) and decodes nothing; the training itself is left out."""
+    from catsdogs.commands import doctor
+    from catsdogs.commands import train as train_command
+    from catsdogs.training import kfold
+
+    loads = []
+
+    def load_instead_of_training(config, run_dir):
+        before = sum(map(len, decoded))
+        data = load_image_data(config, SIZE)
+        # the fold's images and the photos its links point to (the links go with the fold)
+        loads.append(([(split.pixels, [os.path.realpath(p) for p in split.paths])
+                       for split in (data.train, data.val, data.test)],
+                      data.summary()["pixels"], sum(map(len, decoded)) - before))
+
+    monkeypatch.setattr(kfold, "_train_fold", load_instead_of_training)
+    monkeypatch.setattr(kfold, "_predict_fold",
+                        lambda run_dir, images, held_out: np.full((held_out.sum(), 2), 0.5))
+    flags = ["--folds", "3", "--preset", "seed-cifar10", "--cache", "disk",
+             "--cache-dir", str(cache_dir)]
+    if command == "train --folds":
+        code = train_command.main(["--data", str(folder), *flags, "--run-dir", str(tmp_path / "cv")])
+    else:
+        code = doctor.main([str(folder), "--label-issues", *flags, "--out-dir", str(tmp_path / "cv")])
+    assert code == 0 and len(loads) == 3
+    assert sorted(p for call in decoded for p in call) == all_files(folder)  # each file once
+    assert [count for _, _, count in loads] == [0, 0, 0]
+    photos = load(folder, cache_dir, mode="ram")
+    by_file = {path: pixels for split in (photos.train, photos.val, photos.calibration)
+               for path, pixels in zip(split.paths, split.pixels)}
+    for splits, storage, _ in loads:
+        assert storage == {"mode": "disk", "folders": [str(the_cache(cache_dir))]}
+        for pixels, photo_paths in splits:  # the right rows for the links' photos
+            np.testing.assert_array_equal(pixels, [by_file[path] for path in photo_paths])
+
+
+def test_distill_and_prune_read_the_images_as_their_run_did_unless_told(folder, cache_dir, tmp_path):
+    from catsdogs.commands import distill, prune
+
+    run_dir = tmp_path / "teacher"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps(cfg.run_config_dict(TrainConfig(
+        data=str(folder), preset="seed-cifar10", epochs=3, learning_rate=1e-3, cache="disk",
+        cache_dir=str(cache_dir)))))
+    for name in ("model.keras", "class_names.json"):
+        (run_dir / name).write_text("")  # only their presence is checked before training
+    for module, argv in ((distill, [str(run_dir)]), (prune, [str(run_dir), "--keep", "0.5"])):
+        parser = module.build_parser()
+        config = module.config_from_args(parser.parse_args(argv))
+        assert (config.cache, config.cache_dir) == ("disk", str(cache_dir))
+        config = module.config_from_args(parser.parse_args([*argv, "--cache", "none"]))
+        assert (config.cache, config.cache_dir) == ("none", str(cache_dir))

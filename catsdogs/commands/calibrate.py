@@ -2,6 +2,7 @@
 
     catsdogs calibrate runs/resnet-catsdogs-20261124-142544          # its validation split
     catsdogs calibrate RUN_DIR photos/held_out                       # or other labelled images
+    catsdogs calibrate RUN_DIR ~/PetImages-held-out --cache disk      # decoded once, for reuse
 
 Training does this by itself, on photos that chose nothing; this adds calibration.json to
 runs made before it did, or fits it again on other images. A temperature is kept only when it
@@ -12,7 +13,9 @@ and log-likelihood before and after, the `--min-confidence auto` threshold), rew
 saved_model/ with the temperature inside, and plots/reliability.png.
 """
 
+from catsdogs import config as cfg
 from catsdogs.config import command_parser
+from catsdogs.data.cache import CacheConfig
 from catsdogs.errors import command_main
 
 
@@ -21,6 +24,7 @@ def build_parser():
     parser.add_argument("run", help="a run folder")
     parser.add_argument("data_dir", nargs="?",
                         help="class sub-folders to fit on [default: the run's validation split]")
+    cfg.add_flags(parser, CacheConfig)
     return parser
 
 
@@ -28,6 +32,8 @@ def _run(args):
     from catsdogs import runs
     from catsdogs.data.datasets import list_class_folders
 
+    cache = cfg.given_flags(args, CacheConfig)  # else the run's own settings
+    CacheConfig(**cache)  # a bad --cache is one line before TensorFlow loads
     run_dir = runs.existing_run_dir(args.run)
     runs.check_writable(run_dir)  # calibration.json and saved_model/ are rewritten in it
     if args.data_dir:
@@ -38,7 +44,7 @@ def _run(args):
 
     with runs.run_folder_lock(run_dir):
         classifier = load(run_dir)
-        pixels, labels, source = held_out_split(run_dir, classifier, args.data_dir)
+        pixels, labels, source = held_out_split(run_dir, classifier, args.data_dir, cache)
         report = calibrate_run(run_dir, classifier.model, pixels, labels,
                                classifier.class_names, fitted_on=source)
     print(f"temperature {report['temperature']:.4f} on {report['images']} images ({source}): "

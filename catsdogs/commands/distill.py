@@ -6,9 +6,10 @@
     catsdogs train --resume runs/fast-catsdogs-20261124-120000          # an interrupted one
 
 The student trains on the teacher's data and split (its --data or --train-dir/--val-dir, split
-fractions and --seed; flags override them) with the student preset's recipe; the loss mixes
-the labels with the teacher's softened predictions on the same augmented batch. The run folder
-is a normal one (model.keras is the student alone); its config.json names the teacher and the
+fractions and --seed; flags override them), read as the teacher's were (its --cache and
+--cache-dir: a disk cache is not decoded again), with the student preset's recipe; the loss
+mixes the labels with the teacher's softened predictions on the same augmented batch. The run
+folder is a normal one (model.keras is the student alone); its config.json names the teacher and the
 distillation settings. Default student: fast-catsdogs (folders) or fast-cifar10 (CIFAR-10).
 """
 
@@ -19,8 +20,10 @@ from catsdogs import runs
 from catsdogs.errors import CatsDogsError, command_main
 
 # what a student takes from its teacher's config.json unless told otherwise: the same images,
-# split the same way, so no image the teacher trained on is a validation image of the student
-TEACHER_DATA = ("dataset", "data", "train_dir", "val_dir", "val_split", "selection_split", "seed")
+# split the same way, so no image the teacher trained on is a validation image of the student,
+# and read from where the teacher's were (its disk cache: nothing is decoded again)
+TEACHER_DATA = ("dataset", "data", "train_dir", "val_dir", "val_split", "selection_split", "seed",
+                "cache", "cache_dir")
 DATA_SOURCES = ("data", "train_dir", "val_dir")  # given any of them, the run's are dropped
 DEFAULT_STUDENT = {"folder": "fast-catsdogs", "cifar10": "fast-cifar10"}
 

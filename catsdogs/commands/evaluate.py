@@ -4,14 +4,17 @@
     catsdogs evaluate model.keras photos/ --out reports/ --tta
     catsdogs evaluate RUN_DIR cifar10/test --tta shift   # flips and 1-px shifts
     catsdogs evaluate model.h5 photos/ --class-names cats,dogs   # a tutorial's own model
+    catsdogs evaluate RUN_DIR ~/PetImages --cache disk   # decoded once, read a batch at a time
 
 Writes metrics.json (loss, accuracy, per-class precision/recall/F1, ROC AUC for two classes),
 confusion_matrix.json, plots/confusion_matrix.png and plots/most_wrong.png (the most confidently
 wrong images) into OUT, by default `eval-<data folder name>/` beside the model.
 """
 
+from catsdogs import config as cfg
 from catsdogs.commands.common import add_inference_flags, add_model_flags, model_options
 from catsdogs.config import command_parser
+from catsdogs.data.cache import CacheConfig
 from catsdogs.errors import command_main
 from catsdogs.inference.evaluate import default_out, evaluate
 
@@ -25,6 +28,7 @@ def build_parser():
                         help="images of other things (any layout): how many are rejected as "
                              "unknown, and the AUROC of the max probability")
     add_inference_flags(parser)
+    cfg.add_flags(parser, CacheConfig)
     return parser
 
 
@@ -33,12 +37,14 @@ def _run(args):
     from catsdogs.data.datasets import list_class_folders
     from catsdogs.inference.classifier import load, model_file
 
+    cache = CacheConfig(**cfg.given_flags(args, CacheConfig))  # so is a bad --cache
     list_class_folders(args.data_dir)  # a wrong folder is one line before the model loads
     out = args.out or default_out(model_file(args.model), args.data_dir)
     runs.check_writable(out)  # and so is a report folder the machine refuses
     classifier = load(args.model, **model_options(args))
     metrics = evaluate(classifier, args.data_dir, out, args.tta, args.batch_size,
-                       ood_dir=args.ood_dir, min_confidence=args.min_confidence)
+                       ood_dir=args.ood_dir, min_confidence=args.min_confidence,
+                       cache=cache)
     print(f"{metrics['images']} images: accuracy {metrics['accuracy']:.4f}, "
           f"loss {metrics['loss']:.4f}"
           + (f", ROC AUC {metrics['roc_auc']:.4f}" if metrics.get("roc_auc") is not None else ""))

@@ -6,7 +6,10 @@ under cache_root(), holds:
 
     pixels-<token>.npy   uint8 (rows, height, width, 3), a NumPy array file, never changed
     manifest.json        written last: settings, the pixels file's name and shape, and per file
-                         (path, size, mtime) its row and SHA-256, or why it cannot be read
+                         (real path, size, mtime) its row and SHA-256, or why it cannot be read
+
+Paths are real (links resolved), so a tree of links to a folder's photos read through that
+folder's cache (Storage.source: each fold of k-fold) decodes nothing the folder's runs did.
     .lock                flock'd while the cache is read or brought up to date
 
 Bringing a cache up to date decodes only the files it lacks or that changed (size or mtime).
@@ -35,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from catsdogs import config as cfg
 from catsdogs import runs
 from catsdogs.console import log, progress_bar
 from catsdogs.data.images import DECODE_SETTINGS, PROCESSES_FROM, decode_many
@@ -78,15 +82,35 @@ def available_memory():
     return None
 
 
+@dataclasses.dataclass(frozen=True)
+class CacheConfig:
+    """Where a command that decodes a labelled folder (evaluate, calibrate) keeps the decoded
+    pixels: train's --cache and --cache-dir."""
+
+    cache: str = cfg.same_setting(cfg.TrainConfig, "cache")
+    cache_dir: str | None = cfg.same_setting(cfg.TrainConfig, "cache_dir")
+
+    def __post_init__(self):
+        cfg.check_choices(self)
+
+
 @dataclasses.dataclass
 class Storage:
     """Where one load's decoded pixels go: `mode` auto, ram, disk or none (auto is settled
     once, on the first count of images: decide, and never to none), and the cache folders
-    used, for dataset.json."""
+    used, for dataset.json. `source`, when given, is the folder whose disk cache every decode
+    goes through, whatever folder the files were listed in (a k-fold fold's tree of links to
+    that folder's photos)."""
 
     mode: str = "ram"
     cache_dir: str | None = None
+    source: str | None = None
     folders: list = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def of(cls, settings):
+        """The Storage a TrainConfig, CacheConfig or AuditConfig asks for."""
+        return cls(settings.cache, settings.cache_dir, getattr(settings, "cache_source", None))
 
     def decide(self, images, image_size):
         """Settle `auto` for `images` images of `image_size`; says which and why in one line."""
@@ -110,6 +134,7 @@ class Storage:
         read (streamed.open_files). `pixels` is read by rows: DiskArray, DecodeOnRead."""
         if self.mode == "none":
             return open_files(paths, size)
+        source = self.source or source
         folder = cache_folder(cache_root(self.cache_dir), source, size)
         if folder not in self.folders:
             self.folders.append(folder)
@@ -124,11 +149,12 @@ class Storage:
 
 def cache_folder(root, source, size):
     """The cache folder of `source` decoded at `size`: named for people, keyed by a hash of
-    the absolute source path and every decode setting."""
-    key = json.dumps({"source": os.path.abspath(source), "size": list(size), "format": FORMAT,
+    the source's real path (a link to the folder finds its cache) and every decode setting."""
+    source = os.path.realpath(source)
+    key = json.dumps({"source": source, "size": list(size), "format": FORMAT,
                       **DECODE_SETTINGS}, sort_keys=True)
     digest = hashlib.sha256(key.encode(errors="surrogateescape")).hexdigest()[:16]
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(os.path.abspath(source)).name)[:40]
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(source).name)[:40]
     return Path(root) / f"{name}-{size[0]}x{size[1]}-{digest}"
 
 
@@ -220,12 +246,14 @@ def decode_cached(paths, size, source, folder):
 
 
 def _file_key(path):
-    """(absolute path, size, mtime in ns): a file whose key changed is decoded again."""
+    """(real path, size, mtime in ns): a file whose key changed is decoded again. The real
+    path (links resolved): a link to a photo (a k-fold fold's tree) finds the photo's row."""
+    real = os.path.realpath(path)
     try:
-        info = os.stat(path)
-        return os.path.abspath(path), info.st_size, info.st_mtime_ns
+        info = os.stat(real)
+        return real, info.st_size, info.st_mtime_ns
     except OSError:  # gone, or not ours to read: decode_many says why, and it is not reused
-        return os.path.abspath(path), -1, -1
+        return real, -1, -1
 
 
 def _same(entry, key):
@@ -295,7 +323,7 @@ def _update(folder, size, source, entries, store, keys, missing):
             out.flush()
             os.fsync(out.fileno())
         os.replace(temp, final)
-        manifest = {"format": FORMAT, "source": os.path.abspath(source),
+        manifest = {"format": FORMAT, "source": os.path.realpath(source),
                     "image_size": list(size), "decode": DECODE_SETTINGS, "pixels": name,
                     "rows": total, "bytes": final.stat().st_size,
                     "images": sum("row" in entry for entry in files.values()), "files": files}

@@ -62,6 +62,12 @@ class Split:
         rows = np.asarray(indices) if self.rows is None else self.rows[np.asarray(indices)]
         return self.store.read(rows) if self.on_disk else self.store[rows]
 
+    def pixel_view(self):
+        """The split's pixels for code written against an array that reads a part at a time
+        (batches, a gallery): the array itself in memory, else a PixelView that reads only
+        the images indexed."""
+        return self.store if not self.on_disk and self.rows is None else PixelView(self)
+
     def subset(self, indices):
         """The images at `indices`, with their labels, paths and digests."""
         indices = np.asarray(indices, dtype=np.int64)
@@ -75,6 +81,27 @@ class Split:
     def counts(self, class_names):
         per_class = np.bincount(self.labels, minlength=len(class_names))
         return {name: int(count) for name, count in zip(class_names, per_class)}
+
+
+class PixelView:
+    """A disk-backed split's pixels, read when indexed: `view[a:b]`, `view[indices]` (a
+    boolean mask too) and `view[i]` read those images alone (Split.gather)."""
+
+    def __init__(self, split):
+        self.split = split
+        self.shape = (len(split), *split.store.shape[1:])
+        self.dtype = split.store.dtype
+
+    def __len__(self):
+        return len(self.split)
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            return self.split.gather(np.arange(len(self))[key])
+        if np.ndim(key) == 0:
+            return self.split.gather([key])[0]
+        key = np.asarray(key)
+        return self.split.gather(np.flatnonzero(key) if key.dtype == bool else key)
 
 
 @dataclasses.dataclass
@@ -261,16 +288,20 @@ def stratified_split(labels, fraction, seed, flag="--val-split"):
 # ---------------------------------------------------------------- decoding
 
 
-def _decode_split(paths, labels, image_size, class_names, where, storage=None):
-    """The Split of `paths` decoded, in memory, or through the disk cache of folder `where`
-    (storage.mode disk), or checked and decoded when read (none); a class left with no
-    readable image is an error."""
+def decode_split(paths, labels, image_size, where, storage=None):
+    """(Split, skipped) of `paths` (files of folder `where`) with their `labels`, decoded in
+    memory, or through the disk cache of `where` (storage.mode disk), or checked and decoded
+    when read (none); skipped holds (path, reason) of the unreadable files."""
     if storage is not None and storage.mode in ("disk", "none"):
         store, rows, kept, skipped, digests = storage.decode(paths, image_size, where)
-        split = Split(store, labels[kept], [paths[i] for i in kept], digests, rows)
-    else:
-        pixels, kept, skipped, digests = decode_many(paths, image_size)
-        split = Split(pixels, labels[kept], [paths[i] for i in kept], digests)
+        return Split(store, labels[kept], [paths[i] for i in kept], digests, rows), skipped
+    pixels, kept, skipped, digests = decode_many(paths, image_size)
+    return Split(pixels, labels[kept], [paths[i] for i in kept], digests), skipped
+
+
+def _decode_split(paths, labels, image_size, class_names, where, storage=None):
+    """decode_split, where a class left with no readable image is an error."""
+    split, skipped = decode_split(paths, labels, image_size, where, storage)
     for name, count in split.counts(class_names).items():
         if count == 0:
             raise CatsDogsError(f"no readable images for class {name!r}", where=where,
@@ -393,7 +424,7 @@ def load_image_data(config, image_size, shard=(0, 1)):
     """The ImageData a resolved TrainConfig asks for (with its selection split carved out of
     the training images when it sets one); with `shard` (worker index, worker count), only
     that worker's share of the files, each split taken every n-th file."""
-    storage = Storage(config.cache, config.cache_dir)
+    storage = Storage.of(config)
     data = _load_sources(config, image_size, shard, storage)
     data.storage = storage.record()
     if config.selection_split:

@@ -12,6 +12,7 @@ error before and after, and the confidence threshold that keeps a chosen share o
 images (`predict --min-confidence auto`). Without it, T is 1: old run folders work as before.
 """
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -260,16 +261,21 @@ def calibrate_run(run_dir, model, pixels, labels, class_names, fitted_on, batch_
     return report
 
 
-def held_out_split(run_dir, classifier, data_dir=None):
+def held_out_split(run_dir, classifier, data_dir=None, cache=None):
     """(pixels, labels in the model's class order, where from): `data_dir`'s images, or the
     photos the run set aside to calibrate on (read again exactly as training read them).
     A run made before photos were set aside has only the validation split that chose its
-    epoch: it is used, and a warning says so."""
+    epoch: it is used, and a warning says so. `cache` ({cache, cache_dir}: the flags given)
+    says where the decoded images live, instead of the run's settings (or auto); from a disk
+    cache the pixels are read a batch at a time (Split.pixel_view)."""
     from catsdogs.console import log
+    from catsdogs.data.cache import CacheConfig, Storage
     from catsdogs.data.datasets import load_image_data, load_labelled_folder
 
+    cache = cache or {}
     if data_dir is None:
-        config = cfg.read_run_config(Path(run_dir) / runs.CONFIG_FILE)
+        config = dataclasses.replace(cfg.read_run_config(Path(run_dir) / runs.CONFIG_FILE),
+                                     **cache)
         data = load_image_data(config, classifier.image_size)
         if data.calibration is not None:
             split, source = data.calibration, f"calibration ({data.sources['calibration']})"
@@ -280,10 +286,12 @@ def held_out_split(run_dir, classifier, data_dir=None):
             split, source = data.val, f"validation ({data.sources['validation']})"
         names = data.class_names
     else:
-        (names, split), source = load_labelled_folder(data_dir, classifier.image_size), str(data_dir)
+        names, split = load_labelled_folder(data_dir, classifier.image_size,
+                                            Storage.of(CacheConfig(**cache)))
+        source = str(data_dir)
     missing = sorted(set(names) - set(classifier.class_names))
     if missing:
         raise CatsDogsError(f"class folders {missing} are not classes of the model",
                             where=data_dir or run_dir, fix="use folders named like its classes")
     to_model = np.array([classifier.class_names.index(n) for n in names])
-    return split.pixels, to_model[split.labels], source
+    return split.pixel_view(), to_model[split.labels], source

@@ -98,7 +98,7 @@ def default_out(model_path, data_dir):
 
 
 def evaluate(classifier, data_dir, out=None, tta=None, batch_size=64, ood_dir=None,
-             min_confidence=None):
+             min_confidence=None, cache=None):
     """Evaluate `classifier` on `data_dir` (class sub-folders) and write the report.
 
     Args:
@@ -109,12 +109,14 @@ def evaluate(classifier, data_dir, out=None, tta=None, batch_size=64, ood_dir=No
         ood_dir: a folder of images of other things: how many are rejected as "unknown".
         min_confidence: the rejection threshold for `ood_dir` [default: calibration.json's
             threshold that keeps 95 % of validation images].
+        cache: where the decoded images live, a data.cache.CacheConfig [default: auto]; from
+            a disk cache (or with none) the model reads them a batch at a time.
 
     Returns:
         dict: the metrics also saved as OUT/metrics.json (with "out" naming OUT).
     """
-    from catsdogs.data.datasets import list_class_folders
-    from catsdogs.data.images import decode_many
+    from catsdogs.data.cache import CacheConfig, Storage
+    from catsdogs.data.datasets import decode_split, list_class_folders
 
     tta = tta_mode(tta)
     list_class_folders(data_dir)  # a wrong folder is one line before the model loads
@@ -123,8 +125,10 @@ def evaluate(classifier, data_dir, out=None, tta=None, batch_size=64, ood_dir=No
         classifier = load(classifier)
     names = classifier.class_names
     paths, labels, skipped = _labels_in_model_order(data_dir, names)
-    pixels, kept, bad, _ = decode_many(paths, classifier.image_size)
-    labels, paths, skipped = labels[kept], [paths[i] for i in kept], skipped + bad
+    storage = Storage.of(cache or CacheConfig())
+    storage.decide(len(paths), classifier.image_size)
+    split, bad = decode_split(paths, labels, classifier.image_size, data_dir, storage)
+    pixels, labels, paths, skipped = split.pixel_view(), split.labels, split.paths, skipped + bad
     if not len(labels):
         raise RunFailed("no readable images", where=data_dir,
                         fix="see skipped.csv beside the report for each file's reason")

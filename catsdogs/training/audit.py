@@ -51,10 +51,14 @@ class AuditConfig:
     epochs: int | None = setting(None, "(count) epochs per fold; default: the preset's")
     batch_size: int | None = setting(None, "(images) per training step; default: the preset's")
     seed: int = setting(42, "(int) deals the folds and seeds each fold's training")
+    # where the decoded photos live: decoded once for every fold with disk (kfold.py)
+    cache: str = cfg.same_setting(cfg.TrainConfig, "cache")
+    cache_dir: str | None = cfg.same_setting(cfg.TrainConfig, "cache_dir")
     out_dir: str | None = setting(None, "(folder) the audit's folder, kept to resume it; "
                                         "default: runs/label-audit-<data folder name>")
 
     def __post_init__(self):
+        cfg.check_choices(self)
         for name, value, least in (("folds", self.folds, 2), ("epochs", self.epochs, 1),
                                    ("batch_size", self.batch_size, 1)):
             if value is not None and (not isinstance(value, int) or value < least):
@@ -118,7 +122,8 @@ def audit_labels(config):
         raise CatsDogsError("no data folder given", fix="pass the folder to audit")
     base = resolve_config(cfg.TrainConfig(data=config.data, preset=config.preset,
                                           epochs=config.epochs, batch_size=config.batch_size,
-                                          seed=config.seed))
+                                          seed=config.seed, cache=config.cache,
+                                          cache_dir=config.cache_dir))
     folds = cross_validate(base, config.data, config.folds, config.folder)
     audit = LabelAudit(**{field.name: getattr(folds, field.name)
                           for field in dataclasses.fields(CrossValidation)},
@@ -153,7 +158,7 @@ def _write_results(audit):
     shown = audit.issues[:GALLERY_SIZE]
     if shown:
         index = {path: i for i, path in enumerate(audit.images.split.paths)}
-        plots.image_grid(audit.images.split.pixels[[index[i.path] for i in shown]],
+        plots.image_grid(audit.images.split.gather([index[i.path] for i in shown]),
                          [f"#{i.rank} {i.given} -> {i.suggested}\n(p={i.self_confidence:.2f})"
                           for i in shown], audit.folder / GALLERY_FILE,
                          title="Likely label errors, most suspect first: given -> suggested "

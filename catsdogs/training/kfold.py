@@ -38,7 +38,8 @@ import numpy as np
 from catsdogs import config as cfg
 from catsdogs import runs
 from catsdogs.console import display, log, name_some
-from catsdogs.data.datasets import Split, scan_class_folders
+from catsdogs.data.cache import Storage
+from catsdogs.data.datasets import Split, decode_split, scan_class_folders
 from catsdogs.errors import CatsDogsError, RunFailed
 
 # Each fold's share of its training images that chooses the best epoch, unless the settings
@@ -48,6 +49,8 @@ MIN_EXTRA_PER_CLASS = 2  # beyond one per fold: a class needs one to train and o
 RECORD_FILE = "folds.json"
 # settings that say where, not how: a fold's own data tree and run folder replace them
 PLACE_SETTINGS = ("data", "train_dir", "val_dir", "run_dir", "dataset", "val_split")
+# where the decoded photos are kept, not how a fold trains: not compared when continuing
+CACHE_SETTINGS = ("cache", "cache_dir", "cache_source")
 
 
 @dataclasses.dataclass
@@ -56,7 +59,7 @@ class FoldImages:
     gallery)."""
 
     class_names: list[str]
-    split: Split  # pixels at the preset's size, given labels, paths, SHA-256 of each file
+    split: Split  # at the preset's size (in memory or read by rows): labels, paths, SHA-256s
     places: list[tuple[str, str]]  # (split folder inside the data folder or ".", path inside
     #                                 its class folder): where a copy puts each image
 
@@ -134,15 +137,16 @@ def scan_images(data_dir, folds):
     return scanned
 
 
-def decode_images(scanned, data_dir, image_size, folds):
-    """The scanned images decoded once at `image_size`; unreadable files left out (and the
-    class counts checked again without them)."""
-    from catsdogs.data.images import decode_many
-
+def decode_images(scanned, data_dir, image_size, folds, storage=None):
+    """The scanned images decoded once at `image_size`, where `storage` (data.cache.Storage,
+    settled) keeps them (default: in memory); unreadable files left out (and the class counts
+    checked again without them). With a disk cache this fills the cache of `data_dir`, which
+    every fold then reads through (Storage.source): no fold decodes anything."""
     class_names, paths, labels, places = scanned
     log().info(f"Decoding {len(paths)} images from {display(data_dir)}")
-    pixels, kept, unreadable, digests = decode_many(paths, image_size)
-    split = Split(pixels, labels[kept], [paths[i] for i in kept], digests)
+    split, unreadable = decode_split(paths, labels, image_size, data_dir, storage)
+    left_out = {path for path, _ in unreadable}
+    kept = [index for index, path in enumerate(paths) if path not in left_out]
     if unreadable:
         log().warning("\n".join([f"Left out {len(unreadable)} unreadable file(s) (python -m "
                                  f"catsdogs.doctor lists them all)"] + name_some(
@@ -214,7 +218,7 @@ def _predict_fold(run_dir, images, held_out):
         raise RunFailed(f"the fold's model has classes {classifier.class_names}, the data "
                         f"{images.class_names}", where=run_dir, fix="remove the folds' folder "
                                                                     "and start again")
-    return predict_arrays(classifier, images.split.pixels[held_out])
+    return predict_arrays(classifier, images.split.subset(np.flatnonzero(held_out)).pixel_view())
 
 
 @contextlib.contextmanager
@@ -328,7 +332,7 @@ def fold_settings(base):
     for key, value in cfg.to_dict(base).items():
         if isinstance(value, dict):  # augment: one key per setting, so a change names it
             settings.update({f"{key}.{inner}": item for inner, item in value.items()})
-        elif key not in PLACE_SETTINGS:
+        elif key not in PLACE_SETTINGS + CACHE_SETTINGS:
             settings[key] = value
     settings["selection_split"] = base.selection_split or SELECTION_SPLIT
     return json.loads(json.dumps(settings))  # as folds.json reads back: lists, not tuples
@@ -356,8 +360,6 @@ def cross_validate(base, data, folds, folder, continue_with=None):
     from catsdogs.models.presets import get_preset
 
     settings = {"folds": folds, **fold_settings(base)}
-    fold_base = dataclasses.replace(base, selection_split=settings["selection_split"],
-                                    dataset="folder", train_dir=None, val_dir=None)
     # everything a user can fix is found before a file is decoded or written
     scanned = scan_images(data, folds)
     folder = Path(folder)
@@ -367,7 +369,15 @@ def cross_validate(base, data, folds, folder, continue_with=None):
                f"continues there)")
     with runs.run_folder_lock(folder):
         runs.remove_stale_temporaries(folder)
-        images = decode_images(scanned, data, get_preset(base.preset).image_size, folds)
+        image_size = get_preset(base.preset).image_size
+        storage = Storage.of(base)
+        storage.decide(len(scanned[1]), image_size)  # once, for every fold
+        images = decode_images(scanned, data, image_size, folds, storage)
+        # each fold reads its tree of links to `data` through the cache of `data`
+        fold_base = dataclasses.replace(
+            base, selection_split=settings["selection_split"], dataset="folder",
+            train_dir=None, val_dir=None, cache=storage.mode,
+            cache_source=str(Path(data).resolve()) if storage.mode == "disk" else None)
         settings.update(images=len(images.split), files_sha256=_fingerprint(images))
         record = _read_record(folder, settings) or {
             "data": str(Path(data).resolve()), "settings": settings, "folds": {}}
