@@ -81,6 +81,22 @@ def bomb_png_bytes(side=100_000):
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
 
 
+def gray16_png_bytes(side):
+    """A real, all-black 16-bit grayscale PNG of side x side (valid pixel data: decoding it
+    whole would hold side*side*2 bytes), written row by row so the test never holds them."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    packer, row = zlib.compressobj(9), bytes(1 + 2 * side)  # filter byte + 2 bytes a pixel
+    data = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    header = struct.pack(">IIBBBBB", side, side, 16, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) +
+            chunk(b"IEND", b""))
+
+
 TWO_CLASSES = {"cats": (200, 80, 60), "dogs": (60, 90, 200)}
 THREE_CLASSES = {"apples": (200, 40, 40), "grapes": (90, 40, 160), "limes": (60, 200, 60)}
 

@@ -19,7 +19,7 @@ from catsdogs.inference.export import FILE_NAMES, export
 from catsdogs.inference.saved_model import write_saved_model
 from catsdogs.data.images import decode_many
 
-from conftest import SAMPLE_DATA, bomb_png_bytes
+from conftest import SAMPLE_DATA, bomb_png_bytes, gray16_png_bytes
 
 CIFAR_TEST = SAMPLE_DATA / "cifar10" / "test"
 
@@ -92,6 +92,61 @@ def test_saved_model_refuses_bombs_before_decoding(hostile, reason, exports):
     classify = runtimes.open_saved_model_bytes(exports["saved_model"])
     with pytest.raises(tf.errors.InvalidArgumentError, match=reason):
         classify([hostile])
+
+
+@pytest.fixture(scope="module")
+def bytes_signature(tmp_path_factory):
+    """The bytes signature of an untrained seed-cifar10's SavedModel (no training needed to
+    compare decoders), and the Keras model it was written from."""
+    from catsdogs.models.presets import get_preset
+
+    model = get_preset("seed-cifar10").build(2)
+    folder = tmp_path_factory.mktemp("bytes") / "saved_model"
+    write_saved_model(model, folder, ["cats", "dogs"])
+    return runtimes.open_saved_model_bytes(folder), model
+
+
+def encoded(pixels, format, **options):
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format, **options)
+    return buffer.getvalue()
+
+
+def test_a_small_16_bit_png_of_huge_size_is_refused_by_the_saved_model_before_decoding(
+        bytes_signature):
+    import tensorflow as tf
+
+    from catsdogs.serve.memory import process_memory
+
+    classify, _ = bytes_signature
+    bomb = gray16_png_bytes(9400)  # ~180 kB, under the pixel limit, 265 MB as 8-bit RGB
+    classify([encoded(np.zeros((32, 32, 3), np.uint8), "PNG")])  # traced before the peak
+    with open("/proc/self/clear_refs", "w") as reset:  # VmHWM := VmRSS from here
+        reset.write("5")
+    before = process_memory()["VmRSS"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="decodes to over 128 MiB"):
+        classify([bomb])
+    grown = process_memory()["VmHWM"] - before
+    assert grown < 64 * 2**20, f"peak grew {grown / 2**20:.0f} MiB"
+
+
+def test_the_saved_model_decodes_jpegs_and_pngs_as_the_keras_path_does(bytes_signature):
+    from catsdogs.data.images import decode_image
+
+    classify, model = bytes_signature
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (32, 32, 3), np.uint8)
+    # 8000 x 6000: 144 MB as RGB, over the budget unless decoded at libjpeg's 1/8 scale
+    photo = np.asarray(Image.fromarray(small).resize((8000, 6000), Image.Resampling.BILINEAR))
+    files = [encoded(small, "PNG"), encoded(small, "JPEG", quality=90),
+             encoded(photo, "JPEG", quality=90)]
+    probabilities, _ = classify(files)
+    expected = runtimes.keras_probabilities(model, np.stack(
+        [decode_image(f"image {index}", (32, 32), data) for index, data in enumerate(files)]))
+    # the small files decode to the same pixels (the JPEG by the same libjpeg method); the
+    # photo, at the same 1/8 scale, is then resized by TensorFlow's filter, not Pillow's
+    np.testing.assert_allclose(probabilities[:2], expected[:2], atol=1e-5)
+    np.testing.assert_allclose(probabilities[2], expected[2], atol=1e-3)  # measured: 1e-4
 
 
 def test_saved_model_cli_lists_both_signatures_and_classifies_a_jpeg(exports, tmp_path):

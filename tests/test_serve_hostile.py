@@ -17,8 +17,6 @@ import sys
 import tempfile
 import threading
 import time
-import zlib
-import struct
 
 import httpx
 import numpy as np
@@ -33,7 +31,7 @@ from catsdogs.serve.drain import draining_server
 from catsdogs.serve.hosts import allowed_hosts
 from catsdogs.serve.memory import process_memory
 
-from conftest import REPO, one_error_line
+from conftest import REPO, gray16_png_bytes, one_error_line
 
 PREDICT = "/v1/models/catsdogs:predict"
 CLASSIFY = "/v1/models/catsdogs:classify"
@@ -72,19 +70,6 @@ def png_bytes(size=(40, 32)):
     return buffer.getvalue()
 
 
-def gray16_png(side):
-    """A real, all-black 16-bit grayscale PNG of side x side (valid pixel data: decoding it
-    whole would hold side*side*2 bytes), written row by row so the test never holds them."""
-    def chunk(kind, body):
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    packer, row = zlib.compressobj(9), bytes(1 + 2 * side)  # filter byte + 2 bytes a pixel
-    data = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
-    header = struct.pack(">IIBBBBB", side, side, 16, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) +
-            chunk(b"IEND", b""))
-
-
 def error_of(response, status):
     """The {"error": ...} message of a response that must have `status`."""
     assert response.status_code == status, (response.status_code, response.text)
@@ -104,7 +89,7 @@ def metric(text, name, **labels):
 
 def test_a_small_16_bit_png_of_9400_squared_pixels_is_one_413_decoded_in_the_pool(
         classifier, monkeypatch):
-    bomb = gray16_png(9400)
+    bomb = gray16_png_bytes(9400)
     assert len(bomb) < 300_000  # ~180 kB that decode to 169 MiB
     threads = []
     decode = app_module.decode_image

@@ -10,10 +10,13 @@ from pathlib import Path
 from catsdogs import runs
 
 
-def _header_pixel_count(encoded):
-    """Width x height as the file's header states it (JPEG, PNG, GIF, BMP), read before any
-    decoding, so that a decompression bomb sent to a server is refused instead of expanded.
-    Any other format gives -1 (refused: the bytes signature takes these four)."""
+JPEG_SCALES = (1, 2, 4, 8)  # libjpeg's scaled decoding: decode_jpeg's `ratio`, Pillow's draft
+
+
+def _header_size(encoded):
+    """(width, height), as float64, that the file's header states (JPEG, PNG, GIF, BMP), read
+    before any decoding, so that a decompression bomb sent to a server is refused instead of
+    expanded. Any other format gives (-1, -1) (refused: the bytes signature takes these four)."""
     import tensorflow as tf
 
     head = tf.io.decode_raw(tf.strings.substr(tf.strings.join([encoded, "\0" * 32]), 0, 32),
@@ -28,37 +31,81 @@ def _header_pixel_count(encoded):
     def starts_with(signature):
         return tf.reduce_all(tf.equal(head[:len(signature)], list(signature)))
 
-    def jpeg_pixels():
-        shape = tf.cast(tf.image.extract_jpeg_shape(encoded), tf.float64)
-        return shape[0] * shape[1]
+    def jpeg_size():
+        height, width = tf.unstack(tf.cast(tf.image.extract_jpeg_shape(encoded), tf.float64)[:2])
+        return tf.stack([width, height])
 
     def bmp_height():  # signed: negative means stored top-down
         height = number(22, 4, False)
         return tf.abs(tf.where(height >= 2.0 ** 31, height - 2.0 ** 32, height))
 
-    other = tf.where(starts_with(b"\x89PNG"), number(16, 4, True) * number(20, 4, True),
-            tf.where(starts_with(b"GIF8"), number(6, 2, False) * number(8, 2, False),
-            tf.where(starts_with(b"BM"), number(18, 4, False) * bmp_height(), -1.0)))
-    return tf.cast(tf.cond(tf.io.is_jpeg(encoded), jpeg_pixels, lambda: other), tf.float32)
+    png = tf.stack([number(16, 4, True), number(20, 4, True)])  # IHDR, big-endian
+    gif = tf.stack([number(6, 2, False), number(8, 2, False)])  # the logical screen
+    bmp = tf.stack([number(18, 4, False), bmp_height()])
+    unknown = tf.constant([-1.0, -1.0], tf.float64)
+    other = tf.where(starts_with(b"\x89PNG"), png, tf.where(
+        starts_with(b"GIF8"), gif, tf.where(starts_with(b"BM"), bmp, unknown)))
+    return tf.unstack(tf.cond(tf.io.is_jpeg(encoded), jpeg_size, lambda: other))
+
+
+def _jpeg_scale_index(width, height, side):
+    """Index into JPEG_SCALES of the scale Pillow's `draft` picks when data/images.py asks it
+    for `side` x `side`: the largest at most min(width // side, height // side)."""
+    import tensorflow as tf
+
+    fits = tf.minimum(tf.math.floordiv(width, float(side)), tf.math.floordiv(height, float(side)))
+    return tf.reduce_sum(tf.cast(fits >= list(JPEG_SCALES[1:]), tf.int32))
+
+
+def _float64(number):
+    import tensorflow as tf
+
+    return tf.constant(number, tf.float64)
 
 
 def _decode_to_pixels(image_bytes, image_size):
     """In-graph decoding for the bytes signature: JPEG/PNG/BMP/GIF (first frame) -> RGB
     float pixels at the model's size, with the antialiased bilinear resize Pillow also uses.
-    Images whose header states more than MAX_PIXELS pixels (the limit of every other decode
-    path) or another format are refused before they are decoded."""
+
+    Refused before decoding, from the header (the limits of every other decode path,
+    data/images.py): another format; over MAX_PIXELS pixels; pixels that decode to over
+    MAX_DECODED_BYTES. The graph decodes straight to 8-bit RGB whatever the file holds (a
+    16-bit or grayscale PNG included: libpng converts row by row, measured: a 6000 x 6000
+    16-bit PNG raised the peak by 108 MB, its RGB size), so its decoded size is width x
+    height x 3. JPEGs are decoded at the scale Pillow's draft picks, by the same libjpeg
+    method, so they decode to exactly the pixels data/images.py gets, and a large photo costs
+    what its scaled size does. Not bounded: an animated GIF, whose every frame TensorFlow's
+    decoder holds (measured: 40 frames of 1500 x 1500, 90 MB, from a 115 kB file) while its
+    header states only the canvas.
+    """
     import tensorflow as tf
 
-    from catsdogs.data.images import MAX_PIXELS
+    from catsdogs.data.images import MAX_DECODED_BYTES, MAX_PIXELS
 
     def decode_one(encoded):
-        pixels = _header_pixel_count(encoded)
+        width, height = _header_size(encoded)
+        is_jpeg = tf.io.is_jpeg(encoded)
+        scale_index = tf.where(is_jpeg, _jpeg_scale_index(width, height, max(image_size)), 0)
+        scale = tf.gather(tf.constant(JPEG_SCALES, tf.float64), scale_index)
+        decoded = tf.math.ceil(width / scale) * tf.math.ceil(height / scale) * 3
         checks = [
-            tf.debugging.assert_greater(pixels, 0.0, message="not a JPEG, PNG, GIF or BMP image"),
-            tf.debugging.assert_less_equal(pixels, float(MAX_PIXELS), message=(
-                f"image larger than {MAX_PIXELS:,} pixels (a possible decompression bomb)"))]
+            tf.debugging.assert_greater(tf.minimum(width, height), _float64(0),
+                                        message="not a JPEG, PNG, GIF or BMP image"),
+            tf.debugging.assert_less_equal(width * height, _float64(MAX_PIXELS), message=(
+                f"image larger than {MAX_PIXELS:,} pixels (a possible decompression bomb)")),
+            tf.debugging.assert_less_equal(decoded, _float64(MAX_DECODED_BYTES), message=(
+                f"image decodes to over {MAX_DECODED_BYTES / 2**20:.0f} MiB (width x height x "
+                f"3 bytes, JPEGs once scaled); save it smaller"))]
+
+        def jpeg():  # `ratio` is an attribute, not a tensor: one branch per scale
+            return tf.switch_case(scale_index, [
+                lambda ratio=ratio: tf.io.decode_jpeg(encoded, channels=3, ratio=ratio,
+                                                      dct_method="INTEGER_ACCURATE")
+                for ratio in JPEG_SCALES])
+
         with tf.control_dependencies(checks):
-            image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+            image = tf.cond(is_jpeg, jpeg, lambda: tf.io.decode_image(
+                encoded, channels=3, expand_animations=False))
         return tf.image.resize(image, image_size, method="bilinear", antialias=True)
 
     return tf.map_fn(decode_one, image_bytes, fn_output_signature=tf.float32)
