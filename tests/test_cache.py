@@ -381,3 +381,35 @@ def test_distill_and_prune_read_the_images_as_their_run_did_unless_told(folder, 
         assert (config.cache, config.cache_dir) == ("disk", str(cache_dir))
         config = module.config_from_args(parser.parse_args([*argv, "--cache", "none"]))
         assert (config.cache, config.cache_dir) == ("none", str(cache_dir))
+
+
+def test_a_presets_adapt_reads_a_bounded_random_sample_not_every_training_image(
+        folder, cache_dir, monkeypatch):
+    import dataclasses
+
+    from catsdogs.models import presets
+    from catsdogs.training import train
+
+    reads, original = [], cache.DiskArray.read
+    monkeypatch.setattr(cache.DiskArray, "read",
+                        lambda self, rows: reads.append(len(rows)) or original(self, rows))
+    data = load(folder, cache_dir)
+    reads.clear()
+    sample = train.adapt_sample(data.train, seed=1, count=4)
+    assert reads == [4] and len(data.train) > 4  # the sample's rows alone
+    rows = [i for i, image in enumerate(data.train.pixels)
+            for picked in sample if np.array_equal(image, picked)]
+    assert len(set(rows)) == 4 and rows == sorted(rows)  # 4 images, in file order
+    np.testing.assert_array_equal(train.adapt_sample(data.train, seed=1, count=4), sample)
+    assert not np.array_equal(train.adapt_sample(data.train, seed=2, count=4), sample)
+    assert len(train.adapt_sample(data.train, seed=1, count=100)) == len(data.train)
+    # and training adapts the whitening preset from such a sample
+    adapted = []
+    preset = presets.get_preset("fast-cifar10")
+    monkeypatch.setitem(presets.PRESETS, "fast-cifar10", dataclasses.replace(
+        preset, adapt=lambda model, pixels: adapted.append(len(pixels)) or preset.adapt(model, pixels)))
+    monkeypatch.setattr(train, "ADAPT_IMAGES", 3)
+    config = train.resolve_config(TrainConfig(data=str(folder), preset="fast-cifar10",
+                                              cache="disk", cache_dir=str(cache_dir)))
+    train._build_model(config, train._prepare(config, train._placement(config)))
+    assert adapted == [3]
