@@ -23,6 +23,7 @@ from PIL import Image
 import catsdogs
 from catsdogs.serve.app import ServeConfig, create_app
 from catsdogs.serve.batching import BatchingConfig
+from catsdogs.serve.drain import draining_server
 from catsdogs.serve.memory import process_memory
 
 from conftest import REPO, TWO_CLASSES, write_class_images
@@ -204,3 +205,66 @@ def test_sigterm_with_requests_in_flight_answers_all_of_them_then_exits_0(traine
     assert all(len(r.json()["predictions"]) == 1 for r in responses)
     bound_mb = re.search(r"memory bound: peak RSS under (\d+) MB", server.stdout.read())
     assert bound_mb and peak < int(bound_mb.group(1)) * 1e6
+
+
+def read_answer(connection, seconds=10):
+    """(status, lower-cased headers, body) of one HTTP/1.1 answer with a Content-Length, and
+    whether the server then closed the connection (b"" within `seconds`)."""
+    connection.settimeout(seconds)
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = connection.recv(65536)
+        assert chunk, f"closed before an answer: {received!r}"
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines)
+    while len(body) < int(headers["content-length"]):
+        body += connection.recv(65536)
+    try:
+        closed = connection.recv(1) == b""
+    except (socket.timeout, TimeoutError):
+        closed = False
+    return int(status_line.split()[1]), headers, body, closed
+
+
+def refuses(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_requests_on_their_way_when_the_drain_begins_are_answered_not_cut(classifier):
+    """uvicorn's own shutdown closes at once every connection with no request in progress: one
+    accepted whose request is not read yet, an idle keep-alive one whose next request is on
+    the wire. Here they are answered (503: draining) and closed after the answer."""
+    config, port = ServeConfig(), free_port()
+    server = draining_server(create_app(classifier, config), "127.0.0.1", port, 10, config)
+    server.config.http.drain_grace = 5.0  # room for this test's thread on a loaded machine
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    body = json.dumps(photo_body()).encode()
+    predict = (f"POST {PREDICT} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+               f"application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    try:
+        wait_until(lambda: server.started, 60, "the server started")
+        fresh = socket.create_connection(("127.0.0.1", port))  # accepted; nothing sent yet
+        kept = socket.create_connection(("127.0.0.1", port))  # one answer, then kept alive
+        kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert read_answer(kept, 0.5)[::3] == (200, False)
+        wait_until(lambda: len(server.server_state.connections) == 2, 10, "both accepted")
+        server.handle_exit(signal.SIGTERM, None)
+        wait_until(lambda: refuses(port), 10, "the listener closed")  # the drain has begun
+        fresh.sendall(predict)
+        kept.sendall(predict)
+        answers = [read_answer(connection) for connection in (fresh, kept)]
+        thread.join(timeout=30)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+    for status, headers, body, closed in answers:
+        assert status == 503 and headers["retry-after"] == "1" and closed
+        assert "shutting down" in json.loads(body)["error"]
+    assert not thread.is_alive()

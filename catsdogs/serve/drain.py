@@ -2,7 +2,8 @@
 accepting, answers every request it admitted, and returns (exit 0) within the drain time.
 
 uvicorn's own graceful shutdown does the middle (close the listeners, close idle keep-alive
-connections, wait `timeout_graceful_shutdown` for the rest); this adds the two ends.
+connections, wait `timeout_graceful_shutdown` for the rest); this adds the two ends, and a
+grace for requests already on their way when the drain begins (DrainGrace).
 """
 
 import contextlib
@@ -10,6 +11,7 @@ import signal
 import threading
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from catsdogs.console import log
 from catsdogs.serve.connections import HeaderDeadline
@@ -17,6 +19,10 @@ from catsdogs.serve.refusals import ShapedRefusals
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 SHUTDOWN_STEPS_SECONDS = 0.5  # uvicorn's pause after closing listeners, the lifespan shutdown
+# (seconds) a connection with no request in progress when the drain begins waits for one
+# already sent: the time for bytes in flight to arrive, and for the event loop, busy on a
+# loaded machine, to read them
+DRAIN_GRACE_SECONDS = 1.0
 
 
 class DrainingServer(uvicorn.Server):
@@ -48,11 +54,49 @@ class DrainingServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+class DrainGrace(H11Protocol):
+    """uvicorn's h11 protocol that, when the drain begins, does not cut a request on its way.
+
+    uvicorn's shutdown closes at once every connection with no request in progress: one just
+    accepted whose request the event loop has not read yet (under load, every connection
+    accepted in the last loop turns), one whose headers are half in, an idle keep-alive one
+    whose next request is on the wire. Their clients see the connection closed, or reset
+    (closing a socket with unread bytes sends a reset), after sending a whole request: the
+    failures the soak counted during its drain. Here such a connection waits `drain_grace`
+    seconds for a request: one that comes is answered (a model request with 503, the server
+    is draining; the others as usual) and the connection closed after it; then uvicorn's
+    shutdown closes what is still idle. A request in progress is answered, then its
+    connection closed, as uvicorn does.
+    """
+
+    drain_grace = DRAIN_GRACE_SECONDS
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.draining = False
+
+    def shutdown(self):
+        if self.cycle is not None and not self.cycle.response_complete:
+            return super().shutdown()  # keep_alive off: closed once answered
+        self.draining = True
+        self.loop.call_later(self.drain_grace, self._end_grace)
+
+    def handle_events(self):
+        super().handle_events()
+        if self.draining and self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False  # the request that came in the grace is the last
+
+    def _end_grace(self):
+        if not self.transport.is_closing():
+            super().shutdown()
+
+
 def protocol_class(header_timeout):
     """The protocol uvicorn runs every connection with (uvicorn.Config's `http=`): its h11
-    protocol with a deadline for headers (connections.py) and its own refusals in the server's
-    error shape (refusals.py)."""
-    return type("ServerProtocol", (HeaderDeadline, ShapedRefusals),
+    protocol with a deadline for headers (connections.py), a grace for requests on their way
+    when the drain begins (DrainGrace) and its own refusals in the server's error shape
+    (refusals.py)."""
+    return type("ServerProtocol", (HeaderDeadline, DrainGrace, ShapedRefusals),
                 {"header_timeout": header_timeout})
 
 
