@@ -17,7 +17,7 @@ from catsdogs.errors import CatsDogsError, report
 
 # name -> module under catsdogs.commands; the module docstring's first line is the help line
 COMMANDS = ("train", "predict", "evaluate", "calibrate", "export", "serve", "doctor",
-            "download", "distill", "prune", "ensemble", "cache", "tune")
+            "download", "weights", "distill", "prune", "ensemble", "cache", "tune")
 
 
 def _summary(name):

@@ -106,7 +106,9 @@ def test_offline_imagenet_names_the_file_and_where_keras_looks(monkeypatch):
     monkeypatch.setattr(file_utils, "get_file", offline)
     with pytest.raises(CatsDogsError) as raised:
         get_preset("mobilenetv3-catsdogs").build(2, weights="imagenet")
-    assert "~/.keras/models/weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5" in str(raised.value)
+    line = str(raised.value)
+    assert "~/.keras/models/weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5" in line
+    assert "catsdogs weights fetch mobilenetv3-catsdogs" in line
 
 
 # ---------------------------------------------------------------- the two stages

@@ -18,6 +18,7 @@ import numpy as np
 
 from catsdogs.config import AugmentConfig
 from catsdogs.errors import CatsDogsError
+from catsdogs.models.imagenet import ImagenetWeights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,9 +46,15 @@ class Preset:
     build_body: Callable  # (rescaled inputs) -> features, before the classifier head
     recipe: Recipe
     listed_classes: int = 2  # class count --list-presets sizes the head for
-    pretrainable: bool = False  # build_body takes `weights` (a keras.applications backbone)
+    # a keras.applications backbone's ImageNet weights; build_body then takes `weights`
+    imagenet: ImagenetWeights | None = None
     any_size: bool = False  # the body pools globally, so it trains on smaller images too
     adapt: Callable | None = None  # (model, training pixels) -> None: set layers from the data
+
+    @property
+    def pretrainable(self):
+        """`--weights imagenet` starts it (a keras.applications backbone)."""
+        return self.imagenet is not None
 
     def check_weights(self, weights):
         """Only keras.applications presets have ImageNet weights; a weights file or a run
@@ -79,7 +86,17 @@ class Preset:
         self.check_weights(weights)
         inputs = keras.Input(shape=(*self.image_size, 3), name="pixels")
         x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
-        features = self.build_body(x, weights) if self.pretrainable else self.build_body(x)
+        try:
+            features = self.build_body(x, weights) if self.pretrainable else self.build_body(x)
+        except Exception as error:  # offline, a proxy, a damaged cache file: the same fix
+            if weights != "imagenet":
+                raise
+            raise CatsDogsError(
+                f"could not get the imagenet weights of {self.name} ({type(error).__name__})",
+                where="--weights",
+                fix=f"run `catsdogs weights fetch {self.name}` where the network is (it saves "
+                    f"{self.imagenet.where_keras_looks()}, where Keras looks: copy it to the "
+                    "same place here), or pass --weights none") from None
         return keras.Model(inputs, probability_head(features, num_classes), name=self.name)
 
 
@@ -127,7 +144,7 @@ def seed_cifar10_body(x):
 # ---------------------------------------------------------------- better presets
 
 
-def make_backbone_body(application, image_size, weights_file, minus_one_to_one=False):
+def make_backbone_body(application, image_size, minus_one_to_one=False):
     """A keras.applications network without its top, globally pooled, as a preset body.
 
     Its input is our 0..1 pixels scaled to what the network was trained on, inside the model,
@@ -136,23 +153,15 @@ def make_backbone_body(application, image_size, weights_file, minus_one_to_one=F
     (`minus_one_to_one`) for ResNetV2, whose preprocess_input does that outside. With ImageNet
     weights the backbone is frozen (BatchNorm in inference mode) and only the new head trains,
     the first stage of Keras' transfer-learning guide (training/stages.py adds the second);
-    from scratch (`weights="none"`) every layer trains. `weights_file` is the name Keras
-    downloads the ImageNet weights as, for the offline error.
+    from scratch (`weights="none"`) every layer trains.
     """
 
     def body(x, weights="none"):
         import keras
         from keras import layers
         constructor = getattr(keras.applications, application)
-        try:
-            backbone = constructor(include_top=False, weights=None if weights == "none" else weights,
-                                   input_shape=(*image_size, 3), pooling="avg")
-        except Exception as error:  # offline, proxy, a damaged cache file: the same fix
-            raise CatsDogsError(f"could not get {weights} weights for {application} "
-                                f"({type(error).__name__})", where="--weights",
-                                fix=f"go online once, or copy {weights_file} to "
-                                    f"~/.keras/models/{weights_file} (where Keras looks), "
-                                    "or pass --weights none") from None
+        backbone = constructor(include_top=False, weights=None if weights == "none" else weights,
+                               input_shape=(*image_size, 3), pooling="avg")
         backbone.trainable = weights == "none"
         if minus_one_to_one:
             return backbone(layers.Rescaling(2.0, offset=-1.0, name="to_minus_1_1")(x))
@@ -354,15 +363,21 @@ CIFAR_PIXEL_SHIFT_AUGMENT = AugmentConfig(width_shift_range=3, height_shift_rang
 
 BACKBONE_RECIPE = Recipe(epochs=10, batch_size=32, learning_rate=1e-3, schedule="cosine",
                          augment=PHOTO_AUGMENT)
-# keras.applications backbones beside MobileNetV3Small: (preset, application, the file Keras
-# downloads their ImageNet weights as into ~/.keras/models)
+# keras.applications backbones beside MobileNetV3Small: (preset, application, their ImageNet
+# weights: the file Keras downloads into ~/.keras/models, the module and key of its URL and hash)
 BACKBONES = (
-    ("efficientnetb0-catsdogs", "EfficientNetB0", "efficientnetb0_notop.h5"),
-    ("efficientnetv2b0-catsdogs", "EfficientNetV2B0", "efficientnetv2-b0_notop.h5"),
-    ("resnet50v2-catsdogs", "ResNet50V2", "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-    ("convnexttiny-catsdogs", "ConvNeXtTiny", "convnext_tiny_notop.h5"),
+    ("efficientnetb0-catsdogs", "EfficientNetB0",
+     ImagenetWeights("efficientnetb0_notop.h5", "efficientnet", "b0")),
+    ("efficientnetv2b0-catsdogs", "EfficientNetV2B0",
+     ImagenetWeights("efficientnetv2-b0_notop.h5", "efficientnet_v2", "b0")),
+    ("resnet50v2-catsdogs", "ResNet50V2",
+     ImagenetWeights("resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5", "resnet",
+                     "resnet50v2")),
+    ("convnexttiny-catsdogs", "ConvNeXtTiny",
+     ImagenetWeights("convnext_tiny_notop.h5", "convnext", "convnext_tiny")),
     ("mobilenetv3large-catsdogs", "MobileNetV3Large",
-     "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5"),
+     ImagenetWeights("weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5", "mobilenet_v3",
+                     "large_224_1.0_float")),
 )
 
 PRESETS = {
@@ -414,19 +429,29 @@ PRESETS = {
                listed_classes=10, any_size=True, adapt=whiten_and_identity_init),
         Preset("mobilenetv3-catsdogs", "keras.applications MobileNetV3Small at 224x224; "
                "--weights imagenet trains only a new head on a frozen pretrained backbone",
-               (224, 224), make_backbone_body(
-                   "MobileNetV3Small", (224, 224),
-                   "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"),
-               BACKBONE_RECIPE, pretrainable=True),
+               (224, 224), make_backbone_body("MobileNetV3Small", (224, 224)), BACKBONE_RECIPE,
+               imagenet=ImagenetWeights("weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5",
+                                        "mobilenet_v3", "small_224_1.0_float")),
         *(Preset(name, f"keras.applications {application} at 224x224; --weights imagenet as "
                        f"for mobilenetv3-catsdogs", (224, 224),
-                 make_backbone_body(application, (224, 224), weights_file,
+                 make_backbone_body(application, (224, 224),
                                     minus_one_to_one=application == "ResNet50V2"),
-                 BACKBONE_RECIPE, pretrainable=True)
-          for name, application, weights_file in BACKBONES),
+                 BACKBONE_RECIPE, imagenet=imagenet)
+          for name, application, imagenet in BACKBONES),
     )
 }
 DEFAULT_PRESET = {"folder": "seed-catsdogs", "cifar10": "seed-cifar10"}
+
+
+def imagenet_weights(name):
+    """The ImageNet weights of preset `name`, or a one-line error naming those that have them."""
+    if name in PRESETS and PRESETS[name].pretrainable:
+        return PRESETS[name].imagenet
+    names = [preset for preset in PRESETS if PRESETS[preset].pretrainable]
+    match = difflib.get_close_matches(str(name), names, n=1)
+    raise CatsDogsError(f"no ImageNet weights for {name!r}", where="catsdogs weights fetch",
+                        fix=(f"did you mean {match[0]!r}? " if match else "") +
+                        f"one of {', '.join(names)}")
 
 
 def get_preset(name):

@@ -1,0 +1,68 @@
+"""keras.applications' ImageNet weights: where Keras gets them, where it keeps them, and
+fetching them ahead of time for a machine without the network (`catsdogs weights fetch`).
+
+The URL and hash of each file are read from the keras.applications module that downloads it
+(its BASE_WEIGHTS_PATH and WEIGHTS_HASHES), not copied here: the file fetched is the one
+`--weights imagenet` would download, checked as Keras checks it. Keras imports inside the
+functions: the presets' registry holds these records and is read before TensorFlow loads.
+"""
+
+import dataclasses
+import importlib
+import os
+from pathlib import Path
+
+from catsdogs import runs
+from catsdogs.console import progress_to_stderr
+from catsdogs.errors import CatsDogsError
+
+
+@dataclasses.dataclass(frozen=True)
+class ImagenetWeights:
+    """A keras.applications backbone's notop ImageNet weights, as Keras downloads them."""
+
+    file: str  # the name Keras saves it as in ~/.keras/models
+    module: str  # the keras.applications module that downloads it (keras.src.applications.*)
+    key: str  # its entry in that module's WEIGHTS_HASHES
+
+    def origin_and_hash(self):
+        """The URL Keras downloads the file from and the hash it checks (MD5 or SHA-256)."""
+        module = importlib.import_module(f"keras.src.applications.{self.module}")
+        base = getattr(module, "BASE_WEIGHTS_PATH", None) or module.BASE_WEIGHT_PATH
+        return base + self.file, module.WEIGHTS_HASHES[self.key][1]
+
+    def where_keras_looks(self):
+        """Keras' cache path of the file (~/.keras/models/<file>; KERAS_HOME moves it)."""
+        from keras.src.backend.config import keras_home
+
+        path, home = os.path.join(keras_home(), "models", self.file), os.path.expanduser("~")
+        return "~" + path[len(home):] if path.startswith(home + os.sep) else path
+
+    def fetch(self, into=None):
+        """Download the file with Keras' own downloader (keras.utils.get_file) into Keras' cache,
+        where `--weights imagenet` finds it, or into the folder `into`; a file already there with
+        the right hash is kept. Returns its path.
+
+        Raises:
+            CatsDogsError: no network, a file that fails the hash, a folder that cannot be written.
+        """
+        import keras
+
+        origin, file_hash = self.origin_and_hash()
+        place = {"cache_subdir": "models"}
+        if into is not None:
+            into = Path(into).absolute()
+            if into.exists() and not into.is_dir():
+                raise CatsDogsError("not a folder", where=into, fix="give a folder for --into")
+            runs.check_writable(into)  # else Keras quietly writes to /tmp/.keras instead
+            into.mkdir(parents=True, exist_ok=True)
+            place = {"cache_dir": str(into), "cache_subdir": ""}
+        try:
+            with progress_to_stderr():  # Keras prints its progress bar on stdout
+                path = keras.utils.get_file(self.file, origin, file_hash=file_hash, **place)
+        except Exception as error:  # Keras: Exception for a failed fetch, ValueError for a bad hash
+            reason = str(error) or type(error).__name__
+            raise CatsDogsError(f"could not download {self.file} ({reason})", where=origin,
+                                fix="run it again on a machine that reaches the address (through "
+                                    "a proxy: set https_proxy)") from None
+        return Path(path)

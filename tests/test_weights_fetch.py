@@ -1,0 +1,101 @@
+"""`catsdogs weights fetch`: Keras' downloader asked for the file keras.applications would
+fetch, with its hash; no test touches the network."""
+
+import keras
+import pytest
+
+from catsdogs import cli
+from catsdogs.commands.weights import main
+from catsdogs.errors import CatsDogsError
+from catsdogs.models.presets import PRESETS, get_preset
+
+from conftest import one_error_line
+
+BACKBONE_PRESETS = [name for name, preset in PRESETS.items() if preset.pretrainable]
+
+
+@pytest.fixture
+def downloads(monkeypatch, tmp_path):
+    """keras.utils.get_file recorded, writing an empty file where Keras would."""
+    calls = []
+
+    def get_file(fname, origin, file_hash=None, cache_subdir="datasets", cache_dir=None, **rest):
+        calls.append({"fname": fname, "origin": origin, "file_hash": file_hash,
+                      "cache_subdir": cache_subdir, "cache_dir": cache_dir, **rest})
+        folder = tmp_path / "keras-home" if cache_dir is None else tmp_path / cache_dir
+        path = folder / cache_subdir / fname
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+        return str(path)
+
+    monkeypatch.setattr(keras.utils, "get_file", get_file)
+    return calls
+
+
+@pytest.mark.parametrize("name", BACKBONE_PRESETS)
+def test_fetch_asks_for_the_file_and_hash_keras_applications_would(name, downloads, monkeypatch,
+                                                                   capsys):
+    """What `--weights imagenet` makes keras.applications download, caught at Keras' own
+    get_file, is what the command asks keras.utils.get_file for."""
+    from keras.src.utils import file_utils
+
+    wanted = []
+
+    def applications_get_file(fname, origin, file_hash=None, cache_subdir="datasets", **rest):
+        wanted.append((fname, origin, file_hash, cache_subdir))
+        raise OSError("offline")
+
+    monkeypatch.setattr(file_utils, "get_file", applications_get_file)
+    with pytest.raises(CatsDogsError):
+        get_preset(name).build(2, weights="imagenet")
+    assert main(["fetch", name]) == 0
+    call = downloads[0]
+    assert [(call["fname"], call["origin"], call["file_hash"], call["cache_subdir"])] == wanted
+    assert call["cache_dir"] is None  # Keras' own cache, where --weights imagenet looks
+    out = capsys.readouterr().out
+    assert call["fname"] in out and f"--preset {name} --weights imagenet" in out
+
+
+def test_fetch_into_a_folder_saves_there_and_says_the_weights_flag(downloads, tmp_path, capsys):
+    folder = tmp_path / "carry" / "weights"
+    assert main(["fetch", "convnexttiny-catsdogs", "--into", str(folder)]) == 0
+    assert downloads[0]["cache_dir"] == str(folder) and downloads[0]["cache_subdir"] == ""
+    assert folder.is_dir()  # made first: Keras would write to /tmp/.keras for a missing one
+    out = capsys.readouterr().out
+    assert f"--weights {folder / 'convnext_tiny_notop.h5'}" in out
+
+
+def test_an_unknown_name_is_one_line_listing_the_names(downloads, capsys):
+    line = one_error_line(capsys, main, ["fetch", "mobilenet3-catsdogs"])
+    assert "did you mean 'mobilenetv3-catsdogs'" in line
+    assert all(name in line for name in BACKBONE_PRESETS)
+    line = one_error_line(capsys, main, ["fetch", "seed-cifar10"])  # a preset without them
+    assert "no ImageNet weights for 'seed-cifar10'" in line
+    assert not downloads
+
+
+@pytest.mark.parametrize("argv", [[], ["fetch"], ["get", "mobilenetv3-catsdogs"],
+                                  ["fetch", "mobilenetv3-catsdogs", "--to", "x"]])
+def test_bad_flags_are_one_line(argv, downloads, capsys):
+    one_error_line(capsys, main, argv)
+    assert not downloads
+
+
+def test_into_a_file_and_a_failed_download_are_one_line(downloads, tmp_path, monkeypatch,
+                                                        capsys):
+    (tmp_path / "a-file").write_text("")
+    line = one_error_line(capsys, main, ["fetch", "mobilenetv3-catsdogs", "--into",
+                                         str(tmp_path / "a-file")])
+    assert "not a folder" in line
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- "
+                        "[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    line = one_error_line(capsys, main, ["fetch", "mobilenetv3-catsdogs"])
+    assert "could not download weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5" in line
+
+
+def test_the_command_is_registered():
+    assert "weights" in cli.COMMANDS
