@@ -1,8 +1,8 @@
 """Stage one on features computed once against the frozen body run every epoch: the speed-up.
 
-    python bench/features.py                                  # mobilenetv3-catsdogs, cats/dogs photos
+    python bench/features.py                # mobilenetv3-catsdogs on the cats/dogs photos
     python bench/features.py --preset efficientnetb0-catsdogs --epochs 10
-    python bench/features.py --quick                          # a tiny generated folder: the script runs
+    python bench/features.py --quick        # a tiny generated folder: the script runs
 
 Both arms train the head alone on the same frozen body for `--epochs`, with no augmentation
 and the same seed: `--cache-features` (the body runs once over the photos, the head trains on
