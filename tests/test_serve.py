@@ -15,7 +15,6 @@ from PIL import Image
 
 import catsdogs
 from catsdogs.serve.app import ServeConfig, create_app
-from catsdogs.serve.batching import BatchingConfig
 
 from conftest import SAMPLE_DATA, bomb_png_bytes
 
@@ -49,8 +48,7 @@ def classifier(run_dir):
 def client(classifier):
     from fastapi.testclient import TestClient
 
-    return TestClient(create_app(classifier, ServeConfig(max_upload_bytes=200_000,
-                                                         max_instances=4)))
+    return TestClient(create_app(classifier, ServeConfig(max_upload_mb=0.2, max_instances=4)))
 
 
 def b64(data):
@@ -169,7 +167,7 @@ def test_metrics_health_report_and_page(client):
 def test_concurrent_requests_are_batched_into_one_model_call(classifier):
     import httpx
 
-    app = create_app(classifier, ServeConfig(batching=BatchingConfig(max_batch=64, max_wait=0.05)))
+    app = create_app(classifier, ServeConfig(max_batch=64, batch_wait_ms=50))
     calls = []
     app.state.batcher.on_batch = calls.append
     body = {"instances": [b64(png_bytes())]}

@@ -54,10 +54,10 @@ def classifier(run_dir):
     return catsdogs.load(run_dir)
 
 
-def client_for(classifier, base_url="http://testserver", **settings):
+def client_for(classifier, base_url="http://testserver", hosts=None, **settings):
     from fastapi.testclient import TestClient
 
-    return TestClient(create_app(classifier, ServeConfig(**settings)), base_url=base_url)
+    return TestClient(create_app(classifier, ServeConfig(**settings), hosts), base_url=base_url)
 
 
 def b64(data):
@@ -139,7 +139,7 @@ def no_disk(tmp_path, monkeypatch):
 
 def test_a_chunked_multipart_upload_stops_at_the_limit_with_nothing_on_disk(classifier,
                                                                             no_disk):
-    app = create_app(classifier, ServeConfig(max_upload_bytes=200_000))
+    app = create_app(classifier, ServeConfig(max_upload_mb=0.2))
     boundary, piece, consumed = "hostile", b"\x89" * 10_000, [0]
 
     async def body():  # 3 MB, sent chunked: the server only learns the size as it reads
@@ -165,7 +165,7 @@ def test_an_upload_larger_than_starlettes_spool_is_classified_in_memory(classifi
     buffer = io.BytesIO()
     noise.save(buffer, "PNG")
     assert len(buffer.getvalue()) > 1024 * 1024  # past Starlette's 1 MB spool threshold
-    client = client_for(classifier, max_upload_bytes=3_000_000, max_inflight_bytes=6_000_000)
+    client = client_for(classifier, max_upload_mb=3, max_inflight_mb=6)
     response = client.post(CLASSIFY, files=[("files", ("noise.png", buffer.getvalue(),
                                                        "image/png"))])
     assert response.status_code == 200, response.text
@@ -239,7 +239,7 @@ def test_an_internal_error_is_a_shaped_500_counted_in_metrics_and_logged(classif
 
 def test_a_server_without_a_key_answers_only_its_own_names(classifier):
     hosts = allowed_hosts("127.0.0.1", ("pets.lan",))
-    client = client_for(classifier, base_url="http://127.0.0.1:8501", allowed_hosts=hosts)
+    client = client_for(classifier, base_url="http://127.0.0.1:8501", hosts=hosts)
     assert client.get("/v1/models/catsdogs").status_code == 200
     for name in ("localhost:8501", "[::1]:8501", "pets.lan"):
         assert client.get("/v1/models/catsdogs", headers={"Host": name}).status_code == 200
@@ -247,15 +247,15 @@ def test_a_server_without_a_key_answers_only_its_own_names(classifier):
     assert "Host header not allowed" in error_of(refused, 400)
     assert metric(client.get("/metrics").text, "catsdogs_requests_total", code="400",
                   endpoint="status") == 1
-    keyed = client_for(classifier, allowed_hosts=hosts, api_key="k")
+    keyed = client_for(classifier, hosts=hosts, api_key="k")
     assert keyed.get("/v1/models/catsdogs", headers={"Host": "evil.example",
                                                      "X-API-Key": "k"}).status_code == 200
 
 
 def test_serve_flags_give_the_host_allow_list():
     args = build_parser().parse_args(["run", "--host", "::1", "--allowed-hosts", "pets.lan, Box"])
-    assert serve_config(args).allowed_hosts == ("localhost", "127.0.0.1", "[::1]", "pets.lan",
-                                                "box")
+    assert serve_config(args).host_names == ("localhost", "127.0.0.1", "[::1]", "pets.lan",
+                                             "box")
 
 
 # ---------------------------------------------------------------- TF Serving parity
@@ -430,8 +430,8 @@ def test_a_client_that_hangs_up_mid_body_leaves_no_traceback(server):
 def running(classifier, **settings):
     """The uvicorn server `catsdogs serve` runs, serving create_app(classifier,
     ServeConfig(**settings)) from a thread on 127.0.0.1: yields its port."""
-    config, port = ServeConfig(**settings), free_port()
-    server = draining_server(create_app(classifier, config), "127.0.0.1", port, 5, config)
+    config = ServeConfig(port=free_port(), drain_seconds=5, **settings)
+    server = draining_server(create_app(classifier, config), config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
@@ -439,7 +439,7 @@ def running(classifier, **settings):
         while not server.started:
             assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
             time.sleep(0.01)
-        yield port
+        yield config.port
     finally:
         server.should_exit = True
         thread.join(timeout=30)

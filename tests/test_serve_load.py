@@ -22,7 +22,6 @@ from PIL import Image
 
 import catsdogs
 from catsdogs.serve.app import ServeConfig, create_app
-from catsdogs.serve.batching import BatchingConfig
 from catsdogs.serve.drain import draining_server
 from catsdogs.serve.memory import process_memory
 
@@ -75,7 +74,7 @@ def metric(text, name, **labels):
 def test_a_burst_past_the_queue_bound_gets_503_with_retry_after_and_the_rest_200(classifier):
     # the first request's batch waits 0.3 s for company: both admitted ones are held that long,
     # while the burst's other six arrive
-    app = create_app(classifier, ServeConfig(max_queue=2, batching=BatchingConfig(64, 0.3)))
+    app = create_app(classifier, ServeConfig(max_queue=2, max_batch=64, batch_wait_ms=300))
     burst = [("POST", PREDICT, {"json": photo_body()})] * 8
     responses = asyncio.run(_send_all(app, burst))
     codes = sorted(r.status_code for r in responses)
@@ -98,9 +97,9 @@ def test_request_bytes_in_flight_are_bounded(classifier):
     noise.save(buffer, "PNG")
     body = json.dumps({"instances": [{"b64": base64.b64encode(buffer.getvalue()).decode()}]})
     body = body.encode()
-    app = create_app(classifier, ServeConfig(max_upload_bytes=len(body),
-                                             max_inflight_bytes=int(len(body) * 1.5),
-                                             batching=BatchingConfig(64, 0.3)))
+    app = create_app(classifier, ServeConfig(max_upload_mb=len(body) / 1e6,
+                                             max_inflight_mb=len(body) * 1.5 / 1e6,
+                                             max_batch=64, batch_wait_ms=300))
     send = ("POST", PREDICT, {"content": body, "headers": {"content-type": "application/json"}})
     first, second = asyncio.run(_send_all(app, [send, send]))
     assert sorted([first.status_code, second.status_code]) == [200, 503]
@@ -112,7 +111,7 @@ def test_request_bytes_in_flight_are_bounded(classifier):
 
 
 def test_a_chunked_body_over_the_limit_is_refused_before_it_is_read_whole(classifier):
-    app = create_app(classifier, ServeConfig(max_upload_bytes=200_000))
+    app = create_app(classifier, ServeConfig(max_upload_mb=0.2))
     chunk, chunks, consumed = b"x" * 10_000, 100, [0]
 
     async def body():  # no Content-Length: the server only learns the size as it reads
@@ -240,8 +239,9 @@ def test_requests_on_their_way_when_the_drain_begins_are_answered_not_cut(classi
     """uvicorn's own shutdown closes at once every connection with no request in progress: one
     accepted whose request is not read yet, an idle keep-alive one whose next request is on
     the wire. Here they are answered (503: draining) and closed after the answer."""
-    config, port = ServeConfig(), free_port()
-    server = draining_server(create_app(classifier, config), "127.0.0.1", port, 10, config)
+    config = ServeConfig(port=free_port(), drain_seconds=10)
+    port = config.port
+    server = draining_server(create_app(classifier, config), config)
     server.config.http.drain_grace = 5.0  # room for this test's thread on a loaded machine
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -24,11 +24,9 @@ pool of worker threads, so the event loop stays free to admit and shed.
 import asyncio
 import base64
 import binascii
-import dataclasses
 import html
 import io
 import json
-import os
 import re
 import secrets
 import time
@@ -41,42 +39,17 @@ from catsdogs import runs
 from catsdogs.console import log
 from catsdogs.data.images import ImageTooLarge, UnreadableImage, decode_image
 from catsdogs.serve.admission import TICKET, Admission, Gate
-from catsdogs.serve.batching import BatchingConfig, DynamicBatcher
+from catsdogs.serve.batching import DynamicBatcher
 from catsdogs.serve.errors import ServeError, error_response
 from catsdogs.serve.hosts import AllowedHosts
+from catsdogs.serve.settings import ServeConfig
 from catsdogs.serve.uploads import is_multipart, parse_uploads
-
-QUEUE_BATCHES = 2  # the default --max-queue, in batches: a request waits at most ~2 model calls
 
 STATIC = Path(__file__).parent / "static"
 API_KEY_HEADER = "X-API-Key"
 SIGNATURE = "serving_default"  # the one signature, as TF Serving names a SavedModel's default
 VERSION = "1"  # the one version, as TF Serving numbers a model's first
 CLIENT_CLOSED = 499  # nginx's status for a request whose client hung up before the answer
-
-
-@dataclasses.dataclass(frozen=True)
-class ServeConfig:
-    """What `catsdogs serve` is told; the defaults suit one machine on a trusted network."""
-
-    name: str = "catsdogs"  # the model name in the URL paths, as TF Serving's --model_name
-    api_key: str | None = None  # when set, every request but the page's files must carry it
-    max_upload_bytes: int = 20_000_000  # (bytes) per request body
-    max_instances: int = 64  # (images) per request
-    batching: BatchingConfig = BatchingConfig()
-    max_queue: int | None = None  # (requests) admitted at once; None: QUEUE_BATCHES x max_batch
-    max_inflight_bytes: int = 64_000_000  # (bytes) bodies and their pixels held at once
-    decode_workers: int = min(4, os.cpu_count() or 1)  # (threads) parsing and decoding bodies
-    max_connections: int = 1000  # (connections) open at once; past it uvicorn answers 503
-    # (names) the Host headers answered; None: any (with an API key, or in tests)
-    allowed_hosts: tuple[str, ...] | None = None
-    header_timeout: float = 10.0  # (seconds) for a request's headers, from connect or answer
-    body_timeout: float = 30.0  # (seconds) for a request's body, once its headers are in
-    idle_timeout: float = 5.0  # (seconds) a connection waits idle between requests
-
-    @property
-    def queue_limit(self):
-        return self.max_queue or QUEUE_BATCHES * self.batching.max_batch
 
 
 def _metrics_registry():
@@ -114,8 +87,15 @@ def _report_files(run_dir):
     return {path.name: path for path in candidates if path.is_file()}
 
 
-def create_app(classifier, config=ServeConfig()):
-    """The FastAPI app serving `classifier` (see the module docstring for its endpoints)."""
+def create_app(classifier, config=ServeConfig(), hosts=None):
+    """The FastAPI app serving `classifier` (see the module docstring for its endpoints).
+
+    Args:
+        config: a ServeConfig (settings.py).
+        hosts: the Host header names answered when `config` has no API key
+            (`config.host_names` for a server that listens); None: any (an app called
+            in-process, as the tests do).
+    """
     from fastapi import Depends, FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -155,8 +135,8 @@ def create_app(classifier, config=ServeConfig()):
     metrics["inflight"].set_function(lambda: gate.inflight_bytes)
     # inside the guard: a shed request or a refused Host is measured
     app.add_middleware(Admission, gate=gate, body_timeout=config.body_timeout)
-    if config.allowed_hosts is not None and not config.api_key:
-        app.add_middleware(AllowedHosts, hosts=config.allowed_hosts)
+    if hosts is not None and not config.api_key:
+        app.add_middleware(AllowedHosts, hosts=hosts)
     api_key = config.api_key.encode() if config.api_key else None
 
     @app.middleware("http")

@@ -100,20 +100,20 @@ def protocol_class(header_timeout):
                 {"header_timeout": header_timeout})
 
 
-def draining_server(app, host, port, drain_seconds, config):
+def draining_server(app, config):
     """The server `serve` runs (see there), not yet started: `.run()` blocks until it drained."""
     server_config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning",
+        app, host=config.host, port=config.port, log_level="warning",
         http=protocol_class(config.header_timeout), timeout_keep_alive=config.idle_timeout,
         limit_concurrency=config.max_connections,
-        timeout_graceful_shutdown=max(0.1, drain_seconds - SHUTDOWN_STEPS_SECONDS))
+        timeout_graceful_shutdown=max(0.1, config.drain_seconds - SHUTDOWN_STEPS_SECONDS))
     return DrainingServer(server_config, app.state.gate)
 
 
-def serve(app, host, port, drain_seconds, config):
-    """Run `app` (made by create_app with the ServeConfig `config`) until a signal, then drain
-    within `drain_seconds`. Connections: at most `config.max_connections` (past it: 503, as
-    refusals.py answers it), closed when idle `config.idle_timeout` seconds between requests
-    (uvicorn's keep-alive) or when a request's headers take over `config.header_timeout`
-    (connections.py)."""
-    draining_server(app, host, port, drain_seconds, config).run()
+def serve(app, config):
+    """Run `app` (made by create_app with the ServeConfig `config`) on `config.host` and
+    `config.port` until a signal, then drain within `config.drain_seconds`. Connections: at
+    most `config.max_connections` (past it: 503, as refusals.py answers it), closed when idle
+    `config.idle_timeout` seconds between requests (uvicorn's keep-alive) or when a request's
+    headers take over `config.header_timeout` (connections.py)."""
+    draining_server(app, config).run()
