@@ -413,3 +413,37 @@ def test_a_presets_adapt_reads_a_bounded_random_sample_not_every_training_image(
                                               cache="disk", cache_dir=str(cache_dir)))
     train._build_model(config, train._prepare(config, train._placement(config)))
     assert adapted == [3]
+
+
+def test_local_workers_find_the_cache_filled_and_each_reads_only_its_shard(
+        folder, cache_dir, decoded, monkeypatch, tmp_path):
+    """The launcher settles `auto` over every worker's images (they share the machine's
+    memory) and fills the cache before the workers start; each then loads its shard as
+    training does, decoding nothing. The workers' training itself is left out."""
+    from catsdogs.commands import train as train_command
+    from catsdogs.training import distribute
+
+    started = []
+
+    def start_instead(argv, count):
+        started.append((json.loads(Path(argv[argv.index("--config") + 1]).read_text()),
+                        sum(map(len, decoded)), count))
+        return 0
+
+    monkeypatch.setattr(distribute, "run_local_workers", start_instead)
+    monkeypatch.setattr(cache, "available_memory", lambda: 10_000)  # auto: disk
+    assert train_command.main(["--data", str(folder), "--preset", "seed-cifar10",
+                               "--cache-dir", str(cache_dir), "--local-workers", "2",
+                               "--run-dir", str(tmp_path / "run")]) == 0
+    (settings, decoded_before_start, workers), = started
+    assert settings["cache"] == "disk" and workers == 2
+    assert decoded_before_start == 16
+    decoded.clear()
+    rows = []
+    for worker in range(2):
+        data = load_image_data(TrainConfig(**settings), SIZE, shard=(worker, 2))
+        splits = [s for s in (data.train, data.val, data.test, data.calibration) if s is not None]
+        assert all(split.store.path.parent == the_cache(cache_dir) for split in splits)
+        rows.append({int(row) for split in splits for row in split.rows})
+    assert decoded == []
+    assert not rows[0] & rows[1] and len(rows[0] | rows[1]) == 16  # each its own shard

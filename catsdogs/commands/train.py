@@ -91,22 +91,32 @@ main = command_main(build_parser, _run,
 
 def _local_workers(args):
     """Start --local-workers N processes of this command with --strategy multiworker; they get
-    the settings resolved here (a settings file) and one --run-dir, or --resume RUN_DIR."""
+    the settings resolved here (a settings file) and one --run-dir, or --resume RUN_DIR. The
+    decoded images' place is settled here, once, and a disk cache filled before they start
+    (datasets.cache_for_workers)."""
     import json
     import tempfile
     from pathlib import Path
 
     from catsdogs import runs
+    from catsdogs.data.datasets import cache_for_workers
+    from catsdogs.models.presets import get_preset
     from catsdogs.training.distribute import run_local_workers
+    from catsdogs.training.train import resolve_config
 
     if args.local_workers < 2:
         raise CatsDogsError(f"bad value for --local-workers: expected 2 or more, received "
                             f"{args.local_workers}", fix="one worker is plain training: drop it")
     if args.resume:
+        config = cfg.read_run_config(runs.existing_run_dir(args.resume) / runs.CONFIG_FILE)
+        cache_for_workers(config, get_preset(config.preset).image_size)
         return run_local_workers(["--resume", args.resume], args.local_workers)
     config = config_from_args(args)
+    resolved = resolve_config(config)
+    cache = cache_for_workers(resolved, get_preset(resolved.preset).image_size)
     run_dir = config.run_dir or str(runs.default_run_dir(config.preset or "run"))
-    settings = {**cfg.to_dict(config), "strategy": "multiworker", "run_dir": run_dir}
+    settings = {**cfg.to_dict(config), "strategy": "multiworker", "run_dir": run_dir,
+                "cache": cache}
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "settings.json"
         path.write_text(json.dumps(settings))

@@ -406,18 +406,42 @@ def download_cifar10(image_size, shard=(0, 1)):
                           "validation": "keras.datasets.cifar10 (test)"})
 
 
+def source_folders(config):
+    """The folders of class sub-folders a resolved TrainConfig reads, each decoded (and
+    cached) as one: --train-dir and --val-dir, --data's train/ and validation/, or --data."""
+    if config.train_dir is not None:
+        return (config.train_dir, config.val_dir)
+    if config.data is not None:
+        return find_split_folders(config.data) or (config.data,)
+    return ()  # CIFAR-10 through Keras' download
+
+
 def check_sources(config):
     """The folders a resolved TrainConfig names exist and hold class sub-folders with images.
     Listing files is quick and needs no TensorFlow, so a wrong path or an empty class is one
     line at once, before seconds of imports and minutes of decoding."""
-    if config.train_dir is not None:
-        folders = (config.train_dir, config.val_dir)
-    elif config.data is not None:
-        folders = find_split_folders(config.data) or (config.data,)
-    else:
-        folders = ()  # CIFAR-10 through Keras' download
-    for folder in folders:
+    for folder in source_folders(config):
         scan_class_folders(folder)
+
+
+def cache_for_workers(config, image_size):
+    """--cache settled once for the workers of one machine (--local-workers), and with disk
+    the caches filled before they start; returns the mode they are to use.
+
+    `auto` counts every worker's images, not one shard's: the workers share this machine's
+    memory. Each source folder's cache gets all its files, so every worker finds its shard
+    there, decodes nothing and reads only its own rows; left to the workers, each would take
+    the cache's lock in turn to add its shard, rewriting the pixels file the others filled."""
+    folders = source_folders(config)
+    if not folders:
+        return config.cache
+    storage = Storage.of(config)
+    listed = [scan_class_folders(folder)[1] for folder in folders]
+    storage.decide(sum(map(len, listed)), image_size)
+    if storage.mode == "disk":
+        for folder, paths in zip(folders, listed):
+            storage.decode(paths, image_size, folder)
+    return storage.mode
 
 
 def load_image_data(config, image_size, shard=(0, 1)):
