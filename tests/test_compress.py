@@ -85,6 +85,17 @@ def test_distilled_student_is_a_normal_run_folder(teacher, tmp_path, capsys):
     assert_a_normal_run(run_dir, (32, 32), tmp_path)
 
 
+def test_a_student_holds_out_the_photos_its_teacher_held_out(teacher, tmp_path):
+    import shutil
+
+    copied = tmp_path / "teacher"
+    shutil.copytree(teacher, copied)
+    settings = json.loads((copied / "config.json").read_text())
+    (copied / "config.json").write_text(json.dumps({**settings, "split_seed": 7}))
+    config = command_config(distill_command, [str(copied), *SMALL])
+    assert (config.split_seed, config.seed) == (7, settings["seed"])
+
+
 def test_distillation_resumes_after_a_crash(teacher, tmp_path, monkeypatch):
     run_dir = tmp_path / "student"
     config = command_config(distill_command, [str(teacher), "--preset", "seed-cifar10", *SMALL,

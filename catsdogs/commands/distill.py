@@ -23,7 +23,7 @@ from catsdogs.errors import CatsDogsError, command_main
 # split the same way, so no image the teacher trained on is a validation image of the student,
 # and read from where the teacher's were (its disk cache: nothing is decoded again)
 TEACHER_DATA = ("dataset", "data", "train_dir", "val_dir", "val_split", "selection_split", "seed",
-                "cache", "cache_dir")
+                "split_seed", "cache", "cache_dir")
 DATA_SOURCES = ("data", "train_dir", "val_dir")  # given any of them, the run's are dropped
 DEFAULT_STUDENT = {"folder": "fast-catsdogs", "cifar10": "fast-cifar10"}
 
