@@ -250,6 +250,38 @@ def test_none_leaves_out_the_files_ram_leaves_out_with_the_same_reasons(folder, 
     assert {Path(path).name for path, _ in none.skipped} == {"empty.jpg", "truncated.jpg"}
 
 
+@pytest.mark.parametrize("mode, layout", [("disk", "train/ and validation/"),
+                                          ("none", "train/ and validation/"),
+                                          ("disk", "one folder")])
+def test_a_refits_union_reads_no_pixels_until_its_batches_do(mode, layout, folder, cache_dir,
+                                                             monkeypatch, tmp_path):
+    """--refit's training photos (its parent's training and choosing photos joined) stay rows
+    in their stores: two folders' stores are read as one, not read into memory; its batches
+    are those of the same join in memory."""
+    from catsdogs.data.datasets import JoinedStore
+
+    if layout != "one folder":
+        folder = tmp_path / "split"
+        write_class_images(folder / "train", TWO_CLASSES, 6, size=SIZE, seed=1)
+        write_class_images(folder / "validation", TWO_CLASSES, 4, size=SIZE, seed=2)
+    load(folder, cache_dir, mode)  # fills the cache: its decoding and copying are not the test's
+    reads = []
+    for store in (cache.DiskArray, streamed.DecodeOnRead):
+        monkeypatch.setattr(store, "read", lambda self, rows, read=store.read:
+                            reads.append(len(rows)) or read(self, rows))
+    refit = load(folder, cache_dir, mode, refit_union=True)
+    assert reads == [] and refit.train.on_disk
+    assert isinstance(refit.train.store, JoinedStore) == (layout != "one folder")
+    ram = load(folder, cache_dir, "ram", refit_union=True)
+    assert refit.train.paths == ram.train.paths and len(refit.train) == len(all_files(folder)) - len(ram.val)
+    np.testing.assert_array_equal(refit.train.labels, ram.train.labels)
+    batches = [list(make_dataset(data.train, 5)) for data in (refit, ram)]
+    assert reads and max(reads) <= 5  # a batch at a time
+    for (x, y), (ram_x, ram_y) in zip(*batches, strict=True):
+        np.testing.assert_array_equal(x, ram_x)
+        np.testing.assert_array_equal(y, ram_y)
+
+
 def test_old_run_folders_resume_with_pixels_in_memory():
     assert cfg.upgrade({})["cache"] == "ram"
     assert TrainConfig().cache == "auto"

@@ -36,7 +36,7 @@ class Split:
     keeps row numbers, not pixels, so carving splits out of it never reads the cache into
     memory (fancy indexing would copy)."""
 
-    store: object  # np.ndarray, cache.DiskArray or streamed.DecodeOnRead
+    store: object  # np.ndarray, cache.DiskArray, streamed.DecodeOnRead or JoinedStore
     labels: np.ndarray
     paths: list  # source file of each image; empty for in-memory datasets
     digests: list = dataclasses.field(default_factory=list)  # SHA-256 of each path's file
@@ -82,6 +82,33 @@ class Split:
         per_class = np.bincount(self.labels, minlength=len(class_names))
         return {name: int(count) for name, count in zip(class_names, per_class)}
 
+    @classmethod
+    def concat(cls, splits):
+        """The images of `splits`, one split after another. In memory, their arrays joined;
+        disk-backed, their stores joined instead of their pixels (rows into the one store they
+        share, or into a JoinedStore of theirs), so nothing is read until a batch is."""
+        labels = np.concatenate([split.labels for split in splits])
+        paths = sum((split.paths for split in splits), []) if all(s.paths for s in splits) else []
+        digests = (sum((split.digests for split in splits), [])
+                   if all(s.digests for s in splits) else [])
+        if not any(split.on_disk for split in splits):
+            return cls(np.concatenate([split.pixels for split in splits]), labels, paths, digests)
+        if not all(split.on_disk for split in splits):
+            raise ValueError("cannot join splits in memory to splits read from disk")
+        stores = []  # each once: splits carved from one load share theirs
+        for split in splits:
+            if not any(split.store is store for store in stores):
+                stores.append(split.store)
+        first_rows = np.cumsum([0] + [len(store) for store in stores])
+
+        def joined_rows(split):
+            first = next(first for store, first in zip(stores, first_rows) if store is split.store)
+            return first + (np.arange(len(split)) if split.rows is None else split.rows)
+
+        store = stores[0] if len(stores) == 1 else JoinedStore(stores)
+        rows = np.concatenate([joined_rows(split) for split in splits]).astype(np.int64)
+        return cls(store, labels, paths, digests, rows)
+
 
 class PixelView:
     """A disk-backed split's pixels, read when indexed: `view[a:b]`, `view[indices]` (a
@@ -102,6 +129,33 @@ class PixelView:
             return self.split.gather([key])[0]
         key = np.asarray(key)
         return self.split.gather(np.flatnonzero(key) if key.dtype == bool else key)
+
+
+class JoinedStore:
+    """Several stores of rows (cache.DiskArray, streamed.DecodeOnRead) read as one, as they
+    are read: `read(rows)` reads each row from the store it falls in (row r of the second
+    store is row len(first) + r here). The union of two folders' disk caches (Split.concat)."""
+
+    def __init__(self, stores):
+        self.stores = list(stores)
+        if len({store.shape[1:] for store in self.stores}) != 1:
+            raise ValueError(f"stores of other image shapes: {[s.shape for s in self.stores]}")
+        self.first_rows = np.cumsum([0] + [len(store) for store in self.stores])[:-1]
+        self.shape = (sum(map(len, self.stores)), *self.stores[0].shape[1:])
+        self.dtype = self.stores[0].dtype
+
+    def __len__(self):
+        return self.shape[0]
+
+    def read(self, rows):
+        """The images at `rows` (any order, repeats allowed), each store read once."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        out = np.empty((len(rows), *self.shape[1:]), self.dtype)
+        which = np.searchsorted(self.first_rows, rows, side="right") - 1
+        for index in np.unique(which):
+            chosen = which == index
+            out[chosen] = self.stores[index].read(rows[chosen] - self.first_rows[index])
+        return out
 
 
 @dataclasses.dataclass
@@ -148,12 +202,7 @@ class ImageData:
         if self.calibration is None or self.calibration is self.val:
             raise CatsDogsError("a refit needs photos set aside for calibration",
                                 where="--refit", fix="give --calibration-split 0.5 (its default)")
-        train = Split(np.concatenate([self.train.pixels, self.val.pixels]),
-                      np.concatenate([self.train.labels, self.val.labels]),
-                      self.train.paths + self.val.paths
-                      if self.train.paths and self.val.paths else [],
-                      self.train.digests + self.val.digests
-                      if self.train.digests and self.val.digests else [])
+        train = Split.concat([self.train, self.val])
         sources = {**self.sources, "train": f"{self.sources['train']} and the photos that chose "
                                              f"the epoch ({self.sources['validation']})",
                    "validation": self.sources["calibration"]}
