@@ -71,12 +71,15 @@ def assert_same_images(disk, ram):
         np.testing.assert_array_equal(a.pixels, b.pixels)
 
 
-def test_a_second_run_decodes_nothing(folder, cache_dir, decoded):
+def test_a_second_run_decodes_nothing_and_says_so(folder, cache_dir, decoded, capsys):
     first = load(folder, cache_dir)
     assert sorted(p for call in decoded for p in call) == all_files(folder)
+    assert f"Decoding 16 images from {folder} into the cache" in capsys.readouterr().err
     decoded.clear()
     second = load(folder, cache_dir)
     assert decoded == []
+    said = capsys.readouterr().err
+    assert f"Reading 16 images from {folder} out of the cache" in said and "Decoding" not in said
     assert_same_images(second, first)
     assert_same_images(second, load(folder, cache_dir, mode="ram"))
     assert second.summary()["pixels"] == {"mode": "disk", "folders": [str(the_cache(cache_dir))]}
@@ -93,7 +96,7 @@ def test_disk_backed_splits_keep_rows_not_pixels(folder, cache_dir):
 
 
 def test_only_a_changed_or_added_file_is_decoded_again_and_a_removed_one_drops_out(
-        folder, cache_dir, decoded):
+        folder, cache_dir, decoded, capsys):
     load(folder, cache_dir)
     changed, removed = folder / "cats" / "cats_0.png", folder / "dogs" / "dogs_1.jpg"
     Image.fromarray(np.full((*SIZE, 3), 7, np.uint8)).save(changed)
@@ -102,8 +105,11 @@ def test_only_a_changed_or_added_file_is_decoded_again_and_a_removed_one_drops_o
     Image.fromarray(np.full((*SIZE, 3), 99, np.uint8)).save(added)
     removed.unlink()
     decoded.clear()
+    capsys.readouterr()
     data = load(folder, cache_dir)
     assert sorted(p for call in decoded for p in call) == sorted([str(changed), str(added)])
+    assert (f"Reading 16 images from {folder} out of the cache {the_cache(cache_dir)}; "
+            "decoding 2 new or changed ones into it") in capsys.readouterr().err
     assert_same_images(data, load(folder, cache_dir, mode="ram"))
     manifest = json.loads((the_cache(cache_dir) / cache.MANIFEST).read_text())
     assert str(removed) not in manifest["files"] and len(manifest["files"]) == 16

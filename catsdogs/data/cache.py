@@ -40,7 +40,7 @@ import numpy as np
 
 from catsdogs import config as cfg
 from catsdogs import runs
-from catsdogs.console import log, progress_bar
+from catsdogs.console import display, log, progress_bar
 from catsdogs.data.images import DECODE_SETTINGS, PROCESSES_FROM, decode_many
 from catsdogs.data.streamed import open_files
 from catsdogs.errors import RunFailed
@@ -128,17 +128,20 @@ class Storage:
         log().info(f"Cache: {self.mode} (--cache auto: {why})")
         return self.mode
 
-    def decode(self, paths, size, source):
+    def decode(self, paths, size, source, describe=None):
         """(pixels, rows, kept, skipped, digests) of `paths`, files of folder `source`, read
         through its disk cache (decode_cached), or with mode none opened to be decoded when
-        read (streamed.open_files). `pixels` is read by rows: DiskArray, DecodeOnRead."""
+        read (streamed.open_files). `pixels` is read by rows: DiskArray, DecodeOnRead.
+        `describe` names the files in the line that says how they were read ("training
+        images from DIR"; default "images from SOURCE")."""
+        describe = describe or f"images from {display(source)}"
         if self.mode == "none":
-            return open_files(paths, size)
+            return open_files(paths, size, describe)
         source = self.source or source
         folder = cache_folder(cache_root(self.cache_dir), source, size)
         if folder not in self.folders:
             self.folders.append(folder)
-        return decode_cached(paths, size, source, folder)
+        return decode_cached(paths, size, source, folder, describe)
 
     def record(self):
         """What dataset.json says about where the pixels were."""
@@ -209,9 +212,11 @@ class DiskArray:
 # ---------------------------------------------------------------- bringing a cache up to date
 
 
-def decode_cached(paths, size, source, folder):
+def decode_cached(paths, size, source, folder, describe="images"):
     """Decode `paths` (files of `source`) at `size` through the cache in `folder`: only files
     it lacks, or that changed since, are decoded; two processes at once take turns (flock).
+    One line says which: all read from the cache, some decoded into it, or all (`describe`
+    names the files: "training images from DIR").
 
     Returns:
         (DiskArray, rows, kept, skipped, digests): `rows[j]` is the pixels file's row of
@@ -227,6 +232,7 @@ def decode_cached(paths, size, source, folder):
             manifest, store = _open(folder, size)
             entries = manifest["files"] if manifest else {}
             missing = [key for key in keys if not _same(entries.get(key[0]), key)]
+            log().info(_reading_line(len(paths), describe, len(set(missing)), folder))
             if manifest is None or missing:
                 manifest, store = _update(folder, size, source, entries, store, keys, missing)
             else:
@@ -243,6 +249,16 @@ def decode_cached(paths, size, source, folder):
             kept.append(index)
             digests.append(entry["digest"])
     return store, np.array(rows, dtype=np.int64), np.array(kept, dtype=np.int64), skipped, digests
+
+
+def _reading_line(count, describe, new, folder):
+    """What reading `count` files through the cache in `folder` does, `new` of them not in it."""
+    if not new:
+        return f"Reading {count} {describe} out of the cache {folder}"
+    if new == count:
+        return f"Decoding {count} {describe} into the cache {folder}"
+    return (f"Reading {count} {describe} out of the cache {folder}; decoding {new} new or "
+            f"changed ones into it")
 
 
 def _file_key(path):
@@ -319,7 +335,7 @@ def _update(folder, size, source, entries, store, keys, missing):
             for start, batch in _batches(reused, size):
                 _write(out, store.read([kept[path]["row"] for path in batch]))
                 files.update({path: {**kept[path], "row": start + i} for i, path in enumerate(batch)})
-            files.update(_decode_into(out, missing, size, len(reused), folder))
+            files.update(_decode_into(out, missing, size, len(reused)))
             out.flush()
             os.fsync(out.fileno())
         os.replace(temp, final)
@@ -352,13 +368,11 @@ def _batches(items, size):
         yield start, items[start:start + step]
 
 
-def _decode_into(out, keys, size, first_row, folder):
+def _decode_into(out, keys, size, first_row):
     """Decode the files of `keys` batch by batch, appending their pixels to `out` (an
     unreadable file's row stays zero, unused); returns their manifest entries."""
     files, bar = {}, progress_bar(len(keys))
     processes_from = 1 if len(keys) >= PROCESSES_FROM else PROCESSES_FROM
-    if keys:
-        log().info(f"Decoding {len(keys)} images into the cache {folder}")
     for start, batch in _batches(keys, size):
         decoded = decode_many([key[0] for key in batch], size, progress=False,
                               processes_from=processes_from)

@@ -337,20 +337,24 @@ def stratified_split(labels, fraction, seed, flag="--val-split"):
 # ---------------------------------------------------------------- decoding
 
 
-def decode_split(paths, labels, image_size, where, storage=None):
+def decode_split(paths, labels, image_size, where, storage=None, describe=None):
     """(Split, skipped) of `paths` (files of folder `where`) with their `labels`, decoded in
     memory, or through the disk cache of `where` (storage.mode disk), or checked and decoded
-    when read (none); skipped holds (path, reason) of the unreadable files."""
+    when read (none); skipped holds (path, reason) of the unreadable files. One line says
+    which, naming the files by `describe` ("training images from DIR"; in memory, no line
+    without it)."""
     if storage is not None and storage.mode in ("disk", "none"):
-        store, rows, kept, skipped, digests = storage.decode(paths, image_size, where)
+        store, rows, kept, skipped, digests = storage.decode(paths, image_size, where, describe)
         return Split(store, labels[kept], [paths[i] for i in kept], digests, rows), skipped
+    if describe:
+        log().info(f"Decoding {len(paths)} {describe}")
     pixels, kept, skipped, digests = decode_many(paths, image_size)
     return Split(pixels, labels[kept], [paths[i] for i in kept], digests), skipped
 
 
-def _decode_split(paths, labels, image_size, class_names, where, storage=None):
+def _decode_split(paths, labels, image_size, class_names, where, storage, describe):
     """decode_split, where a class left with no readable image is an error."""
-    split, skipped = decode_split(paths, labels, image_size, where, storage)
+    split, skipped = decode_split(paths, labels, image_size, where, storage, describe)
     for name, count in split.counts(class_names).items():
         if count == 0:
             raise CatsDogsError(f"no readable images for class {name!r}", where=where,
@@ -363,8 +367,8 @@ def load_labelled_folder(folder, image_size, storage=None):
     pixels go, cache.Storage; default in memory)."""
     class_names, paths, labels, _ = scan_class_folders(folder)
     _settle(storage, len(paths), image_size)
-    log().info(f"Decoding {len(paths)} images from {folder}")
-    split, _ = _decode_split(paths, labels, image_size, class_names, folder, storage)
+    split, _ = _decode_split(paths, labels, image_size, class_names, folder, storage,
+                             f"images from {folder}")
     return class_names, split
 
 
@@ -396,12 +400,10 @@ def load_folders(train_dir, val_dir, image_size, shard=(0, 1), storage=None):
     train_paths, train_labels = _sharded(train_paths, train_labels, shard)
     val_paths, val_labels = _sharded(val_paths, val_labels, shard)
     _settle(storage, len(train_paths) + len(val_paths), image_size)
-    log().info(f"Decoding {len(train_paths)} training images from {train_dir}{_shard_note(shard)}")
     train, bad = _decode_split(train_paths, train_labels, image_size, class_names, train_dir,
-                               storage)
-    log().info(f"Decoding {len(val_paths)} validation images from {val_dir}{_shard_note(shard)}")
+                               storage, f"training images from {train_dir}{_shard_note(shard)}")
     val, val_bad = _decode_split(val_paths, val_labels, image_size, class_names, val_dir,
-                                 storage)
+                                 storage, f"validation images from {val_dir}{_shard_note(shard)}")
     return ImageData(class_names, train, val, skipped + bad + val_skipped + val_bad,
                      {"train": str(train_dir), "validation": str(val_dir)})
 
@@ -415,18 +417,16 @@ def load_split_folder(folder, image_size, val_split, seed, shard=(0, 1), storage
     source = f"{folder} (split {1 - val_split:.0%}/{val_split:.0%}, seed {seed})"
     _settle(storage, -(-len(paths) // shard[1]), image_size)
     if shard[1] == 1:
-        log().info(f"Decoding {len(paths)} images from {folder}")
         everything, bad = _decode_split(paths, labels, image_size, class_names, folder,
-                                        storage)
+                                        storage, f"images from {folder}")
         train_idx, val_idx = stratified_split(everything.labels, val_split, seed)
         return ImageData(class_names, everything.subset(train_idx), everything.subset(val_idx),
                          skipped + bad, {"train": source, "validation": source})
     parts, bad = [], []
     for indices in stratified_split(labels, val_split, seed):
         part_paths, part_labels = _sharded([paths[i] for i in indices], labels[indices], shard)
-        log().info(f"Decoding {len(part_paths)} images from {folder}{_shard_note(shard)}")
         split, part_bad = _decode_split(part_paths, part_labels, image_size, class_names, folder,
-                                        storage)
+                                        storage, f"images from {folder}{_shard_note(shard)}")
         parts.append(split)
         bad += part_bad
     return ImageData(class_names, *parts, skipped + bad, {"train": source, "validation": source})

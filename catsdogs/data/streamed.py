@@ -70,15 +70,15 @@ class DecodeOnRead:
             pool.shutdown(wait=False, cancel_futures=True)
 
 
-def open_files(paths, size):
+def open_files(paths, size, describe="images"):
     """`paths` checked (read, hashed, decoded small: CHECK_SIZE) and opened to be decoded at
-    `size` when read.
+    `size` when read; `describe` names them in the line that says so.
 
     Returns:
         (DecodeOnRead, rows, kept, skipped, digests), as cache.decode_cached's: `rows[j]` is
         the row of `paths[kept[j]]`; skipped holds (path, reason) of the unreadable files.
     """
-    log().info(f"Checking {len(paths)} images (--cache none: decoded again every epoch)")
+    log().info(f"Checking {len(paths)} {describe} (--cache none: decoded again every epoch)")
     checked = decode_many(paths, CHECK_SIZE)
     store = DecodeOnRead([paths[i] for i in checked.kept], size)
     return (store, np.arange(len(checked.kept), dtype=np.int64), checked.kept, checked.skipped,

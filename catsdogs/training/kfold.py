@@ -143,8 +143,8 @@ def decode_images(scanned, data_dir, image_size, folds, storage=None):
     checked again without them). With a disk cache this fills the cache of `data_dir`, which
     every fold then reads through (Storage.source): no fold decodes anything."""
     class_names, paths, labels, places = scanned
-    log().info(f"Decoding {len(paths)} images from {display(data_dir)}")
-    split, unreadable = decode_split(paths, labels, image_size, data_dir, storage)
+    split, unreadable = decode_split(paths, labels, image_size, data_dir, storage,
+                                     f"images from {display(data_dir)}")
     left_out = {path for path, _ in unreadable}
     kept = [index for index, path in enumerate(paths) if path not in left_out]
     if unreadable:
