@@ -48,8 +48,9 @@ class ShapedRefusals(H11Protocol):
 
     def send_400_response(self, msg):
         # called inside uvicorn's `except h11.RemoteProtocolError`: h11's reason is at hand
-        # ("illegal request line: bytearray(b'...')"; the client's bytes are not echoed back)
-        error = sys.exception()
+        # ("illegal request line: bytearray(b'...')"; the client's bytes are not echoed back);
+        # sys.exc_info, not sys.exception (Python 3.11+): the package runs on 3.10
+        error = sys.exc_info()[1]
         reason = ECHOED_BYTES.split(str(error), maxsplit=1)[0] \
             if isinstance(error, h11.RemoteProtocolError) else ""
         response = error_response(ServeError(400, f"malformed HTTP request: "
