@@ -92,7 +92,9 @@ def fit_in_stages(model, fit, config, callbacks, recompile, head_fit=None):
         head_fit(epochs=config.epochs, callbacks=callbacks)
         if not history.rows or not math.isfinite(float(history.rows[-1]["loss"])):
             return  # a NaN stops the run (train._raise_if_nan), not a second stage
-        saved = {STAGE_KEY: 2, HEAD_EPOCHS_KEY: len(history.rows)}
+        # the last epoch's number, not the row count: a worker resumed from the chief's
+        # backup (distribute.take_chief_resume_state) may lack rows of epochs before it
+        saved = {STAGE_KEY: 2, HEAD_EPOCHS_KEY: int(float(history.rows[-1]["epoch"]))}
         _enter_stage_two(model, config, recompile, backup, saved)
         backup.save_now(saved[HEAD_EPOCHS_KEY])  # a kill from here on resumes in stage two
     else:
