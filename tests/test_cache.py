@@ -245,6 +245,54 @@ def test_none_decodes_every_epoch_in_the_pipeline_and_keeps_nothing(folder, cach
         assert flat(epoch) == flat(ram.train.pixels)
 
 
+def test_none_a_photo_deleted_during_training_is_one_line_naming_it(folder, cache_dir,
+                                                                    monkeypatch, capsys):
+    """A photo that goes after the data is loaded stops the run in an epoch with the line the
+    decoder raised, not TensorFlow's error that carried it out of the pipeline."""
+    from catsdogs.commands.train import main
+    from catsdogs.data import datasets
+    from catsdogs.training import callbacks
+
+    loaded, load_original = [], datasets.load_image_data
+    monkeypatch.setattr(datasets, "load_image_data",
+                        lambda *args: loaded.append(load_original(*args)) or loaded[-1])
+    begin_original = callbacks.HistoryCSV.on_epoch_begin
+
+    def delete_a_training_photo(self, epoch, logs=None):
+        Path(loaded[0].train.paths[0]).unlink(missing_ok=True)
+        begin_original(self, epoch, logs)
+
+    monkeypatch.setattr(callbacks.HistoryCSV, "on_epoch_begin", delete_a_training_photo)
+    code = main(["--data", str(folder), "--preset", "seed-cifar10", "--epochs", "2",
+                 "--batch-size", "4", "--cache", "none", "--run-dir", str(folder.parent / "run")])
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
+    assert code == 1 and len(errors) == 1, errors
+    assert errors[0].startswith("error: a photo changed or went during the run")
+    assert f"({loaded[0].train.paths[0]})" in errors[0] and "--cache disk" in errors[0]
+
+
+def test_none_a_photo_rewritten_after_loading_fails_the_first_batch_as_raised(folder, cache_dir,
+                                                                              monkeypatch):
+    from catsdogs.data import datasets
+    from catsdogs.errors import RunFailed
+    from catsdogs.training import train
+
+    rewritten, load_original = [], datasets.load_image_data
+
+    def load_then_rewrite(*args):
+        data = load_original(*args)
+        rewritten.append(data.train.paths[0])
+        Path(rewritten[0]).write_bytes(b"no longer an image")
+        return data
+
+    monkeypatch.setattr(datasets, "load_image_data", load_then_rewrite)
+    config = train.resolve_config(TrainConfig(data=str(folder), preset="seed-cifar10",
+                                              cache="none", batch_size=64))
+    with pytest.raises(RunFailed, match="changed or went during the run") as raised:
+        train._prepare(config, train._placement(config))
+    assert raised.value.where == rewritten[0]
+
+
 def test_none_leaves_out_the_files_ram_leaves_out_with_the_same_reasons(folder, cache_dir):
     (folder / "cats" / "empty.jpg").write_bytes(b"")
     noise = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)

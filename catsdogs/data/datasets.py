@@ -8,6 +8,7 @@ ImageDataGenerator decodes every photo again every epoch). `--cache none`, for f
 even for the disk, does decode every epoch (streamed.py), behind the disk cache's interface.
 """
 
+import contextlib
 import dataclasses
 import os
 from pathlib import Path
@@ -146,6 +147,12 @@ class JoinedStore:
 
     def __len__(self):
         return self.shape[0]
+
+    @property
+    def failure(self):
+        """The error one of the stores raised reading (streamed.DecodeOnRead's), or None."""
+        return next(filter(None, (getattr(store, "failure", None) for store in self.stores)),
+                    None)
 
     def read(self, rows):
         """The images at `rows` (any order, repeats allowed), each store read once."""
@@ -527,6 +534,25 @@ def _load_sources(config, image_size, shard, storage):
 
 
 # ---------------------------------------------------------------- tf.data pipelines
+
+
+@contextlib.contextmanager
+def read_errors_raised(data):
+    """Raise the error the store of one of `data`'s splits raised reading pixels in a tf.data
+    pipeline (a photo of `--cache none` that no longer decodes: streamed.DecodeOnRead), not
+    the TensorFlow error that carried it out: tf.numpy_function passes on only its text, in a
+    many-line error with a traceback, which would be one `error: internal:` line."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.OpError:
+        splits = (data.train, data.val, data.test, data.calibration)
+        failure = next(filter(None, (getattr(split.store, "failure", None)
+                                     for split in splits if split is not None)), None)
+        if failure is None:
+            raise
+        raise failure from None
 
 
 def make_dataset(split, batch_size, augmenter=None, shuffle_seed=None, one_hot=None,

@@ -9,7 +9,9 @@ is the disk cache's, unchanged; only where a batch's pixels come from differs.
 Every file is still read once when the data is loaded (`open_files`): hashed (the leak check
 needs each file's SHA-256) and decoded as small as its format allows, so an unreadable file is
 left out with its reason before training, as with the caches, not found in the middle of an
-epoch.
+epoch. One that stops decoding during the run (rewritten, deleted) stops it with one line naming
+it: the store keeps that error (`failure`), which datasets.read_errors_raised raises in place of
+the TensorFlow error that carried its text out of the pipeline.
 """
 
 import os
@@ -19,6 +21,7 @@ import numpy as np
 
 from catsdogs.console import log
 from catsdogs.data.images import UnreadableImage, decode_image, decode_many
+from catsdogs.errors import RunFailed
 
 # Decoded this small to check a file: a JPEG is decoded at 1/8 scale (libjpeg's draft mode,
 # which still reads every byte of the file, so a truncated one fails as at full size); other
@@ -29,11 +32,12 @@ CHECK_SIZE = (1, 1)
 class DecodeOnRead:
     """Image files read as rows of uint8 pixels at `size`: `read(rows)` decodes those files,
     in parallel threads (Pillow lets go of the GIL while it decodes and resizes), into a new
-    array of shape (len(rows), height, width, 3)."""
+    array of shape (len(rows), height, width, 3). `failure`: the first RunFailed it raised."""
 
     dtype = np.dtype(np.uint8)
 
     def __init__(self, paths, size, threads=None):
+        self.failure = None
         self.paths = list(paths)
         self.size = tuple(size)
         self.shape = (len(self.paths), *self.size, 3)
@@ -47,8 +51,8 @@ class DecodeOnRead:
         """The images at `rows` (any order, repeats allowed), decoded now.
 
         Raises:
-            ValueError: a file that decoded when the data was loaded no longer does (it
-                changed or went during the run); the message names it.
+            RunFailed: a file that decoded when the data was loaded no longer does (it
+                changed or went during the run); the line names it.
         """
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         out = np.empty((len(rows), *self.shape[1:]), self.dtype)
@@ -58,10 +62,17 @@ class DecodeOnRead:
             try:
                 out[index] = decode_image(path, self.size)
             except UnreadableImage as error:
-                raise ValueError(f"{path} no longer decodes ({error}); it did when the run "
-                                 f"started") from None
+                raise RunFailed(f"a photo changed or went during the run: {error}", where=path,
+                                fix="--cache none decodes every photo again each epoch: leave "
+                                    "the photos as they are until the run ends, or train with "
+                                    "--cache disk (or ram), which decodes each photo once"
+                                ) from None
 
-        list(self.pool.map(decode, range(len(rows))))
+        try:
+            list(self.pool.map(decode, range(len(rows))))
+        except RunFailed as error:
+            self.failure = self.failure or error
+            raise
         return out
 
     def __del__(self):

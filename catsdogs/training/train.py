@@ -147,7 +147,7 @@ def _prepare(config, placement):
     import tensorflow as tf
 
     from catsdogs.data.augment import AlternatingFlips, build_augmenter, build_batch_mixer
-    from catsdogs.data.datasets import load_image_data, make_dataset
+    from catsdogs.data.datasets import load_image_data, make_dataset, read_errors_raised
     from catsdogs.models.presets import get_preset
     from catsdogs.training.distribute import common_count, distribute
 
@@ -172,7 +172,8 @@ def _prepare(config, placement):
     train_ds = make_dataset(data.train, worker_batch, augmenter, shuffle_seed=config.seed,
                             one_hot=classes, resize_to=train_size, flips=flips, mixer=mixer)
     val_ds = make_dataset(data.val, worker_batch, one_hot=classes)
-    first_batch = tuple(part.numpy() for part in next(iter(train_ds)))
+    with read_errors_raised(data):
+        first_batch = tuple(part.numpy() for part in next(iter(train_ds)))
     return Prepared(preset, data, distribute(placement, train_ds), distribute(placement, val_ds),
                     train_size, flips, loss, accuracy, placement, first_batch, worker_batch,
                     classes)
@@ -360,6 +361,7 @@ def _raise_if_nan(rows, config, run_dir):
 
 def _fit(config, run_dir, prepared, resumed, extra_callbacks=(), test=True):
     """Build, compile and fit; return the Run. Resumed runs continue from their backup."""
+    from catsdogs.data.datasets import read_errors_raised
     from catsdogs.training import callbacks
     from catsdogs.training.distill import student_of
     from catsdogs.training.distribute import multi_worker_fit
@@ -376,8 +378,8 @@ def _fit(config, run_dir, prepared, resumed, extra_callbacks=(), test=True):
     live = console.live_progress()  # else one plain line per epoch (or none with --quiet)
     if not live and console.chatty():
         fit_callbacks.append(callbacks.EpochLog(config.epochs + config.fine_tune_epochs))
-    with console.progress_to_stderr(), multi_worker_fit(model, prepared.placement,
-                                                        prepared.first_batch), \
+    with read_errors_raised(data), console.progress_to_stderr(), \
+            multi_worker_fit(model, prepared.placement, prepared.first_batch), \
             callbacks.InterruptAtBatchEnd() as interrupt:
         options = dict(verbose=1 if live else 0, shuffle=False,  # the pipeline shuffles
                        class_weight=balanced_class_weights(data.train.labels,
