@@ -27,7 +27,7 @@ CLASS_WEIGHTS = ("none", "auto")  # auto: each class weighted by total / (classe
 CACHES = ("auto", "ram", "disk", "none")  # where decoded pixels live while training (data/cache.py)
 
 
-def setting(default, help, choices=None, nargs=None, search=None):
+def setting(default, help, choices=None, nargs=None, search=None, internal=False):
     """A dataclass field whose help text doubles as its `--flag` help.
 
     Args:
@@ -37,13 +37,16 @@ def setting(default, help, choices=None, nargs=None, search=None):
         search: the range `catsdogs tune` searches, declared here beside the setting
             (training/space.py): ("log" | "linear" | "int", LO, HI), ("choice", V1, V2, ...),
             or ("scale", LO, HI): the preset's value times a factor in [LO, HI] (log-uniform).
+        internal: set by catsdogs itself for a run it starts (a k-fold fold, a refit), never
+            by a user: kept in config.json and taken as a flag, but left out of --help.
     """
     if isinstance(default, (list, dict)):
         raise TypeError("mutable defaults are not allowed; use a tuple")
     if choices is not None:
         help = f"(one of {', '.join(choices)}) {help}"
     return dataclasses.field(default=default, metadata={"help": help, "choices": choices,
-                                                        "nargs": nargs, "search": search})
+                                                        "nargs": nargs, "search": search,
+                                                        "internal": internal})
 
 
 def same_setting(cls, name):
@@ -146,7 +149,7 @@ class TrainConfig:
     cache_source: str | None = setting(
         None, "(folder, set by --folds for each fold's run) read the images through this "
               "folder's disk cache: each fold's folders link to its photos, so the folds share "
-              "one cache")
+              "one cache", internal=True)
     selection_split: float = setting(
         0.0, "(fraction) carve this share of each class's training images (by --seed) to choose "
              "the best epoch on; the validation split is then a test split, evaluated once at "
@@ -248,7 +251,8 @@ class TrainConfig:
                                  "temperature's photos and the test split stay out of it); "
                                  "the run keeps its best epoch unless --keep-epoch says")
     refit_union: bool = setting(False, "(bool, set by --refit in the run it starts) train on "
-                                       "the training photos and those that chose the epoch")
+                                       "the training photos and those that chose the epoch",
+                                internal=True)
     strategy: str = setting("auto", "devices and machines to train on; --batch-size is per "
                                     "replica", choices=STRATEGIES)
     # compression: training/distill.py, training/prune.py
@@ -527,7 +531,8 @@ def add_flags(parser, cls, skip=()):
     """Add one `--flag` per field of `cls` (nested dataclasses flattened into their own group).
 
     Flags default to argparse.SUPPRESS, so `given_flags()` sees only what the user typed and
-    presets and config files can fill in the rest.
+    presets and config files can fill in the rest. Internal settings (setting(internal=True))
+    are flags too, left out of --help.
     """
     hints = typing.get_type_hints(cls)
     group = parser.add_argument_group(cls.__name__)
@@ -540,7 +545,8 @@ def add_flags(parser, cls, skip=()):
             continue
         default = field.default
         help_text = field.metadata["help"] + ("" if default is None else f" [default: {default}]")
-        options = dict(dest=field.name, default=argparse.SUPPRESS, help=help_text)
+        options = dict(dest=field.name, default=argparse.SUPPRESS,
+                       help=argparse.SUPPRESS if field.metadata.get("internal") else help_text)
         if kind is bool:
             options["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(kind) is tuple:

@@ -105,3 +105,22 @@ def test_help_lists_flags_with_defaults(capsys):
         assert flag in out
     assert "[default: 42]" in out  # the seed
     assert "--schedule" in out and "--label-smoothing" in out and "--weight-decay" in out
+
+
+def test_help_leaves_out_the_settings_catsdogs_sets_itself_and_config_json_keeps_them(capsys):
+    """A k-fold fold's shared cache and a refit's union are set by the run that starts them:
+    no user flag to explain, yet a run's config.json must hold them to resume as it ran."""
+    import dataclasses
+
+    from catsdogs import config as cfg
+
+    internal = [field.name for field in dataclasses.fields(cfg.TrainConfig)
+                if field.metadata["internal"]]
+    assert sorted(internal) == ["cache_source", "refit_union"]
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "--cache-dir" in out and "--refit" in out
+    assert not [name for name in internal if f"--{cfg.flag_name(name)}" in out]
+    saved = cfg.run_config_dict(cfg.TrainConfig(cache_source="/photos", refit_union=True))
+    assert (saved["cache_source"], saved["refit_union"]) == ("/photos", True)
