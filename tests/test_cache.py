@@ -327,7 +327,8 @@ def test_a_refits_union_reads_no_pixels_until_its_batches_do(mode, layout, folde
     assert reads == [] and refit.train.on_disk
     assert isinstance(refit.train.store, JoinedStore) == (layout != "one folder")
     ram = load(folder, cache_dir, "ram", refit_union=True)
-    assert refit.train.paths == ram.train.paths and len(refit.train) == len(all_files(folder)) - len(ram.val)
+    assert refit.train.paths == ram.train.paths
+    assert len(refit.train) == len(all_files(folder)) - len(ram.val)
     np.testing.assert_array_equal(refit.train.labels, ram.train.labels)
     batches = [list(make_dataset(data.train, 5)) for data in (refit, ram)]
     assert reads and max(reads) <= 5  # a batch at a time
