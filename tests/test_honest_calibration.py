@@ -219,6 +219,14 @@ def test_train_seeds_leaves_the_members_their_spread_and_their_ensemble(folders,
     assert "held out by every member" in calibration["fitted_on"]
     assert calibration["images"] == len(files(roles[0], "fitted_the_temperature")) > 0
     assert "fewer than the 100" in calibration["decision"]
+    # photos added to the folder since: the split moves, so the held-out photos are not found
+    # again as they were, and the ensemble keeps T = 1 rather than fit on photos members saw
+    from catsdogs.inference.ensemble import write_ensemble
+
+    write_class_images(folders / "train", TWO_CLASSES, 24, size=(32, 32), seed=9)
+    moved = write_ensemble(sorted(out.glob("seed-*")), tmp_path / "after-a-change")
+    decision = json.loads((moved / "calibration.json").read_text())["decision"]
+    assert decision.startswith("kept T = 1: the data folder changed"), decision
     mtimes = {p: p.stat().st_mtime for p in out.glob("seed-*/model.keras")}
     assert main(argv) == 0  # again: every seed finished, nothing trains
     assert {p: p.stat().st_mtime for p in out.glob("seed-*/model.keras")} == mtimes

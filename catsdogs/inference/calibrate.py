@@ -262,12 +262,18 @@ def calibrate_run(run_dir, model, pixels, labels, class_names, fitted_on, batch_
 
 
 def held_out_split(run_dir, classifier, data_dir=None, cache=None):
-    """(pixels, labels in the model's class order, where from): `data_dir`'s images, or the
+    """(pixels, labels in the model's class order, where from): held_out_photos' split, its
+    pixels read a batch at a time from a disk cache (Split.pixel_view)."""
+    split, labels, source = held_out_photos(run_dir, classifier, data_dir, cache)
+    return split.pixel_view(), labels, source
+
+
+def held_out_photos(run_dir, classifier, data_dir=None, cache=None):
+    """(Split, labels in the model's class order, where from): `data_dir`'s images, or the
     photos the run set aside to calibrate on (read again exactly as training read them).
     A run made before photos were set aside has only the validation split that chose its
     epoch: it is used, and a warning says so. `cache` ({cache, cache_dir}: the flags given)
-    says where the decoded images live, instead of the run's settings (or auto); from a disk
-    cache the pixels are read a batch at a time (Split.pixel_view)."""
+    says where the decoded images live, instead of the run's settings (or auto)."""
     from catsdogs.console import log
     from catsdogs.data.cache import CacheConfig, Storage
     from catsdogs.data.datasets import load_image_data, load_labelled_folder
@@ -294,4 +300,4 @@ def held_out_split(run_dir, classifier, data_dir=None, cache=None):
         raise CatsDogsError(f"class folders {missing} are not classes of the model",
                             where=data_dir or run_dir, fix="use folders named like its classes")
     to_model = np.array([classifier.class_names.index(n) for n in names])
-    return split.pixel_view(), to_model[split.labels], source
+    return split, to_model[split.labels], source

@@ -99,16 +99,20 @@ def shared_held_out_photos(run_dirs):
 
 def _calibrate(out, model, members, run_dirs, class_names):
     """The ensemble's own temperature (calibration.json, saved_model/ with it inside)."""
-    from catsdogs.inference.calibrate import calibrate_run, held_out_split
+    from catsdogs.inference.calibrate import calibrate_run, held_out_photos
 
     held, why_not = shared_held_out_photos(run_dirs)
-    if held is None:
-        return calibrate_run(out, model, None, None, class_names, None,
-                             why_none=f"kept T = 1: {why_not}; catsdogs calibrate ENSEMBLE DATA "
-                                      "fits one on photos no member saw")
-    pixels, labels, source = held_out_split(run_dirs[0], members[0])
-    return calibrate_run(out, model, pixels, labels, class_names,
-                         f"{source}, held out by every member")
+    if held is not None:
+        # the photos are split again from the data folder: changed since, the split moves
+        split, labels, source = held_out_photos(run_dirs[0], members[0])
+        if sorted(map(str, split.paths)) == sorted(held):
+            return calibrate_run(out, model, split.pixel_view(), labels, class_names,
+                                 f"{source}, held out by every member")
+        why_not = ("the data folder changed since the members trained, so their held-out "
+                   "photos cannot be found again as they were")
+    return calibrate_run(out, model, None, None, class_names, None,
+                         why_none=f"kept T = 1: {why_not}; catsdogs calibrate ENSEMBLE DATA "
+                                  "fits one on photos no member saw")
 
 
 def write_ensemble(run_dirs, out):
