@@ -132,6 +132,15 @@ def test_features_are_used_when_nothing_changes_the_images(overrides, expected):
     assert features.used(config) is expected
 
 
+@pytest.mark.parametrize("pixels_in, asked, expected", [
+    ("disk", None, False), ("none", None, False), ("disk", True, True), ("ram", None, True)])
+def test_features_stay_off_by_default_where_the_pixels_did_not_stay_in_memory(
+        pixels_in, asked, expected):
+    config = TrainConfig(preset="seed-cifar10", weights="run", augment=AugmentConfig(),
+                         cache_features=asked)
+    assert features.used(config, pixels_in) is expected
+
+
 @pytest.mark.parametrize("extra, words", [
     ([], "needs a frozen body"),
     (["--fine-tune-epochs", "1", "--ema", "0.99"], "--ema"),

@@ -52,12 +52,17 @@ def check(config):
                             fix="drop --cache-features")
 
 
-def used(config):
+def used(config, pixels_in="ram"):
     """Whether stage one trains on features computed once: as --cache-features says; by
-    default when nothing changes the images between epochs (no augmentation)."""
+    default when nothing changes the images between epochs (no augmentation) and the pixels
+    are in memory (`pixels_in`, the storage mode the data loaded with): where they went to a
+    disk cache or nowhere because they did not fit, every image's features in memory could
+    bring back what that avoided (at 32x32 with 512 features, two thirds of the pixels)."""
     if _blocker(config):
         return False
-    return config.cache_features if config.cache_features is not None else not _augments(config)
+    if config.cache_features is not None:
+        return config.cache_features
+    return not _augments(config) and pixels_in == "ram"
 
 
 def split_at_features(model):

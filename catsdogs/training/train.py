@@ -391,7 +391,7 @@ def _fit(config, run_dir, prepared, resumed, extra_callbacks=(), test=True):
                       recompile=lambda stage_config: _compile(model, stage_config, prepared,
                                                               steps_per_epoch, model),
                       head_fit=features.head_fit(model, prepared, config, options)
-                      if features.used(config) else None)
+                      if features.used(config, (data.storage or {}).get("mode", "ram")) else None)
     _raise_if_nan(history.rows, config, run_dir)
     if not prepared.placement.is_chief:  # its folder held only resume state: gone with the run
         remove_worker_folder(run_dir)
