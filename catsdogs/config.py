@@ -235,7 +235,8 @@ class TrainConfig:
         None, "stage one on features computed once: the frozen body runs once over the "
               "training and validation images and the head trains on its outputs (Keras' "
               "fast feature extraction; stage one sees no augmentation then); default: on when "
-              "the body starts frozen and nothing augments the images")
+              "the body starts frozen, nothing augments the images and they are decoded into "
+              "memory (not with a disk cache or --cache none: the features would fill it)")
     seed: int = setting(42, "(int) seeds Python, NumPy and Keras, and the split")
     split_seed: int | None = setting(
         None, "(int) seeds the photos' roles alone (--val-split, --selection-split, "
