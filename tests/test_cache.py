@@ -534,3 +534,29 @@ def test_local_workers_find_the_cache_filled_and_each_reads_only_its_shard(
         rows.append({int(row) for split in splits for row in split.rows})
     assert decoded == []
     assert not rows[0] & rows[1] and len(rows[0] | rows[1]) == 16  # each its own shard
+
+
+def test_the_launcher_run_again_in_the_workers_network_namespace_leaves_the_cache_alone(
+        folder, cache_dir, monkeypatch, tmp_path):
+    """run_local_workers runs `train --local-workers` again inside the network namespace it
+    makes, on the settings the launcher wrote: the cache is filled and its mode settled there
+    already, so that pass passes them on without scanning the folder again."""
+    from catsdogs.commands import train as train_command
+    from catsdogs.data import datasets
+    from catsdogs.training import distribute
+
+    settled, written = [], []
+    original = datasets.cache_for_workers
+    monkeypatch.setattr(datasets, "cache_for_workers",
+                        lambda *args: settled.append(args) or original(*args))
+    monkeypatch.setattr(distribute, "run_local_workers", lambda argv, count: written.append(
+        Path(argv[argv.index("--config") + 1]).read_text()) or 0)
+    assert train_command.main(["--data", str(folder), "--preset", "seed-cifar10", "--cache",
+                               "disk", "--cache-dir", str(cache_dir), "--local-workers", "2",
+                               "--run-dir", str(tmp_path / "run")]) == 0
+    settings = tmp_path / "settings.json"
+    settings.write_text(written[0])
+    monkeypatch.setenv(distribute.PRIVATE_NETWORK_VARIABLE, "1")
+    assert train_command.main(["--config", str(settings), "--local-workers", "2"]) == 0
+    assert len(settled) == 1
+    assert json.loads(written[1]) == json.loads(written[0])  # the same settings, cache included

@@ -99,8 +99,6 @@ def _local_workers(args):
     from pathlib import Path
 
     from catsdogs import runs
-    from catsdogs.data.datasets import cache_for_workers
-    from catsdogs.models.presets import get_preset
     from catsdogs.training.distribute import run_local_workers
     from catsdogs.training.train import resolve_config
 
@@ -109,11 +107,11 @@ def _local_workers(args):
                             f"{args.local_workers}", fix="one worker is plain training: drop it")
     if args.resume:
         config = cfg.read_run_config(runs.existing_run_dir(args.resume) / runs.CONFIG_FILE)
-        cache_for_workers(config, get_preset(config.preset).image_size)
+        _cache_once_for_workers(config)
         return run_local_workers(["--resume", args.resume], args.local_workers)
     config = config_from_args(args)
     resolved = resolve_config(config)
-    cache = cache_for_workers(resolved, get_preset(resolved.preset).image_size)
+    cache = _cache_once_for_workers(resolved)
     run_dir = config.run_dir or str(runs.default_run_dir(config.preset or "run"))
     settings = {**cfg.to_dict(config), "strategy": "multiworker", "run_dir": run_dir,
                 "cache": cache}
@@ -121,6 +119,20 @@ def _local_workers(args):
         path = Path(folder) / "settings.json"
         path.write_text(json.dumps(settings))
         return run_local_workers(["--config", str(path)], args.local_workers)
+
+
+def _cache_once_for_workers(config):
+    """datasets.cache_for_workers, in the launcher alone: run again inside the workers' network
+    namespace (distribute.run_local_workers), it finds the cache filled and its mode in the
+    settings, and a second pass would only scan the folders, stat every file and take the
+    cache's lock again."""
+    from catsdogs.data.datasets import cache_for_workers
+    from catsdogs.models.presets import get_preset
+    from catsdogs.training.distribute import inside_private_network
+
+    if inside_private_network():
+        return config.cache
+    return cache_for_workers(config, get_preset(config.preset).image_size)
 
 
 def _several_seeds(args):

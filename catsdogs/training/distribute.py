@@ -228,6 +228,12 @@ PRIVATE_NETWORK_VARIABLE = "CATSDOGS_PRIVATE_NETWORK"  # "1" inside the workers'
 UNSHARE = ("unshare", "--user", "--map-root-user", "--net", "--")  # util-linux, unprivileged
 
 
+def inside_private_network():
+    """Whether this is `train --local-workers` run again inside the workers' network namespace
+    (run_local_workers), where the launcher outside has settled what comes before the workers."""
+    return os.environ.get(PRIVATE_NETWORK_VARIABLE) == "1"
+
+
 def private_network_prefix():
     """The command prefix that runs a program in a new, empty network namespace, or None where
     the system allows none (not Linux, no `unshare`, user namespaces switched off)."""
@@ -276,7 +282,7 @@ def run_local_workers(argv, count, poll_seconds=0.5, grace_seconds=10):
     import tempfile
     import time
 
-    if os.environ.get(PRIVATE_NETWORK_VARIABLE) == "1":
+    if inside_private_network():
         bring_up_loopback()
     elif (prefix := private_network_prefix()) is not None:
         return _run_to_the_end(
