@@ -151,3 +151,15 @@ def test_cache_features_where_it_cannot_work_is_one_line(binary_folders, capsys,
                                          "fast-cifar10", "--cache-features", *extra])
     assert "--cache-features" in line and words in line
 
+
+def test_cache_features_with_local_workers_is_one_line_before_any_worker_starts(
+        binary_folders, capsys, monkeypatch):
+    from catsdogs.training import distribute
+
+    monkeypatch.setattr(distribute, "run_local_workers",
+                        lambda argv, count: pytest.fail("the workers started"))
+    line = one_error_line(capsys, main, ["--data", str(binary_folders), "--preset",
+                                         "fast-cifar10", "--fine-tune-epochs", "1",
+                                         "--cache-features", "--local-workers", "2"])
+    assert "--cache-features with --local-workers" in line and "--strategy" not in line
+

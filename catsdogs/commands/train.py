@@ -100,6 +100,7 @@ def _local_workers(args):
 
     from catsdogs import runs
     from catsdogs.training.distribute import run_local_workers
+    from catsdogs.training.features import check_local_workers
     from catsdogs.training.train import resolve_config
 
     if args.local_workers < 2:
@@ -107,10 +108,12 @@ def _local_workers(args):
                             f"{args.local_workers}", fix="one worker is plain training: drop it")
     if args.resume:
         config = cfg.read_run_config(runs.existing_run_dir(args.resume) / runs.CONFIG_FILE)
+        check_local_workers(config)
         _cache_once_for_workers(config)
         return run_local_workers(["--resume", args.resume], args.local_workers)
     config = config_from_args(args)
     resolved = resolve_config(config)
+    check_local_workers(resolved)
     cache = _cache_once_for_workers(resolved)
     run_dir = config.run_dir or str(runs.default_run_dir(config.preset or "run"))
     settings = {**cfg.to_dict(config), "strategy": "multiworker", "run_dir": run_dir,

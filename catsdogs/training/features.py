@@ -23,6 +23,9 @@ from catsdogs.console import log
 from catsdogs.errors import CatsDogsError
 
 
+EACH_WORKER = "each worker trains on its own batches"  # why multiworker training cannot
+
+
 def _blocker(config):
     """Why stage one cannot train on features computed once, or ""."""
     if not config.freezes_body_first:
@@ -30,7 +33,7 @@ def _blocker(config):
     if config.teacher is not None:
         return "with a teacher: the teacher sees each augmented batch"
     if config.strategy == "multiworker":
-        return "with --strategy multiworker: each worker trains on its own batches"
+        return f"with --strategy multiworker: {EACH_WORKER}"
     if config.ema or config.lookahead:
         return "with --ema or --lookahead: weight averages are kept on the slow path only"
     if config.progressive_start is not None and config.progressive_start < 1:
@@ -50,6 +53,15 @@ def check(config):
     if config.cache_features and reason:
         raise CatsDogsError(f"--cache-features {reason}", where="--cache-features",
                             fix="drop --cache-features")
+
+
+def check_local_workers(config):
+    """--cache-features with --local-workers: one line from the launcher, before any worker
+    starts. Its settings say multiworker only once handed to the workers, where check() would
+    refuse them after TensorFlow loads, naming a --strategy the user never typed."""
+    if config.cache_features:
+        raise CatsDogsError(f"--cache-features with --local-workers: {EACH_WORKER}",
+                            where="--cache-features", fix="drop --cache-features")
 
 
 def used(config, pixels_in="ram"):
