@@ -7,10 +7,12 @@ under cache_root(), holds:
     pixels-<token>.npy   uint8 (rows, height, width, 3), a NumPy array file, never changed
     manifest.json        written last: settings, the pixels file's name and shape, and per file
                          (real path, size, mtime) its row and SHA-256, or why it cannot be read
-
-Paths are real (links resolved), so a tree of links to a folder's photos read through that
-folder's cache (Storage.source: each fold of k-fold) decodes nothing the folder's runs did.
     .lock                flock'd while the cache is read or brought up to date
+
+Paths are real (symbolic links resolved), so a tree of symbolic links to a folder's photos read
+through that folder's cache (Storage.source: each fold of k-fold) decodes nothing the folder's
+runs did; hard links and copies (k-fold's fallback where the file system makes no symbolic
+links) are other paths, decoded once more.
 
 Bringing a cache up to date decodes only the files it lacks or that changed (size or mtime).
 The rows still true of their files are copied into a new pixels file, the new ones appended,
@@ -263,7 +265,8 @@ def _reading_line(count, describe, new, folder):
 
 def _file_key(path):
     """(real path, size, mtime in ns): a file whose key changed is decoded again. The real
-    path (links resolved): a link to a photo (a k-fold fold's tree) finds the photo's row."""
+    path (symbolic links resolved): a symbolic link to a photo (a k-fold fold's tree) finds the
+    photo's row; a hard link or a copy does not, and is decoded once more."""
     real = os.path.realpath(path)
     try:
         info = os.stat(real)

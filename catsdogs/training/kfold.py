@@ -141,7 +141,8 @@ def decode_images(scanned, data_dir, image_size, folds, storage=None):
     """The scanned images decoded once at `image_size`, where `storage` (data.cache.Storage,
     settled) keeps them (default: in memory); unreadable files left out (and the class counts
     checked again without them). With a disk cache this fills the cache of `data_dir`, which
-    every fold then reads through (Storage.source): no fold decodes anything."""
+    every fold then reads through (Storage.source): no fold decodes anything where symlinks
+    work; hard links and copies (_link's fallback) decode once more, in each fold."""
     class_names, paths, labels, places = scanned
     split, unreadable = decode_split(paths, labels, image_size, data_dir, storage,
                                      f"images from {display(data_dir)}")
@@ -170,7 +171,9 @@ def _fingerprint(images):
 
 def _link(source, link):
     """A symbolic link at `link` to `source`; a hard link, or at last a copy, where the
-    filesystem makes no symbolic links (Windows without the privilege)."""
+    filesystem makes no symbolic links (Windows without the privilege). The disk cache knows a
+    photo by its real path, which only a symbolic link leads back to: a fold's hard links and
+    copies are decoded again."""
     link.parent.mkdir(parents=True, exist_ok=True)
     source = os.path.abspath(source)
     try:
