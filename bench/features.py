@@ -11,7 +11,8 @@ body starts from the preset's network as built, saved to a weights file here: no
 a frozen body costs the same whatever its weights. Each arm's wall seconds cover the whole
 `train` call (decoding, the features, the epochs, the finish); its epochs' seconds are
 history.csv's (the features' time counted in the first). Printed side by side with their ratio,
-and the last validation loss of each (they train the same head, so the two agree).
+and the last validation loss of each (they train the same head, so the two agree). The two run
+folders go to `--out`, where the rows' "run" paths name them.
 """
 
 import argparse
@@ -82,12 +83,13 @@ def main():
     parser.add_argument("--quick", action="store_true",
                         help="a tiny generated folder and 2 epochs: checks the script, measures "
                              "nothing")
-    parser.add_argument("--out", help="run folders [default: a temporary folder]")
+    parser.add_argument("--out", default="runs/bench-features",
+                        help="where the runs go [default: runs/bench-features]")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        out = Path(args.out) if args.out else scratch / "runs"
+        out = Path(args.out)
         if args.quick:
             args.epochs = min(args.epochs, 2)
             data = generated_folder(scratch / "images")
