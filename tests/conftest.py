@@ -1,6 +1,10 @@
 """Shared fixtures: small generated image folders, so no test needs the network or the full data sets."""
 
+import contextlib
 import os
+import socket
+import threading
+import time
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -95,6 +99,35 @@ def gray16_png_bytes(side):
     header = struct.pack(">IIBBBBB", side, side, 16, 0, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) +
             chunk(b"IEND", b""))
+
+
+def free_port():
+    """A free TCP port on 127.0.0.1 (asked of the OS, then released for a server)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving_in_a_thread(classifier, config, start_within=60):
+    """The draining uvicorn server `catsdogs serve` runs (serve.drain.draining_server),
+    serving create_app(classifier, config) on `config.port` from a daemon thread: yields
+    (server, thread) once it has started; told to exit and joined when the block ends."""
+    from catsdogs.serve.app import create_app
+    from catsdogs.serve.drain import draining_server
+
+    server = draining_server(create_app(classifier, config), config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + start_within
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.01)
+        yield server, thread
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
 
 
 TWO_CLASSES = {"cats": (200, 80, 60), "dogs": (60, 90, 200)}

@@ -27,11 +27,10 @@ import catsdogs
 from catsdogs.commands.serve import build_parser, main as serve_main, serve_config
 from catsdogs.serve import app as app_module
 from catsdogs.serve.app import ServeConfig, create_app
-from catsdogs.serve.drain import draining_server
 from catsdogs.serve.hosts import allowed_hosts
 from catsdogs.serve.memory import process_memory
 
-from conftest import REPO, gray16_png_bytes, one_error_line
+from conftest import REPO, free_port, gray16_png_bytes, one_error_line, serving_in_a_thread
 
 PREDICT = "/v1/models/catsdogs:predict"
 CLASSIFY = "/v1/models/catsdogs:classify"
@@ -306,12 +305,6 @@ def test_nonsense_flag_values_are_one_error_line_naming_the_flag(capsys, flag, v
 # ---------------------------------------------------------------- a real server: timeouts
 
 
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 TIMEOUT = 1.0  # each of --header-timeout, --body-timeout, --idle-timeout in the server below
 
 
@@ -431,18 +424,8 @@ def running(classifier, **settings):
     """The uvicorn server `catsdogs serve` runs, serving create_app(classifier,
     ServeConfig(**settings)) from a thread on 127.0.0.1: yields its port."""
     config = ServeConfig(port=free_port(), drain_seconds=5, **settings)
-    server = draining_server(create_app(classifier, config), config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.01)
+    with serving_in_a_thread(classifier, config):
         yield config.port
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def raw_answer(received):

@@ -22,10 +22,9 @@ from PIL import Image
 
 import catsdogs
 from catsdogs.serve.app import ServeConfig, create_app
-from catsdogs.serve.drain import draining_server
 from catsdogs.serve.memory import process_memory
 
-from conftest import REPO, TWO_CLASSES, write_class_images
+from conftest import REPO, TWO_CLASSES, free_port, serving_in_a_thread, write_class_images
 
 PREDICT = "/v1/models/catsdogs:predict"
 
@@ -145,12 +144,6 @@ def test_draining_turns_readiness_unavailable_and_sheds_new_requests(classifier)
 # ---------------------------------------------------------------- a real server process
 
 
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def wait_until(check, seconds, what):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -241,15 +234,11 @@ def test_requests_on_their_way_when_the_drain_begins_are_answered_not_cut(classi
     the wire. Here they are answered (503: draining) and closed after the answer."""
     config = ServeConfig(port=free_port(), drain_seconds=10)
     port = config.port
-    server = draining_server(create_app(classifier, config), config)
-    server.config.http.drain_grace = 5.0  # room for this test's thread on a loaded machine
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
     body = json.dumps(photo_body()).encode()
     predict = (f"POST {PREDICT} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
                f"application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
-    try:
-        wait_until(lambda: server.started, 60, "the server started")
+    with serving_in_a_thread(classifier, config) as (server, thread):
+        server.config.http.drain_grace = 5.0  # room for this test's thread on a loaded machine
         fresh = socket.create_connection(("127.0.0.1", port))  # accepted; nothing sent yet
         kept = socket.create_connection(("127.0.0.1", port))  # one answer, then kept alive
         kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
@@ -260,9 +249,6 @@ def test_requests_on_their_way_when_the_drain_begins_are_answered_not_cut(classi
         fresh.sendall(predict)
         kept.sendall(predict)
         answers = [read_answer(connection) for connection in (fresh, kept)]
-        thread.join(timeout=30)
-    finally:
-        server.should_exit = True
         thread.join(timeout=30)
     for status, headers, body, closed in answers:
         assert status == 503 and headers["retry-after"] == "1" and closed
