@@ -193,8 +193,12 @@ def test_offline_imagenet_weights_are_one_line(monkeypatch):
         raise OSError("network unreachable")
 
     monkeypatch.setattr(file_utils, "get_file", offline)
-    with pytest.raises(CatsDogsError, match="could not get imagenet weights for MobileNetV3Small"):
+    with pytest.raises(CatsDogsError, match="could not get the imagenet weights of "
+                                            "mobilenetv3-catsdogs") as raised:
         get_preset("mobilenetv3-catsdogs").build(2, weights="imagenet")
+    # the fix names the command that fetches the file, and the file Keras looks for
+    assert "catsdogs weights fetch mobilenetv3-catsdogs" in str(raised.value)
+    assert "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5" in str(raised.value)
 
 
 def test_identity_init_passes_channels_through_and_leaves_the_whitening_stem():
