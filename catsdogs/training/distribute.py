@@ -234,6 +234,13 @@ def inside_private_network():
     return os.environ.get(PRIVATE_NETWORK_VARIABLE) == "1"
 
 
+def _last_line(log_file):
+    """The last line a quiet worker wrote to its stderr file, or ""."""
+    log_file.seek(0)
+    lines = log_file.read().strip().splitlines()
+    return lines[-1] if lines else ""
+
+
 def private_network_prefix():
     """The command prefix that runs a program in a new, empty network namespace, or None where
     the system allows none (not Linux, no `unshare`, user namespaces switched off)."""
@@ -318,17 +325,14 @@ def run_local_workers(argv, count, poll_seconds=0.5, grace_seconds=10):
             if failed is not None:
                 _stop(processes, grace_seconds)
                 if failed:  # the chief said its own error on this terminal
-                    logs[failed].seek(0)
-                    last = logs[failed].read().strip().splitlines()
+                    last = _last_line(logs[failed])
                     raise RunFailed(f"worker {failed} stopped (exit code {codes[failed]})"
-                                    + (f": {last[-1]}" if last else ""), where="--local-workers",
+                                    + (f": {last}" if last else ""), where="--local-workers",
                                     fix="the other workers were stopped; fix that, then "
                                         "continue with --resume RUN_DIR --local-workers N")
                 for index in range(1, count):  # what a quiet worker said last, if anything
-                    logs[index].seek(0)
-                    said = logs[index].read().strip().splitlines()
-                    if said:
-                        log().warning(f"worker {index} said last: {said[-1]}")
+                    if said := _last_line(logs[index]):
+                        log().warning(f"worker {index} said last: {said}")
                 return codes[0]
             if all(code == 0 for code in codes):
                 return 0
