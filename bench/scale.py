@@ -94,6 +94,14 @@ def measure(folder, mode, cache_dir, size, steps, batch):
             "first_step_s": first_step, "images_per_s": rate, "pixels": data.storage}
 
 
+def ram_fits(count, side):
+    """Whether `--cache auto` would keep `count` decoded photos in memory (its own rule)."""
+    from catsdogs.data.cache import RAM_FACTOR, available_memory
+
+    available = available_memory()
+    return available is None or RAM_FACTOR * count * side * side * 3 <= available / 2
+
+
 def run_measurement(folder, mode, cache_dir, args):
     command = [sys.executable, __file__, "--measure", str(folder), "--mode", mode,
                "--cache-dir", str(cache_dir), "--image-size", str(args.image_size),
@@ -138,6 +146,10 @@ def main():
         try:
             folder = make_folder(work / "photos", count)
             for mode in ("ram", "disk"):
+                if mode == "ram" and not ram_fits(count, args.image_size):
+                    print(f"{count:>7} {mode:>5}   (skipped: the decoded pixels would not fit "
+                          f"in half the available memory, where --cache auto picks disk)")
+                    continue
                 for run in ("first", "second"):
                     row = run_measurement(folder, mode, work / "cache", args)
                     print(f"{count:>7} {mode:>5} {run:>6} {row['decoded']:>8} "
