@@ -6,7 +6,10 @@ import sys
 import time
 from pathlib import Path
 
-SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+# the real data sets (../shared/data); BENCH_DATA points elsewhere, for a machine that holds
+# a copy of them in another place
+SHARED_DATA = Path(os.environ.get("BENCH_DATA") or
+                   Path(__file__).resolve().parent.parent.parent / "shared" / "data")
 
 
 def cpu_model():
@@ -20,12 +23,33 @@ def cpu_model():
 
 
 def describe():
-    """One line: CPU, cores, Python, TensorFlow, Keras, date."""
+    """One line: CPU, cores, accelerator, Python, TensorFlow (or the Keras backend that trains
+    without it: catsdogs/backends.py), Keras, date."""
     import keras
-    import tensorflow as tf
 
-    return (f"machine: {cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}, "
-            f"TensorFlow {tf.__version__}, Keras {keras.__version__}; {time.strftime('%Y-%m-%d %H:%M')}")
+    from catsdogs.backends import tensorflow_trains
+
+    if tensorflow_trains():
+        import tensorflow as tf
+
+        framework = f"TensorFlow {tf.__version__}"
+    else:
+        framework = f"Keras backend {keras.backend.backend()} (no TensorFlow in training)"
+    return (f"machine: {cpu_model()}, {os.cpu_count()} cores{accelerator()}; Python "
+            f"{platform.python_version()}, {framework}, Keras {keras.__version__}; "
+            f"{time.strftime('%Y-%m-%d %H:%M')}")
+
+
+def accelerator():
+    """', GPU: NAME' for the first GPU the Keras backend sees, else ''."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        gpus = [device for device in jax.devices() if device.platform == "gpu"]
+        return f", GPU: {gpus[0].device_kind}" if gpus else ""
+    return ""
 
 
 def shared_data(*parts):

@@ -52,10 +52,15 @@ def test_figures(model_dir, test_dir):
             "temperature": classifier.temperature}
 
 
+def split_seed(args):
+    return args.seeds[0] if args.split_seed is None else args.split_seed
+
+
 def train_once(args, root, keep, seed):
     """One finished run folder (trained now, or reused) and its wall seconds."""
     run_dir = Path(args.out) / f"{args.preset}-{keep}-seed{seed}"
-    if (run_dir / "metrics.json").exists():
+    if (run_dir / "metrics.json").exists() and (not args.refit or
+                                                (run_dir / "refit" / "metrics.json").exists()):
         return run_dir, None
     if (run_dir / "checkpoints").exists():
         started = time.perf_counter()
@@ -64,8 +69,8 @@ def train_once(args, root, keep, seed):
     dataset = TASKS[args.task][1]
     config = catsdogs.TrainConfig(preset=args.preset, data=str(root), dataset=dataset,
                                   selection_split=SELECTION_SPLIT, keep_epoch=keep, seed=seed,
-                                  split_seed=args.seeds[0], epochs=args.epochs,
-                                  run_dir=str(run_dir))
+                                  split_seed=split_seed(args), epochs=args.epochs,
+                                  refit=args.refit, ema=args.ema, run_dir=str(run_dir))
     started = time.perf_counter()
     catsdogs.train(config)
     return run_dir, time.perf_counter() - started
@@ -95,6 +100,15 @@ def main():
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--keep-epoch", dest="keep", nargs="+", choices=("best", "last"), default=["best", "last"])
     parser.add_argument("--epochs", type=int, help="default: the preset's")
+    parser.add_argument("--split-seed", type=int,
+                        help="the seed of the photos' roles [the first of --seeds]; give it to "
+                             "run one seed per process beside the others")
+    parser.add_argument("--ema", type=float, default=0.0,
+                        help="train with an exponential moving average of the weights (--ema)")
+    parser.add_argument("--refit", action="store_true",
+                        help="after each run, --refit: train again on its training and selection "
+                             "photos for the chosen epochs; the refit model (RUN/refit) is "
+                             "measured and ensembled")
     parser.add_argument("--out", default="runs/bench-seeds")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
@@ -106,16 +120,19 @@ def main():
     for keep in args.keep:
         for seed in args.seeds:
             run_dir, seconds = train_once(args, root, keep, seed)
-            metrics = json.loads((run_dir / "metrics.json").read_text())
-            row = {"keep": keep, "seed": seed, "run": str(run_dir), "seconds": seconds,
-                   "train_seconds": metrics["train_seconds"], "epochs": metrics["epochs_run"],
-                   "train_pflop": run_pflop(args.preset, run_dir, metrics),
-                   "kept_epoch": metrics.get("kept_epoch", metrics["best_epoch"]),
-                   "decision": metrics.get("temperature_decision"),
-                   **test_figures(run_dir, test_dir)}
-            rows.append(row)
-            members.setdefault(keep, []).append(run_dir)
-            print(json.dumps(row), flush=True)
+            # with --refit, the run (its kept epoch) and the refit model a user would ship
+            for protocol, model_dir in [(keep, run_dir)] + (
+                    [(f"{keep}+refit", run_dir / "refit")] if args.refit else []):
+                metrics = json.loads((model_dir / "metrics.json").read_text())
+                row = {"keep": protocol, "seed": seed, "run": str(model_dir), "seconds": seconds,
+                       "train_seconds": metrics["train_seconds"], "epochs": metrics["epochs_run"],
+                       "train_pflop": run_pflop(args.preset, model_dir, metrics),
+                       "kept_epoch": metrics.get("kept_epoch", metrics["best_epoch"]),
+                       "decision": metrics.get("temperature_decision"),
+                       **test_figures(model_dir, test_dir)}
+                rows.append(row)
+                members.setdefault(protocol, []).append(model_dir)
+                print(json.dumps(row), flush=True)
     for keep, runs in members.items():
         if len(runs) < 2:
             continue
@@ -132,14 +149,14 @@ def main():
         Path(args.json).write_text(json.dumps({"machine": describe(), "rows": rows}, indent=2))
     print(f"\n{describe()}\n{args.preset}, selection split {SELECTION_SPLIT:.0%}, test = "
           f"{test_dir}")
-    print(f"{'keep':<6}{'seed':>10}{'epochs':>7}{'kept':>6}{'PFLOP':>7}{'test':>8}{'ECE raw':>9}"
+    print(f"{'keep':<11}{'seed':>10}{'epochs':>7}{'kept':>6}{'PFLOP':>7}{'test':>8}{'ECE raw':>9}"
           f"{'ECE cal.':>10}{'T':>7}{'train s':>9}")
     for row in rows:
-        print(f"{row['keep']:<6}{row['seed']!s:>10}{row.get('epochs', '-')!s:>7}"
+        print(f"{row['keep']:<11}{row['seed']!s:>10}{row.get('epochs', '-')!s:>7}"
               f"{row.get('kept_epoch', '-')!s:>6}{row.get('train_pflop', float('nan')):>7.3f}"
               f"{row['test']:>8.1%}{row['ece_raw']:>9.4f}{row['ece_calibrated']:>10.4f}"
               f"{row['temperature']:>7.3f}{row.get('train_seconds', float('nan')):>9.0f}")
-    for keep in args.keep:
+    for keep in members:
         single = [row for row in rows if row["keep"] == keep and row["seed"] != "ensemble"]
         if single:
             print(f"{keep}: test {spread([r['test'] for r in single])}, ECE raw "

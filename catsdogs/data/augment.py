@@ -213,18 +213,23 @@ class AlternatingFlips:
     """
 
     def __init__(self, count, seed=None):
-        import tensorflow as tf
+        from catsdogs.backends import pipeline_value
 
-        self.first_epoch = tf.constant(np.random.default_rng(seed).random(count) < 0.5)
-        self.epoch = tf.Variable(0, trainable=False, dtype=tf.int64)
+        self.coins = np.random.default_rng(seed).random(count) < 0.5
+        self.epoch = pipeline_value(0, "int64")
 
     def __call__(self, images, indices):
         """Mirror left-right the images of `indices` (their rows in the split) due this epoch."""
         import tensorflow as tf
 
         odd_epoch = tf.equal(self.epoch.read_value() % 2, 1)
-        flip = tf.not_equal(tf.gather(self.first_epoch, indices), odd_epoch)
+        flip = tf.not_equal(tf.gather(self.coins, indices), odd_epoch)
         return tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
+
+    def on_host(self, images, indices):
+        """The same on a NumPy batch, for the host pipeline."""
+        flip = self.coins[indices] != (int(self.epoch.read_value()) % 2 == 1)
+        return np.where(flip[:, None, None, None], images[:, :, ::-1], images)
 
 
 def build_augmenter(config: AugmentConfig, seed=None):
@@ -261,8 +266,6 @@ def build_batch_mixer(mixup=0.0, cutmix=0.0, rand_augment=0, seed=None):
     random shuffles and per-op branches that XLA does not compile.
     With both MixUp and CutMix on, each batch takes one of the two, evenly.
     """
-    import tensorflow as tf
-
     randaugment = (keras.layers.RandAugment(value_range=(0, 255), num_ops=rand_augment, seed=seed)
                    if rand_augment else None)
     mixers = []
@@ -272,17 +275,28 @@ def build_batch_mixer(mixup=0.0, cutmix=0.0, rand_augment=0, seed=None):
         mixers.append(keras.layers.CutMix(factor=cutmix, seed=seed))
     if randaugment is None and not mixers:
         return None
+    from catsdogs.backends import tensorflow_trains
+
+    # which of MixUp and CutMix a batch takes: tf.data's graph draws its own
+    coin = None if tensorflow_trains() else np.random.default_rng(seed)
 
     def mix(images, labels):
         if randaugment is not None:
             images = randaugment(images, training=True)
         if not mixers:
             return images, labels
-        labels = tf.cast(labels, tf.float32)
-        if labels.shape.rank == 1:  # one sigmoid's 0/1 labels: rows (n, 1), as MixUp needs
+        if coin is None:
+            import tensorflow as tf
+
+            labels = tf.cast(labels, tf.float32)
+        else:
+            labels = np.asarray(labels, np.float32)
+        if len(labels.shape) == 1:  # one sigmoid's 0/1 labels: rows (n, 1), as MixUp needs
             labels = labels[:, None]
         if len(mixers) == 1:
             return _mixed(mixers[0], images, labels)
+        if coin is not None:  # the host pipeline (eager): a coin from NumPy
+            return _mixed(mixers[int(coin.random() < 0.5)], images, labels)
         return tf.cond(tf.random.uniform(()) < 0.5, lambda: _mixed(mixers[0], images, labels),
                        lambda: _mixed(mixers[1], images, labels))
 

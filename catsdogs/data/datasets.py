@@ -541,7 +541,13 @@ def read_errors_raised(data):
     """Raise the error the store of one of `data`'s splits raised reading pixels in a tf.data
     pipeline (a photo of `--cache none` that no longer decodes: streamed.DecodeOnRead), not
     the TensorFlow error that carried it out: tf.numpy_function passes on only its text, in a
-    many-line error with a traceback, which would be one `error: internal:` line."""
+    many-line error with a traceback, which would be one `error: internal:` line. (The host
+    pipeline raises the store's own error.)"""
+    from catsdogs.backends import tensorflow_trains
+
+    if not tensorflow_trains():
+        yield
+        return
     import tensorflow as tf
 
     try:
@@ -587,7 +593,16 @@ def make_dataset(split, batch_size, augmenter=None, shuffle_seed=None, one_hot=N
     gathered pixels (it needs their indices), before the augmenter.
     `mixer`, an augment.build_batch_mixer step, follows the augmenter (MixUp and CutMix mix
     the labels too).
+
+    Without TensorFlow, a host_pipeline.SplitBatches takes the same steps.
     """
+    from catsdogs.backends import tensorflow_trains
+
+    if not tensorflow_trains():
+        from catsdogs.data.host_pipeline import SplitBatches
+
+        return SplitBatches(split, batch_size, augmenter, shuffle_seed, one_hot, resize_to, flips,
+                            mixer)
     import tensorflow as tf
 
     labels = tf.constant(split.labels)

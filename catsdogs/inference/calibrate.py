@@ -222,6 +222,21 @@ def with_temperature(model, temperature):
     return keras.Model(model.inputs, out, name=f"{model.name}_calibrated")
 
 
+def _saved_model(model, run_dir, class_names):
+    """The run's saved_model/; none where Keras does not run on TensorFlow (backends.py), with a
+    line saying how to make it later."""
+    from catsdogs.backends import tensorflow_trains, why_not_tensorflow
+    from catsdogs.console import log
+
+    if not tensorflow_trains():
+        log().info(f"saved_model/: not written ({why_not_tensorflow()}); model.keras holds "
+                   "the model, and `catsdogs export` makes it on TensorFlow")
+        return
+    from catsdogs.inference.saved_model import write_saved_model
+
+    write_saved_model(model, run_dir / runs.SAVED_MODEL_DIR, class_names)
+
+
 def calibrate_run(run_dir, model, pixels, labels, class_names, fitted_on, batch_size=64,
                   why_none=None):
     """Fit the temperature of the Keras `model` of `run_dir` on held-out images; write
@@ -235,7 +250,6 @@ def calibrate_run(run_dir, model, pixels, labels, class_names, fitted_on, batch_
 
     from catsdogs import plots
     from catsdogs.inference.runtimes import keras_probabilities
-    from catsdogs.inference.saved_model import write_saved_model
 
     run_dir = Path(run_dir)
     if pixels is None:
@@ -245,13 +259,12 @@ def calibrate_run(run_dir, model, pixels, labels, class_names, fitted_on, batch_
                                           "split too small to halve); catsdogs calibrate RUN "
                                           "DATA fits one"}
         runs.write_json(run_dir / CALIBRATION_FILE, report)
-        write_saved_model(model, run_dir / runs.SAVED_MODEL_DIR, class_names)
+        _saved_model(model, run_dir, class_names)
         return report
     raw = keras_probabilities(model, pixels, batch_size)
     report = {**calibration_report(raw, labels), "fitted_on": str(fitted_on)}
     runs.write_json(run_dir / CALIBRATION_FILE, report)
-    write_saved_model(with_temperature(model, report["temperature"]),
-                      run_dir / runs.SAVED_MODEL_DIR, class_names)
+    _saved_model(with_temperature(model, report["temperature"]), run_dir, class_names)
     plots.reliability_diagram(
         [reliability(raw, labels), reliability(apply_temperature(raw, report["temperature"]), labels)],
         ["before", f"after (T = {report['temperature']:.2f})"],

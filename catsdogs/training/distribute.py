@@ -98,8 +98,26 @@ def remove_worker_folder(folder):
         folder.parent.rmdir()
 
 
+class OneDevice:
+    """The placement where Keras does not run on TensorFlow (backends.py): one process, and the
+    Keras backend's own default device."""
+
+    num_replicas_in_sync = 1
+
+    def scope(self):
+        return contextlib.nullcontext()
+
+
 def make_placement(name):
     """The strategy for `name`, made before any other TensorFlow work."""
+    from catsdogs.backends import tensorflow_trains, why_not_tensorflow
+
+    if not tensorflow_trains():
+        if name in ("auto", "default"):
+            return Placement(OneDevice(), "default", 1)
+        raise CatsDogsError(f"--strategy {name} needs tf.distribute ({why_not_tensorflow()})",
+                            where="--strategy", fix="leave --strategy at auto, or run Keras on "
+                                                    "TensorFlow (KERAS_BACKEND=tensorflow)")
     import tensorflow as tf
 
     if name == "multiworker":
@@ -165,7 +183,8 @@ def distribute(placement, dataset_for_worker):
     worker's own pipeline (it holds only its shard of the files, so tf.data's auto-sharding,
     which would filter a shared source, is off)."""
     if placement.workers == 1:
-        return shard_by_data(dataset_for_worker)
+        return (dataset_for_worker if isinstance(placement.strategy, OneDevice)
+                else shard_by_data(dataset_for_worker))
     return placement.strategy.distribute_datasets_from_function(lambda context: dataset_for_worker)
 
 

@@ -144,8 +144,8 @@ def _prepare(config, placement):
     """Seeds, decoded data and tf.data pipelines for `config` (nothing written yet)."""
     import keras
     import numpy as np
-    import tensorflow as tf
 
+    from catsdogs.backends import pipeline_value, tensorflow_trains
     from catsdogs.data.augment import AlternatingFlips, build_augmenter, build_batch_mixer
     from catsdogs.data.datasets import load_image_data, make_dataset, read_errors_raised
     from catsdogs.models.presets import get_preset
@@ -165,7 +165,7 @@ def _prepare(config, placement):
     worker_batch = config.batch_size * placement.replicas // placement.workers
     train_size = None
     if config.progressive_start < 1:
-        train_size = tf.Variable(preset.image_size, trainable=False, dtype=tf.int32)
+        train_size = pipeline_value(preset.image_size, "int32")
     flips = None
     if config.augment.alternate_flips:
         flips = AlternatingFlips(len(data.train), seed=config.seed)
@@ -173,7 +173,8 @@ def _prepare(config, placement):
                             one_hot=classes, resize_to=train_size, flips=flips, mixer=mixer)
     val_ds = make_dataset(data.val, worker_batch, one_hot=classes)
     with read_errors_raised(data):
-        first_batch = tuple(part.numpy() for part in next(iter(train_ds)))
+        first_batch = tuple(np.asarray(part) for part in (
+            next(iter(train_ds)) if tensorflow_trains() else train_ds[0]))
     return Prepared(preset, data, distribute(placement, train_ds), distribute(placement, val_ds),
                     train_size, flips, loss, accuracy, placement, first_batch, worker_batch,
                     classes)
@@ -293,6 +294,8 @@ def _callbacks(config, run_dir, prepared, steps_per_epoch, history):
     """The run's Keras callbacks, in the order they must run at each epoch's end."""
     import keras
 
+    from catsdogs.backends import tensorflow_trains, why_not_tensorflow
+
     from catsdogs.training import callbacks
 
     found = []
@@ -320,12 +323,20 @@ def _callbacks(config, run_dir, prepared, steps_per_epoch, history):
                                       every_epoch=config.keep_epoch == "last"),
         history,
         callbacks.AtomicBackupAndRestore(backup_folder(run_dir)),
-        keras.callbacks.TensorBoard(log_dir=str(run_dir / runs.LOGS_DIR), write_graph=True),
-        callbacks.TrainingImagesToTensorBoard(run_dir / runs.LOGS_DIR, prepared.first_batch[0]),
-        callbacks.HParamsToTensorBoard(run_dir / runs.LOGS_DIR, tensorboard_hparams(config),
-                                       best_so_far=best),
     ]
-    if prepared.placement.workers == 1:  # its predict() would wait on workers that do not call it
+    if tensorflow_trains():  # TensorBoard's summaries are TensorFlow's (backends.py)
+        found += [
+            keras.callbacks.TensorBoard(log_dir=str(run_dir / runs.LOGS_DIR), write_graph=True),
+            callbacks.TrainingImagesToTensorBoard(run_dir / runs.LOGS_DIR,
+                                                  prepared.first_batch[0]),
+            callbacks.HParamsToTensorBoard(run_dir / runs.LOGS_DIR, tensorboard_hparams(config),
+                                           best_so_far=best),
+        ]
+    else:
+        log().info(f"TensorBoard logs: none ({why_not_tensorflow()}; history.csv and plots/ "
+                   "hold the curves)")
+    # its predict() would wait on workers that do not call it
+    if prepared.placement.workers == 1 and tensorflow_trains():
         found.append(callbacks.ConfusionMatrixToTensorBoard(
             run_dir / runs.LOGS_DIR, prepared.data.val.pixel_view(), prepared.data.val.labels,
             prepared.data.class_names, config.epochs))
@@ -470,8 +481,12 @@ def _finish(config, run_dir, data, rows, parameters, test=True):
               f"{calibration['ece_before']:.4f} -> {calibration['ece_after']:.4f} there")
     else:
         print(f"Calibration: {calibration['decision']}")
-    print(f"Model:       {run_dir / runs.MODEL_FILE}  (SavedModel: {run_dir / runs.SAVED_MODEL_DIR})")
-    print(f"TensorBoard: tensorboard --logdir {run_dir / runs.LOGS_DIR}")
+    if (run_dir / runs.SAVED_MODEL_DIR).exists():
+        print(f"Model:       {run_dir / runs.MODEL_FILE}  (SavedModel: {run_dir / runs.SAVED_MODEL_DIR})")
+    else:  # trained without TensorFlow (backends.py)
+        print(f"Model:       {run_dir / runs.MODEL_FILE}")
+    if (run_dir / runs.LOGS_DIR).exists():
+        print(f"TensorBoard: tensorboard --logdir {run_dir / runs.LOGS_DIR}")
     return Run(run_dir, config, data.class_names, rows, metrics)
 
 
