@@ -271,6 +271,33 @@ def test_none_a_photo_deleted_during_training_is_one_line_naming_it(folder, cach
     assert f"({loaded[0].train.paths[0]})" in errors[0] and "--cache disk" in errors[0]
 
 
+def test_disk_a_cache_file_cut_short_during_training_is_one_line_naming_it(folder, cache_dir,
+                                                                         monkeypatch, capsys):
+    """Another program truncating the pixels file in place mid-run: one line naming the file
+    and what to do, not TensorFlow's error that carried it out of the pipeline."""
+    from catsdogs.commands.train import main
+    from catsdogs.data import datasets
+    from catsdogs.training import callbacks
+
+    loaded, load_original = [], datasets.load_image_data
+    monkeypatch.setattr(datasets, "load_image_data",
+                        lambda *args: loaded.append(load_original(*args)) or loaded[-1])
+    begin_original = callbacks.HistoryCSV.on_epoch_begin
+
+    def cut_the_cache_short(self, epoch, logs=None):
+        if epoch == 1:
+            os.truncate(loaded[0].train.store.path, 200)
+        begin_original(self, epoch, logs)
+
+    monkeypatch.setattr(callbacks.HistoryCSV, "on_epoch_begin", cut_the_cache_short)
+    code = main(["--data", str(folder), "--preset", "seed-cifar10", "--epochs", "2",
+                 "--batch-size", "4", "--cache", "disk", "--run-dir", str(folder.parent / "run")])
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
+    assert code == 1 and len(errors) == 1, errors
+    assert errors[0].startswith("error: the disk cache's pixels file was cut short during the run")
+    assert str(loaded[0].train.store.path) in errors[0] and "--cache ram" in errors[0]
+
+
 def test_none_a_photo_rewritten_after_loading_fails_the_first_batch_as_raised(folder, cache_dir,
                                                                               monkeypatch):
     from catsdogs.data import datasets

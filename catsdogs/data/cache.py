@@ -168,9 +168,12 @@ def cache_folder(root, source, size):
 
 class DiskArray:
     """A cache's pixels file, held open and checked whole: `read(rows)` copies those rows
-    into a new array. Raises ValueError for a file that is not what its header says."""
+    into a new array. Raises ValueError for a file that is not what its header says.
+    `failure`: the RunFailed `read` raised for a file cut short during the run (another
+    program truncated it in place), which datasets.read_errors_raised raises as one line."""
 
     dtype = np.dtype(np.uint8)
+    failure = None
 
     def __init__(self, path):
         self.path = Path(path)
@@ -203,7 +206,12 @@ class DiskArray:
         flat = out.reshape(len(rows), self.row_bytes)
         for row, buffer in zip(rows, flat):
             if os.preadv(self.fd, [buffer], self.offset + int(row) * self.row_bytes) != self.row_bytes:
-                raise ValueError(f"{self.path} ended before row {row}")
+                self.failure = self.failure or RunFailed(
+                    f"the disk cache's pixels file was cut short during the run (it ends "
+                    f"before image {row:,})", where=self.path,
+                    fix="leave the cache folder alone while a run reads it; run again (the "
+                        "cache is checked and rebuilt), or train with --cache ram")
+                raise self.failure
         return out
 
     def __del__(self):
