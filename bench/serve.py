@@ -51,10 +51,11 @@ def free_port():
         return probe.getsockname()[1]
 
 
-def start_server(model_dir, port, max_batch, stdout=subprocess.DEVNULL):
+def start_server(model_dir, port, max_batch, stdout=subprocess.DEVNULL, max_queue=None):
     process = subprocess.Popen(
         [sys.executable, "-m", "catsdogs", "serve", str(model_dir), "--port", str(port),
-         "--max-batch", str(max_batch), "--quiet"], cwd=REPO,
+         "--max-batch", str(max_batch), "--quiet",
+         *(["--max-queue", str(max_queue)] if max_queue else [])], cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=stdout)
     import httpx
 
@@ -259,14 +260,16 @@ def report(label, outcomes, latencies):
           f"p50 {p50:.0f} ms, p99 {p99:.0f} ms", flush=True)
 
 
-def soak(model_dir, bodies, minutes):
-    """A bounded overload of one server with default bounds, then a drain (module docstring)."""
+def soak(model_dir, bodies, minutes, max_queue=None):
+    """A bounded overload of one server with default bounds (or `max_queue`), then a drain
+    (module docstring)."""
     import signal
     import tempfile
 
     port = free_port()
+    print(f"--max-queue {max_queue or 'default'}", flush=True)
     with tempfile.TemporaryFile("w+") as out:
-        server = start_server(model_dir / "model.keras", port, 32, stdout=out)
+        server = start_server(model_dir / "model.keras", port, 32, stdout=out, max_queue=max_queue)
         sampler = MemorySampler(server.pid)
         try:
             load(port, bodies, 20, 4)  # warm-up
@@ -315,6 +318,9 @@ def main():
     parser.add_argument("--soak", type=float, metavar="MINUTES",
                         help="a bounded overload (2.5x what the server sustains) for MINUTES, "
                              "then a drain; then stop")
+    parser.add_argument("--max-queue", type=int, nargs="+", default=[None],
+                        help="with --soak: the servers' --max-queue, one soak each, in turn "
+                             "[the server's default]")
     args = parser.parse_args()
     photos = sorted(shared_data("cats_and_dogs", "validation").rglob("*.jpg"))[:200]
     bodies = [json.dumps({"instances": [{"b64": base64.b64encode(p.read_bytes()).decode()}]}).encode()
@@ -329,7 +335,9 @@ def main():
         if args.profile:
             return profile(model_dir / "model.keras", bodies)
         if args.soak:
-            return soak(model_dir, bodies, args.soak)
+            for max_queue in args.max_queue:
+                soak(model_dir, bodies, args.soak, max_queue)
+            return None
         single, batched = model_ceiling(model_dir / "model.keras", photos)
         print(f"the model alone, 1 image a call{single:>14.1f} images/s\n"
               f"the model alone, 32 images a call{batched:>12.1f} images/s   "
