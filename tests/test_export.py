@@ -130,6 +130,47 @@ def test_a_small_16_bit_png_of_huge_size_is_refused_by_the_saved_model_before_de
     assert grown < 64 * 2**20, f"peak grew {grown / 2**20:.0f} MiB"
 
 
+def animated_gif(frames, side):
+    """`frames` frames of one colour each (each differs from the last, so none is merged)."""
+    images = [Image.new("RGB", (side, side), (40 * i % 256, 90, 0)) for i in range(frames)]
+    buffer = io.BytesIO()
+    images[0].save(buffer, "GIF", save_all=True, append_images=images[1:], duration=50)
+    return buffer.getvalue()
+
+
+def test_an_animated_gif_counts_every_frame_against_the_budget(bytes_signature):
+    """TensorFlow's GIF decoder holds every frame at the canvas size: 40 frames of 1500 x 1500
+    (115 kB) would take 270 MB; the graph counts the frames first and refuses it."""
+    import tensorflow as tf
+
+    from catsdogs.inference.saved_model import _gif_frames
+    from catsdogs.serve.memory import process_memory
+
+    classify, _ = bytes_signature
+    bomb = animated_gif(40, 1500)
+    assert float(_gif_frames(tf.constant(bomb))) == 40
+    assert float(_gif_frames(tf.constant(animated_gif(1, 20)))) == 1
+    classify([encoded(np.zeros((32, 32, 3), np.uint8), "PNG")])  # traced before the peak
+    with open("/proc/self/clear_refs", "w") as reset:
+        reset.write("5")
+    before = process_memory()["VmRSS"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="GIFs every frame"):
+        classify([bomb])
+    grown = process_memory()["VmHWM"] - before
+    assert grown < 64 * 2**20, f"peak grew {grown / 2**20:.0f} MiB"
+
+
+def test_the_saved_model_takes_a_small_animated_gif_by_its_first_frame(bytes_signature):
+    from catsdogs.data.images import decode_image
+
+    classify, model = bytes_signature
+    files = [animated_gif(3, 32), animated_gif(1, 32)]
+    probabilities, _ = classify(files)
+    expected = runtimes.keras_probabilities(model, np.stack(
+        [decode_image(f"image {index}", (32, 32), data) for index, data in enumerate(files)]))
+    np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+
+
 def test_the_saved_model_decodes_jpegs_and_pngs_as_the_keras_path_does(bytes_signature):
     from catsdogs.data.images import decode_image
 

@@ -11,6 +11,9 @@ from catsdogs import runs
 
 
 JPEG_SCALES = (1, 2, 4, 8)  # libjpeg's scaled decoding: decode_jpeg's `ratio`, Pillow's draft
+# images one call of the bytes signature decodes at once (tf.map_fn's parallel_iterations):
+# with each under MAX_DECODED_BYTES, a call holds at most this many decoded images
+DECODES_AT_ONCE = 4
 
 
 def _header_size(encoded):
@@ -48,6 +51,42 @@ def _header_size(encoded):
     return tf.unstack(tf.cond(tf.io.is_jpeg(encoded), jpeg_size, lambda: other))
 
 
+def _gif_frames(encoded):
+    """The number of frames of a GIF, as float64, counted by walking its blocks in the graph
+    before decoding (0 for bytes that end before the first frame's data). TensorFlow's GIF
+    decoder holds every frame at the full canvas size, and no header field says how many
+    frames there are; the walk reads one byte per data sub-block (at most 256 bytes each), so
+    it costs a few milliseconds for a photo-sized GIF."""
+    import tensorflow as tf
+
+    length = tf.strings.length(encoded)
+
+    def byte(position):  # 0 past the end, so a cut file ends the walk
+        inside = tf.strings.substr(tf.strings.join([encoded, "\0"]),
+                                   tf.minimum(position, length), 1)
+        return tf.cast(tf.io.decode_raw(inside, tf.uint8)[0], tf.int32)
+
+    def table(packed):  # bytes of the colour table a packed field announces
+        return tf.where(packed >= 128, 3 * 2 ** (tf.bitwise.bitwise_and(packed, 7) + 1), 0)
+
+    start = 13 + table(byte(10))  # the header, the logical screen, its global colour table
+
+    def step(position, frames, in_blocks):
+        value = byte(position)
+        # a run of data sub-blocks: skip one (its length byte + data); length 0 ends the run
+        skipped = (position + value + 1, frames, value != 0)
+        image = (position + 10 + table(byte(position + 9)) + 1, frames + 1, True)  # 0x2C
+        extension = (position + 2, frames, True)  # 0x21, its label, then sub-blocks
+        done = (length, frames, False)  # the trailer 0x3B, or anything else
+        pick = lambda i: tf.where(in_blocks, skipped[i], tf.where(  # noqa: E731
+            value == 0x2C, image[i], tf.where(value == 0x21, extension[i], done[i])))
+        return pick(0), pick(1), pick(2)
+
+    _, frames, _ = tf.while_loop(lambda position, *_: position < length, step,
+                                 (start, tf.constant(0), tf.constant(False)))
+    return tf.cast(frames, tf.float64)
+
+
 def _jpeg_scale_index(width, height, side):
     """Index into JPEG_SCALES of the scale Pillow's `draft` picks when data/images.py asks it
     for `side` x `side`: the largest at most min(width // side, height // side)."""
@@ -74,9 +113,10 @@ def _decode_to_pixels(image_bytes, image_size):
     16-bit PNG raised the peak by 108 MB, its RGB size), so its decoded size is width x
     height x 3. JPEGs are decoded at the scale Pillow's draft picks, by the same libjpeg
     method, so they decode to exactly the pixels data/images.py gets, and a large photo costs
-    what its scaled size does. Not bounded: an animated GIF, whose every frame TensorFlow's
-    decoder holds (measured: 40 frames of 1500 x 1500, 90 MB, from a 115 kB file) while its
-    header states only the canvas.
+    what its scaled size does. A GIF counts every frame (_gif_frames): TensorFlow's decoder
+    holds them all at the canvas size (measured: 40 frames of 1500 x 1500, 270 MB, from a
+    115 kB file) while the header states only the canvas. At most DECODES_AT_ONCE images of a
+    call are decoded at once.
     """
     import tensorflow as tf
 
@@ -87,7 +127,9 @@ def _decode_to_pixels(image_bytes, image_size):
         is_jpeg = tf.io.is_jpeg(encoded)
         scale_index = tf.where(is_jpeg, _jpeg_scale_index(width, height, max(image_size)), 0)
         scale = tf.gather(tf.constant(JPEG_SCALES, tf.float64), scale_index)
-        decoded = tf.math.ceil(width / scale) * tf.math.ceil(height / scale) * 3
+        is_gif = tf.equal(tf.strings.substr(encoded, 0, 4), b"GIF8")
+        frames = tf.cond(is_gif, lambda: _gif_frames(encoded), lambda: _float64(1))
+        decoded = tf.math.ceil(width / scale) * tf.math.ceil(height / scale) * 3 * frames
         checks = [
             tf.debugging.assert_greater(tf.minimum(width, height), _float64(0),
                                         message="not a JPEG, PNG, GIF or BMP image"),
@@ -95,7 +137,7 @@ def _decode_to_pixels(image_bytes, image_size):
                 f"image larger than {MAX_PIXELS:,} pixels (a possible decompression bomb)")),
             tf.debugging.assert_less_equal(decoded, _float64(MAX_DECODED_BYTES), message=(
                 f"image decodes to over {MAX_DECODED_BYTES / 2**20:.0f} MiB (width x height x "
-                f"3 bytes, JPEGs once scaled); save it smaller"))]
+                f"3 bytes, JPEGs once scaled, GIFs every frame); save it smaller"))]
 
         def jpeg():  # `ratio` is an attribute, not a tensor: one branch per scale
             return tf.switch_case(scale_index, [
@@ -108,7 +150,8 @@ def _decode_to_pixels(image_bytes, image_size):
                 encoded, channels=3, expand_animations=False))
         return tf.image.resize(image, image_size, method="bilinear", antialias=True)
 
-    return tf.map_fn(decode_one, image_bytes, fn_output_signature=tf.float32)
+    return tf.map_fn(decode_one, image_bytes, fn_output_signature=tf.float32,
+                     parallel_iterations=DECODES_AT_ONCE)
 
 
 def write_saved_model(model, path, class_names):
