@@ -15,7 +15,10 @@ from catsdogs.config import flag_name, setting
 from catsdogs.errors import CatsDogsError
 from catsdogs.serve.batching import BatchingConfig
 
-QUEUE_BATCHES = 2  # the default --max-queue, in batches: a request waits at most ~2 model calls
+# the default --max-queue, in batches: one batch admitted while one is in the model. Measured
+# (bench/RESULTS.md, "Under overload: the queue's length"): 1 batch answered as many requests
+# as 2 under a 2.5x overload, at half the latency (p99 654 against 988 ms)
+QUEUE_BATCHES = 1
 # field -> (lowest, highest, whether the lowest itself is allowed); every value must be finite
 RANGES = {
     "port": (1, 65535, True),
@@ -53,7 +56,7 @@ class ServeConfig:
                                          "before they are read")
     max_queue: int | None = setting(None, "(requests) model requests admitted at once "
                                           "(reading, decoding, waiting, in the model); more "
-                                          "get 503 + Retry-After [default: 2 x --max-batch]")
+                                          "get 503 + Retry-After [default: --max-batch]")
     max_inflight_mb: float = setting(64.0, "(MB) request bytes (bodies and their decoded "
                                            "pixels) held at once; more get 503 + Retry-After; "
                                            "at least --max-upload-mb")
