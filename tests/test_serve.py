@@ -5,7 +5,6 @@ import base64
 import io
 import json
 import shutil
-import socket
 import threading
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from PIL import Image
 import catsdogs
 from catsdogs.serve.app import ServeConfig, create_app
 
-from conftest import SAMPLE_DATA, bomb_png_bytes
+from conftest import SAMPLE_DATA, bomb_png_bytes, free_port
 
 PHOTO = next((SAMPLE_DATA / "cats_and_dogs" / "validation" / "cats").glob("*.jpg"))
 
@@ -184,12 +183,6 @@ def test_concurrent_requests_are_batched_into_one_model_call(classifier):
 
 
 # ---------------------------------------------------------------- a real browser
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def browser_paths():
