@@ -245,10 +245,9 @@ def test_none_decodes_every_epoch_in_the_pipeline_and_keeps_nothing(folder, cach
         assert flat(epoch) == flat(ram.train.pixels)
 
 
-def test_none_a_photo_deleted_during_training_is_one_line_naming_it(folder, cache_dir,
-                                                                    monkeypatch, capsys):
-    """A photo that goes after the data is loaded stops the run in an epoch with the line the
-    decoder raised, not TensorFlow's error that carried it out of the pipeline."""
+def train_and_spoil(folder, monkeypatch, capsys, cache, spoil):
+    """Train seed-cifar10 for 2 epochs with `--cache cache`, calling `spoil(data, epoch)` (the
+    loaded ImageData) as each epoch begins; (exit code, the error lines, the data)."""
     from catsdogs.commands.train import main
     from catsdogs.data import datasets
     from catsdogs.training import callbacks
@@ -258,44 +257,41 @@ def test_none_a_photo_deleted_during_training_is_one_line_naming_it(folder, cach
                         lambda *args: loaded.append(load_original(*args)) or loaded[-1])
     begin_original = callbacks.HistoryCSV.on_epoch_begin
 
-    def delete_a_training_photo(self, epoch, logs=None):
-        Path(loaded[0].train.paths[0]).unlink(missing_ok=True)
+    def spoil_then_begin(self, epoch, logs=None):
+        spoil(loaded[0], epoch)
         begin_original(self, epoch, logs)
 
-    monkeypatch.setattr(callbacks.HistoryCSV, "on_epoch_begin", delete_a_training_photo)
+    monkeypatch.setattr(callbacks.HistoryCSV, "on_epoch_begin", spoil_then_begin)
     code = main(["--data", str(folder), "--preset", "seed-cifar10", "--epochs", "2",
-                 "--batch-size", "4", "--cache", "none", "--run-dir", str(folder.parent / "run")])
+                 "--batch-size", "4", "--cache", cache, "--run-dir", str(folder.parent / "run")])
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
+    return code, errors, loaded[0]
+
+
+def test_none_a_photo_deleted_during_training_is_one_line_naming_it(folder, cache_dir,
+                                                                    monkeypatch, capsys):
+    """A photo that goes after the data is loaded stops the run in an epoch with the line the
+    decoder raised, not TensorFlow's error that carried it out of the pipeline."""
+    code, errors, data = train_and_spoil(
+        folder, monkeypatch, capsys, "none",
+        lambda data, epoch: Path(data.train.paths[0]).unlink(missing_ok=True))
     assert code == 1 and len(errors) == 1, errors
     assert errors[0].startswith("error: a photo changed or went during the run")
-    assert f"({loaded[0].train.paths[0]})" in errors[0] and "--cache disk" in errors[0]
+    assert f"({data.train.paths[0]})" in errors[0] and "--cache disk" in errors[0]
 
 
 def test_disk_a_cache_file_cut_short_during_training_is_one_line_naming_it(folder, cache_dir,
                                                                          monkeypatch, capsys):
     """Another program truncating the pixels file in place mid-run: one line naming the file
     and what to do, not TensorFlow's error that carried it out of the pipeline."""
-    from catsdogs.commands.train import main
-    from catsdogs.data import datasets
-    from catsdogs.training import callbacks
-
-    loaded, load_original = [], datasets.load_image_data
-    monkeypatch.setattr(datasets, "load_image_data",
-                        lambda *args: loaded.append(load_original(*args)) or loaded[-1])
-    begin_original = callbacks.HistoryCSV.on_epoch_begin
-
-    def cut_the_cache_short(self, epoch, logs=None):
+    def cut_short(data, epoch):
         if epoch == 1:
-            os.truncate(loaded[0].train.store.path, 200)
-        begin_original(self, epoch, logs)
+            os.truncate(data.train.store.path, 200)
 
-    monkeypatch.setattr(callbacks.HistoryCSV, "on_epoch_begin", cut_the_cache_short)
-    code = main(["--data", str(folder), "--preset", "seed-cifar10", "--epochs", "2",
-                 "--batch-size", "4", "--cache", "disk", "--run-dir", str(folder.parent / "run")])
-    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
+    code, errors, data = train_and_spoil(folder, monkeypatch, capsys, "disk", cut_short)
     assert code == 1 and len(errors) == 1, errors
     assert errors[0].startswith("error: the disk cache's pixels file was cut short during the run")
-    assert str(loaded[0].train.store.path) in errors[0] and "--cache ram" in errors[0]
+    assert str(data.train.store.path) in errors[0] and "--cache ram" in errors[0]
 
 
 def test_none_a_photo_rewritten_after_loading_fails_the_first_batch_as_raised(folder, cache_dir,

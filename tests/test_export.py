@@ -114,20 +114,25 @@ def encoded(pixels, format, **options):
 
 def test_a_small_16_bit_png_of_huge_size_is_refused_by_the_saved_model_before_decoding(
         bytes_signature):
+    classify, _ = bytes_signature
+    bomb = gray16_png_bytes(9400)  # ~180 kB, under the pixel limit, 265 MB as 8-bit RGB
+    grown = peak_growth_while_refused(classify, bomb, "decodes to over 128 MiB")
+    assert grown < 64 * 2**20, f"peak grew {grown / 2**20:.0f} MiB"
+
+
+def peak_growth_while_refused(classify, hostile, reason):
+    """Bytes the process's peak memory grew by while the signature refused `hostile`."""
     import tensorflow as tf
 
     from catsdogs.serve.memory import process_memory
 
-    classify, _ = bytes_signature
-    bomb = gray16_png_bytes(9400)  # ~180 kB, under the pixel limit, 265 MB as 8-bit RGB
     classify([encoded(np.zeros((32, 32, 3), np.uint8), "PNG")])  # traced before the peak
     with open("/proc/self/clear_refs", "w") as reset:  # VmHWM := VmRSS from here
         reset.write("5")
     before = process_memory()["VmRSS"]
-    with pytest.raises(tf.errors.InvalidArgumentError, match="decodes to over 128 MiB"):
-        classify([bomb])
-    grown = process_memory()["VmHWM"] - before
-    assert grown < 64 * 2**20, f"peak grew {grown / 2**20:.0f} MiB"
+    with pytest.raises(tf.errors.InvalidArgumentError, match=reason):
+        classify([hostile])
+    return process_memory()["VmHWM"] - before
 
 
 def animated_gif(frames, side):
@@ -144,19 +149,12 @@ def test_an_animated_gif_counts_every_frame_against_the_budget(bytes_signature):
     import tensorflow as tf
 
     from catsdogs.inference.saved_model import _gif_frames
-    from catsdogs.serve.memory import process_memory
 
     classify, _ = bytes_signature
     bomb = animated_gif(40, 1500)
     assert float(_gif_frames(tf.constant(bomb))) == 40
     assert float(_gif_frames(tf.constant(animated_gif(1, 20)))) == 1
-    classify([encoded(np.zeros((32, 32, 3), np.uint8), "PNG")])  # traced before the peak
-    with open("/proc/self/clear_refs", "w") as reset:
-        reset.write("5")
-    before = process_memory()["VmRSS"]
-    with pytest.raises(tf.errors.InvalidArgumentError, match="GIFs every frame"):
-        classify([bomb])
-    grown = process_memory()["VmHWM"] - before
+    grown = peak_growth_while_refused(classify, bomb, "GIFs every frame")
     assert grown < 64 * 2**20, f"peak grew {grown / 2**20:.0f} MiB"
 
 
