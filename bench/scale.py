@@ -1,7 +1,8 @@
 """Memory and speed against the number of photos: decoded pixels in memory (--cache ram) vs in
-a disk cache (--cache disk), each on a first and a second run.
+a disk cache (--cache disk), each on a first and a second run (and --cache none: no cache).
 
     python bench/scale.py --sizes 2000 8000 [--image-size 224] [--steps 20]
+    python bench/scale.py --sizes 8000 --modes ram disk none
 
 For each N, a temporary folder of N photos (two classes) is made of hard links to
 ../shared/data/cats_and_dogs photos under new names (a photo reused under another name is
@@ -12,7 +13,8 @@ input pipeline's cost shows, not the model's) on augmented batches. Printed per 
 files decoded, peak RSS of that process (ru_maxrss; the forked decode workers are not
 counted), seconds from the start of loading (TensorFlow already imported) to the end of the
 first training step, and images/s over the next --steps steps. The disk cache lives in the
-temporary folder and goes with it.
+temporary folder and goes with it. `none` keeps no pixels: every file is checked once at the
+start (hashed, decoded small), then each batch decodes its photos again as it is read.
 """
 
 import argparse
@@ -89,7 +91,8 @@ def measure(folder, mode, cache_dir, size, steps, batch):
         model.train_on_batch(*next(batches))
     rate = steps * batch / (time.perf_counter() - timed)
     files = len(data.train) + len(data.val) + len(data.calibration)
-    decodes = files if mode == "ram" else len(decoded)  # ram decodes every file, every run
+    # ram decodes every file, every run; none every batch it reads (after a check of every file)
+    decodes = {"ram": files, "none": "each read"}.get(mode, len(decoded))
     return {"decoded": decodes, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "first_step_s": first_step, "images_per_s": rate, "pixels": data.storage}
 
@@ -119,6 +122,8 @@ def main():
     parser.add_argument("--image-size", type=int, default=224, help="decoded side [224]")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps [20]")
     parser.add_argument("--batch", type=int, default=32, help="images per step [32]")
+    parser.add_argument("--modes", nargs="+", choices=("ram", "disk", "none"),
+                        default=["ram", "disk"], help="--cache modes to measure [ram disk]")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # one measurement, in a child
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
@@ -145,7 +150,7 @@ def main():
         work = Path(tempfile.mkdtemp(prefix="catsdogs-scale-"))
         try:
             folder = make_folder(work / "photos", count)
-            for mode in ("ram", "disk"):
+            for mode in args.modes:
                 if mode == "ram" and not ram_fits(count, args.image_size):
                     print(f"{count:>7} {mode:>5}   (skipped: the decoded pixels would not fit "
                           f"in half the available memory, where --cache auto picks disk)")
