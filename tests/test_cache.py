@@ -164,6 +164,36 @@ def test_two_processes_filling_one_cache_end_with_one_good_cache(folder, cache_d
     assert_same_images(data, load(folder, cache_dir, mode="ram"))
 
 
+KILLED_MID_FILL = """
+import os, signal, sys
+sys.path.insert(0, {repo!r})
+from catsdogs.config import TrainConfig
+from catsdogs.data import cache
+from catsdogs.data.datasets import load_image_data
+cache.BATCH_BYTES = 4 * 32 * 32 * 3  # four images a batch: the fill takes several
+original, calls = cache.decode_many, []
+def decode_then_die(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 3:  # two batches written, the third being decoded
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(*args, **kwargs)
+cache.decode_many = decode_then_die
+load_image_data(TrainConfig(data={folder!r}, cache="disk", cache_dir={cache!r}), (32, 32))
+"""
+
+
+def test_a_kill_while_caching_leaves_a_cache_the_next_run_accepts_or_rebuilds(folder,
+                                                                               cache_dir):
+    script = KILLED_MID_FILL.format(repo=str(REPO), folder=str(folder), cache=str(cache_dir))
+    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    data = load(folder, cache_dir)  # no error: what was left is used or decoded again
+    assert_same_images(data, load(folder, cache_dir, mode="ram"))
+    assert sorted(p.name for p in the_cache(cache_dir).iterdir())[:2] == [cache.LOCK,
+                                                                          cache.MANIFEST]
+    assert len(list(the_cache(cache_dir).iterdir())) == 3  # no partial file left beside
+
+
 def test_a_full_disk_while_caching_is_one_line_and_leaves_no_partial_file(
         folder, cache_dir, monkeypatch, capsys):
     from catsdogs.commands.train import main
