@@ -295,7 +295,6 @@ def _callbacks(config, run_dir, prepared, steps_per_epoch, history):
     import keras
 
     from catsdogs.backends import tensorflow_trains, why_not_tensorflow
-
     from catsdogs.training import callbacks
 
     found = []
