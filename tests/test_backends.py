@@ -118,3 +118,39 @@ def test_several_devices_need_tensorflow_in_one_line(without_tensorflow):
     assert isinstance(make_placement("auto").strategy, OneDevice)
     with pytest.raises(CatsDogsError, match="--strategy mirrored needs tf.distribute"):
         make_placement("mirrored")
+
+
+COMPILED_AGAINST_EAGER = """
+import numpy as np
+from catsdogs.config import AugmentConfig
+from catsdogs.data.augment import build_augmenter
+from catsdogs.data.host_pipeline import compiled_augmenter
+config = AugmentConfig(rotation_range=15, width_shift_range=0.1, zoom_range=(0.85, 1.15),
+                       horizontal_flip=True, brightness_range=(0.8, 1.2))
+eager, compiled = build_augmenter(config, seed=1), compiled_augmenter(build_augmenter(config, seed=1))
+images = np.random.default_rng(0).integers(0, 256, (8, 40, 40, 3)).astype(np.float32)
+outputs = [(np.asarray(eager(images, training=True)), np.asarray(compiled(images))) for _ in range(3)]
+print(max(float(abs(a - b).max()) for a, b in outputs), float(abs(outputs[1][1] - outputs[2][1]).max()))
+"""
+
+
+def test_on_jax_the_compiled_augmenter_draws_what_the_layers_draw():
+    """On JAX the augmenter runs as one jitted call with its random state passed through: batch
+    after batch the same images as the layers called op by op (to float rounding), and a new
+    draw each batch. Needs JAX installed (not among this project's requirements: the test
+    runs where a developer has it, and is skipped elsewhere)."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("JAX is not installed")
+    from conftest import REPO
+
+    done = subprocess.run([sys.executable, "-c", COMPILED_AGAINST_EAGER], capture_output=True,
+                          text=True, timeout=300, cwd=REPO,
+                          env={**os.environ, "KERAS_BACKEND": "jax"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    difference, between_batches = map(float, done.stdout.split())
+    assert difference < 0.01 and between_batches > 1

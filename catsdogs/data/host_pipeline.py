@@ -7,12 +7,40 @@ batch from memory or the disk cache, AlternatingFlips on the gathered pixels, th
 the whole batch, then the mixer, then the progressive size. The augmenter, mixer and resize
 run as the backend's ops (on its device); the epoch-dependent values (flips' epoch, the size)
 are set by the same callbacks, which Keras calls before it asks for the epoch's first batch.
+On JAX the augmenter is one compiled program (`compiled_augmenter`), as XLA compiles it inside
+tf.data: called op by op from Python it cost 8x the time per batch (88 against 11 ms for 32
+images at 112x112 on a 2-core CPU), and on a GPU the CPU that dispatches the ops was what
+limited training.
 """
 
 import math
 
 import keras
 import numpy as np
+
+
+def compiled_augmenter(augmenter):
+    """`augmenter(images, training=True)` as one call: on JAX a jitted stateless call whose random
+    state (the layers' seed generators, their non-trainable variables) goes in and comes back
+    out, written back after each batch; elsewhere the layers as they are."""
+    if keras.backend.backend() != "jax":
+        return lambda images: augmenter(images, training=True)
+    import jax
+
+    @jax.jit
+    def augment(trainable, state, images):
+        return augmenter.stateless_call(trainable, state, images, training=True)
+
+    def call(images):
+        if not augmenter.built:  # the first batch builds the layers, op by op
+            return augmenter(images, training=True)
+        images, state = augment([v.value for v in augmenter.trainable_variables],
+                                [v.value for v in augmenter.non_trainable_variables], images)
+        for variable, value in zip(augmenter.non_trainable_variables, state):
+            variable.assign(value)
+        return images
+
+    return call
 
 
 class SplitBatches(keras.utils.PyDataset):
@@ -23,7 +51,8 @@ class SplitBatches(keras.utils.PyDataset):
                  resize_to=None, flips=None, mixer=None):
         super().__init__(workers=1, use_multiprocessing=False)
         self.split, self.batch_size, self.one_hot = split, batch_size, one_hot
-        self.augmenter, self.mixer, self.resize_to, self.flips = augmenter, mixer, resize_to, flips
+        self.augment = None if augmenter is None else compiled_augmenter(augmenter)
+        self.mixer, self.resize_to, self.flips = mixer, resize_to, flips
         self.shuffle = None if shuffle_seed is None else np.random.default_rng(shuffle_seed)
         self.order = np.arange(len(split))
         self._reshuffle()
@@ -44,8 +73,8 @@ class SplitBatches(keras.utils.PyDataset):
         if self.flips is not None:
             images = self.flips.on_host(images, indices)
         images = images.astype(np.float32)
-        if self.augmenter is not None:
-            images = self.augmenter(images, training=True)
+        if self.augment is not None:
+            images = self.augment(images)
         if self.mixer is not None:
             images, labels = self.mixer(images, labels)
         if self.resize_to is not None:
