@@ -26,8 +26,9 @@ def _run(args):
     from catsdogs.inference.ensemble import write_ensemble
 
     out = write_ensemble(args.runs, args.out)
-    print(f"Ensemble of {len(args.runs)} runs: {out / runs.MODEL_FILE} "
-          f"(SavedModel: {out / runs.SAVED_MODEL_DIR})")
+    saved = out / runs.SAVED_MODEL_DIR  # none where Keras does not run on TensorFlow
+    print(f"Ensemble of {len(args.runs)} runs: {out / runs.MODEL_FILE}"
+          + (f" (SavedModel: {saved})" if saved.exists() else ""))
     return 0
 
 
