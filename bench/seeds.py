@@ -35,17 +35,23 @@ TASKS = {"catsdogs": ("cats_and_dogs", "folder", "validation"),
 SELECTION_SPLIT = 0.15
 
 
+def test_photos(classifier, test_dir):
+    """(pixels, labels in the model's class order) of the test split's folder."""
+    from catsdogs.data.datasets import load_labelled_folder
+
+    names, split = load_labelled_folder(test_dir, classifier.image_size)
+    to_model = [classifier.class_names.index(n) for n in names]
+    return split.pixels, [to_model[label] for label in split.labels]
+
+
 def test_figures(model_dir, test_dir):
     """Accuracy and ECE (raw, with the model's own temperature) on the test split."""
-    from catsdogs.data.datasets import load_labelled_folder
     from catsdogs.inference.calibrate import expected_calibration_error
 
     classifier = catsdogs.load(model_dir)
-    names, split = load_labelled_folder(test_dir, classifier.image_size)
-    to_model = [classifier.class_names.index(n) for n in names]
-    labels = [to_model[label] for label in split.labels]
-    raw = classifier.probabilities(split.pixels, calibrated=False)
-    calibrated = classifier.probabilities(split.pixels)
+    pixels, labels = test_photos(classifier, test_dir)
+    raw = classifier.probabilities(pixels, calibrated=False)
+    calibrated = classifier.probabilities(pixels)
     return {"test": float((calibrated.argmax(axis=1) == labels).mean()),
             "ece_raw": expected_calibration_error(raw, labels),
             "ece_calibrated": expected_calibration_error(calibrated, labels),

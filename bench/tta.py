@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from machine import describe  # noqa: E402
+from seeds import test_photos  # noqa: E402
 
 MODES = (None, "flip", "shift")  # fewest views first: a tie keeps the cheaper
 
@@ -47,7 +48,6 @@ def held_out(run_dir, classifier):
 
 def measure(run_dir, test_dir):
     import catsdogs
-    from catsdogs.data.datasets import load_labelled_folder
     from catsdogs.inference.calibrate import expected_calibration_error
     from catsdogs.inference.tta import predict_arrays
 
@@ -56,12 +56,10 @@ def measure(run_dir, test_dir):
     chosen_on = {name(mode): float((predict_arrays(classifier, pixels, tta=mode).argmax(axis=1)
                                     == labels).mean()) for mode in MODES}
     choice = max(MODES, key=lambda mode: (chosen_on[name(mode)], -MODES.index(mode)))
-    names, split = load_labelled_folder(test_dir, classifier.image_size)  # read once, from here
-    to_model = [classifier.class_names.index(n) for n in names]
-    test_labels = [to_model[label] for label in split.labels]
+    test_pixels, test_labels = test_photos(classifier, test_dir)  # read once, from here
     test = {}
     for mode in MODES:
-        probabilities = predict_arrays(classifier, split.pixels, tta=mode)
+        probabilities = predict_arrays(classifier, test_pixels, tta=mode)
         test[name(mode)] = {
             "accuracy": float((probabilities.argmax(axis=1) == test_labels).mean()),
             "ece": expected_calibration_error(probabilities, test_labels)}

@@ -26,7 +26,7 @@ def tensorflow_trains():
 
 class HostValue:
     """A value a callback sets and the host pipeline reads: the part of tf.Variable's interface
-    (assign, read_value, numpy) that progressive resizing and alternating flips use."""
+    (assign, read_value) that progressive resizing and alternating flips use."""
 
     def __init__(self, value):
         self.value = value
@@ -35,9 +35,6 @@ class HostValue:
         self.value = value
 
     def read_value(self):
-        return self.value
-
-    def numpy(self):
         return self.value
 
 

@@ -20,12 +20,12 @@ from catsdogs.errors import CatsDogsError
 
 # found in the presets' SavedModels (both signatures: image bytes and pixels)
 PRESET_OPS = frozenset("""
-    Abs AddV2 All ArgMax Assert AssignVariableOp BiasAdd Cast ConcatV2 Const Conv2D DecodeImage
-    BitwiseAnd StringLength DecodeJpeg DecodeRaw DepthwiseConv2dNative DisableCopyOnRead Equal ExpandDims ExtractJpegShape GatherV2
+    Abs AddV2 All ArgMax Assert AssignVariableOp BiasAdd BitwiseAnd Cast ConcatV2 Const Conv2D
+    DecodeImage DecodeJpeg DecodeRaw DepthwiseConv2dNative DisableCopyOnRead Equal ExpandDims ExtractJpegShape GatherV2
     Greater GreaterEqual Identity IdentityN If Less LessEqual LogicalAnd MatMul Max MaxPool
     Maximum Mean Mul NoOp Pack Pad Placeholder Pow Range ReadVariableOp RealDiv Relu Relu6
     Reshape ReverseV2 Rsqrt ScaleAndTranslate SelectV2 Shape Sigmoid Softmax Sqrt Square Squeeze
-    StatefulPartitionedCall StatelessCase StatelessIf StridedSlice StringJoin Sub Substr Sum
+    StatefulPartitionedCall StatelessCase StatelessIf StridedSlice StringJoin StringLength Sub Substr Sum
     TensorListFromTensor TensorListGetItem TensorListReserve TensorListSetItem TensorListStack
     VarHandleOp VarIsInitializedOp While""".split())
 # the margin: other standard Keras layers' ops (LayerNormalization's SquaredDifference,
