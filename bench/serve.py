@@ -7,12 +7,16 @@
 Starts `python -m catsdogs serve` on 127.0.0.1 (a free port) twice, with `--max-batch 32`
 (batching) and `--max-batch 1` (every request its own model call), and sends each the same
 bounded load: --requests POSTs to /v1/models/catsdogs:predict, one photo each (JSON with
-base64, as TF Serving clients send), from --clients concurrent clients, after 20 warm-up
-requests. First, in this process, the model alone as the server calls it, one image a call and
-32 a call: their ratio is the ceiling of what batching can gain on this machine. The model is
-an untrained preset (speed does not depend on the weights); the photos
-are ../shared/data/cats_and_dogs/validation. Prints images/s, p50/p95/p99 latency, errors and
-the ratio. Loopback only; every loop is bounded in count and time.
+base64, as TF Serving clients send), from --clients concurrent clients (`--client raw`: keep-
+alive connections speaking raw HTTP/1.1, cheap in CPU as wrk is; `httpx`: a thread per client,
+as measured before 2026-12-04), after 20 warm-up requests. First, in this process, the model
+alone as the server calls it, one image a call and 32 a call: their ratio is the ceiling of
+what batching can gain on this machine. The model is an untrained preset (speed does not depend
+on the weights); the photos are the preset's task's own:
+../shared/data/cats_and_dogs/validation, or CIFAR-10's test images (32x32) for a 10-class
+preset (before 2026-12-04 every preset got the cats/dogs photos). Prints images/s, p50/p95/p99
+latency, errors, the ratio, and the share of the model-alone ceiling (32 a call) that the
+batching server keeps. Loopback only; every loop is bounded in count and time.
 
 --profile times each stage of one :predict request in this process (JSON, base64, decode,
 model alone and batched, answer) and whole requests through the app without a network.
@@ -43,6 +47,16 @@ import catsdogs  # noqa: E402
 from machine import describe, shared_data  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def task_photos(preset, count=200):
+    """(photo paths, class names) of the preset's own task, as its clients would send them:
+    CIFAR-10's 32x32 test images for a 10-class preset, cats/dogs photos otherwise."""
+    if preset.listed_classes == 10:
+        test = shared_data("cifar10", "test")
+        names = sorted(folder.name for folder in test.iterdir() if folder.is_dir())
+        return sorted(test.rglob("*.jpg"))[::50][:count], names
+    return sorted(shared_data("cats_and_dogs", "validation").rglob("*.jpg"))[:count], ["cats", "dogs"]
 
 
 def free_port():
@@ -100,6 +114,46 @@ def load(port, bodies, requests, clients):
     for thread in threads:
         thread.join(timeout=600)
     return np.array(latencies), errors[0], time.perf_counter() - started
+
+
+def load_raw(port, bodies, requests, clients):
+    """`load` from `clients` keep-alive connections speaking raw HTTP/1.1 on asyncio streams,
+    as wrk does, not httpx: the load generator shares the server's cores here, and a client
+    that costs little CPU leaves them to the server. Same return value as `load`."""
+    import asyncio
+
+    heads = [f"POST /v1/models/catsdogs:predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+             + body for body in bodies]
+    latencies, errors = [], [0]
+    counter = iter(range(requests))
+
+    async def client():
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for index in counter:  # shared: each request is taken by one client
+                started = time.perf_counter()
+                writer.write(heads[index % len(heads)])
+                status = int((await reader.readline()).split()[1])
+                length = 0
+                while (line := await reader.readline()) not in (b"\r\n", b""):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                await reader.readexactly(length)
+                latencies.append(time.perf_counter() - started)
+                errors[0] += status != 200
+        finally:
+            writer.close()
+
+    async def run():
+        await asyncio.wait_for(asyncio.gather(*(client() for _ in range(clients))), 600)
+
+    started = time.perf_counter()
+    asyncio.run(run())
+    return np.array(latencies), errors[0], time.perf_counter() - started
+
+
+CLIENTS = {"raw": load_raw, "httpx": load}
 
 
 def model_ceiling(model_path, photos, max_batch=32, rounds=3):
@@ -311,6 +365,9 @@ def main():
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--preset", default="seed-catsdogs")
+    parser.add_argument("--client", choices=CLIENTS, default="raw",
+                        help="the load: raw HTTP/1.1 on keep-alive asyncio connections (little "
+                             "CPU, as wrk) or httpx in one thread per client (before 2026-12-04)")
     parser.add_argument("--ceiling-only", action="store_true",
                         help="measure the model alone (the ceiling) and skip the HTTP load")
     parser.add_argument("--profile", action="store_true",
@@ -322,16 +379,17 @@ def main():
                         help="with --soak: the servers' --max-queue, one soak each, in turn "
                              "[the server's default]")
     args = parser.parse_args()
-    photos = sorted(shared_data("cats_and_dogs", "validation").rglob("*.jpg"))[:200]
+    from catsdogs.models.presets import get_preset
+
+    preset = get_preset(args.preset)
+    photos, class_names = task_photos(preset)
     bodies = [json.dumps({"instances": [{"b64": base64.b64encode(p.read_bytes()).decode()}]}).encode()
               for p in photos]
     print(describe())
-    from catsdogs.models.presets import get_preset
-
     with tempfile.TemporaryDirectory() as folder:
         model_dir = Path(folder)
-        get_preset(args.preset).build(2).save(model_dir / "model.keras")
-        (model_dir / "class_names.json").write_text('["cats", "dogs"]')
+        preset.build(len(class_names)).save(model_dir / "model.keras")
+        (model_dir / "class_names.json").write_text(json.dumps(class_names))
         if args.profile:
             return profile(model_dir / "model.keras", bodies)
         if args.soak:
@@ -346,13 +404,16 @@ def main():
         if args.ceiling_only:
             return
         results = {}
+        send = CLIENTS[args.client]
         for label, max_batch in (("one at a time (--max-batch 1)", 1),
                                  ("dynamic batching (--max-batch 32)", 32)):
             port = free_port()
-            server = start_server(model_dir / "model.keras", port, max_batch)
+            # every client admitted: this measures throughput, not shedding (--soak does)
+            server = start_server(model_dir / "model.keras", port, max_batch,
+                                  max_queue=args.clients)
             try:
-                load(port, bodies, 20, args.clients)  # warm-up: graph tracing, allocation
-                latencies, errors, seconds = load(port, bodies, args.requests, args.clients)
+                send(port, bodies, 20, args.clients)  # warm-up: graph tracing, allocation
+                latencies, errors, seconds = send(port, bodies, args.requests, args.clients)
             finally:
                 server.terminate()
                 server.wait(timeout=30)
@@ -361,9 +422,10 @@ def main():
             results[label] = rate
             print(f"{label:<36}{rate:>8.1f} images/s   p50 {p50:6.0f} ms  p95 {p95:6.0f} ms  "
                   f"p99 {p99:6.0f} ms  errors {errors}  ({len(latencies)} requests, "
-                  f"{args.clients} clients, {args.preset})", flush=True)
-        baseline, batched = results.values()
-        print(f"dynamic batching: {batched / baseline:.2f}x the one-at-a-time images/s")
+                  f"{args.clients} {args.client} clients, {args.preset})", flush=True)
+        baseline, served = results.values()
+        print(f"dynamic batching: {served / baseline:.2f}x the one-at-a-time images/s; "
+              f"{served / batched:.0%} of the model-alone ceiling ({batched:.1f} images/s)")
 
 
 if __name__ == "__main__":

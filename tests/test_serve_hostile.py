@@ -110,6 +110,28 @@ def test_a_small_16_bit_png_of_9400_squared_pixels_is_one_413_decoded_in_the_poo
     assert grown < 48 * 2**20, f"peak grew {grown / 2**20:.0f} MiB"
 
 
+def test_a_large_json_body_is_parsed_in_the_pool_and_a_small_one_on_the_loop(
+        classifier, monkeypatch):
+    threads = []
+    parse = app_module._parse
+
+    def spy(body, max_instances):
+        threads.append((len(body), threading.current_thread().name))
+        return parse(body, max_instances)
+
+    monkeypatch.setattr(app_module, "_parse", spy)
+    client = client_for(classifier)
+    small = {"instances": [b64(png_bytes())]}
+    # padding the JSON allows: a body past the inline limit that parses to the same request
+    large = json.dumps(small).encode() + b" " * app_module.INLINE_PARSE_BYTES
+    for body in (json.dumps(small).encode(), large):
+        response = client.post(PREDICT, content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 200, response.text
+    (small_size, small_thread), (large_size, large_thread) = threads
+    assert small_size <= app_module.INLINE_PARSE_BYTES < large_size
+    assert not small_thread.startswith("decode") and large_thread.startswith("decode")
+
+
 # ---------------------------------------------------------------- uploads: bounded, in memory
 
 
