@@ -533,12 +533,13 @@ def add_flags(parser, cls, skip=()):
 
     Flags default to argparse.SUPPRESS, so `given_flags()` sees only what the user typed and
     presets and config files can fill in the rest. Internal settings (setting(internal=True))
-    are flags too, left out of --help.
+    are no flags: catsdogs sets them for the runs it starts, and a typed one is an unknown
+    flag.
     """
     hints = typing.get_type_hints(cls)
     group = parser.add_argument_group(cls.__name__)
     for field in dataclasses.fields(cls):
-        if field.name in skip:
+        if field.name in skip or field.metadata.get("internal"):
             continue
         kind = _unwrap_optional(hints[field.name])
         if dataclasses.is_dataclass(kind):
@@ -546,8 +547,7 @@ def add_flags(parser, cls, skip=()):
             continue
         default = field.default
         help_text = field.metadata["help"] + ("" if default is None else f" [default: {default}]")
-        options = dict(dest=field.name, default=argparse.SUPPRESS,
-                       help=argparse.SUPPRESS if field.metadata.get("internal") else help_text)
+        options = dict(dest=field.name, default=argparse.SUPPRESS, help=help_text)
         if kind is bool:
             options["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(kind) is tuple:

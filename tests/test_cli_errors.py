@@ -107,7 +107,7 @@ def test_help_lists_flags_with_defaults(capsys):
     assert "--schedule" in out and "--label-smoothing" in out and "--weight-decay" in out
 
 
-def test_help_leaves_out_the_settings_catsdogs_sets_itself_and_config_json_keeps_them(capsys):
+def test_the_settings_catsdogs_sets_itself_are_no_flags_and_config_json_keeps_them(capsys):
     """A k-fold fold's shared cache and a refit's union are set by the run that starts them:
     no user flag to explain, yet a run's config.json must hold them to resume as it ran."""
     import dataclasses
@@ -122,5 +122,8 @@ def test_help_leaves_out_the_settings_catsdogs_sets_itself_and_config_json_keeps
     out = capsys.readouterr().out
     assert "--cache-dir" in out and "--refit" in out
     assert not [name for name in internal if f"--{cfg.flag_name(name)}" in out]
+    for name in internal:  # nor can they be typed
+        assert main([f"--{cfg.flag_name(name)}"]) == 2
+        assert f"unrecognized arguments: --{cfg.flag_name(name)}" in capsys.readouterr().err
     saved = cfg.run_config_dict(cfg.TrainConfig(cache_source="/photos", refit_union=True))
     assert (saved["cache_source"], saved["refit_union"]) == ("/photos", True)
