@@ -266,3 +266,51 @@ def test_multiclass_metrics_by_hand():
     assert metrics["per_class"]["b"]["precision"] == pytest.approx(0.5)
     assert metrics["per_class"]["c"]["recall"] == pytest.approx(0.5)
     assert "roc_auc" not in metrics
+
+
+def test_tta_applies_the_temperature_fitted_for_its_views_else_the_plain_one(tmp_path):
+    from catsdogs.inference.calibrate import apply_temperature
+    from catsdogs.inference.classifier import read_calibration
+    from catsdogs.inference.tta import predict_arrays
+
+    clf = Classifier(lambda x: x[:, 0, 0, :1] / 255.0 * 0.8 + 0.1, ["l", "r"], (2, 2), source=None,
+                     calibration={"temperature": 2.0, "tta": {"flip": {"temperature": 0.5}}})
+    pixels = np.zeros((1, 2, 2, 3), np.float32)
+    pixels[0, :, 0] = 255  # plain view 0.9 for the second class, the mirror 0.1
+    for tta, temperature in ((None, 2.0), ("flip", 0.5), ("shift", 2.0)):  # shift: none of its own
+        raw = predict_arrays(clf, pixels, tta=tta, calibrated=False)
+        np.testing.assert_allclose(predict_arrays(clf, pixels, tta=tta),
+                                   apply_temperature(raw, temperature), rtol=1e-6)
+    (tmp_path / "model.keras").write_bytes(b"")
+    (tmp_path / "calibration.json").write_text('{"temperature": 1.0, "tta": {"flip": {}}}')
+    with pytest.raises(CatsDogsError, match="cannot read the calibration"):
+        read_calibration(tmp_path / "model.keras")
+
+
+def test_calibration_fits_each_set_of_views_on_their_averaged_predictions(tmp_path):
+    """A model reading the left column, calibrated on its own view, where the mirrored view
+    reads half its logit: the flip's average is too unsure and needs a temperature of its
+    own."""
+    from catsdogs.inference.calibrate import calibrate_run, checked_temperature
+    from catsdogs.inference.runtimes import keras_probabilities
+    from catsdogs.inference.tta import TTA_MODES, averaged_views
+
+    inputs = keras.Input((4, 4, 3))
+    left = keras.layers.Lambda(lambda x: x[:, :, 0, 0:1])(inputs)
+    logit = keras.layers.Dense(1, kernel_initializer=keras.initializers.Constant(3.0),
+                               bias_initializer=keras.initializers.Constant(-6.0))(
+        keras.layers.Flatten()(left))
+    model = keras.Model(inputs, keras.layers.Activation("sigmoid")(logit))
+    rng = np.random.default_rng(0)
+    pixels = rng.uniform(0, 1, (400, 4, 4, 3)).astype(np.float32)
+    pixels[:, :, 3, 0] = pixels[:, :, 0, 0] / 2 + 0.25  # the mirror's logit: half the plain one
+    labels = (rng.uniform(size=400) < keras_probabilities(model, pixels)[:, 1]).astype(int)  # T = 1 fits
+    report = calibrate_run(tmp_path, model, pixels, labels, ["a", "b"], fitted_on="test photos")
+    assert set(report["tta"]) == set(TTA_MODES)
+    for mode in TTA_MODES:
+        raw = averaged_views(lambda batch: keras_probabilities(model, batch), pixels, mode)
+        assert report["tta"][mode]["temperature"] == pytest.approx(
+            checked_temperature(raw, labels)[0], rel=1e-6)
+        assert report["tta"][mode]["decision"] == checked_temperature(raw, labels)[2]
+    assert report["tta"]["flip"]["temperature"] < 0.8 * report["temperature"]
+    assert json.loads((tmp_path / "calibration.json").read_text())["tta"] == report["tta"]

@@ -179,6 +179,26 @@ def calibration_report(probabilities, labels, keep=DEFAULT_KEEP):
                                     "threshold": confidence_threshold(calibrated, keep)}}
 
 
+def views_calibration(model, pixels, labels, batch_size=64):
+    """{mode: temperature, decision, ECE before and after} for each set of test-time views
+    (tta.TTA_MODES), fitted on their averaged predictions of the same held-out photos by the
+    same rules (`checked_temperature`): `--tta` applies its own (Classifier.temperature_for)."""
+    from catsdogs.inference.runtimes import keras_probabilities
+    from catsdogs.inference.tta import TTA_MODES, averaged_views
+
+    fitted = {}
+    for mode in TTA_MODES:
+        raw = averaged_views(lambda batch: keras_probabilities(model, batch, len(batch)), pixels,
+                             mode, batch_size=batch_size)
+        temperature, fitted_temperature, reason, _ = checked_temperature(raw, labels)
+        fitted[mode] = {"temperature": temperature, "fitted_temperature": fitted_temperature,
+                        "decision": reason,
+                        "ece_before": expected_calibration_error(raw, labels),
+                        "ece_after": expected_calibration_error(
+                            apply_temperature(raw, temperature), labels)}
+    return fitted
+
+
 def rejection_threshold(classifier, min_confidence):
     """A number, or "auto"/None: the threshold calibration.json stored for its share kept."""
     if min_confidence not in (None, "auto"):
@@ -262,7 +282,8 @@ def calibrate_run(run_dir, model, pixels, labels, class_names, fitted_on, batch_
         _saved_model(model, run_dir, class_names)
         return report
     raw = keras_probabilities(model, pixels, batch_size)
-    report = {**calibration_report(raw, labels), "fitted_on": str(fitted_on)}
+    report = {**calibration_report(raw, labels), "fitted_on": str(fitted_on),
+              "tta": views_calibration(model, pixels, labels, batch_size)}
     runs.write_json(run_dir / CALIBRATION_FILE, report)
     _saved_model(with_temperature(model, report["temperature"]), run_dir, class_names)
     plots.reliability_diagram(

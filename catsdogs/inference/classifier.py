@@ -42,6 +42,14 @@ class Classifier:
         """Divides the logits (calibrate.py); 1 where the model was never calibrated."""
         return float(self.calibration.get("temperature", 1.0))
 
+    def temperature_for(self, tta=None):
+        """The temperature of predictions averaged over `tta`'s views (a TTA_MODES name):
+        the one fitted on those views where calibration.json has it (their average is less
+        sure than one view, so the plain view's temperature over- or under-corrects it),
+        else the plain view's (a run calibrated before views had their own)."""
+        fitted = (self.calibration.get("tta") or {}).get(tta) if tta else None
+        return float(fitted["temperature"]) if fitted else self.temperature
+
     def probabilities(self, pixels, calibrated=True):
         """Class probabilities (n, classes) for a batch, also for one-sigmoid binary models;
         with the run's temperature applied unless `calibrated=False`."""
@@ -83,7 +91,8 @@ def read_calibration(model_path):
         return {}
     try:
         values = json.loads(candidate.read_text())
-        float(values["temperature"])
+        for entry in [values, *(values.get("tta") or {}).values()]:
+            float(entry["temperature"])
         return values
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise CatsDogsError(f"cannot read the calibration ({type(error).__name__})",

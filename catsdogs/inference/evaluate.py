@@ -133,11 +133,11 @@ def evaluate(classifier, data_dir, out=None, tta=None, batch_size=64, ood_dir=No
         raise RunFailed("no readable images", where=data_dir,
                         fix="see skipped.csv beside the report for each file's reason")
     raw = predict_arrays(classifier, pixels, batch_size, tta=tta, calibrated=False)
-    probabilities = apply_temperature(raw, classifier.temperature)
+    temperature = classifier.temperature_for(tta)
+    probabilities = apply_temperature(raw, temperature)
     metrics = compute_metrics(labels, probabilities, names)
     metrics.update(data=str(data_dir), model=str(classifier.source), tta=tta, skipped=len(skipped),
-                   calibration=calibration_metrics(raw, probabilities, labels,
-                                                   classifier.temperature))
+                   calibration=calibration_metrics(raw, probabilities, labels, temperature))
     out = Path(out) if out else default_out(classifier.source, data_dir)
     if ood_dir is not None:
         threshold = rejection_threshold(classifier, min_confidence)
@@ -146,7 +146,7 @@ def evaluate(classifier, data_dir, out=None, tta=None, batch_size=64, ood_dir=No
             probabilities, predict_arrays(classifier, ood_pixels, batch_size, tta=tta), threshold)}
     metrics["worst"] = write_predictions(out / PREDICTIONS_FILE, paths, labels, probabilities, names)
     _write_report(out, metrics, names, skipped, data_dir)
-    _plot_errors(out, classifier, pixels, labels, raw, probabilities, data_dir)
+    _plot_errors(out, classifier, pixels, labels, raw, probabilities, data_dir, temperature)
     metrics["out"] = str(out)
     return metrics
 
@@ -214,13 +214,14 @@ def _write_report(out, metrics, names, skipped, data_dir):
                                  f"(accuracy {metrics['accuracy']:.1%})")
 
 
-def _plot_errors(out, classifier, pixels, labels, raw, probabilities, data_dir):
-    """The reliability diagram and the most confidently wrong images (with Grad-CAM heatmaps
-    of the class they were mistaken for, when the Keras model is there)."""
+def _plot_errors(out, classifier, pixels, labels, raw, probabilities, data_dir, temperature):
+    """The reliability diagram (raw, and with the `temperature` applied) and the most
+    confidently wrong images (with Grad-CAM heatmaps of the class they were mistaken for, when
+    the Keras model is there)."""
     from catsdogs import plots
     from catsdogs.inference.explain import overlay
 
-    names, temperature = classifier.class_names, classifier.temperature
+    names = classifier.class_names
     plots.reliability_diagram(
         [reliability(raw, labels)] + ([reliability(probabilities, labels)] if temperature != 1 else []),
         ["uncalibrated", f"temperature {temperature:.2f}"], out / runs.PLOTS_DIR / "reliability.png",

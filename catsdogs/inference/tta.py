@@ -43,24 +43,33 @@ def tta_views(batch, mode):
     return views
 
 
+def averaged_views(predict, pixels, mode, classes=0, batch_size=64):
+    """Raw class probabilities (n, classes) of `predict` (float32 pixels -> probabilities) for
+    decoded pixels, in batches: the plain view (`mode` None), or each batch's views of `mode`
+    through it as one batch, their probabilities averaged by the views' weights. `classes`:
+    the width of the result for no pixels."""
+    out = []
+    for start in range(0, len(pixels), batch_size):
+        batch = np.asarray(pixels[start:start + batch_size], np.float32)
+        if mode is None:
+            out.append(predict(batch))
+            continue
+        weights, views = zip(*tta_views(batch, mode))
+        probs = predict(np.concatenate(views)).reshape(len(views), len(batch), -1)
+        out.append(np.tensordot(np.array(weights, np.float32), probs, axes=1))
+    return np.concatenate(out) if out else np.zeros((0, classes))
+
+
 def predict_arrays(classifier, pixels, batch_size=64, tta=None, calibrated=True):
     """Probabilities (n, classes) for decoded pixels, in batches.
 
     `tta`: None for the plain view, or one of TTA_MODES (True means "flip"); each batch's views
     go through the model as one batch. The views' raw probabilities are averaged, then the
-    classifier's temperature applied (unless `calibrated=False`), the same way everywhere."""
+    temperature fitted for those views applied (`Classifier.temperature_for`; unless
+    `calibrated=False`), the same way everywhere."""
     from catsdogs.inference.calibrate import apply_temperature
 
     mode = tta_mode(tta)
-    out = []
-    for start in range(0, len(pixels), batch_size):
-        batch = pixels[start:start + batch_size].astype(np.float32)
-        if mode is None:
-            out.append(classifier.probabilities(batch, calibrated=False))
-            continue
-        weights, views = zip(*tta_views(batch, mode))
-        probs = classifier.probabilities(np.concatenate(views), calibrated=False).reshape(
-            len(views), len(batch), -1)
-        out.append(np.tensordot(np.array(weights, np.float32), probs, axes=1))
-    raw = np.concatenate(out) if out else np.zeros((0, len(classifier.class_names)))
-    return apply_temperature(raw, classifier.temperature) if calibrated else raw
+    raw = averaged_views(lambda batch: classifier.probabilities(batch, calibrated=False),
+                         pixels, mode, len(classifier.class_names), batch_size)
+    return apply_temperature(raw, classifier.temperature_for(mode)) if calibrated else raw
