@@ -211,5 +211,8 @@ def test_training_calibrates_and_calibrate_adds_it_to_an_old_run(binary_folders,
     (run.dir / "calibration.json").unlink()  # a run from before calibration
     assert catsdogs.load(run.dir).temperature == 1.0
     assert main([str(run.dir)]) == 0
-    assert "temperature" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "temperature" in out and "flip T = 1.0000" in out and "shift T = 1.0000" in out
     assert catsdogs.load(run.dir).temperature == pytest.approx(stored["temperature"], rel=1e-3)
+    assert set(stored["tta"]) == {"flip", "shift"}  # too few photos: each view set keeps T = 1
+    assert all("fewer than the 100" in views["decision"] for views in stored["tta"].values())

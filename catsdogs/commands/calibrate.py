@@ -51,6 +51,11 @@ def _run(args):
           f"{report['decision']}")
     print(f"expected calibration error {report['ece_before']:.4f} -> {report['ece_after']:.4f}, "
           f"negative log-likelihood {report['nll_before']:.4f} -> {report['nll_after']:.4f}")
+    views = report.get("tta") or {}
+    if views:
+        print("with test-time views (predict/evaluate --tta): " + "; ".join(
+            f"{mode} T = {fitted['temperature']:.4f}, ECE {fitted['ece_before']:.4f} -> "
+            f"{fitted['ece_after']:.4f}" for mode, fitted in views.items()))
     print(f"Wrote {run_dir / 'calibration.json'} and {run_dir / runs.SAVED_MODEL_DIR}")
     return 0
 
