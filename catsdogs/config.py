@@ -207,6 +207,10 @@ class TrainConfig:
     ema: float = setting(0.0, "(momentum) validate, keep and save an exponential moving average "
                               "of the weights (Keras' optimizer EMA), e.g. 0.99; 0: off",
                               search=("choice", 0.0, 0.99, 0.999))
+    precise_bn: bool | None = setting(
+        None, "after training, recompute every BatchNorm layer's statistics over the training "
+              "photos, un-augmented and at full size, with the kept weights (PreciseBN), before "
+              "calibration and the test; default: the preset's (on for resnet-catsdogs)")
     progressive_start: float | None = setting(
         None, "(fraction) progressive resizing: the first epoch trains on images scaled to this "
               "fraction of the preset's size, growing to full size by 3/4 of the epochs "
@@ -435,6 +439,7 @@ SETTINGS_ADDED_LATER = {"progressive_start": 1.0, "steps_per_execution": 1,
                         "prune_from": None, "prune_keep": None, "width": 1.0,
                         # regularisers and weight averaging: off
                         "mixup": 0.0, "cutmix": 0.0, "rand_augment": 0, "ema": 0.0,
+                        "precise_bn": False,  # the statistics as training left them
                         # the epoch choice and the temperature's photos: runs before them kept
                         # the best epoch and fitted the temperature on the photos that chose it
                         "keep_epoch": "best", "calibration_split": 0.0,

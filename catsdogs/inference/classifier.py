@@ -50,6 +50,10 @@ class Classifier:
         fitted = (self.calibration.get("tta") or {}).get(tta) if tta else None
         return float(fitted["temperature"]) if fitted else self.temperature
 
+    def tempered(self, raw, tta=None):
+        """Raw probabilities (of `tta`'s views, averaged) with their temperature applied."""
+        return apply_temperature(raw, self.temperature_for(tta))
+
     def probabilities(self, pixels, calibrated=True):
         """Class probabilities (n, classes) for a batch, also for one-sigmoid binary models;
         with the run's temperature applied unless `calibrated=False`."""

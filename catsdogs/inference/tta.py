@@ -67,9 +67,7 @@ def predict_arrays(classifier, pixels, batch_size=64, tta=None, calibrated=True)
     go through the model as one batch. The views' raw probabilities are averaged, then the
     temperature fitted for those views applied (`Classifier.temperature_for`; unless
     `calibrated=False`), the same way everywhere."""
-    from catsdogs.inference.calibrate import apply_temperature
-
     mode = tta_mode(tta)
     raw = averaged_views(lambda batch: classifier.probabilities(batch, calibrated=False),
                          pixels, mode, len(classifier.class_names), batch_size)
-    return apply_temperature(raw, classifier.temperature_for(mode)) if calibrated else raw
+    return classifier.tempered(raw, mode) if calibrated else raw

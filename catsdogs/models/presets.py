@@ -34,6 +34,7 @@ class Recipe:
     weight_decay: float = 0.0
     lookahead: bool = False
     progressive_start: float = 1.0  # 1: every epoch at full size (progressive.py)
+    precise_bn: bool = False  # BatchNorm statistics recomputed at the end (precise_bn.py)
     steps_per_execution: int = 1  # >1 for small models, whose steps are short
     augment: AugmentConfig = AugmentConfig()
 
@@ -399,7 +400,7 @@ PRESETS = {
                make_staged_body((64, 128, 256), stem=conv_stem(32, stride=2), dropout=0.2),
                Recipe(epochs=50, batch_size=32, learning_rate=2e-3, schedule="cosine",
                       label_smoothing=0.1, weight_decay=5e-4, progressive_start=0.57,
-                      augment=PHOTO_AUGMENT), any_size=True),
+                      precise_bn=True, augment=PHOTO_AUGMENT), any_size=True),
         Preset("fast-cifar10", "patch-whitening stem (airbench) + BatchNorm CNN 32-64-128 at "
                "half resolution, batches of 64, 3 epochs, cosine schedule", (32, 32),
                make_whitened_body((32, 64, 128)),

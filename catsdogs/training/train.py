@@ -355,7 +355,7 @@ def tensorboard_hparams(config):
             "weight_decay": config.weight_decay, "label_smoothing": config.label_smoothing,
             "progressive_start": config.progressive_start, "width": config.width,
             "mixup": config.mixup, "cutmix": config.cutmix, "rand_augment": config.rand_augment,
-            "ema": config.ema, "seed": config.seed}
+            "ema": config.ema, "precise_bn": config.precise_bn, "seed": config.seed}
 
 
 def _raise_if_nan(rows, config, run_dir):
@@ -426,6 +426,24 @@ def test_once(model, data):
             "test_split": data.sources["test"]}
 
 
+def _precise_bn(config, run_dir, model, train):
+    """--precise-bn: the kept model's BatchNorm statistics recomputed over the training photos
+    (precise_bn.py) and model.keras replaced with it in one step. The same weights give the
+    same statistics, so a run killed after this and resumed does it again to the same end.
+    Returns the number of layers recomputed (0: off, or none in the model)."""
+    if not config.precise_bn:
+        return 0
+    from catsdogs.training.precise_bn import recompute_statistics
+
+    count = recompute_statistics(model, train.pixel_view(), config.batch_size)
+    if count:
+        with runs.atomic_path(run_dir / runs.MODEL_FILE) as temp:
+            model.save(temp)
+        print(f"BatchNorm statistics of {count} layers recomputed over the {len(train)} "
+              "training photos, un-augmented (--precise-bn)")
+    return count
+
+
 def _finish(config, run_dir, data, rows, parameters, test=True):
     """After fit: SavedModel of the best model, plots, metrics.json; drop the resume backup.
     `test=False` leaves the test split unread (a tuning trial: tune.py measures the best once)."""
@@ -440,6 +458,7 @@ def _finish(config, run_dir, data, rows, parameters, test=True):
     # compile=False: the optimizer is not needed, and a run begun by an older catsdogs names it
     # by a module path that may have moved
     best_model = keras.saving.load_model(run_dir / runs.MODEL_FILE, safe_mode=True, compile=False)
+    recomputed = _precise_bn(config, run_dir, best_model, data.train)
     # the temperature is fitted on photos that chose nothing (datasets.set_aside_calibration);
     # saved_model/ is written with it inside
     calibration = calibrate_run(
@@ -458,7 +477,8 @@ def _finish(config, run_dir, data, rows, parameters, test=True):
         "train_images": len(data.train), "validation_images": len(data.val),
         "best_epoch_chosen_on": data.sources["validation"],
         **(test_once(best_model, data) if test else {}),
-        "parameters": parameters, "temperature": calibration["temperature"],
+        "parameters": parameters, "precise_bn_layers": recomputed,
+        "temperature": calibration["temperature"],
         "temperature_decision": calibration["decision"],
         "calibration_images": calibration["images"],
         "val_ece_before_calibration": calibration.get("ece_before"),
