@@ -76,7 +76,7 @@ def main():
     print(f"{'':<12}{'held-out acc':>14}{'held-out NLL':>14}{'test acc':>14}{'test NLL':>12}"
           f"{'test ECE':>12}")
     for label in ("as trained", "precise BN"):
-        cells = [spread([row[label][where][what] for row in rows])
+        cells = [spread([row[label][where][what] for row in rows], percent=what == "accuracy")
                  for where, what in (("held_out", "accuracy"), ("held_out", "nll"),
                                      ("test", "accuracy"), ("test", "nll"), ("test", "ece"))]
         print(f"{label:<12}" + "".join(f"{cell:>14}" for cell in cells))

@@ -16,7 +16,9 @@ on the weights); the photos are the preset's task's own:
 ../shared/data/cats_and_dogs/validation, or CIFAR-10's test images (32x32) for a 10-class
 preset (before 2026-12-04 every preset got the cats/dogs photos). Prints images/s, p50/p95/p99
 latency, errors, the ratio, and the share of the model-alone ceiling (32 a call) that the
-batching server keeps. Loopback only; every loop is bounded in count and time.
+batching server keeps; per arm, the CPU milliseconds a request costs the server (and its event
+loop's thread alone, from /proc) and the client, beside the model's own per image. Loopback
+only; every loop is bounded in count and time.
 
 --profile times each stage of one :predict request in this process (JSON, base64, decode,
 model alone and batched, answer) and whole requests through the app without a network.
@@ -156,6 +158,26 @@ def load_raw(port, bodies, requests, clients):
 CLIENTS = {"raw": load_raw, "httpx": load}
 
 
+def cpu_seconds(pid, thread=None):
+    """CPU seconds (user + system) a process, or one of its threads, has used so far."""
+    path = f"/proc/{pid}/task/{thread}/stat" if thread else f"/proc/{pid}/stat"
+    with open(path) as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()  # after the command name
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(send, port, bodies, requests, clients, pid):
+    """`send`'s results, and the CPU milliseconds per request of the server, of its main
+    thread (the event loop: HTTP, routing, JSON answers) and of this process (the client)."""
+    server, loop, client = cpu_seconds(pid), cpu_seconds(pid, pid), time.process_time()
+    latencies, errors, seconds = send(port, bodies, requests, clients)
+    count = max(1, len(latencies)) / 1000
+    return latencies, errors, seconds, {
+        "server": (cpu_seconds(pid) - server) / count,
+        "loop": (cpu_seconds(pid, pid) - loop) / count,
+        "client": (time.process_time() - client) / count}
+
+
 def model_ceiling(model_path, photos, max_batch=32, rounds=3):
     """Images/s of the served model alone, called as the server calls it
     (`Classifier.probabilities`), one image per call and `max_batch` per call, best of
@@ -169,16 +191,21 @@ def model_ceiling(model_path, photos, max_batch=32, rounds=3):
     classifier.probabilities(pixels)  # warm-up: tracing for both shapes
     classifier.probabilities(pixels[:1])
 
+    cpu = {}
+
     def rate(batch):
         best = 0.0
         for _ in range(rounds):
-            started = time.perf_counter()
+            started, used = time.perf_counter(), time.process_time()
             for start in range(0, len(pixels), batch):
                 classifier.probabilities(pixels[start:start + batch])
             best = max(best, len(pixels) / (time.perf_counter() - started))
+            cpu[batch] = min(cpu.get(batch, np.inf),
+                             (time.process_time() - used) / len(pixels) * 1000)
         return best
 
-    return rate(1), rate(max_batch)
+    single, batched = rate(1), rate(max_batch)
+    return single, batched, cpu[max_batch]
 
 
 def profile(model_path, bodies, rounds=50):
@@ -396,7 +423,7 @@ def main():
             for max_queue in args.max_queue:
                 soak(model_dir, bodies, args.soak, max_queue)
             return None
-        single, batched = model_ceiling(model_dir / "model.keras", photos)
+        single, batched, model_cpu = model_ceiling(model_dir / "model.keras", photos)
         print(f"the model alone, 1 image a call{single:>14.1f} images/s\n"
               f"the model alone, 32 images a call{batched:>12.1f} images/s   "
               f"{batched / single:.2f}x: the most batching can gain here ({args.preset})",
@@ -413,7 +440,8 @@ def main():
                                   max_queue=args.clients)
             try:
                 send(port, bodies, 20, args.clients)  # warm-up: graph tracing, allocation
-                latencies, errors, seconds = send(port, bodies, args.requests, args.clients)
+                latencies, errors, seconds, cpu = measured(send, port, bodies, args.requests,
+                                                           args.clients, server.pid)
             finally:
                 server.terminate()
                 server.wait(timeout=30)
@@ -423,6 +451,9 @@ def main():
             print(f"{label:<36}{rate:>8.1f} images/s   p50 {p50:6.0f} ms  p95 {p95:6.0f} ms  "
                   f"p99 {p99:6.0f} ms  errors {errors}  ({len(latencies)} requests, "
                   f"{args.clients} {args.client} clients, {args.preset})", flush=True)
+            print(f"{'':<4}CPU per request: server {cpu['server']:.2f} ms (its event loop "
+                  f"{cpu['loop']:.2f} ms), client {cpu['client']:.2f} ms; the model alone "
+                  f"{model_cpu:.2f} ms an image at 32 a call", flush=True)
         baseline, served = results.values()
         print(f"dynamic batching: {served / baseline:.2f}x the one-at-a-time images/s; "
               f"{served / batched:.0%} of the model-alone ceiling ({batched:.1f} images/s)")
