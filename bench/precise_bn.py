@@ -13,7 +13,6 @@ Nothing is written to the run folders. Prints one row per run and the mean ± sa
 deviation of each column.
 """
 
-import argparse
 import dataclasses
 import json
 import os
@@ -24,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from machine import describe  # noqa: E402
-from seeds import spread, test_photos  # noqa: E402
+from seeds import finished_runs_parser, spread, test_photos  # noqa: E402
 
 
 def run_photos(run_dir, classifier):
@@ -64,11 +63,7 @@ def measure(run_dir, test_dir):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--test", type=Path, required=True, help="the test split's folder")
-    parser.add_argument("--json", help="also write the rows to this file")
-    args = parser.parse_args()
+    args = finished_runs_parser(__doc__).parse_args()
     print(describe(), flush=True)
     rows = [measure(run, args.test) for run in args.runs]
     for row in rows:

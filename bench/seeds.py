@@ -58,6 +58,16 @@ def test_figures(model_dir, test_dir):
             "temperature": classifier.temperature}
 
 
+def finished_runs_parser(doc):
+    """The command line of a bench that measures finished run folders on a test split:
+    RUN... --test DIR [--json FILE]."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--test", type=Path, required=True, help="the test split's folder")
+    parser.add_argument("--json", help="also write the rows to this file")
+    return parser
+
+
 def split_seed(args):
     return args.seeds[0] if args.split_seed is None else args.split_seed
 

@@ -14,7 +14,6 @@ view set's test accuracy is printed too, marked as not chosen on, so the table s
 choice left on the table.
 """
 
-import argparse
 import json
 import os
 import statistics
@@ -25,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from machine import describe  # noqa: E402
-from seeds import test_photos  # noqa: E402
+from seeds import finished_runs_parser, test_photos  # noqa: E402
 
 MODES = (None, "flip", "shift")  # fewest views first: a tie keeps the cheaper
 
@@ -70,11 +69,7 @@ def measure(run_dir, test_dir):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--test", type=Path, required=True, help="the test split's folder")
-    parser.add_argument("--json", help="also write the rows to this file")
-    args = parser.parse_args()
+    args = finished_runs_parser(__doc__).parse_args()
     print(describe())
     rows = []
     for run_dir in args.runs:
