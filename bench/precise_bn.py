@@ -11,6 +11,14 @@ nothing trained on them) and on the test split: accuracy, negative log-likelihoo
 calibration error (raw probabilities: the temperature was fitted for the model as trained).
 Nothing is written to the run folders. Prints one row per run and the mean ± sample standard
 deviation of each column.
+
+--write DIR also copies each run folder (without its resume state) to DIR/<its name> with the
+recomputed model in it and `precise_bn` set in its config.json: a run as `train --precise-bn`
+would have left it, before calibration. Then, as a user would:
+
+    python -m catsdogs calibrate DIR/RUN                  # each: its temperatures, saved_model/
+    python -m catsdogs ensemble DIR/RUN... --out DIR/ENSEMBLE
+    python bench/tta.py DIR/RUN... DIR/ENSEMBLE --test ../shared/data/cats_and_dogs/validation
 """
 
 import dataclasses
@@ -46,7 +54,22 @@ def figures(classifier, pixels, labels):
             "ece": expected_calibration_error(probabilities, labels)}
 
 
-def measure(run_dir, test_dir):
+def write_copy(run_dir, model, out):
+    """`run_dir` copied to out/<name> (no checkpoints) with `model` as its model.keras."""
+    import shutil
+
+    from catsdogs import runs
+
+    copy = Path(out) / Path(run_dir).name
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns(runs.CHECKPOINTS_DIR))
+    with runs.atomic_path(copy / runs.MODEL_FILE) as temp:
+        model.save(temp)
+    config = json.loads((copy / runs.CONFIG_FILE).read_text())
+    runs.write_json(copy / runs.CONFIG_FILE, {**config, "precise_bn": True})
+    return copy
+
+
+def measure(run_dir, test_dir, out=None):
     import catsdogs
     from catsdogs.training.precise_bn import recompute_statistics
 
@@ -59,13 +82,18 @@ def measure(run_dir, test_dir):
             recompute_statistics(classifier.model, train)
         row[label] = {"held_out": figures(classifier, held_pixels, held_labels),
                       "test": figures(classifier, test_pixels, test_labels)}
+    if out is not None:
+        row["written"] = str(write_copy(run_dir, classifier.model, out))
     return row
 
 
 def main():
-    args = finished_runs_parser(__doc__).parse_args()
+    parser = finished_runs_parser(__doc__)
+    parser.add_argument("--write", metavar="DIR",
+                        help="also write each run with its recomputed model under DIR")
+    args = parser.parse_args()
     print(describe(), flush=True)
-    rows = [measure(run, args.test) for run in args.runs]
+    rows = [measure(run, args.test, args.write) for run in args.runs]
     for row in rows:
         print(json.dumps(row), flush=True)
     print(f"{'':<12}{'held-out acc':>14}{'held-out NLL':>14}{'test acc':>14}{'test NLL':>12}"

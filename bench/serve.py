@@ -130,25 +130,39 @@ def load_raw(port, bodies, requests, clients):
     latencies, errors = [], [0]
     counter = iter(range(requests))
 
+    async def exchange(reader, writer, request):
+        """(status, whether the server keeps the connection) of one request."""
+        writer.write(request)
+        status = int((await reader.readline()).split()[1])
+        length, keep = 0, True
+        while (line := (await reader.readline()).lower()) not in (b"\r\n", b""):
+            if line.startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+            keep = keep and line.strip() != b"connection: close"
+        await reader.readexactly(length)
+        return status, keep
+
     async def client():
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            for index in counter:  # shared: each request is taken by one client
-                started = time.perf_counter()
-                writer.write(heads[index % len(heads)])
-                status = int((await reader.readline()).split()[1])
-                length = 0
-                while (line := await reader.readline()) not in (b"\r\n", b""):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                await reader.readexactly(length)
-                latencies.append(time.perf_counter() - started)
-                errors[0] += status != 200
-        finally:
-            writer.close()
+        connection = None
+        for index in counter:  # shared: each request is taken by one client
+            started = time.perf_counter()
+            try:
+                connection = connection or await asyncio.open_connection("127.0.0.1", port)
+                status, keep = await asyncio.wait_for(
+                    exchange(*connection, heads[index % len(heads)]), 60)
+            except (OSError, IndexError, ValueError, asyncio.IncompleteReadError,
+                    asyncio.TimeoutError):
+                status, keep = None, False  # closed or garbled: an error, and a new connection
+            latencies.append(time.perf_counter() - started)
+            errors[0] += status != 200
+            if not keep and connection is not None:
+                connection[1].close()
+                connection = None
+        if connection is not None:
+            connection[1].close()
 
     async def run():
-        await asyncio.wait_for(asyncio.gather(*(client() for _ in range(clients))), 600)
+        await asyncio.gather(*(client() for _ in range(clients)))
 
     started = time.perf_counter()
     asyncio.run(run())

@@ -38,7 +38,7 @@ def setting(default, help, choices=None, nargs=None, search=None, internal=False
             (training/space.py): ("log" | "linear" | "int", LO, HI), ("choice", V1, V2, ...),
             or ("scale", LO, HI): the preset's value times a factor in [LO, HI] (log-uniform).
         internal: set by catsdogs itself for a run it starts (a k-fold fold, a refit), never
-            by a user: kept in config.json and taken as a flag, but left out of --help.
+            by a user: kept in config.json (and settings files), but no flag.
     """
     if isinstance(default, (list, dict)):
         raise TypeError("mutable defaults are not allowed; use a tuple")
@@ -208,9 +208,10 @@ class TrainConfig:
                               "of the weights (Keras' optimizer EMA), e.g. 0.99; 0: off",
                               search=("choice", 0.0, 0.99, 0.999))
     precise_bn: bool | None = setting(
-        None, "after training, recompute every BatchNorm layer's statistics over the training "
-              "photos, un-augmented and at full size, with the kept weights (PreciseBN), before "
-              "calibration and the test; default: the preset's (on for resnet-catsdogs)")
+        None, "after training, recompute every trainable BatchNorm layer's statistics over "
+              "the training photos, un-augmented and at full size, with the kept weights "
+              "(PreciseBN; a frozen pretrained body keeps its own), before calibration and the "
+              "test; default: the preset's (on for resnet-catsdogs)")
     progressive_start: float | None = setting(
         None, "(fraction) progressive resizing: the first epoch trains on images scaled to this "
               "fraction of the preset's size, growing to full size by 3/4 of the epochs "

@@ -146,3 +146,16 @@ def test_bad_widths_are_one_error_line(flags, expected, capsys):
 
 def test_a_config_without_width_resumes_at_width_1():
     assert cfg.upgrade({"config_version": 1, "preset": "seed-cifar10"})["width"] == 1.0
+
+
+def test_folds_of_older_settings_name_the_flags_that_continue_them(tmp_path):
+    """A record written before a setting existed ran it as SETTINGS_ADDED_LATER says; where the
+    preset's default has changed since, the fix names the flag to repeat."""
+    from catsdogs.errors import CatsDogsError
+    from catsdogs.training import kfold
+
+    (tmp_path / kfold.RECORD_FILE).write_text(json.dumps({"settings": {"epochs": 3}}))
+    with pytest.raises(CatsDogsError) as refused:
+        kfold._read_record(tmp_path, {"epochs": 3, "precise_bn": True})
+    assert "precise_bn False -> True" in str(refused.value)
+    assert "--no-precise-bn" in refused.value.fix

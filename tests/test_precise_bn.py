@@ -28,13 +28,12 @@ def test_the_statistics_are_the_mean_of_the_batches_and_nothing_else_changes():
     trainable = [w.numpy().copy() for w in model.trainable_weights]
     assert recompute_statistics(model, pixels, batch_size=16) == 2
     first = model.get_layer("first")
-    batches = [pixels[0:16], pixels[16:32], pixels[32:40]]  # the last one short: equal weight
-    np.testing.assert_allclose(first.moving_mean.numpy(),
-                               np.mean([b.mean(axis=(0, 1, 2)) for b in batches], axis=0),
-                               rtol=1e-5)
+    batches = [pixels[0:16], pixels[16:32], pixels[32:40]]  # the last one short: weighted
+    sizes = [len(b) for b in batches]
+    np.testing.assert_allclose(first.moving_mean.numpy(), pixels.mean(axis=(0, 1, 2)), rtol=1e-5)
     np.testing.assert_allclose(first.moving_variance.numpy(),
-                               np.mean([b.var(axis=(0, 1, 2)) for b in batches], axis=0),
-                               rtol=1e-4)
+                               np.average([b.var(axis=(0, 1, 2)) for b in batches], axis=0,
+                                          weights=sizes), rtol=1e-4)
     for before, after in zip(trainable, model.trainable_weights):
         np.testing.assert_array_equal(before, after.numpy())  # the weights: untouched
     assert first.momentum == 0.99 and layers_of(model, keras.layers.Dropout)[0].rate == 0.5
@@ -43,6 +42,15 @@ def test_the_statistics_are_the_mean_of_the_batches_and_nothing_else_changes():
     for a, b in zip(again, model.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-6)
     assert any(not np.allclose(a, b) for a, b in zip(weights, again))
+
+
+def test_frozen_batch_norm_layers_keep_their_statistics():
+    model = small_model()
+    model.get_layer("first").trainable = False  # a frozen pretrained body's, in inference mode
+    before = model.get_layer("first").moving_mean.numpy().copy()
+    pixels = np.random.default_rng(1).uniform(0, 255, (16, 4, 4, 3)).astype(np.float32)
+    assert recompute_statistics(model, pixels) == 1
+    np.testing.assert_array_equal(model.get_layer("first").moving_mean.numpy(), before)
 
 
 def test_a_model_without_batch_norm_is_left_alone():

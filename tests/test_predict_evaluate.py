@@ -269,29 +269,35 @@ def test_multiclass_metrics_by_hand():
 
 
 def test_tta_applies_the_temperature_fitted_for_its_views_else_the_plain_one(tmp_path):
-    from catsdogs.inference.calibrate import apply_temperature
+    from catsdogs.inference.calibrate import apply_temperature, rejection_threshold
     from catsdogs.inference.classifier import read_calibration
     from catsdogs.inference.tta import predict_arrays
 
     clf = Classifier(lambda x: x[:, 0, 0, :1] / 255.0 * 0.8 + 0.1, ["l", "r"], (2, 2), source=None,
-                     calibration={"temperature": 2.0, "tta": {"flip": {"temperature": 0.5}}})
+                     calibration={"temperature": 2.0, "min_confidence_auto": {"threshold": 0.7},
+                                  "tta": {"flip": {"temperature": 0.5,
+                                                   "min_confidence_auto": {"threshold": 0.6}}}})
     pixels = np.zeros((1, 2, 2, 3), np.float32)
     pixels[0, :, 0] = 255  # plain view 0.9 for the second class, the mirror 0.1
     for tta, temperature in ((None, 2.0), ("flip", 0.5), ("shift", 2.0)):  # shift: none of its own
         raw = predict_arrays(clf, pixels, tta=tta, calibrated=False)
         np.testing.assert_allclose(predict_arrays(clf, pixels, tta=tta),
                                    apply_temperature(raw, temperature), rtol=1e-6)
+    assert clf.temperature_for(True) == 0.5  # True: the flip, as predict_arrays reads it
+    assert [rejection_threshold(clf, "auto", tta) for tta in (None, "flip", "shift")] == [0.7, 0.6, 0.7]
     (tmp_path / "model.keras").write_bytes(b"")
-    (tmp_path / "calibration.json").write_text('{"temperature": 1.0, "tta": {"flip": {}}}')
-    with pytest.raises(CatsDogsError, match="cannot read the calibration"):
-        read_calibration(tmp_path / "model.keras")
+    for broken in ('{"temperature": 1.0, "tta": {"flip": {}}}', '[1]', '{"temperature": 1, "tta": [1]}'):
+        (tmp_path / "calibration.json").write_text(broken)
+        with pytest.raises(CatsDogsError, match="cannot read the calibration"):
+            read_calibration(tmp_path / "model.keras")
 
 
 def test_calibration_fits_each_set_of_views_on_their_averaged_predictions(tmp_path):
     """A model reading the left column, calibrated on its own view, where the mirrored view
     reads half its logit: the flip's average is too unsure and needs a temperature of its
     own."""
-    from catsdogs.inference.calibrate import calibrate_run, checked_temperature
+    from catsdogs.inference.calibrate import (apply_temperature, calibrate_run,
+                                              checked_temperature, confidence_threshold)
     from catsdogs.inference.runtimes import keras_probabilities
     from catsdogs.inference.tta import TTA_MODES, averaged_views
 
@@ -312,5 +318,8 @@ def test_calibration_fits_each_set_of_views_on_their_averaged_predictions(tmp_pa
         assert report["tta"][mode]["temperature"] == pytest.approx(
             checked_temperature(raw, labels)[0], rel=1e-6)
         assert report["tta"][mode]["decision"] == checked_temperature(raw, labels)[2]
+        kept = apply_temperature(raw, report["tta"][mode]["temperature"])
+        assert report["tta"][mode]["min_confidence_auto"]["threshold"] == pytest.approx(
+            confidence_threshold(kept))  # --min-confidence auto with --tta: its own
     assert report["tta"]["flip"]["temperature"] < 0.8 * report["temperature"]
     assert json.loads((tmp_path / "calibration.json").read_text())["tta"] == report["tta"]

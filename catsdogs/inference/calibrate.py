@@ -191,19 +191,24 @@ def views_calibration(model, pixels, labels, batch_size=64):
         raw = averaged_views(lambda batch: keras_probabilities(model, batch, len(batch)), pixels,
                              mode, batch_size=batch_size)
         temperature, fitted_temperature, reason, _ = checked_temperature(raw, labels)
+        calibrated = apply_temperature(raw, temperature)
         fitted[mode] = {"temperature": temperature, "fitted_temperature": fitted_temperature,
                         "decision": reason,
                         "ece_before": expected_calibration_error(raw, labels),
-                        "ece_after": expected_calibration_error(
-                            apply_temperature(raw, temperature), labels)}
+                        "ece_after": expected_calibration_error(calibrated, labels),
+                        "min_confidence_auto": {"keep": DEFAULT_KEEP, "threshold":
+                                                confidence_threshold(calibrated)}}
     return fitted
 
 
-def rejection_threshold(classifier, min_confidence):
-    """A number, or "auto"/None: the threshold calibration.json stored for its share kept."""
+def rejection_threshold(classifier, min_confidence, tta=None):
+    """A number, or "auto"/None: the threshold calibration.json stored for its share kept, for
+    predictions averaged over `tta`'s views where it stored one for them."""
     if min_confidence not in (None, "auto"):
         return float(min_confidence)
-    stored = classifier.calibration.get("min_confidence_auto")
+    views = (classifier.calibration.get("tta") or {}).get(tta) if tta else None
+    stored = (views or {}).get("min_confidence_auto") or \
+        classifier.calibration.get("min_confidence_auto")
     if not stored:
         raise CatsDogsError("no stored threshold for --min-confidence auto", where=classifier.source,
                             fix="calibrate the run first (catsdogs calibrate RUN_DIR), or give a "

@@ -47,7 +47,10 @@ class Classifier:
         the one fitted on those views where calibration.json has it (their average is less
         sure than one view, so the plain view's temperature over- or under-corrects it),
         else the plain view's (a run calibrated before views had their own)."""
-        fitted = (self.calibration.get("tta") or {}).get(tta) if tta else None
+        from catsdogs.inference.tta import tta_mode
+
+        mode = tta_mode(tta)
+        fitted = (self.calibration.get("tta") or {}).get(mode) if mode else None
         return float(fitted["temperature"]) if fitted else self.temperature
 
     def tempered(self, raw, tta=None):
@@ -98,7 +101,7 @@ def read_calibration(model_path):
         for entry in [values, *(values.get("tta") or {}).values()]:
             float(entry["temperature"])
         return values
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise CatsDogsError(f"cannot read the calibration ({type(error).__name__})",
                             where=candidate, fix="recreate it: catsdogs calibrate RUN_DIR") from None
 

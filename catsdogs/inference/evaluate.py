@@ -140,7 +140,7 @@ def evaluate(classifier, data_dir, out=None, tta=None, batch_size=64, ood_dir=No
                    calibration=calibration_metrics(raw, probabilities, labels, temperature))
     out = Path(out) if out else default_out(classifier.source, data_dir)
     if ood_dir is not None:
-        threshold = rejection_threshold(classifier, min_confidence)
+        threshold = rejection_threshold(classifier, min_confidence, tta)
         ood_pixels = _decode_folder(ood_dir, classifier.image_size)
         metrics["ood"] = {"folder": str(ood_dir), **ood_report(
             probabilities, predict_arrays(classifier, ood_pixels, batch_size, tta=tta), threshold)}

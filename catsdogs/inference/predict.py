@@ -91,7 +91,7 @@ def predict_paths(classifier, paths, batch_size=64, top_k=1, threshold=0.5, prog
                             f"received {threshold}")
     tta = tta_mode(tta)
     if min_confidence is not None:
-        min_confidence = rejection_threshold(classifier, min_confidence)
+        min_confidence = rejection_threshold(classifier, min_confidence, tta)
     files, skipped = collect_files(paths)
     rows = []
     bar = progress_bar(len(files)) if progress and len(files) > CHUNK else None

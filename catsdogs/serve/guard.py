@@ -45,6 +45,7 @@ class Guard:
                 status = message["status"]
             await send(message)
 
+        gone = False
         try:
             if self.api_key and endpoint not in PUBLIC_ENDPOINTS and not self._key_matches(scope):
                 raise ServeError(401, f"missing or wrong {self.header} header")
@@ -52,14 +53,18 @@ class Guard:
         except ServeError as error:
             await self._answer(scope, receive, recorded_send, status, error_response(error))
         except ClientDisconnect:  # nobody to answer, nothing wrong here: counted, not logged
+            gone = True
             await self._answer(scope, receive, recorded_send, status,
                                Response(status_code=CLIENT_CLOSED))
         except Exception as error:  # a bug: logged once with its traceback, answered, counted
             log().exception("internal error on %s %s", scope["method"], scope["path"])
             await self._answer(scope, receive, recorded_send, status, error_response(
                 ServeError(500, f"internal: {type(error).__name__}")))
-        self.metrics["requests"].labels(endpoint, str(status or CLIENT_CLOSED)).inc()
-        self.metrics["latency"].labels(endpoint).observe(time.perf_counter() - started)
+        finally:  # counted however it ended (cancelled at shutdown too)
+            # no answer begun: the client left (499), or the server's own 500 (uvicorn's)
+            code = status or (CLIENT_CLOSED if gone else 500)
+            self.metrics["requests"].labels(endpoint, str(code)).inc()
+            self.metrics["latency"].labels(endpoint).observe(time.perf_counter() - started)
 
     def _key_matches(self, scope):
         # bytes, as sent: compare_digest refuses str with non-ASCII characters

@@ -286,10 +286,24 @@ def _read_record(folder, settings):
               else "the files differ"
               for key, value in settings.items() if key in stored and stored[key] != value]
     if differ:
+        # a setting added since, whose new default differs, needs its flag to be repeated
+        flags = [_as_flag(key, stored[key]) for key, value in settings.items()
+                 if key in stored and stored[key] != value and key != "files_sha256"]
         raise CatsDogsError(f"the folder holds folds of other settings ({'; '.join(differ)})",
-                            where=folder, fix="repeat that command to continue it, or "
-                                              "pass another folder")
+                            where=folder, fix=f"repeat that command to continue it"
+                                              f"{' (' + ' '.join(flags) + ')' if flags else ''}, "
+                                              "or pass another folder")
     return record
+
+
+def _as_flag(key, value):
+    """The command-line form of one setting's value (`--no-x` for False)."""
+    flag = cfg.flag_name(key)
+    if isinstance(value, bool):
+        return f"--{flag}" if value else f"--no-{flag}"
+    if isinstance(value, (list, tuple)):
+        return f"--{flag} {' '.join(map(str, value))}"
+    return f"--{flag} {value}"
 
 
 def _check_folder(folder):

@@ -24,13 +24,16 @@ def layers_of(layer, kind):
 
 
 def recompute_statistics(model, pixels, batch_size=32):
-    """Set the moving statistics of `model`'s BatchNormalization layers to their mean over
-    `pixels` (n, h, w, 3; 0..255, as the model takes them) in batches of `batch_size`, with
-    Dropout off as in inference (so the result is the same every time). The weights are
-    untouched. Returns the number of layers recomputed (0: nothing to do)."""
+    """Set the moving statistics of `model`'s trainable BatchNormalization layers to their
+    mean over `pixels` (n, h, w, 3; 0..255, as the model takes them) in batches of
+    `batch_size`, each batch weighted by its images, with Dropout off as in inference (so the
+    result is the same every time). Frozen layers (a frozen or fine-tuned pretrained body, whose
+    BatchNorm stays in inference mode) keep theirs: Keras updates only trainable ones. The
+    weights are untouched. Returns the number of layers recomputed (0: nothing to do)."""
     import keras
 
-    norms = layers_of(model, keras.layers.BatchNormalization)
+    norms = [layer for layer in layers_of(model, keras.layers.BatchNormalization)
+             if layer.trainable]
     if not norms or not len(pixels):
         return 0
     dropouts = layers_of(model, keras.layers.Dropout)
@@ -38,10 +41,11 @@ def recompute_statistics(model, pixels, batch_size=32):
     try:
         for layer in dropouts:
             layer.rate = 0.0
-        for count, start in enumerate(range(0, len(pixels), batch_size), 1):
-            for layer in norms:
-                layer.momentum = (count - 1) / count  # 0 for the first batch: its statistics
-            model(np.asarray(pixels[start:start + batch_size], np.float32), training=True)
+        for seen in range(0, len(pixels), batch_size):
+            batch = np.asarray(pixels[seen:seen + batch_size], np.float32)
+            for layer in norms:  # 0 for the first batch: its statistics
+                layer.momentum = seen / (seen + len(batch))
+            model(batch, training=True)
     finally:
         for layer, momentum in zip(norms, momenta):
             layer.momentum = momentum

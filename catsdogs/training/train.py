@@ -439,8 +439,8 @@ def _precise_bn(config, run_dir, model, train):
     if count:
         with runs.atomic_path(run_dir / runs.MODEL_FILE) as temp:
             model.save(temp)
-        print(f"BatchNorm statistics of {count} layers recomputed over the {len(train)} "
-              "training photos, un-augmented (--precise-bn)")
+        print(f"BatchNorm statistics of {count} trainable layers recomputed over the "
+              f"{len(train)} training photos, un-augmented (--precise-bn)")
     return count
 
 
