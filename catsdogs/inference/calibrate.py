@@ -180,25 +180,15 @@ def calibration_report(probabilities, labels, keep=DEFAULT_KEEP):
 
 
 def views_calibration(model, pixels, labels, batch_size=64):
-    """{mode: temperature, decision, ECE before and after} for each set of test-time views
-    (tta.TTA_MODES), fitted on their averaged predictions of the same held-out photos by the
-    same rules (`checked_temperature`): `--tta` applies its own (Classifier.temperature_for)."""
+    """{mode: calibration_report} for each set of test-time views (tta.TTA_MODES), fitted on
+    their averaged predictions of the same held-out photos by the same rules: `--tta` applies
+    its own temperature and threshold (Classifier.views_calibration)."""
     from catsdogs.inference.runtimes import keras_probabilities
     from catsdogs.inference.tta import TTA_MODES, averaged_views
 
-    fitted = {}
-    for mode in TTA_MODES:
-        raw = averaged_views(lambda batch: keras_probabilities(model, batch, len(batch)), pixels,
-                             mode, batch_size=batch_size)
-        temperature, fitted_temperature, reason, _ = checked_temperature(raw, labels)
-        calibrated = apply_temperature(raw, temperature)
-        fitted[mode] = {"temperature": temperature, "fitted_temperature": fitted_temperature,
-                        "decision": reason,
-                        "ece_before": expected_calibration_error(raw, labels),
-                        "ece_after": expected_calibration_error(calibrated, labels),
-                        "min_confidence_auto": {"keep": DEFAULT_KEEP, "threshold":
-                                                confidence_threshold(calibrated)}}
-    return fitted
+    return {mode: calibration_report(averaged_views(
+        lambda batch: keras_probabilities(model, batch, len(batch)), pixels, mode,
+        batch_size=batch_size), labels) for mode in TTA_MODES}
 
 
 def rejection_threshold(classifier, min_confidence, tta=None):
@@ -206,8 +196,7 @@ def rejection_threshold(classifier, min_confidence, tta=None):
     predictions averaged over `tta`'s views where it stored one for them."""
     if min_confidence not in (None, "auto"):
         return float(min_confidence)
-    views = (classifier.calibration.get("tta") or {}).get(tta) if tta else None
-    stored = (views or {}).get("min_confidence_auto") or \
+    stored = classifier.views_calibration(tta).get("min_confidence_auto") or \
         classifier.calibration.get("min_confidence_auto")
     if not stored:
         raise CatsDogsError("no stored threshold for --min-confidence auto", where=classifier.source,

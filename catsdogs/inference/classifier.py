@@ -42,15 +42,20 @@ class Classifier:
         """Divides the logits (calibrate.py); 1 where the model was never calibrated."""
         return float(self.calibration.get("temperature", 1.0))
 
-    def temperature_for(self, tta=None):
-        """The temperature of predictions averaged over `tta`'s views (a TTA_MODES name):
-        the one fitted on those views where calibration.json has it (their average is less
-        sure than one view, so the plain view's temperature over- or under-corrects it),
-        else the plain view's (a run calibrated before views had their own)."""
+    def views_calibration(self, tta=None):
+        """What calibration.json fitted for predictions averaged over `tta`'s views (a
+        TTA_MODES name, or True for the flip): {} for the plain view, or a run calibrated
+        before views had their own."""
         from catsdogs.inference.tta import tta_mode
 
         mode = tta_mode(tta)
-        fitted = (self.calibration.get("tta") or {}).get(mode) if mode else None
+        return (self.calibration.get("tta") or {}).get(mode) or {} if mode else {}
+
+    def temperature_for(self, tta=None):
+        """The temperature of predictions averaged over `tta`'s views: the one fitted on those
+        views where there is one (their average is less sure than one view, so the plain
+        view's temperature over- or under-corrects it), else the plain view's."""
+        fitted = self.views_calibration(tta)
         return float(fitted["temperature"]) if fitted else self.temperature
 
     def tempered(self, raw, tta=None):
