@@ -381,6 +381,19 @@ def test_a_header_dribbled_past_the_header_timeout_is_closed(server):
     assert waited is not None and waited < 3 * TIMEOUT and received == b""
 
 
+def test_pipelined_requests_are_all_answered_in_order_on_one_connection(server):
+    """The parser reads both requests at once; the second waits for the first's answer, and
+    the header deadline is not armed while it waits (its headers are in)."""
+    port, _ = server
+    request = b"GET /v1/models/catsdogs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    with socket.create_connection(("127.0.0.1", port)) as connection:
+        connection.sendall(request + b"\r\n" + b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                           b"Connection: close\r\n\r\n")
+        waited, received = closed_after(connection, 5 * TIMEOUT)
+    assert waited is not None and received.count(b"HTTP/1.1 200 OK\r\n") == 2
+    assert received.index(b"model_version_status") < received.rindex(b"HTTP/1.1 200 OK")
+
+
 def test_half_open_connections_are_all_closed_by_the_header_timeout(server):
     port, _ = server
     connections = [socket.create_connection(("127.0.0.1", port)) for _ in range(300)]

@@ -11,11 +11,11 @@ after every response, and disarms it when a request's headers are complete; the 
 deadline is Admission's (admission.py), which can still answer 408 since the request is known.
 """
 
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
-class HeaderDeadline(H11Protocol):
-    """uvicorn's h11 protocol, closing a connection whose request headers take longer than
+class HeaderDeadline(HttpToolsProtocol):
+    """uvicorn's HTTP protocol, closing a connection whose request headers take longer than
     `header_timeout` seconds (set on the class drain.protocol_class makes)."""
 
     header_timeout = 10.0
@@ -29,17 +29,21 @@ class HeaderDeadline(H11Protocol):
         self._disarm_if_headers_arrived()
 
     def on_response_complete(self):
-        self._arm()
-        super().on_response_complete()  # may parse a pipelined request's headers at once
-        self._disarm_if_headers_arrived()
+        super().on_response_complete()  # may start a pipelined request, parsed already
+        if self._waiting_for_headers():
+            self._arm()
 
     def connection_lost(self, exc):
         self._disarm()
         super().connection_lost(exc)
 
+    def _waiting_for_headers(self):
+        """No request is in progress: none yet, or the last one parsed is answered (the
+        parser makes a new cycle the moment a request's headers are complete)."""
+        return self.cycle is None or self.cycle.response_complete
+
     def _arm(self):
         self._disarm()
-        self._waiting_after = self.cycle  # a new cycle is made when the next headers are in
         self._header_timer = self.loop.call_later(self.header_timeout, self._expire)
 
     def _disarm(self):
@@ -49,7 +53,7 @@ class HeaderDeadline(H11Protocol):
         self._header_timer = None
 
     def _disarm_if_headers_arrived(self):
-        if self.cycle is not getattr(self, "_waiting_after", None):
+        if not self._waiting_for_headers():
             self._disarm()
 
     def _expire(self):

@@ -12,7 +12,8 @@ from catsdogs.data.images import MAX_DECODED_BYTES
 BODY_COPIES = 3
 # an image being decoded: Pillow's pixels and the shrunk copy made from them
 DECODE_COPIES = 2
-# one open connection: uvicorn's read buffer (flow control pauses reading past 64 KiB) and h11's
+# one open connection: the body uvicorn buffers (flow control pauses reading past 64 KiB) and the
+# transport's read buffer
 CONNECTION_BYTES = 128 * 2**10
 
 
