@@ -61,6 +61,7 @@ def test_a_model_without_batch_norm_is_left_alone():
 
 def test_the_preset_decides_unless_the_flag_does():
     assert resolve_config(catsdogs.TrainConfig(preset="resnet-catsdogs")).precise_bn is True
+    assert resolve_config(catsdogs.TrainConfig(preset="fast-catsdogs")).precise_bn is True
     assert resolve_config(catsdogs.TrainConfig(preset="seed-cifar10")).precise_bn is False
     assert resolve_config(catsdogs.TrainConfig(preset="resnet-catsdogs",
                                                precise_bn=False)).precise_bn is False

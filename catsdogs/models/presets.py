@@ -392,7 +392,8 @@ PRESETS = {
                "96x96 for 11 epochs: aims at the seed's accuracy in a quarter of its time", (96, 96),
                make_staged_body((64, 128, 256), stem=whitening_stem, dropout=0.2),
                Recipe(epochs=11, batch_size=32, learning_rate=2e-3, schedule="cosine",
-                      label_smoothing=0.1, weight_decay=5e-4, augment=PHOTO_AUGMENT),
+                      label_smoothing=0.1, weight_decay=5e-4, precise_bn=True,
+                      augment=PHOTO_AUGMENT),
                any_size=True, adapt=whiten_patches),
         Preset("resnet-catsdogs", "small residual CNN at 112x112 from scratch, strong "
                "augmentation, AdamW + cosine, progressive resizing from 64x64, about 20 min "
