@@ -94,9 +94,9 @@ class DrainGrace(HttpToolsProtocol):
 def protocol_class(header_timeout):
     """The protocol uvicorn runs every connection with (uvicorn.Config's `http=`): its httptools
     protocol (llhttp, in C: the event loop spends about a quarter less a request than on h11's,
-    in pure Python; bench/RESULTS.md, "Cheaper requests") with a deadline for headers (connections.py), a grace for requests on their way
-    when the drain begins (DrainGrace) and its own refusals in the server's error shape
-    (refusals.py)."""
+    in pure Python; bench/RESULTS.md, "Cheaper requests") with a deadline for headers
+    (connections.py), a grace for requests on their way when the drain begins (DrainGrace) and
+    its own refusals in the server's error shape (refusals.py)."""
     return type("ServerProtocol", (HeaderDeadline, DrainGrace, ShapedRefusals),
                 {"header_timeout": header_timeout})
 
