@@ -394,6 +394,48 @@ def test_pipelined_requests_are_all_answered_in_order_on_one_connection(server):
     assert received.index(b"model_version_status") < received.rindex(b"HTTP/1.1 200 OK")
 
 
+def answers_until_closed(port, data, seconds=5.0):
+    """(status codes in order, the bytes) the server sent on one connection for `data`, read
+    until it closed the connection (None for the codes if it had not within `seconds`)."""
+    with socket.create_connection(("127.0.0.1", port)) as connection:
+        connection.sendall(data)
+        waited, received = closed_after(connection, seconds)
+    statuses = [int(line.split()[1]) for line in received.split(b"\r\n")
+                if line.startswith(b"HTTP/1.1 ")]
+    return (statuses if waited is not None else None), received
+
+
+def test_headers_over_16_kib_get_431_and_the_connection_is_closed(server):
+    port, _ = server
+    statuses, received = answers_until_closed(port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                              + b"X-Filler: " + b"a" * 20_000 + b"\r\n\r\n")
+    assert statuses == [431]
+    assert json.loads(received.partition(b"\r\n\r\n")[2])["error"].startswith("request refused")
+
+
+def test_a_deep_pipeline_gets_the_first_requests_answered_then_the_connection_closed(server):
+    port, _ = server
+    request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    statuses, _ = answers_until_closed(port, request * 200)
+    assert statuses is not None and 1 <= len(statuses) <= 9 and set(statuses) == {200}
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+
+
+def test_garbage_behind_a_request_does_not_overtake_its_answer(server):
+    port, _ = server
+    statuses, _ = answers_until_closed(
+        port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n\x16\x03\x01 no HTTP\r\n\r\n")
+    assert statuses == [200]
+
+
+def test_an_upgrade_request_is_answered_then_its_connection_closed(server):
+    port, _ = server
+    statuses, _ = answers_until_closed(
+        port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\n"
+              b"Upgrade: h2c\r\n\r\nGET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert statuses == [200]
+
+
 def test_half_open_connections_are_all_closed_by_the_header_timeout(server):
     port, _ = server
     connections = [socket.create_connection(("127.0.0.1", port)) for _ in range(300)]

@@ -15,6 +15,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from catsdogs.console import log
 from catsdogs.serve.connections import HeaderDeadline
+from catsdogs.serve.parsing import BoundedParsing
 from catsdogs.serve.refusals import ShapedRefusals
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -95,9 +96,10 @@ def protocol_class(header_timeout):
     """The protocol uvicorn runs every connection with (uvicorn.Config's `http=`): its httptools
     protocol (llhttp, in C: the event loop spends about a quarter less a request than on h11's,
     in pure Python; bench/RESULTS.md, "Cheaper requests") with a deadline for headers
-    (connections.py), a grace for requests on their way when the drain begins (DrainGrace) and
-    its own refusals in the server's error shape (refusals.py)."""
-    return type("ServerProtocol", (HeaderDeadline, DrainGrace, ShapedRefusals),
+    (connections.py), a grace for requests on their way when the drain begins (DrainGrace),
+    bounds on what its parser holds (parsing.py) and its own refusals in the server's error
+    shape (refusals.py)."""
+    return type("ServerProtocol", (HeaderDeadline, DrainGrace, BoundedParsing, ShapedRefusals),
                 {"header_timeout": header_timeout})
 
 
@@ -106,6 +108,7 @@ def draining_server(app, config):
     server_config = uvicorn.Config(
         app, host=config.host, port=config.port, log_level="warning",
         http=protocol_class(config.header_timeout), timeout_keep_alive=config.idle_timeout,
+        ws="none",  # no WebSocket routes: an Upgrade request is answered as plain HTTP
         limit_concurrency=config.max_connections,
         timeout_graceful_shutdown=max(0.1, config.drain_seconds - SHUTDOWN_STEPS_SECONDS))
     return DrainingServer(server_config, app.state.gate)

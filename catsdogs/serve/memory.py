@@ -7,14 +7,16 @@ psutil is needed.
 """
 
 from catsdogs.data.images import MAX_DECODED_BYTES
+from catsdogs.serve.parsing import MAX_HEAD_BYTES, MAX_PIPELINED
 
 # a body is held as received, as the JSON's str and as the base64-decoded bytes: < 3 copies
 BODY_COPIES = 3
 # an image being decoded: Pillow's pixels and the shrunk copy made from them
 DECODE_COPIES = 2
-# one open connection: the body uvicorn buffers (flow control pauses reading past 64 KiB) and the
-# transport's read buffer
-CONNECTION_BYTES = 128 * 2**10
+# one open connection: one read from the socket (uvloop's buffer, 256 KiB), the body uvicorn
+# buffers before flow control pauses reading (64 KiB, overshot by at most that read) and the
+# request lines and headers its parser may hold (parsing.py)
+CONNECTION_BYTES = 256 * 2**10 + 64 * 2**10 + (MAX_PIPELINED + 1) * MAX_HEAD_BYTES
 
 
 def process_memory(pid="self"):

@@ -15,6 +15,7 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from catsdogs.serve.errors import ServeError, error_response, overloaded
+from catsdogs.serve.parsing import ParsingRefused
 
 
 async def over_connection_limit(limit, scope, receive, send):
@@ -45,13 +46,17 @@ class ShapedRefusals(HttpToolsProtocol):
 
     def send_400_response(self, msg):
         # called inside uvicorn's `except httptools.HttpParserError`: llhttp's reason is at hand
-        # ("Invalid method encountered"; the client's bytes are never echoed back); sys.exc_info,
-        # not sys.exception (Python 3.11+): the package runs on 3.10
+        # ("Invalid method encountered"; the client's bytes are never echoed back), or the bound
+        # of parsing.py a callback raised; sys.exc_info, not sys.exception (Python 3.11+): the
+        # package runs on 3.10
         error = sys.exc_info()[1]
-        reason = str(error) if isinstance(error, httptools.HttpParserError) else ""
-        response = error_response(ServeError(400, f"malformed HTTP request: "
-                                                  f"{reason or msg.rstrip('.')}",
-                                             {"Connection": "close"}))
+        refused = error.__context__ if isinstance(error.__context__, ParsingRefused) else None
+        if refused is not None:  # a bound of parsing.py, raised in a parser callback
+            status, message = refused.status, f"request refused: {refused}"
+        else:
+            reason = str(error) if isinstance(error, httptools.HttpParserError) else ""
+            status, message = 400, f"malformed HTTP request: {reason or msg.rstrip('.')}"
+        response = error_response(ServeError(status, message, {"Connection": "close"}))
         head = b"".join(name + b": " + value + b"\r\n" for name, value in response.raw_headers)
-        self.transport.write(STATUS_LINE[400] + head + b"\r\n" + response.body)
+        self.transport.write(STATUS_LINE[status] + head + b"\r\n" + response.body)
         self.transport.close()
