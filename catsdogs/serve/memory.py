@@ -14,9 +14,12 @@ BODY_COPIES = 3
 # an image being decoded: Pillow's pixels and the shrunk copy made from them
 DECODE_COPIES = 2
 # one open connection: one read from the socket (uvloop's buffer, 256 KiB), the body uvicorn
-# buffers before flow control pauses reading (64 KiB, overshot by at most that read) and the
-# request lines and headers its parser may hold (parsing.py)
-CONNECTION_BYTES = 256 * 2**10 + 64 * 2**10 + (MAX_PIPELINED + 1) * MAX_HEAD_BYTES
+# buffers before flow control pauses reading (64 KiB, overshot by at most that read), the
+# same for a request queued behind others, and the heads its parser may hold (parsing.py:
+# each at most about twice MAX_HEAD_BYTES in memory)
+READ_BYTES = 256 * 2**10
+CONNECTION_BYTES = (READ_BYTES + 2 * (64 * 2**10 + READ_BYTES)
+                    + (MAX_PIPELINED + 1) * 2 * MAX_HEAD_BYTES)
 
 
 def process_memory(pid="self"):

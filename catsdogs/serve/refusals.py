@@ -50,8 +50,9 @@ class ShapedRefusals(HttpToolsProtocol):
         # of parsing.py a callback raised; sys.exc_info, not sys.exception (Python 3.11+): the
         # package runs on 3.10
         error = sys.exc_info()[1]
-        refused = error.__context__ if isinstance(error.__context__, ParsingRefused) else None
-        if refused is not None:  # a bound of parsing.py, raised in a parser callback
+        refused = next((e for e in (error, getattr(error, "__context__", None))
+                        if isinstance(e, ParsingRefused)), None)
+        if refused is not None:  # a bound of parsing.py (raised in a parser callback)
             status, message = refused.status, f"request refused: {refused}"
         else:
             reason = str(error) if isinstance(error, httptools.HttpParserError) else ""
