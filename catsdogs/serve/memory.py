@@ -6,8 +6,10 @@ admission.py), each term with the copies a request makes. Read from /proc (Linux
 psutil is needed.
 """
 
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
+
 from catsdogs.data.images import MAX_DECODED_BYTES
-from catsdogs.serve.parsing import MAX_HEAD_BYTES, MAX_PIPELINED
+from catsdogs.serve.parsing import MAX_HEAD_BYTES, MAX_PIPELINED, QUEUED_BODY_BYTES
 
 # a body is held as received, as the JSON's str and as the base64-decoded bytes: < 3 copies
 BODY_COPIES = 3
@@ -18,7 +20,7 @@ DECODE_COPIES = 2
 # same for a request queued behind others, and the heads its parser may hold (parsing.py:
 # each at most about twice MAX_HEAD_BYTES in memory)
 READ_BYTES = 256 * 2**10
-CONNECTION_BYTES = (READ_BYTES + 2 * (64 * 2**10 + READ_BYTES)
+CONNECTION_BYTES = (READ_BYTES + (HIGH_WATER_LIMIT + READ_BYTES) + (QUEUED_BODY_BYTES + READ_BYTES)
                     + (MAX_PIPELINED + 1) * 2 * MAX_HEAD_BYTES)
 
 
