@@ -417,7 +417,7 @@ def test_a_header_line_that_never_ends_gets_431(server):
     port, _ = server
     with socket.create_connection(("127.0.0.1", port)) as connection:
         connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Filler: ")
-        sent, received = 0, b""
+        sent = 0
         try:
             while sent < 2_000_000:  # in separate reads, as a slow client's would arrive
                 connection.sendall(b"a" * 8192)

@@ -77,11 +77,11 @@ class BoundedParsing(HttpToolsProtocol):
         super().on_message_begin()
 
     def on_url(self, url):
-        self._count_head(url)
+        self._count_head(len(url))
         super().on_url(url)
 
     def on_header(self, name, value):
-        self._count_head(name, value, HEADER_OVERHEAD)
+        self._count_head(len(name) + len(value) + HEADER_OVERHEAD)
         super().on_header(name, value)
 
     def on_headers_complete(self):
@@ -113,7 +113,7 @@ class BoundedParsing(HttpToolsProtocol):
             return
         super().send_400_response(msg)
 
-    def _count_head(self, *parts):
-        self.head_bytes += sum(part if isinstance(part, int) else len(part) for part in parts)
+    def _count_head(self, size):
+        self.head_bytes += size
         if self.head_bytes > MAX_HEAD_BYTES:
             raise head_too_large()

@@ -2,10 +2,11 @@
 
 Two answers never reach the app, so its handlers cannot shape them: the 400 uvicorn writes
 when its parser (llhttp, through httptools) cannot parse a request (`send_400_response`), and
-the 503 its `service_unavailable` app sends past `limit_concurrency` (the server's --max-connections). Both are plain text in
-uvicorn. This protocol writes the first as the app writes its refusals (errors.error_response),
-and checks the limit itself (as uvicorn does: open connections or running requests at the
-limit) to answer the second as every other 503: JSON with Retry-After (errors.overloaded).
+the 503 its `service_unavailable` app sends past `limit_concurrency` (the server's
+--max-connections). Both are plain text in uvicorn. This protocol writes the first as the app
+writes its refusals (errors.error_response), and checks the limit itself (as uvicorn does:
+open connections or running requests at the limit) to answer the second as every other 503:
+JSON with Retry-After (errors.overloaded).
 """
 
 import functools
