@@ -5,6 +5,7 @@ Loopback only; every request count is fixed and every wait has a deadline."""
 
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import os
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -156,47 +158,99 @@ def wait_until(check, seconds, what):
     raise AssertionError(f"not within {seconds} s: {what}")
 
 
-def test_sigterm_with_requests_in_flight_answers_all_of_them_then_exits_0(trained_run):
-    port, requests, drain_seconds = free_port(), 12, 20
-    base = f"http://127.0.0.1:{port}"
-    # a batch waits 2 s for company: the requests are held, admitted, when SIGTERM comes
-    server = subprocess.Popen(
-        [sys.executable, "-m", "catsdogs", "serve", str(trained_run), "--port", str(port),
-         "--max-batch", "64", "--batch-wait-ms", "2000", "--drain-seconds", str(drain_seconds)],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, text=True)
+def children(pid):
+    """The pids of a process's children (Linux /proc)."""
+    with open(f"/proc/{pid}/task/{pid}/children") as listing:
+        return [int(child) for child in listing.read().split()]
+
+
+@contextlib.contextmanager
+def running_server(run, port, output, *flags):
+    """`catsdogs serve RUN` in a process, its stdout and stderr in the file `output`, once it
+    has printed its start lines (every worker ready); killed at the end if still running."""
+    with open(output, "w") as sink:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "catsdogs", "serve", str(run), "--port", str(port), *flags],
+            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=sink,
+            stderr=subprocess.STDOUT)
     try:
-        wait_until(lambda: httpx.get(base + "/healthz", timeout=1).status_code == 200, 120,
-                   "the server answers /healthz")
-        responses = []
-
-        def send():
-            try:
-                responses.append(httpx.post(base + PREDICT, json=photo_body(), timeout=60))
-            except httpx.HTTPError as error:
-                responses.append(error)
-
-        clients = [threading.Thread(target=send) for _ in range(requests)]
-        for client in clients:
-            client.start()
-        wait_until(lambda: metric(httpx.get(base + "/metrics", timeout=5).text,
-                                  "catsdogs_admitted_requests") == requests, 30,
-                   f"{requests} requests admitted")
-        peak = process_memory(server.pid)["VmHWM"]
-        server.send_signal(signal.SIGTERM)
-        signalled = time.monotonic()
-        code = server.wait(timeout=drain_seconds + 10)
-        drained_in = time.monotonic() - signalled
-        for client in clients:
-            client.join(timeout=30)
+        wait_until(lambda: "memory bound" in output.read_text(), 120, "the start lines")
+        yield server
     finally:
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+def answered_through_a_drain(server, port, requests, drain_seconds):
+    """Send `requests` predictions that a batch wait holds, SIGTERM the server once /metrics
+    counts them all admitted; (responses, exit code, seconds to exit, peak RSS of the server's
+    processes together)."""
+    base = f"http://127.0.0.1:{port}"
+    responses = []
+
+    def send():
+        try:
+            responses.append(httpx.post(base + PREDICT, json=photo_body(), timeout=60))
+        except httpx.HTTPError as error:
+            responses.append(error)
+
+    clients = [threading.Thread(target=send) for _ in range(requests)]
+    for client in clients:
+        client.start()
+    wait_until(lambda: metric(httpx.get(base + "/metrics", timeout=5).text,
+                              "catsdogs_admitted_requests") == requests, 30,
+               f"{requests} requests admitted")
+    peak = sum(process_memory(pid)["VmHWM"] for pid in [server.pid, *children(server.pid)])
+    server.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    code = server.wait(timeout=drain_seconds + 15)
+    drained_in = time.monotonic() - signalled
+    for client in clients:
+        client.join(timeout=30)
+    return responses, code, drained_in, peak
+
+
+def assert_drained(output, outcome, requests, drain_seconds):
+    responses, code, drained_in, peak = outcome
     assert code == 0 and drained_in < drain_seconds
     assert [getattr(r, "status_code", r) for r in responses] == [200] * requests
     assert all(len(r.json()["predictions"]) == 1 for r in responses)
-    bound_mb = re.search(r"memory bound: peak RSS under (\d+) MB", server.stdout.read())
+    bound_mb = re.search(r"memory bound: peak RSS under (\d+) MB", output.read_text())
     assert bound_mb and peak < int(bound_mb.group(1)) * 1e6
+
+
+# a batch waits 2 s for company: the requests are held, admitted, when SIGTERM comes
+HOLDING = ("--max-batch", "64", "--batch-wait-ms", "2000")
+
+
+def test_sigterm_with_requests_in_flight_answers_all_of_them_then_exits_0(trained_run, tmp_path):
+    port, requests, drain_seconds, output = free_port(), 12, 20, tmp_path / "output.txt"
+    with running_server(trained_run, port, output, *HOLDING, "--drain-seconds",
+                        str(drain_seconds)) as server:
+        outcome = answered_through_a_drain(server, port, requests, drain_seconds)
+    assert_drained(output, outcome, requests, drain_seconds)
+
+
+def test_workers_share_the_port_and_metrics_replace_a_dead_one_and_drain_together(
+        trained_run, tmp_path):
+    """--workers 2: a worker killed is replaced; /metrics adds up the processes (the requests
+    admitted are counted wherever they wait); SIGTERM drains both, every request answered,
+    exit 0, and the processes together stay under the bound printed."""
+    port, requests, drain_seconds, output = free_port(), 12, 20, tmp_path / "output.txt"
+    with running_server(trained_run, port, output, *HOLDING, "--drain-seconds",
+                        str(drain_seconds), "--workers", "2") as server:
+        first = children(server.pid)
+        assert len(first) >= 2  # the workers (and multiprocessing's resource tracker, if any)
+        workers = [pid for pid in first if b"from multiprocessing.spawn" in
+                   Path(f"/proc/{pid}/cmdline").read_bytes()]
+        assert len(workers) == 2
+        os.kill(workers[0], signal.SIGKILL)
+        wait_until(lambda: "is ready" in output.read_text(), 60, "a replacement worker ready")
+        assert len(set(children(server.pid)) - set(first)) == 1
+        outcome = answered_through_a_drain(server, port, requests, drain_seconds)
+    assert_drained(output, outcome, requests, drain_seconds)
+    assert output.read_text().count("draining: ") == 2  # each worker drained
 
 
 def read_answer(connection, seconds=10):
@@ -254,3 +308,33 @@ def test_requests_on_their_way_when_the_drain_begins_are_answered_not_cut(classi
         assert status == 503 and headers["retry-after"] == "1" and closed
         assert "shutting down" in json.loads(body)["error"]
     assert not thread.is_alive()
+
+
+def test_workers_share_the_bounds_each_holding_at_least_one_largest_body():
+    whole = ServeConfig(workers=2, max_batch=32, max_inflight_mb=64, max_connections=999)
+    share = whole.per_worker()
+    assert (share.workers, share.queue_limit, share.max_inflight_mb, share.max_connections) == \
+        (1, 16, 32, 500)
+    assert ServeConfig(workers=3, max_queue=7).per_worker().queue_limit == 3  # never 0: rounded up
+    assert ServeConfig(workers=8).per_worker().max_inflight_mb == 20  # one --max-upload-mb body
+    assert ServeConfig().per_worker() == ServeConfig()
+
+
+def test_a_taken_port_is_one_line_before_any_worker_starts():
+    from catsdogs.errors import CatsDogsError
+    from catsdogs.serve.workers import listen
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        with pytest.raises(CatsDogsError, match="cannot listen on 127.0.0.1:.*--port"):
+            listen("127.0.0.1", taken.getsockname()[1])
+
+
+def test_a_worker_that_cannot_load_the_model_is_the_servers_one_error_line(tmp_path):
+    (tmp_path / "model.keras").write_text("not a model")
+    result = subprocess.run(
+        [sys.executable, "-m", "catsdogs", "serve", str(tmp_path), "--port", str(free_port()),
+         "--workers", "2"], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "Traceback" not in result.stderr and "model.keras" in result.stderr

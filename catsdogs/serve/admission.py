@@ -29,10 +29,13 @@ TICKET = "catsdogs.ticket"  # the scope key where the handler finds its request'
 class Gate:
     """The shared admission state of one app: limits, counts, the draining flag.
 
-    Touched only from the event loop (no locks needed); `on_shed(reason)` counts refusals.
+    Touched only from the event loop (no locks needed); `on_shed(reason)` counts refusals and
+    `on_change(admitted, inflight_bytes)` hears every change of the two counts (the gauges of
+    /metrics, which several server processes add up: no read-at-scrape-time callback there).
     """
 
-    def __init__(self, max_queue, max_inflight_bytes, max_body_bytes, on_shed=None):
+    def __init__(self, max_queue, max_inflight_bytes, max_body_bytes, on_shed=None,
+                 on_change=None):
         if max_queue < 1 or max_inflight_bytes < max_body_bytes:
             raise ValueError(f"expected max_queue >= 1 and max_inflight_bytes >= max_body_bytes."
                              f" Received: max_queue={max_queue}, max_inflight_bytes="
@@ -40,6 +43,7 @@ class Gate:
         self.max_queue, self.max_inflight_bytes = max_queue, max_inflight_bytes
         self.max_body_bytes = max_body_bytes
         self.on_shed = on_shed or (lambda reason: None)
+        self.on_change = on_change or (lambda admitted, inflight_bytes: None)
         self.admitted = 0
         self.inflight_bytes = 0
         self.draining = False
@@ -59,6 +63,9 @@ class Gate:
         self.on_shed(reason)
         return overloaded(message)
 
+    def changed(self):
+        self.on_change(self.admitted, self.inflight_bytes)
+
 
 class Ticket:
     """One admitted request's share of the in-flight bytes, given back whole when it ends."""
@@ -75,10 +82,12 @@ class Ticket:
                              f"already in flight")
         gate.inflight_bytes += size
         self.bytes += size
+        gate.changed()
 
     def release(self):
         self.gate.inflight_bytes -= self.bytes
         self.bytes = 0
+        self.gate.changed()
 
 
 class Admission:
@@ -100,6 +109,7 @@ class Admission:
         ticket = Ticket(gate)
         ticket.reserve(length or 0)
         gate.admitted += 1
+        gate.changed()
         scope[TICKET] = ticket
         received, body_done = 0, False
         deadline = None if self.body_timeout is None else \
@@ -124,7 +134,7 @@ class Admission:
             await self.app(scope, counted_receive, send)
         finally:
             gate.admitted -= 1
-            ticket.release()
+            ticket.release()  # and tells the gauges of both counts
 
 
 def _content_length(scope):

@@ -27,6 +27,7 @@ import binascii
 import html
 import io
 import json
+import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -55,11 +56,20 @@ INLINE_PARSE_BYTES = 128 * 1024
 
 
 def _metrics_registry():
-    """Prometheus metrics of one app (its own registry: two apps in a process never mix)."""
+    """Prometheus metrics of one app (its own registry: two apps in a process never mix), and
+    the registry /metrics reads: that one, or, when the server runs several processes
+    (PROMETHEUS_MULTIPROC_DIR set: serve/workers.py), prometheus_client's collector adding up
+    what every process wrote there, so any process answers for the whole server."""
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
     registry = CollectorRegistry()
-    return registry, {
+    exposed = registry
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        exposed = CollectorRegistry()
+        MultiProcessCollector(exposed)
+    return exposed, {
         "requests": Counter("catsdogs_requests", "Requests by endpoint and status code",
                             ["endpoint", "code"], registry=registry),
         "latency": Histogram("catsdogs_request_seconds", "Request latency", ["endpoint"],
@@ -72,9 +82,9 @@ def _metrics_registry():
                         "(queue: --max-queue full; bytes: --max-inflight-mb spent; draining)",
                         ["reason"], registry=registry),
         "admitted": Gauge("catsdogs_admitted_requests", "Model requests admitted now "
-                          "(at most --max-queue)", registry=registry),
+                          "(at most --max-queue)", registry=registry, multiprocess_mode="livesum"),
         "inflight": Gauge("catsdogs_inflight_bytes", "Request bytes held now (at most "
-                          "--max-inflight-mb)", registry=registry),
+                          "--max-inflight-mb)", registry=registry, multiprocess_mode="livesum"),
     }
 
 
@@ -118,8 +128,13 @@ def create_app(classifier, config=ServeConfig(), hosts=None):
 
     batcher = DynamicBatcher(classify_rows, config.batching, on_batch=metrics["batch"].observe)
     decoders = ThreadPoolExecutor(config.decode_workers, thread_name_prefix="decode")
+    def gauge_counts(admitted, inflight_bytes):
+        metrics["admitted"].set(admitted)
+        metrics["inflight"].set(inflight_bytes)
+
     gate = Gate(config.queue_limit, config.max_inflight_bytes, config.max_upload_bytes,
-                on_shed=lambda reason: metrics["shed"].labels(reason).inc())
+                on_shed=lambda reason: metrics["shed"].labels(reason).inc(),
+                on_change=gauge_counts)
     pixel_bytes = classifier.image_size[0] * classifier.image_size[1] * 3  # uint8 RGB
 
     async def in_pool(function, *args):
@@ -132,8 +147,6 @@ def create_app(classifier, config=ServeConfig(), hosts=None):
     app = FastAPI(title="catsdogs", docs_url=None, redoc_url=None, openapi_url=None,
                   on_shutdown=[shutdown])
     app.state.batcher, app.state.gate = batcher, gate
-    metrics["admitted"].set_function(lambda: gate.admitted)
-    metrics["inflight"].set_function(lambda: gate.inflight_bytes)
     # inside the guard (added last, so outermost): a shed request or a refused Host is measured
     app.add_middleware(Admission, gate=gate, body_timeout=config.body_timeout)
     if hosts is not None and not config.api_key:

@@ -31,9 +31,9 @@ class DrainingServer(uvicorn.Server):
     status answers UNAVAILABLE and new model requests get 503, and that does not re-raise the
     signal once drained (uvicorn does, so the process would die by SIGTERM, not exit 0)."""
 
-    def __init__(self, config, gate):
+    def __init__(self, config, gate, signals=SIGNALS):
         super().__init__(config)
-        self.gate = gate
+        self.gate, self.signals = gate, signals
 
     def handle_exit(self, sig, frame):
         if not self.gate.draining:
@@ -47,7 +47,7 @@ class DrainingServer(uvicorn.Server):
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        original = {sig: signal.signal(sig, self.handle_exit) for sig in SIGNALS}
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in self.signals}
         try:
             yield
         finally:
@@ -103,15 +103,16 @@ def protocol_class(header_timeout):
                 {"header_timeout": header_timeout})
 
 
-def draining_server(app, config):
-    """The server `serve` runs (see there), not yet started: `.run()` blocks until it drained."""
+def draining_server(app, config, signals=SIGNALS):
+    """The server `serve` runs (see there), not yet started: `.run()` blocks until it drained.
+    `signals`: those that start the drain (a worker of several: SIGTERM alone, workers.py)."""
     server_config = uvicorn.Config(
         app, host=config.host, port=config.port, log_level="warning",
         http=protocol_class(config.header_timeout), timeout_keep_alive=config.idle_timeout,
         ws="none",  # no WebSocket routes: an Upgrade request is answered as plain HTTP
         limit_concurrency=config.max_connections,
         timeout_graceful_shutdown=max(0.1, config.drain_seconds - SHUTDOWN_STEPS_SECONDS))
-    return DrainingServer(server_config, app.state.gate)
+    return DrainingServer(server_config, app.state.gate, signals)
 
 
 def serve(app, config):

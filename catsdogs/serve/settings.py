@@ -32,6 +32,7 @@ RANGES = {
     "header_timeout": (0, 3600, False),
     "body_timeout": (0, 3600, False),
     "idle_timeout": (0, 3600, False),
+    "workers": (1, 256, True),
 }
 NOT_FLAGS = ("max_instances", "decode_workers")  # fixed by the code, not the command line
 
@@ -71,6 +72,11 @@ class ServeConfig:
                                         "headers are in; then 408 and the connection closed")
     idle_timeout: float = setting(5.0, "(seconds) an idle connection is kept between requests "
                                        "(uvicorn's keep-alive)")
+    workers: int = setting(1, "(processes) server processes sharing the port, each with its "
+                              "own copy of the model, 1/N of the cores for it and 1/N of "
+                              "--max-queue, --max-inflight-mb and --max-connections: more of "
+                              "the machine kept busy for the memory of N models "
+                              "(docs/serving.md, \"Several processes\")")
     max_instances: int = 64  # (images) per request
     decode_workers: int = min(4, os.cpu_count() or 1)  # (threads) parsing and decoding bodies
 
@@ -88,6 +94,19 @@ class ServeConfig:
             raise CatsDogsError(f"bad value for --max-upload-mb: {self.max_upload_mb:g} is over "
                                 f"--max-inflight-mb {self.max_inflight_mb:g}",
                                 fix="one largest body must fit: raise --max-inflight-mb")
+
+    def per_worker(self):
+        """The ServeConfig each of `workers` processes runs with: its share of the bounds on
+        requests, bytes and connections (rounded up: a share is never 0), so the server as a
+        whole admits what the flags say, and one process (workers 1) is this config itself.
+        A share of --max-inflight-mb is at least one largest body (--max-upload-mb), so the
+        defaults suit any count; the start line prints the total that gives."""
+        if self.workers == 1:
+            return self
+        return dataclasses.replace(
+            self, workers=1, max_queue=math.ceil(self.queue_limit / self.workers),
+            max_inflight_mb=max(self.max_inflight_mb / self.workers, self.max_upload_mb),
+            max_connections=math.ceil(self.max_connections / self.workers))
 
     @property
     def max_upload_bytes(self):

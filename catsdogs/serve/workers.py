@@ -1,0 +1,270 @@
+"""Several server processes on one port (`catsdogs serve --workers N`).
+
+One process keeps a machine's cores busy only while its model runs: its event loop (HTTP,
+JSON, routing) and the model take turns. N processes, each with the model and 1/N of the
+cores for it, overlap one's HTTP work with another's model call; measured on 2 cores
+(bench/RESULTS.md, "Several processes"), 2 processes of one thread each kept more of the
+model-alone ceiling than one process of two threads.
+
+The parent binds the port once (one clear error if it is taken), starts N workers (spawned:
+a fresh interpreter each, never a fork of a process holding TensorFlow's threads) that share
+that socket, waits for each to load its model and report its memory bound, then supervises:
+
+- the bounds are the server's: each worker admits its share (ServeConfig.per_worker);
+- /metrics answers for all of them: prometheus_client's multiprocess mode, its files in a
+  folder made for this server (or the PROMETHEUS_MULTIPROC_DIR the user set);
+- SIGTERM or Ctrl-C reaches the parent, which tells every worker (SIGTERM): each turns its
+  readiness off, answers what it admitted and exits 0 within --drain-seconds, as one server
+  does (drain.py); workers ignore the terminal's SIGINT so one Ctrl-C is one drain, and drain
+  by themselves if the parent dies;
+- a worker that dies after it was ready is replaced; one that fails before is the server's
+  failure (its error line, exit code).
+
+uvicorn's own `--workers` (uvicorn.supervisors.Multiprocess) is not used: it runs a plain
+uvicorn.Server built from a pickled Config with an import-string app in each process, so it
+has no place for the model loaded once per worker before the port is served, the ready
+report with each worker's memory bound, or the drain that turns readiness off first.
+"""
+
+import contextlib
+import multiprocessing
+import multiprocessing.connection
+import os
+import queue
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import time
+
+from catsdogs.console import log
+from catsdogs.errors import CatsDogsError, RunFailed, debugging, one_line
+from catsdogs.serve.memory import process_memory
+
+METRICS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+BACKLOG = 2048  # uvicorn's default listen backlog
+READY_SECONDS = 600  # a worker loading its model (a cold disk, a large model) may take minutes
+# (seconds) past --drain-seconds before a worker still running is killed: its own drain is
+# bounded by --drain-seconds, this covers its interpreter's exit
+EXIT_GRACE_SECONDS = 10.0
+POLL_SECONDS = 0.5
+
+
+def cores():
+    """The cores this process may run on (its affinity, as `taskset` or a container sets it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def listen(host, port):
+    """The listening socket every worker serves, bound once here."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host.strip("[]"), port), family=family, backlog=BACKLOG)
+    except OSError as error:
+        raise CatsDogsError(f"cannot listen on {host}:{port}: {error.strerror or error}",
+                            fix="another process may hold the port: stop it, or choose "
+                                "another with --port") from None
+
+
+@contextlib.contextmanager
+def metrics_folder():
+    """The folder prometheus_client's multiprocess mode keeps every worker's metrics in, set
+    in the environment the workers inherit; made here and removed after, unless the user set
+    PROMETHEUS_MULTIPROC_DIR (then theirs, left as it is)."""
+    if os.environ.get(METRICS_VARIABLE):
+        yield os.environ[METRICS_VARIABLE]
+        return
+    folder = tempfile.mkdtemp(prefix="catsdogs-metrics-")
+    os.environ[METRICS_VARIABLE] = folder
+    try:
+        yield folder
+    finally:
+        del os.environ[METRICS_VARIABLE]
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def serve_workers(config, prepare, announce, args):
+    """Serve with `config.workers` processes until a signal, then drain; the exit code.
+
+    Args:
+        config: the server's ServeConfig (its bounds are the whole server's).
+        prepare: a module-level function `prepare(args, config) -> (app, classifier, bound,
+            terms)` each worker calls with its share of the config (commands/serve.py).
+        announce: `announce(source, bound, terms)` prints the start lines, once all are ready.
+        args: the command's parsed flags, given to `prepare` in each worker.
+    """
+    listener = listen(config.host, config.port)
+    worker_config = config.per_worker()
+    threads = max(1, cores() // config.workers)
+    context = multiprocessing.get_context("spawn")
+    with metrics_folder(), listener:
+        messages = context.Queue()
+
+        def start():
+            process = context.Process(target=_worker, name="catsdogs-serve-worker", args=(
+                prepare, args, worker_config, listener, messages, threads))
+            process.start()
+            return process
+
+        workers = [start() for _ in range(config.workers)]
+        stopping, ready_pids = [], set()
+        original = {sig: signal.signal(sig, lambda sig, frame: stopping.append(sig))
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            ready = _wait_ready(workers, messages, stopping)
+            ready_pids.update(report[1] for report in ready)
+            if not stopping:
+                source = ready[0][2]
+                bound = sum(report[3] for report in ready) + process_memory()["VmRSS"]
+                terms = _summed([report[4] for report in ready])
+                terms["supervisor"] = process_memory()["VmRSS"]
+                announce(source, bound, terms)
+            return _supervise(workers, start, messages, stopping, ready_pids, listener,
+                              config.drain_seconds + EXIT_GRACE_SECONDS)
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+            for process in workers:
+                if process.is_alive():
+                    process.kill()
+                    process.join()
+
+
+def _wait_ready(workers, messages, stopping):
+    """Every worker's ("ready", pid, source, bound, terms), in the order they came; a worker's
+    error (or its death before it was ready) stops the others and is raised."""
+    ready, deadline = [], time.monotonic() + READY_SECONDS
+    while len(ready) < len(workers) and not stopping:
+        try:
+            message = messages.get(timeout=POLL_SECONDS)
+        except queue.Empty:
+            dead = [process for process in workers if not process.is_alive()]
+            if dead:
+                _stop_all(workers)
+                raise RunFailed(f"a server process exited with code {dead[0].exitcode} before "
+                                f"it was ready", fix="its output above says why")
+            if time.monotonic() > deadline:
+                _stop_all(workers)
+                raise RunFailed(f"the server processes were not ready within {READY_SECONDS} s")
+            continue
+        if message[0] == "error":
+            _stop_all(workers)
+            raise message[1]
+        ready.append(message)
+    return ready
+
+
+def _supervise(workers, start, messages, stopping, ready_pids, listener, exit_seconds):
+    """Replace workers that die while serving; on the first signal tell each to drain, close
+    the port here, and wait for them (killing one still running `exit_seconds` later).
+    0 when every worker that served exited 0 after the signal, else 1 (also when a replacement
+    died before it was ready: the server stops rather than start one after another)."""
+    deadline, failed = None, False
+    while True:
+        alive = [process for process in workers if process.is_alive()]
+        if stopping and deadline is None:
+            listener.close()  # the workers close theirs as they drain: new connections refused
+            for process in alive:
+                os.kill(process.pid, signal.SIGTERM)
+            deadline = time.monotonic() + exit_seconds
+        if deadline is not None and not alive:
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            log().warning("%d server processes still running %.0f s after the signal: killed",
+                          len(alive), exit_seconds)
+            for process in alive:
+                process.kill()
+            deadline = time.monotonic()  # the next turn finds them dead
+        _drain_messages(messages, ready_pids)
+        for index, process in enumerate(workers):
+            if deadline is not None or process.is_alive():
+                continue
+            _forget(process)
+            if process.pid not in ready_pids:
+                log().error("a replacement server process exited with code %s before it was "
+                            "ready: stopping", process.exitcode)
+                failed = True
+                stopping.append("failed")
+                break
+            log().warning("a server process (pid %d) exited with code %s: starting another",
+                          process.pid, process.exitcode)
+            workers[index] = start()
+        multiprocessing.connection.wait([process.sentinel for process in alive] or [],
+                                        timeout=POLL_SECONDS)
+    for process in workers:
+        process.join()
+        _forget(process)
+    _drain_messages(messages, ready_pids)
+    # one still loading its model when the signal came had admitted nothing: its end is no failure
+    served = [process for process in workers if process.pid in ready_pids]
+    return 0 if not failed and all(process.exitcode == 0 for process in served) else 1
+
+
+def _drain_messages(messages, ready_pids):
+    """Read what replacement workers report (so none blocks writing it): note the ready ones,
+    log the errors."""
+    with contextlib.suppress(queue.Empty):
+        while True:
+            message = messages.get_nowait()
+            if message[0] == "ready":
+                ready_pids.add(message[1])
+                log().info("a replacement server process (pid %d) is ready", message[1])
+            else:
+                log().error("a replacement server process failed: %s", message[1])
+
+
+def _forget(process):
+    """Drop a finished worker's live gauges (admitted requests, bytes in flight) from the sum."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(process.pid)
+
+
+def _stop_all(workers):
+    for process in workers:
+        if process.is_alive():
+            process.terminate()
+    for process in workers:
+        process.join(EXIT_GRACE_SECONDS)
+
+
+def _summed(term_dicts):
+    summed = {}
+    for terms in term_dicts:
+        for name, size in terms.items():
+            summed[name] = summed.get(name, 0) + size
+    return summed
+
+
+def _worker(prepare, args, config, listener, messages, threads):
+    """One worker process: its share of the cores for the model, the model loaded, the
+    ready report, then the server on the shared socket until SIGTERM (from the parent, or
+    its own when the parent is gone)."""
+    from catsdogs import console
+    from catsdogs.serve.drain import draining_server
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to pass on
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(threads))  # before TensorFlow loads
+    console.setup(quiet=args.quiet, verbose=args.verbose)
+    try:
+        app, classifier, bound, terms = prepare(args, config)
+    except CatsDogsError as error:
+        messages.put(("error", error))
+        return
+    except Exception as error:  # the one line run_command would print, sent to the parent
+        if debugging():
+            raise
+        messages.put(("error", RunFailed(f"internal: {type(error).__name__}: "
+                                         f"{one_line(error)}")))
+        return
+    messages.put(("ready", os.getpid(), str(classifier.source), bound, terms))
+    threading.Thread(target=_drain_when_orphaned, daemon=True).start()
+    draining_server(app, config, signals=(signal.SIGTERM,)).run(sockets=[listener])
+
+
+def _drain_when_orphaned():
+    """SIGTERM this worker when its parent dies (killed, crashed): it drains and exits instead
+    of serving on, unsupervised."""
+    multiprocessing.connection.wait([multiprocessing.parent_process().sentinel])
+    os.kill(os.getpid(), signal.SIGTERM)
