@@ -3,6 +3,7 @@
     python bench/serve.py [--requests 2000] [--clients 16] [--preset seed-catsdogs] [--ceiling-only]
     python bench/serve.py --profile            # where one request's CPU goes, stage by stage
     python bench/serve.py --soak 0.5           # a bounded overload, then a drain
+    python bench/serve.py --workers 1 2 --rounds 2   # one server process against two, alternating
 
 Starts `python -m catsdogs serve` on 127.0.0.1 (a free port) twice, with `--max-batch 32`
 (batching) and `--max-batch 1` (every request its own model call), and sends each the same
@@ -67,23 +68,21 @@ def free_port():
         return probe.getsockname()[1]
 
 
-def start_server(model_dir, port, max_batch, stdout=subprocess.DEVNULL, max_queue=None):
+def start_server(model_dir, port, max_batch, stdout, max_queue=None, workers=1):
+    """`catsdogs serve` in a process, once it printed its start lines to the file `stdout`
+    (every worker ready), which it keeps writing."""
     process = subprocess.Popen(
         [sys.executable, "-m", "catsdogs", "serve", str(model_dir), "--port", str(port),
-         "--max-batch", str(max_batch), "--quiet",
+         "--max-batch", str(max_batch), "--workers", str(workers), "--quiet",
          *(["--max-queue", str(max_queue)] if max_queue else [])], cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=stdout)
-    import httpx
-
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.2)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and process.poll() is None:
+        if b"memory bound" in os.pread(stdout.fileno(), 1 << 16, 0):  # the file's offset kept
+            return process
+        time.sleep(0.2)
     process.kill()
-    sys.exit("bench: the server did not start within 120 s")
+    sys.exit("bench: the server did not start within 180 s")
 
 
 def load(port, bodies, requests, clients):
@@ -172,23 +171,35 @@ def load_raw(port, bodies, requests, clients):
 CLIENTS = {"raw": load_raw, "httpx": load}
 
 
-def cpu_seconds(pid, thread=None):
-    """CPU seconds (user + system) a process, or one of its threads, has used so far."""
-    path = f"/proc/{pid}/task/{thread}/stat" if thread else f"/proc/{pid}/stat"
-    with open(path) as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()  # after the command name
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def server_pids(pid):
+    """The server's processes: `pid` and its children (--workers: the workers; Linux /proc)."""
+    with open(f"/proc/{pid}/task/{pid}/children") as listing:
+        return [pid, *(int(child) for child in listing.read().split())]
+
+
+def cpu_seconds(pids, main_threads=False):
+    """CPU seconds (user + system) the processes `pids` have used so far, or their main
+    threads alone (each process's event loop)."""
+    total = 0.0
+    for pid in pids:
+        path = f"/proc/{pid}/task/{pid}/stat" if main_threads else f"/proc/{pid}/stat"
+        with open(path) as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()  # after the command name
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def measured(send, port, bodies, requests, clients, pid):
-    """`send`'s results, and the CPU milliseconds per request of the server, of its main
-    thread (the event loop: HTTP, routing, JSON answers) and of this process (the client)."""
-    server, loop, client = cpu_seconds(pid), cpu_seconds(pid, pid), time.process_time()
+    """`send`'s results, and the CPU milliseconds per request of the server (all its
+    processes), of their main threads (the event loops: HTTP, routing, JSON answers) and of
+    this process (the client)."""
+    pids = server_pids(pid)
+    server, loop, client = cpu_seconds(pids), cpu_seconds(pids, True), time.process_time()
     latencies, errors, seconds = send(port, bodies, requests, clients)
     count = max(1, len(latencies)) / 1000
     return latencies, errors, seconds, {
-        "server": (cpu_seconds(pid) - server) / count,
-        "loop": (cpu_seconds(pid, pid) - loop) / count,
+        "server": (cpu_seconds(pids) - server) / count,
+        "loop": (cpu_seconds(pids, True) - loop) / count,
         "client": (time.process_time() - client) / count}
 
 
@@ -278,7 +289,8 @@ def _timed(function):
 
 
 class MemorySampler(threading.Thread):
-    """The server's VmRSS every `every` seconds until stopped; VmHWM (its own peak) at stop."""
+    """The server's VmRSS every `every` seconds until stopped, and VmHWM (each process's own
+    peak), both summed over its processes (--workers: the parent and the workers)."""
 
     def __init__(self, pid, every=0.1):
         super().__init__(daemon=True)
@@ -290,12 +302,13 @@ class MemorySampler(threading.Thread):
 
         while not self.done.wait(self.every):
             try:
-                memory = process_memory(self.pid)
+                memory = [process_memory(pid) for pid in server_pids(self.pid)]
             except OSError:
                 return
-            if "VmRSS" not in memory:  # exited, not yet reaped
+            if not all("VmRSS" in each for each in memory):  # exiting, not yet reaped
                 return
-            self.peak, self.hwm = max(self.peak, memory["VmRSS"]), memory["VmHWM"]
+            self.peak = max(self.peak, sum(each["VmRSS"] for each in memory))
+            self.hwm = sum(each["VmHWM"] for each in memory)
 
     def stop(self):
         self.done.set()
@@ -355,16 +368,15 @@ def report(label, outcomes, latencies):
           f"p50 {p50:.0f} ms, p99 {p99:.0f} ms", flush=True)
 
 
-def soak(model_dir, bodies, minutes, max_queue=None):
+def soak(model_dir, bodies, minutes, max_queue=None, workers=1):
     """A bounded overload of one server with default bounds (or `max_queue`), then a drain
     (module docstring)."""
     import signal
-    import tempfile
 
     port = free_port()
-    print(f"--max-queue {max_queue or 'default'}", flush=True)
+    print(f"--max-queue {max_queue or 'default'}, --workers {workers}", flush=True)
     with tempfile.TemporaryFile("w+") as out:
-        server = start_server(model_dir / "model.keras", port, 32, stdout=out, max_queue=max_queue)
+        server = start_server(model_dir / "model.keras", port, 32, out, max_queue, workers)
         sampler = MemorySampler(server.pid)
         try:
             load(port, bodies, 20, 4)  # warm-up
@@ -419,6 +431,11 @@ def main():
     parser.add_argument("--max-queue", type=int, nargs="+", default=[None],
                         help="with --soak: the servers' --max-queue, one soak each, in turn "
                              "[the server's default]")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1],
+                        help="the batching server's --workers, one arm each, side by side "
+                             "(with --soak: one soak each) [1]")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat the arms this many times, alternating, for their spread")
     args = parser.parse_args()
     from catsdogs.models.presets import get_preset
 
@@ -435,7 +452,8 @@ def main():
             return profile(model_dir / "model.keras", bodies)
         if args.soak:
             for max_queue in args.max_queue:
-                soak(model_dir, bodies, args.soak, max_queue)
+                for workers in args.workers:
+                    soak(model_dir, bodies, args.soak, max_queue, workers)
             return None
         single, batched, model_cpu = model_ceiling(model_dir / "model.keras", photos)
         print(f"the model alone, 1 image a call{single:>14.1f} images/s\n"
@@ -444,33 +462,46 @@ def main():
               flush=True)
         if args.ceiling_only:
             return
-        results = {}
         send = CLIENTS[args.client]
-        for label, max_batch in (("one at a time (--max-batch 1)", 1),
-                                 ("dynamic batching (--max-batch 32)", 32)):
-            port = free_port()
-            # every client admitted: this measures throughput, not shedding (--soak does)
-            server = start_server(model_dir / "model.keras", port, max_batch,
-                                  max_queue=args.clients)
-            try:
-                send(port, bodies, 20, args.clients)  # warm-up: graph tracing, allocation
-                latencies, errors, seconds, cpu = measured(send, port, bodies, args.requests,
-                                                           args.clients, server.pid)
-            finally:
-                server.terminate()
-                server.wait(timeout=30)
-            rate = len(latencies) / seconds
-            p50, p95, p99 = np.percentile(latencies, [50, 95, 99]) * 1000
-            results[label] = rate
-            print(f"{label:<36}{rate:>8.1f} images/s   p50 {p50:6.0f} ms  p95 {p95:6.0f} ms  "
-                  f"p99 {p99:6.0f} ms  errors {errors}  ({len(latencies)} requests, "
-                  f"{args.clients} {args.client} clients, {args.preset})", flush=True)
-            print(f"{'':<4}CPU per request: server {cpu['server']:.2f} ms (its event loop "
-                  f"{cpu['loop']:.2f} ms), client {cpu['client']:.2f} ms; the model alone "
-                  f"{model_cpu:.2f} ms an image at 32 a call", flush=True)
-        baseline, served = results.values()
-        print(f"dynamic batching: {served / baseline:.2f}x the one-at-a-time images/s; "
-              f"{served / batched:.0%} of the model-alone ceiling ({batched:.1f} images/s)")
+        arms = [("one at a time (--max-batch 1)", 1, 1)] + [
+            (f"dynamic batching (--max-batch 32{f', --workers {w}' if w > 1 else ''})", 32, w)
+            for w in args.workers]
+        results = {label: [] for label, _, _ in arms}
+        for _ in range(args.rounds):
+            for label, max_batch, workers in arms:
+                results[label].append(throughput(
+                    label, model_dir, max_batch, workers, send, bodies, args, model_cpu))
+        baseline = np.mean(results[arms[0][0]])
+        for label, _, _ in arms[1:]:
+            rates = results[label]
+            print(f"{label}: {np.mean(rates) / baseline:.2f}x the one-at-a-time images/s; "
+                  f"{', '.join(f'{rate / batched:.0%}' for rate in rates)} of the model-alone "
+                  f"ceiling ({batched:.1f} images/s)")
+
+
+def throughput(label, model_dir, max_batch, workers, send, bodies, args, model_cpu):
+    """Images/s of one server under the bounded load, printed with its latency and CPU."""
+    port = free_port()
+    with tempfile.TemporaryFile("w+") as out:
+        # every client admitted: this measures throughput, not shedding (--soak does)
+        server = start_server(model_dir / "model.keras", port, max_batch, out,
+                              max_queue=args.clients * workers, workers=workers)
+        try:
+            send(port, bodies, 20 * workers, args.clients)  # warm-up: tracing, allocation
+            latencies, errors, seconds, cpu = measured(send, port, bodies, args.requests,
+                                                       args.clients, server.pid)
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+    rate = len(latencies) / seconds
+    p50, p95, p99 = np.percentile(latencies, [50, 95, 99]) * 1000
+    print(f"{label:<36}{rate:>8.1f} images/s   p50 {p50:6.0f} ms  p95 {p95:6.0f} ms  "
+          f"p99 {p99:6.0f} ms  errors {errors}  ({len(latencies)} requests, "
+          f"{args.clients} {args.client} clients, {args.preset})", flush=True)
+    print(f"{'':<4}CPU per request: server {cpu['server']:.2f} ms (its event loop"
+          f"{'s' if workers > 1 else ''} {cpu['loop']:.2f} ms), client {cpu['client']:.2f} ms; "
+          f"the model alone {model_cpu:.2f} ms an image at 32 a call", flush=True)
+    return rate
 
 
 if __name__ == "__main__":
