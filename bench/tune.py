@@ -5,6 +5,7 @@ on the test split.
 
     python bench/tune.py --preset fast-catsdogs --minutes 60
     python bench/tune.py --minutes 120 --search hyperband --seeds 1 2
+    python bench/tune.py --task cifar10 --preset fast-cifar10 --minutes 20   # CIFAR-10's test images as the test split
 
 Arms, every run with the selection protocol (`--selection-split 0.15`: the trials are scored
 on it, and the data's validation split is a test split nothing is chosen on):
@@ -29,6 +30,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from machine import describe, shared_data  # noqa: E402
 
 SELECTION_SPLIT = 0.15
+# task -> (folder under ../shared/data, the settings that read it)
+TASKS = {"catsdogs": ("cats_and_dogs", {}), "cifar10": ("cifar10", {"dataset": "cifar10"})}
 
 
 def finished_run(settings, run_dir):
@@ -53,6 +56,8 @@ def epoch_seconds(run_dir):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=TASKS, default="catsdogs",
+                        help="cats/dogs photos, or CIFAR-10 (its 10,000 test images the test split)")
     parser.add_argument("--preset", default="fast-catsdogs")
     parser.add_argument("--minutes", type=float, default=60, help="the search's budget")
     parser.add_argument("--search", choices=("hyperband", "bayesian", "random"), default="bayesian")
@@ -62,17 +67,21 @@ def main():
     args = parser.parse_args()
     from catsdogs import cli
 
-    data = shared_data("cats_and_dogs")
+    folder, task_settings = TASKS[args.task]
+    data = shared_data(folder)
     out = Path(args.out)
     print(describe())
     tune_dir = out / "tune"
-    code = cli.main(["tune", "--data", str(data), "--preset", args.preset, "--budget",
+    code = cli.main(["tune", "--data", str(data), *(f"--{key}={value}" for key, value in
+                                                     task_settings.items()),
+                     "--preset", args.preset, "--budget",
                      str(args.minutes), "--search", args.search, "--selection-split",
                      str(SELECTION_SPLIT), "--run-dir", str(tune_dir)])
     if code:
         raise SystemExit(code)
     tuned = json.loads((tune_dir / "best.json").read_text())
-    preset = {"preset": args.preset, "data": str(data), "selection_split": SELECTION_SPLIT}
+    preset = {"preset": args.preset, "data": str(data), "selection_split": SELECTION_SPLIT,
+              **task_settings}
     arms = {"preset": preset, "tuned": tuned}
     rows = []
     for arm in ("preset", "preset-budget", "tuned"):

@@ -322,11 +322,11 @@ def test_workers_share_the_bounds_each_holding_at_least_one_largest_body():
 
 def test_a_taken_port_is_one_line_before_any_worker_starts():
     from catsdogs.errors import CatsDogsError
-    from catsdogs.serve.workers import listen
+    from catsdogs.serve.workers import bind
 
-    with socket.create_server(("127.0.0.1", 0)) as taken:
+    with socket.create_server(("127.0.0.1", 0)) as taken:  # held without SO_REUSEPORT
         with pytest.raises(CatsDogsError, match="cannot listen on 127.0.0.1:.*--port"):
-            listen("127.0.0.1", taken.getsockname()[1])
+            bind("127.0.0.1", taken.getsockname()[1], listen=False)
 
 
 def test_a_worker_that_cannot_load_the_model_is_the_servers_one_error_line(tmp_path):

@@ -6,9 +6,14 @@ cores for it, overlap one's HTTP work with another's model call; measured on 2 c
 (bench/RESULTS.md, "Several processes"), 2 processes of one thread each kept more of the
 model-alone ceiling than one process of two threads.
 
-The parent binds the port once (one clear error if it is taken), starts N workers (spawned:
-a fresh interpreter each, never a fork of a process holding TensorFlow's threads) that share
-that socket, waits for each to load its model and report its memory bound, then supervises:
+The parent binds the port first (one clear error if it is taken) and holds it without
+listening, starts N workers (spawned: a fresh interpreter each, never a fork of a process
+holding TensorFlow's threads) that each listen on it with SO_REUSEPORT, waits for each to
+load its model and report its memory bound, then supervises. SO_REUSEPORT, not one socket
+shared by all: the kernel then spreads new connections over the workers evenly, where with a
+shared socket the worker that wakes first accepts every connection waiting (16 keep-alive
+clients were split 5 and 11, and the one with 11 became the bottleneck); and a worker's
+listener dies with it, so no new connection is sent to a dead process.
 
 - the bounds are the server's: each worker admits its share (ServeConfig.per_worker);
 - /metrics answers for all of them: prometheus_client's multiprocess mode, its files in a
@@ -56,15 +61,27 @@ def cores():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-def listen(host, port):
-    """The listening socket every worker serves, bound once here."""
+def bind(host, port, listen):
+    """A socket bound to host:port with SO_REUSEPORT, listening or (the parent's, holding the
+    port while the workers start) not: a bound socket that does not listen gets no
+    connections. A port another process holds is one error line."""
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise CatsDogsError("--workers needs SO_REUSEPORT, which this system lacks",
+                            fix="run one process (--workers 1) per port")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
-        return socket.create_server((host.strip("[]"), port), family=family, backlog=BACKLOG)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host.strip("[]"), port))
+        if listen:
+            sock.listen(BACKLOG)
     except OSError as error:
+        sock.close()
         raise CatsDogsError(f"cannot listen on {host}:{port}: {error.strerror or error}",
                             fix="another process may hold the port: stop it, or choose "
                                 "another with --port") from None
+    return sock
 
 
 @contextlib.contextmanager
@@ -94,16 +111,16 @@ def serve_workers(config, prepare, announce, args):
         announce: `announce(source, bound, terms)` prints the start lines, once all are ready.
         args: the command's parsed flags, given to `prepare` in each worker.
     """
-    listener = listen(config.host, config.port)
+    reservation = bind(config.host, config.port, listen=False)
     worker_config = config.per_worker()
     threads = max(1, cores() // config.workers)
     context = multiprocessing.get_context("spawn")
-    with metrics_folder(), listener:
+    with metrics_folder(), reservation:
         messages = context.Queue()
 
         def start():
             process = context.Process(target=_worker, name="catsdogs-serve-worker", args=(
-                prepare, args, worker_config, listener, messages, threads))
+                prepare, args, worker_config, messages, threads))
             process.start()
             return process
 
@@ -120,7 +137,7 @@ def serve_workers(config, prepare, announce, args):
                 terms = _summed([report[4] for report in ready])
                 terms["supervisor"] = process_memory()["VmRSS"]
                 announce(source, bound, terms)
-            return _supervise(workers, start, messages, stopping, ready_pids, listener,
+            return _supervise(workers, start, messages, stopping, ready_pids,
                               config.drain_seconds + EXIT_GRACE_SECONDS)
         finally:
             for sig, handler in original.items():
@@ -155,16 +172,16 @@ def _wait_ready(workers, messages, stopping):
     return ready
 
 
-def _supervise(workers, start, messages, stopping, ready_pids, listener, exit_seconds):
-    """Replace workers that die while serving; on the first signal tell each to drain, close
-    the port here, and wait for them (killing one still running `exit_seconds` later).
+def _supervise(workers, start, messages, stopping, ready_pids, exit_seconds):
+    """Replace workers that die while serving; on the first signal tell each to drain (each
+    closes its listener: new connections are refused) and wait for them (killing one still
+    running `exit_seconds` later).
     0 when every worker that served exited 0 after the signal, else 1 (also when a replacement
     died before it was ready: the server stops rather than start one after another)."""
     deadline, failed = None, False
     while True:
         alive = [process for process in workers if process.is_alive()]
         if stopping and deadline is None:
-            listener.close()  # the workers close theirs as they drain: new connections refused
             for process in alive:
                 os.kill(process.pid, signal.SIGTERM)
             deadline = time.monotonic() + exit_seconds
@@ -237,10 +254,10 @@ def _summed(term_dicts):
     return summed
 
 
-def _worker(prepare, args, config, listener, messages, threads):
-    """One worker process: its share of the cores for the model, the model loaded, the
-    ready report, then the server on the shared socket until SIGTERM (from the parent, or
-    its own when the parent is gone)."""
+def _worker(prepare, args, config, messages, threads):
+    """One worker process: its share of the cores for the model, the model loaded, its own
+    listener on the port, the ready report, then the server until SIGTERM (from the parent,
+    or its own when the parent is gone)."""
     from catsdogs import console
     from catsdogs.serve.drain import draining_server
 
@@ -249,6 +266,7 @@ def _worker(prepare, args, config, listener, messages, threads):
     console.setup(quiet=args.quiet, verbose=args.verbose)
     try:
         app, classifier, bound, terms = prepare(args, config)
+        listener = bind(config.host, config.port, listen=True)
     except CatsDogsError as error:
         messages.put(("error", error))
         return
