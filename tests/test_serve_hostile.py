@@ -498,6 +498,27 @@ def test_a_body_dribbled_past_the_body_timeout_gets_408_and_is_closed(server):
         "error": f"request body not received within {TIMEOUT:g} s"}
 
 
+def test_a_body_refused_before_it_is_read_gets_its_answer_and_a_close_not_a_reset(server):
+    """413 comes before the body is read; the server closes as nginx does (lingering.py): the
+    answer, a FIN, what the client still sends read and dropped. Closing with the body unread
+    would reset the connection: the client's next send or read fails, its answer may be lost."""
+    port, _ = server
+    request = (b"POST " + PREDICT.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+               b"Content-Type: application/json\r\nContent-Length: 30000000\r\n"
+               b"Connection: close\r\n\r\n"  # so the server closes after its answer
+               + b"x" * 3_000_000)  # as a client sends: all of it, without waiting
+    with socket.create_connection(("127.0.0.1", port)) as connection:
+        connection.settimeout(10)
+        sending = threading.Thread(target=connection.sendall, args=(request,), daemon=True)
+        sending.start()
+        received = b""
+        while chunk := connection.recv(65536):  # a reset raises ConnectionResetError here
+            received += chunk
+        sending.join(10)
+    status, _, body = raw_answer(received)
+    assert status == 413 and json.loads(body) == {"error": "request body over 20,000,000 bytes"}
+
+
 def test_an_idle_keep_alive_connection_is_closed_by_the_idle_timeout(server):
     port, _ = server
     with socket.create_connection(("127.0.0.1", port)) as connection:

@@ -15,6 +15,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from catsdogs.console import log
 from catsdogs.serve.connections import HeaderDeadline
+from catsdogs.serve.lingering import LingeringClose
 from catsdogs.serve.parsing import BoundedParsing
 from catsdogs.serve.refusals import ShapedRefusals
 
@@ -95,11 +96,12 @@ class DrainGrace(HttpToolsProtocol):
 def protocol_class(header_timeout):
     """The protocol uvicorn runs every connection with (uvicorn.Config's `http=`): its httptools
     protocol (llhttp, in C: the event loop spends about a quarter less a request than on h11's,
-    in pure Python; bench/RESULTS.md, "Cheaper requests") with a deadline for headers
-    (connections.py), a grace for requests on their way when the drain begins (DrainGrace),
-    bounds on what its parser holds (parsing.py) and its own refusals in the server's error
-    shape (refusals.py)."""
-    return type("ServerProtocol", (HeaderDeadline, DrainGrace, BoundedParsing, ShapedRefusals),
+    in pure Python; bench/RESULTS.md, "Cheaper requests") with a lingering close for a request
+    answered before its body was read (lingering.py), a deadline for headers (connections.py),
+    a grace for requests on their way when the drain begins (DrainGrace), bounds on what its
+    parser holds (parsing.py) and its own refusals in the server's error shape (refusals.py)."""
+    return type("ServerProtocol",
+                (LingeringClose, HeaderDeadline, DrainGrace, BoundedParsing, ShapedRefusals),
                 {"header_timeout": header_timeout})
 
 
