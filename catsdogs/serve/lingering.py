@@ -6,9 +6,10 @@ closes the socket with the body's bytes still unread, and a TCP socket closed wi
 sends a reset, not a FIN: the client's kernel drops whatever of the answer it has not yet
 handed to the client, which sees "connection reset" instead of its 503 and Retry-After. Under
 a 2.5x overload with one request per connection, about 1 shed request in 10 was lost that way
-(bench/RESULTS.md, "A lingering close"). Apache and nginx close the same way (nginx's
-`lingering_close`): send the answer and a FIN (half-close), keep reading and discarding
-what the client still sends, and close once it closes too or `LINGER_SECONDS` pass.
+(bench/RESULTS.md, "A lingering close, and the soak with two processes"). Apache and nginx
+close the same way (nginx's `lingering_close`): send the answer and a FIN (half-close), keep
+reading and discarding what the client still sends, and close once it closes too or
+`LINGER_SECONDS` pass.
 
 Only a connection closed while its request's body is still coming lingers; every other close
 is immediate, as before.
