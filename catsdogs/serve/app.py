@@ -128,6 +128,7 @@ def create_app(classifier, config=ServeConfig(), hosts=None):
 
     batcher = DynamicBatcher(classify_rows, config.batching, on_batch=metrics["batch"].observe)
     decoders = ThreadPoolExecutor(config.decode_workers, thread_name_prefix="decode")
+
     def gauge_counts(admitted, inflight_bytes):
         metrics["admitted"].set(admitted)
         metrics["inflight"].set(inflight_bytes)
