@@ -246,7 +246,7 @@ def test_workers_share_the_port_and_metrics_replace_a_dead_one_and_drain_togethe
                    Path(f"/proc/{pid}/cmdline").read_bytes()]
         assert len(workers) == 2
         os.kill(workers[0], signal.SIGKILL)
-        wait_until(lambda: "is ready" in output.read_text(), 60, "a replacement worker ready")
+        wait_until(lambda: "is ready" in output.read_text(), 120, "a replacement worker ready")
         assert len(set(children(server.pid)) - set(first)) == 1
         outcome = answered_through_a_drain(server, port, requests, drain_seconds)
     assert_drained(output, outcome, requests, drain_seconds)
