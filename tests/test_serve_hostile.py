@@ -519,6 +519,29 @@ def test_a_body_refused_before_it_is_read_gets_its_answer_and_a_close_not_a_rese
     assert status == 413 and json.loads(body) == {"error": "request body over 20,000,000 bytes"}
 
 
+def test_a_lingering_connection_is_closed_after_its_linger_even_if_the_client_keeps_sending(
+        server):
+    """The lingering close is bounded: a client that goes on sending a body the server
+    refused is cut off LINGER_SECONDS after the answer, not read for ever."""
+    from catsdogs.serve.lingering import LINGER_SECONDS
+
+    port, _ = server
+    head = (b"POST " + PREDICT.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 30000000\r\n"
+            b"Connection: close\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", port)) as connection:
+        connection.sendall(head)
+        started = time.monotonic()
+        try:
+            while time.monotonic() - started < 5 * LINGER_SECONDS:
+                connection.sendall(b"x" * 4096)  # fails once the server has closed
+                time.sleep(0.05)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        cut_after = time.monotonic() - started
+    assert cut_after < 3 * LINGER_SECONDS
+
+
 def test_an_idle_keep_alive_connection_is_closed_by_the_idle_timeout(server):
     port, _ = server
     with socket.create_connection(("127.0.0.1", port)) as connection:
