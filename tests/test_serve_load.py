@@ -327,6 +327,23 @@ def test_a_taken_port_is_one_line_before_any_worker_starts():
     with socket.create_server(("127.0.0.1", 0)) as taken:  # held without SO_REUSEPORT
         with pytest.raises(CatsDogsError, match="cannot listen on 127.0.0.1:.*--port"):
             bind("127.0.0.1", taken.getsockname()[1], listen=False)
+    # another catsdogs server's worker (SO_REUSEPORT): joining it would split its clients
+    with socket.create_server(("127.0.0.1", 0), reuse_port=True) as taken:
+        with pytest.raises(CatsDogsError, match="cannot listen on"):
+            bind("127.0.0.1", taken.getsockname()[1], listen=False)
+
+
+def test_a_metrics_folder_holding_an_earlier_servers_files_is_refused(tmp_path, monkeypatch):
+    from catsdogs.errors import CatsDogsError
+    from catsdogs.serve.workers import metrics_folder
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    with metrics_folder() as folder:  # empty: used as it is
+        assert folder == str(tmp_path)
+    (tmp_path / "counter_123.db").write_bytes(b"")
+    with pytest.raises(CatsDogsError, match="earlier server"), metrics_folder():
+        pass
+    assert (tmp_path / "counter_123.db").exists()  # the user's folder is left as it is
 
 
 def test_a_worker_that_cannot_load_the_model_is_the_servers_one_error_line(tmp_path):

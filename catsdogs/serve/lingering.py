@@ -12,7 +12,9 @@ reading and discarding what the client still sends, and close once it closes too
 `LINGER_SECONDS` pass.
 
 Only a connection closed while its request's body is still coming lingers; every other close
-is immediate, as before.
+is immediate, as before: a head or a stream the parser refused (parsing.py) is cut off at once,
+its sender being no client to wait for. Nothing is written once a connection lingers: a
+pipelined request's answer still running is dropped with the connection.
 """
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -39,6 +41,14 @@ class LingeringTransport:
 
     def is_closing(self):
         return self.lingering or self._transport.is_closing()
+
+    def write(self, data):
+        if not self.lingering:  # after the FIN nothing more is sent (an answer still running)
+            self._transport.write(data)
+
+    def writelines(self, lines):
+        if not self.lingering:
+            self._transport.writelines(lines)
 
     def close(self):
         cycle = self._protocol.cycle

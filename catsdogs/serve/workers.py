@@ -54,6 +54,9 @@ READY_SECONDS = 600  # a worker loading its model (a cold disk, a large model) m
 # bounded by --drain-seconds, this covers its interpreter's exit
 EXIT_GRACE_SECONDS = 10.0
 POLL_SECONDS = 0.5
+# a worker dying this often (each slot, in this window) is a crash loop, not bad luck: stop
+RESTARTS_PER_WORKER = 3
+RESTART_WINDOW_SECONDS = 60.0
 
 
 def cores():
@@ -62,23 +65,35 @@ def cores():
 
 
 def bind(host, port, listen):
-    """A socket bound to host:port with SO_REUSEPORT, listening or (the parent's, holding the
-    port while the workers start) not: a bound socket that does not listen gets no
-    connections. A port another process holds is one error line."""
+    """A socket bound to host:port with SO_REUSEPORT, listening (a worker's) or not (the
+    parent's, holding the port while the workers start: a bound socket that does not listen
+    gets no connections). A port another process holds, another catsdogs server included, is
+    one error line."""
     if not hasattr(socket, "SO_REUSEPORT"):
         raise CatsDogsError("--workers needs SO_REUSEPORT, which this system lacks",
                             fix="run one process (--workers 1) per port")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    address = (host.strip("[]"), port)
+    if not listen:  # the parent, first: SO_REUSEPORT alone would let it join another server
+        with _bound(family, address, reuse_port=False):  # fails if anything holds the port
+            pass
+    sock = _bound(family, address, reuse_port=True)
+    if listen:
+        sock.listen(BACKLOG)
+    return sock
+
+
+def _bound(family, address, reuse_port):
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host.strip("[]"), port))
-        if listen:
-            sock.listen(BACKLOG)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
     except OSError as error:
         sock.close()
-        raise CatsDogsError(f"cannot listen on {host}:{port}: {error.strerror or error}",
+        raise CatsDogsError(f"cannot listen on {address[0]}:{address[1]}: "
+                            f"{error.strerror or error}",
                             fix="another process may hold the port: stop it, or choose "
                                 "another with --port") from None
     return sock
@@ -88,9 +103,16 @@ def bind(host, port, listen):
 def metrics_folder():
     """The folder prometheus_client's multiprocess mode keeps every worker's metrics in, set
     in the environment the workers inherit; made here and removed after, unless the user set
-    PROMETHEUS_MULTIPROC_DIR (then theirs, left as it is)."""
+    PROMETHEUS_MULTIPROC_DIR (then theirs, which must hold no earlier server's files, and is
+    left as it is)."""
     if os.environ.get(METRICS_VARIABLE):
-        yield os.environ[METRICS_VARIABLE]
+        folder = os.environ[METRICS_VARIABLE]
+        if any(name.endswith(".db") for name in os.listdir(folder)):
+            raise CatsDogsError("PROMETHEUS_MULTIPROC_DIR holds the metrics of an earlier "
+                                "server, which would be added to this one's", where=folder,
+                                fix="empty the folder (prometheus_client's rule: wiped "
+                                    "between runs), or unset the variable")
+        yield folder
         return
     folder = tempfile.mkdtemp(prefix="catsdogs-metrics-")
     os.environ[METRICS_VARIABLE] = folder
@@ -124,11 +146,12 @@ def serve_workers(config, prepare, announce, args):
             process.start()
             return process
 
-        workers = [start() for _ in range(config.workers)]
-        stopping, ready_pids = [], set()
+        workers, stopping, ready_pids = [], [], set()
         original = {sig: signal.signal(sig, lambda sig, frame: stopping.append(sig))
                     for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
+            for _ in range(config.workers):
+                workers.append(start())
             ready = _wait_ready(workers, messages, stopping)
             ready_pids.update(report[1] for report in ready)
             if not stopping:
@@ -177,22 +200,26 @@ def _supervise(workers, start, messages, stopping, ready_pids, exit_seconds):
     closes its listener: new connections are refused) and wait for them (killing one still
     running `exit_seconds` later).
     0 when every worker that served exited 0 after the signal, else 1 (also when a replacement
-    died before it was ready: the server stops rather than start one after another)."""
-    deadline, failed = None, False
+    died before it was ready, or workers died more than RESTARTS_PER_WORKER times each within
+    RESTART_WINDOW_SECONDS: the server stops rather than start one after another). A second
+    signal kills the workers at once, as a second Ctrl-C stops uvicorn."""
+    deadline, failed, restarts = None, False, []
     while True:
         alive = [process for process in workers if process.is_alive()]
+        if len(stopping) > 1 and deadline is not None and alive:  # a second Ctrl-C: at once
+            deadline = time.monotonic()
         if stopping and deadline is None:
             for process in alive:
                 os.kill(process.pid, signal.SIGTERM)
             deadline = time.monotonic() + exit_seconds
         if deadline is not None and not alive:
             break
-        if deadline is not None and time.monotonic() > deadline:
-            log().warning("%d server processes still running %.0f s after the signal: killed",
-                          len(alive), exit_seconds)
+        if deadline is not None and time.monotonic() >= deadline:
+            log().warning("%d server processes still running: killed", len(alive))
             for process in alive:
                 process.kill()
-            deadline = time.monotonic()  # the next turn finds them dead
+                process.join()
+            continue
         _drain_messages(messages, ready_pids)
         for index, process in enumerate(workers):
             if deadline is not None or process.is_alive():
@@ -204,6 +231,15 @@ def _supervise(workers, start, messages, stopping, ready_pids, exit_seconds):
                 failed = True
                 stopping.append("failed")
                 break
+            now = time.monotonic()
+            restarts = [moment for moment in restarts if now - moment < RESTART_WINDOW_SECONDS]
+            if len(restarts) >= RESTARTS_PER_WORKER * len(workers):
+                log().error("server processes exited %d times in %.0f s: stopping",
+                            len(restarts) + 1, RESTART_WINDOW_SECONDS)
+                failed = True
+                stopping.append("failed")
+                break
+            restarts.append(now)
             log().warning("a server process (pid %d) exited with code %s: starting another",
                           process.pid, process.exitcode)
             workers[index] = start()
@@ -262,6 +298,7 @@ def _worker(prepare, args, config, messages, threads):
     from catsdogs.serve.drain import draining_server
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to pass on
+    threading.Thread(target=_drain_when_orphaned, daemon=True).start()
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(threads))  # before TensorFlow loads
     console.setup(quiet=args.quiet, verbose=args.verbose)
     try:
@@ -276,13 +313,16 @@ def _worker(prepare, args, config, messages, threads):
         messages.put(("error", RunFailed(f"internal: {type(error).__name__}: "
                                          f"{one_line(error)}")))
         return
+    server = draining_server(app, config, signals=(signal.SIGTERM,))
+    # from here a SIGTERM drains (before uvicorn's own handler is in place, it makes the
+    # server start and stop at once): the parent counts this worker as serving
+    signal.signal(signal.SIGTERM, server.handle_exit)
     messages.put(("ready", os.getpid(), str(classifier.source), bound, terms))
-    threading.Thread(target=_drain_when_orphaned, daemon=True).start()
-    draining_server(app, config, signals=(signal.SIGTERM,)).run(sockets=[listener])
+    server.run(sockets=[listener])
 
 
 def _drain_when_orphaned():
     """SIGTERM this worker when its parent dies (killed, crashed): it drains and exits instead
-    of serving on, unsupervised."""
+    of serving on, unsupervised (or, still loading its model, stops there)."""
     multiprocessing.connection.wait([multiprocessing.parent_process().sentinel])
     os.kill(os.getpid(), signal.SIGTERM)
