@@ -194,3 +194,23 @@ def test_bad_searches_are_one_error_line(protocol_folders, tmp_path, capsys):
     assert "did you mean 'learning_rate'" in one_error_line(
         capsys, cli.main, tune_argv(protocol_folders, tmp_path / "t", space_file, "--trials", "2"))
     assert "--budget" in one_error_line(capsys, cli.main, ["tune", "--data", str(protocol_folders)])
+
+
+def test_the_first_trial_is_the_presets_recipe_brought_into_the_ranges():
+    """KerasTuner starts at random points; the search starts at the preset's own recipe, so
+    it never returns one worse than the preset on the photos it chooses on."""
+    import types
+
+    from catsdogs.models.presets import get_preset
+    from catsdogs.training import space, train, tune
+
+    base = train.resolve_config(cfg.TrainConfig(preset="seed-cifar10", data="x"))
+    ranges = space.preset_ranges(base, get_preset("seed-cifar10"), overrides={
+        "epochs": ["int", 1, 2], "learning_rate": ["log", 1e-5, 1.0], "width": ["choice", 0.5, 1.0]})
+    plan = types.SimpleNamespace(search="random", ranges=ranges, base=base, trials=3)
+    oracle = tune.make_oracle(plan)
+    first = oracle.populate_space("0")["values"]
+    assert first["learning_rate"] == base.learning_rate and first["width"] == base.width
+    assert first["epochs"] == min(max(base.epochs, 1), 2)  # the preset's, brought into range
+    oracle.trials["0"] = object()  # once a trial exists, the oracle's own points follow
+    assert oracle.populate_space("1")["values"] != first

@@ -110,25 +110,39 @@ def _bad(name, spec, expected, source):
                          where=source, fix="see docs/training.md, Tuning")
 
 
-def hyperparameters(ranges, hyperband=False):
-    """A keras_tuner.HyperParameters of `ranges`; with Hyperband `epochs` is left to it."""
+def hyperparameters(ranges, hyperband=False, base=None):
+    """A keras_tuner.HyperParameters of `ranges`; with Hyperband `epochs` is left to it. With
+    `base` (the resolved TrainConfig), each one's default is base's value, brought into its
+    range (a choice it is not among: KerasTuner's default), so the defaults are the preset's
+    own recipe as near as the ranges allow (the search's first trial, tune.make_oracle)."""
     import keras_tuner
 
     hp = keras_tuner.HyperParameters()
     for name, (kind, *values) in ranges.items():
         if hyperband and name == EPOCHS:
             continue
+        own = None if base is None else setting_value(base, name)
         if kind == "fixed" or len(set(values)) == 1:
             hp.Fixed(name, values[0])
         elif kind == "choice" and all(isinstance(v, bool) for v in values):
-            hp.Boolean(name)  # Choice would make True and False 1 and 0
+            hp.Boolean(name, default=bool(own))  # Choice would make True and False 1 and 0
         elif kind == "choice":
-            hp.Choice(name, values, ordered=all(isinstance(v, (int, float)) for v in values))
+            hp.Choice(name, values, ordered=all(isinstance(v, (int, float)) for v in values),
+                      default=own if own in values else None)
         elif kind == "int":
-            hp.Int(name, values[0], values[1], sampling="log" if values[0] > 0 else "linear")
+            hp.Int(name, values[0], values[1], sampling="log" if values[0] > 0 else "linear",
+                   default=_within(own, values, int))
         else:
-            hp.Float(name, values[0], values[1], sampling=kind)
+            hp.Float(name, values[0], values[1], sampling=kind,
+                     default=_within(own, values, float))
     return hp
+
+
+def _within(value, bounds, kind):
+    """`value` brought into [lo, hi] as `kind`, or None (KerasTuner's default) if no number."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        return None
+    return kind(min(max(value, bounds[0]), bounds[1]))
 
 
 def epochs_range(ranges, base):

@@ -160,20 +160,35 @@ def table_line(row):
 # ---------------------------------------------------------------- the search
 
 
+class PresetFirst:
+    """A KerasTuner oracle whose first trial is the hyperparameters' defaults, the preset's own
+    recipe (space.hyperparameters), before its random or Bayesian points: its random start
+    never tries the preset's recipe, so a short search could return one worse than the preset
+    on the very photos it chooses on (a 20-minute search on CIFAR-10 did: bench/RESULTS.md,
+    "`catsdogs tune` on CIFAR-10"). KerasTuner has no way to queue a trial of chosen values."""
+
+    def populate_space(self, trial_id):
+        if not self.trials:  # the search's first trial (a resumed one has its trials)
+            return {"status": "RUNNING", "values": self.hyperparameters.values}
+        return super().populate_space(trial_id)
+
+
 def make_oracle(plan):
-    """KerasTuner's oracle for `plan.search`, over `plan.ranges`."""
+    """KerasTuner's oracle for `plan.search`, over `plan.ranges`; random and Bayesian searches
+    try the preset's recipe first (PresetFirst)."""
     hyperband = plan.search == "hyperband"
     common = dict(objective=keras_tuner.Objective(OBJECTIVE, direction="max"),
-                  hyperparameters=space.hyperparameters(plan.ranges, hyperband),
+                  hyperparameters=space.hyperparameters(plan.ranges, hyperband, plan.base),
                   tune_new_entries=False, allow_new_entries=False, seed=plan.base.seed)
     if hyperband:
         oracle = keras_tuner.oracles.HyperbandOracle(
             max_epochs=space.epochs_range(plan.ranges, plan.base)[1], factor=3, **common)
         oracle.max_trials = plan.trials
         return oracle
-    if plan.search == "bayesian":
-        return keras_tuner.oracles.BayesianOptimizationOracle(max_trials=plan.trials, **common)
-    return keras_tuner.oracles.RandomSearchOracle(max_trials=plan.trials, **common)
+    kind = (keras_tuner.oracles.BayesianOptimizationOracle if plan.search == "bayesian"
+            else keras_tuner.oracles.RandomSearchOracle)
+    return type(f"PresetFirst{kind.__name__}", (PresetFirst, kind), {})(
+        max_trials=plan.trials, **common)
 
 
 def tune(plan):
