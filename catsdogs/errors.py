@@ -109,6 +109,18 @@ def report(error, stream=None):
     return getattr(error, "exit_code", USER_ERROR_EXIT_CODE)
 
 
+def reportable(error):
+    """`error` (any exception) as the CatsDogsError whose one line `run_command` prints: itself,
+    the machine's refusal it stands for, or an internal error (a bug)."""
+    if isinstance(error, CatsDogsError):
+        return error
+    refusal = machine_error(error)
+    if refusal is not None:
+        return refusal
+    return RunFailed(f"internal: {type(error).__name__}: {one_line(error)} (a bug, or a "
+                     f"problem of this machine; {DEBUG_VARIABLE}=1 shows the traceback)")
+
+
 def run_command(parser, argv, body, interrupted_hint=None):
     """Parse `argv` with `parser`, set up the console (--quiet, --verbose), run `body(args)`
     and return the exit code: 0, or one line and the code above.
@@ -130,12 +142,7 @@ def run_command(parser, argv, body, interrupted_hint=None):
     except Exception as error:
         if debugging():
             raise
-        if machine_error(error) is not None:
-            return report(machine_error(error))
-        print(f"error: internal: {type(error).__name__}: {one_line(error)} (a bug, or a "
-              f"problem of this machine; {DEBUG_VARIABLE}=1 shows the traceback)",
-              file=sys.stderr)
-        return RUN_FAILED_EXIT_CODE
+        return report(reportable(error))
 
 
 def command_main(build_parser, body, interrupted_hint=None):

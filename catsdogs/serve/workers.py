@@ -31,6 +31,7 @@ has no place for the model loaded once per worker before the port is served, the
 report with each worker's memory bound, or the drain that turns readiness off first.
 """
 
+import collections
 import contextlib
 import multiprocessing
 import multiprocessing.connection
@@ -44,7 +45,7 @@ import threading
 import time
 
 from catsdogs.console import log
-from catsdogs.errors import CatsDogsError, RunFailed, debugging, one_line
+from catsdogs.errors import CatsDogsError, RunFailed, debugging, reportable
 from catsdogs.serve.memory import process_memory
 
 METRICS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
@@ -154,12 +155,12 @@ def serve_workers(config, prepare, announce, args):
                 workers.append(start())
             ready = _wait_ready(workers, messages, stopping)
             ready_pids.update(report[1] for report in ready)
-            if not stopping:
-                source = ready[0][2]
-                bound = sum(report[3] for report in ready) + process_memory()["VmRSS"]
-                terms = _summed([report[4] for report in ready])
+            if not stopping:  # each worker's bound is the sum of its terms (memory.py)
+                terms = collections.Counter()
+                for report in ready:
+                    terms.update(report[4])
                 terms["supervisor"] = process_memory()["VmRSS"]
-                announce(source, bound, terms)
+                announce(ready[0][2], sum(terms.values()), dict(terms))
             return _supervise(workers, start, messages, stopping, ready_pids,
                               config.drain_seconds + EXIT_GRACE_SECONDS)
         finally:
@@ -173,7 +174,7 @@ def serve_workers(config, prepare, announce, args):
 
 def _wait_ready(workers, messages, stopping):
     """Every worker's ("ready", pid, source, bound, terms), in the order they came; a worker's
-    error (or its death before it was ready) stops the others and is raised."""
+    error (or its death before it was ready) is raised, and serve_workers stops the others."""
     ready, deadline = [], time.monotonic() + READY_SECONDS
     while len(ready) < len(workers) and not stopping:
         try:
@@ -181,15 +182,12 @@ def _wait_ready(workers, messages, stopping):
         except queue.Empty:
             dead = [process for process in workers if not process.is_alive()]
             if dead:
-                _stop_all(workers)
                 raise RunFailed(f"a server process exited with code {dead[0].exitcode} before "
                                 f"it was ready", fix="its output above says why")
             if time.monotonic() > deadline:
-                _stop_all(workers)
                 raise RunFailed(f"the server processes were not ready within {READY_SECONDS} s")
             continue
         if message[0] == "error":
-            _stop_all(workers)
             raise message[1]
         ready.append(message)
     return ready
@@ -225,17 +223,18 @@ def _supervise(workers, start, messages, stopping, ready_pids, exit_seconds):
             if deadline is not None or process.is_alive():
                 continue
             _forget(process)
-            if process.pid not in ready_pids:
-                log().error("a replacement server process exited with code %s before it was "
-                            "ready: stopping", process.exitcode)
-                failed = True
-                stopping.append("failed")
-                break
             now = time.monotonic()
             restarts = [moment for moment in restarts if now - moment < RESTART_WINDOW_SECONDS]
-            if len(restarts) >= RESTARTS_PER_WORKER * len(workers):
-                log().error("server processes exited %d times in %.0f s: stopping",
-                            len(restarts) + 1, RESTART_WINDOW_SECONDS)
+            if process.pid not in ready_pids:
+                failure = (f"a replacement server process exited with code {process.exitcode} "
+                           f"before it was ready")
+            elif len(restarts) >= RESTARTS_PER_WORKER * len(workers):
+                failure = (f"server processes exited {len(restarts) + 1} times in "
+                           f"{RESTART_WINDOW_SECONDS:.0f} s")
+            else:
+                failure = None
+            if failure:
+                log().error("%s: stopping", failure)
                 failed = True
                 stopping.append("failed")
                 break
@@ -243,7 +242,7 @@ def _supervise(workers, start, messages, stopping, ready_pids, exit_seconds):
             log().warning("a server process (pid %d) exited with code %s: starting another",
                           process.pid, process.exitcode)
             workers[index] = start()
-        multiprocessing.connection.wait([process.sentinel for process in alive] or [],
+        multiprocessing.connection.wait([process.sentinel for process in alive],
                                         timeout=POLL_SECONDS)
     for process in workers:
         process.join()
@@ -274,22 +273,6 @@ def _forget(process):
     multiprocess.mark_process_dead(process.pid)
 
 
-def _stop_all(workers):
-    for process in workers:
-        if process.is_alive():
-            process.terminate()
-    for process in workers:
-        process.join(EXIT_GRACE_SECONDS)
-
-
-def _summed(term_dicts):
-    summed = {}
-    for terms in term_dicts:
-        for name, size in terms.items():
-            summed[name] = summed.get(name, 0) + size
-    return summed
-
-
 def _worker(prepare, args, config, messages, threads):
     """One worker process: its share of the cores for the model, the model loaded, its own
     listener on the port, the ready report, then the server until SIGTERM (from the parent,
@@ -304,14 +287,10 @@ def _worker(prepare, args, config, messages, threads):
     try:
         app, classifier, bound, terms = prepare(args, config)
         listener = bind(config.host, config.port, listen=True)
-    except CatsDogsError as error:
-        messages.put(("error", error))
-        return
     except Exception as error:  # the one line run_command would print, sent to the parent
-        if debugging():
+        if debugging() and not isinstance(error, CatsDogsError):
             raise
-        messages.put(("error", RunFailed(f"internal: {type(error).__name__}: "
-                                         f"{one_line(error)}")))
+        messages.put(("error", reportable(error)))
         return
     server = draining_server(app, config, signals=(signal.SIGTERM,))
     # from here a SIGTERM drains (before uvicorn's own handler is in place, it makes the
