@@ -3,6 +3,7 @@
     python bench/transfer.py --preset fast-catsdogs --seeds 1 2
     python bench/transfer.py --preset fast-catsdogs --pretrain-epochs 10 --head-epochs 2 --fine-tune-epochs 9
     python bench/transfer.py --preset fast-catsdogs --pretrain-epochs 4 --keep-epoch best
+    python bench/transfer.py --pretrained runs/bench-transfer/fast-catsdogs-cifar10-pretrain --fine-tune-epochs 30
 
 First one pretraining run of `--preset` on ../shared/data/cifar10/train (a class folder: its
 images scaled up to the preset's size; 10 % held out to choose its epoch). Then, per seed, on
@@ -15,7 +16,8 @@ kept (`--keep-epoch best`: the best, chosen on half of the 15 % of the training 
 out), the temperature fitted on photos that chose nothing, and the
 data's validation split is the test split, read once. It prints each run's test accuracy and
 expected calibration error, each arm's mean ± sample standard deviation over seeds, and the
-difference transfer - scratch per seed. Run folders go to `--out` and are reused when finished.
+difference transfer - scratch per seed. Run folders go to `--out`, named by arm, kept epoch,
+epochs and seed, and are reused when finished.
 """
 
 import argparse
@@ -48,8 +50,8 @@ def finished(run_dir, config):
 
 
 def pretrain(args):
-    """The CIFAR-10 run whose body starts the transfer arm."""
-    run_dir = Path(args.out) / f"{args.preset}-cifar10-pretrain"
+    """The CIFAR-10 run whose body starts the transfer arm (`--pretrained`'s when given)."""
+    run_dir = Path(args.pretrained or Path(args.out) / f"{args.preset}-cifar10-pretrain")
     seconds = finished(run_dir, catsdogs.TrainConfig(
         preset=args.preset, data=str(shared_data("cifar10", "train")), val_split=0.1,
         epochs=args.pretrain_epochs, seed=args.seeds[0], run_dir=str(run_dir)))
@@ -77,6 +79,8 @@ def main():
                         help="transfer: epochs with the body unfrozen [default: 9]")
     parser.add_argument("--keep-epoch", choices=("last", "best"), default="last",
                         help="the epoch each cats/dogs run keeps [default: last]")
+    parser.add_argument("--pretrained", metavar="RUN",
+                        help="reuse this finished (or resumable) pretraining run folder")
     parser.add_argument("--out", default="runs/bench-transfer")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
@@ -88,7 +92,8 @@ def main():
     rows = []
     for seed in args.seeds:
         for arm in ("scratch", "transfer"):
-            run_dir = Path(args.out) / f"{args.preset}-{arm}-{args.keep_epoch}-seed{seed}"
+            epochs = args.head_epochs + args.fine_tune_epochs
+            run_dir = Path(args.out) / f"{args.preset}-{arm}-{args.keep_epoch}-{epochs}ep-seed{seed}"
             seconds = finished(run_dir, arm_config(args, arm, seed, root, run_dir, pretrained))
             metrics = json.loads((run_dir / "metrics.json").read_text())
             rows.append({"arm": arm, "seed": seed, "run": str(run_dir), "seconds": seconds,
