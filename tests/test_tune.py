@@ -54,9 +54,24 @@ def count_test_reads(monkeypatch):
     return reads
 
 
+def count_decodes(monkeypatch):
+    from catsdogs.data import datasets
+
+    loads = []
+    original = datasets._load_sources
+
+    def counted(*args):
+        loads.append(args[1])
+        return original(*args)
+
+    monkeypatch.setattr(datasets, "_load_sources", counted)
+    return loads
+
+
 def test_three_trials_write_run_folders_table_hparams_and_a_best_json_train_accepts(
         protocol_folders, space_file, tmp_path, capsys, monkeypatch):
     reads = count_test_reads(monkeypatch)
+    decodes = count_decodes(monkeypatch)
     folder = tmp_path / "tune"
     assert cli.main(tune_argv(protocol_folders, folder, space_file, "--trials", "3")) == 0
     out = capsys.readouterr().out
@@ -76,6 +91,7 @@ def test_three_trials_write_run_folders_table_hparams_and_a_best_json_train_acce
     assert table == ["0", "1", "2"] and "selection" in out  # printed as the trials finished
     summary = json.loads((folder / "tune.json").read_text())
     assert reads == [12] and summary["test_images"] == 12  # the test split, once, at the end
+    assert len(decodes) == 1  # the photos decoded for the first trial, reused by the others
     best = summary["best_run"]
     assert summary["selection_accuracy"] == max(float(r["selection_accuracy"]) for r in rows)
     # the same command again: nothing is trained, and the test split is not read again

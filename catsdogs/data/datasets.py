@@ -500,13 +500,37 @@ def cache_for_workers(config, image_size):
     return storage.mode
 
 
-def load_image_data(config, image_size, shard=(0, 1)):
+class DecodedSources:
+    """The decoded sources of the runs one process trains one after another on the same
+    photos (a search's trials), kept from the first that decoded them: trials differ in their
+    recipe, never in their pixels, and decoding CIFAR-10's 60,000 images again for each trial
+    of about a minute was a share of every trial. The carving into selection and calibration photos is still
+    done per run, by its own settings."""
+
+    def __init__(self):
+        self._kept = {}
+
+    def load(self, config, image_size, shard):
+        """(ImageData as `_load_sources` returns it, the storage's record for dataset.json)."""
+        key = (config.dataset, config.data, config.train_dir, config.val_dir, config.val_split,
+               config.roles_seed, config.cache, config.cache_dir,
+               getattr(config, "cache_source", None), tuple(image_size), tuple(shard))
+        if key not in self._kept:
+            storage = Storage.of(config)
+            data = _load_sources(config, image_size, shard, storage)
+            self._kept[key] = data, storage.record()
+        else:
+            log().info("Images: decoded by an earlier run of this process, reused")
+        return self._kept[key]
+
+
+def load_image_data(config, image_size, shard=(0, 1), decoded=None):
     """The ImageData a resolved TrainConfig asks for (with its selection split carved out of
     the training images when it sets one); with `shard` (worker index, worker count), only
-    that worker's share of the files, each split taken every n-th file."""
-    storage = Storage.of(config)
-    data = _load_sources(config, image_size, shard, storage)
-    data.storage = storage.record()
+    that worker's share of the files, each split taken every n-th file; `decoded`
+    (DecodedSources) reuses the pixels an earlier run of this process decoded."""
+    data, record = (decoded or DecodedSources()).load(config, image_size, shard)
+    data = dataclasses.replace(data, storage=record)
     if config.selection_split:
         data = data.carve_selection(config.selection_split, config.roles_seed)
     # a refit's photos are carved as its parent's were: that run chose its epoch on them

@@ -23,21 +23,23 @@ SEEDS_FILE = "seeds.json"
 def train_seeds(config, count, folder):
     """Train `config` with seeds config.seed .. config.seed + count - 1 into `folder`, then
     write their ensemble. Returns the dict seeds.json holds."""
+    from catsdogs.data.datasets import DecodedSources
     from catsdogs.inference.ensemble import write_ensemble
     from catsdogs.training.train import resume, train
 
     folder = Path(folder)
     members = []
+    decoded = DecodedSources()  # every seed trains on the same photos: decoded once
     for seed in range(config.seed, config.seed + count):
         run_dir = folder / f"seed-{seed}"
         if (run_dir / runs.METRICS_FILE).exists():
             log().info(f"Seed {seed}: finished before, kept ({run_dir})")
         elif (run_dir / runs.CHECKPOINTS_DIR).exists():
-            resume(run_dir)
+            resume(run_dir, decoded=decoded)
         else:
             # the same photos held out by every member: their ensemble calibrates on them
             train(dataclasses.replace(config, seed=seed, split_seed=config.roles_seed,
-                                      run_dir=str(run_dir)))
+                                      run_dir=str(run_dir)), decoded=decoded)
         members.append(run_dir)
     ensemble_dir = folder / "ensemble"
     if not (ensemble_dir / runs.MODEL_FILE).exists():

@@ -140,8 +140,9 @@ def balanced_class_weights(labels, num_classes):
     return {i: len(labels) / (num_classes * count) for i, count in enumerate(counts) if count}
 
 
-def _prepare(config, placement):
-    """Seeds, decoded data and tf.data pipelines for `config` (nothing written yet)."""
+def _prepare(config, placement, decoded=None):
+    """Seeds, decoded data (`decoded`: datasets.DecodedSources, pixels an earlier run of this
+    process decoded) and tf.data pipelines for `config` (nothing written yet)."""
     import keras
     import numpy as np
 
@@ -153,7 +154,8 @@ def _prepare(config, placement):
 
     keras.utils.set_random_seed(config.seed)
     preset = get_preset(config.preset)
-    data = load_image_data(config, preset.image_size, (placement.worker, placement.workers))
+    data = load_image_data(config, preset.image_size, (placement.worker, placement.workers),
+                           decoded)
     if placement.workers > 1:  # every worker must run the same number of steps
         data.train = data.train.subset(np.arange(common_count(placement, len(data.train))))
         data.val = data.val.subset(np.arange(common_count(placement, len(data.val))))
@@ -512,7 +514,7 @@ def _finish(config, run_dir, data, rows, parameters, test=True):
 # ---------------------------------------------------------------- the public functions
 
 
-def train(config, callbacks=(), test=True):
+def train(config, callbacks=(), test=True, decoded=None):
     """Train a model as `config` says and write a new run folder.
 
     Args:
@@ -520,6 +522,8 @@ def train(config, callbacks=(), test=True):
         callbacks: Keras callbacks added to the run's own (tune.py's deadline).
         test: measure the test split (with a selection split) at the end; False leaves it
             unread, for runs whose caller measures only the one it picks.
+        decoded: a datasets.DecodedSources shared by the runs of one search, so that the
+            photos are decoded once, not once per run.
 
     Returns:
         Run: the run folder, history and metrics.
@@ -545,7 +549,7 @@ def train(config, callbacks=(), test=True):
     _check_writable(config)
     placement = _placement(config)
     log().info(f"Settings: {json.dumps(cfg.to_dict(config))}")
-    prepared = _prepare(config, placement)  # bad data fails here, before any folder is made
+    prepared = _prepare(config, placement, decoded)  # bad data fails here, before any folder
     if not placement.is_chief:
         folder = worker_folder(config.run_dir, placement.worker)
         with runs.run_folder_lock(folder):
@@ -577,10 +581,10 @@ def _refit(run):
     return refit
 
 
-def resume(run_dir, callbacks=(), test=True):
+def resume(run_dir, callbacks=(), test=True, decoded=None):
     """Continue an interrupted run from its last finished epoch, with its saved settings
     (a config.json of any earlier catsdogs version is upgraded first: config.upgrade);
-    `callbacks` and `test` as for `train`."""
+    `callbacks`, `test` and `decoded` as for `train`."""
     run_dir = runs.existing_run_dir(run_dir)
     config = cfg.read_run_config(run_dir / runs.CONFIG_FILE)
     worker = cluster_from_environment()[0] if config.strategy == "multiworker" else 0
@@ -595,7 +599,7 @@ def resume(run_dir, callbacks=(), test=True):
             take_chief_resume_state(placement, run_dir, backup_folder)
         done = runs.read_csv(folder / runs.HISTORY_FILE)
         log().info(f"Resuming {run_dir} after epoch {len(done)} of {config.epochs}")
-        run = _fit(config, folder, _prepare(config, placement), resumed=True,
+        run = _fit(config, folder, _prepare(config, placement, decoded), resumed=True,
                    extra_callbacks=callbacks, test=test)
     if config.refit and run is not None:
         _refit(run)

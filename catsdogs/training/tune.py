@@ -29,6 +29,7 @@ import keras_tuner
 from catsdogs import config as cfg
 from catsdogs import runs
 from catsdogs.console import log
+from catsdogs.data.datasets import DecodedSources
 from catsdogs.errors import CatsDogsError, RunFailed
 from catsdogs.training import space
 from catsdogs.training import train as training
@@ -75,6 +76,7 @@ class RecipeTuner(keras_tuner.Tuner):
 
     def __init__(self, oracle, search, deadline, progress):
         self.plan, self.deadline, self.progress = search, deadline, progress
+        self.decoded = DecodedSources()  # the photos decoded once for every trial
         with contextlib.redirect_stdout(sys.stderr):  # its "Reloading Tuner" is progress
             super().__init__(oracle=oracle, directory=str(search.folder), project_name=TUNER_DIR,
                              overwrite=False)
@@ -84,7 +86,7 @@ class RecipeTuner(keras_tuner.Tuner):
         config = space.trial_config(self.plan.base, trial.hyperparameters.values, run_dir)
         stop = [] if self.deadline is None else [StopAtDeadline(self.deadline)]
         try:
-            metrics = _train_or_resume(config, run_dir, stop)
+            metrics = _train_or_resume(config, run_dir, stop, self.decoded)
         except RunFailed as error:  # a recipe that diverged: a failed trial, the search goes on
             raise keras_tuner.errors.FailedTrialError(str(error)) from error
         except Exception as error:  # anything else stops the search, to be resumed
@@ -108,15 +110,15 @@ class RecipeTuner(keras_tuner.Tuner):
         self.progress(rows)
 
 
-def _train_or_resume(config, run_dir, callbacks):
-    """The trial's metrics.json: read when it finished before, else trained or resumed, never
-    measuring the test split."""
+def _train_or_resume(config, run_dir, callbacks, decoded):
+    """The trial's metrics.json: read when it finished before, else trained or resumed (on
+    the search's `decoded` photos), never measuring the test split."""
     if (run_dir / runs.METRICS_FILE).exists() and not (run_dir / runs.CHECKPOINTS_DIR).exists():
         log().info(f"Trial {run_dir.name}: finished before, kept")
     elif (run_dir / runs.CONFIG_FILE).exists():
-        training.resume(run_dir, callbacks=callbacks, test=False)
+        training.resume(run_dir, callbacks=callbacks, test=False, decoded=decoded)
     else:
-        training.train(config, callbacks=callbacks, test=False)
+        training.train(config, callbacks=callbacks, test=False, decoded=decoded)
     return json.loads((run_dir / runs.METRICS_FILE).read_text())
 
 
@@ -246,7 +248,7 @@ def _summarise(plan, tuner, before, seconds):
     runs.write_json(plan.folder / BEST_FILE, settings)
     test = ({k: before[k] for k in ("test_accuracy", "test_images", "test_split")}
             if before.get("best_run") == str(best_dir) and "test_accuracy" in before
-            else measure_test(best_dir, best_config))
+            else measure_test(best_dir, best_config, tuner.decoded))
     summary = {"search": plan.search, "preset": plan.base.preset, "data": plan.base.data,
                "seconds_spent": round(seconds, 1), "trials": trial_rows(tuner.oracle, plan.folder),
                "best_trial": best_trials[0].trial_id, "best_run": str(best_dir),
@@ -257,12 +259,13 @@ def _summarise(plan, tuner, before, seconds):
     return summary
 
 
-def measure_test(run_dir, config):
-    """The test split's accuracy for the run in `run_dir` (read here, once per search)."""
+def measure_test(run_dir, config, decoded=None):
+    """The test split's accuracy for the run in `run_dir` (read here, once per search; the
+    search's `decoded` photos, when given, hold it already)."""
     from catsdogs.data.datasets import load_image_data
     from catsdogs.models.presets import get_preset
 
-    data = load_image_data(config, get_preset(config.preset).image_size)
+    data = load_image_data(config, get_preset(config.preset).image_size, decoded=decoded)
     model = keras.saving.load_model(run_dir / runs.MODEL_FILE, safe_mode=True, compile=False)
     return training.test_once(model, data)
 
