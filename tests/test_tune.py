@@ -92,6 +92,10 @@ def test_three_trials_write_run_folders_table_hparams_and_a_best_json_train_acce
     summary = json.loads((folder / "tune.json").read_text())
     assert reads == [12] and summary["test_images"] == 12  # the test split, once, at the end
     assert len(decodes) == 1  # the photos decoded for the first trial, reused by the others
+    preset_row = next(r for r in rows if r["trial"] == summary["preset_trial"])
+    assert summary["preset_trial"] == "0"  # the first trial ran the preset's recipe
+    assert summary["preset_selection_accuracy"] == float(preset_row["selection_accuracy"])
+    assert f"The preset's recipe (trial 0): selection accuracy" in out
     best = summary["best_run"]
     assert summary["selection_accuracy"] == max(float(r["selection_accuracy"]) for r in rows)
     # the same command again: nothing is trained, and the test split is not read again

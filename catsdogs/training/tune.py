@@ -254,9 +254,20 @@ def _summarise(plan, tuner, before, seconds):
                "best_trial": best_trials[0].trial_id, "best_run": str(best_dir),
                OBJECTIVE: best_trials[0].score, **test,
                "best_settings": str(plan.folder / BEST_FILE)}
+    preset = preset_trial(plan, tuner.oracle)
+    if preset is not None and preset.score is not None:
+        summary.update(preset_trial=preset.trial_id, preset_selection_accuracy=preset.score)
     if plan.ensemble > 1:
         summary["ensemble"] = str(_ensemble(plan, best_trials))
     return summary
+
+
+def preset_trial(plan, oracle):
+    """The trial that ran the preset's own recipe (PresetFirst: a random or Bayesian search's
+    first), or None for Hyperband, whose trials all come from its brackets."""
+    if plan.search == "hyperband" or not oracle.trials:
+        return None
+    return min(oracle.trials.values(), key=lambda t: (len(t.trial_id), t.trial_id))
 
 
 def measure_test(run_dir, config, decoded=None):
@@ -289,6 +300,12 @@ def summary_lines(summary):
              f"{summary[OBJECTIVE]:.4f}" + (f", test accuracy {summary['test_accuracy']:.4f} on "
                                             f"{summary['test_images']} images (read once, now)"
                                             if "test_accuracy" in summary else "")]
+    if "preset_trial" in summary:
+        gain = summary[OBJECTIVE] - summary["preset_selection_accuracy"]
+        lines.append(f"The preset's recipe (trial {summary['preset_trial']}): selection accuracy "
+                     f"{summary['preset_selection_accuracy']:.4f}; the best is {gain:+.1%} on "
+                     "those photos (a few points on a few hundred photos can be noise: "
+                     "compare on the test split with 2 seeds or more)")
     lines.append(f"Settings:    {summary['best_settings']}  (catsdogs train --config "
                  f"{summary['best_settings']})")
     if "ensemble" in summary:
