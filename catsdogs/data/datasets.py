@@ -502,10 +502,10 @@ def cache_for_workers(config, image_size):
 
 class DecodedSources:
     """The decoded sources of the runs one process trains one after another on the same
-    photos (a search's trials), kept from the first that decoded them: trials differ in their
-    recipe, never in their pixels, and decoding CIFAR-10's 60,000 images again for each trial
-    of about a minute was a share of every trial. The carving into selection and calibration photos is still
-    done per run, by its own settings."""
+    photos (a search's trials, `train --seeds`), kept from the first that decoded them: runs
+    differ in their recipe, never in their pixels (a 3-trial CIFAR-10 search ran 1.12-1.16x
+    faster, bench/RESULTS.md "A search's photos decoded once"). The carving into selection
+    and calibration photos is still done per run, by its own settings."""
 
     def __init__(self):
         self._kept = {}
