@@ -11,7 +11,8 @@ Arms, every run with the selection protocol (`--selection-split 0.15`: the trial
 on it, and the data's validation split is a test split nothing is chosen on):
   preset          the preset's recipe as published
   preset-budget   the preset's recipe with as many epochs as fit in N minutes (the epoch time
-                  measured in the first `preset` run): the same minutes spent on one longer run
+                  of the search's own preset trial, else of the first `preset` run): the same
+                  minutes spent on one longer run
   tuned           the search's best.json, trained again with each seed
 For each: test accuracy per seed, mean ± standard deviation, minutes. Run folders go under
 --out and are reused when finished (a stopped bench continues; so does the search).
@@ -83,11 +84,17 @@ def main():
     preset = {"preset": args.preset, "data": str(data), "selection_split": SELECTION_SPLIT,
               **task_settings}
     arms = {"preset": preset, "tuned": tuned}
+    search = json.loads((tune_dir / "tune.json").read_text())
+    # the epoch time that turns the search's minutes into epochs of the preset's recipe: the
+    # search's own preset trial (timed on the same machine while the search ran), else the
+    # first `preset` run (a Hyperband search has no preset trial)
+    probe = (tune_dir / f"trial-{search['preset_trial']}" if "preset_trial" in search
+             else out / f"preset-seed{args.seeds[0]}")
     rows = []
-    for arm in ("preset", "preset-budget", "tuned"):
+    # the budget arm last: it is the longest, and a stopped bench has the others by then
+    for arm in ("preset", "tuned", "preset-budget"):
         for seed in args.seeds:
             if arm == "preset-budget":  # the search's minutes on one run of the preset's recipe
-                probe = out / f"preset-seed{args.seeds[0]}"
                 settings = {**preset, "epochs": max(1, int(args.minutes * 60 // epoch_seconds(probe)))}
             else:
                 settings = arms[arm]
@@ -97,7 +104,6 @@ def main():
                          "epochs": metrics["epochs_run"], "test": metrics["test_accuracy"],
                          "minutes": metrics["train_seconds"] / 60})
             print(json.dumps(rows[-1]), flush=True)
-    search = json.loads((tune_dir / "tune.json").read_text())
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": describe(), "search": search,
                                                "rows": rows}, indent=2))
