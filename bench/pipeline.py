@@ -43,7 +43,8 @@ def imagedatagenerator_rate(folder, batches):
 
 def catsdogs_rates(folder, batches):
     from catsdogs.data.augment import build_augmenter
-    from catsdogs.data.datasets import Split, make_dataset, scan_class_folders
+    from catsdogs.data.datasets import Split, scan_class_folders
+    from catsdogs.data.tf_pipeline import make_dataset
     from catsdogs.data.images import decode_many
     from catsdogs.models.presets import SEED_CATSDOGS_AUGMENT
 

@@ -63,7 +63,8 @@ def measure(folder, mode, cache_dir, size, steps, batch):
     from catsdogs.config import AugmentConfig, TrainConfig
     from catsdogs.data import cache
     from catsdogs.data.augment import build_augmenter
-    from catsdogs.data.datasets import load_image_data, make_dataset
+    from catsdogs.data.datasets import load_image_data
+    from catsdogs.data.tf_pipeline import make_dataset
 
     decoded, original = [], cache.decode_many
 

@@ -20,16 +20,16 @@ if split == 2:
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from catsdogs.data import datasets  # noqa: E402
+from catsdogs.data import tf_pipeline  # noqa: E402
 
-unshuffled = datasets.make_dataset
+unshuffled = tf_pipeline.make_dataset
 
 
 def make_dataset(split, batch_size, augmenter=None, shuffle_seed=None, **options):
     return unshuffled(split, batch_size, augmenter, None, **options)
 
 
-datasets.make_dataset = make_dataset
+tf_pipeline.make_dataset = make_dataset
 fit = keras.Model.fit
 
 

@@ -14,7 +14,8 @@ from catsdogs.training.callbacks import FlipEpoch
 from catsdogs.data.augment import (AlternatingFlips, ImageDataGeneratorAffine,
                               RandomBrightnessScale, bilinear_warp, build_augmenter)
 from catsdogs.config import AugmentConfig, TrainConfig
-from catsdogs.data.datasets import Split, make_dataset
+from catsdogs.data.datasets import Split
+from catsdogs.data.tf_pipeline import make_dataset
 from catsdogs.errors import CatsDogsError
 
 from conftest import Interrupt, crash_when_epoch_starts

@@ -17,7 +17,8 @@ from PIL import Image
 from catsdogs import config as cfg
 from catsdogs.config import TrainConfig
 from catsdogs.data import cache, streamed
-from catsdogs.data.datasets import load_image_data, make_dataset
+from catsdogs.data.datasets import load_image_data
+from catsdogs.data.tf_pipeline import make_dataset
 
 from conftest import REPO, TWO_CLASSES, write_class_images
 

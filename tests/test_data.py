@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from catsdogs.data.datasets import load_image_data, make_dataset, stratified_split, scan_class_folders
+from catsdogs.data.datasets import load_image_data, stratified_split, scan_class_folders
+from catsdogs.data.tf_pipeline import make_dataset
 from catsdogs.config import TrainConfig
 from catsdogs.errors import CatsDogsError
 from catsdogs.data import images

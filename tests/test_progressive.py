@@ -8,7 +8,8 @@ import pytest
 
 import catsdogs
 from catsdogs.config import TrainConfig
-from catsdogs.data.datasets import Split, make_dataset
+from catsdogs.data.datasets import Split
+from catsdogs.data.tf_pipeline import make_dataset
 from catsdogs.training.progressive import side_for_epoch
 from catsdogs.commands.train import main
 

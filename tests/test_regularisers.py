@@ -10,7 +10,8 @@ import pytest
 import catsdogs
 from catsdogs.config import TrainConfig
 from catsdogs.data.augment import build_batch_mixer
-from catsdogs.data.datasets import Split, make_dataset
+from catsdogs.data.datasets import Split
+from catsdogs.data.tf_pipeline import make_dataset
 from catsdogs.training.train import loss_and_accuracy
 
 from conftest import (THREE_CLASSES, TWO_CLASSES, Interrupt, crash_when_epoch_starts,

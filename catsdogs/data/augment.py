@@ -6,7 +6,7 @@ angle in degrees, and `RandomBrightness` adds to pixels where ImageDataGenerator
 Four layers also mean four resamplings (four blurs) of every image; measured on a 2-core CPU at
 150x150, one fused warp delivers 2.4x the images/s of the four-layer stack. So rotation, shifts,
 shear and zoom are composed into ImageDataGenerator's own affine matrix and applied once, by
-`bilinear_warp`, which XLA compiles inside tf.data (datasets.make_dataset); flips are folded into
+`bilinear_warp`, which XLA compiles inside tf.data (tf_pipeline.make_dataset); flips are folded into
 that matrix, and only without any warp do they use Keras' `RandomFlip` as it is. Edges repeat
 into the gaps (ImageDataGenerator's default "nearest"). `AlternatingFlips` is airbench's
 derandomised horizontal flip, which needs each image's index and the epoch, so it runs in the
@@ -197,7 +197,7 @@ class RandomBrightnessScale(keras.layers.Layer):
 
 
 class AlternatingFlips:
-    """airbench's derandomised horizontal flip, for the tf.data pipeline (datasets.make_dataset).
+    """airbench's derandomised horizontal flip, for the tf.data pipeline (tf_pipeline.make_dataset).
 
     A coin per image (drawn once from `seed`) decides whether it is mirrored in the first epoch;
     from then on every image swaps sides each epoch, so across any two epochs running the model

@@ -170,7 +170,7 @@ class DiskArray:
     """A cache's pixels file, held open and checked whole: `read(rows)` copies those rows
     into a new array. Raises ValueError for a file that is not what its header says.
     `failure`: the RunFailed `read` raised for a file cut short during the run (another
-    program truncated it in place), which datasets.read_errors_raised raises as one line."""
+    program truncated it in place), which tf_pipeline.read_errors_raised raises as one line."""
 
     dtype = np.dtype(np.uint8)
     failure = None

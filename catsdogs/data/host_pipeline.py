@@ -1,5 +1,5 @@
 """Training and validation batches without TensorFlow: a keras.utils.PyDataset taking the
-steps of the tf.data pipeline (datasets.make_dataset), where Keras does not run on
+steps of the tf.data pipeline (tf_pipeline.make_dataset), where Keras does not run on
 TensorFlow (backends.py).
 
 Each step as there: indices shuffled each epoch (a full permutation, seeded), one gather per

@@ -10,7 +10,7 @@ Every file is still read once when the data is loaded (`open_files`): hashed (th
 needs each file's SHA-256) and decoded as small as its format allows, so an unreadable file is
 left out with its reason before training, as with the caches, not found in the middle of an
 epoch. One that stops decoding during the run (rewritten, deleted) stops it with one line naming
-it: the store keeps that error (`failure`), which datasets.read_errors_raised raises in place of
+it: the store keeps that error (`failure`), which tf_pipeline.read_errors_raised raises in place of
 the TensorFlow error that carried its text out of the pipeline.
 """
 

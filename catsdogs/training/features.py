@@ -107,7 +107,7 @@ def split_at_features(model):
 
 def _features(extractor, split, batch_size):
     """The extractor's outputs for every image of `split`, in order (float32, one row each)."""
-    from catsdogs.data.datasets import make_dataset
+    from catsdogs.data.tf_pipeline import make_dataset
 
     return extractor.predict(make_dataset(split, batch_size), verbose=0)
 
@@ -133,7 +133,7 @@ def head_fit(model, prepared, config, fit_options):
     def fit(epochs, callbacks, initial_epoch=0):
         import keras
 
-        from catsdogs.data.datasets import make_dataset
+        from catsdogs.data.tf_pipeline import make_dataset
         from catsdogs.training.callbacks import AtomicBackupAndRestore, HistoryCSV, RelayToHead
         from catsdogs.training.distribute import distribute
 

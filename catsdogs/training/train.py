@@ -148,7 +148,8 @@ def _prepare(config, placement, decoded=None):
 
     from catsdogs.backends import pipeline_value, tensorflow_trains
     from catsdogs.data.augment import AlternatingFlips, build_augmenter, build_batch_mixer
-    from catsdogs.data.datasets import load_image_data, make_dataset, read_errors_raised
+    from catsdogs.data.datasets import load_image_data
+    from catsdogs.data.tf_pipeline import make_dataset, read_errors_raised
     from catsdogs.models.presets import get_preset
     from catsdogs.training.distribute import common_count, distribute
 
@@ -373,7 +374,7 @@ def _raise_if_nan(rows, config, run_dir):
 
 def _fit(config, run_dir, prepared, resumed, extra_callbacks=(), test=True):
     """Build, compile and fit; return the Run. Resumed runs continue from their backup."""
-    from catsdogs.data.datasets import read_errors_raised
+    from catsdogs.data.tf_pipeline import read_errors_raised
     from catsdogs.training import callbacks
     from catsdogs.training.distill import student_of
     from catsdogs.training.distribute import multi_worker_fit
