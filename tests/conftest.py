@@ -14,6 +14,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from catsdogs import console  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_DATA = REPO / "data"
 
@@ -163,3 +165,11 @@ def three_class_folder(tmp_path):
 def _runs_in_tmp(tmp_path, monkeypatch):
     """Run every test from its own temporary folder, so default `runs/` never lands in the repo."""
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_log_level():
+    """Start every test at the logger's default INFO level: a `--quiet` command run by an
+    earlier test in the same worker process would otherwise silence this test's log lines."""
+    console.setup()
+    yield
