@@ -6,6 +6,7 @@ on the test split.
     python bench/tune.py --preset fast-catsdogs --minutes 60
     python bench/tune.py --minutes 120 --search hyperband --seeds 1 2
     python bench/tune.py --task cifar10 --preset fast-cifar10 --minutes 20   # CIFAR-10's test images as the test split
+    python bench/tune.py --preset fast-catsdogs --minutes 30 --final 30
 
 Arms, every run with the selection protocol (`--selection-split 0.15`: the trials are scored
 on it, and the data's validation split is a test split nothing is chosen on):
@@ -13,7 +14,10 @@ on it, and the data's validation split is a test split nothing is chosen on):
   preset-budget   the preset's recipe with as many epochs as fit in N minutes (the epoch time
                   of the search's own preset trial, else of the first `preset` run): the same
                   minutes spent on one longer run
-  tuned           the search's best.json, trained again with each seed
+  tuned           the search's best.json, trained again with each seed; with --final M the
+                  search ends with its final step (`tune --final M`, run with the first seed,
+                  which is that seed's tuned run), best.json holds its epochs, and
+                  preset-budget gets the same M minutes
 For each: test accuracy per seed, mean ± standard deviation, minutes. Run folders go under
 --out and are reused when finished (a stopped bench continues; so does the search).
 """
@@ -62,6 +66,8 @@ def main():
     parser.add_argument("--preset", default="fast-catsdogs")
     parser.add_argument("--minutes", type=float, default=60, help="the search's budget")
     parser.add_argument("--search", choices=("hyperband", "bayesian", "random"), default="bayesian")
+    parser.add_argument("--final", type=float, metavar="M",
+                        help="tune --final M: the best recipe trained for M minutes")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--out", default="runs/bench-tune")
     parser.add_argument("--json", help="also write the rows to this file")
@@ -77,7 +83,9 @@ def main():
                                                      task_settings.items()),
                      "--preset", args.preset, "--budget",
                      str(args.minutes), "--search", args.search, "--selection-split",
-                     str(SELECTION_SPLIT), "--run-dir", str(tune_dir)])
+                     str(SELECTION_SPLIT), "--run-dir", str(tune_dir),
+                     *(["--final", str(args.final), "--seed", str(args.seeds[0])] if args.final
+                       else [])])
     if code:
         raise SystemExit(code)
     tuned = json.loads((tune_dir / "best.json").read_text())
@@ -90,16 +98,22 @@ def main():
     # first `preset` run (a Hyperband search has no preset trial)
     probe = (tune_dir / f"trial-{search['preset_trial']}" if "preset_trial" in search
              else out / f"preset-seed{args.seeds[0]}")
+    minutes = args.final or args.minutes  # of the tuned recipe's training: the budget arm's too
     rows = []
     # the budget arm last: it is the longest, and a stopped bench has the others by then
     for arm in ("preset", "tuned", "preset-budget"):
         for seed in args.seeds:
             if arm == "preset-budget":  # the search's minutes on one run of the preset's recipe
-                settings = {**preset, "epochs": max(1, int(args.minutes * 60 // epoch_seconds(probe)))}
+                settings = {**preset, "epochs": max(1, int(minutes * 60 // epoch_seconds(probe)))}
             else:
                 settings = arms[arm]
-            run_dir = out / f"{arm}-seed{seed}"
-            metrics = finished_run({**settings, "seed": seed}, run_dir)
+            if arm == "tuned" and args.final and seed == args.seeds[0]:  # the search's final
+                run_dir = Path(search["final_run"])
+                metrics = {**json.loads((run_dir / "metrics.json").read_text()),
+                           "test_accuracy": search["test_accuracy"]}
+            else:
+                run_dir = out / f"{arm}-seed{seed}"
+                metrics = finished_run({**settings, "seed": seed}, run_dir)
             rows.append({"arm": arm, "seed": seed, "run": str(run_dir),
                          "epochs": metrics["epochs_run"], "test": metrics["test_accuracy"],
                          "minutes": metrics["train_seconds"] / 60})

@@ -162,6 +162,41 @@ def test_the_budget_stops_the_search_on_time(protocol_folders, tmp_path, monkeyp
     assert json.loads((folder / "tune.json").read_text())["seconds_spent"] >= 30
 
 
+def test_the_final_step_trains_the_best_recipe_for_its_minutes_and_is_the_one_tested(
+        protocol_folders, space_file, tmp_path, capsys, monkeypatch):
+    reads = count_test_reads(monkeypatch)
+    folder = tmp_path / "tune"
+    argv = tune_argv(protocol_folders, folder, space_file, "--trials", "1", "--final", "0.05")
+    assert cli.main(argv) == 0
+    summary = json.loads((folder / "tune.json").read_text())
+    best = cfg.read_run_config(folder / "trial-0" / "config.json")
+    trial = json.loads((folder / "trial-0" / "metrics.json").read_text())
+    epochs = max(best.epochs, int(0.05 * 60 // (trial["train_seconds"] / trial["epochs_run"])))
+    final = cfg.read_run_config(folder / "final" / "config.json")
+    assert final == dataclasses.replace(best, epochs=epochs, run_dir=str(folder / "final"))
+    assert len(list(csv.DictReader((folder / "final" / "history.csv").open()))) == epochs
+    assert summary["final_epochs"] == epochs and summary["tested_run"] == str(folder / "final")
+    assert reads == [12]  # the test split once, for the final model, not for the trial
+    assert "test_accuracy" not in json.loads((folder / "final" / "metrics.json").read_text())
+    assert json.loads((folder / "best.json").read_text())["epochs"] == epochs
+    assert "Final:       its recipe for" in capsys.readouterr().out
+    assert cli.main(argv) == 0 and reads == [12]  # finished: nothing trained or read again
+
+
+def test_the_final_steps_epochs_fill_its_minutes_at_the_trials_speed(tmp_path):
+    import types
+
+    from catsdogs.training import tune
+
+    (tmp_path / "metrics.json").write_text(json.dumps({"train_seconds": 20.0, "epochs_run": 10}))
+    best = cfg.TrainConfig(epochs=12, run_dir=str(tmp_path))
+    plan = types.SimpleNamespace(final=1.0, folder=tmp_path / "tune")
+    assert tune.final_config(plan, tmp_path, best).epochs == 30  # 60 s at 2 s an epoch
+    assert tune.final_config(plan, tmp_path, best).run_dir == str(tmp_path / "tune" / "final")
+    plan.final = 0.1  # 3 epochs fit: never fewer than the trial planned
+    assert tune.final_config(plan, tmp_path, best).epochs == 12
+
+
 def test_the_range_declared_beside_a_setting_is_the_one_searched():
     from catsdogs.models.presets import get_preset
     from catsdogs.training import space, tune
@@ -214,6 +249,8 @@ def test_bad_searches_are_one_error_line(protocol_folders, tmp_path, capsys):
     assert "did you mean 'learning_rate'" in one_error_line(
         capsys, cli.main, tune_argv(protocol_folders, tmp_path / "t", space_file, "--trials", "2"))
     assert "--budget" in one_error_line(capsys, cli.main, ["tune", "--data", str(protocol_folders)])
+    assert "--final" in one_error_line(capsys, cli.main, tune_argv(
+        protocol_folders, tmp_path / "t", space_file, "--trials", "2", "--final", "0"))
 
 
 def test_the_first_trial_is_the_presets_recipe_brought_into_the_ranges():

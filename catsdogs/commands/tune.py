@@ -2,6 +2,7 @@
 
     catsdogs tune --data my_photos --preset fast-catsdogs --budget 60
     catsdogs tune --data my_photos --trials 20 --search random --space tune.json
+    catsdogs tune --data my_photos --budget 30 --final 30     # then the best recipe, 30 minutes
     catsdogs train --config runs/tune-fast-catsdogs-<time>/best.json --data my_photos
 
 Each trial is a run folder, TUNE_DIR/trial-<id>/, scored on its selection split; the test
@@ -32,6 +33,10 @@ def build_parser():
                              "(null: not searched; a value: fixed)")
     search.add_argument("--ensemble", type=int, metavar="K", default=0,
                         help="also combine the best K trials into TUNE_DIR/ensemble/")
+    search.add_argument("--final", type=float, metavar="MINUTES",
+                        help="then train the best recipe again in TUNE_DIR/final/ for as many "
+                             "epochs as fit in MINUTES at its trial's speed (beyond --budget); "
+                             "the test split is read for that model")
     search.add_argument("--config", metavar="FILE.json",
                         help="settings every trial starts from; flags override it")
     cfg.add_flags(parser, cfg.TrainConfig, skip=SKIP)
@@ -51,6 +56,8 @@ def _run(args):
     if args.trials is not None and args.trials < 1:
         raise CatsDogsError(f"bad value for --trials: expected an integer >= 1, received "
                             f"{args.trials}")
+    if args.final is not None and not args.final > 0:
+        raise CatsDogsError(f"bad value for --final: expected minutes > 0, received {args.final}")
     if args.ensemble == 1 or args.ensemble < 0:
         raise CatsDogsError(f"bad value for --ensemble: expected 2 or more trials, received "
                             f"{args.ensemble}", fix="drop --ensemble for the best trial alone")
@@ -75,7 +82,8 @@ def _run(args):
     runs.check_writable(folder)
     print(f"Tune folder: {folder}  (killed? the same command with --run-dir {folder} "
           "continues it)")
-    plan = tune.Search(base, ranges, folder, args.search, args.trials, args.budget, args.ensemble)
+    plan = tune.Search(base, ranges, folder, args.search, args.trials, args.budget, args.ensemble,
+                       args.final)
     print("\n".join(tune.summary_lines(tune.tune(plan))))
     return 0
 

@@ -11,6 +11,11 @@ running one again, which resumes from its run folder's backup. A time budget is 
 no trial starts after it, and the running one stops at the end of the epoch that passes it
 (its run folder then records fewer epochs than planned: "partial" in the table).
 
+With a final step (`final` minutes) the best trial's recipe is trained again in
+TUNE_DIR/final/ for as many epochs as fit in those minutes at the speed its trial trained (a
+search's trials are short, and on cats/dogs the number of epochs outweighed every other
+setting: bench/RESULTS.md); the test split is then read for that model instead.
+
 Hyperband's per-trial epochs are `epochs`; a trial it promotes trains again from the start
 for its new epoch count (the schedule anneals over the epochs a run plans, so continuing an
 annealed run for more epochs would not be that recipe).
@@ -42,6 +47,7 @@ TUNE_FILE = "tune.json"  # the search: its trials, the best, its test accuracy
 TRIALS_FILE = "trials.csv"  # the table, as it prints
 BEST_FILE = "best.json"  # the best trial's settings: a --config file for catsdogs train
 ENSEMBLE_DIR = "ensemble"
+FINAL_DIR = "final"  # the best recipe trained again for the final step's minutes
 
 clock = time.monotonic  # the budget's clock (a test moves it)
 
@@ -57,6 +63,7 @@ class Search:
     trials: int | None = None  # at most this many trials
     budget: float | None = None  # minutes, across resumed sessions
     ensemble: int = 0  # write the ensemble of the best this many trials
+    final: float | None = None  # minutes: then train the best recipe for as many epochs as fit
 
 
 class StopAtDeadline(keras.callbacks.Callback):
@@ -243,16 +250,25 @@ def _summarise(plan, tuner, before, seconds):
         raise CatsDogsError("no trial finished", where=plan.folder,
                             fix="raise --budget or --trials, or see the trials' run folders")
     best_dir = plan.folder / f"trial-{best_trials[0].trial_id}"
-    best_config = cfg.read_run_config(best_dir / runs.CONFIG_FILE)
-    settings = {k: v for k, v in cfg.to_dict(best_config).items() if k != "run_dir"}
+    kept_dir, kept_config = best_dir, cfg.read_run_config(best_dir / runs.CONFIG_FILE)
+    final = {}
+    if plan.final:
+        kept_dir, kept_config = plan.folder / FINAL_DIR, final_config(plan, best_dir, kept_config)
+        metrics = _train_or_resume(kept_config, kept_dir, [], tuner.decoded)
+        final = {"final_run": str(kept_dir), "final_epochs": kept_config.epochs,
+                 "final_selection_accuracy": metrics["kept_val_accuracy"],
+                 "final_minutes": round(metrics["train_seconds"] / 60, 2)}
+    settings = {k: v for k, v in cfg.to_dict(kept_config).items() if k != "run_dir"}
     runs.write_json(plan.folder / BEST_FILE, settings)
+    # tune.json before tested_run (an older version) names the tested run best_run
+    tested_before = before.get("tested_run", before.get("best_run"))
     test = ({k: before[k] for k in ("test_accuracy", "test_images", "test_split")}
-            if before.get("best_run") == str(best_dir) and "test_accuracy" in before
-            else measure_test(best_dir, best_config, tuner.decoded))
+            if tested_before == str(kept_dir) and "test_accuracy" in before
+            else measure_test(kept_dir, kept_config, tuner.decoded))
     summary = {"search": plan.search, "preset": plan.base.preset, "data": plan.base.data,
                "seconds_spent": round(seconds, 1), "trials": trial_rows(tuner.oracle, plan.folder),
                "best_trial": best_trials[0].trial_id, "best_run": str(best_dir),
-               OBJECTIVE: best_trials[0].score, **test,
+               OBJECTIVE: best_trials[0].score, **final, "tested_run": str(kept_dir), **test,
                "best_settings": str(plan.folder / BEST_FILE)}
     preset = preset_trial(plan, tuner.oracle)
     if preset is not None and preset.score is not None:
@@ -260,6 +276,15 @@ def _summarise(plan, tuner, before, seconds):
     if plan.ensemble > 1:
         summary["ensemble"] = str(_ensemble(plan, best_trials))
     return summary
+
+
+def final_config(plan, best_dir, best_config):
+    """The best trial's settings with as many epochs as fit in `plan.final` minutes at the
+    seconds per epoch its trial trained (never fewer epochs than it planned), in TUNE_DIR/final."""
+    metrics = json.loads((best_dir / runs.METRICS_FILE).read_text())
+    per_epoch = metrics["train_seconds"] / max(1, metrics["epochs_run"])
+    epochs = max(best_config.epochs, int(plan.final * 60 // max(per_epoch, 1e-9)))
+    return dataclasses.replace(best_config, epochs=epochs, run_dir=str(plan.folder / FINAL_DIR))
 
 
 def preset_trial(plan, oracle):
@@ -296,10 +321,15 @@ def _ensemble(plan, best_trials):
 
 def summary_lines(summary):
     """What the command prints at the end."""
+    tested = (f", test accuracy {summary['test_accuracy']:.4f} on {summary['test_images']} "
+              "images (read once, now)" if "test_accuracy" in summary else "")
+    final = "final_run" in summary
     lines = [f"Best trial {summary['best_trial']}: selection accuracy "
-             f"{summary[OBJECTIVE]:.4f}" + (f", test accuracy {summary['test_accuracy']:.4f} on "
-                                            f"{summary['test_images']} images (read once, now)"
-                                            if "test_accuracy" in summary else "")]
+             f"{summary[OBJECTIVE]:.4f}" + ("" if final else tested)]
+    if final:
+        lines.append(f"Final:       its recipe for {summary['final_epochs']} epochs "
+                     f"({summary['final_minutes']:.1f} min) in {summary['final_run']}: selection "
+                     f"accuracy {summary['final_selection_accuracy']:.4f}" + tested)
     if "preset_trial" in summary:
         gain = summary[OBJECTIVE] - summary["preset_selection_accuracy"]
         lines.append(f"The preset's recipe (trial {summary['preset_trial']}): selection accuracy "
