@@ -181,6 +181,9 @@ def test_the_final_step_trains_the_best_recipe_for_its_minutes_and_is_the_one_te
     assert json.loads((folder / "best.json").read_text())["epochs"] == epochs
     assert "Final:       its recipe for" in capsys.readouterr().out
     assert cli.main(argv) == 0 and reads == [12]  # finished: nothing trained or read again
+    argv[-1] = "0.2"  # another --final: its folder holds the other one, which is not overwritten
+    assert "final" in one_error_line(capsys, cli.main, argv, alone=False)  # after progress lines
+    assert json.loads((folder / "tune.json").read_text())["final_epochs"] == epochs
 
 
 def test_the_final_steps_epochs_fill_its_minutes_at_the_trials_speed(tmp_path):

@@ -239,7 +239,8 @@ def tune(plan):
 
 
 def _summarise(plan, tuner, before, seconds):
-    """best.json, the test split read once for the best trial, the ensemble; tune.json's dict."""
+    """best.json, the final step (`plan.final`), the test split read once for the best trial
+    or the final model, the ensemble; tune.json's dict."""
     # ties broken by trial id, so a second run of the same command names the same best trial
     # (and reads the test split no second time)
     sign = -1 if tuner.oracle.objective.direction == "max" else 1
@@ -254,6 +255,12 @@ def _summarise(plan, tuner, before, seconds):
     final = {}
     if plan.final:
         kept_dir, kept_config = plan.folder / FINAL_DIR, final_config(plan, best_dir, kept_config)
+        earlier = kept_dir / runs.CONFIG_FILE
+        if earlier.exists() and cfg.read_run_config(earlier) != kept_config:
+            raise CatsDogsError("the final step here trained another recipe or epoch count (the "
+                                "best trial or --final changed since)", where=kept_dir,
+                                fix="move that folder elsewhere to train this one, or tune into "
+                                    "a new --run-dir")
         metrics = _train_or_resume(kept_config, kept_dir, [], tuner.decoded)
         final = {"final_run": str(kept_dir), "final_epochs": kept_config.epochs,
                  "final_selection_accuracy": metrics["kept_val_accuracy"],
