@@ -1,6 +1,6 @@
 """Time-to-accuracy: the seed tutorial's script, as published, vs catsdogs presets.
 
-    python bench/train.py --task catsdogs [--presets seed-catsdogs fast-catsdogs resnet-catsdogs]
+    python bench/train.py --task catsdogs [--presets seed-catsdogs fast-catsdogs long-catsdogs resnet-catsdogs]
     python bench/train.py --task cifar10  [--presets seed-cifar10 fast-cifar10 resnet-cifar10 air-cifar10]
 
 All runs happen in this one command, one after the other, on ../shared/data. The baseline is
@@ -41,7 +41,8 @@ from catsdogs.inference.tta import TTA_MODES  # noqa: E402
 from machine import describe, shared_data, training_gflops_per_second  # noqa: E402
 
 TASKS = {
-    "catsdogs": {"data": ("cats_and_dogs",), "presets": ["seed-catsdogs", "fast-catsdogs", "resnet-catsdogs"]},
+    "catsdogs": {"data": ("cats_and_dogs",), "presets": ["seed-catsdogs", "fast-catsdogs", "long-catsdogs",
+                                                     "resnet-catsdogs"]},
     "cifar10": {"data": ("cifar10",),
                 "presets": ["seed-cifar10", "fast-cifar10", "resnet-cifar10", "air-cifar10"]},
 }
