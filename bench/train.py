@@ -41,8 +41,8 @@ from catsdogs.inference.tta import TTA_MODES  # noqa: E402
 from machine import describe, shared_data, training_gflops_per_second  # noqa: E402
 
 TASKS = {
-    "catsdogs": {"data": ("cats_and_dogs",), "presets": ["seed-catsdogs", "fast-catsdogs", "long-catsdogs",
-                                                     "resnet-catsdogs"]},
+    "catsdogs": {"data": ("cats_and_dogs",),
+                 "presets": ["seed-catsdogs", "fast-catsdogs", "long-catsdogs", "resnet-catsdogs"]},
     "cifar10": {"data": ("cifar10",),
                 "presets": ["seed-cifar10", "fast-cifar10", "resnet-cifar10", "air-cifar10"]},
 }
