@@ -8,12 +8,13 @@ is chosen on 15 % of the training images, the temperature is fitted on photos th
 nothing (train.py), and the data's own validation split (cats/dogs) or test split (CIFAR-10)
 is the test split, on which nothing is chosen. Every seed holds out the same photos (the split
 seed is the first seed, as `train --seeds` does), so the ensemble fits its own temperature on
-photos none of its members trained or chose on. Per run it prints the test accuracy, the
-expected calibration error (15 bins) on the test split raw and with the run's own temperature,
-and the temperature's decision; per protocol the mean ± sample standard deviation over seeds;
-then the ensemble of each protocol's runs (`catsdogs ensemble`, the mean of the members'
-calibrated probabilities) on the same test split. Run folders go to `--out` and are reused when
-finished, so a stopped bench continues where it stopped.
+photos none of its members trained or chose on. Per run it prints the accuracy on the held-out
+photos (what a lever is chosen on), the test accuracy, the expected calibration error (15 bins)
+on the test split raw and with the run's own temperature, and the temperature's decision; per
+protocol the mean ± sample standard deviation over seeds; then the ensemble of each protocol's
+runs (`catsdogs ensemble`, the mean of the members' calibrated probabilities) on the same test
+split. Run folders go to `--out` and are reused when finished, so a stopped bench continues
+where it stopped.
 """
 
 import argparse
@@ -86,7 +87,8 @@ def train_once(args, root, keep, seed):
     config = catsdogs.TrainConfig(preset=args.preset, data=str(root), dataset=dataset,
                                   selection_split=SELECTION_SPLIT, keep_epoch=keep, seed=seed,
                                   split_seed=split_seed(args), epochs=args.epochs,
-                                  refit=args.refit, ema=args.ema, run_dir=str(run_dir))
+                                  refit=args.refit, ema=args.ema, weight_decay=args.weight_decay,
+                                  run_dir=str(run_dir))
     started = time.perf_counter()
     catsdogs.train(config)
     return run_dir, time.perf_counter() - started
@@ -124,6 +126,8 @@ def main():
                              "run one seed per process beside the others")
     parser.add_argument("--ema", type=float, default=0.0,
                         help="train with an exponential moving average of the weights (--ema)")
+    parser.add_argument("--weight-decay", type=float,
+                        help="train with this decoupled weight decay (--weight-decay) [the preset's]")
     parser.add_argument("--refit", action="store_true",
                         help="after each run, --refit: train again on its training and selection "
                              "photos for the chosen epochs; the refit model (RUN/refit) is "
@@ -147,6 +151,8 @@ def main():
                        "train_seconds": metrics["train_seconds"], "epochs": metrics["epochs_run"],
                        "train_pflop": run_pflop(args.preset, model_dir, metrics),
                        "kept_epoch": metrics.get("kept_epoch", metrics["best_epoch"]),
+                       # the held-out (selection) photos' accuracy: what a lever is chosen on
+                       "held_out": metrics.get("kept_val_accuracy", metrics["best_val_accuracy"]),
                        "decision": metrics.get("temperature_decision"),
                        **test_figures(model_dir, test_dir)}
                 rows.append(row)
@@ -168,17 +174,19 @@ def main():
         Path(args.json).write_text(json.dumps({"machine": describe(), "rows": rows}, indent=2))
     print(f"\n{describe()}\n{args.preset}, selection split {SELECTION_SPLIT:.0%}, test = "
           f"{test_dir}")
-    print(f"{'keep':<11}{'seed':>10}{'epochs':>7}{'kept':>6}{'PFLOP':>7}{'test':>8}{'ECE raw':>9}"
-          f"{'ECE cal.':>10}{'T':>7}{'train s':>9}")
+    print(f"{'keep':<11}{'seed':>10}{'epochs':>7}{'kept':>6}{'PFLOP':>7}{'held-out':>9}"
+          f"{'test':>8}{'ECE raw':>9}{'ECE cal.':>10}{'T':>7}{'train s':>9}")
     for row in rows:
         print(f"{row['keep']:<11}{row['seed']!s:>10}{row.get('epochs', '-')!s:>7}"
               f"{row.get('kept_epoch', '-')!s:>6}{row.get('train_pflop', float('nan')):>7.3f}"
-              f"{row['test']:>8.1%}{row['ece_raw']:>9.4f}{row['ece_calibrated']:>10.4f}"
+              f"{format(row['held_out'], '.1%') if 'held_out' in row else '-':>9}{row['test']:>8.1%}"
+              f"{row['ece_raw']:>9.4f}{row['ece_calibrated']:>10.4f}"
               f"{row['temperature']:>7.3f}{row.get('train_seconds', float('nan')):>9.0f}")
     for keep in members:
         single = [row for row in rows if row["keep"] == keep and row["seed"] != "ensemble"]
         if single:
-            print(f"{keep}: test {spread([r['test'] for r in single])}, ECE raw "
+            print(f"{keep}: held-out {spread([r['held_out'] for r in single])}, test "
+                  f"{spread([r['test'] for r in single])}, ECE raw "
                   f"{spread([r['ece_raw'] for r in single])}, calibrated "
                   f"{spread([r['ece_calibrated'] for r in single])} over {len(single)} seeds")
 
