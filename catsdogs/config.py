@@ -395,15 +395,88 @@ def flag_name(field_name):
 # ---------------------------------------------------------------- dicts and JSON files
 
 
-def check_keys(cls, values, source="config"):
-    """Reject keys that are not fields of `cls`, with a close-match hint."""
+def check_keys(cls, values, source="config", prefix=""):
+    """Reject keys that are not fields of `cls`, with a close-match hint (`prefix`: the
+    enclosing setting's name and a dot, for a nested object such as augment)."""
     if not isinstance(values, dict):
         raise CatsDogsError("settings must be a JSON object", where=source)
     names = {f.name for f in dataclasses.fields(cls)}
     for key in values:
         if key not in names:
-            raise CatsDogsError(f"unknown setting {key!r}", where=source,
+            raise CatsDogsError(f"unknown setting {prefix + key!r}", where=source,
                                 fix=_close_match(key, names) or f"known: {', '.join(sorted(names))}")
+
+
+def check_types(cls, values, source="config", prefix=""):
+    """Reject a value whose JSON type does not fit its field's annotation (a quoted number, a
+    fraction for a count, true for a count, a number for an on/off setting), naming the setting,
+    before __post_init__ compares it with anything; nested dataclasses are checked key by key.
+    Run after check_keys: `values` is a dict of known settings."""
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        kind = hints[key]
+        nested = _unwrap_optional(kind)
+        if dataclasses.is_dataclass(nested) and isinstance(value, dict):
+            check_keys(nested, value, source, prefix=f"{name}.")
+            check_types(nested, value, source, prefix=f"{name}.")
+            continue
+        want = _type_wanted(kind, cls.__dataclass_fields__[key])
+        if want is None:
+            continue
+        fits = want[0]
+        if not fits(value):
+            fix = f"write {want[2]}"
+            if isinstance(value, str):
+                try:
+                    unquoted = json.loads(value)
+                except ValueError:
+                    unquoted = value
+                if not isinstance(unquoted, str) and fits(unquoted):
+                    fix = f"write it without quotes: {value.strip()}"
+            shown = json.dumps(value) if value is None or isinstance(value, bool) else repr(value)
+            raise CatsDogsError(f"bad value for setting {name!r}: expected {want[1]}, "
+                                f"received {shown}", where=source, fix=fix)
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)  # True is no count
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _type_wanted(kind, field):
+    """(fits(value), what it expects, an example) for a field's annotation, or None where
+    there is nothing to check (a type this mapping does not know)."""
+    optional = kind is not _unwrap_optional(kind)
+    kind = _unwrap_optional(kind)
+    if kind is bool:
+        want = (lambda v: isinstance(v, bool), "true or false", "true or false, without quotes")
+    elif kind is int:
+        want = (_is_int, "an integer", "a whole number without quotes, e.g. 3")
+    elif kind is float or kind == int | float:
+        want = (_is_number, "a number", "a number without quotes, e.g. 0.5")
+    elif kind is str:
+        want = (lambda v: isinstance(v, str), "a string", 'text in double quotes, e.g. "x"')
+    elif typing.get_origin(kind) is tuple:
+        def numbers(v):
+            return isinstance(v, (list, tuple)) and all(_is_number(x) for x in v)
+        if field.metadata.get("nargs") == "+":  # Z or [LO, HI]
+            want = (lambda v: _is_number(v) or numbers(v), "a number or a list of numbers",
+                    "a number or a list of numbers, e.g. [0.9, 1.1]")
+        else:
+            want = (numbers, "a list of numbers", "a list of numbers, e.g. [0.9, 1.1]")
+    elif dataclasses.is_dataclass(kind):
+        want = (lambda v: isinstance(v, (dict, kind)), "an object of settings",
+                'an object of settings, e.g. {"horizontal_flip": true}')
+    else:
+        return None
+    if optional:
+        fits = want[0]
+        want = (lambda v: v is None or fits(v), f"{want[1]} or null", f"{want[2]}, or null")
+    return want
 
 
 def from_dict(cls, values, source="config"):
@@ -479,7 +552,10 @@ def upgrade(values, source="config.json"):
 
 def read_run_config(path):
     """The TrainConfig of a run folder's config.json, upgraded from any earlier version."""
-    return from_dict(TrainConfig, upgrade(load_json(path), source=path), source=path)
+    values = upgrade(load_json(path), source=path)
+    check_keys(TrainConfig, values, source=path)
+    check_types(TrainConfig, values, source=path)
+    return from_dict(TrainConfig, values, source=path)
 
 
 def read_settings_file(path):
@@ -489,6 +565,7 @@ def read_settings_file(path):
     if isinstance(values, dict):
         values.pop(VERSION_KEY, None)
     check_keys(TrainConfig, values, source=path)
+    check_types(TrainConfig, values, source=path)
     return values
 
 

@@ -14,6 +14,7 @@ Anything else that escapes a command is a bug or an environment failure: one lin
 `error: internal: ...` and exit 1; CATSDOGS_DEBUG=1 shows the traceback instead.
 """
 
+import contextlib
 import errno
 import os
 import sys
@@ -22,6 +23,26 @@ USER_ERROR_EXIT_CODE = 2
 RUN_FAILED_EXIT_CODE = 1
 INTERRUPTED_EXIT_CODE = 130
 DEBUG_VARIABLE = "CATSDOGS_DEBUG"
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with the command that continues the work: raised where that is known (the run
+    folder a training writes), so the line names the folder, not a placeholder."""
+
+    def __init__(self, hint):
+        super().__init__(hint)
+        self.hint = hint
+
+
+@contextlib.contextmanager
+def continue_hint(hint):
+    """Turn a Ctrl-C inside the block into `Interrupted(hint)`; an inner hint is kept."""
+    try:
+        yield
+    except Interrupted:
+        raise
+    except KeyboardInterrupt as stop:
+        raise Interrupted(hint) from stop
 
 
 class CatsDogsError(Exception):
@@ -135,9 +156,9 @@ def run_command(parser, argv, body, interrupted_hint=None):
         return body(args) or 0
     except CatsDogsError as error:
         return report(error)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted{': ' + interrupted_hint if interrupted_hint else ''}",
-              file=sys.stderr)
+    except KeyboardInterrupt as stop:
+        hint = getattr(stop, "hint", interrupted_hint)
+        print(f"\ninterrupted{': ' + hint if hint else ''}", file=sys.stderr)
         return INTERRUPTED_EXIT_CODE
     except Exception as error:
         if debugging():

@@ -78,7 +78,7 @@ def test_two_workers_equal_one_process_on_the_global_batches(shards, tmp_path):
     check = subprocess.run([sys.executable, "-m", "catsdogs", "predict", str(run),
                             str(shards / "validation")], cwd=tmp_path, env=ENV,
                            capture_output=True, text=True, timeout=120)
-    assert check.returncode == 0 and "8 classified" in check.stdout, check.stderr[-1500:]
+    assert check.returncode == 0 and "8 classified" in check.stderr, check.stderr[-1500:]
 
 
 def test_killed_workers_resume_with_local_workers(shards, tmp_path):

@@ -8,6 +8,7 @@ from PIL import Image
 
 from catsdogs.commands.doctor import main
 from catsdogs.data.doctor import diagnose, fix_into, quick_warnings
+from conftest import one_error_line
 
 
 def smooth_image(seed, size=64):
@@ -63,6 +64,22 @@ def test_fix_into_writes_a_clean_copy_and_never_touches_the_original(tmp_path, c
     remaining = diagnose(tmp_path / "clean")
     assert not remaining["unreadable"] and not remaining["exact_duplicates"] and not remaining["leakage"]
 
+
+
+def test_fix_into_refuses_a_folder_inside_the_data_before_the_scan(tmp_path, capsys):
+    """A copy inside the data would be read as more photos by the next run; and a target that
+    cannot be used is said before the scan, not after it."""
+    root = planted(tmp_path / "pets")
+    files = sorted(root.rglob("*"))
+    line = one_error_line(capsys, main, [str(root), "--out", str(tmp_path / "doctor.json"),
+                                         "--fix-into", str(root / "clean")])
+    assert "inside the data folder" in line and str(root / "clean") in line
+    assert sorted(root.rglob("*")) == files and not (tmp_path / "doctor.json").exists()
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    line = one_error_line(capsys, main, [str(root), "--out", str(tmp_path / "doctor.json"),
+                                         "--fix-into", str(tmp_path / "full")])
+    assert "not empty" in line and not (tmp_path / "doctor.json").exists()
 
 def test_training_warns_about_leakage_and_imbalance(tmp_path):
     from catsdogs.config import TrainConfig

@@ -17,10 +17,11 @@ from catsdogs.inference.evaluate import compute_metrics, evaluate
 from catsdogs.inference.saved_model import write_saved_model
 from catsdogs.data.images import decode_image
 from catsdogs.models.presets import get_preset
+from catsdogs.commands.evaluate import main as evaluate_main
 from catsdogs.commands.predict import main as predict_main
 from catsdogs.inference.predict import predict_paths
 
-from conftest import TWO_CLASSES, bomb_png_bytes, write_class_images
+from conftest import TWO_CLASSES, bomb_png_bytes, one_error_line, write_class_images
 
 
 @pytest.fixture
@@ -143,7 +144,12 @@ def test_no_classifiable_file_is_one_line_exit_1(model_dir, tmp_path, capsys):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "x.jpg").write_text("text")
     assert predict_main([str(model_dir), str(tmp_path / "bad")]) == 1
-    assert capsys.readouterr().err.strip().startswith("error: no image could be classified")
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert lines[-1].startswith("error: no image could be classified")
+    assert sum(line.startswith("error:") for line in lines) == 1, lines
+    assert any(line.startswith("skipped ") and "x.jpg" in line for line in lines), lines
+    assert captured.out == ""
 
 
 def test_folder_of_only_a_bomb_is_one_line_and_exit_1(model_dir, tmp_path, capsys):
@@ -151,9 +157,58 @@ def test_folder_of_only_a_bomb_is_one_line_and_exit_1(model_dir, tmp_path, capsy
     (tmp_path / "bombs" / "huge.png").write_bytes(bomb_png_bytes())
     assert predict_main([str(model_dir), str(tmp_path / "bombs")]) == 1
     captured = capsys.readouterr()
-    assert captured.err.strip().startswith("error: no image could be classified")
-    assert len(captured.err.strip().splitlines()) == 1
-    assert "huge.png" in captured.out and "decompression bomb" in captured.out
+    lines = captured.err.strip().splitlines()  # the skipped file's reason, then the one error
+    assert lines[-1].startswith("error: no image could be classified")
+    assert sum(line.startswith("error:") for line in lines) == 1, lines
+    assert "huge.png" in captured.err and "decompression bomb" in captured.err
+    assert captured.out == ""  # stdout holds rows only, and there are none
+
+
+@pytest.mark.parametrize("flags, flag", [
+    (["--batch-size", "0"], "--batch-size"), (["--batch-size", "-3"], "--batch-size"),
+    (["--top-k", "0"], "--top-k"), (["--top-k", "-2"], "--top-k")])
+def test_predict_rejects_a_count_below_one_before_anything_loads(flags, flag, capsys):
+    """No model or image is needed: the flag is refused first, in train's words."""
+    line = one_error_line(capsys, predict_main, ["nowhere.keras", "no_photos/", *flags])
+    assert line == (f"error: bad value for {flag}: expected an integer >= 1, "
+                    f"received {int(flags[1])}")
+
+
+@pytest.mark.parametrize("size", ["0", "-3"])
+def test_evaluate_rejects_a_batch_size_below_one_before_anything_loads(size, capsys):
+    line = one_error_line(capsys, evaluate_main,
+                          ["nowhere.keras", "no_data/", "--batch-size", size])
+    assert line == (f"error: bad value for --batch-size: expected an integer >= 1, "
+                    f"received {int(size)}")
+
+
+@pytest.mark.parametrize("name", ["x.txt", "rows", "p.csv.bak"])
+def test_predict_rejects_an_unknown_output_type_before_anything_loads(name, tmp_path, capsys):
+    line = one_error_line(capsys, predict_main, ["nowhere.keras", "no_photos/",
+                                                 "--output", str(tmp_path / name)])
+    assert "--output" in line and ".csv or .json" in line and name in line
+    assert not (tmp_path / name).exists()
+
+
+def test_predict_stdout_holds_the_rows_only(model_dir, tmp_path, capsys):
+    """`predict RUN photos/ > rows.txt`: skipped files and the summary go to stderr."""
+    (tmp_path / "photos").mkdir()
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "photos" / "good.jpg")
+    (tmp_path / "photos" / "README.md").write_text("# not a picture")
+    assert predict_main([str(model_dir), str(tmp_path / "photos")]) == 0
+    captured = capsys.readouterr()
+    rows = captured.out.strip().splitlines()
+    assert len(rows) == 1 and rows[0].startswith(str(tmp_path / "photos" / "good.jpg")), rows
+    assert rows[0].split()[1] in ("cats", "dogs")
+    assert "README.md" in captured.err and "skipped" in captured.err
+    assert "1 classified, 1 skipped" in captured.err
+
+
+def test_top_k_2_lists_both_classes_of_a_binary_model(model_dir, tmp_path, capsys):
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "good.jpg")
+    assert predict_main([str(model_dir), str(tmp_path / "good.jpg"), "--top-k", "2"]) == 0
+    row = capsys.readouterr().out.strip()
+    assert "cats 0." in row and "dogs 0." in row, row
 
 
 def test_lambda_model_is_refused_with_one_line(tmp_path, capsys):

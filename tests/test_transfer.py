@@ -111,6 +111,23 @@ def test_offline_imagenet_names_the_file_and_where_keras_looks(monkeypatch):
     assert "catsdogs weights fetch mobilenetv3-catsdogs" in line
 
 
+
+def test_offline_imagenet_start_leaves_no_run_folder(monkeypatch, capsys, binary_folders, tmp_path):
+    """Without the weights, train says so before it writes a run folder, so the same
+    --run-dir is free for the next try (not "already holds a run")."""
+    from catsdogs.models.imagenet import ImagenetWeights
+
+    def offline(self, into=None):
+        raise CatsDogsError("could not download it (network unreachable)")
+
+    monkeypatch.setattr(ImagenetWeights, "fetch", offline)
+    run_dir = tmp_path / "run"
+    line = one_error_line(capsys, main, ["--data", str(binary_folders), "--preset",
+                                         "mobilenetv3-catsdogs", "--weights", "imagenet",
+                                         "--run-dir", str(run_dir)], alone=False)
+    assert "catsdogs weights fetch mobilenetv3-catsdogs" in line and "--weights" in line
+    assert not run_dir.exists()
+
 # ---------------------------------------------------------------- the two stages
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from catsdogs import config as cfg
 from catsdogs import runs
-from catsdogs.data.doctor import diagnose, fix_into, summary_lines
+from catsdogs.data.doctor import check_copy_target, diagnose, fix_into, summary_lines
 from catsdogs.errors import CatsDogsError, command_main
 
 REPORT_FILE = "doctor.json"
@@ -67,6 +67,8 @@ def _run(args):
         raise CatsDogsError("label audit flags without --label-issues", where=", ".join(given),
                             fix="add --label-issues, or drop them")
     data_dir = Path(args.data_dir)
+    if args.fix_into:
+        check_copy_target(args.fix_into, data_dir)  # before the scan, not after it
     result = diagnose(data_dir)
     out = Path(args.out) if args.out else _report_folder(args.out_dir, data_dir) / REPORT_FILE
     runs.write_json(out, result)
@@ -96,12 +98,13 @@ def _audit_labels(args, config):
         raise CatsDogsError("--relabel writes a copy", where="--relabel",
                             fix="add --fix-into DIR")
     if args.fix_into:
-        audit.check_copy_target(args.fix_into)  # before the training, not after it
+        check_copy_target(args.fix_into, args.data_dir)  # before the training, not after it
     print(f"Label audit in {config.folder}", flush=True)
     result = audit.audit_labels(config)
     print("\n".join(audit.summary_lines(result)))
     if args.fix_into:
-        copied, suspects = audit.write_fixed_copy(result, args.fix_into, relabel=args.relabel)
+        copied, suspects = audit.write_fixed_copy(result, args.data_dir, args.fix_into,
+                                                    relabel=args.relabel)
         how = "in their suggested class folders" if args.relabel else "left out"
         print(f"Cleaned copy: {copied} files in {args.fix_into} ({suspects} suspects {how})")
     return 0

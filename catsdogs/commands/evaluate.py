@@ -15,7 +15,7 @@ from catsdogs import config as cfg
 from catsdogs.commands.common import add_inference_flags, add_model_flags, model_options
 from catsdogs.config import command_parser
 from catsdogs.data.cache import CacheConfig
-from catsdogs.errors import command_main
+from catsdogs.errors import CatsDogsError, command_main
 from catsdogs.inference.evaluate import default_out, evaluate
 
 
@@ -37,6 +37,9 @@ def _run(args):
     from catsdogs.data.datasets import list_class_folders
     from catsdogs.inference.classifier import load, model_file
 
+    if args.batch_size < 1:  # the wording of train's --batch-size; before the model loads
+        raise CatsDogsError(f"bad value for --batch-size: expected an integer >= 1, received "
+                            f"{args.batch_size!r}")
     cache = CacheConfig(**cfg.given_flags(args, CacheConfig))  # so is a bad --cache
     list_class_folders(args.data_dir)  # a wrong folder is one line before the model loads
     out = args.out or default_out(model_file(args.model), args.data_dir)

@@ -10,8 +10,9 @@
     catsdogs predict RUN_DIR photos/ --min-confidence auto --sort-into sorted/   # + unknown/
 
 Folders are read recursively; dot-files are ignored. Files that cannot be read (corrupt, empty,
-not an image, too large) are listed with the reason and skipped; the command fails (exit 2)
-only if no file at all could be classified. Your files are never modified.
+not an image, too large) are listed on stderr with the reason and skipped, so stdout holds the
+rows only; the command fails (exit 1) only if no file at all could be classified. Your files are
+never modified.
 """
 
 from pathlib import Path
@@ -19,8 +20,8 @@ from pathlib import Path
 from catsdogs import runs
 from catsdogs.commands.common import add_inference_flags, add_model_flags, model_options
 from catsdogs.config import command_parser
-from catsdogs.console import display
-from catsdogs.errors import RunFailed, command_main
+from catsdogs.console import display, log
+from catsdogs.errors import CatsDogsError, RunFailed, command_main
 from catsdogs.inference.predict import check_paths_exist, predict_paths, sort_into, write_output
 
 
@@ -42,9 +43,24 @@ def build_parser():
     return parser
 
 
+OUTPUT_TYPES = (".csv", ".json")  # what inference.predict.write_output writes
+
+
+def check_flags(args):
+    """Bad flag values, each one line naming the flag, before anything is read or loaded."""
+    for flag, value in (("--batch-size", args.batch_size), ("--top-k", args.top_k)):
+        if value < 1:  # the wording of train's --batch-size
+            raise CatsDogsError(f"bad value for {flag}: expected an integer >= 1, "
+                                f"received {value!r}")
+    if args.output and Path(args.output).suffix.lower() not in OUTPUT_TYPES:
+        raise CatsDogsError(f"bad value for --output: expected a name ending in .csv or .json, "
+                            f"received {args.output!r}", fix="e.g. --output predictions.csv")
+
+
 def _run(args):
     from catsdogs.inference.classifier import load
 
+    check_flags(args)
     check_paths_exist(args.paths)  # before the model (and TensorFlow) loads
     for folder in (args.sort_into, args.explain, args.output and Path(args.output).parent):
         if folder:
@@ -53,19 +69,20 @@ def _run(args):
     rows, skipped = predict_paths(classifier, args.paths, args.batch_size, args.top_k,
                                   args.threshold, tta=args.tta, min_confidence=args.min_confidence,
                                   explain_into=args.explain)
-    for path, reason in skipped:
-        print(f"skipped {display(path)}: {reason}")
+    for path, reason in skipped:  # stderr: stdout holds the rows only (docs/errors.md)
+        log().warning(f"skipped {display(path)}: {reason}")
     if not rows:
         raise RunFailed("no image could be classified", where=" ".join(args.paths),
                         fix="pass image files or folders holding JPEG/PNG/BMP/GIF images")
-    multiclass = not classifier.is_binary
+    # a multiclass row lists its top k classes; a binary one both, only if asked (--top-k 2)
+    with_top_k = not classifier.is_binary or args.top_k > 1
     width = min(60, max(len(display(r.path)) for r in rows))
     for row in rows:
-        extra = "  " + ", ".join(f"{c} {p:.3f}" for c, p in row.top_k) if multiclass and args.top_k > 1 else ""
+        extra = "  " + ", ".join(f"{c} {p:.3f}" for c, p in row.top_k) if with_top_k and args.top_k > 1 else ""
         print(f"{display(row.path):<{width}}  {row.predicted:<12} {row.probability:.4f}{extra}")
-    print(f"{len(rows)} classified, {len(skipped)} skipped")
+    log().info(f"{len(rows)} classified, {len(skipped)} skipped")
     if args.output:
-        write_output(rows, skipped, args.output, multiclass)
+        write_output(rows, skipped, args.output, with_top_k)
         print(f"Wrote {args.output}")
     if args.explain:
         print(f"Grad-CAM overlays in {args.explain}")

@@ -83,15 +83,17 @@ def announce(config, source, bound, terms):
 
 def _run(args):
     from catsdogs.serve.drain import serve
+    from catsdogs.serve.ports import reserve
 
     config = serve_config(args)  # before the model loads: a bad flag is one line at once
     if config.workers > 1:
         from catsdogs.serve.workers import serve_workers
 
         return serve_workers(config, prepare, functools.partial(announce, config), args)
-    app, classifier, bound, terms = prepare(args, config)
-    announce(config, classifier.source, bound, terms)
-    serve(app, config)
+    with reserve(config) as listener:  # the port, before the model loads and the start lines
+        app, classifier, bound, terms = prepare(args, config)
+        announce(config, classifier.source, bound, terms)
+        serve(app, config, listener)
     return 0
 
 

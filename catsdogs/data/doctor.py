@@ -193,13 +193,24 @@ def summary_lines(report_dict):
     return lines
 
 
+def check_copy_target(target, data_dir):
+    """A cleaned copy goes into a new or empty folder outside the data, checked before the scan
+    or the training: inside the data folder, the next run would read the copy as more photos
+    (its split folders as a class)."""
+    target = Path(target)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise CatsDogsError("target folder is not empty", where=target, fix="choose a new folder")
+    if data_dir is not None and target.resolve().is_relative_to(Path(data_dir).resolve()):
+        raise CatsDogsError("the cleaned copy would go inside the data folder it copies",
+                            where=target, fix=f"choose a folder outside {data_dir}")
+
+
 def fix_into(report_dict, data_dir, target):
     """Copy the usable images into `target` with the same layout, dropping what doctor flagged.
     Every copy is a new file inside `target` (runs.inside, runs.copy_new), never one written
     over or through a link."""
     target, data_dir = Path(target), Path(data_dir)
-    if target.exists() and any(target.iterdir()):
-        raise CatsDogsError("target folder is not empty", where=target, fix="choose a new folder")
+    check_copy_target(target, data_dir)
     from catsdogs.data.datasets import TRAIN_NAMES
 
     drop = {item["path"] for item in report_dict["unreadable"]} | set(report_dict["non_images"])

@@ -92,13 +92,23 @@ class Preset:
         except Exception as error:  # offline, a proxy, a damaged cache file: the same fix
             if weights != "imagenet":
                 raise
-            raise CatsDogsError(
-                f"could not get the imagenet weights of {self.name} ({type(error).__name__})",
-                where="--weights",
-                fix=f"run `catsdogs weights fetch {self.name}` where the network is (it saves "
-                    f"{self.imagenet.where_keras_looks()}, where Keras looks: copy it to the "
-                    "same place here), or pass --weights none") from None
+            raise self._imagenet_unavailable(type(error).__name__) from None
         return keras.Model(inputs, probability_head(features, num_classes), name=self.name)
+
+    def get_imagenet_weights(self):
+        """Have the ImageNet weights in Keras' cache (a cached file is only hash-checked), so
+        that a machine without them is told before a run folder is written."""
+        try:
+            self.imagenet.fetch()
+        except CatsDogsError:
+            raise self._imagenet_unavailable("no network") from None
+
+    def _imagenet_unavailable(self, reason):
+        return CatsDogsError(
+            f"could not get the imagenet weights of {self.name} ({reason})", where="--weights",
+            fix=f"run `catsdogs weights fetch {self.name}` where the network is (it saves "
+                f"{self.imagenet.where_keras_looks()}, where Keras looks: copy it to the "
+                "same place here), or pass --weights none")
 
 
 def _presets_with(capability):

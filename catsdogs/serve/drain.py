@@ -117,10 +117,18 @@ def draining_server(app, config, signals=SIGNALS):
     return DrainingServer(server_config, app.state.gate, signals)
 
 
-def serve(app, config):
+def serve(app, config, listener=None):
     """Run `app` (made by create_app with the ServeConfig `config`) on `config.host` and
     `config.port` until a signal, then drain within `config.drain_seconds`. Connections: at
     most `config.max_connections` (past it: 503, as refusals.py answers it), closed when idle
     `config.idle_timeout` seconds between requests (uvicorn's keep-alive) or when a request's
-    headers take over `config.header_timeout` (connections.py)."""
-    draining_server(app, config).run()
+    headers take over `config.header_timeout` (connections.py).
+
+    `listener`: the port bound by ports.reserve(config) before the start lines were printed
+    (else bound here: a port in use is still one `error:` line, not uvicorn's); uvicorn
+    listens on it and closes it when it has drained."""
+    from catsdogs.serve.ports import reserve
+
+    listener = listener if listener is not None else reserve(config)
+    with listener:
+        draining_server(app, config).run(sockets=[listener])

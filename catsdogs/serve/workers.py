@@ -47,9 +47,9 @@ import time
 from catsdogs.console import log
 from catsdogs.errors import CatsDogsError, RunFailed, debugging, reportable
 from catsdogs.serve.memory import process_memory
+from catsdogs.serve.ports import BACKLOG, bound, family_and_address
 
 METRICS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
-BACKLOG = 2048  # uvicorn's default listen backlog
 READY_SECONDS = 600  # a worker loading its model (a cold disk, a large model) may take minutes
 # (seconds) past --drain-seconds before a worker still running is killed: its own drain is
 # bounded by --drain-seconds, this covers its interpreter's exit
@@ -73,30 +73,13 @@ def bind(host, port, listen):
     if not hasattr(socket, "SO_REUSEPORT"):
         raise CatsDogsError("--workers needs SO_REUSEPORT, which this system lacks",
                             fix="run one process (--workers 1) per port")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    address = (host.strip("[]"), port)
+    family, address = family_and_address(host, port)
     if not listen:  # the parent, first: SO_REUSEPORT alone would let it join another server
-        with _bound(family, address, reuse_port=False):  # fails if anything holds the port
+        with bound(family, address, reuse_port=False):  # fails if anything holds the port
             pass
-    sock = _bound(family, address, reuse_port=True)
+    sock = bound(family, address, reuse_port=True)
     if listen:
         sock.listen(BACKLOG)
-    return sock
-
-
-def _bound(family, address, reuse_port):
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(address)
-    except OSError as error:
-        sock.close()
-        raise CatsDogsError(f"cannot listen on {address[0]}:{address[1]}: "
-                            f"{error.strerror or error}",
-                            fix="another process may hold the port: stop it, or choose "
-                                "another with --port") from None
     return sock
 
 

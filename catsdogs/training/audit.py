@@ -27,6 +27,7 @@ from catsdogs import config as cfg
 from catsdogs import runs
 from catsdogs.config import setting
 from catsdogs.console import display, name_some
+from catsdogs.data.doctor import check_copy_target
 from catsdogs.errors import CatsDogsError
 from catsdogs.training.kfold import RECORD_FILE, CrossValidation, cross_validate
 
@@ -187,21 +188,14 @@ def summary_lines(audit):
 # ---------------------------------------------------------------- a cleaned copy
 
 
-def check_copy_target(target):
-    """A cleaned copy goes into a new or empty folder (checked before hours of training)."""
-    target = Path(target)
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise CatsDogsError("target folder is not empty", where=target, fix="choose a new folder")
-
-
-def write_fixed_copy(audit, target, relabel=False):
-    """Copy the audited images into `target` in the data folder's layout, without the suspects,
+def write_fixed_copy(audit, data_dir, target, relabel=False):
+    """Copy the audited images of `data_dir` into `target` in its layout, without the suspects,
     or with each suspect in its suggested class folder (`relabel`). The data is only read.
 
     Returns:
         (files copied, suspects left out or relabelled)
     """
-    check_copy_target(target)
+    check_copy_target(target, data_dir)
     images = audit.images
     suspects = {issue.path: issue for issue in audit.issues}
 

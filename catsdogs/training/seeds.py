@@ -80,5 +80,5 @@ def summary_lines(result):
                          f"{result[f'{key}_mean']:.4f} ± {result[f'{key}_std']:.4f} (mean ± std)")
             break
     lines.append(f"Ensemble of the {len(result['runs'])} runs: {result['ensemble']} "
-                 "(evaluate it: catsdogs evaluate ENSEMBLE_DIR DATA)")
+                 f"(evaluate it: catsdogs evaluate {result['ensemble']} DATA)")
     return lines

@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import json
 import math
+import shlex
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,7 +24,7 @@ from catsdogs import config as cfg
 from catsdogs import console, runs
 from catsdogs.console import display, log, name_some
 from catsdogs.data.datasets import chooses_on_validation
-from catsdogs.errors import CatsDogsError, RunFailed
+from catsdogs.errors import CatsDogsError, RunFailed, continue_hint
 from catsdogs.training import features
 from catsdogs.training.distribute import (WORKERS_DIR, cluster_from_environment,
                                           remove_worker_folder, take_chief_resume_state,
@@ -555,8 +556,12 @@ def train(config, callbacks=(), test=True, decoded=None):
         folder = worker_folder(config.run_dir, placement.worker)
         with runs.run_folder_lock(folder):
             return _fit(config, folder, prepared, resumed=False)
+    if config.weights == "imagenet":  # offline: said before a run folder holds a failed start
+        from catsdogs.models.presets import get_preset
+
+        get_preset(config.preset).get_imagenet_weights()
     run_dir = runs.new_run_dir(config.preset, config.run_dir)
-    with runs.run_folder_lock(run_dir):
+    with runs.run_folder_lock(run_dir), continue_hint(f"continue with {resume_command(run_dir)}"):
         runs.refuse_used_run_dir(run_dir)  # another process may have started it meanwhile
         runs.write_json(run_dir / runs.CONFIG_FILE, cfg.run_config_dict(config))
         log().info(f"Run folder: {run_dir}")
@@ -565,6 +570,11 @@ def train(config, callbacks=(), test=True, decoded=None):
     if config.refit:
         _refit(run)
     return run
+
+
+def resume_command(run_dir):
+    """The command that continues the run in `run_dir`, as a user would type it."""
+    return f"catsdogs train --resume {shlex.quote(str(run_dir))}"
 
 
 def _refit(run):
@@ -590,7 +600,8 @@ def resume(run_dir, callbacks=(), test=True, decoded=None):
     config = cfg.read_run_config(run_dir / runs.CONFIG_FILE)
     worker = cluster_from_environment()[0] if config.strategy == "multiworker" else 0
     folder = worker_folder(run_dir, worker)
-    with runs.run_folder_lock(folder):  # before anything is read: a second resume stops here
+    with (runs.run_folder_lock(folder),  # before anything is read: a second resume stops here
+          continue_hint(f"continue with {resume_command(run_dir)}")):
         if (run_dir / runs.METRICS_FILE).exists() and not (run_dir / runs.CHECKPOINTS_DIR).exists():
             raise CatsDogsError("this run already finished", where=run_dir,
                                 fix="start a new run, or raise --epochs in a new one")
