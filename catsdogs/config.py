@@ -211,7 +211,7 @@ class TrainConfig:
         None, "after training, recompute every trainable BatchNorm layer's statistics over "
               "the training photos, un-augmented and at full size, with the kept weights "
               "(PreciseBN; a frozen pretrained body keeps its own), before calibration and the "
-              "test; default: the preset's (on for resnet-catsdogs)")
+              "test; default: the preset's (on for fast-, long- and resnet-catsdogs)")
     progressive_start: float | None = setting(
         None, "(fraction) progressive resizing: the first epoch trains on images scaled to this "
               "fraction of the preset's size, growing to full size by 3/4 of the epochs "
@@ -496,7 +496,8 @@ def load_json(path):
     except FileNotFoundError:
         raise CatsDogsError("file not found", where=path, fix="check the path") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CatsDogsError(f"not valid JSON: {error}", where=path, fix="fix or remove the file") from None
+        raise CatsDogsError(f"not valid JSON: {error}", where=path,
+                            fix="give the JSON file you meant, or correct its JSON") from None
 
 
 # ---------------------------------------------------------------- run folders' config.json

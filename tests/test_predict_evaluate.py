@@ -378,3 +378,13 @@ def test_calibration_fits_each_set_of_views_on_their_averaged_predictions(tmp_pa
             confidence_threshold(kept))  # --min-confidence auto with --tta: its own
     assert report["tta"]["flip"]["temperature"] < 0.8 * report["temperature"]
     assert json.loads((tmp_path / "calibration.json").read_text())["tta"] == report["tta"]
+
+
+def test_a_file_or_folder_that_is_no_model_is_said_so_before_its_class_names(capsys, tmp_path):
+    """Arguments swapped (the photos first), or a text file: "not a model", not a missing
+    class_names.json."""
+    write_class_images(tmp_path / "photos", {"cats": (200, 120, 60)}, 1)
+    (tmp_path / "notes.md").write_text("# notes")
+    for wrong in (tmp_path / "photos", tmp_path / "notes.md"):
+        line = one_error_line(capsys, predict_main, [str(wrong), str(tmp_path / "photos")])
+        assert "not a model" in line and str(wrong) in line, line

@@ -10,7 +10,7 @@
     catsdogs train --data ../shared/data/cats_and_dogs --preset fast-catsdogs --seeds 3
 
 The run folder (runs/<preset>-<time>/) gets config.json, class_names.json, dataset.json,
-history.csv, skipped.csv, logs/ (TensorBoard), model.keras (best epoch by validation accuracy),
+history.csv, skipped.csv, logs/ (TensorBoard), model.keras (the kept epoch: --keep-epoch),
 saved_model/, plots/training_curves.png and metrics.json.
 
 --folds K trains K runs instead (k-fold cross-validation on the images of --data, pooled):

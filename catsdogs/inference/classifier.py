@@ -173,21 +173,22 @@ def load(path, class_names=None, input_scale=None, trust_model=False):
     if not path.is_dir() and irregular_reason(path):  # a FIFO would block the read forever
         raise CatsDogsError(f"cannot read the model: {irregular_reason(path)}", where=path,
                             fix=f"pass {KINDS}")
+    suffix = path.suffix.lower()
+    saved_model = path.is_dir() and (path / "saved_model.pb").is_file()
+    if not (saved_model or suffix in (".h5", ".hdf5") or suffix in FILE_OPENERS):
+        raise CatsDogsError("not a model", where=path, fix=f"pass {KINDS}")  # before its names
     if class_names is not None:
         names, names_from = runs.check_class_names(class_names, "--class-names"), "--class-names"
     else:
         names, names_from = _class_names_near(path)
-    suffix = path.suffix.lower()
     if not trust_model:
         refuse_untrusted_ops(path)  # before any of the model's own code can run
-    if path.is_dir() and (path / "saved_model.pb").is_file():
+    if saved_model:
         runtime = open_saved_model(path)
     elif suffix in (".h5", ".hdf5"):
         runtime = open_h5(path, input_scale)
-    elif suffix in FILE_OPENERS:
-        runtime = FILE_OPENERS[suffix](path)
     else:
-        raise CatsDogsError("not a model", where=path, fix=f"pass {KINDS}")
+        runtime = FILE_OPENERS[suffix](path)
     model = runtime.handle if suffix in (".keras", ".h5", ".hdf5") else None
     classifier = Classifier(runtime, names, runtime.image_size, path, model,
                             read_calibration(path))

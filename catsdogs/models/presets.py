@@ -12,6 +12,7 @@ a mistyped preset name is one line at once.
 import dataclasses
 import difflib
 import functools
+import math
 from typing import Callable
 
 import numpy as np
@@ -498,8 +499,9 @@ def count_flops(model):
             kernel_h, kernel_w, channels_in, channels_out = layer.kernel.shape
             _, out_h, out_w, _ = layer.output.shape
             flops += 2 * kernel_h * kernel_w * channels_in * channels_out * out_h * out_w
-        elif isinstance(layer, layers.Dense):
-            flops += 2 * layer.kernel.shape[0] * layer.kernel.shape[1]
+        elif isinstance(layer, layers.Dense):  # once per position when applied to a feature map
+            positions = math.prod(layer.output.shape[1:-1])  # (ConvNeXt's pointwise layers)
+            flops += 2 * layer.kernel.shape[0] * layer.kernel.shape[1] * positions
     return flops
 
 

@@ -1,7 +1,7 @@
 """Train a CNN on class folders or CIFAR-10 and write a run folder (the library of `catsdogs train`).
 
 The run folder (runs/<preset>-<time>/) gets config.json, class_names.json, dataset.json,
-history.csv, skipped.csv, logs/ (TensorBoard), model.keras (best epoch by validation accuracy),
+history.csv, skipped.csv, logs/ (TensorBoard), model.keras (the kept epoch: --keep-epoch),
 saved_model/, plots/training_curves.png and metrics.json.
 
 A run goes through named steps: `_prepare` (decoded data and pipelines; nothing written yet),
