@@ -127,3 +127,11 @@ def test_the_settings_catsdogs_sets_itself_are_no_flags_and_config_json_keeps_th
         assert f"unrecognized arguments: --{cfg.flag_name(name)}" in capsys.readouterr().err
     saved = cfg.run_config_dict(cfg.TrainConfig(cache_source="/photos", refit_union=True))
     assert (saved["cache_source"], saved["refit_union"]) == ("/photos", True)
+
+
+def test_the_default_data_folder_missing_names_the_flag(capsys, tmp_path, monkeypatch):
+    """Run outside the repository without --data: the line names --data, not only a path the
+    user never typed."""
+    monkeypatch.chdir(tmp_path)
+    line = one_error_line(capsys, main, ["--epochs", "1"])
+    assert "no --data given" in line and "data/cats_and_dogs" in line

@@ -539,6 +539,7 @@ def train(config, callbacks=(), test=True, decoded=None):
     """
     from catsdogs.data.datasets import check_sources
 
+    given = config
     config = resolve_config(config)
     worker = cluster_from_environment()[0] if config.strategy == "multiworker" else 0
     if config.strategy == "multiworker" and config.run_dir is None:
@@ -547,6 +548,7 @@ def train(config, callbacks=(), test=True, decoded=None):
                                                                       "every worker")
     if config.run_dir is not None and worker == 0:
         runs.refuse_used_run_dir(config.run_dir)
+    _check_default_data(given)
     check_sources(config)  # what a user can fix is found before TensorFlow loads
     _check_writable(config)
     placement = _placement(config)
@@ -616,6 +618,17 @@ def resume(run_dir, callbacks=(), test=True, decoded=None):
     if config.refit and run is not None:
         _refit(run)
     return run
+
+
+def _check_default_data(config):
+    """No --data, and the default folder is not where the command runs: the line names the
+    flag, not only a path the user never typed."""
+    if (config.dataset == "folder" and config.data is None and config.train_dir is None
+            and not Path(DEFAULT_DATA).is_dir()):
+        raise CatsDogsError(f"no --data given, and its default {DEFAULT_DATA}/ is not in this "
+                            "folder", where=Path.cwd(),
+                            fix="pass --data FOLDER (class sub-folders), or run from the "
+                                "repository's root for its sample")
 
 
 def _check_writable(config):
