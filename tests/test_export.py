@@ -19,7 +19,7 @@ from catsdogs.inference.export import FILE_NAMES, export
 from catsdogs.inference.saved_model import write_saved_model
 from catsdogs.data.images import decode_many
 
-from conftest import SAMPLE_DATA, bomb_png_bytes, gray16_png_bytes
+from conftest import SAMPLE_DATA, bomb_png_bytes, gray16_png_bytes, one_error_line
 
 CIFAR_TEST = SAMPLE_DATA / "cifar10" / "test"
 
@@ -241,6 +241,14 @@ def test_check_prints_a_table_for_every_format(trained_run, tmp_path, capsys):
     assert [line.split()[0] for line in table[header + 1:]] == ["tflite", "onnx", "keras"]
     assert all("100.0%" in line for line in table[header + 1:])  # agreement of float formats
 
+
+
+def test_a_check_folder_missing_is_said_before_anything_is_written(trained_run, tmp_path, capsys):
+    line = one_error_line(capsys, export_main, [str(trained_run.dir), "--format", "onnx", "--out",
+                                                str(tmp_path / "out"), "--check",
+                                                str(tmp_path / "nowhere")])
+    assert "--check" in line or "nowhere" in line
+    assert not (tmp_path / "out").exists()
 
 def test_unknown_format_is_one_line(trained_run, capsys):
     assert export_main([str(trained_run.dir), "--format", "tflite-int4"]) == 2

@@ -193,6 +193,16 @@ def test_an_ensemble_of_runs_with_other_classes_is_one_error_line(members, tmp_p
     assert not (tmp_path / "mixed").exists()
 
 
+
+def test_an_ensemble_naming_a_run_twice_is_one_error_line(members, tmp_path, capsys):
+    from catsdogs.commands.ensemble import main
+
+    _, dirs = members
+    line = one_error_line(capsys, main, [str(dirs[0]), str(dirs[1]), f"{dirs[0]}/", "--out",
+                                         str(tmp_path / "twice")])
+    assert "the same run is named twice" in line
+    assert not (tmp_path / "twice").exists()
+
 def test_train_seeds_leaves_the_members_their_spread_and_their_ensemble(folders, tmp_path, capsys):
     from catsdogs.commands.train import main
 

@@ -35,6 +35,11 @@ def load_members(run_dirs):
     if len(run_dirs) < 2:
         raise CatsDogsError("an ensemble needs at least two runs", where="RUN",
                             fix="name two or more run folders")
+    resolved = [Path(path).resolve() for path in run_dirs]
+    for index, path in enumerate(resolved):
+        if path in resolved[:index]:  # twice the same model is one member weighted double
+            raise CatsDogsError("the same run is named twice", where=run_dirs[index],
+                                fix="name each member once")
     members = [load(runs.existing_run_dir(path)) for path in run_dirs]
     first = members[0]
     for path, member in zip(run_dirs, members):
