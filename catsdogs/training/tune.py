@@ -340,7 +340,7 @@ def summary_lines(summary):
     if "preset_trial" in summary:
         gain = summary[OBJECTIVE] - summary["preset_selection_accuracy"]
         lines.append(f"The preset's recipe (trial {summary['preset_trial']}): selection accuracy "
-                     f"{summary['preset_selection_accuracy']:.4f}; the best is {gain:+.1%} on "
+                     f"{summary['preset_selection_accuracy']:.4f}; the best is {gain * 100:+.1f} points on "
                      "those photos (a few points on a few hundred photos can be noise: "
                      "compare on the test split with 2 seeds or more)")
     lines.append(f"Settings:    {summary['best_settings']}  (catsdogs train --config "
