@@ -182,6 +182,12 @@ def test_evaluate_rejects_a_batch_size_below_one_before_anything_loads(size, cap
                     f"received {int(size)}")
 
 
+def test_evaluate_names_a_missing_ood_dir_before_the_model_loads(tmp_path, capsys):
+    data = write_class_images(tmp_path / "data", {"cats": (200, 120, 60), "dogs": (60, 120, 200)}, 1)
+    line = one_error_line(capsys, evaluate_main, ["nowhere.keras", str(tmp_path / "data"),
+                                                  "--ood-dir", str(tmp_path / "no_ood")])
+    assert "no_ood" in line and "--ood-dir" in line
+
 @pytest.mark.parametrize("name", ["x.txt", "rows", "p.csv.bak"])
 def test_predict_rejects_an_unknown_output_type_before_anything_loads(name, tmp_path, capsys):
     line = one_error_line(capsys, predict_main, ["nowhere.keras", "no_photos/",

@@ -11,6 +11,8 @@ confusion_matrix.json, plots/confusion_matrix.png and plots/most_wrong.png (the 
 wrong images) into OUT, by default `eval-<data folder name>/` beside the model.
 """
 
+from pathlib import Path
+
 from catsdogs import config as cfg
 from catsdogs.commands.common import add_inference_flags, add_model_flags, model_options
 from catsdogs.config import command_parser
@@ -42,6 +44,9 @@ def _run(args):
                             f"{args.batch_size!r}")
     cache = CacheConfig(**cfg.given_flags(args, CacheConfig))  # so is a bad --cache
     list_class_folders(args.data_dir)  # a wrong folder is one line before the model loads
+    if args.ood_dir and not Path(args.ood_dir).is_dir():  # so is a wrong --ood-dir
+        raise CatsDogsError("folder not found", where=args.ood_dir,
+                            fix="give --ood-dir a folder of images of none of the classes")
     out = args.out or default_out(model_file(args.model), args.data_dir)
     runs.check_writable(out)  # and so is a report folder the machine refuses
     classifier = load(args.model, **model_options(args))
