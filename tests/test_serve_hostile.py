@@ -24,6 +24,7 @@ import pytest
 from PIL import Image
 
 import catsdogs
+from catsdogs.errors import CatsDogsError
 from catsdogs.commands.serve import build_parser, main as serve_main, serve_config
 from catsdogs.serve import app as app_module
 from catsdogs.serve.app import ServeConfig, create_app
@@ -615,3 +616,54 @@ def test_a_request_past_max_connections_gets_503_json_with_retry_after(classifie
     assert waited is not None and status == 503 and headers["retry-after"] == "1"
     assert headers["content-type"] == "application/json"
     assert json.loads(body) == {"error": "over capacity: 2 connections or requests at once"}
+
+
+# ---------------------------------------------------------------- a port another program holds
+# catsdogs binds the port itself, before the model loads (serve/ports.py): one `error:` line
+# naming --port, exit 2, nothing served or printed before it
+
+
+@contextlib.contextmanager
+def held_port():
+    """A port on 127.0.0.1 that a plain socket listens on (as `python -m http.server` would)."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        yield holder.getsockname()[1]
+
+
+def test_a_port_in_use_is_one_error_line_naming_port_and_nothing_on_stdout(capsys, run_dir):
+    with held_port() as port:
+        code = serve_main([str(run_dir), "--port", str(port)])
+    captured = capsys.readouterr()
+    assert code == 2, captured
+    assert captured.out == "", captured.out  # no "Serving ..." before the error
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.err, lines
+    assert lines[0] == (f"error: port {port} on 127.0.0.1 is in use (--port): stop what holds "
+                        f"it or pass another --port"), lines
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_port_is_checked_before_anything_is_served(workers):
+    from catsdogs.serve.ports import reserve
+    from catsdogs.serve.workers import bind
+
+    with held_port() as port:
+        with pytest.raises(CatsDogsError) as raised:
+            if workers == 1:
+                reserve(ServeConfig(port=port))
+            else:
+                bind("127.0.0.1", port, listen=False)
+    assert raised.value.where == "--port" and str(port) in str(raised.value)
+
+
+def test_a_reserved_port_is_held_until_closed():
+    from catsdogs.serve.ports import reserve
+
+    with held_port() as port:
+        pass  # free again
+    with reserve(ServeConfig(port=port)):
+        with pytest.raises(CatsDogsError):  # held: no second server on it
+            reserve(ServeConfig(port=port))
+    reserve(ServeConfig(port=port)).close()  # closed: free
