@@ -18,6 +18,13 @@ def add_inference_flags(parser):
                                                                    "[default: 64]")
 
 
+def check_at_least_one(flag, value):
+    """A count flag below 1 (a batch size, a top k): one line before anything loads, in the
+    wording of train's --batch-size."""
+    if value < 1:
+        raise CatsDogsError(f"bad value for {flag}: expected an integer >= 1, received {value!r}")
+
+
 def add_model_flags(parser):
     """MODEL and what a model from elsewhere (a tutorial's model.h5) may need said about it."""
     parser.add_argument("model", help="run folder, .keras or .h5 file, .tflite or .onnx export, "

@@ -14,7 +14,8 @@ wrong images) into OUT, by default `eval-<data folder name>/` beside the model.
 from pathlib import Path
 
 from catsdogs import config as cfg
-from catsdogs.commands.common import add_inference_flags, add_model_flags, model_options
+from catsdogs.commands.common import (add_inference_flags, add_model_flags, check_at_least_one,
+                                      model_options)
 from catsdogs.config import command_parser
 from catsdogs.data.cache import CacheConfig
 from catsdogs.errors import CatsDogsError, command_main
@@ -39,9 +40,7 @@ def _run(args):
     from catsdogs.data.datasets import list_class_folders
     from catsdogs.inference.classifier import load, model_file
 
-    if args.batch_size < 1:  # the wording of train's --batch-size; before the model loads
-        raise CatsDogsError(f"bad value for --batch-size: expected an integer >= 1, received "
-                            f"{args.batch_size!r}")
+    check_at_least_one("--batch-size", args.batch_size)  # before the model loads
     cache = CacheConfig(**cfg.given_flags(args, CacheConfig))  # so is a bad --cache
     list_class_folders(args.data_dir)  # a wrong folder is one line before the model loads
     if args.ood_dir and not Path(args.ood_dir).is_dir():  # so is a wrong --ood-dir

@@ -18,7 +18,8 @@ never modified.
 from pathlib import Path
 
 from catsdogs import runs
-from catsdogs.commands.common import add_inference_flags, add_model_flags, model_options
+from catsdogs.commands.common import (add_inference_flags, add_model_flags, check_at_least_one,
+                                      model_options)
 from catsdogs.config import command_parser
 from catsdogs.console import display, log
 from catsdogs.errors import CatsDogsError, RunFailed, command_main
@@ -48,10 +49,8 @@ OUTPUT_TYPES = (".csv", ".json")  # what inference.predict.write_output writes
 
 def check_flags(args):
     """Bad flag values, each one line naming the flag, before anything is read or loaded."""
-    for flag, value in (("--batch-size", args.batch_size), ("--top-k", args.top_k)):
-        if value < 1:  # the wording of train's --batch-size
-            raise CatsDogsError(f"bad value for {flag}: expected an integer >= 1, "
-                                f"received {value!r}")
+    check_at_least_one("--batch-size", args.batch_size)
+    check_at_least_one("--top-k", args.top_k)
     if args.output and Path(args.output).suffix.lower() not in OUTPUT_TYPES:
         raise CatsDogsError(f"bad value for --output: expected a name ending in .csv or .json, "
                             f"received {args.output!r}", fix="e.g. --output predictions.csv")
