@@ -11,11 +11,9 @@ tflite-fp16, tflite-int8 (full integer, calibrated on training images), onnx. Ea
 is written beside its destination and swapped in, so an existing export is never half-replaced.
 """
 
-from pathlib import Path
-
 from catsdogs.commands.common import add_model_flags, model_options
 from catsdogs.config import command_parser
-from catsdogs.errors import CatsDogsError, command_main
+from catsdogs.errors import command_main
 from catsdogs.inference.export import FORMATS, check, default_out, export, format_check_table
 
 
@@ -37,13 +35,13 @@ def _run(args):
     if args.check and "keras" not in formats and "all" not in formats:
         formats = [*formats, "keras"]  # the reference the others are compared with
     from catsdogs import runs
+    from catsdogs.data.datasets import list_class_folders
     from catsdogs.inference.classifier import load, model_file
 
     out = args.out or default_out(model_file(args.model))
     runs.check_writable(out)  # a folder the machine refuses is one line before the model loads
-    if args.check and not Path(args.check).is_dir():  # before the exports, not after them
-        raise CatsDogsError("folder not found", where=args.check,
-                            fix="give --check a folder of class sub-folders")
+    if args.check:  # a wrong folder is one line before the exports, not after them
+        list_class_folders(args.check)
     classifier = load(args.model, **model_options(args))
     written = export(classifier, formats, out, args.calibration, args.int8_io)
     if args.check:

@@ -175,7 +175,7 @@ def load(path, class_names=None, input_scale=None, trust_model=False):
                             fix=f"pass {KINDS}")
     suffix = path.suffix.lower()
     saved_model = path.is_dir() and (path / "saved_model.pb").is_file()
-    if not (saved_model or suffix in (".h5", ".hdf5") or suffix in FILE_OPENERS):
+    if not (saved_model or suffix in FILE_OPENERS):
         raise CatsDogsError("not a model", where=path, fix=f"pass {KINDS}")  # before its names
     if class_names is not None:
         names, names_from = runs.check_class_names(class_names, "--class-names"), "--class-names"

@@ -56,10 +56,11 @@ def reserve(config):
     before the model loads and the start lines print; give it to `drain.serve`. It listens at
     once (connections wait in the backlog while the model loads): a socket only bound, with
     SO_REUSEADDR, would not keep another server from taking the port in the meantime."""
-    sock = bound(*family_and_address(config.host, config.port))
+    family, address = family_and_address(config.host, config.port)
+    sock = bound(family, address)
     try:
         sock.listen(BACKLOG)
     except OSError as error:
         sock.close()
-        raise refusal(family_and_address(config.host, config.port)[1], error) from None
+        raise refusal(address, error) from None
     return sock
