@@ -88,18 +88,20 @@ def train_once(args, root, keep, seed):
                                   selection_split=SELECTION_SPLIT, keep_epoch=keep, seed=seed,
                                   split_seed=split_seed(args), epochs=args.epochs,
                                   refit=args.refit, ema=args.ema, weight_decay=args.weight_decay,
+                                  image_size=args.image_size,
                                   run_dir=str(run_dir))
     started = time.perf_counter()
     catsdogs.train(config)
     return run_dir, time.perf_counter() - started
 
 
-def run_pflop(preset_name, run_dir, metrics):
-    """The run's training arithmetic in PFLOP (machine.training_flops)."""
+def run_pflop(preset_name, run_dir, metrics, image_size=None):
+    """The run's training arithmetic in PFLOP (machine.training_flops), at `image_size`
+    (--image-size; None: the preset's)."""
     from catsdogs import runs
     from catsdogs.models.presets import count_flops, get_preset
 
-    preset = get_preset(preset_name)
+    preset = get_preset(preset_name).at_size(image_size)
     flops = count_flops(preset.build(len(json.loads((run_dir / runs.CLASS_NAMES_FILE).read_text()))))
     history = runs.read_csv(run_dir / runs.HISTORY_FILE)
     return training_flops(flops, metrics, history, preset.image_size[0]) / 1e15
@@ -128,6 +130,8 @@ def main():
                         help="train with an exponential moving average of the weights (--ema)")
     parser.add_argument("--weight-decay", type=float,
                         help="train with this decoupled weight decay (--weight-decay) [the preset's]")
+    parser.add_argument("--image-size", type=int,
+                        help="train at this side (--image-size) [the preset's]")
     parser.add_argument("--refit", action="store_true",
                         help="after each run, --refit: train again on its training and selection "
                              "photos for the chosen epochs; the refit model (RUN/refit) is "
@@ -149,7 +153,7 @@ def main():
                 metrics = json.loads((model_dir / "metrics.json").read_text())
                 row = {"keep": protocol, "seed": seed, "run": str(model_dir), "seconds": seconds,
                        "train_seconds": metrics["train_seconds"], "epochs": metrics["epochs_run"],
-                       "train_pflop": run_pflop(args.preset, model_dir, metrics),
+                       "train_pflop": run_pflop(args.preset, model_dir, metrics, args.image_size),
                        "kept_epoch": metrics.get("kept_epoch", metrics["best_epoch"]),
                        # the held-out (selection) photos' accuracy: what a lever is chosen on
                        "held_out": metrics.get("kept_val_accuracy", metrics["best_val_accuracy"]),

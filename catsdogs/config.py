@@ -278,6 +278,10 @@ class TrainConfig:
                                 "e.g. 0.5 or 2: a width sweep (bench/scaling.py); 1: the preset "
                                 "as published",
                                 search=("choice", 0.5, 1.0, 1.5, 2.0))
+    image_size: int | None = setting(
+        None, "(pixels) the side of the square images the model trains on and takes (photos "
+              "are resized to it, as at the preset's size): e.g. 128 for a preset of 96, "
+              "more detail for about (128/96)^2 the FLOPs; default: the preset's")
     run_dir: str | None = setting(None, "(folder) where to write the run; default: runs/<preset>-<time>")
     augment: AugmentConfig | None = setting(None, "augmentation; default: the preset's")
 
@@ -356,6 +360,8 @@ class TrainConfig:
                "a fraction in [0, 1]")
         _check(self.prune_keep is None or 0 < self.prune_keep <= 1, "prune_keep",
                self.prune_keep, "a fraction of channels in (0, 1]")
+        _check(self.image_size is None or 16 <= self.image_size <= 1024, "image_size",
+               self.image_size, "a side in pixels from 16 to 1024, e.g. 128")
         _check(math.isfinite(self.width) and 0 < self.width <= 16, "width", self.width,
                "a factor in (0, 16], e.g. 0.5 or 2")
         if self.prune_from is not None and self.width != 1:
@@ -512,6 +518,7 @@ SETTINGS_ADDED_LATER = {"progressive_start": 1.0, "steps_per_execution": 1,
                         # compression: off
                         "teacher": None, "distill_temperature": 3.0, "distill_alpha": 0.5,
                         "prune_from": None, "prune_keep": None, "width": 1.0,
+                        "image_size": None,  # the preset's
                         # regularisers and weight averaging: off
                         "mixup": 0.0, "cutmix": 0.0, "rand_augment": 0, "ema": 0.0,
                         "precise_bn": False,  # the statistics as training left them

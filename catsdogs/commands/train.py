@@ -130,12 +130,12 @@ def _cache_once_for_workers(config):
     settings, and a second pass would only scan the folders, stat every file and take the
     cache's lock again."""
     from catsdogs.data.datasets import cache_for_workers
-    from catsdogs.models.presets import get_preset
+    from catsdogs.models.presets import preset_of
     from catsdogs.training.distribute import inside_private_network
 
     if inside_private_network():
         return config.cache
-    return cache_for_workers(config, get_preset(config.preset).image_size)
+    return cache_for_workers(config, preset_of(config).image_size)
 
 
 def _several_seeds(args):

@@ -69,6 +69,19 @@ class Preset:
                                     "a run folder, or --weights none")
         check_source(weights)
 
+    def at_size(self, side):
+        """The preset taking side x side images (`--image-size`); None: the size it is published
+        at. Every body here is built on its input's shape, so only the size changes."""
+        if side is None or (side, side) == tuple(self.image_size):
+            return self
+        return dataclasses.replace(self, image_size=(side, side))
+
+    def check_size(self, published):
+        """A preset moved to another size (`at_size`) is built once, before a file is decoded or
+        a run folder written, so a side its layers cannot take is one line up front."""
+        if tuple(self.image_size) != tuple(published.image_size):
+            self.build(2)
+
     def check_progressive(self, start):
         """Progressive resizing needs a body that takes any image size (no Flatten)."""
         if start < 1 and not self.any_size:
@@ -90,6 +103,12 @@ class Preset:
         x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
         try:
             features = self.build_body(x, weights) if self.pretrainable else self.build_body(x)
+        except ValueError as error:  # a side its convolutions and poolings shrink below 1 pixel
+            if "negative" not in str(error).lower() and "size" not in str(error).lower():
+                raise
+            raise CatsDogsError(f"preset {self.name!r} cannot take {self.image_size[0]}x"
+                                f"{self.image_size[1]} images: its layers shrink them to nothing",
+                                where="--image-size", fix="give a larger --image-size") from None
         except Exception as error:  # offline, a proxy, a damaged cache file: the same fix
             if weights != "imagenet":
                 raise
@@ -156,7 +175,7 @@ def seed_cifar10_body(x):
 # ---------------------------------------------------------------- better presets
 
 
-def make_backbone_body(application, image_size, minus_one_to_one=False):
+def make_backbone_body(application, minus_one_to_one=False):
     """A keras.applications network without its top, globally pooled, as a preset body.
 
     Its input is our 0..1 pixels scaled to what the network was trained on, inside the model,
@@ -173,7 +192,7 @@ def make_backbone_body(application, image_size, minus_one_to_one=False):
         from keras import layers
         constructor = getattr(keras.applications, application)
         backbone = constructor(include_top=False, weights=None if weights == "none" else weights,
-                               input_shape=(*image_size, 3), pooling="avg")
+                               input_shape=tuple(x.shape[1:]), pooling="avg")
         backbone.trainable = weights == "none"
         if minus_one_to_one:
             return backbone(layers.Rescaling(2.0, offset=-1.0, name="to_minus_1_1")(x))
@@ -451,13 +470,12 @@ PRESETS = {
                listed_classes=10, any_size=True, adapt=whiten_and_identity_init),
         Preset("mobilenetv3-catsdogs", "keras.applications MobileNetV3Small at 224x224; "
                "--weights imagenet trains only a new head on a frozen pretrained backbone",
-               (224, 224), make_backbone_body("MobileNetV3Small", (224, 224)), BACKBONE_RECIPE,
+               (224, 224), make_backbone_body("MobileNetV3Small"), BACKBONE_RECIPE,
                imagenet=ImagenetWeights("weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5",
                                         "mobilenet_v3", "small_224_1.0_float")),
         *(Preset(name, f"keras.applications {application} at 224x224; --weights imagenet as "
                        f"for mobilenetv3-catsdogs", (224, 224),
-                 make_backbone_body(application, (224, 224),
-                                    minus_one_to_one=application == "ResNet50V2"),
+                 make_backbone_body(application, minus_one_to_one=application == "ResNet50V2"),
                  BACKBONE_RECIPE, imagenet=imagenet)
           for name, application, imagenet in BACKBONES),
     )
@@ -483,6 +501,11 @@ def get_preset(name):
     match = difflib.get_close_matches(str(name), PRESETS, n=1)
     hint = f"did you mean {match[0]!r}?" if match else "see --list-presets"
     raise CatsDogsError(f"unknown preset {name!r}", where="--preset", fix=hint)
+
+
+def preset_of(config):
+    """The preset a training config builds: `--preset` at `--image-size`."""
+    return get_preset(config.preset).at_size(config.image_size)
 
 
 def count_flops(model):

@@ -374,7 +374,7 @@ def cross_validate(base, data, folds, folder, continue_with=None):
         CatsDogsError: bad data, the folder in use by another process, or a folder holding
             folds of other settings or files.
     """
-    from catsdogs.models.presets import get_preset
+    from catsdogs.models.presets import preset_of
 
     settings = {"folds": folds, **fold_settings(base)}
     # everything a user can fix is found before a file is decoded or written
@@ -386,7 +386,7 @@ def cross_validate(base, data, folds, folder, continue_with=None):
                f"continues there)")
     with runs.run_folder_lock(folder):
         runs.remove_stale_temporaries(folder)
-        image_size = get_preset(base.preset).image_size
+        image_size = preset_of(base).image_size
         storage = Storage.of(base)
         storage.decide(len(scanned[1]), image_size)  # once, for every fold
         images = decode_images(scanned, data, image_size, folds, storage)

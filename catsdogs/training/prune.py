@@ -310,15 +310,16 @@ def pruned_model(config, class_names):
     safely, checked against the data's classes and the preset's size), pruned to
     `config.prune_keep`. The same run and keep give the same network, so a resumed run
     rebuilds it and restores its fine-tuned weights into it."""
-    from catsdogs.models.presets import get_preset
+    from catsdogs.models.presets import preset_of
     from catsdogs.training.distill import load_run_model
 
     check_keep(config.prune_keep, "--prune-keep")
     source = load_run_model(config.prune_from, class_names, "the run to prune")
-    if tuple(source.image_size) != tuple(get_preset(config.preset).image_size):
+    size = preset_of(config).image_size
+    if tuple(source.image_size) != tuple(size):
         raise CatsDogsError(f"the run's model takes {source.image_size} images, preset "
-                            f"{config.preset!r} {get_preset(config.preset).image_size}",
-                            where=config.prune_from, fix="prune with the run's own preset")
+                            f"{config.preset!r} {size}", where=config.prune_from,
+                            fix="prune with the run's own preset and --image-size")
     model, rows = prune_model(source.model, config.prune_keep)
     log().info(f"Pruned {config.prune_from} to {config.prune_keep:g} of its channels: "
                + ", ".join(f"{name} {before}->{after}" for name, before, after in rows)

@@ -103,6 +103,7 @@ def resolve_config(config):
         # rate stays constant; a refit needs an epoch chosen
         keep = "best" if resolved.refit or resolved.schedule == "constant" else "last"
         resolved = dataclasses.replace(resolved, keep_epoch=keep)
+    preset.at_size(resolved.image_size).check_size(preset)
     preset.check_progressive(resolved.progressive_start)
     features.check(resolved)
     return resolved
@@ -151,11 +152,11 @@ def _prepare(config, placement, decoded=None):
     from catsdogs.data.augment import AlternatingFlips, build_augmenter, build_batch_mixer
     from catsdogs.data.datasets import load_image_data
     from catsdogs.data.tf_pipeline import make_dataset, read_errors_raised
-    from catsdogs.models.presets import get_preset
+    from catsdogs.models.presets import preset_of
     from catsdogs.training.distribute import common_count, distribute
 
     keras.utils.set_random_seed(config.seed)
-    preset = get_preset(config.preset)
+    preset = preset_of(config)
     data = load_image_data(config, preset.image_size, (placement.worker, placement.workers),
                            decoded)
     if placement.workers > 1:  # every worker must run the same number of steps
@@ -350,9 +351,9 @@ def _callbacks(config, run_dir, prepared, steps_per_epoch, history):
 
 def tensorboard_hparams(config):
     """The settings a run is compared by in TensorBoard's HParams dashboard."""
-    from catsdogs.models.presets import get_preset
+    from catsdogs.models.presets import preset_of
 
-    side = get_preset(config.preset).image_size[0]
+    side = preset_of(config).image_size[0]
     return {"preset": config.preset, "optimizer": config.optimizer,
             "learning_rate": config.learning_rate, "batch_size": config.batch_size,
             "epochs": config.epochs, "image_size": side, "schedule": config.schedule,

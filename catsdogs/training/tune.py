@@ -306,9 +306,9 @@ def measure_test(run_dir, config, decoded=None):
     """The test split's accuracy for the run in `run_dir` (read here, once per search; the
     search's `decoded` photos, when given, hold it already)."""
     from catsdogs.data.datasets import load_image_data
-    from catsdogs.models.presets import get_preset
+    from catsdogs.models.presets import preset_of
 
-    data = load_image_data(config, get_preset(config.preset).image_size, decoded=decoded)
+    data = load_image_data(config, preset_of(config).image_size, decoded=decoded)
     model = keras.saving.load_model(run_dir / runs.MODEL_FILE, safe_mode=True, compile=False)
     return training.test_once(model, data)
 
