@@ -89,6 +89,7 @@ def train_once(args, root, keep, seed):
                                   split_seed=split_seed(args), epochs=args.epochs,
                                   refit=args.refit, ema=args.ema, weight_decay=args.weight_decay,
                                   image_size=args.image_size,
+                                  progressive_start=args.progressive_start,
                                   run_dir=str(run_dir))
     started = time.perf_counter()
     catsdogs.train(config)
@@ -132,6 +133,9 @@ def main():
                         help="train with this decoupled weight decay (--weight-decay) [the preset's]")
     parser.add_argument("--image-size", type=int,
                         help="train at this side (--image-size) [the preset's]")
+    parser.add_argument("--progressive-start", type=float,
+                        help="train from this fraction of the size (--progressive-start) "
+                             "[the preset's]")
     parser.add_argument("--refit", action="store_true",
                         help="after each run, --refit: train again on its training and selection "
                              "photos for the chosen epochs; the refit model (RUN/refit) is "
