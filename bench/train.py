@@ -1,6 +1,6 @@
 """Time-to-accuracy: the seed tutorial's script, as published, vs catsdogs presets.
 
-    python bench/train.py --task catsdogs [--presets seed-catsdogs fast-catsdogs long-catsdogs resnet-catsdogs]
+    python bench/train.py --task catsdogs [--presets seed-catsdogs fast-catsdogs long-catsdogs hires-catsdogs resnet-catsdogs]
     python bench/train.py --task cifar10  [--presets seed-cifar10 fast-cifar10 resnet-cifar10 air-cifar10]
 
 All runs happen in this one command, one after the other, on ../shared/data. The baseline is
@@ -42,7 +42,8 @@ from machine import describe, shared_data, training_gflops_per_second  # noqa: E
 
 TASKS = {
     "catsdogs": {"data": ("cats_and_dogs",),
-                 "presets": ["seed-catsdogs", "fast-catsdogs", "long-catsdogs", "resnet-catsdogs"]},
+                 "presets": ["seed-catsdogs", "fast-catsdogs", "long-catsdogs", "hires-catsdogs",
+                             "resnet-catsdogs"]},
     "cifar10": {"data": ("cifar10",),
                 "presets": ["seed-cifar10", "fast-cifar10", "resnet-cifar10", "air-cifar10"]},
 }

@@ -211,7 +211,7 @@ class TrainConfig:
         None, "after training, recompute every trainable BatchNorm layer's statistics over "
               "the training photos, un-augmented and at full size, with the kept weights "
               "(PreciseBN; a frozen pretrained body keeps its own), before calibration and the "
-              "test; default: the preset's (on for fast-, long- and resnet-catsdogs)")
+              "test; default: the preset's (on for fast-, long-, hires- and resnet-catsdogs)")
     progressive_start: float | None = setting(
         None, "(fraction) progressive resizing: the first epoch trains on images scaled to this "
               "fraction of the preset's size, growing to full size by 3/4 of the epochs "
