@@ -60,6 +60,15 @@ def test_bad_flags(capsys, argv, expected):
     assert expected in one_error_line(capsys, main, argv)
 
 
+def test_val_split_where_the_data_has_its_own_validation_folder(capsys, tmp_path):
+    for split in ("train", "validation"):
+        write_class_images(tmp_path / "d" / split, TWO_CLASSES, 2)
+    line = one_error_line(capsys, main, ["--data", str(tmp_path / "d"), "--val-split", "0.3",
+                                         "--run-dir", str(tmp_path / "run")])
+    assert "--val-split is not used" in line and "validation/" in line
+    assert not (tmp_path / "run").exists()
+
+
 def test_dataset_typo_suggests_the_right_name(capsys):
     assert "did you mean 'cifar10'" in one_error_line(capsys, main, ["--dataset", "cifar-10"])
 

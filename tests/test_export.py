@@ -250,6 +250,15 @@ def test_a_check_folder_missing_is_said_before_anything_is_written(trained_run, 
     assert "--check" in line or "nowhere" in line
     assert not (tmp_path / "out").exists()
 
+
+@pytest.mark.parametrize("flags", [["--calibration", "photos/"], ["--int8-io"]])
+def test_int8_flags_without_the_int8_format_are_one_line_not_ignored(flags, tmp_path, capsys):
+    line = one_error_line(capsys, export_main, ["nowhere.keras", "--format", "tflite", "onnx",
+                                                *flags, "--out", str(tmp_path / "out")])
+    assert flags[0] in line and "tflite-int8" in line
+    assert not (tmp_path / "out").exists()
+
+
 def test_unknown_format_is_one_line(trained_run, capsys):
     assert export_main([str(trained_run.dir), "--format", "tflite-int4"]) == 2
     assert "unknown format 'tflite-int4'" in capsys.readouterr().err

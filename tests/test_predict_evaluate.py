@@ -217,6 +217,25 @@ def test_top_k_2_lists_both_classes_of_a_binary_model(model_dir, tmp_path, capsy
     assert "cats 0." in row and "dogs 0." in row, row
 
 
+def test_threshold_on_a_multiclass_model_is_one_line_not_ignored(tmp_path, capsys):
+    get_preset("seed-cifar10").build(3).save(tmp_path / "m.keras")
+    (tmp_path / "class_names.json").write_text(json.dumps(["apples", "grapes", "limes"]))
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "good.jpg")
+    line = one_error_line(capsys, predict_main, [str(tmp_path / "m.keras"),
+                                                 str(tmp_path / "good.jpg"), "--threshold", "0.7"])
+    assert "--threshold is for two-class models" in line and "3 classes" in line
+
+
+def test_threshold_moves_a_binary_models_choice(model_dir, tmp_path, capsys):
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "good.jpg")
+    chosen = set()
+    for threshold in ("0.001", "0.999"):
+        assert predict_main([str(model_dir), str(tmp_path / "good.jpg"),
+                             "--threshold", threshold]) == 0
+        chosen.add(capsys.readouterr().out.split()[1])
+    assert chosen == {"cats", "dogs"}
+
+
 def test_lambda_model_is_refused_with_one_line(tmp_path, capsys):
     inputs = keras.Input((8, 8, 3))
     outputs = keras.layers.Dense(1, activation="sigmoid")(

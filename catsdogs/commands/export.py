@@ -13,7 +13,7 @@ is written beside its destination and swapped in, so an existing export is never
 
 from catsdogs.commands.common import add_model_flags, model_options
 from catsdogs.config import command_parser
-from catsdogs.errors import command_main
+from catsdogs.errors import CatsDogsError, command_main
 from catsdogs.inference.export import FORMATS, check, default_out, export, format_check_table
 
 
@@ -30,7 +30,22 @@ def build_parser():
     return parser
 
 
+INT8_FORMAT = "tflite-int8"  # the one format --calibration and --int8-io shape
+
+
+def check_int8_flags(args):
+    """--calibration and --int8-io only shape the int8 TFLite file: given without it, they would
+    be ignored, so they are one line instead."""
+    if INT8_FORMAT in args.format or "all" in args.format:
+        return
+    for flag, value in (("--calibration", args.calibration), ("--int8-io", args.int8_io)):
+        if value:
+            raise CatsDogsError(f"{flag} is for --format {INT8_FORMAT}, which is not asked for",
+                                where=flag, fix=f"add {INT8_FORMAT} to --format, or drop {flag}")
+
+
 def _run(args):
+    check_int8_flags(args)
     formats = args.format
     if args.check and "keras" not in formats and "all" not in formats:
         formats = [*formats, "keras"]  # the reference the others are compared with

@@ -32,9 +32,9 @@ def build_parser():
     parser.add_argument("paths", nargs="+", help="image files and folders (read recursively)")
     parser.add_argument("--output", help="write rows to FILE.csv or FILE.json")
     parser.add_argument("--top-k", type=int, default=1, help="classes listed per image [default: 1]")
-    parser.add_argument("--threshold", type=float, default=0.5,
-                        help="binary models: probability of the second class needed to pick it "
-                             "[default: 0.5]")
+    parser.add_argument("--threshold", type=float,
+                        help="two-class models: probability of the second class needed to pick "
+                             "it [default: 0.5]")
     parser.add_argument("--sort-into", metavar="DIR", help="copy each image into DIR/<class>/ "
                                                            "(DIR/unknown/ below --min-confidence)")
     parser.add_argument("--explain", metavar="DIR",
@@ -56,6 +56,19 @@ def check_flags(args):
                             f"received {args.output!r}", fix="e.g. --output predictions.csv")
 
 
+DEFAULT_THRESHOLD = 0.5  # a two-class model picks the second class from this probability on
+
+
+def check_threshold(threshold, classifier, model):
+    """--threshold moves a two-class model's decision; on more classes there is no single
+    probability to move, so a given one is refused rather than ignored."""
+    if threshold is not None and not classifier.is_binary:
+        raise CatsDogsError(f"--threshold is for two-class models; this one has "
+                            f"{len(classifier.class_names)} classes", where=model,
+                            fix="drop --threshold (the most probable class is picked), or use "
+                                "--min-confidence to send unsure photos to unknown")
+
+
 def _run(args):
     from catsdogs.inference.classifier import load
 
@@ -65,8 +78,10 @@ def _run(args):
         if folder:
             runs.check_writable(folder)  # and so is a folder the machine refuses
     classifier = load(args.model, **model_options(args))
+    check_threshold(args.threshold, classifier, args.model)
+    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
     rows, skipped = predict_paths(classifier, args.paths, args.batch_size, args.top_k,
-                                  args.threshold, tta=args.tta, min_confidence=args.min_confidence,
+                                  threshold, tta=args.tta, min_confidence=args.min_confidence,
                                   explain_into=args.explain)
     for path, reason in skipped:  # stderr: stdout holds the rows only (docs/errors.md)
         log().warning(f"skipped {display(path)}: {reason}")
@@ -77,7 +92,7 @@ def _run(args):
     with_top_k = not classifier.is_binary or args.top_k > 1
     width = min(60, max(len(display(r.path)) for r in rows))
     for row in rows:
-        extra = "  " + ", ".join(f"{c} {p:.3f}" for c, p in row.top_k) if with_top_k and args.top_k > 1 else ""
+        extra = "  " + ", ".join(f"{c} {p:.3f}" for c, p in row.top_k) if args.top_k > 1 else ""
         print(f"{display(row.path):<{width}}  {row.predicted:<12} {row.probability:.4f}{extra}")
     log().info(f"{len(rows)} classified, {len(skipped)} skipped")
     if args.output:

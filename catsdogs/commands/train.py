@@ -57,7 +57,27 @@ def config_from_args(args):
     dataset = merged.get("dataset", "folder")
     preset = get_preset(merged.get("preset") or DEFAULT_PRESET.get(dataset, "seed-catsdogs"))
     base = {"augment": cfg.to_dict(preset.recipe.augment)}
-    return cfg.TrainConfig(**cfg.merge(base, merged))
+    config = cfg.TrainConfig(**cfg.merge(base, merged))
+    if "val_split" in flags:
+        _check_val_split_used(config)
+    return config
+
+
+def _check_val_split_used(config):
+    """A --val-split typed where the data brings its own validation photos would be ignored:
+    said in one line instead, so the split a user asked for is never silently another."""
+    from catsdogs.data.datasets import find_split_folders
+
+    if config.train_dir is not None:
+        own = "--val-dir gives the validation photos"
+    elif config.dataset == "folder" and config.data and find_split_folders(config.data):
+        own = (f"{config.data} has its own {find_split_folders(config.data)[1].name}/ folder of "
+               "validation photos")
+    else:
+        return
+    raise CatsDogsError(f"--val-split is not used: {own}", where="--val-split",
+                        fix="drop --val-split, or give --data a folder of class sub-folders "
+                            "to split")
 
 
 def _run(args):
