@@ -25,6 +25,8 @@ NOISE = re.compile(rb"""
   | [IW]\d{4}\ [\d:.]+\s+\d+\ port\.cc:\d+\]\ oneDNN\ custom\ operations\ are\ on\b.*
   | [IW]\d{4}\ [\d:.]+\s+\d+\ cpu_feature_guard\.cc:\d+\]\ This\ TensorFlow\ binary\ is\ optimized\b.*
   | To\ enable\ the\ following\ instructions:\ .*\ rebuild\ TensorFlow\ with\ the\ appropriate\ compiler\ flags\.
+  | fully_quantize:\ \d+,\ inference_type:\ \d+,\ input_inference_type:\ \w+,\ output_inference_type:\ \w+
+  | INFO:\ Created\ TensorFlow\ Lite\ XNNPACK\ delegate\ for\ CPU\.
 """, re.VERBOSE)
 
 
@@ -73,6 +75,13 @@ def filtered_stderr():
         reader.join(timeout=5)  # longer only if a child process kept the pipe open
         if not reader.is_alive():  # else it still writes to `saved`: leave that open
             os.close(saved)
+
+
+def quiet_tensorflow():
+    """filtered_stderr around a TensorFlow call that prints NOISE of its own every time (the
+    TFLite converter's quantisation summary, the interpreter's XNNPACK notice); nothing
+    filtered with TF_CPP_MIN_LOG_LEVEL=0."""
+    return filtered_stderr() if filter_on() else contextlib.nullcontext()
 
 
 class _FilteredLoader(importlib.abc.Loader):

@@ -251,6 +251,15 @@ def test_a_check_folder_missing_is_said_before_anything_is_written(trained_run, 
     assert not (tmp_path / "out").exists()
 
 
+def test_export_and_check_print_no_tensorflow_noise(trained_run, tmp_path, capfd):
+    """The int8 converter's summary, the interpreter's XNNPACK notice and tf2onnx's NumPy
+    warning are not the user's business: stderr stays empty (fd 2, where C++ writes)."""
+    assert export_main([str(trained_run.dir), "--format", "tflite-int8", "onnx", "--out",
+                        str(tmp_path / "out"), "--check", str(SAMPLE_DATA / "cifar10" / "test")]) == 0
+    err = capfd.readouterr().err
+    assert "fully_quantize" not in err and "XNNPACK" not in err and "np.object" not in err, err
+
+
 @pytest.mark.parametrize("flags", [["--calibration", "photos/"], ["--int8-io"]])
 def test_int8_flags_without_the_int8_format_are_one_line_not_ignored(flags, tmp_path, capsys):
     line = one_error_line(capsys, export_main, ["nowhere.keras", "--format", "tflite", "onnx",

@@ -22,6 +22,10 @@ NOISE = [
     "optimized to use available CPU instructions in performance-critical operations.",
     "To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow "
     "with the appropriate compiler flags.",
+    # the TFLite converter's summary (int8 export) and interpreter's notice (export --check)
+    "fully_quantize: 0, inference_type: 6, input_inference_type: FLOAT32, "
+    "output_inference_type: FLOAT32",
+    "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
 ]
 OWN_LINE = "a line of the program's own"
 WRITTEN = "".join(line + "\n" for line in NOISE + [OWN_LINE]).encode()

@@ -11,6 +11,7 @@ import contextlib
 import json
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from catsdogs import runs
 from catsdogs.errors import CatsDogsError
 from catsdogs.inference.calibrate import with_temperature
 from catsdogs.inference.saved_model import write_saved_model
+from catsdogs.stderr_filter import quiet_tensorflow
 
 FORMATS = ("saved_model", "keras", "tflite", "tflite-fp16", "tflite-int8", "onnx")
 FILE_NAMES = {"saved_model": "saved_model", "keras": "model.keras", "tflite": "model.tflite",
@@ -69,7 +71,8 @@ def write_tflite(model, path, mode="float32", calibration=None, int8_io=False):
             if int8_io:
                 converter.inference_input_type = tf.uint8
                 converter.inference_output_type = tf.uint8
-        flatbuffer = converter.convert()
+        with quiet_tensorflow():  # the quantisation summary it prints on every conversion
+            flatbuffer = converter.convert()
     with runs.atomic_path(path) as temp:
         temp.write_bytes(flatbuffer)
 
@@ -78,7 +81,10 @@ def write_onnx(model, path):
     """ONNX through Keras' own exporter (tf2onnx underneath)."""
     model(np.zeros((1, *model.input_shape[1:]), np.float32))  # Keras exports only called models
     try:
-        with runs.atomic_path(path) as temp:
+        with runs.atomic_path(path) as temp, warnings.catch_warnings():
+            # Keras' bundled tf2onnx asks NumPy for np.object at import, which NumPy 2 answers
+            # with a FutureWarning the user can do nothing about
+            warnings.filterwarnings("ignore", message=".*np\\.object", category=FutureWarning)
             model.export(str(temp), format="onnx", verbose=False)
     except ImportError as error:
         raise CatsDogsError(f"ONNX export needs tf2onnx and onnx ({error})", where="--format onnx",

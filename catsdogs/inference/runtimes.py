@@ -18,6 +18,7 @@ import numpy as np
 from catsdogs.console import log
 from catsdogs.errors import CatsDogsError
 from catsdogs.runs import check_class_names
+from catsdogs.stderr_filter import quiet_tensorflow
 
 
 @dataclasses.dataclass
@@ -198,14 +199,18 @@ def tflite_interpreter(path, threads=None):
     """LiteRT's interpreter (ai-edge-litert), or TensorFlow's own copy where it is missing.
 
     `threads` defaults to every core: LiteRT's own default runs XNNPACK on one thread, which
-    halves int8 images/s on a 2-core machine (bench/export.py measures it).
+    halves int8 images/s on a 2-core machine (bench/export.py measures it). Its tensors are
+    allocated.
     """
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:  # pragma: no cover - depends on the installed packages
         import tensorflow as tf
         Interpreter = tf.lite.Interpreter
-    return Interpreter(model_path=str(path), num_threads=threads or os.cpu_count())
+    with quiet_tensorflow():  # its "Created TensorFlow Lite XNNPACK delegate" line, at the first
+        interpreter = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count())
+        interpreter.allocate_tensors()
+    return interpreter
 
 
 def open_tflite(path):
@@ -214,7 +219,6 @@ def open_tflite(path):
     interpreter = tflite_interpreter(path)
     input_detail = interpreter.get_input_details()[0]
     output_detail = interpreter.get_output_details()[0]
-    interpreter.allocate_tensors()
 
     def run(pixels):
         pixels = np.asarray(pixels, np.float32)
