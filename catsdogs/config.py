@@ -562,8 +562,8 @@ def read_run_config(path):
     """The TrainConfig of a run folder's config.json, upgraded from any earlier version."""
     values = upgrade(load_json(path), source=path)
     check_keys(TrainConfig, values, source=path)
-    check_types(TrainConfig, values, source=path)
-    return from_dict(TrainConfig, values, source=path)
+    check_types(TrainConfig, values, source=path)  # needs known keys: after check_keys
+    return TrainConfig(**values)
 
 
 def read_settings_file(path):
