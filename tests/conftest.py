@@ -75,6 +75,17 @@ def crash_when_epoch_starts(monkeypatch, crash_epoch):
     return started
 
 
+def killed_then_resumed(config, monkeypatch, crash_epoch=1):
+    """Train `config`, killed as 0-based `crash_epoch` starts, then `catsdogs.resume` its run
+    folder: (the finished Run, the epochs started, resumed ones included)."""
+    import catsdogs
+
+    started = crash_when_epoch_starts(monkeypatch, crash_epoch)
+    with pytest.raises(Interrupt):
+        catsdogs.train(config)
+    return catsdogs.resume(config.run_dir), started
+
+
 def bomb_png_bytes(side=100_000):
     """A tiny PNG whose header claims side x side RGB pixels: a decompression bomb."""
     import struct

@@ -17,8 +17,8 @@ from catsdogs.models.presets import get_preset
 from catsdogs.training.distill import ProbabilityDistillation
 from catsdogs.training.prune import channel_groups, prune_model
 
-from conftest import (TWO_CLASSES, Interrupt, crash_when_epoch_starts, one_error_line,
-                      write_class_images)
+from conftest import (TWO_CLASSES, Interrupt, crash_when_epoch_starts, killed_then_resumed,
+                      one_error_line, write_class_images)
 
 RUN_FILES = ["config.json", "class_names.json", "history.csv", "model.keras",
              "saved_model/saved_model.pb", "metrics.json", "calibration.json"]
@@ -268,10 +268,7 @@ def test_pruning_with_distillation_resumes_after_a_crash(teacher, tmp_path, monk
     config = command_config(prune_command, [str(teacher), "--keep", "0.25", "--distill",
                                             *SMALL, "--run-dir", str(run_dir)])
     assert config.teacher == config.prune_from == str(teacher.resolve())
-    started = crash_when_epoch_starts(monkeypatch, 1)
-    with pytest.raises(Interrupt):
-        catsdogs.train(config)
-    run = catsdogs.resume(run_dir)
+    run, started = killed_then_resumed(config, monkeypatch)
     assert started == [0, 1, 1] and [int(r["epoch"]) for r in run.history] == [1, 2]
     model = catsdogs.load(run_dir).model
     assert [layer.kernel.shape[-1] for layer in model.layers if hasattr(layer, "kernel")] == \

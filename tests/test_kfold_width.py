@@ -17,8 +17,7 @@ from catsdogs.models.presets import get_preset
 from catsdogs.training import kfold
 from catsdogs.training.prune import channel_groups, scale_widths
 
-from conftest import (TWO_CLASSES, Interrupt, crash_when_epoch_starts, one_error_line,
-                      write_class_images)
+from conftest import TWO_CLASSES, killed_then_resumed, one_error_line, write_class_images
 
 QUICK = ["--preset", "seed-cifar10", "--epochs", "2", "--batch-size", "16"]
 
@@ -115,10 +114,7 @@ def test_a_narrower_run_is_a_normal_run_folder_and_resumes_as_narrow(pets, tmp_p
                                                                      monkeypatch):
     config = cfg.TrainConfig(data=str(pets), preset="seed-cifar10", epochs=2, batch_size=16,
                              width=0.5, run_dir=str(tmp_path / "r"))
-    crash_when_epoch_starts(monkeypatch, 1)
-    with pytest.raises(Interrupt):
-        catsdogs.train(config)
-    run = catsdogs.resume(tmp_path / "r")
+    run, _ = killed_then_resumed(config, monkeypatch)
     assert run.metrics["epochs_run"] == 2
     assert json.loads((run.dir / "config.json").read_text())["width"] == 0.5
     model = keras.saving.load_model(run.model_path, safe_mode=True, compile=False)
