@@ -96,13 +96,14 @@ def train_once(args, root, keep, seed):
     return run_dir, time.perf_counter() - started
 
 
-def run_pflop(preset_name, run_dir, metrics, image_size=None):
-    """The run's training arithmetic in PFLOP (machine.training_flops), at `image_size`
-    (--image-size; None: the preset's)."""
+def run_pflop(run_dir, metrics):
+    """The run's training arithmetic in PFLOP (machine.training_flops), at the size its own
+    settings trained (a reused run folder may predate this command's --image-size)."""
     from catsdogs import runs
-    from catsdogs.models.presets import count_flops, get_preset
+    from catsdogs.config import read_run_config
+    from catsdogs.models.presets import count_flops, preset_of
 
-    preset = get_preset(preset_name).at_size(image_size)
+    preset = preset_of(read_run_config(run_dir / runs.CONFIG_FILE))
     flops = count_flops(preset.build(len(json.loads((run_dir / runs.CLASS_NAMES_FILE).read_text()))))
     history = runs.read_csv(run_dir / runs.HISTORY_FILE)
     return training_flops(flops, metrics, history, preset.image_size[0]) / 1e15
@@ -157,7 +158,7 @@ def main():
                 metrics = json.loads((model_dir / "metrics.json").read_text())
                 row = {"keep": protocol, "seed": seed, "run": str(model_dir), "seconds": seconds,
                        "train_seconds": metrics["train_seconds"], "epochs": metrics["epochs_run"],
-                       "train_pflop": run_pflop(args.preset, model_dir, metrics, args.image_size),
+                       "train_pflop": run_pflop(model_dir, metrics),
                        "kept_epoch": metrics.get("kept_epoch", metrics["best_epoch"]),
                        # the held-out (selection) photos' accuracy: what a lever is chosen on
                        "held_out": metrics.get("kept_val_accuracy", metrics["best_val_accuracy"]),

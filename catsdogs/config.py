@@ -214,8 +214,9 @@ class TrainConfig:
               "test; default: the preset's (on for fast-, long-, hires- and resnet-catsdogs)")
     progressive_start: float | None = setting(
         None, "(fraction) progressive resizing: the first epoch trains on images scaled to this "
-              "fraction of the preset's size, growing to full size by 3/4 of the epochs "
-              "(validation and the saved model always use full size); 1: off; default: the preset's",
+              "fraction of the model's size (the preset's, or --image-size), growing to full "
+              "size by 3/4 of the epochs (validation and the saved model always use full size); "
+              "1: off; default: the preset's",
               search=("choice", 0.5, 0.75, 1.0))
     steps_per_execution: int | None = setting(
         None, "(steps) training steps per call into TensorFlow: fewer Python round trips, "

@@ -44,6 +44,9 @@ def test_the_published_size_is_the_preset_itself():
     (["--image-size", "8"], "bad value for --image-size"),
     # four 3x3 convolutions and poolings take 150 px to 7, and 20 px to nothing
     (["--preset", "seed-catsdogs", "--image-size", "20"], "cannot take 20x20 images"),
+    # 16 px builds, but progressive resizing's first epoch trains at 8 px
+    (["--preset", "resnet-catsdogs", "--image-size", "16", "--epochs", "8"],
+     "cannot take 8x8 images"),
 ])
 def test_a_side_that_cannot_work_is_one_line_before_any_work(flags, expected, pets, tmp_path,
                                                              capsys):
@@ -52,6 +55,18 @@ def test_a_side_that_cannot_work_is_one_line_before_any_work(flags, expected, pe
                                          "--run-dir", str(run_dir)])
     assert expected in line
     assert not run_dir.exists()
+
+
+def test_cifar10s_downloaded_arrays_keep_their_size(capsys):
+    line = one_error_line(capsys, main, ["--dataset", "cifar10", "--image-size", "64"])
+    assert "CIFAR-10 images are 32x32 arrays" in line and "--image-size" in line
+
+
+def test_folds_continued_with_another_size_name_the_flag_to_repeat():
+    from catsdogs.training.kfold import _as_flag
+
+    assert _as_flag("image_size", None) == "without --image-size"
+    assert _as_flag("image_size", 128) == "--image-size 128"
 
 
 def test_a_config_of_before_the_setting_resumes_at_the_presets_size():

@@ -14,7 +14,8 @@ is written beside its destination and swapped in, so an existing export is never
 from catsdogs.commands.common import add_model_flags, model_options
 from catsdogs.config import command_parser
 from catsdogs.errors import CatsDogsError, command_main
-from catsdogs.inference.export import FORMATS, check, default_out, export, format_check_table
+from catsdogs.inference.export import (FORMATS, check, check_formats, default_out, export,
+                                       format_check_table)
 
 
 def build_parser():
@@ -36,7 +37,7 @@ INT8_FORMAT = "tflite-int8"  # the one format --calibration and --int8-io shape
 def check_int8_flags(args):
     """--calibration and --int8-io only shape the int8 TFLite file: given without it, they would
     be ignored, so they are one line instead."""
-    if INT8_FORMAT in args.format or "all" in args.format:
+    if INT8_FORMAT in check_formats(args.format):
         return
     for flag, value in (("--calibration", args.calibration), ("--int8-io", args.int8_io)):
         if value:

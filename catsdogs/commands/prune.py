@@ -48,7 +48,8 @@ def build_parser():
                         help="fine-tune learning from the unpruned model too (its teacher)")
     parser.add_argument("--config", metavar="FILE.json", help="settings file; flags override it")
     cfg.add_flags(parser, cfg.TrainConfig,
-                  skip=("preset", "weights", "teacher", "prune_from", "prune_keep"))
+                  skip=("preset", "weights", "teacher", "prune_from", "prune_keep",
+                        "image_size"))
     return parser
 
 

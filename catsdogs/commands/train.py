@@ -67,12 +67,14 @@ def _check_val_split_used(config):
     """A --val-split typed where the data brings its own validation photos would be ignored:
     said in one line instead, so the split a user asked for is never silently another."""
     from catsdogs.data.datasets import find_split_folders
+    from catsdogs.training.train import DEFAULT_DATA
 
+    data = DEFAULT_DATA if config.data is None else config.data  # as resolve_config does
+    splits = config.dataset == "folder" and find_split_folders(data)
     if config.train_dir is not None:
         own = "--val-dir gives the validation photos"
-    elif config.dataset == "folder" and config.data and find_split_folders(config.data):
-        own = (f"{config.data} has its own {find_split_folders(config.data)[1].name}/ folder of "
-               "validation photos")
+    elif splits:
+        own = f"{data} has its own {splits[1].name}/ folder of validation photos"
     else:
         return
     raise CatsDogsError(f"--val-split is not used: {own}", where="--val-split",

@@ -143,11 +143,7 @@ def export(model, formats=FORMATS, out=None, calibration=None, int8_io=False):
     """
     from catsdogs.inference.classifier import Classifier, load
 
-    formats = list(FORMATS) if "all" in formats else list(formats)
-    for name in formats:
-        if name not in FORMATS:
-            raise CatsDogsError(f"unknown format {name!r}", where="--format",
-                                fix=f"one of {', '.join(FORMATS)}, all")
+    formats = check_formats(formats)
     classifier = model if isinstance(model, Classifier) else load(model)
     if classifier.model is None:
         raise CatsDogsError("exporting needs the Keras model", where=classifier.source,
@@ -180,6 +176,16 @@ def export(model, formats=FORMATS, out=None, calibration=None, int8_io=False):
         written[name] = path
         print(f"{name:<12} {path}")
     return written
+
+
+def check_formats(formats):
+    """The format names asked for, "all" expanded; an unknown one is one line naming it."""
+    formats = list(FORMATS) if "all" in formats else list(formats)
+    for name in formats:
+        if name not in FORMATS:
+            raise CatsDogsError(f"unknown format {name!r}", where="--format",
+                                fix=f"one of {', '.join(FORMATS)}, all")
+    return formats
 
 
 def check(written, data_dir, reference="keras"):

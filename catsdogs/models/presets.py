@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import functools
 import math
+import re
 from typing import Callable
 
 import numpy as np
@@ -76,11 +77,22 @@ class Preset:
             return self
         return dataclasses.replace(self, image_size=(side, side))
 
-    def check_size(self, published):
-        """A preset moved to another size (`at_size`) is built once, before a file is decoded or
-        a run folder written, so a side its layers cannot take is one line up front."""
-        if tuple(self.image_size) != tuple(published.image_size):
-            self.build(2)
+    def check_size(self, published, first_side=None):
+        """A preset moved to another size (`at_size`) is built once at it, and at `first_side`
+        (progressive resizing's first epoch), before a file is decoded or a run folder written,
+        so a side its layers cannot take is one line up front, in Keras' words."""
+        if tuple(self.image_size) == tuple(published.image_size):
+            return
+        for side in dict.fromkeys((self.image_size[0], first_side or self.image_size[0])):
+            try:
+                self.at_size(side).build(2)
+            except ValueError as error:  # a side convolutions and poolings shrink below a pixel
+                reason = _keras_reason(error)
+                raise CatsDogsError(
+                    f"preset {self.name!r} cannot take {side}x{side} images"
+                    + ("" if side == self.image_size[0] else " (progressive resizing's first "
+                       "epoch)") + f": {reason}",
+                    where="--image-size", fix="give a larger --image-size") from None
 
     def check_progressive(self, start):
         """Progressive resizing needs a body that takes any image size (no Flatten)."""
@@ -103,12 +115,6 @@ class Preset:
         x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
         try:
             features = self.build_body(x, weights) if self.pretrainable else self.build_body(x)
-        except ValueError as error:  # a side its convolutions and poolings shrink below 1 pixel
-            if "negative" not in str(error).lower() and "size" not in str(error).lower():
-                raise
-            raise CatsDogsError(f"preset {self.name!r} cannot take {self.image_size[0]}x"
-                                f"{self.image_size[1]} images: its layers shrink them to nothing",
-                                where="--image-size", fix="give a larger --image-size") from None
         except Exception as error:  # offline, a proxy, a damaged cache file: the same fix
             if weights != "imagenet":
                 raise
@@ -129,6 +135,14 @@ class Preset:
             fix=f"run `catsdogs weights fetch {self.name}` where the network is (it saves "
                 f"{self.imagenet.where_keras_looks()}, where Keras looks: copy it to the "
                 "same place here), or pass --weights none")
+
+
+def _keras_reason(error):
+    """The line of a Keras error that says what is wrong: Keras wraps a layer's message in
+    "Exception encountered when calling ..." and terminal bold."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(error).splitlines()]
+    lines = [line for line in lines if line and not line.startswith("Exception encountered")]
+    return lines[0] if lines else type(error).__name__
 
 
 def _presets_with(capability):

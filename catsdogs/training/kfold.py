@@ -303,6 +303,8 @@ def _as_flag(key, value):
         return f"--{flag}" if value else f"--no-{flag}"
     if isinstance(value, (list, tuple)):
         return f"--{flag} {' '.join(map(str, value))}"
+    if value is None:  # the preset's own (no flag given)
+        return f"without --{flag}"
     return f"--{flag} {value}"
 
 
@@ -375,6 +377,7 @@ def cross_validate(base, data, folds, folder, continue_with=None):
             folds of other settings or files.
     """
     from catsdogs.models.presets import preset_of
+    from catsdogs.training.train import check_image_size
 
     settings = {"folds": folds, **fold_settings(base)}
     # everything a user can fix is found before a file is decoded or written
@@ -382,6 +385,7 @@ def cross_validate(base, data, folds, folder, continue_with=None):
     folder = Path(folder)
     _check_folder(folder)
     _read_record(folder, settings)
+    check_image_size(base)
     log().info(f"{folds} folds into {display(folder)} (killed, {continue_with or 'the same command'} "
                f"continues there)")
     with runs.run_folder_lock(folder):

@@ -103,8 +103,12 @@ def resolve_config(config):
         # rate stays constant; a refit needs an epoch chosen
         keep = "best" if resolved.refit or resolved.schedule == "constant" else "last"
         resolved = dataclasses.replace(resolved, keep_epoch=keep)
-    preset.at_size(resolved.image_size).check_size(preset)
     preset.check_progressive(resolved.progressive_start)
+    if resolved.dataset == "cifar10" and resolved.data is None and resolved.image_size not in (
+            None, 32):
+        raise CatsDogsError("the downloaded CIFAR-10 images are 32x32 arrays", where="--image-size",
+                            fix="drop --image-size, or pass --data FOLDER of CIFAR-10 image "
+                                "files, which are resized to it")
     features.check(resolved)
     return resolved
 
@@ -553,6 +557,7 @@ def train(config, callbacks=(), test=True, decoded=None):
     check_sources(config)  # what a user can fix is found before TensorFlow loads
     _check_writable(config)
     placement = _placement(config)
+    check_image_size(config)  # builds a model: after the placement, which comes first
     log().info(f"Settings: {json.dumps(cfg.to_dict(config))}")
     prepared = _prepare(config, placement, decoded)  # bad data fails here, before any folder
     if not placement.is_chief:
@@ -630,6 +635,17 @@ def _check_default_data(config):
                             "folder", where=Path.cwd(),
                             fix="pass --data FOLDER (class sub-folders), or run from the "
                                 "repository's root for its sample")
+
+
+def check_image_size(config):
+    """--image-size: a side the preset's layers (at progressive resizing's first epoch too)
+    cannot take is one line before anything is decoded."""
+    from catsdogs.models.presets import get_preset, preset_of
+    from catsdogs.training.progressive import side_for_epoch
+
+    preset = preset_of(config)
+    first = side_for_epoch(0, config.epochs, config.progressive_start, preset.image_size[0])
+    preset.check_size(get_preset(config.preset), first)
 
 
 def _check_writable(config):
