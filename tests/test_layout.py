@@ -18,7 +18,7 @@ PACKAGE = REPO / "catsdogs"
 # Lowest first: a module may import its own stage and the stages before it, never one after.
 STAGES = ["base", "data", "models", "inference", "training", "serve", "top"]
 BASE_MODULES = {"catsdogs.config", "catsdogs.runs", "catsdogs.errors", "catsdogs.plots",
-                "catsdogs.console", "catsdogs.backends"}
+                "catsdogs.console", "catsdogs.backends", "catsdogs.stderr_filter"}
 
 
 def module_name(path):
