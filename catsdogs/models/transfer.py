@@ -89,6 +89,10 @@ def start_model(preset, class_names, weights):
 # ---------------------------------------------------------------- matching
 
 
+SAME_NETWORK = ("start from weights of the same preset (the tutorial CNNs: at the same "
+                "--image-size too, their Dense layer grows with it)")
+
+
 def _copy_in_order(targets, stored, where):
     """Set each target layer from the stored (name, arrays) at its position; the first that
     does not fit is one error line naming it."""
@@ -97,17 +101,17 @@ def _copy_in_order(targets, stored, where):
         if position >= len(stored):
             raise CatsDogsError(f"the weights end before layer {layer.name!r} (the network has "
                                 f"{len(targets)} layers with weights, the file {len(stored)})",
-                                where=where, fix="start from weights of the same preset")
+                                where=where, fix=SAME_NETWORK)
         name, arrays = stored[position]
         got = [tuple(a.shape) for a in arrays]
         if got != want:
             raise CatsDogsError(f"layer {layer.name!r} does not match: it has shapes {want}, "
                                 f"the weights' {name!r} {got}", where=where,
-                                fix="start from weights of the same preset")
+                                fix=SAME_NETWORK)
     if len(stored) > len(targets):
         raise CatsDogsError(f"the weights hold {len(stored) - len(targets)} more layers than "
                             f"the network, from {stored[len(targets)][0]!r}", where=where,
-                            fix="start from weights of the same preset")
+                            fix=SAME_NETWORK)
     for layer, (_, arrays) in zip(targets, stored):
         layer.set_weights(arrays)
 
