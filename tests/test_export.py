@@ -255,7 +255,8 @@ def test_export_and_check_print_no_tensorflow_noise(trained_run, tmp_path, capfd
     """The int8 converter's summary, the interpreter's XNNPACK notice and tf2onnx's NumPy
     warning are not the user's business: stderr stays empty (fd 2, where C++ writes)."""
     assert export_main([str(trained_run.dir), "--format", "tflite-int8", "onnx", "--out",
-                        str(tmp_path / "out"), "--check", str(SAMPLE_DATA / "cifar10" / "test")]) == 0
+                        str(tmp_path / "out"),
+                        "--check", str(SAMPLE_DATA / "cifar10" / "test")]) == 0
     err = capfd.readouterr().err
     assert "fully_quantize" not in err and "XNNPACK" not in err and "np.object" not in err, err
 

@@ -53,7 +53,8 @@ def load_members(run_dirs):
         if tuple(member.image_size) != tuple(first.image_size):
             raise CatsDogsError(f"input size {member.image_size} differs from "
                                 f"{first.image_size} of {run_dirs[0]}", where=path,
-                                fix="combine runs of presets (and --image-size) with the same image size")
+                                fix="combine runs of presets (and --image-size) with the same "
+                                    "image size")
     return members
 
 

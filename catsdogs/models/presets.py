@@ -77,12 +77,10 @@ class Preset:
             return self
         return dataclasses.replace(self, image_size=(side, side))
 
-    def check_size(self, published, first_side=None):
+    def check_size(self, first_side=None):
         """A preset moved to another size (`at_size`) is built once at it, and at `first_side`
         (progressive resizing's first epoch), before a file is decoded or a run folder written,
         so a side its layers cannot take is one line up front, in Keras' words."""
-        if tuple(self.image_size) == tuple(published.image_size):
-            return
         for side in dict.fromkeys((self.image_size[0], first_side or self.image_size[0])):
             try:
                 self.at_size(side).build(2)

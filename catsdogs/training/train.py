@@ -640,12 +640,14 @@ def _check_default_data(config):
 def check_image_size(config):
     """--image-size: a side the preset's layers (at progressive resizing's first epoch too)
     cannot take is one line before anything is decoded."""
-    from catsdogs.models.presets import get_preset, preset_of
+    from catsdogs.models.presets import preset_of
     from catsdogs.training.progressive import side_for_epoch
 
+    if config.image_size is None:  # the preset's own size: its layers take it
+        return
     preset = preset_of(config)
-    first = side_for_epoch(0, config.epochs, config.progressive_start, preset.image_size[0])
-    preset.check_size(get_preset(config.preset), first)
+    preset.check_size(side_for_epoch(0, config.epochs, config.progressive_start,
+                                     preset.image_size[0]))
 
 
 def _check_writable(config):
