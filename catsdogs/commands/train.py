@@ -199,7 +199,10 @@ def _cross_validate(args):
                                       "and --run-dir"),
             ("--local-workers", args.local_workers, "the folds train one after another in "
                                                     "one process: drop it"),
-            ("--preview-augmentation", args.preview_augmentation, "preview without --folds")):
+            ("--preview-augmentation", args.preview_augmentation, "preview without --folds"),
+            # each fold's held-out images validate it: a split of the rest would be ignored
+            ("--val-split", getattr(args, "val_split", None) is not None,
+             "drop it: each fold is validated on the images it holds out")):
         if given:
             raise CatsDogsError(f"--folds does not take {flag}", where=flag, fix=fix)
     config = resolve_config(config_from_args(args))
