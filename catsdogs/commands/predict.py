@@ -23,7 +23,8 @@ from catsdogs.commands.common import (add_inference_flags, add_model_flags, chec
 from catsdogs.config import command_parser
 from catsdogs.console import display, log
 from catsdogs.errors import CatsDogsError, RunFailed, command_main
-from catsdogs.inference.predict import check_paths_exist, predict_paths, sort_into, write_output
+from catsdogs.inference.predict import (DEFAULT_THRESHOLD, check_paths_exist, predict_paths,
+                                        sort_into, write_output)
 
 
 def build_parser():
@@ -54,9 +55,6 @@ def check_flags(args):
     if args.output and Path(args.output).suffix.lower() not in OUTPUT_TYPES:
         raise CatsDogsError(f"bad value for --output: expected a name ending in .csv or .json, "
                             f"received {args.output!r}", fix="e.g. --output predictions.csv")
-
-
-DEFAULT_THRESHOLD = 0.5  # a two-class model picks the second class from this probability on
 
 
 def check_threshold(threshold, classifier, model):

@@ -73,8 +73,11 @@ def _rows_for(classifier, files, probabilities, top_k, threshold, min_confidence
     return rows
 
 
-def predict_paths(classifier, paths, batch_size=64, top_k=1, threshold=0.5, progress=True,
-                  tta=None, min_confidence=None, explain_into=None):
+DEFAULT_THRESHOLD = 0.5  # a two-class model picks the second class from this probability on
+
+
+def predict_paths(classifier, paths, batch_size=64, top_k=1, threshold=DEFAULT_THRESHOLD,
+                  progress=True, tta=None, min_confidence=None, explain_into=None):
     """Classify files and folders.
 
     Args:
