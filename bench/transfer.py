@@ -4,9 +4,11 @@
     python bench/transfer.py --preset fast-catsdogs --pretrain-epochs 10 --head-epochs 2 --fine-tune-epochs 9
     python bench/transfer.py --preset fast-catsdogs --pretrain-epochs 4 --keep-epoch best
     python bench/transfer.py --pretrained runs/bench-transfer/fast-catsdogs-cifar10-pretrain --fine-tune-epochs 30
+    python bench/transfer.py --preset hires-catsdogs --pretrain-image-size 64 --pretrain-epochs 10 --fine-tune-epochs 48
 
 First one pretraining run of `--preset` on ../shared/data/cifar10/train (a class folder: its
-images scaled up to the preset's size; 10 % held out to choose its epoch). Then, per seed, on
+images scaled up to the preset's size or `--pretrain-image-size`: the body pools globally, so
+its weights fit the preset's own size; 10 % held out to choose its epoch). Then, per seed, on
 ../shared/data/cats_and_dogs:
 - scratch:  `--weights none`, `--epochs` = head + fine-tune epochs (the same number of epochs);
 - transfer: `--weights <pretraining run>` (its body, a new head), `--epochs` head epochs with the
@@ -51,10 +53,12 @@ def finished(run_dir, config):
 
 def pretrain(args):
     """The CIFAR-10 run whose body starts the transfer arm (`--pretrained`'s when given)."""
-    run_dir = Path(args.pretrained or Path(args.out) / f"{args.preset}-cifar10-pretrain")
+    size = f"-{args.pretrain_image_size}px" if args.pretrain_image_size else ""
+    run_dir = Path(args.pretrained or Path(args.out) / f"{args.preset}-cifar10-pretrain{size}")
     seconds = finished(run_dir, catsdogs.TrainConfig(
         preset=args.preset, data=str(shared_data("cifar10", "train")), val_split=0.1,
-        epochs=args.pretrain_epochs, seed=args.seeds[0], run_dir=str(run_dir)))
+        epochs=args.pretrain_epochs, image_size=args.pretrain_image_size, seed=args.seeds[0],
+        run_dir=str(run_dir)))
     return run_dir, seconds
 
 
@@ -73,6 +77,8 @@ def main():
     parser.add_argument("--preset", default="fast-catsdogs")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--pretrain-epochs", type=int, help="default: the preset's")
+    parser.add_argument("--pretrain-image-size", type=int, metavar="N",
+                        help="pretrain at NxN [default: the preset's size]")
     parser.add_argument("--head-epochs", type=int, default=2,
                         help="transfer: epochs of the head alone [default: 2]")
     parser.add_argument("--fine-tune-epochs", type=int, default=9,

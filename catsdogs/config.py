@@ -297,6 +297,12 @@ class TrainConfig:
         from weights, or a second stage to come."""
         return self.weights != "none" or self.fine_tune_epochs > 0
 
+    @property
+    def total_epochs(self):
+        """Both stages' epochs: what a schedule over the whole run (progressive resizing, the
+        epoch count in logs) spans."""
+        return self.epochs + self.fine_tune_epochs
+
     def __post_init__(self):
         if isinstance(self.augment, dict):
             object.__setattr__(self, "augment", from_dict(AugmentConfig, self.augment))

@@ -50,6 +50,14 @@ def test_training_grows_the_images_and_keeps_the_full_size_model(binary_folders,
     assert json.loads((run.dir / "config.json").read_text())["progressive_start"] == 0.5
 
 
+def test_the_size_schedule_spans_both_stages_of_a_two_stage_run(binary_folders, tmp_path):
+    run = catsdogs.train(TrainConfig(data=str(binary_folders), preset="fast-cifar10", epochs=1,
+                                     fine_tune_epochs=3, batch_size=8, progressive_start=0.5,
+                                     run_dir=str(tmp_path / "run")))
+    assert [int(float(r["stage"])) for r in run.history] == [1, 2, 2, 2]
+    assert [int(float(r["image_side"])) for r in run.history] == [16, 24, 24, 32]
+
+
 def test_a_fixed_size_preset_refuses_progressive_resizing_in_one_line(binary_folders, capsys):
     code = main(["--data", str(binary_folders), "--preset", "seed-cifar10",
                  "--progressive-start", "0.5"])

@@ -308,7 +308,7 @@ def _callbacks(config, run_dir, prepared, steps_per_epoch, history):
 
     found = []
     if prepared.train_size is not None:
-        found.append(callbacks.ProgressiveResizing(prepared.train_size, config.epochs,
+        found.append(callbacks.ProgressiveResizing(prepared.train_size, config.total_epochs,
                                                    config.progressive_start,
                                                    prepared.preset.image_size))
     if prepared.flips is not None:
@@ -396,7 +396,7 @@ def _fit(config, run_dir, prepared, resumed, extra_callbacks=(), test=True):
     fit_callbacks = _callbacks(config, run_dir, prepared, steps_per_epoch, history)
     live = console.live_progress()  # else one plain line per epoch (or none with --quiet)
     if not live and console.chatty():
-        fit_callbacks.append(callbacks.EpochLog(config.epochs + config.fine_tune_epochs))
+        fit_callbacks.append(callbacks.EpochLog(config.total_epochs))
     with read_errors_raised(data), console.progress_to_stderr(), \
             multi_worker_fit(model, prepared.placement, prepared.first_batch), \
             callbacks.InterruptAtBatchEnd() as interrupt:
@@ -618,7 +618,7 @@ def resume(run_dir, callbacks=(), test=True, decoded=None):
         if placement.workers > 1:
             take_chief_resume_state(placement, run_dir, backup_folder)
         done = runs.read_csv(folder / runs.HISTORY_FILE)
-        log().info(f"Resuming {run_dir} after epoch {len(done)} of {config.epochs}")
+        log().info(f"Resuming {run_dir} after epoch {len(done)} of {config.total_epochs}")
         run = _fit(config, folder, _prepare(config, placement, decoded), resumed=True,
                    extra_callbacks=callbacks, test=test)
     if config.refit and run is not None:
@@ -646,7 +646,7 @@ def check_image_size(config):
     if config.image_size is None:  # the preset's own size: its layers take it
         return
     preset = preset_of(config)
-    preset.check_size(side_for_epoch(0, config.epochs, config.progressive_start,
+    preset.check_size(side_for_epoch(0, config.total_epochs, config.progressive_start,
                                      preset.image_size[0]))
 
 
