@@ -9,11 +9,12 @@ Starts `python -m catsdogs serve` on 127.0.0.1 (a free port) twice, with `--max-
 (batching) and `--max-batch 1` (every request its own model call), and sends each the same
 bounded load: --requests POSTs to /v1/models/catsdogs:predict, one photo each (JSON with
 base64, as TF Serving clients send), from --clients concurrent clients (`--client raw`: keep-
-alive connections speaking raw HTTP/1.1, cheap in CPU as wrk is; `httpx`: a thread per client,
-as measured before 2026-12-04), after 20 warm-up requests. First, in this process, the model
-alone as the server calls it, one image a call and 32 a call: their ratio is the ceiling of
-what batching can gain on this machine. The model is an untrained preset (speed does not depend
-on the weights); the photos are the preset's task's own:
+alive connections speaking raw HTTP/1.1, cheap in CPU as wrk is; `httpx`: a thread per client
+on httpx2, httpx's maintained fork with its API, as measured before 2026-12-04 on httpx), after
+20 warm-up requests. First, in this process, the model alone as the server calls it, one image
+a call and 32 a call: their ratio is the ceiling of what batching can gain on this machine.
+The model is an untrained preset (speed does not depend on the weights); the photos are the
+preset's task's own:
 ../shared/data/cats_and_dogs/validation, or CIFAR-10's test images (32x32) for a 10-class
 preset (before 2026-12-04 every preset got the cats/dogs photos). Prints images/s, p50/p95/p99
 latency, errors, the ratio, and the share of the model-alone ceiling (32 a call) that the
@@ -87,14 +88,14 @@ def start_server(model_dir, port, max_batch, stdout, max_queue=None, workers=1):
 
 def load(port, bodies, requests, clients):
     """Send `requests` POSTs from `clients` threads; (latencies in s, errors, wall seconds)."""
-    import httpx
+    import httpx2
 
     url = f"http://127.0.0.1:{port}/v1/models/catsdogs:predict"
     latencies, errors, lock = [], [0], threading.Lock()
     counter = iter(range(requests))
 
     def client():
-        with httpx.Client(timeout=60) as http:
+        with httpx2.Client(timeout=60) as http:
             while True:
                 with lock:
                     index = next(counter, None)
@@ -238,7 +239,7 @@ def profile(model_path, bodies, rounds=50):
     after a warm-up, and a whole request through the ASGI app (no network)."""
     import asyncio
 
-    import httpx
+    import httpx2
 
     from catsdogs.data.images import decode_image
     from catsdogs.serve.app import ServeConfig, _instances, _row, create_app
@@ -268,8 +269,8 @@ def profile(model_path, bodies, rounds=50):
     app = create_app(classifier, ServeConfig())
 
     async def sequential(count):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://x") as http:
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://x") as http:
             started = time.perf_counter()
             for index in range(count):
                 await http.post("/v1/models/catsdogs:predict", content=bodies[index % len(bodies)],

@@ -164,7 +164,7 @@ def test_metrics_health_report_and_page(client):
 
 
 def test_concurrent_requests_are_batched_into_one_model_call(classifier):
-    import httpx
+    import httpx2
 
     app = create_app(classifier, ServeConfig(max_batch=64, batch_wait_ms=50))
     calls = []
@@ -172,8 +172,8 @@ def test_concurrent_requests_are_batched_into_one_model_call(classifier):
     body = {"instances": [b64(png_bytes())]}
 
     async def burst():
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://test") as http:
             return await asyncio.gather(*(http.post("/v1/models/catsdogs:predict", json=body)
                                           for _ in range(16)))
 

@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 
-import httpx
+import httpx2
 import numpy as np
 import pytest
 from PIL import Image
@@ -171,8 +171,8 @@ def test_a_chunked_multipart_upload_stops_at_the_limit_with_nothing_on_disk(clas
             yield piece
 
     async def send():
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://test") as http:
             return await http.post(CLASSIFY, content=body(), headers={
                 "content-type": f"multipart/form-data; boundary={boundary}"})
 
@@ -347,9 +347,9 @@ def server(run_dir, tmp_path_factory):
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                if httpx2.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
                     break
-            except httpx.HTTPError:
+            except httpx2.HTTPError:
                 time.sleep(0.1)
         else:
             raise AssertionError(f"the server did not start: {stderr.read_text()[-2000:]}")
@@ -451,7 +451,7 @@ def test_a_deep_pipeline_gets_the_first_requests_answered_then_the_connection_cl
     request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     statuses, _ = answers_until_closed(port, request * 200)
     assert statuses is not None and 1 <= len(statuses) <= 9 and set(statuses) == {200}
-    assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+    assert httpx2.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
 
 
 def test_garbage_behind_a_request_does_not_overtake_its_answer(server):
@@ -482,7 +482,7 @@ def test_half_open_connections_are_all_closed_by_the_header_timeout(server):
         for connection in connections:
             connection.close()
     assert still_open == 0
-    assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+    assert httpx2.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
 
 
 def test_a_body_dribbled_past_the_body_timeout_gets_408_and_is_closed(server):
@@ -555,7 +555,7 @@ def test_an_idle_keep_alive_connection_is_closed_by_the_idle_timeout(server):
 def test_a_client_that_hangs_up_mid_body_leaves_no_traceback(server):
     port, stderr = server
     base = f"http://127.0.0.1:{port}"
-    before = metric(httpx.get(base + "/metrics", timeout=5).text, "catsdogs_requests_total",
+    before = metric(httpx2.get(base + "/metrics", timeout=5).text, "catsdogs_requests_total",
                     code="499", endpoint="predict") or 0  # a refusal mid-body counts there too
     with socket.create_connection(("127.0.0.1", port)) as connection:
         connection.sendall(b"POST " + PREDICT.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -563,12 +563,12 @@ def test_a_client_that_hangs_up_mid_body_leaves_no_traceback(server):
                            b'{"instances": [')
         time.sleep(0.2)
     deadline = time.monotonic() + 10
-    while metric(httpx.get(base + "/metrics", timeout=5).text, "catsdogs_requests_total",
+    while metric(httpx2.get(base + "/metrics", timeout=5).text, "catsdogs_requests_total",
                  code="499", endpoint="predict") != before + 1:
         assert time.monotonic() < deadline, "the hang-up was not counted"
         time.sleep(0.1)
     assert "Traceback" not in stderr.read_text()
-    answer = httpx.post(base + PREDICT, json={"instances": [b64(png_bytes())]}, timeout=30)
+    answer = httpx2.post(base + PREDICT, json={"instances": [b64(png_bytes())]}, timeout=30)
     assert answer.status_code == 200
 
 
@@ -606,12 +606,12 @@ def test_a_request_past_max_connections_gets_503_json_with_retry_after(classifie
     request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     with running(classifier, max_connections=2) as port:
         base = f"http://127.0.0.1:{port}"
-        with httpx.Client() as keeps_one_open:  # kept alive in its pool: one connection held
+        with httpx2.Client() as keeps_one_open:  # kept alive in its pool: one connection held
             assert keeps_one_open.get(base + "/healthz").status_code == 200
             with socket.create_connection(("127.0.0.1", port)) as raw:
                 raw.sendall(request)
                 waited, received = closed_after(raw, 10)
-        assert httpx.get(base + "/healthz").status_code == 200  # the slot came back
+        assert httpx2.get(base + "/healthz").status_code == 200  # the slot came back
     status, headers, body = raw_answer(received)
     assert waited is not None and status == 503 and headers["retry-after"] == "1"
     assert headers["content-type"] == "application/json"

@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from PIL import Image
 
@@ -58,8 +58,8 @@ def photo_body():
 
 async def _send_all(app, requests):
     """Send (method, path, kwargs) requests at once to the ASGI app; their responses."""
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+    transport = httpx2.ASGITransport(app=app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://test") as http:
         return await asyncio.gather(*(http.request(method, path, **kwargs)
                                       for method, path, kwargs in requests))
 
@@ -152,7 +152,7 @@ def wait_until(check, seconds, what):
         try:
             if check():
                 return
-        except httpx.HTTPError:
+        except httpx2.HTTPError:
             pass
         time.sleep(0.05)
     raise AssertionError(f"not within {seconds} s: {what}")
@@ -191,14 +191,14 @@ def answered_through_a_drain(server, port, requests, drain_seconds):
 
     def send():
         try:
-            responses.append(httpx.post(base + PREDICT, json=photo_body(), timeout=60))
-        except httpx.HTTPError as error:
+            responses.append(httpx2.post(base + PREDICT, json=photo_body(), timeout=60))
+        except httpx2.HTTPError as error:
             responses.append(error)
 
     clients = [threading.Thread(target=send) for _ in range(requests)]
     for client in clients:
         client.start()
-    wait_until(lambda: metric(httpx.get(base + "/metrics", timeout=5).text,
+    wait_until(lambda: metric(httpx2.get(base + "/metrics", timeout=5).text,
                               "catsdogs_admitted_requests") == requests, 30,
                f"{requests} requests admitted")
     peak = sum(process_memory(pid)["VmHWM"] for pid in [server.pid, *children(server.pid)])
