@@ -34,10 +34,10 @@ def build_parser():
 INT8_FORMAT = "tflite-int8"  # the one format --calibration and --int8-io shape
 
 
-def check_int8_flags(args):
+def check_int8_flags(args, formats):
     """--calibration and --int8-io only shape the int8 TFLite file: given without it, they would
     be ignored, so they are one line instead."""
-    if INT8_FORMAT in check_formats(args.format):
+    if INT8_FORMAT in formats:
         return
     for flag, value in (("--calibration", args.calibration), ("--int8-io", args.int8_io)):
         if value:
@@ -46,9 +46,9 @@ def check_int8_flags(args):
 
 
 def _run(args):
-    check_int8_flags(args)
-    formats = args.format
-    if args.check and "keras" not in formats and "all" not in formats:
+    formats = check_formats(args.format)  # "all" expanded; an unknown name is one line
+    check_int8_flags(args, formats)
+    if args.check and "keras" not in formats:
         formats = [*formats, "keras"]  # the reference the others are compared with
     from catsdogs import runs
     from catsdogs.data.datasets import list_class_folders
