@@ -57,7 +57,11 @@ def reserve(config):
     once (connections wait in the backlog while the model loads): a socket only bound, with
     SO_REUSEADDR, would not keep another server from taking the port in the meantime."""
     family, address = family_and_address(config.host, config.port)
-    sock = bound(family, address)
+    return listening(bound(family, address), address)
+
+
+def listening(sock, address):
+    """`sock` (bound to `address`) listening; a refusal is the port's one error line."""
     try:
         sock.listen(BACKLOG)
     except OSError as error:

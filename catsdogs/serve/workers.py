@@ -47,7 +47,7 @@ import time
 from catsdogs.console import log
 from catsdogs.errors import CatsDogsError, RunFailed, debugging, reportable
 from catsdogs.serve.memory import process_memory
-from catsdogs.serve.ports import BACKLOG, bound, family_and_address
+from catsdogs.serve.ports import bound, family_and_address, listening
 
 METRICS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 READY_SECONDS = 600  # a worker loading its model (a cold disk, a large model) may take minutes
@@ -78,9 +78,7 @@ def bind(host, port, listen):
         with bound(family, address, reuse_port=False):  # fails if anything holds the port
             pass
     sock = bound(family, address, reuse_port=True)
-    if listen:
-        sock.listen(BACKLOG)
-    return sock
+    return listening(sock, address) if listen else sock
 
 
 @contextlib.contextmanager
