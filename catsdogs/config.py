@@ -36,7 +36,8 @@ def setting(default, help, choices=None, nargs=None, search=None, internal=False
         nargs: how many values the flag takes, for tuple fields (argparse's nargs; default 2).
         search: the range `catsdogs tune` searches, declared here beside the setting
             (training/space.py): ("log" | "linear" | "int", LO, HI), ("choice", V1, V2, ...),
-            or ("scale", LO, HI): the preset's value times a factor in [LO, HI] (log-uniform).
+            ("scale", LO, HI): the preset's value times a factor in [LO, HI] (log-uniform),
+            or ("scales", F1, F2, ...): a choice among the preset's value times each factor.
         internal: set by catsdogs itself for a run it starts (a k-fold fold, a refit), never
             by a user: kept in config.json (and settings files), but no flag.
     """
@@ -282,7 +283,10 @@ class TrainConfig:
     image_size: int | None = setting(
         None, "(pixels) the side of the square images the model trains on and takes (photos "
               "are resized to it, as at the preset's size): e.g. 128 for a preset of 96, "
-              "more detail for about (128/96)^2 the FLOPs; default: the preset's")
+              "more detail for about (128/96)^2 the FLOPs; default: the preset's",
+        # the lever that lifted long-catsdogs most (bench/RESULTS.md, "Image size on
+        # long-catsdogs"); larger only: a side the preset's layers cannot take fails its trial
+        search=("scales", 1.0, 1.25, 1.5))
     run_dir: str | None = setting(None, "(folder) where to write the run; default: runs/<preset>-<time>")
     augment: AugmentConfig | None = setting(None, "augmentation; default: the preset's")
 

@@ -186,6 +186,25 @@ def test_the_final_step_trains_the_best_recipe_for_its_minutes_and_is_the_one_te
     assert json.loads((folder / "tune.json").read_text())["final_epochs"] == epochs
 
 
+def test_a_searched_image_size_is_the_size_each_trial_trains_and_saves_at(protocol_folders,
+                                                                            tmp_path):
+    import keras
+
+    space = tmp_path / "space.json"  # fast-cifar10 takes any size: 32 px, 40 or 48 searched
+    space.write_text(json.dumps({"epochs": 1, "batch_size": 8, "width": 0.5,
+                                 "image_size": ["choice", 40, 48]}))
+    folder = tmp_path / "tune"
+    argv = tune_argv(protocol_folders, folder, space, "--trials", "2")
+    argv[argv.index("seed-cifar10")] = "fast-cifar10"
+    assert cli.main(argv) == 0
+    for trial in ("trial-0", "trial-1"):
+        side = json.loads((folder / trial / "config.json").read_text())["image_size"]
+        model = keras.saving.load_model(folder / trial / "model.keras", compile=False)
+        assert side in (40, 48) and model.input_shape == (None, side, side, 3)
+    # the first trial is the preset's recipe, brought into the range: its 32 px is not there
+    assert json.loads((folder / "trial-0" / "config.json").read_text())["image_size"] == 40
+
+
 def test_the_final_steps_epochs_fill_its_minutes_at_the_trials_speed(tmp_path):
     import types
 
@@ -227,6 +246,9 @@ def test_the_range_declared_beside_a_setting_is_the_one_searched():
             if isinstance(preset_value, int):
                 lo, hi = round(lo), round(hi)
             assert (hp.min_value, hp.max_value) == pytest.approx((lo, hi)), name
+        elif kind == "scales":  # the image size: the preset's 96 px times each factor
+            preset_value = space.setting_value(base, name)
+            assert list(hp.values) == [round(preset_value * f) for f in values], name
         else:
             assert (hp.min_value, hp.max_value) == (values[0], values[1]), name
     # --space narrows, fixes and drops; a trial's values land in the run's settings
@@ -236,8 +258,11 @@ def test_the_range_declared_beside_a_setting_is_the_one_searched():
     assert ranges["label_smoothing"] == ("linear", 0.0, 0.05)
     assert "mixup" not in ranges and "batch_size" not in ranges
     assert ranges["rotation_range"] == ("fixed", 5)
+    assert list(searched["image_size"].values) == [96, 120, 144]
     config = space.trial_config(base, {"rotation_range": 5.0, "zoom_range": 0.1,
-                                       "tuner/epochs": 4, "learning_rate": 1e-3}, "r")
+                                       "tuner/epochs": 4, "learning_rate": 1e-3,
+                                       "image_size": 120}, "r")
+    assert config.image_size == 120
     assert config.augment.rotation_range == 5 and config.augment.zoom_range == (0.9, 1.1)
     assert config.epochs == 4 and config.learning_rate == 1e-3 and config.run_dir == "r"
 

@@ -13,7 +13,7 @@ import math
 from catsdogs import config as cfg
 from catsdogs.errors import CatsDogsError
 
-KINDS = ("log", "linear", "int", "choice", "scale")  # how a range is written (config.setting)
+KINDS = ("log", "linear", "int", "choice", "scale", "scales")  # how a range is written (config.setting)
 EPOCHS = "epochs"  # Hyperband sets it per trial (its "tuner/epochs"), so it is not searched then
 HYPERBAND_EPOCHS = "tuner/epochs"
 
@@ -31,8 +31,14 @@ def _augment_names():
 
 
 def setting_value(config, name):
-    """`name`'s value in a resolved TrainConfig (augmentation settings inside `augment`)."""
-    return getattr(config.augment if name in _augment_names() else config, name)
+    """`name`'s value in a resolved TrainConfig (augmentation settings inside `augment`; the
+    image size, None for the preset's own, as the side the run trains at)."""
+    value = getattr(config.augment if name in _augment_names() else config, name)
+    if name == "image_size" and value is None:
+        from catsdogs.models.presets import preset_of
+
+        return preset_of(config).image_size[0]
+    return value
 
 
 def preset_ranges(base, preset, fixed=(), overrides=None, source="--space"):
@@ -54,6 +60,7 @@ def preset_ranges(base, preset, fixed=(), overrides=None, source="--space"):
         ranges.pop("width", None)
     if not preset.any_size:
         ranges.pop("progressive_start", None)
+        ranges.pop("image_size", None)
     if base.lookahead:  # --ema and --lookahead both average the weights
         ranges.pop("ema", None)
     for name in fixed:
@@ -74,10 +81,18 @@ def preset_ranges(base, preset, fixed=(), overrides=None, source="--space"):
 
 
 def _resolve(name, spec, preset_value, source):
-    """A range as KerasTuner takes it: "scale" made absolute, every range checked."""
+    """A range as KerasTuner takes it: "scale" and "scales" made absolute, every range checked."""
     kind, *values = spec
     if kind == "fixed":
         return spec
+    if kind == "scales":
+        if not values or not all(isinstance(v, (int, float)) and v > 0 for v in values) \
+                or not isinstance(preset_value, (int, float)) or preset_value <= 0:
+            raise _bad(name, spec, "[\"scales\", F1, F2, ...] of factors > 0 of a numeric "
+                                   f"preset value (the preset's is {preset_value!r})", source)
+        scaled = (preset_value * v for v in values)
+        return ("choice", *dict.fromkeys(
+            round(v) if isinstance(preset_value, int) else v for v in scaled))
     if kind == "choice":
         if not values or len({type(v) for v in values}) != 1:
             raise _bad(name, spec, "[\"choice\", V1, V2, ...] of one type", source)
