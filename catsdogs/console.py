@@ -104,3 +104,18 @@ def name_some(items, limit=NAMED, indent="      "):
 def display(path):
     """A printable form of a path whose name may not be valid UTF-8."""
     return os.fsencode(path).decode("utf-8", "replace")
+
+
+@contextlib.contextmanager
+def quiet_retracing():
+    """Without TensorFlow's "triggered tf.function retracing" warnings, for commands that train
+    several models in one process (k folds, seeds, a search's trials): each new model compiles
+    its own functions, which is what that warning counts, so it would blame a loop that is the
+    point of the command."""
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+    logger.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

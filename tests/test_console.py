@@ -73,6 +73,23 @@ def test_quiet_leaves_results_and_errors_only(tmp_path, capsys):
     assert captured.err == "" and "readable images" in captured.out
 
 
+def test_retracing_warnings_are_quiet_while_several_models_train_then_back(caplog):
+    """k folds, seeds and a search's trials each compile a new model: TensorFlow's warning
+    that counts retracings would blame that loop, so it is kept off stderr while they run."""
+    import logging
+
+    from catsdogs.console import quiet_retracing
+
+    logger = logging.getLogger("tensorflow")
+    message = "5 out of the last 7 calls to <function f> triggered tf.function retracing."
+    with caplog.at_level(logging.WARNING, logger="tensorflow"):
+        with quiet_retracing():
+            logger.warning(message)
+            logger.error("an error still shows")
+        logger.warning(message)
+    assert [r.getMessage() for r in caplog.records] == ["an error still shows", message]
+
+
 def test_live_progress_only_on_a_terminal_without_no_color(monkeypatch):
     from catsdogs import console
 

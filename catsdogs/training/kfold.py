@@ -27,7 +27,6 @@ import dataclasses
 import hashlib
 import io
 import json
-import logging
 import os
 import shutil
 import time
@@ -37,7 +36,7 @@ import numpy as np
 
 from catsdogs import config as cfg
 from catsdogs import runs
-from catsdogs.console import display, log, name_some
+from catsdogs.console import display, log, name_some, quiet_retracing
 from catsdogs.data.cache import Storage
 from catsdogs.data.datasets import Split, decode_split, scan_class_folders
 from catsdogs.errors import CatsDogsError, RunFailed
@@ -224,20 +223,6 @@ def _predict_fold(run_dir, images, held_out):
     return predict_arrays(classifier, images.split.subset(np.flatnonzero(held_out)).pixel_view())
 
 
-@contextlib.contextmanager
-def _quiet_retracing():
-    """Without TensorFlow's "triggered tf.function retracing" warnings: each fold compiles a
-    new model's functions, which is what that warning counts, so it would blame a loop that is
-    the point of k folds."""
-    logger = logging.getLogger("tensorflow")
-    level = logger.level
-    logger.setLevel(max(level, logging.ERROR))
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def _run_fold(fold, images, fold_of, base, folder):
     """Train fold `fold` (0-based) on the other folds, predict it, store oof.npy; returns the
     fold's record (images, accuracy, seconds)."""
@@ -250,7 +235,7 @@ def _run_fold(fold, images, fold_of, base, folder):
     config = dataclasses.replace(base, data=str((fold_dir / "data").resolve()),
                                  run_dir=str((fold_dir / "run").resolve()))
     # train's results (best epoch, paths) would read as the k folds': they stay in the run folder
-    with contextlib.redirect_stdout(io.StringIO()) as printed, _quiet_retracing():
+    with contextlib.redirect_stdout(io.StringIO()) as printed, quiet_retracing():
         _train_fold(config, fold_dir / "run")
         probabilities = _predict_fold(fold_dir / "run", images, held_out)
     log().debug(printed.getvalue().rstrip())

@@ -15,7 +15,7 @@ import statistics
 from pathlib import Path
 
 from catsdogs import runs
-from catsdogs.console import log
+from catsdogs.console import log, quiet_retracing
 
 SEEDS_FILE = "seeds.json"
 
@@ -32,14 +32,15 @@ def train_seeds(config, count, folder):
     decoded = DecodedSources()  # every seed trains on the same photos: decoded once
     for seed in range(config.seed, config.seed + count):
         run_dir = folder / f"seed-{seed}"
-        if (run_dir / runs.METRICS_FILE).exists():
-            log().info(f"Seed {seed}: finished before, kept ({run_dir})")
-        elif (run_dir / runs.CHECKPOINTS_DIR).exists():
-            resume(run_dir, decoded=decoded)
-        else:
-            # the same photos held out by every member: their ensemble calibrates on them
-            train(dataclasses.replace(config, seed=seed, split_seed=config.roles_seed,
-                                      run_dir=str(run_dir)), decoded=decoded)
+        with quiet_retracing():  # every seed compiles a new model's functions
+            if (run_dir / runs.METRICS_FILE).exists():
+                log().info(f"Seed {seed}: finished before, kept ({run_dir})")
+            elif (run_dir / runs.CHECKPOINTS_DIR).exists():
+                resume(run_dir, decoded=decoded)
+            else:
+                # the same photos held out by every member: their ensemble calibrates on them
+                train(dataclasses.replace(config, seed=seed, split_seed=config.roles_seed,
+                                          run_dir=str(run_dir)), decoded=decoded)
         members.append(run_dir)
     ensemble_dir = folder / "ensemble"
     if not (ensemble_dir / runs.MODEL_FILE).exists():

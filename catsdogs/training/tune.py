@@ -33,7 +33,7 @@ import keras_tuner
 
 from catsdogs import config as cfg
 from catsdogs import runs
-from catsdogs.console import log
+from catsdogs.console import log, quiet_retracing
 from catsdogs.data.datasets import DecodedSources
 from catsdogs.errors import CatsDogsError, RunFailed
 from catsdogs.training import space
@@ -226,14 +226,16 @@ def tune(plan):
                                            "trials": rows})
 
         tuner = RecipeTuner(make_oracle(plan), plan, deadline, progress)
-        try:
-            tuner.search(verbose=0)
-        except keras_tuner.errors.FatalError as error:  # the trial's own error, as it was raised
-            raise (error.__cause__ or error) from None
-        except RuntimeError as error:  # KerasTuner: too many trials failed in a row
-            raise CatsDogsError("trials failed in a row", where=folder,
-                                fix=f"see their run folders; {str(error).splitlines()[0]}") from None
-        summary = _summarise(plan, tuner, before, spent + clock() - started)
+        with quiet_retracing():  # every trial (and the final step) compiles a new model
+            try:
+                tuner.search(verbose=0)
+            except keras_tuner.errors.FatalError as error:  # the trial's own error, as raised
+                raise (error.__cause__ or error) from None
+            except RuntimeError as error:  # KerasTuner: too many trials failed in a row
+                raise CatsDogsError("trials failed in a row", where=folder,
+                                    fix=f"see their run folders; {str(error).splitlines()[0]}"
+                                    ) from None
+            summary = _summarise(plan, tuner, before, spent + clock() - started)
         runs.write_json(summary_file, summary)
     return summary
 
