@@ -99,7 +99,11 @@ def main():
     for seed in args.seeds:
         for arm in ("scratch", "transfer"):
             epochs = args.head_epochs + args.fine_tune_epochs
-            run_dir = Path(args.out) / f"{args.preset}-{arm}-{args.keep_epoch}-{epochs}ep-seed{seed}"
+            # a transfer run's name says its pretraining's size: another size is another run
+            start = f"-{args.pretrain_image_size}px" if arm == "transfer" and \
+                args.pretrain_image_size else ""
+            run_dir = (Path(args.out) /
+                       f"{args.preset}-{arm}{start}-{args.keep_epoch}-{epochs}ep-seed{seed}")
             seconds = finished(run_dir, arm_config(args, arm, seed, root, run_dir, pretrained))
             metrics = json.loads((run_dir / "metrics.json").read_text())
             rows.append({"arm": arm, "seed": seed, "run": str(run_dir), "seconds": seconds,

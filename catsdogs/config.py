@@ -216,8 +216,8 @@ class TrainConfig:
     progressive_start: float | None = setting(
         None, "(fraction) progressive resizing: the first epoch trains on images scaled to this "
               "fraction of the model's size (the preset's, or --image-size), growing to full "
-              "size by 3/4 of the epochs (validation and the saved model always use full size); "
-              "1: off; default: the preset's",
+              "size by 3/4 of the epochs, both stages' in a two-stage run (validation and the "
+              "saved model always use full size); 1: off; default: the preset's",
               search=("choice", 0.5, 0.75, 1.0))
     steps_per_execution: int | None = setting(
         None, "(steps) training steps per call into TensorFlow: fewer Python round trips, "
@@ -285,7 +285,7 @@ class TrainConfig:
               "are resized to it, as at the preset's size): e.g. 128 for a preset of 96, "
               "more detail for about (128/96)^2 the FLOPs; default: the preset's",
         # the lever that lifted long-catsdogs most (bench/RESULTS.md, "Image size on
-        # long-catsdogs"); larger only: a side the preset's layers cannot take fails its trial
+        # long-catsdogs"); larger only: a preset that takes its own side takes these too
         search=("scales", 1.0, 1.25, 1.5))
     run_dir: str | None = setting(None, "(folder) where to write the run; default: runs/<preset>-<time>")
     augment: AugmentConfig | None = setting(None, "augmentation; default: the preset's")
@@ -339,6 +339,12 @@ class TrainConfig:
         if self.ema and self.lookahead:
             raise CatsDogsError("--ema and --lookahead both average the weights", where="--ema",
                                 fix="give one of them")
+        if self.lookahead and self.fine_tune_epochs:
+            # stage two's new optimizer counts its steps from 0 again, while the average and the
+            # step it was last taken at are stage one's: each epoch's end would restore them
+            raise CatsDogsError("--lookahead cannot span two stages: stage two starts a new "
+                                "optimizer", where="--lookahead",
+                                fix="drop --fine-tune-epochs, or give --no-lookahead")
         if self.teacher is not None and (self.mixup or self.cutmix):
             raise CatsDogsError("--mixup/--cutmix with a teacher: the teacher would see mixed "
                                 "images and labels it was not asked about", where="--teacher",

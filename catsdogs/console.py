@@ -106,16 +106,22 @@ def display(path):
     return os.fsencode(path).decode("utf-8", "replace")
 
 
+class _WithoutRetracing(logging.Filter):
+    """Drops TensorFlow's "triggered tf.function retracing" warnings, passes the rest."""
+
+    def filter(self, record):
+        return "tf.function retracing" not in record.getMessage()
+
+
 @contextlib.contextmanager
 def quiet_retracing():
-    """Without TensorFlow's "triggered tf.function retracing" warnings, for commands that train
-    several models in one process (k folds, seeds, a search's trials): each new model compiles
-    its own functions, which is what that warning counts, so it would blame a loop that is the
-    point of the command."""
-    logger = logging.getLogger("tensorflow")
-    level = logger.level
-    logger.setLevel(max(level, logging.ERROR))
+    """Without TensorFlow's "triggered tf.function retracing" warnings (its other lines kept),
+    for commands that train several models in one process (k folds, seeds, a search's trials):
+    each new model compiles its own functions, which is what that warning counts, so it would
+    blame a loop that is the point of the command."""
+    logger, dropped = logging.getLogger("tensorflow"), _WithoutRetracing()
+    logger.addFilter(dropped)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        logger.removeFilter(dropped)

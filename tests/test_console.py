@@ -85,9 +85,9 @@ def test_retracing_warnings_are_quiet_while_several_models_train_then_back(caplo
     with caplog.at_level(logging.WARNING, logger="tensorflow"):
         with quiet_retracing():
             logger.warning(message)
-            logger.error("an error still shows")
+            logger.warning("another warning still shows")
         logger.warning(message)
-    assert [r.getMessage() for r in caplog.records] == ["an error still shows", message]
+    assert [r.getMessage() for r in caplog.records] == ["another warning still shows", message]
 
 
 def test_live_progress_only_on_a_terminal_without_no_color(monkeypatch):

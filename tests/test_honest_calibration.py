@@ -289,6 +289,26 @@ def test_refit_trains_on_the_union_for_the_chosen_epochs_and_keeps_the_temperatu
     assert refit_metrics["validation_images"] == parent["fitted_the_temperature"]["count"]
 
 
+@pytest.mark.parametrize("kept, head, fine_tune", [(4, 2, 2), (1, 1, 0), (2, 2, 0)])
+def test_a_two_stage_runs_refit_trains_both_stages_up_to_the_kept_epoch(
+        tmp_path, monkeypatch, kept, head, fine_tune):
+    """Kept epoch 4 of 2 head + 3 fine-tuning epochs: the refit trains 2 + 2; kept in stage
+    one: that stage alone."""
+    import types
+
+    from catsdogs.training import train
+
+    trained = []
+    monkeypatch.setattr(train, "train", lambda config: trained.append(config) or
+                        types.SimpleNamespace(dir=tmp_path / "refit"))
+    run = types.SimpleNamespace(
+        config=catsdogs.TrainConfig(epochs=2, fine_tune_epochs=3, refit=True, keep_epoch="best"),
+        metrics={"kept_epoch": kept}, dir=tmp_path)
+    train._refit(run)
+    assert (trained[0].epochs, trained[0].fine_tune_epochs) == (head, fine_tune)
+    assert trained[0].total_epochs == kept and not trained[0].refit
+
+
 def test_serve_answers_with_an_ensemble_as_with_one_run(members, tmp_path):
     import base64
 

@@ -217,6 +217,9 @@ def test_the_final_steps_epochs_fill_its_minutes_at_the_trials_speed(tmp_path):
     assert tune.final_config(plan, tmp_path, best).run_dir == str(tmp_path / "tune" / "final")
     plan.final = 0.1  # 3 epochs fit: never fewer than the trial planned
     assert tune.final_config(plan, tmp_path, best).epochs == 12
+    plan.final = 1.0  # a two-stage recipe keeps its 8 fine-tuning epochs: the head gets 22
+    two_stage = tune.final_config(plan, tmp_path, cfg.TrainConfig(epochs=2, fine_tune_epochs=8))
+    assert (two_stage.epochs, two_stage.fine_tune_epochs) == (22, 8)
 
 
 def test_the_range_declared_beside_a_setting_is_the_one_searched():
@@ -259,6 +262,8 @@ def test_the_range_declared_beside_a_setting_is_the_one_searched():
     assert "mixup" not in ranges and "batch_size" not in ranges
     assert ranges["rotation_range"] == ("fixed", 5)
     assert list(searched["image_size"].values) == [96, 120, 144]
+    download = resolve_config(cfg.TrainConfig(dataset="cifar10", preset="fast-cifar10"))
+    assert "image_size" not in space.preset_ranges(download, get_preset("fast-cifar10"))
     config = space.trial_config(base, {"rotation_range": 5.0, "zoom_range": 0.1,
                                        "tuner/epochs": 4, "learning_rate": 1e-3,
                                        "image_size": 120}, "r")

@@ -60,7 +60,8 @@ def preset_ranges(base, preset, fixed=(), overrides=None, source="--space"):
         ranges.pop("width", None)
     if not preset.any_size:
         ranges.pop("progressive_start", None)
-        ranges.pop("image_size", None)
+    if not preset.any_size or (base.dataset == "cifar10" and base.data is None):
+        ranges.pop("image_size", None)  # the downloaded CIFAR-10 arrays are 32x32 alone
     if base.lookahead:  # --ema and --lookahead both average the weights
         ranges.pop("ema", None)
     for name in fixed:
@@ -86,13 +87,13 @@ def _resolve(name, spec, preset_value, source):
     if kind == "fixed":
         return spec
     if kind == "scales":
-        if not values or not all(isinstance(v, (int, float)) and v > 0 for v in values) \
-                or not isinstance(preset_value, (int, float)) or preset_value <= 0:
+        if not values or not all(_number(v) and v > 0 for v in values) \
+                or not _number(preset_value) or preset_value <= 0:
             raise _bad(name, spec, "[\"scales\", F1, F2, ...] of factors > 0 of a numeric "
                                    f"preset value (the preset's is {preset_value!r})", source)
         scaled = (preset_value * v for v in values)
         return ("choice", *dict.fromkeys(
-            round(v) if isinstance(preset_value, int) else v for v in scaled))
+            max(1, round(v)) if isinstance(preset_value, int) else v for v in scaled))
     if kind == "choice":
         if not values or len({type(v) for v in values}) != 1:
             raise _bad(name, spec, "[\"choice\", V1, V2, ...] of one type", source)
@@ -113,6 +114,11 @@ def _resolve(name, spec, preset_value, source):
     if kind == "int":
         return kind, int(lo), int(hi)
     return kind, float(lo), float(hi)
+
+
+def _number(value):
+    """An int or float, not a bool (which Python counts as an int)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _close_match(name, known):

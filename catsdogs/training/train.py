@@ -347,7 +347,7 @@ def _callbacks(config, run_dir, prepared, steps_per_epoch, history):
     if prepared.placement.workers == 1 and tensorflow_trains():
         found.append(callbacks.ConfusionMatrixToTensorBoard(
             run_dir / runs.LOGS_DIR, prepared.data.val.pixel_view(), prepared.data.val.labels,
-            prepared.data.class_names, config.epochs))
+            prepared.data.class_names, config.total_epochs))
     if config.patience:
         found.append(keras.callbacks.EarlyStopping(MONITOR, patience=config.patience, mode="max"))
     return found
@@ -481,7 +481,7 @@ def _finish(config, run_dir, data, rows, parameters, test=True):
         "kept_val_accuracy": float(kept[MONITOR]),
         "best_epoch": int(best["epoch"]), "best_val_accuracy": float(best[MONITOR]),
         "best_val_loss": float(best["val_loss"]), "final_val_accuracy": float(rows[-1][MONITOR]),
-        "epochs_run": len(rows), "epochs_planned": config.epochs,
+        "epochs_run": len(rows), "epochs_planned": config.total_epochs,
         "train_seconds": round(sum(float(r["seconds"]) for r in rows), 1),  # all sessions
         "train_images": len(data.train), "validation_images": len(data.val),
         "best_epoch_chosen_on": data.sources["validation"],
@@ -589,11 +589,13 @@ def _refit(run):
     """--refit: train again on the training photos and those that chose the epoch, for the
     chosen number of epochs, keeping the last, into RUN_DIR/refit/ (a run folder of its own:
     `train --resume RUN_DIR/refit` continues it). Nothing in it is chosen on held-out photos."""
+    kept, head = run.metrics["kept_epoch"], run.config.epochs
     config = dataclasses.replace(run.config, refit=False, refit_union=True, keep_epoch="last",
-                                 patience=0, epochs=run.metrics["kept_epoch"],
+                                 patience=0, epochs=min(kept, head),
+                                 fine_tune_epochs=max(0, kept - head),  # both stages up to it
                                  run_dir=str(run.dir / "refit"))
-    log().info(f"Refit: {config.epochs} epochs on the training photos and those that chose "
-               f"the epoch, into {config.run_dir}")
+    log().info(f"Refit: {config.total_epochs} epochs on the training photos and those that "
+               f"chose the epoch, into {config.run_dir}")
     refit = train(config)
     run.metrics["refit"] = str(refit.dir)
     runs.write_json(run.dir / runs.METRICS_FILE, run.metrics)

@@ -289,10 +289,12 @@ def _summarise(plan, tuner, before, seconds):
 
 def final_config(plan, best_dir, best_config):
     """The best trial's settings with as many epochs as fit in `plan.final` minutes at the
-    seconds per epoch its trial trained (never fewer epochs than it planned), in TUNE_DIR/final."""
+    seconds per epoch its trial trained (never fewer epochs than it planned), in TUNE_DIR/final;
+    a two-stage recipe keeps its fine-tuning epochs and gives the head the rest."""
     metrics = json.loads((best_dir / runs.METRICS_FILE).read_text())
     per_epoch = metrics["train_seconds"] / max(1, metrics["epochs_run"])
-    epochs = max(best_config.epochs, int(plan.final * 60 // max(per_epoch, 1e-9)))
+    fitting = int(plan.final * 60 // max(per_epoch, 1e-9))
+    epochs = max(best_config.epochs, fitting - best_config.fine_tune_epochs)
     return dataclasses.replace(best_config, epochs=epochs, run_dir=str(plan.folder / FINAL_DIR))
 
 
