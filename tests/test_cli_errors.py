@@ -68,6 +68,15 @@ def test_val_split_where_the_data_has_its_own_validation_folder(capsys, tmp_path
                                          "--run-dir", str(tmp_path / "run")])
     assert "--val-split is not used" in line and "validation/" in line
     assert not (tmp_path / "run").exists()
+    settings = tmp_path / "settings.json"  # a split of its own in a settings file: the same
+    settings.write_text(json.dumps({"val_split": 0.3}))
+    line = one_error_line(capsys, main, ["--data", str(tmp_path / "d"), "--config", str(settings),
+                                         "--run-dir", str(tmp_path / "run")])
+    assert "--val-split is not used" in line and "settings.json (val_split)" in line
+    settings.write_text(json.dumps({"val_split": 0.2}))  # the default, as tune's best.json holds
+    from catsdogs.commands.train import build_parser, config_from_args
+    config_from_args(build_parser().parse_args(["--data", str(tmp_path / "d"),
+                                                "--config", str(settings)]))  # not refused
     line = one_error_line(capsys, main, ["--dataset", "cifar10", "--val-split", "0.3",
                                          "--run-dir", str(tmp_path / "run")])
     assert "--val-split is not used" in line and "10,000 test images" in line

@@ -96,6 +96,17 @@ def test_a_student_holds_out_the_photos_its_teacher_held_out(teacher, tmp_path):
     assert (config.split_seed, config.seed) == (7, settings["seed"])
 
 
+@pytest.mark.parametrize("command", [distill_command, prune_command])
+def test_a_val_split_the_runs_data_would_ignore_is_one_line(command, teacher, tmp_path, capsys):
+    """The teacher's (or pruned run's) data has its own validation/ folder: a typed --val-split
+    would be ignored, so it is refused before anything trains."""
+    keep = ["--keep", "0.5"] if command is prune_command else []
+    line = one_error_line(capsys, command.main, [str(teacher), *keep, "--val-split", "0.3",
+                                                  "--run-dir", str(tmp_path / "run")])
+    assert "--val-split is not used" in line and "validation/" in line
+    assert not (tmp_path / "run").exists()
+
+
 def test_distillation_resumes_after_a_crash(teacher, tmp_path, monkeypatch):
     run_dir = tmp_path / "student"
     config = command_config(distill_command, [str(teacher), "--preset", "seed-cifar10", *SMALL,

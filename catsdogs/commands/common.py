@@ -92,3 +92,25 @@ def min_confidence_flag(text):
         raise CatsDogsError(f"bad value for --min-confidence: expected a probability in (0, 1) "
                             f"or auto, received {text!r}")
     return value
+
+
+def check_val_split_used(config, where="--val-split"):
+    """A --val-split typed where the data brings its own validation photos would be ignored:
+    said in one line instead, so the split a user asked for is never silently another (train,
+    and distill and prune, whose data may come from their run's config.json)."""
+    from catsdogs.data.datasets import find_split_folders
+    from catsdogs.training.train import DEFAULT_DATA
+
+    data = DEFAULT_DATA if config.data is None else config.data  # as resolve_config does
+    splits = config.dataset == "folder" and find_split_folders(data)
+    if config.train_dir is not None:
+        own = "--val-dir gives the validation photos"
+    elif config.dataset == "cifar10" and config.data is None:
+        own = "the downloaded CIFAR-10 validates on its own 10,000 test images"
+    elif splits:
+        own = f"{data} has its own {splits[1].name}/ folder of validation photos"
+    else:
+        return
+    raise CatsDogsError(f"--val-split is not used: {own}", where=where,
+                        fix="drop it, or give --data a folder of class sub-folders "
+                            "to split")

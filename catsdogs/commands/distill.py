@@ -17,6 +17,7 @@ from pathlib import Path
 
 from catsdogs import config as cfg
 from catsdogs import runs
+from catsdogs.commands.common import check_val_split_used
 from catsdogs.errors import CatsDogsError, command_main
 
 # what a student takes from its teacher's config.json unless told otherwise: the same images,
@@ -77,6 +78,8 @@ def training_command(build_parser, config_from_args):
     makes (distill, prune): settings and paths checked first, then TensorFlow loads."""
     def body(args):
         config = config_from_args(args)
+        if args.val_split is not None:
+            check_val_split_used(config)
         from catsdogs.training import train
 
         train.train(config)

@@ -22,6 +22,7 @@ folds.
 """
 
 from catsdogs import config as cfg
+from catsdogs.commands.common import check_val_split_used
 from catsdogs.errors import CatsDogsError, command_main
 
 
@@ -47,6 +48,9 @@ def build_parser():
     return parser
 
 
+DEFAULT_VAL_SPLIT = cfg.TrainConfig.__dataclass_fields__["val_split"].default
+
+
 def config_from_args(args):
     """defaults <- preset defaults <- --config file <- flags, as one TrainConfig."""
     from catsdogs.models.presets import DEFAULT_PRESET, get_preset
@@ -58,30 +62,13 @@ def config_from_args(args):
     preset = get_preset(merged.get("preset") or DEFAULT_PRESET.get(dataset, "seed-catsdogs"))
     base = {"augment": cfg.to_dict(preset.recipe.augment)}
     config = cfg.TrainConfig(**cfg.merge(base, merged))
+    # a settings file holds every setting (tune's best.json the default split too): only a
+    # split of its own there, or one typed, is one the user asked for
     if "val_split" in flags:
-        _check_val_split_used(config)
+        check_val_split_used(config)
+    elif from_file.get("val_split", DEFAULT_VAL_SPLIT) != DEFAULT_VAL_SPLIT:
+        check_val_split_used(config, where=f"{args.config} (val_split)")
     return config
-
-
-def _check_val_split_used(config):
-    """A --val-split typed where the data brings its own validation photos would be ignored:
-    said in one line instead, so the split a user asked for is never silently another."""
-    from catsdogs.data.datasets import find_split_folders
-    from catsdogs.training.train import DEFAULT_DATA
-
-    data = DEFAULT_DATA if config.data is None else config.data  # as resolve_config does
-    splits = config.dataset == "folder" and find_split_folders(data)
-    if config.train_dir is not None:
-        own = "--val-dir gives the validation photos"
-    elif config.dataset == "cifar10" and config.data is None:
-        own = "the downloaded CIFAR-10 validates on its own 10,000 test images"
-    elif splits:
-        own = f"{data} has its own {splits[1].name}/ folder of validation photos"
-    else:
-        return
-    raise CatsDogsError(f"--val-split is not used: {own}", where="--val-split",
-                        fix="drop --val-split, or give --data a folder of class sub-folders "
-                            "to split")
 
 
 def _run(args):
