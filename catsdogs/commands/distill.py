@@ -78,7 +78,7 @@ def training_command(build_parser, config_from_args):
     makes (distill, prune): settings and paths checked first, then TensorFlow loads."""
     def body(args):
         config = config_from_args(args)
-        if args.val_split is not None:
+        if getattr(args, "val_split", None) is not None:  # flags not typed are absent
             check_val_split_used(config)
         from catsdogs.training import train
 
