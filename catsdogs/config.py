@@ -302,6 +302,12 @@ class TrainConfig:
         return self.weights != "none" or self.fine_tune_epochs > 0
 
     @property
+    def downloads_cifar10(self):
+        """The run reads the CIFAR-10 arrays `--dataset cifar10` downloads (32x32, its own test
+        images as validation), not a folder: resolve_config leaves `data` None only then."""
+        return self.dataset == "cifar10" and self.data is None
+
+    @property
     def total_epochs(self):
         """Both stages' epochs: what a schedule over the whole run (progressive resizing, the
         epoch count in logs) spans."""

@@ -105,7 +105,7 @@ def check_val_split_used(config, where="--val-split"):
     splits = config.dataset == "folder" and find_split_folders(data)
     if config.train_dir is not None:
         own = "--val-dir gives the validation photos"
-    elif config.dataset == "cifar10" and config.data is None:
+    elif config.downloads_cifar10:
         own = "the downloaded CIFAR-10 validates on its own 10,000 test images"
     elif splits:
         own = f"{data} has its own {splits[1].name}/ folder of validation photos"

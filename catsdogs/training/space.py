@@ -60,7 +60,7 @@ def preset_ranges(base, preset, fixed=(), overrides=None, source="--space"):
         ranges.pop("width", None)
     if not preset.any_size:
         ranges.pop("progressive_start", None)
-    if not preset.any_size or (base.dataset == "cifar10" and base.data is None):
+    if not preset.any_size or base.downloads_cifar10:
         ranges.pop("image_size", None)  # the downloaded CIFAR-10 arrays are 32x32 alone
     if base.lookahead:  # --ema and --lookahead both average the weights
         ranges.pop("ema", None)

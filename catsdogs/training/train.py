@@ -104,8 +104,7 @@ def resolve_config(config):
         keep = "best" if resolved.refit or resolved.schedule == "constant" else "last"
         resolved = dataclasses.replace(resolved, keep_epoch=keep)
     preset.check_progressive(resolved.progressive_start)
-    if resolved.dataset == "cifar10" and resolved.data is None and resolved.image_size not in (
-            None, 32):
+    if resolved.downloads_cifar10 and resolved.image_size not in (None, 32):
         raise CatsDogsError("the downloaded CIFAR-10 images are 32x32 arrays", where="--image-size",
                             fix="drop --image-size, or pass --data FOLDER of CIFAR-10 image "
                                 "files, which are resized to it")
