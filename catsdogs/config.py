@@ -128,7 +128,7 @@ class AugmentConfig:
 class TrainConfig:
     """Everything `python -m catsdogs.train` needs; saved as the run folder's config.json."""
 
-    preset: str | None = setting(None, "(name) model preset, see --list-presets; default: by dataset")
+    preset: str | None = setting(None, "(name) model preset, see catsdogs train --list-presets; default: by dataset")
     dataset: str = setting("folder", "class folders, or CIFAR-10", choices=DATASETS)
     data: str | None = setting(
         None, "(folder) class sub-folders, or train/ + validation/ (or test/) inside; "
@@ -642,14 +642,16 @@ def int_or_float(text):
         return float(text)
 
 
-def add_flags(parser, cls, skip=()):
+def add_flags(parser, cls, skip=(), helps=None):
     """Add one `--flag` per field of `cls` (nested dataclasses flattened into their own group).
 
     Flags default to argparse.SUPPRESS, so `given_flags()` sees only what the user typed and
     presets and config files can fill in the rest. Internal settings (setting(internal=True))
     are no flags: catsdogs sets them for the runs it starts, and a typed one is an unknown
-    flag.
+    flag. `helps` ({field: text}) replaces a setting's declared help (and default) where a
+    command gives it another meaning, e.g. tune's run folder.
     """
+    helps = helps or {}
     hints = typing.get_type_hints(cls)
     group = parser.add_argument_group(cls.__name__)
     for field in dataclasses.fields(cls):
@@ -657,10 +659,11 @@ def add_flags(parser, cls, skip=()):
             continue
         kind = _unwrap_optional(hints[field.name])
         if dataclasses.is_dataclass(kind):
-            add_flags(parser, kind)
+            add_flags(parser, kind, helps=helps)
             continue
         default = field.default
-        help_text = field.metadata["help"] + ("" if default is None else f" [default: {default}]")
+        help_text = helps.get(field.name) or (
+            field.metadata["help"] + ("" if default is None else f" [default: {default}]"))
         options = dict(dest=field.name, default=argparse.SUPPRESS, help=help_text)
         if kind is bool:
             options["action"] = argparse.BooleanOptionalAction

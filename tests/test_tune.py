@@ -304,3 +304,17 @@ def test_the_first_trial_is_the_presets_recipe_brought_into_the_ranges():
     assert first["epochs"] == min(max(base.epochs, 1), 2)  # the preset's, brought into range
     oracle.trials["0"] = object()  # once a trial exists, the oracle's own points follow
     assert oracle.populate_space("1")["values"] != first
+
+
+def test_tune_help_speaks_of_the_search_not_of_a_single_run():
+    """Shared settings read differently here: the folder is the search's, the selection split
+    has tune's default, and distillation's knobs (no teacher in a search) are no flags."""
+    from catsdogs.commands import tune as tune_command
+
+    parser = tune_command.build_parser()
+    helps = {action.dest: action.help for action in parser._actions}
+    assert "runs/tune-<preset>-<time>" in helps["run_dir"]
+    assert f"default: {tune_command.SELECTION_SPLIT}" in helps["selection_split"]
+    assert "distill_alpha" not in helps and "distill_temperature" not in helps
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--distill-alpha", "0.5"])

@@ -25,10 +25,13 @@ def check_at_least_one(flag, value):
         raise CatsDogsError(f"bad value for {flag}: expected an integer >= 1, received {value!r}")
 
 
-def add_model_flags(parser):
-    """MODEL and what a model from elsewhere (a tutorial's model.h5) may need said about it."""
-    parser.add_argument("model", help="run folder, .keras or .h5 file, .tflite or .onnx export, "
-                                      "or SavedModel folder")
+ANY_MODEL = "run folder, .keras or .h5 file, .tflite or .onnx export, or SavedModel folder"
+
+
+def add_model_flags(parser, kinds=ANY_MODEL):
+    """MODEL (`kinds`: the models this command reads) and what a model from elsewhere (a
+    tutorial's model.h5) may need said about it."""
+    parser.add_argument("model", help=kinds)
     parser.add_argument("--class-names", metavar="NAMES", type=class_names_flag,
                         help="the model's classes in output order, as cats,dogs or a JSON file "
                              "[default: class_names.json beside the model]")

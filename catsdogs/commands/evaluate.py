@@ -7,8 +7,10 @@
     catsdogs evaluate RUN_DIR ~/PetImages --cache disk   # decoded once, read a batch at a time
 
 Writes metrics.json (loss, accuracy, per-class precision/recall/F1, ROC AUC for two classes),
-confusion_matrix.json, plots/confusion_matrix.png and plots/most_wrong.png (the most confidently
-wrong images) into OUT, by default `eval-<data folder name>/` beside the model.
+confusion_matrix.json, predictions.csv (every image, highest loss first), plots/
+confusion_matrix.png, plots/reliability.png, plots/most_wrong.png (the most confidently wrong
+images) and, for a Keras model, plots/most_wrong_gradcam.png (where it saw the wrong class)
+into OUT, by default `eval-<data folder name>/` beside the model.
 """
 
 from pathlib import Path

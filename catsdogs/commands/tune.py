@@ -14,7 +14,16 @@ from catsdogs import config as cfg
 from catsdogs.errors import CatsDogsError, command_main
 
 SEARCHES = ("hyperband", "bayesian", "random")  # training/tune.py's oracles
-SKIP = ("refit", "refit_union", "teacher", "prune_from", "prune_keep")  # not a search's settings
+SELECTION_SPLIT = 0.15  # a search always chooses on a selection split; this share by default
+SKIP = ("refit", "refit_union", "teacher", "prune_from", "prune_keep", "distill_temperature",
+        "distill_alpha")  # not a search's settings
+# shared settings that mean something else here (the search's folder; its selection split)
+HELPS = {"run_dir": "(folder) the search's folder: a run folder per trial, tune.json, best.json; "
+                    "default: runs/tune-<preset>-<time>",
+         "selection_split": "(fraction) carve this share of each class's training images to "
+                            "score the trials on; the validation split is then a test split, "
+                            f"read once for the best trial [default: {SELECTION_SPLIT}; a "
+                            "search always chooses on a selection split]"}
 
 
 def build_parser():
@@ -39,7 +48,7 @@ def build_parser():
                              "the test split is read for that model")
     search.add_argument("--config", metavar="FILE.json",
                         help="settings every trial starts from; flags override it")
-    cfg.add_flags(parser, cfg.TrainConfig, skip=SKIP)
+    cfg.add_flags(parser, cfg.TrainConfig, skip=SKIP, helps=HELPS)
     return parser
 
 
@@ -73,7 +82,7 @@ def _run(args):
                       cfg.given_flags(args, cfg.TrainConfig))
     base = config_from_args(args)
     if not base.selection_split:
-        base = cfg.TrainConfig(**{**cfg.to_dict(base), "selection_split": tune.SELECTION_SPLIT})
+        base = cfg.TrainConfig(**{**cfg.to_dict(base), "selection_split": SELECTION_SPLIT})
     base = resolve_config(base)
     fixed = set(given) | set(given.get("augment", {}))
     ranges = space.preset_ranges(base, get_preset(base.preset), fixed, overrides,

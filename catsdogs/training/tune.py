@@ -41,7 +41,6 @@ from catsdogs.training import train as training
 
 SEARCHES = ("hyperband", "bayesian", "random")  # KerasTuner's oracles
 OBJECTIVE = "selection_accuracy"  # the kept model's accuracy on the selection split
-SELECTION_SPLIT = 0.15  # a search always chooses on a selection split; this share by default
 TUNER_DIR = "keras_tuner"  # KerasTuner's project folder inside the tune folder
 TUNE_FILE = "tune.json"  # the search: its trials, the best, its test accuracy
 TRIALS_FILE = "trials.csv"  # the table, as it prints
