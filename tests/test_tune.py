@@ -11,6 +11,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from catsdogs import cli
 from catsdogs import config as cfg
+from catsdogs.errors import CatsDogsError
 from conftest import Interrupt, one_error_line
 
 # seed-cifar10 at 32x32, one or two epochs, small batches: a trial takes seconds
@@ -316,5 +317,5 @@ def test_tune_help_speaks_of_the_search_not_of_a_single_run():
     assert "runs/tune-<preset>-<time>" in helps["run_dir"]
     assert f"default: {tune_command.SELECTION_SPLIT}" in helps["selection_split"]
     assert "distill_alpha" not in helps and "distill_temperature" not in helps
-    with pytest.raises(SystemExit):
+    with pytest.raises(CatsDogsError, match="--distill-alpha"):
         parser.parse_args(["--distill-alpha", "0.5"])
