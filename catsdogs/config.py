@@ -524,6 +524,8 @@ def load_json(path):
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise CatsDogsError("file not found", where=path, fix="check the path") from None
+    except (IsADirectoryError, NotADirectoryError):
+        raise CatsDogsError("not a file", where=path, fix="give the JSON file's path") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CatsDogsError(f"not valid JSON: {error}", where=path,
                             fix="give the JSON file you meant, or correct its JSON") from None

@@ -93,6 +93,13 @@ def test_unknown_key_in_config_file(capsys, tmp_path):
     assert "unknown setting 'epoch'" in line and "did you mean 'epochs'" in line
 
 
+@pytest.mark.parametrize("config, expected", [("missing.json", "file not found"),
+                                              (".", "not a file")])
+def test_a_config_file_that_cannot_be_read_is_one_line(capsys, tmp_path, config, expected):
+    line = one_error_line(capsys, main, ["--config", str(tmp_path / config)])
+    assert expected in line and str(tmp_path) in line
+
+
 def test_run_folder_is_never_written_over(capsys, tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.json").write_text("{}")

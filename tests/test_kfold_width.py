@@ -79,6 +79,7 @@ def test_folds_with_other_settings_in_the_same_folder_is_one_error_line(folds, c
     (["--folds", "3", "--local-workers", "2"], "--folds does not take --local-workers"),
     (["--folds", "3", "--teacher", "runs/t"], "--folds does not take --teacher"),
     (["--folds", "3", "--val-split", "0.3"], "--folds does not take --val-split"),
+    (["--folds", "3", "--seeds", "2"], "--folds does not take --seeds"),
 ])
 def test_bad_folds_are_one_error_line(flags, expected, capsys):
     assert expected in one_error_line(capsys, main, flags)

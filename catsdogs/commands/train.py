@@ -190,6 +190,8 @@ def _cross_validate(args):
             ("--local-workers", args.local_workers, "the folds train one after another in "
                                                     "one process: drop it"),
             ("--preview-augmentation", args.preview_augmentation, "preview without --folds"),
+            ("--seeds", args.seeds is not None, "--folds trains K runs already; for seeds, "
+                                                "run --seeds N without --folds"),
             # each fold's held-out images validate it: a split of the rest would be ignored
             ("--val-split", getattr(args, "val_split", None) is not None,
              "drop it: each fold is validated on the images it holds out")):
