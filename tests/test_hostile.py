@@ -144,6 +144,36 @@ def test_not_an_archive(tmp_path):
         archives.extract(tmp_path / "x.zip", tmp_path / "u")
 
 
+def truncated_tar(path):
+    """A tar.gz cut off in its second member's data, as an interrupted download leaves it."""
+    noise = bytes(range(256)) * 400  # 100 kB that gzip cannot shrink to nothing
+    with tarfile.open(path, "w:gz") as tar:
+        add_file(tar, "cats/a.png", png_bytes())
+        add_file(tar, "dogs/b.bin", hashlib.sha512(noise).digest() * 2000)
+    path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
+    return path
+
+
+def zip_with_a_bad_crc(path):
+    """A zip whose member's bytes changed after it was written (its CRC-32 no longer fits)."""
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("cats/a.png", png_bytes())
+    data = bytearray(path.read_bytes())
+    data[data.index(b"PNG") + 8] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("damaged", [truncated_tar, zip_with_a_bad_crc])
+def test_a_damaged_archive_is_one_line_and_leaves_nothing(damaged, tmp_path, capsys):
+    archive = damaged(tmp_path / f"data.{'zip' if 'zip' in damaged.__name__ else 'tar.gz'}")
+    line = one_error_line(capsys, download_main, ["--archive", str(archive), "--sha256",
+                                                  sha256(archive), "--into",
+                                                  str(tmp_path / "pets")])
+    assert "damaged archive" in line and "download it again" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == [archive.name]  # nothing unpacked
+
+
 def rewrite_keras_config(source, target, change):
     with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w") as out:
         for item in original.infolist():

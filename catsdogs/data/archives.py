@@ -10,12 +10,15 @@ than the disk holds, to a thousand times its own size, or to millions of files: 
 declared sizes (which the zip and tar readers hold each member to) are summed first.
 """
 
+import gzip
 import hashlib
+import lzma
 import os
 import shutil
 import stat
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from catsdogs import runs
@@ -51,6 +54,11 @@ def verify_sha256(path, expected):
         raise CatsDogsError(f"SHA-256 mismatch: expected {expected.lower()}, got {actual}; "
                             "the file is incomplete, corrupt or not the published archive",
                             where=path, fix="delete it and download it again")
+
+
+# what the zip, tar and compression modules raise on a truncated or damaged archive
+CORRUPT = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, gzip.BadGzipFile,
+           lzma.LZMAError)
 
 
 def _unsafe_name(name):
@@ -148,31 +156,42 @@ def extract(path, into):
     is never written over.
 
     Raises:
-        CatsDogsError: `into` exists, the file is not an archive, a member is unsafe, the
-            archive is too large for the disk or a bomb (MAX_MEMBERS, MAX_EXPANSION), or the
-            disk filled up while unpacking (nothing is kept).
+        CatsDogsError: `into` exists, the file is not an archive or is damaged (truncated,
+            a bad checksum inside), a member is unsafe, the archive is too large for the disk
+            or a bomb (MAX_MEMBERS, MAX_EXPANSION), or the disk filled up while unpacking
+            (nothing is kept).
     """
     into = Path(into)
     if into.exists():
         raise CatsDogsError("folder already exists; catsdogs never unpacks over files",
                             where=into, fix="pass another --into, or remove that folder")
     archive, members_of = _open(path)
-    with archive:
-        needed = _check_room(path, into, *_survey(archive, members_of, path))
-
-        def unpack(temp):
-            temp.mkdir()
-            try:
-                if isinstance(archive, tarfile.TarFile) and hasattr(tarfile, "data_filter"):
-                    archive.extractall(temp, filter="data")  # second guard: Python's checks
-                else:  # zip, or a Python older than 3.10.12 / 3.11.4 (no filters; checked above)
-                    archive.extractall(temp)
-            except OSError as error:
-                if error.errno not in runs.DISK_FULL:
-                    raise
-                raise CatsDogsError("disk full while unpacking; nothing was kept", where=into,
-                                    fix=f"free at least {needed / 1e6:,.0f} MB on that disk, "
-                                        "or pass --into on another disk") from None
-
-        runs.replace_dir(into, unpack, over=False)
+    try:
+        with archive:
+            _unpack_checked(archive, members_of, path, into)
+    except CORRUPT as error:  # replace_dir has removed what it unpacked
+        raise CatsDogsError(f"damaged archive: {error}", where=path,
+                            fix="download it again (a truncated download, or a changed file)"
+                            ) from None
     return into
+
+
+def _unpack_checked(archive, members_of, path, into):
+    """extract()'s body, on the opened archive: survey, room check, unpack into place."""
+    needed = _check_room(path, into, *_survey(archive, members_of, path))
+
+    def unpack(temp):
+        temp.mkdir()
+        try:
+            if isinstance(archive, tarfile.TarFile) and hasattr(tarfile, "data_filter"):
+                archive.extractall(temp, filter="data")  # second guard: Python's checks
+            else:  # zip, or a Python older than 3.10.12 / 3.11.4 (no filters; checked above)
+                archive.extractall(temp)
+        except OSError as error:
+            if error.errno not in runs.DISK_FULL:
+                raise
+            raise CatsDogsError("disk full while unpacking; nothing was kept", where=into,
+                                fix=f"free at least {needed / 1e6:,.0f} MB on that disk, "
+                                    "or pass --into on another disk") from None
+
+    runs.replace_dir(into, unpack, over=False)
