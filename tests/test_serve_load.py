@@ -345,6 +345,9 @@ def test_a_metrics_folder_holding_an_earlier_servers_files_is_refused(tmp_path, 
     with pytest.raises(CatsDogsError, match="earlier server"), metrics_folder():
         pass
     assert (tmp_path / "counter_123.db").exists()  # the user's folder is left as it is
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "missing"))
+    with pytest.raises(CatsDogsError, match="names no folder"), metrics_folder():
+        pass
 
 
 def test_a_worker_that_cannot_load_the_model_is_the_servers_one_error_line(tmp_path):

@@ -89,6 +89,10 @@ def metrics_folder():
     left as it is)."""
     if os.environ.get(METRICS_VARIABLE):
         folder = os.environ[METRICS_VARIABLE]
+        if not os.path.isdir(folder):
+            raise CatsDogsError("PROMETHEUS_MULTIPROC_DIR names no folder", where=folder,
+                                fix="create that empty folder, or unset the variable (the "
+                                    "server then makes its own)")
         if any(name.endswith(".db") for name in os.listdir(folder)):
             raise CatsDogsError("PROMETHEUS_MULTIPROC_DIR holds the metrics of an earlier "
                                 "server, which would be added to this one's", where=folder,
