@@ -19,7 +19,8 @@ from catsdogs.inference.export import FILE_NAMES, export
 from catsdogs.inference.saved_model import write_saved_model
 from catsdogs.data.images import decode_many
 
-from conftest import SAMPLE_DATA, bomb_png_bytes, gray16_png_bytes, one_error_line
+from conftest import (SAMPLE_DATA, bomb_png_bytes, gray16_png_bytes, one_error_line,
+                      write_class_images)
 
 CIFAR_TEST = SAMPLE_DATA / "cifar10" / "test"
 
@@ -272,3 +273,27 @@ def test_int8_flags_without_the_int8_format_are_one_line_not_ignored(flags, tmp_
 def test_unknown_format_is_one_line(trained_run, capsys):
     assert export_main([str(trained_run.dir), "--format", "tflite-int4"]) == 2
     assert "unknown format 'tflite-int4'" in capsys.readouterr().err
+
+
+def test_a_check_folder_holding_another_class_is_one_line(tmp_path):
+    """--check's photos are labelled by their folders: one the model has no class for is
+    named, before any format runs."""
+    from catsdogs.errors import CatsDogsError
+    from catsdogs.inference.export import check
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "class_names.json").write_text(json.dumps(["cats", "dogs"]))
+    write_class_images(tmp_path / "photos", {"cats": (1, 2, 3), "birds": (4, 5, 6)}, 2)
+    with pytest.raises(CatsDogsError, match=r"\['birds'\] are not classes of the model"):
+        check({"keras": tmp_path / "model" / "model.keras"}, tmp_path / "photos")
+
+
+def test_a_damaged_config_json_beside_the_model_is_one_line_naming_it(tmp_path):
+    """int8 export looks for its calibration photos in the run's config.json."""
+    from catsdogs.errors import CatsDogsError
+    from catsdogs.inference.export import training_folder_of
+
+    (tmp_path / "config.json").write_text('{"data": ')
+    with pytest.raises(CatsDogsError, match="not valid JSON") as raised:
+        training_folder_of(tmp_path)
+    assert "config.json" in str(raised.value)

@@ -79,14 +79,16 @@ def compute_metrics(labels, probabilities, class_names):
     return metrics
 
 
-def _labels_in_model_order(data_dir, class_names):
+def labels_in_model_order(data_dir, class_names):
+    """(paths, labels as the model's class indices, skipped) of a folder of class sub-folders;
+    a folder that is no class of the model is one line."""
     from catsdogs.data.datasets import scan_class_folders
 
     folder_names, paths, folder_labels, skipped = scan_class_folders(data_dir)
     unknown = [n for n in folder_names if n not in class_names]
     if unknown:
         raise CatsDogsError(f"class folders {unknown} are not classes of the model {class_names}",
-                            where=data_dir, fix="evaluate on folders named like the model's classes")
+                            where=data_dir, fix="use folders named like the model's classes")
     to_model = np.array([class_names.index(n) for n in folder_names])
     return paths, to_model[folder_labels], skipped
 
@@ -124,7 +126,7 @@ def evaluate(classifier, data_dir, out=None, tta=None, batch_size=64, ood_dir=No
         from catsdogs.inference.classifier import load
         classifier = load(classifier)
     names = classifier.class_names
-    paths, labels, skipped = _labels_in_model_order(data_dir, names)
+    paths, labels, skipped = labels_in_model_order(data_dir, names)
     storage = Storage.of(cache or CacheConfig())
     storage.decide(len(paths), classifier.image_size)
     split, bad = decode_split(paths, labels, classifier.image_size, data_dir, storage)

@@ -8,7 +8,6 @@ is written beside its destination and swapped in, so an existing export is never
 """
 
 import contextlib
-import json
 import tempfile
 import time
 import warnings
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from catsdogs import config as cfg
 from catsdogs import runs
 from catsdogs.errors import CatsDogsError
 from catsdogs.inference.calibrate import with_temperature
@@ -101,12 +101,12 @@ def training_folder_of(run_dir):
     config_file = Path(run_dir) / runs.CONFIG_FILE
     if not config_file.is_file():
         return None
-    config = json.loads(config_file.read_text())
-    if config.get("train_dir"):
-        return Path(config["train_dir"])
-    if config.get("data"):
-        splits = find_split_folders(config["data"])
-        return splits[0] if splits else Path(config["data"])
+    config = cfg.read_run_config(config_file)  # a damaged one: one line naming it
+    if config.train_dir:
+        return Path(config.train_dir)
+    if config.data:
+        splits = find_split_folders(config.data)
+        return splits[0] if splits else Path(config.data)
     return None
 
 
@@ -190,15 +190,13 @@ def check_formats(formats):
 
 def check(written, data_dir, reference="keras"):
     """Run every written format on `data_dir`: size, accuracy, agreement with Keras, images/s."""
-    from catsdogs.data.datasets import scan_class_folders
     from catsdogs.data.images import decode_many
+    from catsdogs.inference.classifier import read_class_names
+    from catsdogs.inference.evaluate import labels_in_model_order
     from catsdogs.inference.runtimes import OPENERS
 
-    from catsdogs.inference.classifier import read_class_names
-
     class_names = read_class_names(Path(next(iter(written.values()))).parent / runs.CLASS_NAMES_FILE)
-    folder_names, paths, labels, _ = scan_class_folders(data_dir)
-    labels = np.array([class_names.index(folder_names[i]) for i in labels])
+    paths, labels, _ = labels_in_model_order(data_dir, class_names)
     results, top1, decoded = [], {}, {}
     for name, path in written.items():
         predict = OPENERS[name](path)

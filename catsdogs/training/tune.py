@@ -23,7 +23,6 @@ annealed run for more epochs would not be that recipe).
 
 import contextlib
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -125,7 +124,7 @@ def _train_or_resume(config, run_dir, callbacks, decoded):
         training.resume(run_dir, callbacks=callbacks, test=False, decoded=decoded)
     else:
         training.train(config, callbacks=callbacks, test=False, decoded=decoded)
-    return json.loads((run_dir / runs.METRICS_FILE).read_text())
+    return cfg.load_json(run_dir / runs.METRICS_FILE)
 
 
 # ---------------------------------------------------------------- the table
@@ -138,7 +137,7 @@ def trial_rows(oracle, folder):
     for trial_id in oracle.end_order:
         trial = oracle.trials[trial_id]
         metrics_file = folder / f"trial-{trial_id}" / runs.METRICS_FILE
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+        metrics = cfg.load_json(metrics_file) if metrics_file.exists() else {}
         partial = metrics and metrics["epochs_run"] < metrics["epochs_planned"]
         rows.append({"trial": trial_id,
                      "status": "failed" if trial.score is None else
@@ -215,7 +214,7 @@ def tune(plan):
     folder = plan.folder
     with runs.run_folder_lock(folder):
         summary_file = folder / TUNE_FILE
-        before = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+        before = cfg.load_json(summary_file) if summary_file.exists() else {}
         spent = before.get("seconds_spent", 0.0)
         started = clock()
         deadline = None if plan.budget is None else started + plan.budget * 60 - spent
@@ -290,7 +289,7 @@ def final_config(plan, best_dir, best_config):
     """The best trial's settings with as many epochs as fit in `plan.final` minutes at the
     seconds per epoch its trial trained (never fewer epochs than it planned), in TUNE_DIR/final;
     a two-stage recipe keeps its fine-tuning epochs and gives the head the rest."""
-    metrics = json.loads((best_dir / runs.METRICS_FILE).read_text())
+    metrics = cfg.load_json(best_dir / runs.METRICS_FILE)
     per_epoch = metrics["train_seconds"] / max(1, metrics["epochs_run"])
     fitting = int(plan.final * 60 // max(per_epoch, 1e-9))
     epochs = max(best_config.epochs, fitting - best_config.fine_tune_epochs)
