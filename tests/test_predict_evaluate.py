@@ -366,7 +366,11 @@ def test_tta_applies_the_temperature_fitted_for_its_views_else_the_plain_one(tmp
     assert clf.temperature_for(True) == 0.5  # True: the flip, as predict_arrays reads it
     assert [rejection_threshold(clf, "auto", tta) for tta in (None, "flip", "shift")] == [0.7, 0.6, 0.7]
     (tmp_path / "model.keras").write_bytes(b"")
-    for broken in ('{"temperature": 1.0, "tta": {"flip": {}}}', '[1]', '{"temperature": 1, "tta": [1]}'):
+    for broken in ('{"temperature": 1.0, "tta": {"flip": {}}}', '[1]', '{"temperature": 1, "tta": [1]}',
+                   '{"temperature": 0}', '{"temperature": -2.0}', '{"temperature": NaN}',
+                   '{"temperature": 1, "tta": {"flip": {"temperature": Infinity}}}',
+                   '{"temperature": 1, "min_confidence_auto": {"threshold": 1.5}}',
+                   '{"temperature": 1, "min_confidence_auto": {"threshold": "high"}}'):
         (tmp_path / "calibration.json").write_text(broken)
         with pytest.raises(CatsDogsError, match="cannot read the calibration"):
             read_calibration(tmp_path / "model.keras")

@@ -8,6 +8,7 @@ operations a classifier never needs (model_ops.py) unless `trust_model`.
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -104,11 +105,24 @@ def read_calibration(model_path):
     try:
         values = json.loads(candidate.read_text())
         for entry in [values, *(values.get("tta") or {}).values()]:
-            float(entry["temperature"])
+            _check_calibration_entry(entry)
         return values
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        raise CatsDogsError(f"cannot read the calibration ({type(error).__name__})",
+        raise CatsDogsError(f"cannot read the calibration ({type(error).__name__}: {error})",
                             where=candidate, fix="recreate it: catsdogs calibrate RUN_DIR") from None
+
+
+def _check_calibration_entry(entry):
+    """A temperature that divides logits (finite, > 0) and a stored threshold that is a
+    probability: anything else would turn every prediction into NaN or refuse them all."""
+    temperature = float(entry["temperature"])
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature {temperature} is not a finite number > 0")
+    stored = entry.get("min_confidence_auto")
+    if stored is not None:
+        threshold = float(stored["threshold"])
+        if not 0 <= threshold <= 1:
+            raise ValueError(f"threshold {threshold} is not a probability in [0, 1]")
 
 
 def read_class_names(path):
