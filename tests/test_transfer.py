@@ -97,6 +97,26 @@ def test_a_weights_path_that_is_neither_file_nor_run_is_one_line_before_decoding
     assert "not a catsdogs run folder" in line
 
 
+def test_a_damaged_run_model_or_a_foreign_h5_file_is_one_line(binary_folders, tmp_path,
+                                                              capsys):
+    """The start's files are read like any model a user hands over: a torn model.keras or an
+    HDF5 file that holds no Keras weights is named, with no traceback."""
+    import h5py
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model.keras").write_bytes(b"PK\x03\x04 torn")
+    (tmp_path / "run" / "class_names.json").write_text('["cats", "dogs"]')
+    with h5py.File(tmp_path / "other.h5", "w") as file:
+        file.attrs["layer_names"] = [b"dense"]  # Keras' legacy layout, without its groups
+    for start, expected in ((tmp_path / "run", "cannot load the model"),
+                            (tmp_path / "other.h5", "cannot read the weights file (KeyError")):
+        line = one_error_line(capsys, main, [
+            "--data", str(binary_folders), "--preset", "seed-cifar10", "--epochs", "1",
+            "--weights", str(start), "--run-dir", str(tmp_path / f"to-{start.stem}")],
+            alone=False)
+        assert expected in line and str(start) in line
+
+
 def test_offline_imagenet_names_the_file_and_where_keras_looks(monkeypatch):
     from keras.src.utils import file_utils
 

@@ -126,8 +126,14 @@ def open_h5(path, input_scale=None):
 def open_keras(path):
     """A `.keras` file, loaded only if it is safe: no foreign modules, no Lambda layers
     (safe_mode), so a downloaded model cannot run code on load."""
+    return _keras_runtime(load_keras_model(path))
+
+
+def load_keras_model(path):
+    """The Keras model of a `.keras` file, by open_keras' rules (no foreign modules, safe
+    mode, one line for a file that cannot be read): for a run's weights to start another."""
     _refuse_foreign_modules(path)
-    return _keras_runtime(_load_keras_file(path))
+    return _load_keras_file(path)
 
 
 def _load_keras_file(path):

@@ -118,9 +118,9 @@ def _copy_in_order(targets, stored, where):
 
 def _copy_from_run(model, run_dir, class_names):
     """The run's body; its head when it was trained on the same classes."""
-    import keras
+    from catsdogs.inference.runtimes import load_keras_model
 
-    source = keras.saving.load_model(run_dir / runs.MODEL_FILE, safe_mode=True, compile=False)
+    source = load_keras_model(run_dir / runs.MODEL_FILE)
     _copy_in_order(body_layers(model), [(layer.name, layer.get_weights())
                                         for layer in body_layers(source)], run_dir)
     try:
@@ -142,9 +142,9 @@ def _load_file(model, path):
                 _load_legacy_h5(model, file.get("model_weights", file), path)
             else:
                 _load_keras3_h5(model, file, path)
-    except OSError as error:
-        raise CatsDogsError(f"cannot read the weights file ({error})", where=path,
-                            fix=SOURCES_FIX) from None
+    except (OSError, KeyError) as error:  # KeyError: an HDF5 file without Keras' layout
+        raise CatsDogsError(f"cannot read the weights file ({type(error).__name__}: {error})",
+                            where=path, fix=SOURCES_FIX) from None
     return f"body from {path}, a new head"
 
 
