@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -123,16 +124,16 @@ def test_other_settings_in_the_same_folder_are_one_error_line(audited, capsys):
 
 
 def test_a_killed_audit_skips_finished_folds_and_resumes_the_one_it_was_in(tmp_path, monkeypatch):
-    from catsdogs.training import callbacks
+    from catsdogs.training import callbacks, train
 
     data = write_class_images(tmp_path / "pets", TWO_CLASSES, 12, size=(32, 32), seed=7)
     argv = [str(data), *QUICK, "--folds", "2", "--out-dir", str(tmp_path / "a")]
     trained, epochs = [], []
-    train_fold, epoch_begin = kfold._train_fold, callbacks.HistoryCSV.on_epoch_begin
+    finish_run, epoch_begin = train.finish_run, callbacks.HistoryCSV.on_epoch_begin
 
-    def count_folds(config, run_dir):
-        trained.append(run_dir.parent.name)
-        train_fold(config, run_dir)
+    def count_folds(config, **kwargs):
+        trained.append(Path(config.run_dir).parent.name)
+        finish_run(config, **kwargs)
 
     def kill_in_fold_2(self, epoch, logs=None):  # after fold 2's first epoch is stored
         epochs.append(epoch)
@@ -140,7 +141,7 @@ def test_a_killed_audit_skips_finished_folds_and_resumes_the_one_it_was_in(tmp_p
             raise Interrupt("simulated kill at the start of fold 2's second epoch")
         epoch_begin(self, epoch, logs)
 
-    monkeypatch.setattr(kfold, "_train_fold", count_folds)
+    monkeypatch.setattr(train, "finish_run", count_folds)
     monkeypatch.setattr(callbacks.HistoryCSV, "on_epoch_begin", kill_in_fold_2)
     monkeypatch.delenv("CATSDOGS_DEBUG", raising=False)
     assert main(argv) == 1

@@ -473,11 +473,11 @@ def test_the_folds_share_one_cache_filled_once(command, folder, cache_dir, decod
     through the photos' cache) and decodes nothing; the training itself is left out."""
     from catsdogs.commands import doctor
     from catsdogs.commands import train as train_command
-    from catsdogs.training import kfold
+    from catsdogs.training import kfold, train
 
     loads = []
 
-    def load_instead_of_training(config, run_dir):
+    def load_instead_of_training(config, **kwargs):
         before = sum(map(len, decoded))
         data = load_image_data(config, SIZE)
         # the fold's images and the photos its links point to (the links go with the fold)
@@ -485,7 +485,7 @@ def test_the_folds_share_one_cache_filled_once(command, folder, cache_dir, decod
                        for split in (data.train, data.val, data.test)],
                       data.summary()["pixels"], sum(map(len, decoded)) - before))
 
-    monkeypatch.setattr(kfold, "_train_fold", load_instead_of_training)
+    monkeypatch.setattr(train, "finish_run", load_instead_of_training)
     monkeypatch.setattr(kfold, "_predict_fold",
                         lambda run_dir, images, held_out: np.full((held_out.sum(), 2), 0.5))
     flags = ["--folds", "3", "--preset", "seed-cifar10", "--cache", "disk",

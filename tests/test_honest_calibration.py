@@ -203,6 +203,36 @@ def test_an_ensemble_naming_a_run_twice_is_one_error_line(members, tmp_path, cap
     assert "the same run is named twice" in line
     assert not (tmp_path / "twice").exists()
 
+def test_train_seeds_killed_in_a_seeds_first_epoch_continues_with_the_same_command(
+        folders, tmp_path, monkeypatch):
+    """The second seed's folder holds config.json and no finished epoch: the same command
+    trains that seed again instead of refusing its folder."""
+    from catsdogs.commands.train import main
+
+    out = tmp_path / "seeds"
+    argv = ["--data", str(folders), "--preset", "seed-cifar10", "--epochs", "1",
+            "--batch-size", "8", "--selection-split", "0.25", "--seeds", "2", "--run-dir",
+            str(out), "--quiet"]
+    from catsdogs.training import callbacks
+
+    original, begun = callbacks.HistoryCSV.on_epoch_begin, []
+
+    def begin(self, epoch, logs=None):  # the second seed's first epoch: killed
+        begun.append(epoch)
+        if len(begun) == 2:
+            raise Interrupt("killed in the second seed's first epoch")
+        original(self, epoch, logs)
+
+    monkeypatch.setattr(callbacks.HistoryCSV, "on_epoch_begin", begin)
+    assert main(argv) != 0  # the command's internal-error line, as for any crash
+    assert (out / "seed-43" / "config.json").exists()
+    assert not (out / "seed-43" / "history.csv").exists() or not (
+        (out / "seed-43" / "history.csv").read_text().count("\n") > 1)
+    assert main(argv) == 0
+    result = json.loads((out / "seeds.json").read_text())
+    assert [row["seed"] for row in result["runs"]] == [42, 43] and len(begun) == 3
+
+
 def test_train_seeds_leaves_the_members_their_spread_and_their_ensemble(folders, tmp_path, capsys):
     from catsdogs.commands.train import main
 

@@ -197,19 +197,6 @@ def _write_fold_tree(images, held_out, folder):
     runs.replace_dir(folder, write)
 
 
-def _train_fold(config, run_dir):
-    """The fold's run, finished: trained, resumed where a killed run left it half-way, or
-    left as it is if it had finished."""
-    from catsdogs.training.train import resume, train
-
-    if (run_dir / runs.CONFIG_FILE).exists() and runs.read_csv(run_dir / runs.HISTORY_FILE):
-        if not (run_dir / runs.METRICS_FILE).exists() or (run_dir / runs.CHECKPOINTS_DIR).exists():
-            resume(run_dir)
-        return
-    shutil.rmtree(run_dir, ignore_errors=True)  # killed before its first epoch: nothing to keep
-    train(config)
-
-
 def _predict_fold(run_dir, images, held_out):
     """Out-of-fold probabilities (held-out images, classes) from the fold's best model."""
     from catsdogs.inference.classifier import load
@@ -228,6 +215,8 @@ def _run_fold(fold, images, fold_of, base, folder):
     fold's record (images, accuracy, seconds)."""
     import keras
 
+    from catsdogs.training.train import finish_run
+
     started = time.perf_counter()
     fold_dir = folder / f"fold-{fold + 1}"
     held_out = fold_of == fold
@@ -236,7 +225,7 @@ def _run_fold(fold, images, fold_of, base, folder):
                                  run_dir=str((fold_dir / "run").resolve()))
     # train's results (best epoch, paths) would read as the k folds': they stay in the run folder
     with contextlib.redirect_stdout(io.StringIO()) as printed, quiet_retracing():
-        _train_fold(config, fold_dir / "run")
+        finish_run(config)
         probabilities = _predict_fold(fold_dir / "run", images, held_out)
     log().debug(printed.getvalue().rstrip())
     with runs.atomic_path(fold_dir / "oof.npy") as temp:

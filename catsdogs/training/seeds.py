@@ -15,7 +15,7 @@ import statistics
 from pathlib import Path
 
 from catsdogs import runs
-from catsdogs.console import log, quiet_retracing
+from catsdogs.console import quiet_retracing
 
 SEEDS_FILE = "seeds.json"
 
@@ -25,26 +25,22 @@ def train_seeds(config, count, folder):
     write their ensemble. Returns the dict seeds.json holds."""
     from catsdogs.data.datasets import DecodedSources
     from catsdogs.inference.ensemble import write_ensemble
-    from catsdogs.training.train import resume, train
+    from catsdogs.training.train import finish_run
 
     folder = Path(folder)
     members = []
     decoded = DecodedSources()  # every seed trains on the same photos: decoded once
-    for seed in range(config.seed, config.seed + count):
-        run_dir = folder / f"seed-{seed}"
-        with quiet_retracing():  # every seed compiles a new model's functions
-            if (run_dir / runs.METRICS_FILE).exists():
-                log().info(f"Seed {seed}: finished before, kept ({run_dir})")
-            elif (run_dir / runs.CHECKPOINTS_DIR).exists():
-                resume(run_dir, decoded=decoded)
-            else:
+    with runs.run_folder_lock(folder):  # one command at a time in it: its seeds are its own
+        for seed in range(config.seed, config.seed + count):
+            run_dir = folder / f"seed-{seed}"
+            with quiet_retracing():  # every seed compiles a new model's functions
                 # the same photos held out by every member: their ensemble calibrates on them
-                train(dataclasses.replace(config, seed=seed, split_seed=config.roles_seed,
-                                          run_dir=str(run_dir)), decoded=decoded)
-        members.append(run_dir)
-    ensemble_dir = folder / "ensemble"
-    if not (ensemble_dir / runs.MODEL_FILE).exists():
-        write_ensemble(members, ensemble_dir)
+                finish_run(dataclasses.replace(config, seed=seed, split_seed=config.roles_seed,
+                                               run_dir=str(run_dir)), decoded=decoded)
+            members.append(run_dir)
+        ensemble_dir = folder / "ensemble"
+        if not (ensemble_dir / runs.MODEL_FILE).exists():
+            write_ensemble(members, ensemble_dir)
     rows = [{"seed": config.seed + i, "run": str(path),
              **_figures(json.loads((path / runs.METRICS_FILE).read_text()))}
             for i, path in enumerate(members)]

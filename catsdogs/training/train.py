@@ -213,7 +213,8 @@ def _start_run_folder(data, run_dir, resumed, chooses=True):
     for line in quick_warnings(data):
         log().warning(line)
     names_file = run_dir / runs.CLASS_NAMES_FILE
-    if resumed and json.loads(names_file.read_text()) != data.class_names:
+    # a run killed before it wrote its class names has none to compare: they are written now
+    if resumed and names_file.exists() and cfg.load_json(names_file) != data.class_names:
         raise CatsDogsError("the data's classes differ from the run's class_names.json",
                             where=names_file, fix="resume with the data the run started with")
     runs.write_json(names_file, data.class_names)
@@ -582,6 +583,22 @@ def train(config, callbacks=(), test=True, decoded=None):
 def resume_command(run_dir):
     """The command that continues the run in `run_dir`, as a user would type it."""
     return f"catsdogs train --resume {shlex.quote(str(run_dir))}"
+
+
+def finish_run(config, callbacks=(), test=True, decoded=None):
+    """`config`'s run in its run_dir, finished however an earlier process left it: kept if it
+    finished, resumed if it was killed after an epoch, else trained anew (killed before its
+    first epoch ended, it holds nothing to keep, and its folder is made again). For the runs a
+    command makes inside its own locked folder: folds, seeds, trials; `callbacks`, `test` and
+    `decoded` as for `train`."""
+    run_dir = Path(config.run_dir)
+    if (run_dir / runs.METRICS_FILE).exists() and not (run_dir / runs.CHECKPOINTS_DIR).exists():
+        log().info(f"{run_dir}: finished before, kept")
+    elif (run_dir / runs.CONFIG_FILE).exists() and runs.read_csv(run_dir / runs.HISTORY_FILE):
+        resume(run_dir, callbacks=callbacks, test=test, decoded=decoded)
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        train(config, callbacks=callbacks, test=test, decoded=decoded)
 
 
 def _refit(run):

@@ -91,7 +91,7 @@ class RecipeTuner(keras_tuner.Tuner):
         config = space.trial_config(self.plan.base, trial.hyperparameters.values, run_dir)
         stop = [] if self.deadline is None else [StopAtDeadline(self.deadline)]
         try:
-            metrics = _train_or_resume(config, run_dir, stop, self.decoded)
+            metrics = _finished_metrics(config, stop, self.decoded)
         except RunFailed as error:  # a recipe that diverged: a failed trial, the search goes on
             raise keras_tuner.errors.FailedTrialError(str(error)) from error
         except Exception as error:  # anything else stops the search, to be resumed
@@ -115,16 +115,11 @@ class RecipeTuner(keras_tuner.Tuner):
         self.progress(rows)
 
 
-def _train_or_resume(config, run_dir, callbacks, decoded):
-    """The trial's metrics.json: read when it finished before, else trained or resumed (on
-    the search's `decoded` photos), never measuring the test split."""
-    if (run_dir / runs.METRICS_FILE).exists() and not (run_dir / runs.CHECKPOINTS_DIR).exists():
-        log().info(f"Trial {run_dir.name}: finished before, kept")
-    elif (run_dir / runs.CONFIG_FILE).exists():
-        training.resume(run_dir, callbacks=callbacks, test=False, decoded=decoded)
-    else:
-        training.train(config, callbacks=callbacks, test=False, decoded=decoded)
-    return cfg.load_json(run_dir / runs.METRICS_FILE)
+def _finished_metrics(config, callbacks, decoded):
+    """The metrics.json of a trial (or the final step), finished however it was left (on the
+    search's `decoded` photos), never measuring the test split."""
+    training.finish_run(config, callbacks=callbacks, test=False, decoded=decoded)
+    return cfg.load_json(Path(config.run_dir) / runs.METRICS_FILE)
 
 
 # ---------------------------------------------------------------- the table
@@ -261,7 +256,7 @@ def _summarise(plan, tuner, before, seconds):
                                 "best trial or --final changed since)", where=kept_dir,
                                 fix="move that folder elsewhere to train this one, or tune into "
                                     "a new --run-dir")
-        metrics = _train_or_resume(kept_config, kept_dir, [], tuner.decoded)
+        metrics = _finished_metrics(kept_config, [], tuner.decoded)
         final = {"final_run": str(kept_dir), "final_epochs": kept_config.epochs,
                  "final_selection_accuracy": metrics["kept_val_accuracy"],
                  "final_minutes": round(metrics["train_seconds"] / 60, 2)}
