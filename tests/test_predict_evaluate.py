@@ -417,3 +417,14 @@ def test_a_file_or_folder_that_is_no_model_is_said_so_before_its_class_names(cap
     for wrong in (tmp_path / "photos", tmp_path / "notes.md"):
         line = one_error_line(capsys, predict_main, [str(wrong), str(tmp_path / "photos")])
         assert "not a model" in line and str(wrong) in line, line
+
+
+def test_roc_auc_counts_tied_scores_half_as_scikit_learn_does():
+    from sklearn.metrics import roc_auc_score
+
+    from catsdogs.inference.evaluate import roc_auc
+
+    rng = np.random.default_rng(3)
+    labels, scores = rng.integers(0, 2, 300), np.round(rng.random(300), 1)  # many ties
+    assert roc_auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    assert roc_auc([1, 1], [0.2, 0.9]) is None  # one class only: no curve

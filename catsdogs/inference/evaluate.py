@@ -41,21 +41,15 @@ def per_class_report(matrix, class_names):
 
 def roc_auc(labels, scores):
     """Area under the ROC curve: the chance a random positive outscores a random negative
-    (Mann-Whitney U, ties counted half), exact rather than Keras' thresholded estimate."""
+    (Mann-Whitney U from SciPy's average ranks, ties counted half), exact rather than Keras'
+    thresholded estimate."""
+    from scipy.stats import rankdata
+
     labels, scores = np.asarray(labels), np.asarray(scores, dtype=np.float64)
     positives, negatives = labels.sum(), len(labels) - labels.sum()
     if positives == 0 or negatives == 0:
         return None
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    start = 0
-    while start < len(scores):  # average rank over each run of tied scores
-        end = start
-        while end + 1 < len(scores) and sorted_scores[end + 1] == sorted_scores[start]:
-            end += 1
-        ranks[order[start:end + 1]] = (start + end) / 2 + 1
-        start = end + 1
+    ranks = rankdata(scores)  # tied scores share their average rank
     return float((ranks[labels == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
