@@ -45,7 +45,7 @@ def test_hparams_dashboard_holds_the_settings_and_the_accuracies(run):
 
 
 def test_a_confusion_matrix_image_each_epoch_and_the_graph(run):
-    validation = events(run.dir / "logs" / "validation")
+    validation = events(run.dir / "logs" / "validation_images")
     images = validation.Tensors("confusion matrix")
     assert [e.step for e in images] == [0, 1]  # 2 epochs: every epoch (and the last)
     width, height = (int(v) for v in images[-1].tensor_proto.string_val[:2])
@@ -55,3 +55,13 @@ def test_a_confusion_matrix_image_each_epoch_and_the_graph(run):
     # op-level graph is "not supported at this time" (Keras' TensorBoard docstring)
     train = events(run.dir / "logs" / "train")
     assert "keras" in train.PluginTagToContent("graph_keras_model")
+
+
+def test_one_events_file_a_folder_so_a_live_tensorboard_follows_every_curve(run):
+    """TensorBoard follows only the newest events file of a folder while it runs: Keras'
+    train/ and validation/ hold Keras' file alone, and each writer of ours is one file for the
+    run, not one an epoch."""
+    logs = run.dir / "logs"
+    for folder in ("", "train", "validation", "train_images", "validation_images"):
+        assert len(list((logs / folder).glob("events.out.tfevents.*"))) == 1, folder
+    assert "training images (augmented)" in events(logs / "train_images").Tags()["tensors"]

@@ -33,6 +33,11 @@ from catsdogs.errors import CatsDogsError
 from catsdogs.training.distill import student_of
 from catsdogs.training.progressive import side_for_epoch
 
+# TensorBoard folders of our own images under logs/, beside Keras' train/ and validation/: a
+# live TensorBoard follows only the newest events file of a folder, so a file of ours in
+# Keras' folders would stop its curves from updating until TensorBoard restarts
+TRAINING_IMAGES_DIR, VALIDATION_IMAGES_DIR = "train_images", "validation_images"
+
 
 def _finite(logs, key):
     value = (logs or {}).get(key)
@@ -180,7 +185,7 @@ class TrainingImagesToTensorBoard(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         import tensorflow as tf
 
-        writer = tf.summary.create_file_writer(str(self.log_dir / "train"))
+        writer = tf.summary.create_file_writer(str(self.log_dir / TRAINING_IMAGES_DIR))
         with writer.as_default():
             pixels = np.clip(self.images, 0, 255).astype(np.uint8)
             tf.summary.image("training images (augmented)", pixels, step=0,
@@ -199,6 +204,7 @@ class ConfusionMatrixToTensorBoard(keras.callbacks.Callback):
         self.pixels, self.labels = pixels[picks], np.asarray(labels)[picks]
         self.log_dir, self.class_names, self.epochs = Path(log_dir), list(class_names), epochs
         self.every = every or max(1, epochs // 10)
+        self.writer = None  # one for the run, made at the first image
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every and epoch + 1 != self.epochs:
@@ -215,8 +221,15 @@ class ConfusionMatrixToTensorBoard(keras.callbacks.Callback):
         figure = plots.confusion_matrix_figure(matrix, self.class_names, title=(
             f"epoch {epoch + 1}: {len(self.labels)} validation images, accuracy {accuracy:.1%}"))
         image = tf.io.decode_png(plots.png_bytes(figure), channels=3)[None]
-        with tf.summary.create_file_writer(str(self.log_dir / "validation")).as_default():
+        self.writer = self.writer or tf.summary.create_file_writer(
+            str(self.log_dir / VALIDATION_IMAGES_DIR))
+        with self.writer.as_default():
             tf.summary.image("confusion matrix", image, step=epoch)
+        self.writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self.writer is not None:
+            self.writer.close()
 
 
 class HParamsToTensorBoard(keras.callbacks.Callback):
@@ -239,7 +252,8 @@ class HParamsToTensorBoard(keras.callbacks.Callback):
         import tensorflow as tf
         from tensorboard.plugins.hparams import api as hp
 
-        with tf.summary.create_file_writer(self.log_dir).as_default():
+        self.writer = tf.summary.create_file_writer(self.log_dir)  # one for the run
+        with self.writer.as_default():
             hp.hparams_config(hparams=[hp.HParam(name) for name in self.hparams],
                               metrics=[hp.Metric(tag, group=group) for tag, group in self.METRICS])
             hp.hparams(self.hparams, trial_id=Path(self.log_dir).parent.name)
@@ -250,9 +264,13 @@ class HParamsToTensorBoard(keras.callbacks.Callback):
         import tensorflow as tf
 
         self.best = max(self.best, float(logs["val_accuracy"]))
-        with tf.summary.create_file_writer(self.log_dir).as_default():
+        with self.writer.as_default():
             tf.summary.scalar("best_val_accuracy", self.best, step=epoch)
             tf.summary.scalar("final_val_accuracy", float(logs["val_accuracy"]), step=epoch)
+        self.writer.flush()  # a killed run shows what it reached
+
+    def on_train_end(self, logs=None):
+        self.writer.close()
 
 
 class InterruptAtBatchEnd(keras.callbacks.Callback):
