@@ -48,6 +48,23 @@ def test_gradcam_peaks_where_the_evidence_is():
         assert heatmap.max() == pytest.approx(1.0) and heatmap.min() >= 0
 
 
+@pytest.mark.parametrize("calibrated", [False, True])
+def test_a_saturated_sigmoid_still_shows_where_the_evidence_is(calibrated):
+    """At probability 1.0 (in float32) the sigmoid's gradient is 0: Grad-CAM takes the logit,
+    so the heatmap of the surest photo is not blank; a calibrated model's too (its head is an
+    Activation after the logits)."""
+    model = corner_model()
+    model.layers[-1].set_weights([np.array([[5000.0]], np.float32), np.array([-1.0], np.float32)])
+    if calibrated:
+        model = calibrate.with_temperature(model, 0.5)
+    pixels = square_in_corner(("bottom", "right"))[None]
+    assert float(model(pixels)[0, 0]) == 1.0  # saturated
+    heatmaps, explained = gradcam(model, pixels)
+    row, col = np.unravel_index(heatmaps[0].argmax(), heatmaps[0].shape)
+    assert list(explained) == [1] and heatmaps[0].max() == pytest.approx(1.0)
+    assert row >= 16 and col >= 16
+
+
 @pytest.mark.parametrize("preset", ["seed-catsdogs", "fast-cifar10", "air-cifar10",
                                     "mobilenetv3-catsdogs"])
 def test_every_kind_of_preset_has_a_map_to_explain(preset):

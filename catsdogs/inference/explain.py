@@ -1,7 +1,8 @@
 """Why the model said "dog": Grad-CAM heatmaps (Selvaraju et al. 2017), batched.
 
-As in keras-io's `grad_cam` example: the gradient of the explained class's score with
-respect to the last spatial feature map, averaged over space, weights that map's channels;
+As in keras-io's `grad_cam` example: the gradient of the explained class's score (its logit,
+before the sigmoid or softmax, as the paper and the example take it) with respect to the last
+spatial feature map, averaged over space, weights that map's channels;
 their weighted sum, through a ReLU, is where the evidence for the class lies. The map layer
 is found for every preset: the last layer whose output is still an image (height x width x
 channels) before pooling or flattening, looking inside a `keras.applications` backbone when
@@ -43,20 +44,52 @@ def find_feature_layer(model):
                         fix="Grad-CAM needs a convolutional network")
 
 
-def _maps_and_outputs(model):
-    """A function pixels -> (feature maps, probabilities) through the model's own layers."""
+def _logits_of(head):
+    """A function head input -> the head's logits, for a head ending in sigmoid or softmax (a
+    Dense with that activation, or that Activation after the logits: a calibrated model's);
+    None for any other head, whose probabilities are then explained."""
+    import keras
+    from keras import ops
+
+    activation = getattr(head, "activation", None)
+    if activation not in (keras.activations.sigmoid, keras.activations.softmax):
+        return None
+    if isinstance(head, keras.layers.Activation):
+        return lambda x: x
+    if isinstance(head, keras.layers.Dense):
+        return lambda x: ops.matmul(x, head.kernel) + (head.bias if head.use_bias else 0)
+    return None
+
+
+def _maps_and_scores(model):
+    """(function pixels -> (feature maps, scores), whether the scores are logits), through
+    the model's own layers: the head's logits where it has them (Grad-CAM's class score is
+    the one before the softmax; a saturated probability has a gradient of 0, and a confident
+    photo's heatmap would come out blank), else its probabilities."""
     import keras
 
+    head = model.layers[-1]
+    logits = _logits_of(head)
     backbone, layer = find_feature_layer(model)
     if backbone is None:
-        return keras.Model(model.inputs, [layer.output, model.output])
+        graph = keras.Model(model.inputs, [layer.output, head.input if logits else model.output])
+        if logits is None:
+            return graph, False
+
+        def through_the_logits(pixels):
+            maps, x = graph(pixels)
+            return maps, logits(x)
+
+        return through_the_logits, True
     sequential = isinstance(backbone, keras.Sequential)  # a tutorial's model inside a wrapper
     inner = None if sequential else keras.Model(backbone.inputs, [layer.output, backbone.output])
 
     def run(pixels):  # the models around a nested one are a chain of layers
         x, maps = pixels, None
         for outer in model.layers[1:]:
-            if outer is not backbone:
+            if outer is head and logits:
+                x = logits(x)
+            elif outer is not backbone:
                 x = outer(x)
             elif sequential:
                 for step in backbone.layers:
@@ -66,7 +99,7 @@ def _maps_and_outputs(model):
                 maps, x = inner(x)
         return maps, x
 
-    return run
+    return run, logits is not None
 
 
 def gradcam(model, pixels, class_indices=None, batch_size=32):
@@ -85,18 +118,18 @@ def gradcam(model, pixels, class_indices=None, batch_size=32):
     members = ensemble_members(model)
     if members:
         return _ensemble_gradcam(model, members, pixels, class_indices, batch_size)
-    run = _maps_and_outputs(model)
+    run, are_logits = _maps_and_scores(model)
     heatmaps, explained = [], []
     for start in range(0, len(pixels), batch_size):
         batch = tf.constant(np.asarray(pixels[start:start + batch_size], np.float32))
         with tf.GradientTape() as tape:
-            maps, probabilities = run(batch)
-            if probabilities.shape[-1] == 1:  # one sigmoid unit: class 1 is p, class 0 is 1-p
-                probabilities = tf.concat([1 - probabilities, probabilities], axis=-1)
-            chosen = (tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+            maps, scores = run(batch)
+            if scores.shape[-1] == 1:  # one sigmoid unit: class 1 is z (p), class 0 -z (1-p)
+                scores = tf.concat([-scores if are_logits else 1 - scores, scores], axis=-1)
+            chosen = (tf.argmax(scores, axis=-1, output_type=tf.int32)
                       if class_indices is None else
                       tf.constant(np.asarray(class_indices[start:start + len(batch)]), tf.int32))
-            score = tf.reduce_sum(tf.gather(probabilities, chosen, batch_dims=1))
+            score = tf.reduce_sum(tf.gather(scores, chosen, batch_dims=1))
         gradients = tape.gradient(score, maps)
         weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
         heatmap = tf.nn.relu(tf.reduce_sum(maps * weights, axis=-1)).numpy()
