@@ -116,7 +116,8 @@ def _decode_to_pixels(image_bytes, image_size):
     what its scaled size does. A GIF counts every frame (_gif_frames): TensorFlow's decoder
     holds them all at the canvas size (measured: 40 frames of 1500 x 1500, 270 MB, from a
     115 kB file) while the header states only the canvas. At most DECODES_AT_ONCE images of a
-    call are decoded at once.
+    call are decoded at once. Not read: the EXIF orientation (TensorFlow's decoders have no
+    such step), which Pillow's path applies; docs/smaller-models.md says so to TF Serving users.
     """
     import tensorflow as tf
 
