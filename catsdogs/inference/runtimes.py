@@ -6,9 +6,7 @@ a sigmoid), so `export --check`, `catsdogs.load` and the tests compare formats l
 """
 
 import dataclasses
-import json
 import os
-import zipfile
 from typing import Callable
 
 from pathlib import Path
@@ -17,6 +15,7 @@ import numpy as np
 
 from catsdogs.console import log
 from catsdogs.errors import CatsDogsError
+from catsdogs.models.keras_files import load_keras_model
 from catsdogs.runs import check_class_names
 from catsdogs.stderr_filter import quiet_tensorflow
 
@@ -44,42 +43,6 @@ def keras_probabilities(model, pixels, batch_size=64):
     """Class probabilities (n, classes) of a Keras model for pixels (n, h, w, 3), in batches."""
     return np.concatenate([as_class_probabilities(model.predict_on_batch(
         np.asarray(pixels[i:i + batch_size], np.float32))) for i in range(0, len(pixels), batch_size)])
-
-
-KERAS_MODULES = ("keras", "keras_hub")  # top-level packages a .keras config may name
-
-
-def _foreign_modules(config):
-    """Every `module` a Keras config names outside Keras itself (nested anywhere)."""
-    if isinstance(config, dict):
-        module = config.get("module")
-        if isinstance(module, str) and module.split(".")[0] not in KERAS_MODULES:
-            yield module
-        for value in config.values():
-            yield from _foreign_modules(value)
-    elif isinstance(config, list):
-        for value in config:
-            yield from _foreign_modules(value)
-
-
-def _refuse_foreign_modules(path):
-    """Read the archive's config.json first: a `.keras` whose model names a module outside
-    Keras (`os`, `subprocess`, a package of its own) is refused before Keras imports anything.
-    Keras' safe mode fails on such files too, but with a multi-line TypeError that does not
-    say why; this says which module."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json"))
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError):
-        return  # not a readable archive: keras.saving.load_model says so below
-    # what load_model(compile=False) builds: the optimizer in compile_config is never read
-    # (a run trained with --optimizer sgd names catsdogs.optim there)
-    foreign = sorted(set(_foreign_modules({key: value for key, value in config.items()
-                                           if key != "compile_config"})))
-    if foreign:
-        raise CatsDogsError(f"refused to load: the model names code outside Keras "
-                            f"(module {', '.join(map(repr, foreign))})", where=path,
-                            fix="load only .keras files made by catsdogs or plain Keras")
 
 
 def _keras_runtime(model):
@@ -110,7 +73,7 @@ def open_h5(path, input_scale=None):
     """
     import keras
 
-    model = _load_keras_file(path)
+    model = load_keras_model(path)
     if input_scale is None:
         input_scale = 1.0 if starts_with_rescaling(model) else 1 / 255
     if input_scale != 1.0:
@@ -127,33 +90,6 @@ def open_keras(path):
     """A `.keras` file, loaded only if it is safe: no foreign modules, no Lambda layers
     (safe_mode), so a downloaded model cannot run code on load."""
     return _keras_runtime(load_keras_model(path))
-
-
-def load_keras_model(path):
-    """The Keras model of a `.keras` file, by open_keras' rules (no foreign modules, safe
-    mode, one line for a file that cannot be read): for a run's weights to start another."""
-    _refuse_foreign_modules(path)
-    return _load_keras_file(path)
-
-
-def _load_keras_file(path):
-    """keras.saving.load_model in safe mode; what fails is one CatsDogsError saying why."""
-    import keras
-
-    try:
-        model = keras.saving.load_model(path, safe_mode=True, compile=False)
-    except ValueError as error:
-        if "safe_mode" in str(error) or "Lambda" in str(error):
-            raise CatsDogsError("refused to load: the model holds code (a Lambda layer) that "
-                                "would run on load", where=path,
-                                fix="rebuild it without Lambda layers; catsdogs never loads "
-                                    "models with safe_mode=False") from None
-        raise CatsDogsError(f"cannot load the model: {error}", where=path) from None
-    except (OSError, KeyError, TypeError) as error:
-        raise CatsDogsError(f"not a readable Keras model file ({type(error).__name__})",
-                            where=path, fix="pass a run folder, a .keras or .h5 file or a "
-                                            "SavedModel folder") from None
-    return model
 
 
 def _probabilities_of(outputs):

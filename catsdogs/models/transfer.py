@@ -118,7 +118,7 @@ def _copy_in_order(targets, stored, where):
 
 def _copy_from_run(model, run_dir, class_names):
     """The run's body; its head when it was trained on the same classes."""
-    from catsdogs.inference.runtimes import load_keras_model
+    from catsdogs.models.keras_files import load_keras_model
 
     source = load_keras_model(run_dir / runs.MODEL_FILE)
     _copy_in_order(body_layers(model), [(layer.name, layer.get_weights())

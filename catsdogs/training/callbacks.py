@@ -227,9 +227,10 @@ class ConfusionMatrixToTensorBoard(keras.callbacks.Callback):
             tf.summary.image("confusion matrix", image, step=epoch)
         self.writer.flush()
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs=None):  # a two-stage run calls fit twice: a new one for each
         if self.writer is not None:
             self.writer.close()
+            self.writer = None
 
 
 class HParamsToTensorBoard(keras.callbacks.Callback):
