@@ -391,7 +391,7 @@ def test_a_refits_union_reads_no_pixels_until_its_batches_do(mode, layout, folde
         np.testing.assert_array_equal(y, ram_y)
 
 
-def test_old_run_folders_resume_with_pixels_in_memory():
+def test_an_old_config_json_is_upgraded_to_pixels_in_memory():
     assert cfg.upgrade({})["cache"] == "ram"
     assert TrainConfig().cache == "auto"
 

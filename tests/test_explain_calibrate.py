@@ -230,6 +230,10 @@ def test_training_calibrates_and_calibrate_adds_it_to_an_old_run(binary_folders,
     assert main([str(run.dir)]) == 0
     out = capsys.readouterr().out
     assert "temperature" in out and "flip T = 1.0000" in out and "shift T = 1.0000" in out
+    rewritten = json.loads((run.dir / "calibration.json").read_text())  # written again, whole
+    for key in ("temperature", "images", "decision", "fitted_on", "ece_before", "ece_after"):
+        same = pytest.approx(stored[key]) if isinstance(stored[key], float) else stored[key]
+        assert rewritten[key] == same, key
     assert catsdogs.load(run.dir).temperature == pytest.approx(stored["temperature"], rel=1e-3)
     assert set(stored["tta"]) == {"flip", "shift"}  # too few photos: each view set keeps T = 1
     assert all("fewer than the 100" in views["decision"] for views in stored["tta"].values())

@@ -177,6 +177,9 @@ def test_an_ensemble_explains_with_its_members_mean_heatmap(members, tmp_path):
     heatmaps, explained = gradcam(ensemble.model, pixels)
     assert heatmaps.shape[0] == 3 and np.isfinite(heatmaps).all()
     assert list(explained) == list(ensemble.probabilities(pixels).argmax(axis=1))
+    each = [gradcam(member, pixels, explained)[0] for member in ensemble_members(ensemble.model)]
+    assert not np.allclose(each[0], each[1])  # two members that see differently
+    np.testing.assert_allclose(heatmaps, np.mean(each, axis=0), rtol=1e-5, atol=1e-6)
 
 
 def test_an_ensemble_of_runs_with_other_classes_is_one_error_line(members, tmp_path, capsys):

@@ -69,5 +69,5 @@ def test_folds_continued_with_another_size_name_the_flag_to_repeat():
     assert _as_flag("image_size", 128) == "--image-size 128"
 
 
-def test_a_config_of_before_the_setting_resumes_at_the_presets_size():
+def test_a_config_of_before_the_setting_is_upgraded_to_the_presets_size():
     assert cfg.upgrade({"preset": "seed-cifar10"})["image_size"] is None

@@ -13,7 +13,7 @@ import catsdogs
 from catsdogs import config as cfg
 from catsdogs.commands import prune as prune_command
 from catsdogs.commands.train import main
-from catsdogs.models.presets import get_preset
+from catsdogs.models.presets import WHITENING_LAYER, get_preset
 from catsdogs.training import kfold
 from catsdogs.training.prune import channel_groups, scale_widths
 
@@ -106,9 +106,11 @@ def test_scale_widths_leaves_the_whitening_stem_whole():
     model = get_preset("fast-cifar10").build(10)
     frozen = {name for group in channel_groups(model)[0] if not group.prunable
               for name in group.producers}
+    assert WHITENING_LAYER in frozen  # the stem is one of the layers left whole
     scaled = scale_widths(model, 0.5)
     for name in frozen:
         assert scaled.get_layer(name).get_config() == model.get_layer(name).get_config()
+    assert scaled.get_layer(WHITENING_LAYER).filters == model.get_layer(WHITENING_LAYER).filters
     assert scaled.count_params() < model.count_params()
 
 
@@ -142,7 +144,7 @@ def test_bad_widths_are_one_error_line(flags, expected, capsys):
     assert expected in one_error_line(capsys, main, flags)
 
 
-def test_a_config_without_width_resumes_at_width_1():
+def test_a_config_without_width_is_upgraded_to_width_1():
     assert cfg.upgrade({"config_version": 1, "preset": "seed-cifar10"})["width"] == 1.0
 
 

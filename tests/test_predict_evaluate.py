@@ -1,9 +1,11 @@
 """Using a trained model: predict on folders full of awkward files, evaluate against hand sums."""
 
+import csv
 import hashlib
 import json
 import math
 import os
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -333,6 +335,15 @@ def test_evaluate_command_takes_the_tta_mode(model_dir, binary_folders, tmp_path
     assert evaluate_main([str(model_dir), str(binary_folders / "validation"), "--tta", "shift",
                           "--out", str(tmp_path / "report")]) == 0
     assert json.loads((tmp_path / "report" / "metrics.json").read_text())["tta"] == "shift"
+    # the views reach the model: each image's probability is the six views' average
+    shifted, _ = predict_paths(load(model_dir), [binary_folders / "validation"], tta="shift")
+    plain, _ = predict_paths(load(model_dir), [binary_folders / "validation"])
+    with open(tmp_path / "report" / "predictions.csv", newline="") as handle:
+        reported = {Path(row["path"]).name: float(row["probability"])
+                    for row in csv.DictReader(handle)}
+    assert reported == pytest.approx({Path(r.path).name: r.probability for r in shifted},
+                                     abs=1e-5)
+    assert reported != pytest.approx({Path(r.path).name: r.probability for r in plain}, abs=1e-5)
     assert evaluate(model_dir, binary_folders / "validation", out=tmp_path / "r2", tta=True)["tta"] == "flip"
     with pytest.raises(CatsDogsError, match="unknown test-time augmentation"):  # before any reading
         evaluate(model_dir, tmp_path / "no such folder", tta="rotate")

@@ -90,14 +90,15 @@ def test_a_run_with_every_lever_trains_records_them_and_resumes(fruit, tmp_path,
     config = TrainConfig(data=str(fruit), preset="seed-cifar10", epochs=2, batch_size=8,
                          mixup=0.2, cutmix=1.0, rand_augment=1, ema=0.9,
                          run_dir=str(tmp_path / "run"))
-    started = crash_when_epoch_starts(monkeypatch, 1)
+    started = crash_when_epoch_starts(monkeypatch, 1)  # crashes the first time only
     with pytest.raises(Interrupt):
         catsdogs.train(config)
-    monkeypatch.undo()
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert (saved["mixup"], saved["cutmix"], saved["rand_augment"], saved["ema"]) == (0.2, 1.0, 1, 0.9)
+    first_epoch = (tmp_path / "run" / "history.csv").read_text().splitlines()[:2]
     run = catsdogs.resume(tmp_path / "run")
-    assert started == [0, 1] and len(run.history) == 2
+    assert started == [0, 1, 1] and len(run.history) == 2  # epoch 2 again, not from the start
+    assert (tmp_path / "run" / "history.csv").read_text().splitlines()[:2] == first_epoch
     assert np.isfinite([float(row["loss"]) for row in run.history]).all()
 
 

@@ -94,17 +94,21 @@ def test_classify_takes_multipart_uploads_with_gradcam(client):
 
 
 def test_below_the_threshold_is_unknown(classifier):
+    """The stored threshold, set just above and just below the photo's top probability: the
+    row says "unknown" only in the first."""
+    import dataclasses
+
     from fastapi.testclient import TestClient
 
-    strict = TestClient(create_app(classifier, ServeConfig()))
-    strict_rows = []
-    for probability in (0.4,):  # the stored threshold: rows under it say "unknown"
-        rows = strict.post("/v1/models/catsdogs:predict",
-                           json={"instances": [b64(PHOTO.read_bytes())]}).json()["predictions"]
-        strict_rows += rows
-    row = strict_rows[0]
-    assert row["unknown"] == (max(row["probabilities"]) < 0.4)
-    assert (row["class_name"] == "unknown") == row["unknown"]
+    expected, _ = classifier.predict_folder(str(PHOTO))
+    top = expected[0].probability
+    for threshold, unknown in ((top + 0.01, True), (top - 0.01, False)):
+        calibration = {**classifier.calibration, "min_confidence_auto": {"threshold": threshold}}
+        app = create_app(dataclasses.replace(classifier, calibration=calibration), ServeConfig())
+        row = TestClient(app).post("/v1/models/catsdogs:predict", json={
+            "instances": [b64(PHOTO.read_bytes())]}).json()["predictions"][0]
+        assert row["unknown"] is unknown
+        assert row["class_name"] == ("unknown" if unknown else expected[0].predicted)
 
 
 @pytest.mark.parametrize("request_kwargs, status, words", [

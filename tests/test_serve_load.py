@@ -356,6 +356,8 @@ def test_a_worker_that_cannot_load_the_model_is_the_servers_one_error_line(tmp_p
         [sys.executable, "-m", "catsdogs", "serve", str(tmp_path), "--port", str(free_port()),
          "--workers", "2"], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
         capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0
-    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
-    assert "Traceback" not in result.stderr and "model.keras" in result.stderr
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and "model.keras" in lines[-1]
+    assert sum(line.startswith("error:") for line in lines) == 1, lines  # not one a worker
+    assert "Traceback" not in result.stderr
