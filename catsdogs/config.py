@@ -66,6 +66,11 @@ def check_choices(config):
                    _close_match(value, choices))
 
 
+# the share of each class's training images k-fold and tune carve to choose on, where the
+# settings give no --selection-split (both always choose on held-out photos)
+SELECTION_SPLIT = 0.15
+
+
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig:
     """Random training-time transforms with ImageDataGenerator's arguments and units."""

@@ -372,7 +372,20 @@ def read_csv(path):
 TEMP_TAG, OLD_TAG = ".tmp-catsdogs-", ".old-catsdogs-"  # in the names of replace_dir's folders
 
 
-def replace_dir(path, write, over=True):
+def _fsync_tree(folder):
+    """Every file and folder under `folder` on the disk (what the rename will point at)."""
+    for root, _, files in os.walk(folder):
+        for name in files:
+            with contextlib.suppress(OSError):
+                fd = os.open(os.path.join(root, name), os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        _fsync_dir(root)
+
+
+def replace_dir(path, write, over=True, sync_all=False):
     """Build a folder with `write(temp_folder)` beside `path`, then swap it in (`over=False`:
     only if nothing took the name meanwhile; else the new folder is removed, the other kept).
 
@@ -381,8 +394,9 @@ def replace_dir(path, write, over=True):
     user's is ever taken for one, and only what this call made is removed. A crash while
     writing leaves the old folder; a crash between the two renames leaves it set aside, where
     `recover_dir` finds it and puts it back. The new folder's files reach the disk before its
-    name points at them (one os.sync(), not an fsync a file: an unpacked dataset holds tens of
-    thousands), so a power cut cannot leave the name on files with no contents.
+    name points at them (an fsync a file, as for single files; `sync_all`: one os.sync()
+    instead, for a folder of thousands such as an unpacked dataset), so a power cut cannot
+    leave the name on files with no contents.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -390,8 +404,10 @@ def replace_dir(path, write, over=True):
     temp = holder / path.name
     try:
         write(temp)
-        if hasattr(os, "sync"):  # POSIX
+        if sync_all and hasattr(os, "sync"):  # POSIX
             os.sync()
+        else:
+            _fsync_tree(temp)
         old = None
         if not over and os.path.lexists(path):
             raise CatsDogsError("something took the name while the folder was written; it was "

@@ -65,6 +65,22 @@ def test_a_saturated_sigmoid_still_shows_where_the_evidence_is(calibrated):
     assert row >= 16 and col >= 16
 
 
+def test_a_sequential_model_around_a_nested_network_explains_through_every_layer():
+    """A Sequential lists no InputLayer: its first layer (here the pixels' scaling) is part of
+    the chain the heatmap is computed through, as in the same layers built functionally."""
+    keras.utils.set_random_seed(1)
+    inner_in = keras.Input((16, 16, 3))
+    maps = keras.layers.Conv2D(4, 3, activation="relu", bias_initializer="ones")(inner_in)
+    body = keras.Model(inner_in, keras.layers.GlobalAveragePooling2D()(maps), name="body")
+    scale, head = keras.layers.Rescaling(1 / 255), keras.layers.Dense(1, activation="sigmoid")
+    sequential = keras.Sequential([keras.Input((16, 16, 3)), scale, body, head])
+    inputs = keras.Input((16, 16, 3))
+    functional = keras.Model(inputs, head(body(scale(inputs))))
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 16, 16, 3)).astype(np.float32)
+    np.testing.assert_allclose(gradcam(sequential, pixels)[0], gradcam(functional, pixels)[0],
+                               rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("preset", ["seed-catsdogs", "fast-cifar10", "air-cifar10",
                                     "mobilenetv3-catsdogs"])
 def test_every_kind_of_preset_has_a_map_to_explain(preset):

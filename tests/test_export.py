@@ -288,12 +288,14 @@ def test_a_check_folder_holding_another_class_is_one_line(tmp_path):
         check({"keras": tmp_path / "model" / "model.keras"}, tmp_path / "photos")
 
 
-def test_a_damaged_config_json_beside_the_model_is_one_line_naming_it(tmp_path):
-    """int8 export looks for its calibration photos in the run's config.json."""
-    from catsdogs.errors import CatsDogsError
+def test_a_config_json_that_is_no_catsdogs_run_names_no_calibration_folder(tmp_path):
+    """int8 export looks for its calibration photos in the run's config.json: a damaged one,
+    or another tool's (a model downloaded with its own config.json), names none, and export
+    then asks for --calibration."""
     from catsdogs.inference.export import training_folder_of
 
-    (tmp_path / "config.json").write_text('{"data": ')
-    with pytest.raises(CatsDogsError, match="not valid JSON") as raised:
-        training_folder_of(tmp_path)
-    assert "config.json" in str(raised.value)
+    for text in ('{"data": ', '{"architectures": ["ResNet"], "hidden_size": 768}'):
+        (tmp_path / "config.json").write_text(text)
+        assert training_folder_of(tmp_path) is None
+    (tmp_path / "config.json").write_text(json.dumps({"data": str(tmp_path / "photos")}))
+    assert training_folder_of(tmp_path) == tmp_path / "photos"

@@ -206,6 +206,7 @@ def test_an_ensemble_naming_a_run_twice_is_one_error_line(members, tmp_path, cap
     assert "the same run is named twice" in line
     assert not (tmp_path / "twice").exists()
 
+
 def test_train_seeds_killed_in_a_seeds_first_epoch_continues_with_the_same_command(
         folders, tmp_path, monkeypatch):
     """The second seed's folder holds config.json and no finished epoch: the same command
@@ -361,3 +362,29 @@ def test_serve_answers_with_an_ensemble_as_with_one_run(members, tmp_path):
     rows, _ = ensemble.predict_folder(photo)
     assert served["class_name"] == rows[0].predicted
     assert max(served["probabilities"]) == pytest.approx(rows[0].probability, abs=1e-5)
+
+
+def test_finish_run_keeps_finished_runs_and_never_empties_a_folder_it_did_not_start(
+        tmp_path, monkeypatch):
+    """The three states a command's own run can be left in, without training: finished (a
+    kill between metrics.json and the backup's removal included), started with no epoch
+    ended (emptied, then trained), and a folder with no run in it (trained into, its files
+    kept)."""
+    from catsdogs.training import train
+
+    trained, resumed = [], []
+    monkeypatch.setattr(train, "train", lambda config, **kwargs: trained.append(config.run_dir))
+    monkeypatch.setattr(train, "resume", lambda run_dir, **kwargs: resumed.append(run_dir))
+    finished, started, users = (tmp_path / name for name in ("finished", "started", "users"))
+    (finished / "checkpoints").mkdir(parents=True)
+    (finished / "metrics.json").write_text("{}")
+    (started / "logs").mkdir(parents=True)
+    (started / "config.json").write_text("{}")
+    users.mkdir()
+    (users / "notes.txt").write_text("mine")
+    for folder in (finished, started, users):
+        train.finish_run(cfg.TrainConfig(run_dir=str(folder)))
+    assert not (finished / "checkpoints").exists() and (finished / "metrics.json").exists()
+    assert not (started / "config.json").exists() and not (started / "logs").exists()
+    assert (users / "notes.txt").read_text() == "mine"
+    assert trained == [str(started), str(users)] and resumed == []

@@ -164,9 +164,39 @@ def zip_with_a_bad_crc(path):
     return path
 
 
-@pytest.mark.parametrize("damaged", [truncated_tar, zip_with_a_bad_crc])
+def bz2_tar_with_changed_bytes(path):
+    """A tar.bz2 whose compressed stream was changed in its second block (bz2 says "Invalid
+    data stream", an OSError without an errno): the first block, and the first member, read
+    well."""
+    noise = b"".join(hashlib.sha512(i.to_bytes(4, "big")).digest() for i in range(40_000))
+    with tarfile.open(path, "w:bz2") as tar:  # 2.5 MB that bz2 cannot shrink: three blocks
+        add_file(tar, "cats/a.png", png_bytes())
+        add_file(tar, "dogs/b.bin", noise)
+    data = bytearray(path.read_bytes())
+    for i in range(len(data) // 2, len(data) // 2 + 64):  # in the second block
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+    return path
+
+
+def zip_with_a_bad_directory(path):
+    """A zip whose end record is whole but whose central directory is not: it passes
+    is_zipfile, and opening it fails."""
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("cats/a.png", png_bytes())
+    data = bytearray(path.read_bytes())
+    start = data.index(b"PK\x01\x02")
+    data[start:start + 4] = b"XXXX"
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("damaged", [truncated_tar, zip_with_a_bad_crc,
+                                     bz2_tar_with_changed_bytes, zip_with_a_bad_directory])
 def test_a_damaged_archive_is_one_line_and_leaves_nothing(damaged, tmp_path, capsys):
-    archive = damaged(tmp_path / f"data.{'zip' if 'zip' in damaged.__name__ else 'tar.gz'}")
+    suffix = "zip" if "zip" in damaged.__name__ else "tar.bz2" if "bz2" in damaged.__name__ \
+        else "tar.gz"
+    archive = damaged(tmp_path / f"data.{suffix}")
     line = one_error_line(capsys, download_main, ["--archive", str(archive), "--sha256",
                                                   sha256(archive), "--into",
                                                   str(tmp_path / "pets")])

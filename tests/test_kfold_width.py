@@ -51,7 +51,7 @@ def test_folds_print_each_fold_and_the_mean(folds):
     assert min(per_fold) >= 0.8, per_fold
     settings = record["settings"]
     assert settings["preset"] == "seed-cifar10" and settings["epochs"] == 2
-    assert settings["selection_split"] == kfold.SELECTION_SPLIT and "data" not in settings
+    assert settings["selection_split"] == cfg.SELECTION_SPLIT and "data" not in settings
     for k in (1, 2, 3):  # each fold is a normal run folder that held out its fold
         run = folder / f"fold-{k}" / "run"
         metrics = json.loads((run / "metrics.json").read_text())

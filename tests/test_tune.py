@@ -315,7 +315,7 @@ def test_tune_help_speaks_of_the_search_not_of_a_single_run():
     parser = tune_command.build_parser()
     helps = {action.dest: action.help for action in parser._actions}
     assert "runs/tune-<preset>-<time>" in helps["run_dir"]
-    assert f"default: {tune_command.SELECTION_SPLIT}" in helps["selection_split"]
+    assert f"default: {cfg.SELECTION_SPLIT}" in helps["selection_split"]
     assert "distill_alpha" not in helps and "distill_temperature" not in helps
     with pytest.raises(CatsDogsError, match="--distill-alpha"):
         parser.parse_args(["--distill-alpha", "0.5"])

@@ -12,7 +12,8 @@
 The run folder (runs/<preset>-<time>/) gets config.json, class_names.json, dataset.json,
 photos.json (which photos trained, chose, calibrated and tested), history.csv, skipped.csv,
 logs/ (TensorBoard), model.keras (the kept epoch: --keep-epoch), saved_model/,
-calibration.json, plots/training_curves.png, plots/reliability.png and metrics.json.
+calibration.json, plots/training_curves.png, plots/reliability.png (with photos held out to
+calibrate on) and metrics.json.
 
 --folds K trains K runs instead (k-fold cross-validation on the images of --data, pooled):
 each on K-1 folds, choosing its epoch on a --selection-split of them (0.15 unless given), and

@@ -14,7 +14,6 @@ from catsdogs import config as cfg
 from catsdogs.errors import CatsDogsError, command_main
 
 SEARCHES = ("hyperband", "bayesian", "random")  # training/tune.py's oracles
-SELECTION_SPLIT = 0.15  # a search always chooses on a selection split; this share by default
 SKIP = ("refit", "refit_union", "teacher", "prune_from", "prune_keep", "distill_temperature",
         "distill_alpha")  # not a search's settings
 # shared settings that mean something else here (the search's folder; its selection split)
@@ -22,7 +21,7 @@ HELPS = {"run_dir": "(folder) the search's folder: a run folder per trial, tune.
                     "default: runs/tune-<preset>-<time>",
          "selection_split": "(fraction) carve this share of each class's training images to "
                             "score the trials on; the validation split is then a test split, "
-                            f"read once for the best trial [default: {SELECTION_SPLIT}; a "
+                            f"read once for the best trial [default: {cfg.SELECTION_SPLIT}; a "
                             "search always chooses on a selection split]"}
 
 
@@ -82,7 +81,7 @@ def _run(args):
                       cfg.given_flags(args, cfg.TrainConfig))
     base = config_from_args(args)
     if not base.selection_split:
-        base = cfg.TrainConfig(**{**cfg.to_dict(base), "selection_split": SELECTION_SPLIT})
+        base = cfg.TrainConfig(**{**cfg.to_dict(base), "selection_split": cfg.SELECTION_SPLIT})
     base = resolve_config(base)
     fixed = set(given) | set(given.get("augment", {}))
     ranges = space.preset_ranges(base, get_preset(base.preset), fixed, overrides,

@@ -58,7 +58,7 @@ def verify_sha256(path, expected):
 
 # what the zip, tar and compression modules raise on a truncated or damaged archive
 CORRUPT = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, gzip.BadGzipFile,
-           lzma.LZMAError)
+           lzma.LZMAError, NotImplementedError)  # the last: a zip compressed by an unknown method
 
 
 def _unsafe_name(name):
@@ -165,15 +165,22 @@ def extract(path, into):
     if into.exists():
         raise CatsDogsError("folder already exists; catsdogs never unpacks over files",
                             where=into, fix="pass another --into, or remove that folder")
-    archive, members_of = _open(path)
     try:
+        archive, members_of = _open(path)
         with archive:
             _unpack_checked(archive, members_of, path, into)
     except CORRUPT as error:  # replace_dir has removed what it unpacked
-        raise CatsDogsError(f"damaged archive: {error}", where=path,
-                            fix="download it again (a truncated download, or a changed file)"
-                            ) from None
+        raise _damaged(path, error) from None
+    except OSError as error:
+        if error.errno is None:  # a decompressor's complaint (bz2: "Invalid data stream")
+            raise _damaged(path, error) from None
+        raise
     return into
+
+
+def _damaged(path, error):
+    return CatsDogsError(f"damaged archive: {error}", where=path,
+                         fix="download it again (a truncated download, or a changed file)")
 
 
 def _unpack_checked(archive, members_of, path, into):
@@ -187,6 +194,10 @@ def _unpack_checked(archive, members_of, path, into):
                 archive.extractall(temp, filter="data")  # second guard: Python's checks
             else:  # zip, or a Python older than 3.10.12 / 3.11.4 (no filters; checked above)
                 archive.extractall(temp)
+        except RuntimeError as error:  # zipfile: an encrypted member
+            raise CatsDogsError(f"cannot unpack: {error}", where=path,
+                                fix="unpack it with its password yourself, then pass the "
+                                    "folder") from None
         except OSError as error:
             if error.errno not in runs.DISK_FULL:
                 raise
@@ -194,4 +205,4 @@ def _unpack_checked(archive, members_of, path, into):
                                 fix=f"free at least {needed / 1e6:,.0f} MB on that disk, "
                                     "or pass --into on another disk") from None
 
-    runs.replace_dir(into, unpack, over=False)
+    runs.replace_dir(into, unpack, over=False, sync_all=True)

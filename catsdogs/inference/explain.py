@@ -84,9 +84,15 @@ def _maps_and_scores(model):
     sequential = isinstance(backbone, keras.Sequential)  # a tutorial's model inside a wrapper
     inner = None if sequential else keras.Model(backbone.inputs, [layer.output, backbone.output])
 
-    def run(pixels):  # the models around a nested one are a chain of layers
+    # the layers around a nested backbone, as a chain (a Sequential's list holds no InputLayer,
+    # a functional model's does); Keras ops between them are not layers and are skipped: a
+    # calibrated model's division by T among them, which scales the logits but not the
+    # normalised heatmap
+    chain = [outer for outer in model.layers if not isinstance(outer, keras.layers.InputLayer)]
+
+    def run(pixels):
         x, maps = pixels, None
-        for outer in model.layers[1:]:
+        for outer in chain:
             if outer is head and logits:
                 x = logits(x)
             elif outer is not backbone:

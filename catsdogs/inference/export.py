@@ -101,7 +101,10 @@ def training_folder_of(run_dir):
     config_file = Path(run_dir) / runs.CONFIG_FILE
     if not config_file.is_file():
         return None
-    config = cfg.read_run_config(config_file)  # a damaged one: one line naming it
+    try:
+        config = cfg.read_run_config(config_file)
+    except CatsDogsError:  # another tool's config.json, or a damaged one: no folder known
+        return None
     if config.train_dir:
         return Path(config.train_dir)
     if config.data:

@@ -1,6 +1,6 @@
 """Keras model files read as untrusted input: a `.keras` or `.h5` someone hands over may name
-code to run on load. Every path that loads one (a model to predict with, a run to start
-another from) goes through `load_keras_model`."""
+code to run on load. Every path that loads a file it did not just write itself (a model to
+predict with, a run to start another from) goes through `load_keras_model`."""
 
 import json
 import zipfile

@@ -43,7 +43,6 @@ from catsdogs.errors import CatsDogsError, RunFailed
 
 # Each fold's share of its training images that chooses the best epoch, unless the settings
 # give one: the held-out fold then only measures, and its accuracy is not read high by the choice.
-SELECTION_SPLIT = 0.15
 MIN_EXTRA_PER_CLASS = 2  # beyond one per fold: a class needs one to train and one to choose on
 RECORD_FILE = "folds.json"
 # settings that say where, not how: a fold's own data tree and run folder replace them
@@ -320,14 +319,14 @@ class CrossValidation:
 
 def fold_settings(base):
     """The settings a fold trains with, as stored in folds.json: `base` without where its data
-    and run folder are, with a selection split (SELECTION_SPLIT where it gives none), flat."""
+    and run folder are, with a selection split (cfg.SELECTION_SPLIT where it gives none), flat."""
     settings = {}
     for key, value in cfg.to_dict(base).items():
         if isinstance(value, dict):  # augment: one key per setting, so a change names it
             settings.update({f"{key}.{inner}": item for inner, item in value.items()})
         elif key not in PLACE_SETTINGS + CACHE_SETTINGS:
             settings[key] = value
-    settings["selection_split"] = base.selection_split or SELECTION_SPLIT
+    settings["selection_split"] = base.selection_split or cfg.SELECTION_SPLIT
     return json.loads(json.dumps(settings))  # as folds.json reads back: lists, not tuples
 
 
@@ -336,7 +335,7 @@ def cross_validate(base, data, folds, folder, continue_with=None):
 
     Args:
         base: a resolved TrainConfig: how every fold trains (its data and run folder are
-            replaced by the fold's; with no selection split, SELECTION_SPLIT).
+            replaced by the fold's; with no selection split, cfg.SELECTION_SPLIT).
         data: class sub-folders, or train/ and validation/ of them (pooled).
         folds: K >= 2.
         folder: where folds.json and the folds go; a killed run continues there.

@@ -10,10 +10,10 @@ command with the same --run-dir skips the finished seeds and resumes the one tha
 """
 
 import dataclasses
-import json
 import statistics
 from pathlib import Path
 
+from catsdogs import config as cfg
 from catsdogs import runs
 from catsdogs.console import quiet_retracing
 
@@ -41,11 +41,11 @@ def train_seeds(config, count, folder):
         ensemble_dir = folder / "ensemble"
         if not (ensemble_dir / runs.MODEL_FILE).exists():
             write_ensemble(members, ensemble_dir)
-    rows = [{"seed": config.seed + i, "run": str(path),
-             **_figures(json.loads((path / runs.METRICS_FILE).read_text()))}
-            for i, path in enumerate(members)]
-    result = {"runs": rows, "ensemble": str(ensemble_dir), **_spread(rows)}
-    runs.write_json(folder / SEEDS_FILE, result)
+        rows = [{"seed": config.seed + i, "run": str(path),
+                 **_figures(cfg.load_json(path / runs.METRICS_FILE))}
+                for i, path in enumerate(members)]
+        result = {"runs": rows, "ensemble": str(ensemble_dir), **_spread(rows)}
+        runs.write_json(folder / SEEDS_FILE, result)
     return result
 
 

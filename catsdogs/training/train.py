@@ -587,18 +587,25 @@ def resume_command(run_dir):
 
 def finish_run(config, callbacks=(), test=True, decoded=None):
     """`config`'s run in its run_dir, finished however an earlier process left it: kept if it
-    finished, resumed if it was killed after an epoch, else trained anew (killed before its
-    first epoch ended, it holds nothing to keep, and its folder is made again). For the runs a
-    command makes inside its own locked folder: folds, seeds, trials; `callbacks`, `test` and
-    `decoded` as for `train`."""
+    finished (metrics.json is its last write: a backup a kill left beside it is removed),
+    resumed if it was killed after an epoch, else trained anew (killed before its first epoch
+    ended, a run holds nothing to keep: its folder is emptied, under its lock, so a process
+    still in it is never cut off). For the runs a command makes inside its own folder: folds,
+    seeds, trials; `callbacks`, `test` and `decoded` as for `train`."""
+    from catsdogs.training.callbacks import remove_backup
+
     run_dir = Path(config.run_dir)
-    if (run_dir / runs.METRICS_FILE).exists() and not (run_dir / runs.CHECKPOINTS_DIR).exists():
+    if (run_dir / runs.METRICS_FILE).exists():
+        remove_backup(run_dir / runs.CHECKPOINTS_DIR)
         log().info(f"{run_dir}: finished before, kept")
-    elif (run_dir / runs.CONFIG_FILE).exists() and runs.read_csv(run_dir / runs.HISTORY_FILE):
-        resume(run_dir, callbacks=callbacks, test=test, decoded=decoded)
-    else:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        train(config, callbacks=callbacks, test=test, decoded=decoded)
+        return
+    if (run_dir / runs.CONFIG_FILE).exists():
+        if runs.read_csv(run_dir / runs.HISTORY_FILE):
+            resume(run_dir, callbacks=callbacks, test=test, decoded=decoded)
+            return
+        with runs.run_folder_lock(run_dir):  # a run of ours that never ended an epoch
+            shutil.rmtree(run_dir, ignore_errors=True)
+    train(config, callbacks=callbacks, test=test, decoded=decoded)
 
 
 def _refit(run):
