@@ -233,7 +233,9 @@ def with_temperature(model, temperature):
             out = ops.sigmoid(ops.log(p / (1 - p)) / temperature)
         else:
             out = ops.softmax(ops.log(p) / temperature, axis=-1)
-    return keras.Model(model.inputs, out, name=f"{model.name}_calibrated")
+    # model.input: the one input tensor itself (model.inputs, a list of one, makes Keras warn
+    # at every call with a plain tensor that the structures differ)
+    return keras.Model(model.input, out, name=f"{model.name}_calibrated")
 
 
 def _saved_model(model, run_dir, class_names):

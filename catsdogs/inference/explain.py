@@ -72,7 +72,7 @@ def _maps_and_scores(model):
     logits = _logits_of(head)
     backbone, layer = find_feature_layer(model)
     if backbone is None:
-        graph = keras.Model(model.inputs, [layer.output, head.input if logits else model.output])
+        graph = keras.Model(model.input, [layer.output, head.input if logits else model.output])
         if logits is None:
             return graph, False
 
