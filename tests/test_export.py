@@ -299,3 +299,16 @@ def test_a_config_json_that_is_no_catsdogs_run_names_no_calibration_folder(tmp_p
         assert training_folder_of(tmp_path) is None
     (tmp_path / "config.json").write_text(json.dumps({"data": str(tmp_path / "photos")}))
     assert training_folder_of(tmp_path) == tmp_path / "photos"
+
+
+def test_export_offers_no_trust_model_flag_it_would_never_read():
+    """export reads Keras models only: --trust-model (for SavedModel, .tflite and .onnx
+    models) is no flag of it, while predict keeps it."""
+    from catsdogs.commands import export as export_command
+    from catsdogs.commands import predict as predict_command
+
+    def dests(module):
+        return {action.dest for action in module.build_parser()._actions}
+
+    assert "trust_model" not in dests(export_command)
+    assert {"trust_model", "class_names", "input_scale"} <= dests(predict_command)

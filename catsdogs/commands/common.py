@@ -28,9 +28,10 @@ def check_at_least_one(flag, value):
 ANY_MODEL = "run folder, .keras or .h5 file, .tflite or .onnx export, or SavedModel folder"
 
 
-def add_model_flags(parser, kinds=ANY_MODEL):
+def add_model_flags(parser, kinds=ANY_MODEL, exports=True):
     """MODEL (`kinds`: the models this command reads) and what a model from elsewhere (a
-    tutorial's model.h5) may need said about it."""
+    tutorial's model.h5) may need said about it; `exports`: the command reads exported models
+    too (SavedModel, .tflite, .onnx), so --trust-model means something to it."""
     parser.add_argument("model", help=kinds)
     parser.add_argument("--class-names", metavar="NAMES", type=class_names_flag,
                         help="the model's classes in output order, as cats,dogs or a JSON file "
@@ -38,6 +39,8 @@ def add_model_flags(parser, kinds=ANY_MODEL):
     parser.add_argument("--input-scale", metavar="FACTOR", type=scale_flag,
                         help=".h5 models: pixels 0..255 are multiplied by this before the model "
                              "[default: 1/255 if it has no Rescaling layer of its own, else 1]")
+    if not exports:
+        return
     parser.add_argument("--trust-model", action="store_true",
                         help="SavedModel, .tflite and .onnx models: load one even if it holds "
                              "operations a classifier never needs (files, processes, custom "
@@ -48,7 +51,7 @@ def add_model_flags(parser, kinds=ANY_MODEL):
 def model_options(args):
     """The keyword arguments of `inference.classifier.load` the model flags gave."""
     return {"class_names": args.class_names, "input_scale": args.input_scale,
-            "trust_model": args.trust_model}
+            "trust_model": getattr(args, "trust_model", False)}
 
 
 def class_names_flag(text):

@@ -21,7 +21,7 @@ from catsdogs.inference.export import (FORMATS, check, check_formats, default_ou
 def build_parser():
     parser = command_parser("export", __doc__)
     add_model_flags(parser, "run folder, .keras or .h5 file (exports are made from the Keras "
-                            "model)")
+                            "model)", exports=False)
     parser.add_argument("--format", nargs="+", default=["all"], metavar="FORMAT",
                         help=f"{', '.join(FORMATS)} or all [default: all]")
     parser.add_argument("--out", help="folder for the exports [default: exports/ beside the model]")
