@@ -282,9 +282,10 @@ def check_writable(folder):
             fix="choose another folder") from None
 
 
-def _fsync_dir(folder):
+def _fsync_path(path):
+    """A file's or a folder's entries on the disk, by name (no handle of ours is open)."""
     with contextlib.suppress(OSError):  # not every filesystem lets a folder be opened
-        fd = os.open(folder, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
@@ -307,7 +308,7 @@ def atomic_path(path):
             with open(temp, "rb") as written:
                 os.fsync(written.fileno())
         os.replace(temp, path)
-        _fsync_dir(path.parent)
+        _fsync_path(path.parent)
     except Exception as error:  # TensorFlow's own writes raise its OpError
         _raise_if_refused(error, path, temp)
         raise
@@ -376,13 +377,8 @@ def _fsync_tree(folder):
     """Every file and folder under `folder` on the disk (what the rename will point at)."""
     for root, _, files in os.walk(folder):
         for name in files:
-            with contextlib.suppress(OSError):
-                fd = os.open(os.path.join(root, name), os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-        _fsync_dir(root)
+            _fsync_path(os.path.join(root, name))
+        _fsync_path(root)
 
 
 def replace_dir(path, write, over=True, sync_all=False):
@@ -416,7 +412,7 @@ def replace_dir(path, write, over=True, sync_all=False):
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}{OLD_TAG}", dir=path.parent))
             os.replace(path, old / path.name)
         os.replace(temp, path)
-        _fsync_dir(path.parent)
+        _fsync_path(path.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except Exception as error:  # TensorFlow's own writes raise its OpError
