@@ -5,6 +5,7 @@
     python bench/transfer.py --preset fast-catsdogs --pretrain-epochs 4 --keep-epoch best
     python bench/transfer.py --pretrained runs/bench-transfer/fast-catsdogs-cifar10-pretrain --fine-tune-epochs 30
     python bench/transfer.py --preset hires-catsdogs --pretrain-image-size 64 --pretrain-epochs 10 --fine-tune-epochs 48
+    python bench/transfer.py --pretrained RUN --preset hires-catsdogs --fine-tune-learning-rate 1e-3
 
 First one pretraining run of `--preset` on ../shared/data/cifar10/train (a class folder: its
 images scaled up to the preset's size or `--pretrain-image-size`: the body pools globally, so
@@ -12,7 +13,8 @@ its weights fit the preset's own size; 10 % held out to choose its epoch). Then,
 ../shared/data/cats_and_dogs:
 - scratch:  `--weights none`, `--epochs` = head + fine-tune epochs (the same number of epochs);
 - transfer: `--weights <pretraining run>` (its body, a new head), `--epochs` head epochs with the
-  body frozen, then `--fine-tune-epochs` with it unfrozen at a tenth of the rate.
+  body frozen, then `--fine-tune-epochs` with it unfrozen at a tenth of the rate (or at
+  `--fine-tune-learning-rate`).
 Every cats/dogs run uses the selection protocol (`--selection-split 0.15`): the last epoch is
 kept (`--keep-epoch best`: the best, chosen on half of the 15 % of the training photos held
 out), the temperature fitted on photos that chose nothing, and the
@@ -68,8 +70,10 @@ def arm_config(args, arm, seed, root, run_dir, pretrained):
                   keep_epoch=args.keep_epoch, seed=seed, run_dir=str(run_dir))
     if arm == "scratch":
         return catsdogs.TrainConfig(**common, epochs=args.head_epochs + args.fine_tune_epochs)
+    rate = {"fine_tune_learning_rate": args.fine_tune_learning_rate} \
+        if args.fine_tune_learning_rate else {}
     return catsdogs.TrainConfig(**common, weights=str(pretrained), epochs=args.head_epochs,
-                                fine_tune_epochs=args.fine_tune_epochs)
+                                fine_tune_epochs=args.fine_tune_epochs, **rate)
 
 
 def main():
@@ -83,6 +87,8 @@ def main():
                         help="transfer: epochs of the head alone [default: 2]")
     parser.add_argument("--fine-tune-epochs", type=int, default=9,
                         help="transfer: epochs with the body unfrozen [default: 9]")
+    parser.add_argument("--fine-tune-learning-rate", type=float, metavar="RATE",
+                        help="transfer: the body's rate [default: a tenth of the preset's]")
     parser.add_argument("--keep-epoch", choices=("last", "best"), default="last",
                         help="the epoch each cats/dogs run keeps [default: last]")
     parser.add_argument("--pretrained", metavar="RUN",
@@ -102,6 +108,8 @@ def main():
             # a transfer run's name says its pretraining's size: another size is another run
             start = f"-{args.pretrain_image_size}px" if arm == "transfer" and \
                 args.pretrain_image_size else ""
+            if arm == "transfer" and args.fine_tune_learning_rate:  # another rate, another run
+                start += f"-lr{args.fine_tune_learning_rate:g}"
             run_dir = (Path(args.out) /
                        f"{args.preset}-{arm}{start}-{args.keep_epoch}-{epochs}ep-seed{seed}")
             seconds = finished(run_dir, arm_config(args, arm, seed, root, run_dir, pretrained))
