@@ -1,5 +1,5 @@
 """doctor --label-issues finds planted label errors out of fold, reports k-fold accuracy, resumes
-by fold and never touches the data (issue #27)."""
+by fold and never touches the data."""
 
 import csv
 import json

@@ -1,4 +1,4 @@
-"""Smaller models (issue #25): distillation and structured pruning write normal run folders that
+"""Smaller models: distillation and structured pruning write normal run folders that
 load, predict, export and resume; the distillation losses and the pruning are exact."""
 
 import json

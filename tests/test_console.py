@@ -1,4 +1,4 @@
-"""A well-made tool (issue #21): quick quiet errors, results on stdout and progress on stderr,
+"""A well-made tool: quick quiet errors, results on stdout and progress on stderr,
 plain logs in files, documented exit codes, models from the tutorials."""
 
 import json

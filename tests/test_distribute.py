@@ -1,5 +1,5 @@
 """tf.distribute: MirroredStrategy on one CPU replica; multi-worker training with two processes
-on 127.0.0.1 (issue #26), and the Keras code its two patches stand on."""
+on 127.0.0.1, and the Keras code its two patches stand on."""
 
 import inspect
 import json

@@ -1,4 +1,4 @@
-"""See why and how sure (issue #23): Grad-CAM, temperature scaling, "unknown", per-image results."""
+"""See why and how sure: Grad-CAM, temperature scaling, "unknown", per-image results."""
 
 import csv
 import json

@@ -1,5 +1,5 @@
-"""`train --folds K` (k-fold accuracy for any preset, issue #27) and `train --width` (a width
-sweep's models, issue #25)."""
+"""`train --folds K` (k-fold accuracy for any preset) and `train --width` (a width
+sweep's models)."""
 
 import contextlib
 import io

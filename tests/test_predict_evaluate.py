@@ -39,7 +39,9 @@ def model_dir(tmp_path):
 
 
 def awkward_folder(root):
-    """One file per case of issue #4; returns the names expected as rows and as skips."""
+    """One file per awkward case a real folder holds (empty, truncated, text, CMYK, 16-bit,
+    palette, animated, EXIF-rotated, AppleDouble, a non-UTF-8 name, nested); returns the names
+    expected as rows and as skips."""
     root.mkdir(parents=True)
     rng = np.random.default_rng(0)
     photo = Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8))

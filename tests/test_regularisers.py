@@ -1,4 +1,4 @@
-"""Issue #28's levers: Keras' MixUp, CutMix and RandAugment on training batches, and the
+"""Regularising levers: Keras' MixUp, CutMix and RandAugment on training batches, and the
 optimizer's weight EMA (validated, checkpointed and saved)."""
 
 import json

@@ -1,4 +1,4 @@
-"""catsdogs serve (issue #24): TF Serving's REST shapes, the page, limits, batching, metrics."""
+"""catsdogs serve: TF Serving's REST shapes, the page, limits, batching, metrics."""
 
 import asyncio
 import base64

@@ -1,4 +1,4 @@
-"""Never hang, never a traceback (issue #22): special files in image folders, one process per
+"""Never hang, never a traceback: special files in image folders, one process per
 run folder, and one line for anything unexpected."""
 
 import json

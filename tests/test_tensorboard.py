@@ -1,4 +1,4 @@
-"""What TensorBoard shows of a run (issue #21): the HParams dashboard, a confusion matrix per
+"""What TensorBoard shows of a run: the HParams dashboard, a confusion matrix per
 few epochs, the model graph, read back with TensorBoard's own event loader."""
 
 import pytest
