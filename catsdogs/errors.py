@@ -73,6 +73,7 @@ class MachineError(RunFailed):
 
 
 EDQUOT = getattr(errno, "EDQUOT", errno.ENOSPC)  # over quota (a platform without quotas: full)
+DISK_FULL = {errno.ENOSPC, EDQUOT}  # no space; over quota
 # errno -> (what happened, how to fix it)
 MACHINE_ERRNOS = {
     errno.EROFS: ("read-only file system", "choose a folder on a writable disk"),

@@ -19,7 +19,7 @@ import time
 import unicodedata
 from pathlib import Path
 
-from catsdogs.errors import EDQUOT, CatsDogsError, machine_errno, machine_error
+from catsdogs.errors import DISK_FULL, CatsDogsError, machine_errno, machine_error
 
 CONFIG_FILE = "config.json"
 CLASS_NAMES_FILE = "class_names.json"
@@ -228,32 +228,76 @@ def inside(folder, *parts):
     return path
 
 
-def create_new(folder, stem, suffix=""):
-    """Create an empty file `<stem><suffix>` in `folder`, or `<stem>-1<suffix>`, ...: the first
-    name nothing holds; returns its path. O_EXCL: an existing file is never written over and a
-    link is never written through, even one placed there a moment ago."""
-    for counter in itertools.count():
-        name = f"{stem}{suffix}" if counter == 0 else f"{stem}-{counter}{suffix}"
-        path = inside(folder, name)
-        try:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        except FileExistsError:
-            continue
-        return path
+NAME_MAX = 255  # bytes in one file name on the common filesystems (ext4, XFS, APFS, NTFS)
+NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP),
+                 errno.EMLINK, errno.EXDEV}  # FAT, some network filesystems
+
+
+def fitted_name(stem, tail):
+    """`stem + tail`, the stem cut short where the whole would pass NAME_MAX bytes (a photo's
+    long name plus `-cats.jpg` would end in "File name too long")."""
+    while stem and len(os.fsencode(stem + tail)) > NAME_MAX:
+        stem = stem[:-1]
+    return stem + tail
+
+
+def write_new(folder, stem, suffix, write):
+    """Write a new file `<stem><suffix>` in `folder`, or `<stem>-1<suffix>`, ...: the first
+    name nothing holds; `write(path)` writes it; returns its path.
+
+    Whole or absent: the file is written and fsynced under a hidden temporary name, then
+    hard-linked to its name (a link never replaces an entry, nor writes through a link placed
+    there a moment ago) and the temporary name removed, so a kill leaves no part-written file
+    under a name a user sees. Where the filesystem has no hard links, the name is taken empty
+    with O_EXCL and the written file renamed onto it.
+    """
+    folder = Path(folder)
+    fd, temp = tempfile.mkstemp(prefix=".catsdogs-new-", suffix=suffix, dir=folder)
+    os.close(fd)
+    temp = Path(temp)
+    try:
+        write(temp)
+        with open(temp, "rb") as written:
+            os.fsync(written.fileno())
+        for counter in itertools.count():
+            path = inside(folder, fitted_name(stem, suffix if counter == 0
+                                              else f"-{counter}{suffix}"))
+            try:
+                _link_or_rename(temp, path)
+            except FileExistsError:
+                continue
+            _fsync_path(folder)
+            return path
+    except Exception as error:
+        _raise_if_refused(error, folder / f"{stem}{suffix}", temp)
+        raise
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def _link_or_rename(temp, path):
+    """Give the written file `temp` the name `path`, never over an existing entry."""
+    try:
+        os.link(temp, path)
+    except FileExistsError:
+        raise
+    except OSError as error:
+        if error.errno not in NO_HARD_LINKS:
+            raise
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        os.replace(temp, path)
 
 
 def copy_new(source, folder, name=None):
     """Copy file `source` (with its times) into `folder` as a new file named `name` (default:
-    its own name), `-1`, `-2`, ... added when taken (create_new); returns the copy's path."""
+    its own name), `-1`, `-2`, ... added when taken (write_new); returns the copy's path."""
     name = Path(name or Path(source).name)
-    target = create_new(folder, name.stem, name.suffix)
-    try:
+
+    def copy(target):
         shutil.copyfile(source, target)
         shutil.copystat(source, target)
-    except BaseException:
-        target.unlink(missing_ok=True)  # the empty file this call made
-        raise
-    return target
+
+    return write_new(folder, name.stem, name.suffix, copy)
 
 
 # ---------------------------------------------------------------- atomic writes
@@ -327,13 +371,10 @@ def size_of(path):
     return path.stat().st_size if path.exists() else 0
 
 
-DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}  # no space; over quota
-
-
 def _raise_if_refused(error, path, temp):
     """The machine refusing a write (a full disk, read-only, no permission) becomes one line
     naming the file; for a full disk, with the space needed."""
-    if machine_errno(error) in (errno.ENOSPC, EDQUOT):
+    if machine_errno(error) in DISK_FULL:
         needed = max(size_of(path), size_of(temp), 1 << 20)
         raise machine_error(error, path, "disk full while writing; the previous file is "
                                          "unchanged",

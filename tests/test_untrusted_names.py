@@ -233,6 +233,71 @@ def test_explain_overlays_stay_inside_and_never_replace(tmp_path):
     assert not (tmp_path / "absolute.jpg").exists()
 
 
+def test_a_new_file_appears_whole_or_not_at_all(tmp_path):
+    """A write that dies half-way leaves neither a part-written file under the name nor its
+    temporary file; a whole one gets the name."""
+    def half_then_die(path):
+        Path(path).write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        runs.write_new(tmp_path, "photo", ".jpg", half_then_die)
+    assert tree(tmp_path) == []
+    path = runs.write_new(tmp_path, "photo", ".jpg", lambda p: Path(p).write_bytes(b"whole"))
+    assert path == tmp_path / "photo.jpg" and path.read_bytes() == b"whole"
+    assert tree(tmp_path) == ["photo.jpg"]
+
+
+def test_a_long_name_is_cut_to_fit_the_filesystem(tmp_path):
+    stem = "é" * 200  # 400 bytes in UTF-8
+    first = runs.write_new(tmp_path, stem, "-cats.jpg", lambda p: Path(p).write_bytes(b"1"))
+    second = runs.write_new(tmp_path, stem, "-cats.jpg", lambda p: Path(p).write_bytes(b"2"))
+    for path, tail in ((first, "-cats.jpg"), (second, "-1-cats.jpg")):
+        assert len(os.fsencode(path.name)) <= 255 and path.name.endswith(tail)
+    assert first.read_bytes() == b"1" and second.read_bytes() == b"2"
+
+
+def test_without_hard_links_a_new_file_still_never_replaces_one(tmp_path, monkeypatch):
+    def no_links(source, target):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    (tmp_path / "photo.jpg").write_bytes(b"mine")
+    path = runs.write_new(tmp_path, "photo", ".jpg", lambda p: Path(p).write_bytes(b"new"))
+    assert path == tmp_path / "photo-1.jpg" and path.read_bytes() == b"new"
+    assert (tmp_path / "photo.jpg").read_bytes() == b"mine"
+    assert tree(tmp_path) == ["photo-1.jpg", "photo.jpg"]
+
+
+def test_relabelling_keeps_a_photo_whose_new_name_is_taken(tmp_path):
+    """`--fix-into --relabel`: a suspect moved into a class folder holding its name, and the
+    `-from-<class>` name as well, is copied under a third name, not over either photo."""
+    from types import SimpleNamespace
+
+    from catsdogs.training.audit import LabelIssue, write_fixed_copy
+
+    data = tmp_path / "data"
+    names = {("cats", "x.jpg"): b"cat x", ("dogs", "x.jpg"): b"dog x",
+             ("dogs", "x-from-cats.jpg"): b"dog x-from-cats"}
+    paths = []
+    for (label, name), content in names.items():
+        (data / label).mkdir(parents=True, exist_ok=True)
+        (data / label / name).write_bytes(content)
+        paths.append(str(data / label / name))
+    class Split(SimpleNamespace):
+        def __len__(self):
+            return len(self.paths)
+
+    images = SimpleNamespace(split=Split(paths=paths, labels=[0, 1, 1]),
+                             places=[("", "x.jpg"), ("", "x.jpg"), ("", "x-from-cats.jpg")],
+                             class_names=["cats", "dogs"])
+    audit = SimpleNamespace(images=images, issues=[LabelIssue(1, paths[0], "cats", "dogs", 0.1)])
+    write_fixed_copy(audit, data, tmp_path / "fixed", relabel=True)
+    dogs = tmp_path / "fixed" / "dogs"
+    assert sorted(p.read_bytes() for p in dogs.iterdir()) == [b"cat x", b"dog x",
+                                                              b"dog x-from-cats"]
+
+
 # ---------------------------------------------------------------- archives and the disk
 
 

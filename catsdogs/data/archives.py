@@ -22,7 +22,7 @@ import zlib
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from catsdogs import runs
-from catsdogs.errors import CatsDogsError
+from catsdogs.errors import DISK_FULL, CatsDogsError
 
 CHUNK = 1 << 20
 # PetImages holds 25,000 files, CIFAR-10 as PNGs 60,000; ImageNet's 1.28 M training photos come
@@ -199,7 +199,7 @@ def _unpack_checked(archive, members_of, path, into):
                                 fix="unpack it with its password yourself, then pass the "
                                     "folder") from None
         except OSError as error:
-            if error.errno not in runs.DISK_FULL:
+            if error.errno not in DISK_FULL:
                 raise
             raise CatsDogsError("disk full while unpacking; nothing was kept", where=into,
                                 fix=f"free at least {needed / 1e6:,.0f} MB on that disk, "

@@ -28,7 +28,6 @@ batch, and the kernel's page cache keeps the file hot for the next epoch all the
 
 import contextlib
 import dataclasses
-import errno
 import hashlib
 import json
 import os
@@ -45,7 +44,7 @@ from catsdogs import runs
 from catsdogs.console import display, log, progress_bar
 from catsdogs.data.images import DECODE_SETTINGS, PROCESSES_FROM, decode_many
 from catsdogs.data.streamed import open_files
-from catsdogs.errors import RunFailed
+from catsdogs.errors import DISK_FULL, RunFailed
 
 # where decoded pixels live while training (TrainConfig.cache); none: nowhere, decoded again
 # in every epoch's batches (streamed.py)
@@ -58,7 +57,6 @@ BATCH_BYTES = 64 << 20  # decoded pixels held in memory at once while a cache is
 # The in-memory path holds about 3x the decoded bytes at its peak (decode_many's array, the
 # split, tf.constant's copy); `auto` takes it while that is under half the available memory.
 RAM_FACTOR = 3
-DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 def cache_root(cache_dir=None):

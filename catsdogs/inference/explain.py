@@ -194,7 +194,7 @@ def overlay(image, heatmap, alpha=OVERLAY_ALPHA, min_side=224):
 
 def write_overlays(images, heatmaps, names, folder):
     """Save each overlay as `folder/<name>.jpg`; names already taken get -1, -2, ..., so no
-    existing file is written over, and none outside `folder` (runs.create_new)."""
+    existing file is written over, and none outside `folder` (runs.write_new)."""
     from pathlib import Path
 
     from PIL import Image
@@ -205,12 +205,7 @@ def write_overlays(images, heatmaps, names, folder):
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for image, heatmap, name in zip(images, heatmaps, names):
-        path = runs.create_new(folder, name, ".jpg")  # this name is ours from here on
-        try:
-            with runs.atomic_path(path) as temp:
-                Image.fromarray(overlay(image, heatmap)).save(temp, "JPEG", quality=90)
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
-        written.append(path)
+        picture = Image.fromarray(overlay(image, heatmap))
+        written.append(runs.write_new(folder, name, ".jpg",
+                                      lambda temp: picture.save(temp, "JPEG", quality=90)))
     return written

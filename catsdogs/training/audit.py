@@ -211,9 +211,11 @@ def write_fixed_copy(audit, data_dir, target, relabel=False):
             issue = suspects[path]
             destination = temp / prefix / issue.suggested / inner
             if destination.exists():  # the class folder has a file of that name already
-                destination = destination.with_name(
-                    f"{destination.stem}-from-{issue.given}{destination.suffix}")
-            _copy(path, destination)
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                runs.copy_new(path, destination.parent,
+                              f"{destination.stem}-from-{issue.given}{destination.suffix}")
+            else:
+                _copy(path, destination)
 
     runs.replace_dir(target, write)
     copied = len(images.split) - (0 if relabel else len(suspects))
