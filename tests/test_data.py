@@ -46,6 +46,27 @@ def test_worker_processes_decode_exactly_what_threads_do(binary_folders, monkeyp
     assert len(in_processes[1]) == len(paths) - 2
 
 
+def test_decoding_holds_each_chunk_only_until_it_is_copied(tmp_path, monkeypatch):
+    """The decoded array plus a few chunks at the peak, not twice the pixels: the in-memory
+    cache's sizing (cache.RAM_FACTOR) counts on it."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for index in range(240):
+        paths.append(str(tmp_path / f"{index}.png"))
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(paths[-1])
+    monkeypatch.setattr(images, "CHUNK", 8)
+    tracemalloc.start()
+    try:
+        decoded = decode_many(paths, (64, 64), workers=1, progress=False, processes_from=10**9)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(decoded.kept) == 240
+    assert peak < 1.4 * decoded.pixels.nbytes, (peak, decoded.pixels.nbytes)
+
+
 def test_corrupt_and_fake_images_are_skipped_and_listed(binary_folders):
     cats = binary_folders / "train" / "cats"
     good = (cats / "cats_0.png").read_bytes()

@@ -6,6 +6,7 @@ alone with a reason. Decoding is done once per file, in parallel (decode_many sa
 pixels are kept in memory for every epoch after.
 """
 
+import collections
 import errno
 import hashlib
 import io
@@ -206,9 +207,11 @@ def decode_many(paths, size, workers=None, progress=True, processes_from=PROCESS
     starts = range(0, len(paths), CHUNK)
     pool = _pool(workers or os.cpu_count() or 1, processes=len(paths) >= processes_from)
     try:
-        futures = [pool.submit(decode_chunk, paths[start:start + CHUNK], size) for start in starts]
-        for start, future in zip(starts, futures):
-            chunk_pixels, chunk_digests, failures = future.result()
+        futures = collections.deque(pool.submit(decode_chunk, paths[start:start + CHUNK], size)
+                                    for start in starts)
+        for start in starts:
+            # popped, so a chunk's pixels are freed once copied, not held until the end
+            chunk_pixels, chunk_digests, failures = futures.popleft().result()
             pixels[start:start + len(chunk_pixels)] = chunk_pixels
             digests[start:start + len(chunk_digests)] = chunk_digests
             for index, reason in failures:
