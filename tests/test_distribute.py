@@ -151,3 +151,38 @@ def test_unpatched_keras_still_fails_under_multiworker(tmp_path):
                for i in range(2)]
     outputs = [w.communicate(timeout=180)[0] for w in workers]
     assert all("fit failed: Attempt to convert a value (PerReplica" in out for out in outputs), outputs
+
+
+def test_a_worker_that_fails_to_start_stops_those_started(monkeypatch):
+    """The second worker's Popen raising (no memory, no such executable) leaves no first
+    worker running behind the error."""
+    from catsdogs.training import distribute
+
+    class Started:
+        def __init__(self):
+            self.stopped = self.reaped = False
+
+        def poll(self):
+            return 0 if self.stopped else None
+
+        def terminate(self):
+            self.stopped = True
+
+        def wait(self, timeout=None):
+            self.reaped = True
+            return 0
+
+    started = []
+
+    def popen(command, **options):
+        if started:
+            raise OSError(12, "Cannot allocate memory")
+        started.append(Started())
+        return started[-1]
+
+    monkeypatch.setattr(distribute, "inside_private_network", lambda: False)
+    monkeypatch.setattr(distribute, "private_network_prefix", lambda: None)
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    with pytest.raises(OSError, match="allocate"):
+        distribute.run_local_workers(["--epochs", "1"], 2)
+    assert len(started) == 1 and started[0].stopped and started[0].reaped

@@ -325,14 +325,16 @@ def run_local_workers(argv, count, poll_seconds=0.5, grace_seconds=10):
     # a quiet worker's stderr goes to a temporary file, read only if it fails: a pipe nobody
     # reads until then fills (64 kB of TensorFlow's warnings) and blocks the worker mid-epoch,
     # which its peers see as a crash (its heartbeats stop)
-    logs = [None] + [tempfile.TemporaryFile("w+") for _ in range(count - 1)]
-    for index in range(count):
-        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster,
-                                                      "task": {"type": "worker", "index": index}})}
-        quiet = {} if index == 0 else {"stdout": subprocess.DEVNULL, "stderr": logs[index]}
-        processes.append(subprocess.Popen(command + ([] if index == 0 else ["--quiet"]), env=env,
-                                          text=True, **quiet))
-    try:
+    logs = [None]
+    try:  # started inside: a worker that fails to start stops those started before it
+        for index in range(count):
+            env = {**os.environ, "TF_CONFIG": json.dumps({
+                "cluster": cluster, "task": {"type": "worker", "index": index}})}
+            if index:
+                logs.append(tempfile.TemporaryFile("w+"))
+            quiet = {} if index == 0 else {"stdout": subprocess.DEVNULL, "stderr": logs[index]}
+            processes.append(subprocess.Popen(command + ([] if index == 0 else ["--quiet"]),
+                                              env=env, text=True, **quiet))
         while True:
             codes = [process.poll() for process in processes]
             failed = next((i for i, code in enumerate(codes) if code not in (None, 0)), None)
@@ -356,7 +358,7 @@ def run_local_workers(argv, count, poll_seconds=0.5, grace_seconds=10):
             if all(code == 0 for code in codes):
                 return 0
             time.sleep(poll_seconds)
-    except KeyboardInterrupt:
+    except BaseException:  # Ctrl-C, or a worker that could not start
         _stop(processes, grace_seconds)
         raise
     finally:
@@ -389,3 +391,4 @@ def _stop(processes, grace_seconds):
             process.wait(timeout=grace_seconds)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()  # reaped: no zombie left behind
