@@ -271,9 +271,15 @@ def test_train_seeds_leaves_the_members_their_spread_and_their_ensemble(folders,
     moved = write_ensemble(sorted(out.glob("seed-*")), tmp_path / "after-a-change")
     decision = json.loads((moved / "calibration.json").read_text())["decision"]
     assert decision.startswith("kept T = 1: the data folder changed"), decision
-    mtimes = {p: p.stat().st_mtime for p in out.glob("seed-*/model.keras")}
-    assert main(argv) == 0  # again: every seed finished, nothing trains
-    assert {p: p.stat().st_mtime for p in out.glob("seed-*/model.keras")} == mtimes
+    mtimes = {p: p.stat().st_mtime_ns for p in out.glob("*/model.keras")}
+    assert main(argv) == 0  # again: every seed finished, nothing trains, the ensemble is kept
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/model.keras")} == mtimes
+    # one seed more: the ensemble is written again with the three, as seeds.json says
+    assert main([*argv[:-4], "--seeds", "3", *argv[-2:]]) == 0
+    members = json.loads((out / "ensemble" / "ensemble.json").read_text())["members"]
+    assert members == [str(out / f"seed-{seed}") for seed in (42, 43, 44)]
+    assert [row["seed"] for row in json.loads((out / "seeds.json").read_text())["runs"]] == [
+        42, 43, 44]
 
 
 def test_an_ensemble_calibrates_only_on_photos_every_member_held_out_and_none_used(tmp_path):

@@ -18,6 +18,7 @@ keeps T = 1 and says why in calibration.json.
     catsdogs ensemble runs/a runs/b runs/c --out runs/ensemble-abc
 """
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -152,3 +153,25 @@ def write_ensemble(run_dirs, out):
             shutil.rmtree(out, ignore_errors=True)
         raise
     return out
+
+
+def ensemble_of(run_dirs, out):
+    """The ensemble of `run_dirs` in the folder `out`, which a command keeps for itself (a
+    search's, `train --seeds`'s): kept when it holds these members already, else written
+    again in one swap (runs.replace_dir), so a rerun with more trials or seeds, or a kill
+    mid-write, never leaves an ensemble of other members under the name.
+
+    Returns:
+        Path: the folder.
+    """
+    out = Path(out)
+    members = [str(Path(path)) for path in run_dirs]
+    record = out / ENSEMBLE_FILE
+    if (out / runs.MODEL_FILE).exists() and record.exists():
+        with contextlib.suppress(CatsDogsError):  # damaged: written again
+            kept = load_json(record)
+            if isinstance(kept, dict) and kept.get("members") == members:
+                return out
+    runs.replace_dir(out, lambda temp: write_ensemble(run_dirs, temp))
+    return out
+

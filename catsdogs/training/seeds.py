@@ -24,7 +24,7 @@ def train_seeds(config, count, folder):
     """Train `config` with seeds config.seed .. config.seed + count - 1 into `folder`, then
     write their ensemble. Returns the dict seeds.json holds."""
     from catsdogs.data.datasets import DecodedSources
-    from catsdogs.inference.ensemble import write_ensemble
+    from catsdogs.inference.ensemble import ensemble_of
     from catsdogs.training.train import finish_run
 
     folder = Path(folder)
@@ -38,9 +38,7 @@ def train_seeds(config, count, folder):
                 finish_run(dataclasses.replace(config, seed=seed, split_seed=config.roles_seed,
                                                run_dir=str(run_dir)), decoded=decoded)
             members.append(run_dir)
-        ensemble_dir = folder / "ensemble"
-        if not (ensemble_dir / runs.MODEL_FILE).exists():
-            write_ensemble(members, ensemble_dir)
+        ensemble_dir = ensemble_of(members, folder / "ensemble")
         rows = [{"seed": config.seed + i, "run": str(path),
                  **_figures(cfg.load_json(path / runs.METRICS_FILE))}
                 for i, path in enumerate(members)]

@@ -312,15 +312,13 @@ def measure_test(run_dir, config, decoded=None):
 
 def _ensemble(plan, best_trials):
     """The best `plan.ensemble` trials as one model (inference/ensemble.py)."""
-    from catsdogs.inference.ensemble import write_ensemble
+    from catsdogs.inference.ensemble import ensemble_of
 
     out = plan.folder / ENSEMBLE_DIR
     if len(best_trials) < plan.ensemble:
         log().warning(f"--ensemble {plan.ensemble}: only {len(best_trials)} trials finished; "
                       "the ensemble has them all")
-    if not (out / runs.MODEL_FILE).exists():
-        write_ensemble([plan.folder / f"trial-{t.trial_id}" for t in best_trials], out)
-    return out
+    return ensemble_of([plan.folder / f"trial-{t.trial_id}" for t in best_trials], out)
 
 
 def summary_lines(summary):
