@@ -19,7 +19,7 @@ from catsdogs.errors import CatsDogsError
 DATASETS = ("folder", "cifar10")  # where images come from: class folders, or CIFAR-10
 SCHEDULES = ("constant", "cosine", "triangular", "linear")  # learning rate over training (optim.py)
 OPTIMIZERS = ("adam", "sgd", "muon")  # sgd: airbench's Nesterov SGD; muon: + Muon (optim.py)
-WEIGHTS = ("none", "imagenet")  # named starts; any other value is a weights file or a run folder
+SEARCHES = ("hyperband", "bayesian", "random")  # KerasTuner's oracles, for `catsdogs tune`
 UNFREEZE_ALL = "all"  # --unfreeze: every layer of the body, else the last K layers with weights
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")  # see distribute.py
 KEEP = ("best", "last")  # which epoch's model a run keeps (train.py)

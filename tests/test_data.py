@@ -123,8 +123,8 @@ def test_split_folder_is_stratified_and_seeded(three_class_folder):
 
 
 def test_stratified_split_refuses_a_class_too_small_to_split():
-    with pytest.raises(CatsDogsError, match="too few images"):
-        stratified_split(np.array([0, 0, 0, 1]), 0.5, seed=0)
+    with pytest.raises(CatsDogsError, match="class 'dogs' has too few images"):
+        stratified_split(np.array([0, 0, 0, 1]), 0.5, 0, ["cats", "dogs"])
 
 
 def test_nested_folders_count_for_their_class(tmp_path):

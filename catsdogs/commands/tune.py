@@ -13,7 +13,6 @@ split is read once, for the best trial. A killed search continues with the same 
 from catsdogs import config as cfg
 from catsdogs.errors import CatsDogsError, command_main
 
-SEARCHES = ("hyperband", "bayesian", "random")  # training/tune.py's oracles
 SKIP = ("refit", "refit_union", "teacher", "prune_from", "prune_keep", "distill_temperature",
         "distill_alpha")  # not a search's settings
 # shared settings that mean something else here (the search's folder; its selection split)
@@ -32,7 +31,7 @@ def build_parser():
                         help="stop after this many minutes (a killed search's time counts): "
                              "no trial starts after it, the running one ends its epoch")
     search.add_argument("--trials", type=int, metavar="N", help="stop after N trials")
-    search.add_argument("--search", choices=SEARCHES, default="bayesian",
+    search.add_argument("--search", choices=cfg.SEARCHES, default="bayesian",
                         help="KerasTuner's oracle: Bayesian optimisation, random search, or "
                              "Hyperband (which sets each trial's --epochs) [default: bayesian]")
     search.add_argument("--space", metavar="FILE.json",

@@ -46,9 +46,8 @@ from catsdogs.data.images import DECODE_SETTINGS, PROCESSES_FROM, decode_many
 from catsdogs.data.streamed import open_files
 from catsdogs.errors import DISK_FULL, RunFailed
 
-# where decoded pixels live while training (TrainConfig.cache); none: nowhere, decoded again
-# in every epoch's batches (streamed.py)
-MODES = ("auto", "ram", "disk", "none")
+# where decoded pixels live while training: TrainConfig.cache, one of cfg.CACHES (none:
+# nowhere, decoded again in every epoch's batches, streamed.py)
 CACHE_ENV = "CATSDOGS_CACHE"  # moves the default cache root, as --cache-dir does
 MANIFEST = "manifest.json"
 LOCK = ".lock"

@@ -229,7 +229,7 @@ class ImageData:
         if not share or np.bincount(self.val.labels).min() < 2:
             return self  # nothing to set aside: each class needs a photo on both sides
         choose_idx, calibrate_idx = stratified_split(self.val.labels, share, seed + 1,
-                                                     flag="--calibration-split")
+                                                     self.class_names, "--calibration-split")
         source = self.sources["validation"]
         return dataclasses.replace(
             self, val=self.val.subset(choose_idx), calibration=self.val.subset(calibrate_idx),
@@ -243,7 +243,7 @@ class ImageData:
         whose `test` is this data's validation split: the split that picks the epoch (and any
         recipe tuned on it) is then never the one the result is reported on."""
         train_idx, selection_idx = stratified_split(self.train.labels, fraction, seed,
-                                                    flag="--selection-split")
+                                                    self.class_names, "--selection-split")
         source = (f"{self.sources['train']} (selection split: {fraction:.0%} of each class, "
                   f"seed {seed})")
         return ImageData(self.class_names, self.train.subset(train_idx),
@@ -325,15 +325,17 @@ def find_split_folders(folder):
     return (train, val) if train and val else None
 
 
-def stratified_split(labels, fraction, seed, flag="--val-split"):
-    """Indices (train, val): `fraction` of each class to validation, shuffled by `seed`."""
+def stratified_split(labels, fraction, seed, class_names, flag="--val-split"):
+    """Indices (train, val): `fraction` of each class to validation, shuffled by `seed`; a
+    class too small for both sides is named (`class_names`) in the error."""
     rng = np.random.default_rng(seed)
     train, val = [], []
     for label in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == label))
         n_val = max(1, round(len(members) * fraction))
         if n_val >= len(members):
-            raise CatsDogsError(f"class {label} has too few images to split ({len(members)})",
+            raise CatsDogsError(f"class {class_names[label]!r} has too few images to split "
+                                f"({len(members)})",
                                 where=flag, fix="add images, or a smaller fraction")
         val.append(members[:n_val])
         train.append(members[n_val:])
@@ -425,11 +427,11 @@ def load_split_folder(folder, image_size, val_split, seed, shard=(0, 1), storage
     if shard[1] == 1:
         everything, bad = _decode_split(paths, labels, image_size, class_names, folder,
                                         storage, f"images from {folder}")
-        train_idx, val_idx = stratified_split(everything.labels, val_split, seed)
+        train_idx, val_idx = stratified_split(everything.labels, val_split, seed, class_names)
         return ImageData(class_names, everything.subset(train_idx), everything.subset(val_idx),
                          skipped + bad, {"train": source, "validation": source})
     parts, bad = [], []
-    for indices in stratified_split(labels, val_split, seed):
+    for indices in stratified_split(labels, val_split, seed, class_names):
         part_paths, part_labels = _sharded([paths[i] for i in indices], labels[indices], shard)
         split, part_bad = _decode_split(part_paths, part_labels, image_size, class_names, folder,
                                         storage, f"images from {folder}{_shard_note(shard)}")

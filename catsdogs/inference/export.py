@@ -114,7 +114,8 @@ def training_folder_of(run_dir):
 
 
 def calibration_pixels(folder, image_size, count=CALIBRATION_IMAGES):
-    """Up to `count` images spread evenly over `folder`'s classes, decoded as float pixels."""
+    """Up to `count` images taken at even steps through `folder`'s files (listed class by
+    class, so each class gives its share of the folder), decoded as float pixels."""
     from catsdogs.data.datasets import scan_class_folders
     from catsdogs.data.images import decode_many
 
@@ -191,7 +192,7 @@ def check_formats(formats):
     return formats
 
 
-def check(written, data_dir, reference="keras"):
+def check(written, data_dir):
     """Run every written format on `data_dir`: size, accuracy, agreement with Keras, images/s."""
     from catsdogs.data.images import decode_many
     from catsdogs.inference.classifier import read_class_names
@@ -216,7 +217,7 @@ def check(written, data_dir, reference="keras"):
         results.append({"format": name, "bytes": runs.size_of(path),
                         "accuracy": float((top1[name] == labels[kept]).mean()),
                         "images_per_second": len(pixels) / seconds})
-    base = top1.get(reference)
+    base = top1.get("keras")  # absent where only other formats were written
     for row in results:
         row["agreement"] = None if base is None else float((top1[row["format"]] == base).mean())
     return results

@@ -38,7 +38,6 @@ from catsdogs.errors import CatsDogsError, RunFailed
 from catsdogs.training import space
 from catsdogs.training import train as training
 
-SEARCHES = ("hyperband", "bayesian", "random")  # KerasTuner's oracles
 OBJECTIVE = "selection_accuracy"  # the kept model's accuracy on the selection split
 TUNER_DIR = "keras_tuner"  # KerasTuner's project folder inside the tune folder
 TUNE_FILE = "tune.json"  # the search: its trials, the best, its test accuracy
@@ -57,7 +56,7 @@ class Search:
     base: cfg.TrainConfig  # resolved; every trial is it plus the trial's values
     ranges: dict  # space.preset_ranges
     folder: Path
-    search: str = "bayesian"  # one of SEARCHES
+    search: str = "bayesian"  # one of cfg.SEARCHES
     trials: int | None = None  # at most this many trials
     budget: float | None = None  # minutes, across resumed sessions
     ensemble: int = 0  # write the ensemble of the best this many trials
