@@ -11,6 +11,7 @@ from PIL import Image
 import catsdogs
 from catsdogs.inference import calibrate
 from catsdogs.inference.explain import find_feature_layer, gradcam
+from catsdogs.inference.runtimes import as_class_probabilities
 
 from conftest import TWO_CLASSES, write_class_images
 
@@ -112,7 +113,7 @@ def test_temperature_keeps_the_winner_and_a_sigmoid_matches_its_two_column_form(
     p = np.array([[0.9], [0.2], [0.6]])
     two = np.concatenate([1 - p, p], axis=1)
     one = calibrate.apply_temperature(p, 2.0)
-    np.testing.assert_allclose(calibrate.class_probabilities(one),
+    np.testing.assert_allclose(as_class_probabilities(one),
                                calibrate.apply_temperature(two, 2.0), atol=1e-12)
     assert ((one > 0.5) == (p > 0.5)).all() and abs(one[0, 0] - 0.5) < abs(p[0, 0] - 0.5)
 

@@ -20,6 +20,7 @@ import numpy as np
 from catsdogs import config as cfg
 from catsdogs import runs
 from catsdogs.errors import CatsDogsError
+from catsdogs.inference.runtimes import as_class_probabilities
 
 CALIBRATION_FILE = "calibration.json"
 MIN_CALIBRATION_IMAGES = 100  # fewer photos cannot pin one temperature down
@@ -48,43 +49,37 @@ def apply_temperature(probabilities, temperature):
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
-def class_probabilities(probabilities):
-    """(n, classes): a one-column sigmoid output becomes (1 - p, p)."""
-    p = np.asarray(probabilities, np.float64)
-    return np.concatenate([1 - p, p], axis=1) if p.shape[-1] == 1 else p
+def per_image_loss(probabilities, labels):
+    """-log p(true class) of each image (cross-entropy), p clipped at EPSILON."""
+    p = as_class_probabilities(probabilities)
+    return -np.log(np.clip(p[np.arange(len(labels)), labels], EPSILON, 1))
 
 
 def negative_log_likelihood(probabilities, labels):
     """Mean -log p(true class): the loss temperature scaling minimises."""
-    p = class_probabilities(probabilities)
-    return float(-np.log(np.clip(p[np.arange(len(labels)), labels], EPSILON, 1)).mean())
+    return float(per_image_loss(probabilities, labels).mean())
+
+
+def reliability(probabilities, labels, bins=ECE_BINS):
+    """Per equal-width confidence bin: (mean confidence, accuracy, count); None where empty.
+    The reliability diagram plots it; expected_calibration_error sums it."""
+    p = as_class_probabilities(probabilities)
+    confidence, correct = p.max(axis=1), p.argmax(axis=1) == np.asarray(labels)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    counts = np.bincount(which, minlength=bins)
+    sums = [np.bincount(which, weights=values, minlength=bins) for values in (confidence, correct)]
+    return [(float(sums[0][b] / n), float(sums[1][b] / n), int(n)) if n else (None, None, 0)
+            for b, n in enumerate(counts)]
 
 
 def expected_calibration_error(probabilities, labels, bins=ECE_BINS):
     """Confidence vs accuracy over equal-width confidence bins, weighted by bin size (Guo et
     al.'s ECE): 0 for a perfectly calibrated model."""
-    p = class_probabilities(probabilities)
-    confidence, predicted = p.max(axis=1), p.argmax(axis=1)
-    correct = predicted == np.asarray(labels)
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-    error = 0.0
-    for b in range(bins):
-        members = which == b
-        if members.any():
-            error += members.mean() * abs(correct[members].mean() - confidence[members].mean())
-    return float(error)
-
-
-def reliability(probabilities, labels, bins=ECE_BINS):
-    """Per bin: (mean confidence, accuracy, count), for the reliability diagram."""
-    p = class_probabilities(probabilities)
-    confidence, correct = p.max(axis=1), p.argmax(axis=1) == np.asarray(labels)
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-    return [(float(confidence[which == b].mean()) if (which == b).any() else None,
-             float(correct[which == b].mean()) if (which == b).any() else None,
-             int((which == b).sum())) for b in range(bins)]
+    rows = reliability(probabilities, labels, bins)
+    total = sum(count for _, _, count in rows)
+    return float(sum(count / total * abs(accuracy - confidence)
+                     for confidence, accuracy, count in rows if count))
 
 
 def fit_temperature(probabilities, labels):
@@ -122,10 +117,10 @@ def cross_fitted_nll(probabilities, labels, seed=0):
     the cross-fitted temperatures), both over all photos."""
     probabilities, labels = np.asarray(probabilities), np.asarray(labels)
     halves = random_halves(len(labels), seed)
-    scaled = np.empty_like(class_probabilities(probabilities))
+    scaled = np.empty_like(as_class_probabilities(probabilities))
     for fit_on, score_on in (halves, halves[::-1]):
         temperature = fit_temperature(probabilities[fit_on], labels[fit_on])
-        scaled[score_on] = class_probabilities(
+        scaled[score_on] = as_class_probabilities(
             apply_temperature(probabilities[score_on], temperature))
     return negative_log_likelihood(probabilities, labels), negative_log_likelihood(scaled, labels)
 
@@ -160,7 +155,7 @@ def checked_temperature(probabilities, labels):
 def confidence_threshold(probabilities, keep=DEFAULT_KEEP):
     """The max-probability that `keep` of these images reach: below it a prediction is
     "unknown" (`predict --min-confidence auto`)."""
-    confidence = class_probabilities(probabilities).max(axis=1)
+    confidence = as_class_probabilities(probabilities).max(axis=1)
     return float(np.quantile(confidence, 1 - keep))
 
 
@@ -325,9 +320,7 @@ def held_out_photos(run_dir, classifier, data_dir=None, cache=None):
         names, split = load_labelled_folder(data_dir, classifier.image_size,
                                             Storage.of(CacheConfig(**cache)))
         source = str(data_dir)
-    missing = sorted(set(names) - set(classifier.class_names))
-    if missing:
-        raise CatsDogsError(f"class folders {missing} are not classes of the model",
-                            where=data_dir or run_dir, fix="use folders named like its classes")
-    to_model = np.array([classifier.class_names.index(n) for n in names])
-    return split, to_model[split.labels], source
+    from catsdogs.inference.evaluate import in_model_order
+
+    return split, in_model_order(split.labels, names, classifier.class_names,
+                                 data_dir or run_dir), source

@@ -17,8 +17,8 @@ from catsdogs import runs
 from catsdogs.console import display
 from catsdogs.errors import CatsDogsError, RunFailed
 from catsdogs.inference.calibrate import (apply_temperature, expected_calibration_error,
-                                          negative_log_likelihood, rejection_threshold,
-                                          reliability)
+                                          negative_log_likelihood, per_image_loss,
+                                          rejection_threshold, reliability)
 from catsdogs.inference.tta import predict_arrays, tta_mode
 
 GALLERY_SIZE = 16  # most confidently wrong images shown
@@ -58,19 +58,33 @@ def compute_metrics(labels, probabilities, class_names):
     labels = np.asarray(labels)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     predicted = probabilities.argmax(axis=1)
-    k = len(class_names)
-    matrix = np.bincount(labels * k + predicted, minlength=k * k).reshape(k, k)
-    picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)
+    matrix = confusion_matrix(labels, predicted, len(class_names))
     metrics = {
         "images": int(len(labels)),
-        "loss": float(-np.log(picked).mean()),  # binary / categorical cross-entropy
+        "loss": negative_log_likelihood(probabilities, labels),  # cross-entropy
         "accuracy": float((predicted == labels).mean()),
         "per_class": per_class_report(matrix, class_names),
         "confusion_matrix": matrix.tolist(),
     }
-    if k == 2:
+    if len(class_names) == 2:
         metrics["roc_auc"] = roc_auc(labels, probabilities[:, 1])
     return metrics
+
+
+def confusion_matrix(labels, predicted, classes):
+    """(classes, classes) counts: row = true class, column = predicted."""
+    flat = np.asarray(labels) * classes + np.asarray(predicted)
+    return np.bincount(flat, minlength=classes * classes).reshape(classes, classes)
+
+
+def in_model_order(labels, folder_names, class_names, where):
+    """`labels` (indices into `folder_names`, a folder's classes) as the model's class indices;
+    a folder that is no class of the model is one line naming `where`."""
+    unknown = [n for n in folder_names if n not in class_names]
+    if unknown:
+        raise CatsDogsError(f"class folders {unknown} are not classes of the model {class_names}",
+                            where=where, fix="use folders named like the model's classes")
+    return np.array([class_names.index(n) for n in folder_names], dtype=int)[labels]
 
 
 def labels_in_model_order(data_dir, class_names):
@@ -79,12 +93,7 @@ def labels_in_model_order(data_dir, class_names):
     from catsdogs.data.datasets import scan_class_folders
 
     folder_names, paths, folder_labels, skipped = scan_class_folders(data_dir)
-    unknown = [n for n in folder_names if n not in class_names]
-    if unknown:
-        raise CatsDogsError(f"class folders {unknown} are not classes of the model {class_names}",
-                            where=data_dir, fix="use folders named like the model's classes")
-    to_model = np.array([class_names.index(n) for n in folder_names])
-    return paths, to_model[folder_labels], skipped
+    return paths, in_model_order(folder_labels, folder_names, class_names, data_dir), skipped
 
 
 def default_out(model_path, data_dir):
@@ -186,8 +195,7 @@ def write_predictions(path, paths, labels, probabilities, names):
     """predictions.csv, one row per image, sorted by loss, highest first (fastai's
     `top_losses`): path, true and predicted class, probability, loss, correct. Returns the
     worst rows as dicts."""
-    picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)
-    losses = -np.log(picked)
+    losses = per_image_loss(probabilities, labels)
     predicted = probabilities.argmax(axis=1)
     order = np.argsort(-losses, kind="stable")
     rows = [[display(paths[i]), names[labels[i]], names[predicted[i]],

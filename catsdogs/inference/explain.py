@@ -162,10 +162,10 @@ def _ensemble_gradcam(model, members, pixels, class_indices, batch_size):
     chose, each at the first member's map resolution."""
     import tensorflow as tf
 
-    from catsdogs.inference.runtimes import as_class_probabilities, keras_probabilities
+    from catsdogs.inference.runtimes import keras_probabilities
 
     if class_indices is None:
-        class_indices = as_class_probabilities(keras_probabilities(model, pixels)).argmax(axis=1)
+        class_indices = keras_probabilities(model, pixels).argmax(axis=1)
     maps = [gradcam(member, pixels, class_indices, batch_size)[0] for member in members]
     size = maps[0].shape[1:3]
     resized = [m if m.shape[1:3] == size else

@@ -30,6 +30,7 @@ import numpy as np
 from catsdogs import runs
 from catsdogs.console import log
 from catsdogs.errors import CatsDogsError
+from catsdogs.inference.evaluate import confusion_matrix
 from catsdogs.training.distill import student_of
 from catsdogs.training.progressive import side_for_epoch
 
@@ -215,8 +216,7 @@ class ConfusionMatrixToTensorBoard(keras.callbacks.Callback):
 
         out = self.model.predict(self.pixels.astype(np.float32), batch_size=256, verbose=0)
         predicted = (out[:, 0] > 0.5).astype(int) if out.shape[-1] == 1 else out.argmax(axis=1)
-        k = len(self.class_names)
-        matrix = np.bincount(self.labels * k + predicted, minlength=k * k).reshape(k, k)
+        matrix = confusion_matrix(self.labels, predicted, len(self.class_names))
         accuracy = float(np.trace(matrix) / max(1, matrix.sum()))
         figure = plots.confusion_matrix_figure(matrix, self.class_names, title=(
             f"epoch {epoch + 1}: {len(self.labels)} validation images, accuracy {accuracy:.1%}"))
