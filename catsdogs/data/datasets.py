@@ -325,6 +325,16 @@ def find_split_folders(folder):
     return (train, val) if train and val else None
 
 
+def in_model_order(labels, folder_names, class_names, where):
+    """`labels` (indices into `folder_names`, a folder's classes) as the model's class indices;
+    a folder that is no class of the model is one line naming `where`."""
+    unknown = [n for n in folder_names if n not in class_names]
+    if unknown:
+        raise CatsDogsError(f"class folders {unknown} are not classes of the model {class_names}",
+                            where=where, fix="use folders named like the model's classes")
+    return np.array([class_names.index(n) for n in folder_names], dtype=int)[labels]
+
+
 def stratified_split(labels, fraction, seed, class_names, flag="--val-split"):
     """Indices (train, val): `fraction` of each class to validation, shuffled by `seed`; a
     class too small for both sides is named (`class_names`) in the error."""

@@ -301,7 +301,7 @@ def held_out_photos(run_dir, classifier, data_dir=None, cache=None):
     says where the decoded images live, instead of the run's settings (or auto)."""
     from catsdogs.console import log
     from catsdogs.data.cache import CacheConfig, Storage
-    from catsdogs.data.datasets import load_image_data, load_labelled_folder
+    from catsdogs.data.datasets import in_model_order, load_image_data, load_labelled_folder
 
     cache = cache or {}
     if data_dir is None:
@@ -320,7 +320,5 @@ def held_out_photos(run_dir, classifier, data_dir=None, cache=None):
         names, split = load_labelled_folder(data_dir, classifier.image_size,
                                             Storage.of(CacheConfig(**cache)))
         source = str(data_dir)
-    from catsdogs.inference.evaluate import in_model_order
-
     return split, in_model_order(split.labels, names, classifier.class_names,
                                  data_dir or run_dir), source

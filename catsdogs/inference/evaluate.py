@@ -77,20 +77,10 @@ def confusion_matrix(labels, predicted, classes):
     return np.bincount(flat, minlength=classes * classes).reshape(classes, classes)
 
 
-def in_model_order(labels, folder_names, class_names, where):
-    """`labels` (indices into `folder_names`, a folder's classes) as the model's class indices;
-    a folder that is no class of the model is one line naming `where`."""
-    unknown = [n for n in folder_names if n not in class_names]
-    if unknown:
-        raise CatsDogsError(f"class folders {unknown} are not classes of the model {class_names}",
-                            where=where, fix="use folders named like the model's classes")
-    return np.array([class_names.index(n) for n in folder_names], dtype=int)[labels]
-
-
 def labels_in_model_order(data_dir, class_names):
     """(paths, labels as the model's class indices, skipped) of a folder of class sub-folders;
     a folder that is no class of the model is one line."""
-    from catsdogs.data.datasets import scan_class_folders
+    from catsdogs.data.datasets import in_model_order, scan_class_folders
 
     folder_names, paths, folder_labels, skipped = scan_class_folders(data_dir)
     return paths, in_model_order(folder_labels, folder_names, class_names, data_dir), skipped
