@@ -98,6 +98,30 @@ def test_resume_continues_at_the_interrupted_epoch(binary_folders, tmp_path, mon
     assert run.metrics["epochs_run"] == 3
 
 
+def test_a_run_given_relative_paths_resumes_from_another_folder(binary_folders, tmp_path,
+                                                                monkeypatch):
+    """config.json stores the folders absolute: relative, they named a folder under the one
+    the run was trained from, and the resume the interruption suggests failed elsewhere."""
+    crash_when_epoch_starts(monkeypatch, 1)
+    monkeypatch.chdir(binary_folders.parent)
+    with pytest.raises(Interrupt):
+        catsdogs.train(small_config(Path(binary_folders.name), Path("run"), epochs=2))
+    stored = json.loads((binary_folders.parent / "run" / "config.json").read_text())
+    assert stored["data"] == str(binary_folders) and stored["run_dir"] == "run"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    run = catsdogs.resume(binary_folders.parent / "run")
+    assert [int(r["epoch"]) for r in run.history] == [1, 2]
+
+
+def test_an_old_run_with_a_relative_folder_says_where_it_was_looked_for(tmp_path, capsys):
+    from catsdogs.data.datasets import list_class_folders
+
+    with pytest.raises(CatsDogsError, match="relative to where it was trained"):
+        list_class_folders(Path("no-such-folder-here"))
+
+
 def test_resume_of_a_run_killed_before_its_first_model_save_keeps_a_model(
         binary_folders, tmp_path, monkeypatch):
     """history.csv names a best epoch but model.keras was never written (an older catsdogs

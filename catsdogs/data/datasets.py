@@ -260,7 +260,12 @@ def list_class_folders(folder):
     """Class names (sorted sub-folder names) and their folders, checked for a usable layout."""
     folder = Path(folder)
     if not folder.exists():
-        raise CatsDogsError("folder not found", where=folder, fix="check the path")
+        # a run folder written before its paths were stored absolute names them relative to
+        # the folder it was trained from
+        raise CatsDogsError("folder not found", where=folder, fix="check the path" + (
+            f" (a relative one: from {Path.cwd()}; a run's config.json written before "
+            "2026-12-06 gives its folders relative to where it was trained: run the command "
+            "from there)" if not folder.is_absolute() else ""))
     if not folder.is_dir():
         raise CatsDogsError("not a folder", where=folder, fix="pass a folder of class sub-folders")
     classes = sorted(p for p in folder.iterdir() if p.is_dir() and not is_hidden(p))

@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import shlex
 import shutil
 from pathlib import Path
@@ -41,6 +42,7 @@ if TYPE_CHECKING:  # Keras and TensorFlow load only once a run starts, after its
 
 DEFAULT_DATA = "data/cats_and_dogs"  # the small real sample shipped with the repo
 MONITOR = "val_accuracy"  # what "best model" means
+PATH_SETTINGS = ("data", "train_dir", "val_dir", "cache_dir", "teacher")  # with weights
 ADAPT_IMAGES = 5000  # training images a preset's adapt reads at most (adapt_sample)
 
 
@@ -92,7 +94,8 @@ def resolve_config(config):
         data = DEFAULT_DATA
     recipe = {field.name: getattr(preset.recipe, field.name)
               for field in dataclasses.fields(preset.recipe) if getattr(config, field.name) is None}
-    resolved = dataclasses.replace(config, preset=preset.name, data=data, **recipe)
+    resolved = _absolute_paths(dataclasses.replace(config, preset=preset.name, data=data,
+                                                   **recipe))
     if resolved.fine_tune_epochs and resolved.fine_tune_learning_rate is None:
         # the second stage's rate: a tenth of the head's (stages.py), recorded in config.json
         resolved = dataclasses.replace(resolved,
@@ -110,6 +113,19 @@ def resolve_config(config):
                                 "files, which are resized to it")
     features.check(resolved)
     return resolved
+
+
+def _absolute_paths(config):
+    """`config` with its files and folders as absolute paths: config.json then names them
+    however the run is resumed, calibrated, pruned or exported from another folder (relative,
+    they named a folder under the one it was trained from)."""
+    from catsdogs.models.transfer import NAMED_STARTS
+
+    named = [name for name in PATH_SETTINGS if getattr(config, name)]
+    if config.weights not in NAMED_STARTS:
+        named.append("weights")
+    return dataclasses.replace(config, **{name: os.path.abspath(getattr(config, name))
+                                          for name in named})
 
 
 # ---------------------------------------------------------------- the steps of a run
