@@ -332,6 +332,31 @@ def test_evaluate_runs_on_a_run_folder_by_default_into_eval_dir(model_dir, binar
     assert (model_dir / "eval-validation" / "metrics.json").is_file()
 
 
+def test_evaluate_and_calibrate_say_when_the_photos_trained_the_model(model_dir, binary_folders,
+                                                                      caplog, monkeypatch):
+    """photos.json names the photos that trained the model and chose its epoch: measured or
+    fitted on again, figures read high, and the commands say so (the same files written
+    through another path count too)."""
+    from catsdogs.inference.calibrate import held_out_photos
+
+    validation = binary_folders / "validation"
+    monkeypatch.chdir(binary_folders)
+    cats = [str(Path("validation/cats") / p.name) for p in sorted((validation / "cats").iterdir())]
+    dogs = [str(p) for p in sorted((validation / "dogs").iterdir())][:2]
+    (model_dir / "photos.json").write_text(json.dumps({
+        "trained_on": {"files": cats}, "chose_the_model": {"files": dogs},
+        "tested_once": {"files": []}}))
+    metrics = catsdogs.evaluate(model_dir, validation)
+    assert metrics["photos_the_model_used"] == {"trained_on": 6, "chose_the_model": 2}
+    assert "6 trained it and 2 chose its epoch" in caplog.text
+    caplog.clear()
+    held_out_photos(model_dir, load(model_dir), validation)  # what `catsdogs calibrate` fits on
+    assert "figures on them read high" in caplog.text
+    caplog.clear()
+    assert catsdogs.evaluate(model_dir, binary_folders / "train")["photos_the_model_used"] == {}
+    assert "read high" not in caplog.text
+
+
 def test_evaluate_command_takes_the_tta_mode(model_dir, binary_folders, tmp_path, capsys):
     from catsdogs.commands.evaluate import main as evaluate_main
     assert evaluate_main([str(model_dir), str(binary_folders / "validation"), "--tta", "shift",

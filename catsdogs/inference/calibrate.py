@@ -20,6 +20,7 @@ import numpy as np
 from catsdogs import config as cfg
 from catsdogs import runs
 from catsdogs.errors import CatsDogsError
+from catsdogs.inference.photo_roles import warn_if_the_model_used
 from catsdogs.inference.runtimes import as_class_probabilities
 
 CALIBRATION_FILE = "calibration.json"
@@ -320,5 +321,6 @@ def held_out_photos(run_dir, classifier, data_dir=None, cache=None):
         names, split = load_labelled_folder(data_dir, classifier.image_size,
                                             Storage.of(CacheConfig(**cache)))
         source = str(data_dir)
+        warn_if_the_model_used(classifier.source, split.paths)  # a temperature too sharp
     return split, in_model_order(split.labels, names, classifier.class_names,
                                  data_dir or run_dir), source

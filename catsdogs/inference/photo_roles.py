@@ -1,0 +1,46 @@
+"""What a run's photos.json says of the photos a command is about to measure or fit on: did
+they train the model, or choose its epoch? Figures on such photos read high, so evaluate and
+calibrate say so."""
+
+import os
+from pathlib import Path
+
+from catsdogs import runs
+from catsdogs.config import load_json
+from catsdogs.console import log
+from catsdogs.errors import CatsDogsError
+
+USED_ROLES = {"trained_on": "trained it", "chose_the_model": "chose its epoch"}  # photos.json
+
+
+def photos_the_model_used(source, paths):
+    """{role: count} of `paths` that trained the model at `source` or chose its epoch, by its
+    run folder's photos.json; {} where it records none (an ensemble, an export, older runs)."""
+    folder = Path(source) if Path(source).is_dir() else Path(source).parent
+    try:
+        roles = load_json(folder / runs.PHOTOS_FILE)
+    except (CatsDogsError, OSError):  # absent or unreadable: nothing known
+        return {}
+    asked = {os.path.realpath(path) for path in paths}
+    used = {}
+    for role in USED_ROLES:
+        record = roles.get(role) if isinstance(roles, dict) else None
+        files = record.get("files") if isinstance(record, dict) else None
+        if count := len(asked.intersection(map(os.path.realpath, files or []))):
+            used[role] = count
+    return used
+
+
+def warn_if_the_model_used(source, paths, metrics=None):
+    """Say so, in one line, when photos being measured or fitted on trained the model or
+    chose its epoch: its accuracy on them reads high (and a temperature fitted on them comes
+    out too sharp). Recorded in `metrics` ("photos_the_model_used") when given."""
+    used = photos_the_model_used(source, paths)
+    if used:
+        said = " and ".join(f"{count} {USED_ROLES[role]}" for role, count in used.items())
+        log().warning(f"of these {len(paths)} photos, {said} (its run's {runs.PHOTOS_FILE}): "
+                      "figures on them read high; use photos the model never saw, such as the "
+                      "validation split of a run trained with --selection-split")
+    if metrics is not None:
+        metrics["photos_the_model_used"] = used
+    return used
