@@ -16,6 +16,8 @@ USED_ROLES = {"trained_on": "trained it", "chose_the_model": "chose its epoch"} 
 def photos_the_model_used(source, paths):
     """{role: count} of `paths` that trained the model at `source` or chose its epoch, by its
     run folder's photos.json; {} where it records none (an ensemble, an export, older runs)."""
+    if source is None:  # a model built in this process: no run folder
+        return {}
     folder = Path(source) if Path(source).is_dir() else Path(source).parent
     try:
         roles = load_json(folder / runs.PHOTOS_FILE)
