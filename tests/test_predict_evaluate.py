@@ -357,6 +357,15 @@ def test_evaluate_and_calibrate_say_when_the_photos_trained_the_model(model_dir,
     assert "read high" not in caplog.text
 
 
+def test_evaluate_on_a_folder_of_splits_names_its_validation_folder(model_dir, binary_folders,
+                                                                    capsys):
+    from catsdogs.commands.evaluate import main as evaluate_main
+
+    line = one_error_line(capsys, evaluate_main, [str(model_dir), str(binary_folders)])
+    assert "['train', 'validation'] are not classes" in line
+    assert f"pass its validation/ folder, {binary_folders / 'validation'}" in line
+
+
 def test_evaluate_command_takes_the_tta_mode(model_dir, binary_folders, tmp_path, capsys):
     from catsdogs.commands.evaluate import main as evaluate_main
     assert evaluate_main([str(model_dir), str(binary_folders / "validation"), "--tta", "shift",

@@ -335,8 +335,12 @@ def in_model_order(labels, folder_names, class_names, where):
     a folder that is no class of the model is one line naming `where`."""
     unknown = [n for n in folder_names if n not in class_names]
     if unknown:
+        held = next((n for n in VALIDATION_NAMES if n in folder_names), None)
+        fix = (f"pass its {held}/ folder, {Path(where) / held}: this one holds the splits, "
+               "not the classes" if held and set(unknown) <= {*TRAIN_NAMES, *VALIDATION_NAMES}
+               else "use folders named like the model's classes")
         raise CatsDogsError(f"class folders {unknown} are not classes of the model {class_names}",
-                            where=where, fix="use folders named like the model's classes")
+                            where=where, fix=fix)
     return np.array([class_names.index(n) for n in folder_names], dtype=int)[labels]
 
 
