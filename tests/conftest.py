@@ -34,9 +34,10 @@ def write_class_images(folder, colours, count, size=(40, 48), seed=0):
     return Path(folder)
 
 
-def one_error_line(capsys, main, argv, alone=True):
-    """Run a command's main(argv); assert it failed as user errors must (exit code 2, exactly
-    one `error:` line on stderr, no traceback) and return that line.
+def one_error_line(capsys, main, argv, alone=True, exit_code=2):
+    """Run a command's main(argv); assert it failed as user errors must (exit code 2, or
+    `exit_code`: 1 where the input was fine and the work failed; exactly one `error:` line on
+    stderr, no traceback) and return that line.
 
     `alone`: the error is the only line on stderr, as for every problem found before the work
     starts; errors found during the work (a class whose every file is unreadable, found by
@@ -45,7 +46,7 @@ def one_error_line(capsys, main, argv, alone=True):
     code = main(argv)
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
-    assert code == 2, captured
+    assert code == exit_code, captured
     assert lines and lines[-1].startswith("error: ") and "Traceback" not in captured.err, lines
     assert sum(line.startswith("error:") for line in lines) == 1, lines
     if alone:

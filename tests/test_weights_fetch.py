@@ -93,7 +93,7 @@ def test_into_a_file_and_a_failed_download_are_one_line(downloads, tmp_path, mon
                         "[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr(keras.utils, "get_file", offline)
-    line = one_error_line(capsys, main, ["fetch", "mobilenetv3-catsdogs"])
+    line = one_error_line(capsys, main, ["fetch", "mobilenetv3-catsdogs"], exit_code=1)
     assert "could not download weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5" in line
 
 

@@ -85,7 +85,8 @@ def _run(args):
         log().warning(f"skipped {display(path)}: {reason}")
     if not rows:
         raise RunFailed("no image could be classified", where=" ".join(args.paths),
-                        fix="pass image files or folders holding JPEG/PNG/BMP/GIF images")
+                        fix="pass image files or folders holding JPEG, PNG, BMP, GIF, WebP or "
+                            "TIFF images")
     # a multiclass row lists its top k classes; a binary one both, only if asked (--top-k 2)
     with_top_k = not classifier.is_binary or args.top_k > 1
     width = min(60, max(len(display(r.path)) for r in rows))

@@ -315,7 +315,7 @@ def scan_class_folders(folder):
         images, class_skipped = find_images(class_dir)
         if not images:
             raise CatsDogsError("class folder has no images", where=class_dir,
-                                fix="add JPEG/PNG/BMP/GIF images or remove the folder")
+                                fix="add JPEG, PNG, BMP, GIF, WebP or TIFF images, or remove the folder")
         paths += images
         labels += [label] * len(images)
         skipped += class_skipped

@@ -15,7 +15,8 @@ from pathlib import Path
 from catsdogs import runs
 from catsdogs.data import archives
 from catsdogs.data.images import irregular_reason
-from catsdogs.errors import CatsDogsError
+from catsdogs.console import progress_to_stderr
+from catsdogs.errors import CatsDogsError, RunFailed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,13 +51,14 @@ def download(source, sha256):
 
     name = source.url.rsplit("/", 1)[-1]
     try:
-        return Path(keras.utils.get_file(name, origin=source.url, file_hash=sha256,
-                                         hash_algorithm="sha256"))
+        with progress_to_stderr():  # Keras prints its progress on stdout: results only there
+            return Path(keras.utils.get_file(name, origin=source.url, file_hash=sha256,
+                                             hash_algorithm="sha256"))
     except ValueError as error:  # Keras' message for a file whose hash does not match
-        raise CatsDogsError(f"download failed its SHA-256 check ({error})", where=source.url,
+        raise RunFailed(f"download failed its SHA-256 check ({error})", where=source.url,
                             fix="try again later; the file was not used") from None
     except Exception as error:  # offline, proxy, HTTP error: all mean the same to the user
-        raise CatsDogsError(f"could not download ({type(error).__name__}: {error})",
+        raise RunFailed(f"could not download ({type(error).__name__}: {error})",
                             where=source.url,
                             fix="download it by hand, then pass --archive FILE") from None
 

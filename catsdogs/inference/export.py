@@ -151,7 +151,8 @@ def export(model, formats=FORMATS, out=None, calibration=None, int8_io=False):
     classifier = model if isinstance(model, Classifier) else load(model)
     if classifier.model is None:
         raise CatsDogsError("exporting needs the Keras model", where=classifier.source,
-                            fix="pass the run folder or its model.keras, not the SavedModel")
+                            fix="pass the run folder or its model.keras, not an export "
+                                "(SavedModel, TFLite or ONNX)")
     # the run's temperature goes inside every export, so their probabilities are calibrated
     # too (and no calibration.json is written beside them: it would be applied twice)
     keras_model = with_temperature(classifier.model, classifier.temperature)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from catsdogs import runs
 from catsdogs.console import progress_to_stderr
-from catsdogs.errors import CatsDogsError
+from catsdogs.errors import CatsDogsError, RunFailed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +62,7 @@ class ImagenetWeights:
                 path = keras.utils.get_file(self.file, origin, file_hash=file_hash, **place)
         except Exception as error:  # Keras: Exception for a failed fetch, ValueError for a bad hash
             reason = str(error) or type(error).__name__
-            raise CatsDogsError(f"could not download {self.file} ({reason})", where=origin,
+            raise RunFailed(f"could not download {self.file} ({reason})", where=origin,
                                 fix="run it again on a machine that reaches the address (through "
                                     "a proxy: set https_proxy)") from None
         return Path(path)
