@@ -79,7 +79,8 @@ def _run(args):
     if args.list_presets:
         from catsdogs.models.presets import describe_presets
 
-        print("\n".join(describe_presets()))
+        for line in describe_presets():
+            print(line, flush=True)
     elif args.folds is not None:
         _cross_validate(args)
     elif args.seeds is not None:
