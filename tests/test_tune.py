@@ -90,6 +90,7 @@ def test_three_trials_write_run_folders_table_hparams_and_a_best_json_train_acce
                for r in rows)
     table = [line.split()[0] for line in out.splitlines() if line.split()[:1] in (["0"], ["1"], ["2"])]
     assert table == ["0", "1", "2"] and "selection" in out  # printed as the trials finished
+    assert "Best val_accuracy" not in out and out.count("TensorBoard:") == 1  # trials: stderr
     summary = json.loads((folder / "tune.json").read_text())
     assert reads == [12] and summary["test_images"] == 12  # the test split, once, at the end
     assert len(decodes) == 1  # the photos decoded for the first trial, reused by the others

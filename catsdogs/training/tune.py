@@ -116,8 +116,11 @@ class RecipeTuner(keras_tuner.Tuner):
 
 def _finished_metrics(config, callbacks, decoded):
     """The metrics.json of a trial (or the final step), finished however it was left (on the
-    search's `decoded` photos), never measuring the test split."""
-    training.finish_run(config, callbacks=callbacks, test=False, decoded=decoded)
+    search's `decoded` photos), never measuring the test split. What training prints of its
+    run ("Best val_accuracy ...", "Model: ...") goes to stderr: stdout holds the search's
+    table and results."""
+    with contextlib.redirect_stdout(sys.stderr):
+        training.finish_run(config, callbacks=callbacks, test=False, decoded=decoded)
     return cfg.load_json(Path(config.run_dir) / runs.METRICS_FILE)
 
 
