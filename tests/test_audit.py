@@ -193,3 +193,18 @@ def test_doctor_help_loads_neither_keras_nor_cleanlab():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=REPO, timeout=60)
     assert result.stdout.strip() == "[]", result
+
+
+def test_suspects_of_models_near_chance_come_with_a_warning(tmp_path):
+    """Out-of-fold models barely above always-the-largest-class find "errors" that are their
+    own: the summary says so before naming them."""
+    def audit_at(accuracy):
+        split = types.SimpleNamespace(labels=[0] * 5 + [1] * 5)
+        return types.SimpleNamespace(
+            summary_line=lambda: "k-fold accuracy", mean_accuracy=accuracy, folder=tmp_path,
+            images=types.SimpleNamespace(split=split),
+            issues=[audit.LabelIssue(1, str(tmp_path / "a.png"), "cats", "dogs", 0.01)])
+
+    near, clear = audit.summary_lines(audit_at(0.59)), audit.summary_lines(audit_at(0.9))
+    assert "near chance (0.59 against 0.50" in near[1]
+    assert not any("near chance" in line for line in clear)

@@ -23,6 +23,8 @@ import dataclasses
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from catsdogs import config as cfg
 from catsdogs import runs
 from catsdogs.config import setting
@@ -32,6 +34,7 @@ from catsdogs.errors import CatsDogsError
 from catsdogs.training.kfold import RECORD_FILE, CrossValidation, cross_validate
 
 DEFAULT_PRESET = "fast-catsdogs"  # k models to train: the quickest preset that reads photos well
+NEAR_CHANCE = 0.1  # out-of-fold accuracy within this of the majority share: suspects mean little
 GALLERY_SIZE = 32  # suspects shown in label_issues.png
 SUMMARY_NAMED = 10  # suspects named in the printed summary
 ISSUES_FILE = "label_issues.csv"
@@ -168,9 +171,20 @@ def _write_results(audit):
         (audit.folder / GALLERY_FILE).unlink(missing_ok=True)  # a previous run's suspects
 
 
+def majority_share(audit):
+    """The accuracy of always answering the largest class: what "chance" means here."""
+    labels = np.asarray(audit.images.split.labels)
+    return float(np.bincount(labels).max() / len(labels)) if len(labels) else 0.0
+
+
 def summary_lines(audit):
     """The printed summary: k-fold accuracy, then the first suspects (all in the CSV)."""
     lines = [audit.summary_line()]
+    chance = majority_share(audit)
+    if audit.issues and audit.mean_accuracy < chance + NEAR_CHANCE:
+        lines.append(f"Warning: the out-of-fold models score near chance ({audit.mean_accuracy:.2f}"
+                     f" against {chance:.2f} for always the largest class), so their suspects "
+                     "mean little: give them more --epochs or a stronger --preset")
     if audit.issues:
         lines.append(f"{len(audit.issues)} likely label errors (cleanlab, out-of-fold), most "
                      "suspect first:")
