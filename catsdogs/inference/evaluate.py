@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from catsdogs import runs
-from catsdogs.console import display
+from catsdogs.console import display, quiet_retracing
 from catsdogs.errors import CatsDogsError, RunFailed
 from catsdogs.inference.calibrate import (apply_temperature, expected_calibration_error,
                                           negative_log_likelihood, per_image_loss,
@@ -93,6 +93,7 @@ def default_out(model_path, data_dir):
     return Path(model_path).parent / f"eval-{Path(data_dir).resolve().name}"
 
 
+@quiet_retracing()  # its plots call new models (Grad-CAM's, a temperature's): no warning wall
 def evaluate(classifier, data_dir, out=None, tta=None, batch_size=64, ood_dir=None,
              min_confidence=None, cache=None):
     """Evaluate `classifier` on `data_dir` (class sub-folders) and write the report.
