@@ -30,7 +30,7 @@ def test_a_missing_folder_is_one_line_in_under_two_seconds(tmp_path):
     seconds = time.perf_counter() - started
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.splitlines() == [f"error: folder not found "
-                                          f"({tmp_path / 'nonexistent-folder'}): check the path"]
+                                          f"(--data {tmp_path / 'nonexistent-folder'}): check the path"]
     assert seconds < 2, f"{seconds:.1f} s: TensorFlow was imported before the check"
 
 

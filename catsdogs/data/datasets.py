@@ -256,16 +256,23 @@ class ImageData:
 # ---------------------------------------------------------------- finding files
 
 
+def folder_not_found(folder, flag=None):
+    """The error for a folder that is not there, naming the flag that gave it; a relative path
+    says where it was looked for (a run's config.json written before 2026-12-06 gives its
+    folders relative to the folder it was trained from)."""
+    folder = Path(folder)
+    relative = (f" (a relative one: from {Path.cwd()}; a run's config.json written before "
+                "2026-12-06 gives its folders relative to where it was trained: run the command "
+                "from there)") if not folder.is_absolute() else ""
+    return CatsDogsError("folder not found", where=f"{flag} {folder}" if flag else folder,
+                         fix="check the path" + relative)
+
+
 def list_class_folders(folder):
     """Class names (sorted sub-folder names) and their folders, checked for a usable layout."""
     folder = Path(folder)
     if not folder.exists():
-        # a run folder written before its paths were stored absolute names them relative to
-        # the folder it was trained from
-        raise CatsDogsError("folder not found", where=folder, fix="check the path" + (
-            f" (a relative one: from {Path.cwd()}; a run's config.json written before "
-            "2026-12-06 gives its folders relative to where it was trained: run the command "
-            "from there)" if not folder.is_absolute() else ""))
+        raise folder_not_found(folder)
     if not folder.is_dir():
         raise CatsDogsError("not a folder", where=folder, fix="pass a folder of class sub-folders")
     classes = sorted(p for p in folder.iterdir() if p.is_dir() and not is_hidden(p))
@@ -495,7 +502,12 @@ def source_folders(config):
 def check_sources(config):
     """The folders a resolved TrainConfig names exist and hold class sub-folders with images.
     Listing files is quick and needs no TensorFlow, so a wrong path or an empty class is one
-    line at once, before seconds of imports and minutes of decoding."""
+    line at once, before seconds of imports and minutes of decoding; a folder that is not
+    there names the flag that gave it."""
+    for flag in ("data", "train_dir", "val_dir"):
+        folder = getattr(config, flag)
+        if folder is not None and config.dataset == "folder" and not Path(folder).exists():
+            raise folder_not_found(folder, f"--{flag.replace('_', '-')}")
     for folder in source_folders(config):
         scan_class_folders(folder)
 
