@@ -51,7 +51,7 @@ def difference_hash(pixels):
     Robust to resizing and re-encoding, so it finds the same photo saved twice."""
     grey = pixels.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
     bits = (grey[:, 1:] > grey[:, :-1]).flatten()
-    return int(sum(1 << i for i, bit in enumerate(bits) if bit))
+    return int.from_bytes(np.packbits(bits, bitorder="little").tobytes(), "little")
 
 
 def inspect_file(path, split, label):
@@ -109,7 +109,7 @@ def _near_duplicate_pairs(facts):
         for i, a in enumerate(members):
             for b in members[i + 1:]:
                 if facts[a].sha256 != facts[b].sha256 and \
-                        bin(facts[a].dhash ^ facts[b].dhash).count("1") <= NEAR_DUPLICATE_BITS:
+                        (facts[a].dhash ^ facts[b].dhash).bit_count() <= NEAR_DUPLICATE_BITS:
                     pairs.add((min(a, b), max(a, b)))
     return sorted(pairs)
 
@@ -146,7 +146,7 @@ def diagnose(data_dir):
         "exact_duplicates": duplicate_groups,
         "leakage": leaked,
         "near_duplicates": [{"paths": [a.path, b.path],
-                             "bits_apart": bin(a.dhash ^ b.dhash).count("1"),
+                             "bits_apart": (a.dhash ^ b.dhash).bit_count(),
                              "across_splits": a.split != b.split} for a, b in near],
         "imbalance": {split: ratio for split, ratio in imbalance.items() if ratio > IMBALANCE_RATIO},
         "tiny_images": [f.path for f in readable if min(f.width, f.height) < TINY_SIDE],
