@@ -3,6 +3,7 @@
 import csv
 import hashlib
 import json
+import shutil
 import math
 import os
 from pathlib import Path
@@ -364,6 +365,23 @@ def test_evaluate_on_a_folder_of_splits_names_its_validation_folder(model_dir, b
     line = one_error_line(capsys, evaluate_main, [str(model_dir), str(binary_folders)])
     assert "['train', 'validation'] are not classes" in line
     assert f"pass its validation/ folder, {binary_folders / 'validation'}" in line
+
+
+def test_evaluate_measures_a_folder_of_one_class(model_dir, binary_folders, tmp_path, capsys):
+    """A test folder of cats only: its accuracy is the cats' recall; no ROC AUC."""
+    from catsdogs.commands.evaluate import main as evaluate_main
+
+    shutil.copytree(binary_folders / "validation" / "cats", tmp_path / "only" / "cats")
+    out = tmp_path / "report"
+    assert evaluate_main([str(model_dir), str(tmp_path / "only"), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["images"] == 6 and metrics.get("roc_auc") is None
+    assert metrics["accuracy"] == metrics["per_class"]["cats"]["recall"]
+    assert metrics["per_class"]["dogs"]["support"] == 0
+    (tmp_path / "empty").mkdir()
+    capsys.readouterr()
+    line = one_error_line(capsys, evaluate_main, [str(model_dir), str(tmp_path / "empty")])
+    assert "need at least one class sub-folder, found none" in line
 
 
 def test_evaluate_command_takes_the_tta_mode(model_dir, binary_folders, tmp_path, capsys):

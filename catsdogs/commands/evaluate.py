@@ -44,7 +44,7 @@ def _run(args):
 
     check_at_least_one("--batch-size", args.batch_size)  # before the model loads
     cache = CacheConfig(**cfg.given_flags(args, CacheConfig))  # so is a bad --cache
-    list_class_folders(args.data_dir)  # a wrong folder is one line before the model loads
+    list_class_folders(args.data_dir, min_classes=1)  # one line before the model loads
     if args.ood_dir and not Path(args.ood_dir).is_dir():  # so is a wrong --ood-dir
         raise CatsDogsError("folder not found", where=args.ood_dir,
                             fix="give --ood-dir a folder of images of none of the classes")

@@ -58,7 +58,7 @@ def _run(args):
     out = args.out or default_out(model_file(args.model))
     runs.check_writable(out)  # a folder the machine refuses is one line before the model loads
     if args.check:  # a wrong folder is one line before the exports, not after them
-        list_class_folders(args.check)
+        list_class_folders(args.check, min_classes=1)
     classifier = load(args.model, **model_options(args))
     written = export(classifier, formats, out, args.calibration, args.int8_io)
     if args.check:

@@ -268,17 +268,19 @@ def folder_not_found(folder, flag=None):
                          fix="check the path" + relative)
 
 
-def list_class_folders(folder):
-    """Class names (sorted sub-folder names) and their folders, checked for a usable layout."""
+def list_class_folders(folder, min_classes=2):
+    """Class names (sorted sub-folder names) and their folders, checked for a usable layout:
+    at least `min_classes` (2 to train on; a model measures on 1, a test folder of cats only)."""
     folder = Path(folder)
     if not folder.exists():
         raise folder_not_found(folder)
     if not folder.is_dir():
         raise CatsDogsError("not a folder", where=folder, fix="pass a folder of class sub-folders")
     classes = sorted(p for p in folder.iterdir() if p.is_dir() and not is_hidden(p))
-    if len(classes) < 2:
+    if len(classes) < min_classes:
         found = f"only {classes[0].name!r}" if classes else "none"
-        raise CatsDogsError(f"need at least two class sub-folders, found {found}", where=folder,
+        wanted = "two class sub-folders" if min_classes == 2 else "one class sub-folder"
+        raise CatsDogsError(f"need at least {wanted}, found {found}", where=folder,
                             fix="put each class's images in its own sub-folder, e.g. cats/ and dogs/")
     # folder names from anyone's archive become class names that travel with the model
     return runs.check_class_names([p.name for p in classes], folder), classes
@@ -310,13 +312,13 @@ def find_images(folder):
     return images, skipped
 
 
-def scan_class_folders(folder):
-    """Files and labels of a folder of class sub-folders.
+def scan_class_folders(folder, min_classes=2):
+    """Files and labels of a folder of class sub-folders (at least `min_classes`).
 
     Returns:
         (class_names, paths, labels, skipped) where skipped lists non-image files.
     """
-    class_names, class_dirs = list_class_folders(folder)
+    class_names, class_dirs = list_class_folders(folder, min_classes)
     paths, labels, skipped = [], [], []
     for label, class_dir in enumerate(class_dirs):
         images, class_skipped = find_images(class_dir)

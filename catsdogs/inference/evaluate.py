@@ -79,11 +79,12 @@ def confusion_matrix(labels, predicted, classes):
 
 
 def labels_in_model_order(data_dir, class_names):
-    """(paths, labels as the model's class indices, skipped) of a folder of class sub-folders;
-    a folder that is no class of the model is one line."""
+    """(paths, labels as the model's class indices, skipped) of a folder of class sub-folders
+    (one is enough: a test folder of one class measures its recall); a folder that is no class
+    of the model is one line."""
     from catsdogs.data.datasets import in_model_order, scan_class_folders
 
-    folder_names, paths, folder_labels, skipped = scan_class_folders(data_dir)
+    folder_names, paths, folder_labels, skipped = scan_class_folders(data_dir, min_classes=1)
     return paths, in_model_order(folder_labels, folder_names, class_names, data_dir), skipped
 
 
@@ -116,7 +117,7 @@ def evaluate(classifier, data_dir, out=None, tta=None, batch_size=64, ood_dir=No
     from catsdogs.data.datasets import decode_split, list_class_folders
 
     tta = tta_mode(tta)
-    list_class_folders(data_dir)  # a wrong folder is one line before the model loads
+    list_class_folders(data_dir, min_classes=1)  # a wrong folder: one line before the model
     if isinstance(classifier, (str, Path)):
         from catsdogs.inference.classifier import load
         classifier = load(classifier)
