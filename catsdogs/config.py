@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import json
 import math
+import os
 import types
 import typing
 from pathlib import Path
@@ -20,6 +21,10 @@ DATASETS = ("folder", "cifar10")  # where images come from: class folders, or CI
 SCHEDULES = ("constant", "cosine", "triangular", "linear")  # learning rate over training (optim.py)
 OPTIMIZERS = ("adam", "sgd", "muon")  # sgd: airbench's Nesterov SGD; muon: + Muon (optim.py)
 SEARCHES = ("hyperband", "bayesian", "random")  # KerasTuner's oracles, for `catsdogs tune`
+NAMED_WEIGHTS = ("none", "imagenet")  # --weights that name a start; any other is a file or run
+# settings that name a file or folder: stored absolute in config.json (absolute_setting)
+PATH_SETTINGS = ("data", "train_dir", "val_dir", "cache_dir", "teacher", "prune_from",
+                 "weights")
 UNFREEZE_ALL = "all"  # --unfreeze: every layer of the body, else the last K layers with weights
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")  # see distribute.py
 KEEP = ("best", "last")  # which epoch's model a run keeps (train.py)
@@ -534,6 +539,15 @@ def load_json(path):
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CatsDogsError(f"not valid JSON: {error}", where=path,
                             fix="give the JSON file you meant, or correct its JSON") from None
+
+
+def absolute_setting(name, value):
+    """`value` of setting `name` as config.json stores it: a file or folder as an absolute path
+    (`~` expanded), so the run resumes, calibrates, prunes and exports from any folder; any
+    other setting, a named start (--weights imagenet) or None as it is."""
+    if name not in PATH_SETTINGS or not isinstance(value, str) or value in NAMED_WEIGHTS:
+        return value
+    return os.path.abspath(os.path.expanduser(value))
 
 
 # ---------------------------------------------------------------- run folders' config.json

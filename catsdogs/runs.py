@@ -13,6 +13,7 @@ import io
 import itertools
 import json
 import os
+import secrets
 import shutil
 import tempfile
 import time
@@ -221,7 +222,11 @@ def inside(folder, *parts):
     """
     folder = Path(folder)
     path = folder.joinpath(*parts)
-    if not path.resolve().is_relative_to(folder.resolve()):
+    try:
+        escapes = not path.resolve().is_relative_to(folder.resolve())
+    except RuntimeError:  # a loop of links (Python < 3.13 raises instead of OSError)
+        escapes = True
+    if escapes:
         raise CatsDogsError("refused to write outside the folder given", where=path,
                             fix=f"{folder} holds a link that leads out of it; remove it, or "
                                 "choose a new folder")
@@ -252,10 +257,10 @@ def write_new(folder, stem, suffix, write):
     with O_EXCL and the written file renamed onto it.
     """
     folder = Path(folder)
-    fd, temp = tempfile.mkstemp(prefix=".catsdogs-new-", suffix=suffix, dir=folder)
-    os.close(fd)
-    temp = Path(temp)
+    # 0o666 less the umask, as any new file (mkstemp's would be 0600, and a link keeps it)
+    temp = folder / f".catsdogs-new-{secrets.token_hex(8)}{suffix}"
     try:
+        os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         write(temp)
         with open(temp, "rb") as written:
             os.fsync(written.fileno())
@@ -285,7 +290,11 @@ def _link_or_rename(temp, path):
         if error.errno not in NO_HARD_LINKS:
             raise
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        os.replace(temp, path)
+        try:
+            os.replace(temp, path)
+        except BaseException:
+            os.unlink(path)  # the empty name this call took
+            raise
 
 
 def copy_new(source, folder, name=None):

@@ -115,6 +115,18 @@ def test_a_run_given_relative_paths_resumes_from_another_folder(binary_folders, 
     assert [int(r["epoch"]) for r in run.history] == [1, 2]
 
 
+def test_stored_paths_expand_the_home_folder_and_leave_named_starts(monkeypatch, tmp_path):
+    from catsdogs import config as cfg
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    assert cfg.absolute_setting("cache_dir", "~/caches") == str(tmp_path / "caches")
+    assert cfg.absolute_setting("prune_from", "runs/big") == str(tmp_path / "runs" / "big")
+    assert cfg.absolute_setting("weights", "imagenet") == "imagenet"
+    assert cfg.absolute_setting("weights", None) is None
+    assert cfg.absolute_setting("preset", "runs/big") == "runs/big"  # not a path setting
+
+
 def test_an_old_run_with_a_relative_folder_says_where_it_was_looked_for(tmp_path, capsys):
     from catsdogs.data.datasets import list_class_folders
 

@@ -246,6 +246,16 @@ def test_a_new_file_appears_whole_or_not_at_all(tmp_path):
     path = runs.write_new(tmp_path, "photo", ".jpg", lambda p: Path(p).write_bytes(b"whole"))
     assert path == tmp_path / "photo.jpg" and path.read_bytes() == b"whole"
     assert tree(tmp_path) == ["photo.jpg"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # as any new file, not mkstemp's 0600
+
+
+def test_a_link_loop_at_a_name_is_refused_in_one_line(tmp_path):
+    (tmp_path / "photo.jpg").symlink_to(tmp_path / "photo.jpg")
+    with pytest.raises(CatsDogsError, match="outside the folder given"):
+        runs.write_new(tmp_path, "photo", ".jpg", lambda p: Path(p).write_bytes(b"x"))
+    assert tree(tmp_path) == ["photo.jpg"]
 
 
 def test_a_long_name_is_cut_to_fit_the_filesystem(tmp_path):

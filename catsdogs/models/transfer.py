@@ -17,9 +17,9 @@ import json
 from pathlib import Path
 
 from catsdogs import runs
+from catsdogs.config import NAMED_WEIGHTS
 from catsdogs.errors import CatsDogsError
 
-NAMED_STARTS = ("none", "imagenet")
 SOURCES_FIX = ("give none, imagenet, a Keras weights file (*_notop.h5, .weights.h5) or a "
                "catsdogs run folder")
 
@@ -27,7 +27,7 @@ SOURCES_FIX = ("give none, imagenet, a Keras weights file (*_notop.h5, .weights.
 def check_source(weights):
     """A --weights that is not a named start must be an .h5 file or a run folder with a model:
     said at once, before any image is decoded."""
-    if weights in NAMED_STARTS:
+    if weights in NAMED_WEIGHTS:
         return
     path = Path(weights)
     if path.is_dir() and not (path / runs.MODEL_FILE).is_file():
@@ -37,7 +37,7 @@ def check_source(weights):
         raise CatsDogsError("not a Keras weights file (expected .h5 or .weights.h5)", where=path,
                             fix=SOURCES_FIX)
     if not path.exists():
-        match = difflib.get_close_matches(str(weights), NAMED_STARTS, n=1)
+        match = difflib.get_close_matches(str(weights), NAMED_WEIGHTS, n=1)
         raise CatsDogsError("no such weights file or run folder", where=path,
                             fix=f"did you mean {match[0]!r}?" if match else SOURCES_FIX)
 
@@ -78,7 +78,7 @@ def start_model(preset, class_names, weights):
         CatsDogsError: a source that does not fit the network, naming its first layer that does not.
     """
     model = preset.build(len(class_names), "imagenet" if weights == "imagenet" else "none")
-    if weights in NAMED_STARTS:
+    if weights in NAMED_WEIGHTS:
         return model, ""
     path = Path(weights)
     if path.is_dir():

@@ -255,6 +255,8 @@ def _read_record(folder, settings):
     # that time did (config.SETTINGS_ADDED_LATER); what else it lacks it did not store
     stored = {**{key: value for key, value in cfg.SETTINGS_ADDED_LATER.items()
                  if key in settings}, **stored}
+    # folders and files stored relative by an older catsdogs: continued from the same folder
+    stored = {key: cfg.absolute_setting(key, value) for key, value in stored.items()}
     differ = [f"{key} {stored[key]!r} -> {value!r}" if key != "files_sha256"
               else "the files differ"
               for key, value in settings.items() if key in stored and stored[key] != value]

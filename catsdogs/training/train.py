@@ -15,7 +15,6 @@ import dataclasses
 import functools
 import json
 import math
-import os
 import shlex
 import shutil
 from pathlib import Path
@@ -42,7 +41,6 @@ if TYPE_CHECKING:  # Keras and TensorFlow load only once a run starts, after its
 
 DEFAULT_DATA = "data/cats_and_dogs"  # the small real sample shipped with the repo
 MONITOR = "val_accuracy"  # what "best model" means
-PATH_SETTINGS = ("data", "train_dir", "val_dir", "cache_dir", "teacher")  # with weights
 ADAPT_IMAGES = 5000  # training images a preset's adapt reads at most (adapt_sample)
 
 
@@ -119,13 +117,8 @@ def _absolute_paths(config):
     """`config` with its files and folders as absolute paths: config.json then names them
     however the run is resumed, calibrated, pruned or exported from another folder (relative,
     they named a folder under the one it was trained from)."""
-    from catsdogs.models.transfer import NAMED_STARTS
-
-    named = [name for name in PATH_SETTINGS if getattr(config, name)]
-    if config.weights not in NAMED_STARTS:
-        named.append("weights")
-    return dataclasses.replace(config, **{name: os.path.abspath(getattr(config, name))
-                                          for name in named})
+    return dataclasses.replace(config, **{
+        name: cfg.absolute_setting(name, getattr(config, name)) for name in cfg.PATH_SETTINGS})
 
 
 # ---------------------------------------------------------------- the steps of a run
