@@ -508,7 +508,7 @@ def check_sources(config):
     there names the flag that gave it."""
     for flag in ("data", "train_dir", "val_dir"):
         folder = getattr(config, flag)
-        if folder is not None and config.dataset == "folder" and not Path(folder).exists():
+        if folder is not None and not Path(folder).exists():
             raise folder_not_found(folder, f"--{flag.replace('_', '-')}")
     for folder in source_folders(config):
         scan_class_folders(folder)
