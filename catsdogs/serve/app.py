@@ -24,6 +24,7 @@ pool of worker threads, so the event loop stays free to admit and shed.
 import asyncio
 import base64
 import binascii
+import dataclasses
 import html
 import io
 import json
@@ -99,6 +100,28 @@ def _report_files(run_dir):
     return {path.name: path for path in candidates if path.is_file()}
 
 
+@dataclasses.dataclass(frozen=True)
+class Served:
+    """What the model endpoints share: the model, the settings and the machinery around it."""
+
+    classifier: object  # inference.classifier.Classifier
+    config: ServeConfig
+    batcher: DynamicBatcher
+    gate: Gate
+    in_pool: object  # async (function, *args): runs it in the decoding threads
+    threshold: float | None  # the run's "unknown" threshold, if calibrated
+    run_dir: Path | None  # the run folder, for the report and its plots
+    report_files: dict  # {name: path} of the plots the page may show
+
+    @property
+    def model_path(self):
+        return f"/v1/models/{self.config.name}"
+
+    @property
+    def pixel_bytes(self):
+        return self.classifier.image_size[0] * self.classifier.image_size[1] * 3  # uint8 RGB
+
+
 def create_app(classifier, config=ServeConfig(), hosts=None):
     """The FastAPI app serving `classifier` (see the module docstring for its endpoints).
 
@@ -108,17 +131,10 @@ def create_app(classifier, config=ServeConfig(), hosts=None):
             (`config.host_names` for a server that listens); None: any (an app called
             in-process, as the tests do).
     """
-    from fastapi import Depends, FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
-    from fastapi.staticfiles import StaticFiles
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-    from starlette.exceptions import HTTPException
+    from fastapi import FastAPI
 
     registry, metrics = _metrics_registry()
-    model_path = f"/v1/models/{config.name}"
     run_dir = classifier.source.parent if classifier.source.name == runs.MODEL_FILE else None
-    report_files = _report_files(run_dir)
     threshold = (classifier.calibration.get("min_confidence_auto") or {}).get("threshold")
 
     def classify_rows(pixels):
@@ -136,7 +152,6 @@ def create_app(classifier, config=ServeConfig(), hosts=None):
     gate = Gate(config.queue_limit, config.max_inflight_bytes, config.max_upload_bytes,
                 on_shed=lambda reason: metrics["shed"].labels(reason).inc(),
                 on_change=gauge_counts)
-    pixel_bytes = classifier.image_size[0] * classifier.image_size[1] * 3  # uint8 RGB
 
     async def in_pool(function, *args):
         return await asyncio.get_running_loop().run_in_executor(decoders, function, *args)
@@ -145,6 +160,8 @@ def create_app(classifier, config=ServeConfig(), hosts=None):
         await batcher.close()
         decoders.shutdown(wait=False, cancel_futures=True)
 
+    served = Served(classifier, config, batcher, gate, in_pool, threshold, run_dir,
+                    _report_files(run_dir))
     app = FastAPI(title="catsdogs", docs_url=None, redoc_url=None, openapi_url=None,
                   on_shutdown=[shutdown])
     app.state.batcher, app.state.gate = batcher, gate
@@ -152,9 +169,22 @@ def create_app(classifier, config=ServeConfig(), hosts=None):
     app.add_middleware(Admission, gate=gate, body_timeout=config.body_timeout)
     if hosts is not None and not config.api_key:
         app.add_middleware(AllowedHosts, hosts=hosts)
-    app.add_middleware(Guard, endpoint_of=lambda path: _endpoint_of(path, model_path),
+    app.add_middleware(Guard, endpoint_of=lambda path: _endpoint_of(path, served.model_path),
                        metrics=metrics, header=API_KEY_HEADER,
                        api_key=config.api_key.encode() if config.api_key else None)
+    _add_error_handlers(app)
+    _add_page_routes(app, config.name, registry)
+    model_route = _model_route(app, served)
+    _add_status_routes(model_route, served)
+    _add_classify_routes(model_route, served)
+    return app
+
+
+def _add_error_handlers(app):
+    """Every error as {"error": ...}: ours, Starlette's HTTP errors, FastAPI's validation."""
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
 
     @app.exception_handler(ServeError)
     async def refused(request, error):
@@ -171,8 +201,14 @@ def create_app(classifier, config=ServeConfig(), hosts=None):
             f"{' '.join(str(part) for part in problem['loc'])}: {problem['msg']}"
             for problem in error.errors())))
 
-    page_html = (STATIC / "index.html").read_text().replace("__MODEL_NAME__",
-                                                            html.escape(config.name))
+
+def _add_page_routes(app, name, registry):
+    """The page and its files, liveness and the Prometheus metrics."""
+    from fastapi.responses import HTMLResponse, Response
+    from fastapi.staticfiles import StaticFiles
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    page_html = (STATIC / "index.html").read_text().replace("__MODEL_NAME__", html.escape(name))
 
     @app.get("/", include_in_schema=False)
     async def page():
@@ -188,27 +224,43 @@ def create_app(classifier, config=ServeConfig(), hosts=None):
     async def prometheus():
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    async def one_version(request: Request):  # async: a plain def is run in a thread per request
+
+def _model_route(app, served):
+    """A decorator registering an endpoint at /v1/models/NAME<suffix> and at
+    .../versions/1<suffix>, the two forms TF Serving answers; any other version is 404, as
+    there."""
+    from fastapi import Depends, Request
+
+    name = served.config.name
+
+    async def one_version(request: Request):  # async: a plain def runs in a thread per request
         version = request.path_params.get("version", VERSION)
         if version != VERSION:  # TF Serving's words for a version it does not have
-            raise ServeError(404, f"Servable not found for request: Specific({config.name}, "
-                                  f"{version})")
+            raise ServeError(404, f"Servable not found for request: Specific({name}, {version})")
 
     def model_route(method, suffix):
-        """Register an endpoint at /v1/models/NAME<suffix> and at .../versions/1<suffix>, the
-        two forms TF Serving answers; any other version is 404, as there."""
         def register(endpoint):
-            for path in (model_path + suffix, f"{model_path}/versions/{{version}}{suffix}"):
+            for path in (served.model_path + suffix,
+                         f"{served.model_path}/versions/{{version}}{suffix}"):
                 app.add_api_route(path, endpoint, methods=[method],
                                   dependencies=[Depends(one_version)])
             return endpoint
         return register
 
+    return model_route
+
+
+def _add_status_routes(model_route, served):
+    """Status (readiness), metadata, the run's report and its plots."""
+    from fastapi.responses import FileResponse, JSONResponse
+
+    classifier, config = served.classifier, served.config
+
     @model_route("GET", "")
     async def status():
         """Readiness, as TF Serving's model status: while draining, UNLOADING / UNAVAILABLE
         with HTTP 503, so a load balancer polling it stops sending before the port closes."""
-        if gate.draining:
+        if served.gate.draining:
             return JSONResponse({"model_version_status": [{
                 "version": VERSION, "state": "UNLOADING",
                 "status": {"error_code": "UNAVAILABLE", "error_message": "draining"}}]}, 503)
@@ -228,8 +280,30 @@ def create_app(classifier, config=ServeConfig(), hosts=None):
                     "inputs": {"image_bytes": _tensor("DT_STRING", "image_bytes", -1)},
                     "outputs": outputs, "method_name": "tensorflow/serving/predict"}}}},
                 "class_names": classifier.class_names, "image_size": [height, width],
-                "temperature": classifier.temperature, "min_confidence": threshold,
+                "temperature": classifier.temperature, "min_confidence": served.threshold,
                 "explain": classifier.model is not None}
+
+    @model_route("GET", "/report")
+    async def report():
+        metrics_file = served.run_dir / runs.METRICS_FILE if served.run_dir else None
+        return {"name": config.name, "class_names": classifier.class_names,
+                "metrics": json.loads(metrics_file.read_text()) if metrics_file and
+                metrics_file.is_file() else {},
+                "calibration": classifier.calibration, "plots": sorted(served.report_files)}
+
+    @model_route("GET", "/plots/{file_name}")
+    async def plot(file_name: str):
+        if file_name not in served.report_files:
+            raise ServeError(404, f"no plot {file_name!r}; see {served.model_path}/report")
+        return FileResponse(served.report_files[file_name], media_type="image/png")
+
+
+def _add_classify_routes(model_route, served):
+    """:predict (TF Serving's JSON) and :classify (multipart uploads, the page's)."""
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
+
+    classifier, config, in_pool = served.classifier, served.config, served.in_pool
 
     @model_route("POST", ":predict")
     async def predict(request: Request):
@@ -239,9 +313,9 @@ def create_app(classifier, config=ServeConfig(), hosts=None):
         else:
             images, columnar = await in_pool(_parse, body, config.max_instances)
         del body  # the bytes are reserved until the answer; the memory need not be
-        request.scope[TICKET].reserve(len(images) * pixel_bytes)
+        request.scope[TICKET].reserve(len(images) * served.pixel_bytes)
         pixels = await in_pool(_decode_all, images, classifier.image_size)
-        rows = await batcher.submit(pixels)
+        rows = await served.batcher.submit(pixels)
         if columnar:  # JSONResponse directly: FastAPI's jsonable_encoder walk is not needed
             return JSONResponse({"outputs": {key: [row[key] for row in rows] for key in rows[0]}})
         return JSONResponse({"predictions": rows})
@@ -257,11 +331,11 @@ def create_app(classifier, config=ServeConfig(), hosts=None):
         if not files:
             raise ServeError(400, "no image uploaded: send multipart/form-data with file fields")
         names = [name for name, _ in files]
-        request.scope[TICKET].reserve(len(files) * pixel_bytes)
+        request.scope[TICKET].reserve(len(files) * served.pixel_bytes)
         pixels = await in_pool(_decode_all, [data for _, data in files], classifier.image_size,
                                names)
         del files
-        rows = await batcher.submit(pixels)
+        rows = await served.batcher.submit(pixels)
         for row, name in zip(rows, names):
             row["file"] = name
         if explain and classifier.model is not None:
@@ -269,22 +343,6 @@ def create_app(classifier, config=ServeConfig(), hosts=None):
             for row, overlay in zip(rows, overlays):
                 row["gradcam_png"] = overlay
         return {"results": rows}
-
-    @model_route("GET", "/report")
-    async def report():
-        metrics_file = run_dir / runs.METRICS_FILE if run_dir else None
-        return {"name": config.name, "class_names": classifier.class_names,
-                "metrics": json.loads(metrics_file.read_text()) if metrics_file and
-                metrics_file.is_file() else {},
-                "calibration": classifier.calibration, "plots": sorted(report_files)}
-
-    @model_route("GET", "/plots/{file_name}")
-    async def plot(file_name: str):
-        if file_name not in report_files:
-            raise ServeError(404, f"no plot {file_name!r}; see {model_path}/report")
-        return FileResponse(report_files[file_name], media_type="image/png")
-
-    return app
 
 
 def _endpoint_of(path, model_path):
