@@ -5,7 +5,8 @@ command's `main()` ends in) prints a single line `error: <what> (<where>): <how 
 returns the exit code. Exit codes (docs/errors.md):
 
     0    success
-    1    the run failed (a NaN loss, no image could be classified), the machine refused
+    1    the run failed (a NaN loss, no image could be classified, a download that failed or
+         did not match its checksum), the machine refused
          (a read-only or full disk, no permission, over quota), or an internal error
     2    a usage or settings error: a bad flag, a missing folder, a run folder in use
     130  interrupted (Ctrl-C)

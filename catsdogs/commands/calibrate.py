@@ -5,7 +5,8 @@
     catsdogs calibrate RUN_DIR ~/PetImages-held-out --cache disk      # decoded once, for reuse
 
 Training does this by itself, on photos that chose nothing; this adds calibration.json to
-runs made before it did, or fits it again on other images. A temperature is kept only when it
+runs made before it did, or fits it again on other images (given photos that trained the model
+or chose its epoch, by its photos.json, it says so: the temperature would come out too sharp). A temperature is kept only when it
 can be trusted: on at least 100 photos, away from the search's bound, and only if temperatures
 fitted on half of the photos lower the other half's negative log-likelihood (else T = 1, and
 the line says why). Writes calibration.json (the temperature, calibration error

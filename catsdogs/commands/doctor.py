@@ -14,7 +14,8 @@ only ever read.
 
 `--label-issues` audits the labels instead: one model per fold (stratified, seeded) predicts
 the images it never saw, and cleanlab ranks the likely label errors from those out-of-fold
-probabilities; it prints the k-fold accuracy (mean ± std, each fold) and the first suspects,
+probabilities; it prints the k-fold accuracy (mean ± std, each fold) and the first suspects
+(warning when the models score near chance),
 and writes label_issues.csv, label_issues.png and folds.json into its folder
 (runs/label-audit-<data folder name>/ unless --out-dir). Run again with the same flags, it skips
 the folds it finished. With --fix-into, the copy leaves the suspects out, or puts each in its

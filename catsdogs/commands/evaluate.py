@@ -6,7 +6,8 @@
     catsdogs evaluate model.h5 photos/ --class-names cats,dogs   # a tutorial's own model
     catsdogs evaluate RUN_DIR ~/PetImages --cache disk   # decoded once, read a batch at a time
 
-Writes metrics.json (loss, accuracy, per-class precision/recall/F1, ROC AUC for two classes),
+Writes metrics.json (loss, accuracy, per-class precision/recall/F1, ROC AUC when both of two
+classes are there, photos_the_model_used: how many trained it or chose its epoch),
 confusion_matrix.json, predictions.csv (every image, highest loss first), plots/
 confusion_matrix.png, plots/reliability.png, plots/most_wrong.png (the most confidently wrong
 images) and, for a Keras model, plots/most_wrong_gradcam.png (where it saw the wrong class)
@@ -27,7 +28,8 @@ from catsdogs.inference.evaluate import default_out, evaluate
 def build_parser():
     parser = command_parser("evaluate", __doc__)
     add_model_flags(parser)
-    parser.add_argument("data_dir", help="folder of class sub-folders")
+    parser.add_argument("data_dir", help="folder of class sub-folders named like the model's "
+                                         "classes (one is enough: it gives that class's recall)")
     parser.add_argument("--out", help="report folder [default: eval-<data name>/ beside the model]")
     parser.add_argument("--ood-dir", metavar="DIR",
                         help="images of other things (any layout): how many are rejected as "

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from catsdogs import runs
-from catsdogs.console import log
+from catsdogs.console import log, progress_to_stderr
 from catsdogs.data.cache import Storage
 from catsdogs.data.images import decode_many, has_image_extension, irregular_reason, is_hidden
-from catsdogs.errors import CatsDogsError
+from catsdogs.errors import CatsDogsError, RunFailed
 
 TRAIN_NAMES = ("train", "training")
 VALIDATION_NAMES = ("validation", "val", "valid", "test")
@@ -473,9 +473,10 @@ def download_cifar10(image_size, shard=(0, 1)):
     import keras
 
     try:
-        (x_train, y_train), (x_test, y_test) = keras.datasets.cifar10.load_data()
+        with progress_to_stderr():  # Keras prints its progress on stdout: results only there
+            (x_train, y_train), (x_test, y_test) = keras.datasets.cifar10.load_data()
     except Exception as error:  # offline, proxy, disk: all mean the same to the user
-        raise CatsDogsError(f"could not download CIFAR-10 ({type(error).__name__})",
+        raise RunFailed(f"could not download CIFAR-10 ({type(error).__name__})",
                             where="--dataset cifar10",
                             fix="go online, or pass --data FOLDER holding train/ and test/ "
                                 "class folders of CIFAR-10 images") from None

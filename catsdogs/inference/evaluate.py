@@ -1,7 +1,8 @@
 """Measure a trained model on a folder of class sub-folders, with reports a person can read
 (the library of `catsdogs evaluate`).
 
-Writes metrics.json (loss, accuracy, per-class precision/recall/F1, ROC AUC for two classes,
+Writes metrics.json (loss, accuracy, per-class precision/recall/F1, ROC AUC when both of two
+classes are there, how many photos trained the model or chose its epoch (photos.json),
 calibration error and log-likelihood before and after the run's temperature, out-of-
 distribution rejection with --ood-dir), predictions.csv (every image, highest loss first),
 confusion_matrix.json and, in plots/, the confusion matrix, the reliability diagram and the

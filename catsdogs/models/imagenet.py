@@ -44,7 +44,8 @@ class ImagenetWeights:
         the right hash is kept. Returns its path.
 
         Raises:
-            CatsDogsError: no network, a file that fails the hash, a folder that cannot be written.
+            RunFailed: no network, or a file that fails the hash (exit 1).
+            CatsDogsError: `into` is not a folder; MachineError: one that cannot be written.
         """
         import keras
 

@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from catsdogs.config import AugmentConfig
-from catsdogs.errors import CatsDogsError
+from catsdogs.errors import CatsDogsError, RunFailed
 from catsdogs.models.imagenet import ImagenetWeights
 
 
@@ -128,7 +128,8 @@ class Preset:
             raise self._imagenet_unavailable("no network") from None
 
     def _imagenet_unavailable(self, reason):
-        return CatsDogsError(
+        """RunFailed (exit 1): the settings were fine, the network or the cache was not."""
+        return RunFailed(
             f"could not get the imagenet weights of {self.name} ({reason})", where="--weights",
             fix=f"run `catsdogs weights fetch {self.name}` where the network is (it saves "
                 f"{self.imagenet.where_keras_looks()}, where Keras looks: copy it to the "
