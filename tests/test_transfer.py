@@ -144,7 +144,8 @@ def test_offline_imagenet_start_leaves_no_run_folder(monkeypatch, capsys, binary
     run_dir = tmp_path / "run"
     line = one_error_line(capsys, main, ["--data", str(binary_folders), "--preset",
                                          "mobilenetv3-catsdogs", "--weights", "imagenet",
-                                         "--run-dir", str(run_dir)], alone=False)
+                                         "--run-dir", str(run_dir)], alone=False,
+                          exit_code=1)  # the settings were fine: the network was not
     assert "catsdogs weights fetch mobilenetv3-catsdogs" in line and "--weights" in line
     assert not run_dir.exists()
 
