@@ -70,10 +70,9 @@ def arm_config(args, arm, seed, root, run_dir, pretrained):
                   keep_epoch=args.keep_epoch, seed=seed, run_dir=str(run_dir))
     if arm == "scratch":
         return catsdogs.TrainConfig(**common, epochs=args.head_epochs + args.fine_tune_epochs)
-    rate = {"fine_tune_learning_rate": args.fine_tune_learning_rate} \
-        if args.fine_tune_learning_rate else {}
     return catsdogs.TrainConfig(**common, weights=str(pretrained), epochs=args.head_epochs,
-                                fine_tune_epochs=args.fine_tune_epochs, **rate)
+                                fine_tune_epochs=args.fine_tune_epochs,
+                                fine_tune_learning_rate=args.fine_tune_learning_rate)
 
 
 def main():

@@ -60,6 +60,24 @@ def test_float_formats_match_keras(name, tolerance, exports, sample_pixels, kera
     assert (probabilities.argmax(1) == keras_probabilities.argmax(1)).all()
 
 
+def test_every_runtime_gives_its_size_as_python_ints_and_serves_its_metadata(exports):
+    """TFLite gives its input shape as NumPy int32: kept so, serve's memory bound overflowed to
+    a negative figure and its /metadata could not be encoded as JSON."""
+    from fastapi.testclient import TestClient
+
+    from catsdogs.serve.app import create_app
+    from catsdogs.serve.memory import memory_bound
+    from catsdogs.serve.settings import ServeConfig
+
+    for name, path in exports.items():
+        size = runtimes.OPENERS[name](path).image_size
+        assert size == (32, 32) and all(type(side) is int for side in size), (name, size)
+    classifier = catsdogs.load(exports["tflite"])
+    assert memory_bound(800_000_000, ServeConfig(), classifier.image_size)[0] > 2**31
+    answer = TestClient(create_app(classifier)).get("/v1/models/catsdogs/metadata")
+    assert answer.status_code == 200 and answer.json()["image_size"] == [32, 32]
+
+
 def test_int8_tflite_agrees_with_keras_on_the_sample(exports, sample_pixels, keras_probabilities):
     probabilities = runtimes.open_tflite(exports["tflite-int8"])(sample_pixels[0])
     agreement = (probabilities.argmax(1) == keras_probabilities.argmax(1)).mean()

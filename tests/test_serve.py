@@ -240,15 +240,3 @@ def test_the_page_in_a_real_browser(classifier, tmp_path):
         driver.quit()
         server.should_exit = True
         thread.join(timeout=10)
-
-
-def test_the_memory_bound_of_a_model_whose_input_shape_is_int32_is_positive():
-    """A TFLite interpreter gives its input shape as int32: the bound's sum overflowed to a
-    negative figure (with a NumPy warning) before the sides were made Python ints."""
-    import numpy
-
-    from catsdogs.serve.memory import memory_bound
-
-    python, _ = memory_bound(800_000_000, ServeConfig(), (150, 150))
-    int32, terms = memory_bound(800_000_000, ServeConfig(), numpy.array([150, 150], numpy.int32))
-    assert int32 == python > 2**31 and all(isinstance(v, int) for v in terms.values())

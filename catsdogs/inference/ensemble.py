@@ -25,6 +25,7 @@ from pathlib import Path
 from catsdogs import runs
 from catsdogs.config import load_json
 from catsdogs.errors import CatsDogsError
+from catsdogs.inference.photo_roles import USED_ROLES, role_files
 
 ENSEMBLE_FILE = "ensemble.json"  # the members, their temperatures and classes
 
@@ -89,7 +90,7 @@ def shared_held_out_photos(run_dirs):
         roles = load_json(roles_file)
         if not isinstance(roles, dict):
             return None, f"{roles_file} is not a record of photo roles"
-        fitted = (roles.get("fitted_the_temperature") or {}).get("files")
+        fitted = role_files(roles, "fitted_the_temperature")
         if not fitted:
             return None, f"{path} set no photos aside to fit a temperature on"
         if held is None:
@@ -97,8 +98,8 @@ def shared_held_out_photos(run_dirs):
         elif sorted(fitted) != sorted(held):
             return None, ("the members set different photos aside (other split seeds, or "
                           "k-fold's folds), so some trained on the others' held-out photos")
-        for role in ("trained_on", "chose_the_model"):
-            used.update((roles.get(role) or {}).get("files") or [])
+        for role in USED_ROLES:
+            used.update(role_files(roles, role))
     if used.intersection(held):
         return None, "a member trained or chose its epoch on photos another held out"
     return held, None
@@ -122,6 +123,11 @@ def _calibrate(out, model, members, run_dirs, class_names):
                                   "fits one on photos no member saw")
 
 
+def _member_names(run_dirs):
+    """The members as ensemble.json records them (ensemble_of compares them so)."""
+    return [str(Path(path)) for path in run_dirs]
+
+
 def write_ensemble(run_dirs, out):
     """Write the ensemble of `run_dirs` into the folder `out`: model.keras, class_names.json,
     ensemble.json, calibration.json and saved_model/ (with the ensemble's own temperature,
@@ -142,7 +148,7 @@ def write_ensemble(run_dirs, out):
     try:
         runs.write_json(out / runs.CLASS_NAMES_FILE, class_names)
         runs.write_json(out / ENSEMBLE_FILE, {
-            "members": [str(Path(path)) for path in run_dirs],
+            "members": _member_names(run_dirs),
             "temperatures": [member.temperature for member in members],
             "class_names": class_names, "image_size": list(members[0].image_size)})
         _calibrate(out, model, members, run_dirs, class_names)
@@ -165,7 +171,7 @@ def ensemble_of(run_dirs, out):
         Path: the folder.
     """
     out = Path(out)
-    members = [str(Path(path)) for path in run_dirs]
+    members = _member_names(run_dirs)
     record = out / ENSEMBLE_FILE
     if (out / runs.MODEL_FILE).exists() and record.exists():
         with contextlib.suppress(CatsDogsError):  # damaged: written again

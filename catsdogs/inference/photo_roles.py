@@ -26,11 +26,16 @@ def photos_the_model_used(source, paths):
     asked = {os.path.realpath(path) for path in paths}
     used = {}
     for role in USED_ROLES:
-        record = roles.get(role) if isinstance(roles, dict) else None
-        files = record.get("files") if isinstance(record, dict) else None
-        if count := len(asked.intersection(map(os.path.realpath, files or []))):
+        if count := len(asked.intersection(map(os.path.realpath, role_files(roles, role)))):
             used[role] = count
     return used
+
+
+def role_files(roles, role):
+    """The files photos.json (`roles`, as read) lists for `role`; [] where it lists none."""
+    record = roles.get(role) if isinstance(roles, dict) else None
+    files = record.get("files") if isinstance(record, dict) else None
+    return files if isinstance(files, list) else []
 
 
 def warn_if_the_model_used(source, paths, metrics=None):

@@ -178,7 +178,8 @@ def open_tflite(path):
             out = (out - zero) * scale
         return as_class_probabilities(out)
 
-    return Runtime(run, tuple(input_detail["shape"][1:3]), int(output_detail["shape"][-1]),
+    side = tuple(map(int, input_detail["shape"][1:3]))  # NumPy int32: JSON and sums need int
+    return Runtime(run, side, int(output_detail["shape"][-1]),
                    interpreter)
 
 

@@ -43,7 +43,7 @@ def memory_bound(base_bytes, config, image_size):
         config: the ServeConfig (its admission bounds).
         image_size: (height, width) of the model's input.
     """
-    height, width = map(int, image_size)  # a TFLite input shape is int32: its sum overflowed
+    height, width = image_size
     largest_batch = max(config.batching.max_batch, config.max_instances)
     terms = {
         "model and runtime": base_bytes,

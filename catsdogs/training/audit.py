@@ -180,12 +180,13 @@ def majority_share(audit):
 def summary_lines(audit):
     """The printed summary: k-fold accuracy, then the first suspects (all in the CSV)."""
     lines = [audit.summary_line()]
-    chance = majority_share(audit)
-    if audit.issues and audit.mean_accuracy < chance + NEAR_CHANCE:
-        lines.append(f"Warning: the out-of-fold models score near chance ({audit.mean_accuracy:.2f}"
-                     f" against {chance:.2f} for always the largest class), so their suspects "
-                     "mean little: give them more --epochs or a stronger --preset")
     if audit.issues:
+        chance = majority_share(audit)
+        if audit.mean_accuracy < chance + NEAR_CHANCE:
+            lines.append(f"Warning: the out-of-fold models score near chance "
+                         f"({audit.mean_accuracy:.2f} against {chance:.2f} for always the largest "
+                         "class), so their suspects mean little: give them more --epochs or a "
+                         "stronger --preset")
         lines.append(f"{len(audit.issues)} likely label errors (cleanlab, out-of-fold), most "
                      "suspect first:")
         lines += name_some([f"{display(i.path)}: labelled {i.given}, looks like {i.suggested} "
@@ -225,7 +226,6 @@ def write_fixed_copy(audit, data_dir, target, relabel=False):
             issue = suspects[path]
             destination = temp / prefix / issue.suggested / inner
             if destination.exists():  # the class folder has a file of that name already
-                destination.parent.mkdir(parents=True, exist_ok=True)
                 runs.copy_new(path, destination.parent,
                               f"{destination.stem}-from-{issue.given}{destination.suffix}")
             else:
