@@ -262,8 +262,7 @@ def write_new(folder, stem, suffix, write):
     try:
         os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         write(temp)
-        with open(temp, "rb") as written:
-            os.fsync(written.fileno())
+        _fsync_file(temp)
         for counter in itertools.count():
             path = inside(folder, fitted_name(stem, suffix if counter == 0
                                               else f"-{counter}{suffix}"))
@@ -335,6 +334,13 @@ def check_writable(folder):
             fix="choose another folder") from None
 
 
+def _fsync_file(path):
+    """A written file's contents on the disk before a name points at it; a failure (a full
+    disk) raises, unlike _fsync_path's."""
+    with open(path, "rb") as written:
+        os.fsync(written.fileno())
+
+
 def _fsync_path(path):
     """A file's or a folder's entries on the disk, by name (no handle of ours is open)."""
     with contextlib.suppress(OSError):  # not every filesystem lets a folder be opened
@@ -358,8 +364,7 @@ def atomic_path(path):
     try:
         yield temp
         if temp.is_file():
-            with open(temp, "rb") as written:
-                os.fsync(written.fileno())
+            _fsync_file(temp)
         os.replace(temp, path)
         _fsync_path(path.parent)
     except Exception as error:  # TensorFlow's own writes raise its OpError
