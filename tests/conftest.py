@@ -168,6 +168,17 @@ def protocol_folders(tmp_path):
 
 
 @pytest.fixture
+def calibration_at_test_scale(monkeypatch):
+    """The held-out protocol on a few generated photos: a share of 2 photos is set aside for a
+    temperature (real runs need datasets.MIN_CALIBRATION_IMAGES, 100, and set none aside below
+    it), so the set-aside is tested without thousands of images. The temperature's own minimum
+    (calibrate.checked_temperature) is untouched: it still refuses to fit on so few."""
+    from catsdogs.data import datasets
+
+    monkeypatch.setattr(datasets, "MIN_CALIBRATION_IMAGES", 2)
+
+
+@pytest.fixture
 def three_class_folder(tmp_path):
     """One folder of three generated classes, with no train/validation split."""
     return write_class_images(tmp_path / "fruit", THREE_CLASSES, 10, size=(32, 32), seed=3)

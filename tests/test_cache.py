@@ -23,6 +23,7 @@ from catsdogs.data.tf_pipeline import make_dataset
 from conftest import REPO, TWO_CLASSES, write_class_images
 
 SIZE = (32, 32)
+pytestmark = pytest.mark.usefixtures("calibration_at_test_scale")
 
 
 @pytest.fixture
@@ -145,7 +146,7 @@ sys.path.insert(0, {repo!r})
 from catsdogs.config import TrainConfig
 from catsdogs.data.datasets import load_image_data
 data = load_image_data(TrainConfig(data={folder!r}, cache="disk", cache_dir={cache!r}), (32, 32))
-print(len(data.train) + len(data.val) + len(data.calibration))
+print(len(data.train) + len(data.val) + len(data.calibration or ()))
 """
 
 

@@ -233,6 +233,7 @@ def test_predictions_csv_rows_equal_a_direct_model_call(tmp_path):
     assert (tmp_path / "report" / "plots" / "reliability.png").is_file()
 
 
+@pytest.mark.usefixtures("calibration_at_test_scale")
 def test_training_calibrates_and_calibrate_adds_it_to_an_old_run(binary_folders, tmp_path, capsys):
     from catsdogs.commands.calibrate import main
 

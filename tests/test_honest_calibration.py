@@ -15,6 +15,7 @@ from conftest import (THREE_CLASSES, TWO_CLASSES, Interrupt, crash_when_epoch_st
                       one_error_line, write_class_images)
 
 QUICK = dict(preset="seed-cifar10", epochs=1, batch_size=8)
+pytestmark = pytest.mark.usefixtures("calibration_at_test_scale")
 
 
 @pytest.fixture
@@ -60,6 +61,38 @@ def test_patience_chooses_the_stop_so_photos_are_set_aside_even_when_keeping_the
     data = load_image_data(config, (32, 32))
     assert len(data.val) + len(data.calibration) == 10 and len(data.calibration) == 4
     assert not set(data.val.paths) & set(data.calibration.paths)
+
+
+def test_too_few_held_out_photos_for_a_temperature_are_all_left_to_choose_the_model(
+        folders, monkeypatch, capsys):
+    """Setting aside photos for a temperature that would be refused (too few) would only halve
+    the photos that choose the epoch: below the minimum none are set aside."""
+    from catsdogs.data import datasets
+
+    config = catsdogs.TrainConfig(data=str(folders), selection_split=0.25, keep_epoch="best",
+                                  preset="seed-cifar10")
+    monkeypatch.setattr(datasets, "MIN_CALIBRATION_IMAGES", 5)  # half of 10 is 4 photos
+    data = datasets.load_image_data(config, (32, 32))
+    assert data.calibration is None and len(data.val) == 10
+    assert "fewer than the 5 a temperature needs: none set aside" in capsys.readouterr().err
+    monkeypatch.setattr(datasets, "MIN_CALIBRATION_IMAGES", 4)
+    data = datasets.load_image_data(config, (32, 32))
+    assert (len(data.val), len(data.calibration)) == (6, 4)
+
+
+def test_a_refit_with_too_few_held_out_photos_is_refused_before_training(folders, tmp_path,
+                                                                          capsys, monkeypatch):
+    from catsdogs.commands.train import main
+    from catsdogs.data import datasets
+
+    monkeypatch.setattr(datasets, "MIN_CALIBRATION_IMAGES", 100)  # the real minimum
+
+    line = one_error_line(capsys, main, [
+        "--data", str(folders), "--selection-split", "0.25", "--keep-epoch", "best",
+        "--refit", "--preset", "seed-cifar10", "--epochs", "1", "--run-dir", str(tmp_path / "r")],
+        alone=False)
+    assert "--refit" in line and "at least 100 photos set aside" in line and "of the 10" in line
+    assert not (tmp_path / "r" / "model.keras").exists()
 
 
 def well_calibrated(n, seed):

@@ -35,6 +35,7 @@ def test_the_selection_split_is_disjoint_stratified_and_stable(folders):
     assert "selection split" in data.sources["validation"]
 
 
+@pytest.mark.usefixtures("calibration_at_test_scale")
 def test_metrics_record_what_chose_the_epoch_final_and_test_accuracy(folders, tmp_path):
     run = catsdogs.train(TrainConfig(data=str(folders), preset="seed-cifar10", epochs=2,
                                      batch_size=8, selection_split=0.2,

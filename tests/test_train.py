@@ -60,8 +60,10 @@ def test_cli_trains_seed_catsdogs_on_the_shipped_sample(tmp_path, capsys):
                  "--run-dir", str(tmp_path / "run")])
     assert code == 0
     captured = capsys.readouterr()  # progress and logs on stderr, results on stdout
-    assert "train: cats 60, dogs 60" in captured.err and "validation: cats 10, dogs 10" in captured.err
-    assert "calibration: cats 10, dogs 10" in captured.err  # set aside: they choose nothing
+    assert "train: cats 60, dogs 60" in captured.err and "validation: cats 20, dogs 20" in captured.err
+    # half of 40 photos is too few for a temperature: all 40 choose the epoch, T stays 1
+    assert "fewer than the 100 a temperature needs: none set aside" in captured.err
+    assert "calibration:" not in captured.err
     assert f"tensorboard --logdir {tmp_path / 'run' / 'logs'}" in captured.out
     assert "Settings:" not in captured.out and "epoch 1/1" in captured.err
     assert keras.saving.load_model(tmp_path / "run" / "model.keras").input_shape == (None, 150, 150, 3)

@@ -24,6 +24,7 @@ TRAIN_NAMES = ("train", "training")
 VALIDATION_NAMES = ("validation", "val", "valid", "test")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
+MIN_CALIBRATION_IMAGES = 100  # fewer photos cannot pin one temperature down
 
 
 @dataclasses.dataclass
@@ -201,13 +202,12 @@ class ImageData:
                 "fitted_the_temperature": role(self.calibration, "calibration"),
                 "tested_once": role(self.test, "test")}
 
-    def with_choice_photos_trained(self):
+    def with_choice_photos_trained(self, share):
         """A refit's data: the photos that chose the epoch join the training photos; the
         photos set aside to fit the temperature are what it validates on (to watch, not to
         choose) and calibrates on; the test split stays the test split."""
         if self.calibration is None or self.calibration is self.val:
-            raise CatsDogsError("a refit needs photos set aside for calibration",
-                                where="--refit", fix="give --calibration-split 0.5 (its default)")
+            raise refit_without_calibration(share, len(self.val))
         train = Split.concat([self.train, self.val])
         sources = {**self.sources, "train": f"{self.sources['train']} and the photos that chose "
                                              f"the epoch ({self.sources['validation']})",
@@ -221,7 +221,9 @@ class ImageData:
         early stop), the temperature fitted on it would see the model where it looks best:
         `share` of each class is then moved out of `val` into `calibration`. When nothing is
         chosen on `val` (the last epoch is kept), all of it calibrates. `share` 0 (runs made
-        before this existed) sets nothing aside: no calibration photos."""
+        before this existed) sets nothing aside: no calibration photos. Nor does a share
+        that would hold fewer than MIN_CALIBRATION_IMAGES photos: a temperature fitted on them
+        would be refused, so taking them away from the choice would only make it noisier."""
         if not chooses:
             calibration, source = self.val, self.sources["validation"]
             return dataclasses.replace(self, calibration=calibration,
@@ -230,6 +232,11 @@ class ImageData:
             return self  # nothing to set aside: each class needs a photo on both sides
         choose_idx, calibrate_idx = stratified_split(self.val.labels, share, seed + 1,
                                                      self.class_names, "--calibration-split")
+        if len(calibrate_idx) < MIN_CALIBRATION_IMAGES:
+            log().info(f"Calibration: {share:.0%} of the {len(self.val)} validation photos is "
+                       f"{len(calibrate_idx)}, fewer than the {MIN_CALIBRATION_IMAGES} a "
+                       "temperature needs: none set aside, all of them choose the model, T = 1")
+            return self
         source = self.sources["validation"]
         return dataclasses.replace(
             self, val=self.val.subset(choose_idx), calibration=self.val.subset(calibrate_idx),
@@ -572,7 +579,22 @@ def load_image_data(config, image_size, shard=(0, 1), decoded=None):
     data = data.set_aside_calibration(config.calibration_split,
                                       chooses_on_validation(config) or config.refit_union,
                                       config.roles_seed)
-    return data.with_choice_photos_trained() if config.refit_union else data
+    if config.refit and data.calibration is None:  # found now, not after the first training
+        raise refit_without_calibration(config.calibration_split, len(data.val))
+    return data.with_choice_photos_trained(config.calibration_split) if config.refit_union else data
+
+
+def refit_without_calibration(share, validation_images):
+    """The error for a refit with no photos set aside: it would train on all the held-out
+    photos, leaving none to watch or to fit a temperature on."""
+    if not share:
+        return CatsDogsError("a refit needs photos set aside for calibration", where="--refit",
+                             fix="give --calibration-split 0.5 (its default)")
+    return CatsDogsError(f"a refit needs at least {MIN_CALIBRATION_IMAGES} photos set aside for "
+                         f"calibration, and {share:.0%} of the {validation_images} validation "
+                         "photos is fewer", where="--refit",
+                         fix="give more validation photos (or a larger --selection-split), or "
+                             "drop --refit")
 
 
 def chooses_on_validation(config):

@@ -19,12 +19,12 @@ import numpy as np
 
 from catsdogs import config as cfg
 from catsdogs import runs
+from catsdogs.data.datasets import MIN_CALIBRATION_IMAGES
 from catsdogs.errors import CatsDogsError
 from catsdogs.inference.photo_roles import warn_if_the_model_used
 from catsdogs.inference.runtimes import as_class_probabilities
 
 CALIBRATION_FILE = "calibration.json"
-MIN_CALIBRATION_IMAGES = 100  # fewer photos cannot pin one temperature down
 TEMPERATURE_BOUNDS = (0.05, 20.0)  # the search's range of T
 ECE_BINS = 15  # Guo et al.'s bins for the expected calibration error
 DEFAULT_KEEP = 0.95  # `--min-confidence auto` keeps this share of validation images
