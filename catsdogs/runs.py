@@ -69,12 +69,51 @@ def new_run_dir(preset_name, run_dir=None, root=RUNS_ROOT):
 
 
 def refuse_used_run_dir(run_dir):
-    """`run_dir` as a Path, if it does not hold a run already (runs are never written over)."""
+    """`run_dir` as a Path, if it is new or empty: a run is never written over, nor are the
+    files of a folder named by mistake (an evaluate report's metrics.json, a user's photos).
+    Hidden entries (the lock, temporaries) do not count."""
     path = Path(run_dir)
     if (path / CONFIG_FILE).exists():
         raise CatsDogsError("run folder already holds a run", where=path,
                             fix="continue it with --resume, or choose another --run-dir")
+    if visible_entries(path):
+        raise CatsDogsError(f"run folder is not empty (it holds {visible_entries(path)[0]})",
+                            where=path, fix="choose a new or empty --run-dir")
     return path
+
+
+def visible_entries(folder):
+    """The names in `folder` that are not hidden, sorted ([] where it is no folder)."""
+    folder = Path(folder)
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) \
+        if folder.is_dir() else []
+
+
+def check_output_folder(folder, where, reads=None, ours=()):
+    """A folder a command writes its report into, checked before the work: new, empty, or one
+    the command wrote before (it holds one of `ours`, files only that command writes); never a
+    run folder (its metrics.json would be written over), never inside the folder the command
+    `reads` (the next command would read the report as data: its plots/ as a class).
+
+    Raises:
+        CatsDogsError: any of those, naming `where` (the flag) in the fix.
+        MachineError: the folder cannot be written (check_writable).
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise CatsDogsError("not a folder", where=folder, fix=f"give {where} a new folder")
+    if (folder / CONFIG_FILE).exists():
+        raise CatsDogsError("the folder holds a training run", where=folder,
+                            fix=f"give {where} another folder")
+    if reads is not None and folder.resolve().is_relative_to(Path(reads).resolve()):
+        raise CatsDogsError(f"the folder lies inside the data it reads ({reads})", where=folder,
+                            fix=f"give {where} a folder outside {reads}")
+    entries = visible_entries(folder)
+    if entries and not any((folder / name).is_file() for name in ours):
+        raise CatsDogsError(f"the folder is not empty (it holds {entries[0]}) and holds no "
+                            "earlier report of this command", where=folder,
+                            fix=f"give {where} a new or empty folder")
+    check_writable(folder)
 
 
 def existing_run_dir(run_dir):

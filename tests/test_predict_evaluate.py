@@ -435,7 +435,12 @@ def test_tta_applies_the_temperature_fitted_for_its_views_else_the_plain_one(tmp
                    '{"temperature": 0}', '{"temperature": -2.0}', '{"temperature": NaN}',
                    '{"temperature": 1, "tta": {"flip": {"temperature": Infinity}}}',
                    '{"temperature": 1, "min_confidence_auto": {"threshold": 1.5}}',
-                   '{"temperature": 1, "min_confidence_auto": {"threshold": "high"}}'):
+                   '{"temperature": 1, "min_confidence_auto": {"threshold": "high"}}',
+                   # NaN or a tie in float32 graphs; a string or true that float() would take
+                   '{"temperature": 1e-300}', '{"temperature": 1e30}', '{"temperature": "2"}',
+                   '{"temperature": 1, "min_confidence_auto": {"threshold": "0.5"}}',
+                   '{"temperature": 1, "min_confidence_auto": {"threshold": true}}',
+                   '{"temperature": ' + "[" * 100_000 + "]" * 100_000 + "}"):
         (tmp_path / "calibration.json").write_text(broken)
         with pytest.raises(CatsDogsError, match="cannot read the calibration"):
             read_calibration(tmp_path / "model.keras")

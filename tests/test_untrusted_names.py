@@ -168,6 +168,24 @@ def test_a_savedmodel_carrying_bad_names(tmp_path, monkeypatch):
         load(tmp_path / "elsewhere")  # its class_names.json
 
 
+def test_a_savedmodels_reordered_names_beside_it_are_refused(tmp_path):
+    """Its class_name output reads the names inside it; names beside it in another order would
+    put another class's name on every prediction made here."""
+    import keras
+
+    from catsdogs.inference.classifier import load
+    from catsdogs.inference.saved_model import write_saved_model
+
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(3, 3),
+                              keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(3, activation="softmax")])
+    write_saved_model(model, tmp_path / "sm", ["cats", "dogs", "owls"])
+    assert load(tmp_path / "sm").class_names == ["cats", "dogs", "owls"]
+    (tmp_path / "sm" / runs.CLASS_NAMES_FILE).write_text(json.dumps(["dogs", "cats", "owls"]))
+    with pytest.raises(CatsDogsError, match=r"differ from the SavedModel's own \['cats', 'dogs'"):
+        load(tmp_path / "sm")
+
+
 # ---------------------------------------------------------------- writes stay inside
 
 
@@ -452,3 +470,58 @@ def test_the_label_audit_folder_is_under_runs_by_default(tmp_path):
 
     assert AuditConfig(data=str(tmp_path / "pets")).folder == Path("runs", "label-audit-pets")
     assert AuditConfig(data="x", out_dir=str(tmp_path / "a")).folder == tmp_path / "a"
+
+
+# ---------------------------------------------------------------- reports never land on files
+
+
+def test_doctors_report_never_replaces_a_file_or_lands_in_the_data(tmp_path, photos, capsys):
+    photo = sorted(photos.rglob("*.png"))[0]
+    before = photo.read_bytes()
+    other = tmp_path / "notes.json"
+    other.write_text('{"mine": 1}')
+    for argv, said in (([str(photos), "--out", str(photo)], "inside the data it checks"),
+                       ([str(photos), "--out", str(other)], "not a doctor report"),
+                       ([str(photos), "--out", str(tmp_path)], "--out is a folder"),
+                       ([str(photos), "--out", "r.json", "--out-dir", "d"], "both name"),
+                       ([str(photos), "--out-dir", str(other)], "not a folder"),
+                       ([str(photos), "--out-dir", str(photos)], "inside the data"),
+                       ([str(photos), "--out-dir", str(tmp_path)], "not empty")):
+        assert said in one_error_line(capsys, doctor_main, argv), argv
+    assert photo.read_bytes() == before and json.loads(other.read_text()) == {"mine": 1}
+    report = tmp_path / "report.json"
+    for _ in range(2):  # its own earlier report is written over
+        assert doctor_main([str(photos), "--out", str(report)]) == 0
+    assert json.loads(report.read_text())["readable_images"] == 4
+
+
+def test_evaluate_and_ensemble_write_no_report_over_a_run_the_data_or_a_file(tmp_path, photos,
+                                                                             capsys):
+    from catsdogs.commands.ensemble import main as ensemble_main
+    from catsdogs.commands.evaluate import main as evaluate_main
+
+    run = fake_run(tmp_path / "run", ["cats", "dogs"])
+    (run / runs.CONFIG_FILE).write_text("{}")
+    for out, said in ((run, "holds a training run"), (photos / "report", "inside the data")):
+        line = one_error_line(capsys, evaluate_main, [str(run), str(photos), "--out", str(out)])
+        assert said in line
+    (tmp_path / "a-file").write_text("mine")
+    line = one_error_line(capsys, ensemble_main, [str(run), str(run), "--out",
+                                                  str(tmp_path / "a-file")])
+    assert "not a folder" in line and (tmp_path / "a-file").read_text() == "mine"
+    assert not (photos / "report").exists()
+
+
+def test_train_and_serve_refuse_what_would_overwrite_or_open_up(tmp_path, photos, capsys):
+    from catsdogs.commands.serve import main as serve_main
+    from catsdogs.commands.train import main as train_main
+
+    report = tmp_path / "eval-report"
+    report.mkdir()
+    (report / "metrics.json").write_text('{"accuracy": 0.9}')
+    line = one_error_line(capsys, train_main, ["--data", str(photos), "--run-dir", str(report)])
+    assert "not empty (it holds metrics.json)" in line
+    assert (report / "metrics.json").read_text() == '{"accuracy": 0.9}'
+    run = fake_run(tmp_path / "run", ["cats", "dogs"])
+    line = one_error_line(capsys, serve_main, [str(run), "--api-key", ""])  # "$KEY", unset
+    assert "--api-key" in line and "empty" in line

@@ -44,7 +44,7 @@ def _run(args):
     from catsdogs.inference.calibrate import held_out_split
 
     with runs.run_folder_lock(run_dir):
-        classifier = load(run_dir)
+        classifier = load(run_dir, calibrated=False)  # refitted: a broken one is replaced
         pixels, labels, source = held_out_split(run_dir, classifier, args.data_dir, cache)
         report = calibrate_run(run_dir, classifier.model, pixels, labels,
                                classifier.class_names, fitted_on=source)

@@ -22,6 +22,7 @@ the folds it finished. With --fix-into, the copy leaves the suspects out, or put
 suggested class folder with --relabel.
 """
 
+import json
 from pathlib import Path
 
 from catsdogs import config as cfg
@@ -70,6 +71,10 @@ def _run(args):
     data_dir = Path(args.data_dir)
     if args.fix_into:
         check_copy_target(args.fix_into, data_dir)  # before the scan, not after it
+    if args.out:
+        _check_report_file(Path(args.out), data_dir, args.out_dir)
+    elif args.out_dir:
+        runs.check_output_folder(args.out_dir, "--out-dir", reads=data_dir, ours=(REPORT_FILE,))
     result = diagnose(data_dir)
     out = Path(args.out) if args.out else _report_folder(args.out_dir, data_dir) / REPORT_FILE
     runs.write_json(out, result)
@@ -79,6 +84,35 @@ def _run(args):
         copied, dropped = fix_into(result, data_dir, args.fix_into)
         print(f"Cleaned copy: {copied} files in {args.fix_into} ({dropped} left out)")
     return 0
+
+
+def _check_report_file(out, data_dir, out_dir):
+    """--out, checked before the scan: a new file, or an earlier doctor report (doctor never
+    writes over another file), outside the data it checks."""
+    if out_dir:
+        raise CatsDogsError("--out and --out-dir both name where the report goes",
+                            where="--out, --out-dir", fix="give one of them")
+    if out.is_dir():
+        raise CatsDogsError("--out is a folder", where=out,
+                            fix="give --out a file name, or the folder as --out-dir")
+    if out.resolve().is_relative_to(data_dir.resolve()):
+        raise CatsDogsError(f"the report would go inside the data it checks ({data_dir})",
+                            where="--out", fix=f"give a file outside {data_dir}")
+    if out.exists() and not _is_doctor_report(out):
+        raise CatsDogsError("the file exists and is not a doctor report: doctor writes over "
+                            "no other file", where=out, fix="give --out a new file name")
+    runs.check_writable(out.parent)
+
+
+def _is_doctor_report(path):
+    """Whether `path` holds a report doctor wrote (its keys), read only when small."""
+    try:
+        if path.stat().st_size > 64 * 2**20:
+            return False
+        report = json.loads(path.read_bytes())
+    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
+        return False
+    return isinstance(report, dict) and {"data", "files", "readable_images"} <= report.keys()
 
 
 def _report_folder(out_dir, data_dir):

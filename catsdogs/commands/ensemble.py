@@ -7,6 +7,8 @@ or k-fold's fold models. The folder written (model.keras, class_names.json, ense
 saved_model/) is used like a run folder by predict, evaluate, calibrate, export and serve.
 """
 
+from pathlib import Path
+
 from catsdogs.config import command_parser
 from catsdogs.errors import command_main
 
@@ -23,6 +25,8 @@ def _run(args):
 
     for run in args.runs:
         runs.existing_run_dir(run)  # a wrong path is one line before TensorFlow loads
+    if not (Path(args.out) / runs.MODEL_FILE).exists():  # that one: write_ensemble's own line
+        runs.check_output_folder(args.out, "--out")  # so is a file, or a folder of other files
     from catsdogs.inference.ensemble import write_ensemble
 
     out = write_ensemble(args.runs, args.out)

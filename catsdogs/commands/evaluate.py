@@ -22,7 +22,7 @@ from catsdogs.commands.common import (add_inference_flags, add_model_flags, chec
 from catsdogs.config import command_parser
 from catsdogs.data.cache import CacheConfig
 from catsdogs.errors import CatsDogsError, command_main
-from catsdogs.inference.evaluate import default_out, evaluate
+from catsdogs.inference.evaluate import CONFUSION_FILE, default_out, evaluate
 
 
 def build_parser():
@@ -51,7 +51,8 @@ def _run(args):
         raise CatsDogsError("folder not found", where=args.ood_dir,
                             fix="give --ood-dir a folder of images of none of the classes")
     out = args.out or default_out(model_file(args.model), args.data_dir)
-    runs.check_writable(out)  # and so is a report folder the machine refuses
+    # and so is a report folder that is a run, lies in the data, or holds a user's files
+    runs.check_output_folder(out, "--out", reads=args.data_dir, ours=(CONFUSION_FILE,))
     classifier = load(args.model, **model_options(args))
     metrics = evaluate(classifier, args.data_dir, out, args.tta, args.batch_size,
                        ood_dir=args.ood_dir, min_confidence=args.min_confidence,

@@ -8,7 +8,6 @@ operations a classifier never needs (model_ops.py) unless `trust_model`.
 
 import dataclasses
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import numpy as np
 from catsdogs import runs
 from catsdogs.data.images import irregular_reason
 from catsdogs.errors import CatsDogsError
-from catsdogs.inference.calibrate import CALIBRATION_FILE, apply_temperature
+from catsdogs.inference.calibrate import CALIBRATION_FILE, TEMPERATURE_BOUNDS, apply_temperature
 from catsdogs.inference.model_ops import refuse_untrusted_ops
 from catsdogs.inference.predict import predict_paths
 from catsdogs.inference.runtimes import (as_class_probabilities, open_h5, open_keras, open_onnx,
@@ -107,22 +106,45 @@ def read_calibration(model_path):
         for entry in [values, *(values.get("tta") or {}).values()]:
             _check_calibration_entry(entry)
         return values
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
         raise CatsDogsError(f"cannot read the calibration ({type(error).__name__}: {error})",
-                            where=candidate, fix="recreate it: catsdogs calibrate RUN_DIR") from None
+                            where=candidate,
+                            fix="recreate it: catsdogs calibrate RUN_DIR") from None
 
 
 def _check_calibration_entry(entry):
-    """A temperature that divides logits (finite, > 0) and a stored threshold that is a
-    probability: anything else would turn every prediction into NaN or refuse them all."""
-    temperature = float(entry["temperature"])
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature {temperature} is not a finite number > 0")
+    """A temperature in the range the fit searches and a stored threshold that is a
+    probability, both JSON numbers: a temperature far outside it turns float32 logits into NaN
+    (T near 0) or ties every class (T huge), a threshold of another type fails every request."""
+    temperature, (low, high) = _number(entry["temperature"], "temperature"), TEMPERATURE_BOUNDS
+    if not low <= temperature <= high:  # NaN fails too
+        raise ValueError(f"temperature {temperature} is outside the fit's range {low}-{high}")
     stored = entry.get("min_confidence_auto")
     if stored is not None:
-        threshold = float(stored["threshold"])
+        threshold = _number(stored["threshold"], "threshold")
         if not 0 <= threshold <= 1:
             raise ValueError(f"threshold {threshold} is not a probability in [0, 1]")
+
+
+def _number(value, what):
+    """A JSON number as float: not a string or true/false, which float() would take."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} {value!r} is not a number")
+    return float(value)
+
+
+def _check_names_inside(saved_model, names, names_from):
+    """The class names beside a SavedModel must be the ones inside it (its class_name output
+    reads those): reordered, every prediction here would carry another class's name. SavedModels
+    exported before the names were kept as a variable carry none to compare."""
+    inside = getattr(saved_model, "class_names", None)
+    if inside is None:
+        return
+    inside = [name.decode(errors="replace") for name in inside.numpy()]
+    if inside != list(names):
+        raise CatsDogsError(f"the class names {list(names)} differ from the SavedModel's own "
+                            f"{inside}", where=names_from,
+                            fix="give the names in the SavedModel's order, or export it again")
 
 
 def read_class_names(path):
@@ -130,7 +152,7 @@ def read_class_names(path):
     anyone's run folder and become folder names."""
     try:
         names = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RecursionError) as error:  # RecursionError: [[[[... nested
         raise CatsDogsError(f"cannot read class names ({type(error).__name__})", where=path,
                             fix="a JSON list such as [\"cats\", \"dogs\"]") from None
     if not isinstance(names, list):
@@ -152,7 +174,7 @@ def model_file(path):
     return path / runs.MODEL_FILE if path.is_dir() and (path / runs.MODEL_FILE).exists() else path
 
 
-def load(path, class_names=None, input_scale=None, trust_model=False):
+def load(path, class_names=None, input_scale=None, trust_model=False, calibrated=True):
     """Load a classifier from a run folder, a model file or a SavedModel folder.
 
     Args:
@@ -166,6 +188,8 @@ def load(path, class_names=None, input_scale=None, trust_model=False):
             tutorials' `ImageDataGenerator(rescale=1./255)`), else 1.
         trust_model: load a SavedModel, `.tflite` or `.onnx` model even if it holds
             operations a classifier never needs (`inference.model_ops`); off, it is refused.
+        calibrated: read calibration.json beside the model; off (for `calibrate`, which
+            fits it again), the classifier's temperature is 1 and the file is not read.
 
     Returns:
         Classifier
@@ -199,13 +223,14 @@ def load(path, class_names=None, input_scale=None, trust_model=False):
         refuse_untrusted_ops(path)  # before any of the model's own code can run
     if saved_model:
         runtime = open_saved_model(path)
+        _check_names_inside(runtime.handle, names, names_from)
     elif suffix in (".h5", ".hdf5"):
         runtime = open_h5(path, input_scale)
     else:
         runtime = FILE_OPENERS[suffix](path)
     model = runtime.handle if suffix in (".keras", ".h5", ".hdf5") else None
     classifier = Classifier(runtime, names, runtime.image_size, path, model,
-                            read_calibration(path))
+                            read_calibration(path) if calibrated else {})
     outputs = runtime.outputs
     fits = outputs == len(names) or (outputs == 1 and len(names) == 2)  # sigmoid: one unit
     if not fits or len(names) < 2:

@@ -26,6 +26,7 @@ from catsdogs.inference.tta import predict_arrays, tta_mode
 GALLERY_SIZE = 16  # most confidently wrong images shown
 WORST_NAMED = 10  # highest-loss files named in the summary
 PREDICTIONS_FILE = "predictions.csv"
+CONFUSION_FILE = "confusion_matrix.json"  # only evaluate writes it: marks its report folders
 
 
 def per_class_report(matrix, class_names):
@@ -205,7 +206,7 @@ def _write_report(out, metrics, names, skipped, data_dir):
     from catsdogs import plots
 
     runs.write_json(out / runs.METRICS_FILE, metrics)
-    runs.write_json(out / "confusion_matrix.json", {"class_names": names, "rows_true_columns_predicted":
+    runs.write_json(out / CONFUSION_FILE, {"class_names": names, "rows_true_columns_predicted":
                                                      metrics["confusion_matrix"]})
     runs.write_csv(out / runs.SKIPPED_FILE, ["path", "reason"], skipped)
     plots.confusion_matrix(metrics["confusion_matrix"], names, out / runs.PLOTS_DIR / "confusion_matrix.png",

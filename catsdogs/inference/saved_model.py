@@ -179,6 +179,9 @@ def write_saved_model(model, path, class_names):
                 "class_index": best}
 
     serving = tf.Module()
+    # the same names as a variable, read back by classifier.load (not used in the graph: a
+    # gather from a variable is an op model_ops does not let through)
+    serving.class_names = tf.Variable(names, trainable=False)
     serving.model_variables = [variable.value for variable in model.variables]
     serving.serve_bytes = tf.function(
         lambda image_bytes: outputs(_decode_to_pixels(image_bytes, image_size)),

@@ -90,6 +90,11 @@ class ServeConfig:
                 raise CatsDogsError(f"bad value for --{flag_name(name)}: expected a number "
                                     f"{'from' if low_allowed else 'over'} {_plain(low)} to "
                                     f"{_plain(high)}, received {value}")
+        if self.api_key is not None and not self.api_key.strip():  # `--api-key "$KEY"`, unset
+            raise CatsDogsError("bad value for --api-key: it is empty, so every request would "
+                                "be answered without a key", fix="give a key (e.g. from "
+                                "`python -c 'import secrets; print(secrets.token_urlsafe())'`), "
+                                "or drop --api-key")
         if self.max_upload_mb > self.max_inflight_mb:
             raise CatsDogsError(f"bad value for --max-upload-mb: {self.max_upload_mb:g} is over "
                                 f"--max-inflight-mb {self.max_inflight_mb:g}",
