@@ -262,11 +262,14 @@ def test_check_prints_a_table_for_every_format(trained_run, tmp_path, capsys):
 
 
 
-def test_a_check_folder_missing_is_said_before_anything_is_written(trained_run, tmp_path, capsys):
-    line = one_error_line(capsys, export_main, [str(trained_run.dir), "--format", "onnx", "--out",
-                                                str(tmp_path / "out"), "--check",
+@pytest.mark.parametrize("flag,formats", [("--check", ["onnx"]),
+                                          ("--calibration", ["tflite-int8"])])
+def test_a_check_or_calibration_folder_missing_is_said_before_anything_is_written(
+        trained_run, tmp_path, capsys, flag, formats):
+    line = one_error_line(capsys, export_main, [str(trained_run.dir), "--format", *formats,
+                                                "--out", str(tmp_path / "out"), flag,
                                                 str(tmp_path / "nowhere")])
-    assert "--check" in line or "nowhere" in line
+    assert f"give {flag}" in line and "nowhere" in line
     assert not (tmp_path / "out").exists()
 
 

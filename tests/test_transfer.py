@@ -84,6 +84,22 @@ def test_a_file_that_does_not_fit_is_one_line_naming_the_first_layer(binary_fold
         "--weights", str(tmp_path / "other.weights.h5"), "--run-dir", str(tmp_path / "run")],
         alone=False)
     assert "does not match" in line and "layer 'conv2d" in line and "(2, 2, 3, 24)" in line
+    # refused before its first epoch: no folder left to refuse the command with the file fixed
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "mine").mkdir()  # a folder the user made stays, empty
+    one_error_line(capsys, main, [
+        "--data", str(binary_folders), "--preset", "seed-cifar10", "--epochs", "1",
+        "--weights", str(tmp_path / "other.weights.h5"), "--run-dir", str(tmp_path / "mine")],
+        alone=False)
+    assert runs.visible_entries(tmp_path / "mine") == []
+
+
+def test_a_weights_file_that_is_not_hdf5_is_one_line_before_decoding(binary_folders, tmp_path,
+                                                                     capsys):
+    (tmp_path / "page.weights.h5").write_text("<html>Sign in to download</html>")
+    line = one_error_line(capsys, main, ["--data", str(binary_folders), "--preset", "seed-cifar10",
+                                         "--weights", str(tmp_path / "page.weights.h5")])
+    assert "no HDF5 signature" in line
 
 
 def test_a_weights_path_that_is_neither_file_nor_run_is_one_line_before_decoding(

@@ -283,7 +283,18 @@ def test_bad_searches_are_one_error_line(protocol_folders, tmp_path, capsys):
     space_file.write_text(json.dumps({"learnin_rate": ["log", 1e-4, 1e-2]}))
     assert "did you mean 'learning_rate'" in one_error_line(
         capsys, cli.main, tune_argv(protocol_folders, tmp_path / "t", space_file, "--trials", "2"))
+    for bad, said in (({"learning_rate": ["lin", 1e-4, 1e-2]}, "KIND one of log, linear"),
+                      ({"batch_size": -4}, "batch_size -4 in the search space"),
+                      ({"batch_size": ["int", -4, 8]}, "batch_size -4 in the search space")):
+        space_file.write_text(json.dumps(bad))  # refused before the tune folder or a trial
+        line = one_error_line(capsys, cli.main, tune_argv(protocol_folders, tmp_path / "t",
+                                                          space_file, "--trials", "2"))
+        assert said in line and not (tmp_path / "t").exists(), line
     assert "--budget" in one_error_line(capsys, cli.main, ["tune", "--data", str(protocol_folders)])
+    assert "chosen on the test photos" in one_error_line(capsys, cli.main, tune_argv(
+        protocol_folders, tmp_path / "t", space_file, "--trials", "2", "--selection-split", "0"))
+    assert "at most --trials" in one_error_line(capsys, cli.main, tune_argv(
+        protocol_folders, tmp_path / "t", space_file, "--trials", "2", "--ensemble", "3"))
     assert "--final" in one_error_line(capsys, cli.main, tune_argv(
         protocol_folders, tmp_path / "t", space_file, "--trials", "2", "--final", "0"))
 

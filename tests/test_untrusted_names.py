@@ -525,3 +525,11 @@ def test_train_and_serve_refuse_what_would_overwrite_or_open_up(tmp_path, photos
     run = fake_run(tmp_path / "run", ["cats", "dogs"])
     line = one_error_line(capsys, serve_main, [str(run), "--api-key", ""])  # "$KEY", unset
     assert "--api-key" in line and "empty" in line
+
+
+def test_a_malformed_sha256_is_refused_before_the_archive_is_read(tmp_path, capsys):
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(b"not read")
+    line = one_error_line(capsys, download_main, ["--archive", str(archive), "--sha256", "xyz",
+                                                  "--into", str(tmp_path / "out")])
+    assert "bad value for --sha256: expected 64 hex digits" in line

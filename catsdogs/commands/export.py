@@ -11,6 +11,8 @@ tflite-fp16, tflite-int8 (full integer, calibrated on training images), onnx. Ea
 is written beside its destination and swapped in, so an existing export is never half-replaced.
 """
 
+from pathlib import Path
+
 from catsdogs.commands.common import add_model_flags, model_options
 from catsdogs.config import command_parser
 from catsdogs.errors import CatsDogsError, command_main
@@ -57,8 +59,13 @@ def _run(args):
 
     out = args.out or default_out(model_file(args.model))
     runs.check_writable(out)  # a folder the machine refuses is one line before the model loads
-    if args.check:  # a wrong folder is one line before the exports, not after them
-        list_class_folders(args.check, min_classes=1)
+    # a wrong folder is one line before the exports, not after them
+    for flag, folder in (("--check", args.check), ("--calibration", args.calibration)):
+        if folder and not Path(folder).is_dir():
+            raise CatsDogsError("folder not found", where=folder,
+                                fix=f"give {flag} a folder of class sub-folders")
+        if folder:
+            list_class_folders(folder, min_classes=1)
     classifier = load(args.model, **model_options(args))
     written = export(classifier, formats, out, args.calibration, args.int8_io)
     if args.check:

@@ -55,6 +55,9 @@ def check_flags(args):
     if args.output and Path(args.output).suffix.lower() not in OUTPUT_TYPES:
         raise CatsDogsError(f"bad value for --output: expected a name ending in .csv or .json, "
                             f"received {args.output!r}", fix="e.g. --output predictions.csv")
+    if args.output and Path(args.output).is_dir():
+        raise CatsDogsError("--output is a folder", where=args.output,
+                            fix="give a file name inside it, e.g. predictions.csv")
 
 
 def check_threshold(threshold, classifier, model):

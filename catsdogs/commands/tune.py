@@ -68,6 +68,9 @@ def _run(args):
     if args.ensemble == 1 or args.ensemble < 0:
         raise CatsDogsError(f"bad value for --ensemble: expected 2 or more trials, received "
                             f"{args.ensemble}", fix="drop --ensemble for the best trial alone")
+    if args.trials is not None and args.ensemble > args.trials:
+        raise CatsDogsError(f"--ensemble {args.ensemble} is more trials than --trials "
+                            f"{args.trials} runs", fix="give --ensemble at most --trials")
     overrides = cfg.load_json(args.space) if args.space else {}
     if not isinstance(overrides, dict):
         raise CatsDogsError("a --space file must be a JSON object of settings", where=args.space)
@@ -78,6 +81,11 @@ def _run(args):
 
     given = cfg.merge(cfg.read_settings_file(args.config) if args.config else {},
                       cfg.given_flags(args, cfg.TrainConfig))
+    if "selection_split" in given and not given["selection_split"]:
+        raise CatsDogsError("tune scores its trials on a selection split: with none, they would "
+                            "be chosen on the test photos", where="--selection-split 0",
+                            fix="drop it (15 % of the training photos), or give a share such as "
+                                "0.2")
     base = config_from_args(args)
     if not base.selection_split:
         base = cfg.TrainConfig(**{**cfg.to_dict(base), "selection_split": cfg.SELECTION_SPLIT})

@@ -9,6 +9,7 @@ CIFAR-10 needs no command: `catsdogs train --dataset cifar10` fetches it through
 """
 
 import dataclasses
+import re
 import types
 from pathlib import Path
 
@@ -77,6 +78,9 @@ def fetch(name=None, into=None, archive=None, sha256=None):
                             fix=f"known datasets: {', '.join(SOURCES)}")
     if name is not None and name not in SOURCES:
         raise CatsDogsError(f"unknown dataset {name!r}", fix=f"known: {', '.join(SOURCES)}")
+    if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
+        raise CatsDogsError(f"bad value for --sha256: expected 64 hex digits, received {sha256!r}",
+                            fix="copy the SHA-256 the publisher lists (sha256sum prints one)")
     source = SOURCES.get(name)
     into = Path(into or name or Path(archive).name.split(".")[0])
     runs.check_writable(into)  # before a download of gigabytes

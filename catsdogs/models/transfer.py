@@ -36,10 +36,28 @@ def check_source(weights):
     if path.is_file() and path.suffix != ".h5":
         raise CatsDogsError("not a Keras weights file (expected .h5 or .weights.h5)", where=path,
                             fix=SOURCES_FIX)
+    if path.is_file() and not is_hdf5(path):
+        raise CatsDogsError("not a Keras weights file: no HDF5 signature (a page saved instead "
+                            "of the file, or a cut download?)", where=path, fix=SOURCES_FIX)
     if not path.exists():
         match = difflib.get_close_matches(str(weights), NAMED_WEIGHTS, n=1)
         raise CatsDogsError("no such weights file or run folder", where=path,
                             fix=f"did you mean {match[0]!r}?" if match else SOURCES_FIX)
+
+
+def is_hdf5(path):
+    """Whether `path` starts an HDF5 file: its signature at byte 0, or after a user block (512,
+    1024, ... bytes, the places the format allows)."""
+    signature = b"\x89HDF\r\n\x1a\n"
+    try:
+        with open(path, "rb") as file:
+            for offset in (0, 512, 1024, 2048, 4096):
+                file.seek(offset)
+                if file.read(len(signature)) == signature:
+                    return True
+    except OSError:
+        return False
+    return False
 
 
 def head_of(model):

@@ -75,10 +75,28 @@ def preset_ranges(base, preset, fixed=(), overrides=None, source="--space"):
             ranges.pop(name, None)
         elif isinstance(value, list) and value and value[0] in KINDS:
             ranges[name] = tuple(value)
+        elif isinstance(value, list) and value and isinstance(value[0], str):
+            raise _bad(name, value, f"a range [KIND, ...] with KIND one of {', '.join(KINDS)}",
+                       source)
         else:
             ranges[name] = ("fixed", value)
-    return {name: _resolve(name, spec, setting_value(base, name), source)
-            for name, spec in ranges.items()}
+    resolved = {name: _resolve(name, spec, setting_value(base, name), source)
+                for name, spec in ranges.items()}
+    _check_values(base, resolved, source)
+    return resolved
+
+
+def _check_values(base, ranges, source):
+    """Every fixed value, choice and both ends of every range pass the settings' own checks
+    (TrainConfig's), so a bad one is refused now rather than failing every trial in turn."""
+    for name, (kind, *values) in ranges.items():
+        for value in values:
+            try:
+                trial_config(base, {name: value}, "trial")
+            except CatsDogsError as error:
+                raise CatsDogsError(f"{name} {value!r} in the search space: {error.what}",
+                                    where=source, fix=error.fix or "see docs/training.md, "
+                                                                   "Tuning") from None
 
 
 def _resolve(name, spec, preset_value, source):

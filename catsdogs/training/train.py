@@ -11,6 +11,7 @@ Keras' `fit`, `_raise_if_nan` and `_finish` (SavedModel, plots, metrics.json).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -577,8 +578,10 @@ def train(config, callbacks=(), test=True, decoded=None):
         from catsdogs.models.presets import get_preset
 
         get_preset(config.preset).get_imagenet_weights()
+    existed = config.run_dir is not None and Path(config.run_dir).exists()
     run_dir = runs.new_run_dir(config.preset, config.run_dir)
-    with runs.run_folder_lock(run_dir), continue_hint(f"continue with {resume_command(run_dir)}"):
+    hint = f"continue with {resume_command(run_dir)}"
+    with runs.run_folder_lock(run_dir), continue_hint(hint), _no_failed_start(run_dir, existed):
         runs.refuse_used_run_dir(run_dir)  # another process may have started it meanwhile
         runs.write_json(run_dir / runs.CONFIG_FILE, cfg.run_config_dict(config))
         log().info(f"Run folder: {run_dir}")
@@ -587,6 +590,26 @@ def train(config, callbacks=(), test=True, decoded=None):
     if config.refit:
         _refit(run)
     return run
+
+
+@contextlib.contextmanager
+def _no_failed_start(run_dir, existed):
+    """A run refused before its first epoch ended (weights that do not fit, a model that
+    cannot be built) leaves no folder behind: one holding config.json would refuse the same
+    command with the mistake fixed, and `--resume` would repeat the mistake. The folder was
+    new or empty, so all in it is this run's; a folder the user made stays, emptied."""
+    try:
+        yield
+    except CatsDogsError:
+        if not runs.read_csv(run_dir / runs.HISTORY_FILE):
+            for entry in run_dir.iterdir():
+                if entry.is_dir():
+                    shutil.rmtree(entry)
+                elif entry.name != runs.LOCK_FILE:
+                    entry.unlink()
+            if not existed:
+                shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 def resume_command(run_dir):
