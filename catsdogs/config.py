@@ -539,6 +539,9 @@ def load_json(path):
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CatsDogsError(f"not valid JSON: {error}", where=path,
                             fix="give the JSON file you meant, or correct its JSON") from None
+    except RecursionError:
+        raise CatsDogsError("JSON nested too deeply to read", where=path,
+                            fix="give the JSON file you meant, or correct its JSON") from None
 
 
 def absolute_setting(name, value):

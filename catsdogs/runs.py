@@ -464,6 +464,24 @@ def read_csv(path):
         return list(csv.DictReader(handle))
 
 
+def read_history(path):
+    """history.csv's rows, every value a number (or empty, a metric an epoch did not log): a
+    resumed run compares and sums them, so an edited or damaged file is one line naming it."""
+    rows = read_csv(path)
+    for number, row in enumerate(rows, start=2):  # line 1 is the header
+        for key, value in row.items():
+            try:
+                if key == "epoch":
+                    int(value)
+                elif value:
+                    float(value)
+            except (TypeError, ValueError):
+                raise CatsDogsError(f"line {number} of the history has {key} = {value!r}, not "
+                                    "a number", where=path,
+                                    fix="restore the file, or train the run again") from None
+    return rows
+
+
 TEMP_TAG, OLD_TAG = ".tmp-catsdogs-", ".old-catsdogs-"  # in the names of replace_dir's folders
 
 

@@ -356,6 +356,15 @@ def test_evaluate_and_calibrate_say_when_the_photos_trained_the_model(model_dir,
     caplog.clear()
     assert catsdogs.evaluate(model_dir, binary_folders / "train")["photos_the_model_used"] == {}
     assert "read high" not in caplog.text
+    # photos.json is input like any other: entries of other types are skipped, a file that
+    # cannot be read is said to leave the question open
+    (model_dir / "photos.json").write_text(json.dumps({
+        "trained_on": {"files": [1, None, ["x"], *cats]}, "chose_the_model": {"files": "x"}}))
+    assert catsdogs.evaluate(model_dir, validation)["photos_the_model_used"] == {"trained_on": 6}
+    (model_dir / "photos.json").write_text('{"trained_on": ')
+    caplog.clear()
+    assert catsdogs.evaluate(model_dir, validation)["photos_the_model_used"] == {}
+    assert "cannot be read, so whether these photos trained the model is not known" in caplog.text
 
 
 def test_evaluate_on_a_folder_of_splits_names_its_validation_folder(model_dir, binary_folders,

@@ -167,6 +167,24 @@ def test_metrics_health_report_and_page(client):
     assert "http" not in page.replace("http-equiv", "")  # no CDN: everything from the package
 
 
+def test_a_damaged_or_non_finite_report_is_served_as_json_not_a_500(run_dir, tmp_path, caplog):
+    from fastapi.testclient import TestClient
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    (copy / "metrics.json").write_text('{"best_val_accuracy": NaN, "curve": [1.0, Infinity]}')
+    classifier = catsdogs.load(copy)
+    classifier.calibration["ece_before"] = float("nan")  # fields calibration.json's check skips
+    report = TestClient(create_app(classifier)).get("/v1/models/catsdogs/report")
+    assert report.status_code == 200
+    assert report.json()["metrics"] == {"best_val_accuracy": None, "curve": [1.0, None]}
+    assert report.json()["calibration"]["ece_before"] is None
+    (copy / "metrics.json").write_text('{"best_val')
+    report = TestClient(create_app(classifier)).get("/v1/models/catsdogs/report")
+    assert report.status_code == 200 and report.json()["metrics"] == {}
+    assert "metrics.json cannot be read (JSONDecodeError)" in caplog.text
+
+
 def test_concurrent_requests_are_batched_into_one_model_call(classifier):
     import httpx2
 

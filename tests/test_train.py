@@ -16,7 +16,7 @@ from catsdogs.errors import CatsDogsError
 from catsdogs.models.presets import get_preset
 from catsdogs.commands.train import main
 
-from conftest import SAMPLE_DATA, Interrupt, crash_when_epoch_starts
+from conftest import SAMPLE_DATA, Interrupt, crash_when_epoch_starts, one_error_line
 
 RUN_FILES = ["config.json", "class_names.json", "dataset.json", "history.csv", "skipped.csv",
              "model.keras", "saved_model/saved_model.pb", "plots/training_curves.png",
@@ -275,3 +275,18 @@ def test_new_run_folders_record_the_config_version(binary_folders, tmp_path):
 
     run = catsdogs.train(small_config(binary_folders, tmp_path / "run", epochs=1))
     assert json.loads((run.dir / "config.json").read_text())["config_version"] == CONFIG_VERSION
+
+
+def test_a_damaged_history_stops_a_resume_in_one_line_before_the_data_is_read(
+        binary_folders, tmp_path, monkeypatch, capsys):
+    config = small_config(binary_folders, tmp_path / "run")
+    crash_when_epoch_starts(monkeypatch, 1)
+    with pytest.raises(Interrupt):
+        catsdogs.train(config)
+    history = tmp_path / "run" / "history.csv"
+    rows = history.read_text().splitlines()
+    history.write_text("\n".join([rows[0], rows[1].replace(rows[1].split(",")[1], "abc", 1)]))
+    photos_before = (tmp_path / "run" / "photos.json").read_bytes()
+    line = one_error_line(capsys, main, ["--resume", str(tmp_path / "run")], alone=False)
+    assert "line 2 of the history" in line and "'abc', not a number" in line
+    assert (tmp_path / "run" / "photos.json").read_bytes() == photos_before

@@ -533,3 +533,30 @@ def test_a_malformed_sha256_is_refused_before_the_archive_is_read(tmp_path, caps
     line = one_error_line(capsys, download_main, ["--archive", str(archive), "--sha256", "xyz",
                                                   "--into", str(tmp_path / "out")])
     assert "bad value for --sha256: expected 64 hex digits" in line
+
+
+def test_a_class_named_unknown_cannot_mix_with_the_photos_under_min_confidence():
+    import types
+
+    from catsdogs.inference.calibrate import rejection_threshold
+
+    model = types.SimpleNamespace(class_names=["unknown", "dogs"], source=Path("run"),
+                                  calibration={})
+    with pytest.raises(CatsDogsError, match="named 'unknown'.*drop --min-confidence"):
+        rejection_threshold(model, 0.8)
+    model.class_names = ["cats", "dogs"]
+    assert rejection_threshold(model, 0.8) == 0.8
+
+
+@pytest.mark.parametrize("side", [None, 0, 100_000])
+def test_a_model_of_no_or_absurd_input_size_is_one_line(side, tmp_path):
+    import keras
+
+    from catsdogs.inference.classifier import load
+
+    model = keras.Sequential([keras.Input((side, side, 3)), keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(2, activation="softmax")])
+    model.save(tmp_path / "model.keras")
+    (tmp_path / runs.CLASS_NAMES_FILE).write_text('["cats", "dogs"]')
+    with pytest.raises(CatsDogsError, match=r"input size .* is not two sides from 1 to 4096"):
+        load(tmp_path)

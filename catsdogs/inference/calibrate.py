@@ -28,6 +28,7 @@ CALIBRATION_FILE = "calibration.json"
 TEMPERATURE_BOUNDS = (0.05, 20.0)  # the search's range of T
 ECE_BINS = 15  # Guo et al.'s bins for the expected calibration error
 DEFAULT_KEEP = 0.95  # `--min-confidence auto` keeps this share of validation images
+UNKNOWN = "unknown"  # the label of a prediction below --min-confidence
 EPSILON = 1e-7  # probabilities are clipped to [EPSILON, 1 - EPSILON] before taking logs
 
 
@@ -190,6 +191,10 @@ def views_calibration(model, pixels, labels, batch_size=64):
 def rejection_threshold(classifier, min_confidence, tta=None):
     """A number, or "auto"/None: the threshold calibration.json stored for its share kept, for
     predictions averaged over `tta`'s views where it stored one for them."""
+    if UNKNOWN in classifier.class_names:
+        raise CatsDogsError(f"a class of the model is named {UNKNOWN!r}, the label of photos "
+                            "under --min-confidence: the two would be one", where=classifier.source,
+                            fix="drop --min-confidence, or train with that folder renamed")
     if min_confidence not in (None, "auto"):
         return float(min_confidence)
     stored = classifier.views_calibration(tta).get("min_confidence_auto") or \

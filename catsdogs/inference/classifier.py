@@ -8,6 +8,7 @@ operations a classifier never needs (model_ops.py) unless `trust_model`.
 
 import dataclasses
 import json
+import numbers
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +134,18 @@ def _number(value, what):
     return float(value)
 
 
+def _check_input_size(size, path):
+    """The input side a model file declares, checked as input from anyone: whole numbers from 1
+    to MAX_INPUT_SIDE (a model of (None, None), 0 or a million pixels a side would fail deep in
+    resizing, or ask for terabytes)."""
+    fits = len(size) == 2 and all(isinstance(side, numbers.Integral) and 1 <= side <= MAX_INPUT_SIDE
+                                  for side in size)
+    if not fits:
+        raise CatsDogsError(f"the model's input size {tuple(size)} is not two sides from 1 to "
+                            f"{MAX_INPUT_SIDE} pixels", where=path,
+                            fix="give a model of a fixed image size, as train and export write")
+
+
 def _check_names_inside(saved_model, names, names_from):
     """The class names beside a SavedModel must be the ones inside it (its class_name output
     reads those): reordered, every prediction here would carry another class's name. SavedModels
@@ -160,6 +173,8 @@ def read_class_names(path):
                             fix='e.g. ["cats", "dogs"]')
     return runs.check_class_names(names, path)
 
+
+MAX_INPUT_SIDE = 4096  # pixels: far above any preset, far below what a batch can hold
 
 # the model files load() opens, by suffix, each in its own runtime
 FILE_OPENERS = {".keras": open_keras, ".h5": open_h5, ".hdf5": open_h5, ".tflite": open_tflite,
@@ -228,6 +243,7 @@ def load(path, class_names=None, input_scale=None, trust_model=False, calibrated
         runtime = open_h5(path, input_scale)
     else:
         runtime = FILE_OPENERS[suffix](path)
+    _check_input_size(runtime.image_size, path)
     model = runtime.handle if suffix in (".keras", ".h5", ".hdf5") else None
     classifier = Classifier(runtime, names, runtime.image_size, path, model,
                             read_calibration(path) if calibrated else {})

@@ -19,9 +19,14 @@ def photos_the_model_used(source, paths):
     if source is None:  # a model built in this process: no run folder
         return {}
     folder = Path(source) if Path(source).is_dir() else Path(source).parent
+    photos_file = folder / runs.PHOTOS_FILE
+    if not photos_file.exists():  # an ensemble, an export, an older run: nothing known
+        return {}
     try:
-        roles = load_json(folder / runs.PHOTOS_FILE)
-    except (CatsDogsError, OSError):  # absent or unreadable: nothing known
+        roles = load_json(photos_file)
+    except (CatsDogsError, OSError):
+        log().warning(f"{photos_file} cannot be read, so whether these photos trained the "
+                      "model is not known")
         return {}
     asked = {os.path.realpath(path) for path in paths}
     used = {}
@@ -35,7 +40,7 @@ def role_files(roles, role):
     """The files photos.json (`roles`, as read) lists for `role`; [] where it lists none."""
     record = roles.get(role) if isinstance(roles, dict) else None
     files = record.get("files") if isinstance(record, dict) else None
-    return files if isinstance(files, list) else []
+    return [path for path in files if isinstance(path, str)] if isinstance(files, list) else []
 
 
 def warn_if_the_model_used(source, paths, metrics=None):

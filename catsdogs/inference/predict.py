@@ -15,7 +15,7 @@ from catsdogs import runs
 from catsdogs.console import display, progress_bar
 from catsdogs.data.images import decode_many, irregular_reason, is_hidden
 from catsdogs.errors import CatsDogsError
-from catsdogs.inference.calibrate import rejection_threshold
+from catsdogs.inference.calibrate import UNKNOWN, rejection_threshold
 from catsdogs.inference.tta import predict_arrays, tta_mode
 
 CHUNK = 128  # images decoded per step: small chunks keep decoding (threads) and the model busy
@@ -55,7 +55,6 @@ class Prediction:
     top_k: list  # [(class, probability)] best first
 
 
-UNKNOWN = "unknown"  # the label of a prediction below --min-confidence
 
 
 def _rows_for(classifier, files, probabilities, top_k, threshold, min_confidence):

@@ -28,6 +28,7 @@ import dataclasses
 import html
 import io
 import json
+import math
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from catsdogs import runs
+from catsdogs.console import log
 from catsdogs.data.images import ImageTooLarge, UnreadableImage, decode_image
 from catsdogs.serve.admission import TICKET, Admission, Gate
 from catsdogs.serve.batching import DynamicBatcher
@@ -100,6 +102,31 @@ def _report_files(run_dir):
     return {path.name: path for path in candidates if path.is_file()}
 
 
+def _report(run_dir, calibration):
+    """The run's metrics.json and calibration, read once at start and made JSON a response can
+    carry (NaN and infinities as null): a damaged or edited file leaves the report without its
+    metrics, with a warning, instead of failing every request for it."""
+    metrics = {}
+    if run_dir is not None and (run_dir / runs.METRICS_FILE).is_file():
+        try:
+            metrics = json.loads((run_dir / runs.METRICS_FILE).read_text())
+        except (OSError, ValueError, RecursionError) as error:
+            log().warning(f"{run_dir / runs.METRICS_FILE} cannot be read "
+                          f"({type(error).__name__}): the report leaves its metrics out")
+    return {"metrics": _finite(metrics), "calibration": _finite(calibration)}
+
+
+def _finite(value):
+    """`value` with every NaN or infinity (which JSON cannot carry) as None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class Served:
     """What the model endpoints share: the model, the settings and the machinery around it."""
@@ -112,6 +139,7 @@ class Served:
     threshold: float | None  # the run's "unknown" threshold, if calibrated
     run_dir: Path | None  # the run folder, for the report and its plots
     report_files: dict  # {name: path} of the plots the page may show
+    report: dict  # the run's metrics and calibration, as /report answers them (_report)
 
     @property
     def model_path(self):
@@ -161,7 +189,7 @@ def create_app(classifier, config=ServeConfig(), hosts=None):
         decoders.shutdown(wait=False, cancel_futures=True)
 
     served = Served(classifier, config, batcher, gate, in_pool, threshold, run_dir,
-                    _report_files(run_dir))
+                    _report_files(run_dir), _report(run_dir, classifier.calibration))
     app = FastAPI(title="catsdogs", docs_url=None, redoc_url=None, openapi_url=None,
                   on_shutdown=[shutdown])
     app.state.batcher, app.state.gate = batcher, gate
@@ -285,11 +313,8 @@ def _add_status_routes(model_route, served):
 
     @model_route("GET", "/report")
     async def report():
-        metrics_file = served.run_dir / runs.METRICS_FILE if served.run_dir else None
-        return {"name": config.name, "class_names": classifier.class_names,
-                "metrics": json.loads(metrics_file.read_text()) if metrics_file and
-                metrics_file.is_file() else {},
-                "calibration": classifier.calibration, "plots": sorted(served.report_files)}
+        return {"name": config.name, "class_names": classifier.class_names, **served.report,
+                "plots": sorted(served.report_files)}
 
     @model_route("GET", "/plots/{file_name}")
     async def plot(file_name: str):

@@ -131,7 +131,7 @@ class HistoryCSV(keras.callbacks.Callback):
     def __init__(self, path):
         super().__init__()
         self.path = Path(path)
-        self.rows = runs.read_csv(self.path)
+        self.rows = runs.read_history(self.path)
         self._started, self._charged = None, 0.0
 
     def charge(self, seconds):

@@ -674,7 +674,7 @@ def resume(run_dir, callbacks=(), test=True, decoded=None):
         runs.remove_stale_temporaries(folder)
         if placement.workers > 1:
             take_chief_resume_state(placement, run_dir, backup_folder)
-        done = runs.read_csv(folder / runs.HISTORY_FILE)
+        done = runs.read_history(folder / runs.HISTORY_FILE)  # damaged: one line, before data
         log().info(f"Resuming {run_dir} after epoch {len(done)} of {config.total_epochs}")
         run = _fit(config, folder, _prepare(config, placement, decoded), resumed=True,
                    extra_callbacks=callbacks, test=test)
