@@ -119,6 +119,8 @@ def check_output_folder(folder, where, reads=None, ours=()):
 def existing_run_dir(run_dir):
     """A run folder to resume; it must hold the config.json of a started run."""
     path = Path(run_dir)
+    if not path.exists():
+        raise CatsDogsError("run folder not found", where=path, fix="check the path")
     if not (path / CONFIG_FILE).is_file():
         raise CatsDogsError("not a run folder: no config.json", where=path,
                             fix="pass the folder that `python -m catsdogs.train` created")

@@ -51,7 +51,7 @@ def test_class_with_only_unreadable_files(capsys, tmp_path):
     (["--rotation-range", "-5"], "--rotation-range"),
     (["--brightness-range", "2", "1"], "--brightness-range"),
     (["--train-dir", "x"], "--train-dir and --val-dir go together"),
-    (["--resume", "nowhere"], "not a run folder"),
+    (["--resume", "nowhere"], "run folder not found"),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
     (["--weights", "imagenet"], "preset 'seed-catsdogs' has no pretrained weights"),
     (["--weights", "imagnet"], "did you mean 'imagenet'"),

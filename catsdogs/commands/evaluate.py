@@ -48,7 +48,8 @@ def _run(args):
     cache = CacheConfig(**cfg.given_flags(args, CacheConfig))  # so is a bad --cache
     list_class_folders(args.data_dir, min_classes=1)  # one line before the model loads
     if args.ood_dir and not Path(args.ood_dir).is_dir():  # so is a wrong --ood-dir
-        raise CatsDogsError("folder not found", where=args.ood_dir,
+        raise CatsDogsError("not a folder" if Path(args.ood_dir).exists() else "folder not found",
+                            where=args.ood_dir,
                             fix="give --ood-dir a folder of images of none of the classes")
     out = args.out or default_out(model_file(args.model), args.data_dir)
     # and so is a report folder that is a run, lies in the data, or holds a user's files
