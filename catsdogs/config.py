@@ -610,15 +610,20 @@ def read_run_config(path):
     values = upgrade(load_json(path), source=path)
     check_keys(TrainConfig, values, source=path)
     check_types(TrainConfig, values, source=path)  # needs known keys: after check_keys
-    return TrainConfig(**values)
+    try:
+        return TrainConfig(**values)
+    except CatsDogsError as error:  # it names a flag; the value came from the file
+        raise CatsDogsError(f"the run's settings: {error.what}", where=path,
+                            fix="restore the file, or start a new run") from None
 
 
 def read_settings_file(path):
     """A `--config FILE.json` of settings; a copied run config.json is fine (its version key is
-    dropped: what it leaves out comes from the preset, not from an old run's defaults)."""
+    dropped: what it leaves out comes from the preset, not from an old run's defaults; so is its
+    run_dir, the folder of the run it was copied from, which would refuse the new run)."""
     values = load_json(path)
-    if isinstance(values, dict):
-        values.pop(VERSION_KEY, None)
+    if isinstance(values, dict) and values.pop(VERSION_KEY, None) is not None:
+        values.pop("run_dir", None)
     check_keys(TrainConfig, values, source=path)
     check_types(TrainConfig, values, source=path)
     return values

@@ -77,6 +77,24 @@ def test_wrong_type_in_run_config_is_one_error(tmp_path):
         cfg.read_run_config(path)
 
 
+def test_a_run_configs_refused_value_is_said_to_come_from_the_file(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**cfg.run_config_dict(cfg.TrainConfig()), "batch_size": -5}))
+    with pytest.raises(CatsDogsError, match=r"the run's settings: bad value for --batch-size.*"
+                                            r"config.json\): restore the file"):
+        cfg.read_run_config(path)
+
+
+def test_a_copied_run_config_given_to_config_leaves_the_old_runs_folder_behind(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg.run_config_dict(cfg.TrainConfig(epochs=3,
+                                                                   run_dir="runs/old"))))
+    values = cfg.read_settings_file(path)
+    assert values["epochs"] == 3 and "run_dir" not in values
+    path.write_text(json.dumps({"epochs": 3, "run_dir": "runs/mine"}))  # a settings file's own
+    assert cfg.read_settings_file(path)["run_dir"] == "runs/mine"
+
+
 def test_real_process_exits_2_without_traceback(tmp_path):
     (tmp_path / "c.json").write_text(json.dumps({"epochs": "two"}))
     result = subprocess.run([sys.executable, "-m", "catsdogs", "train", "--config", "c.json"],

@@ -272,9 +272,10 @@ def calibrate_run(run_dir, model, pixels, labels, class_names, fitted_on, batch_
     if pixels is None:
         report = {"temperature": 1.0, "images": 0, "fitted_on": None,
                   "decision": why_none or "kept T = 1: no held-out photos were set aside to "
-                                          "fit it on (--calibration-split 0, or a validation "
-                                          "split too small to halve); catsdogs calibrate RUN "
-                                          "DATA fits one"}
+                                          "fit it on (--calibration-split 0, or a share of "
+                                          f"fewer than the {MIN_CALIBRATION_IMAGES} photos a "
+                                          "temperature needs); catsdogs calibrate RUN DATA "
+                                          "fits one"}
         runs.write_json(run_dir / CALIBRATION_FILE, report)
         _saved_model(model, run_dir, class_names)
         return report
