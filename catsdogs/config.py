@@ -176,6 +176,10 @@ class TrainConfig:
              "this share of them, per class, is set aside to fit the temperature instead, so "
              "the temperature is never fitted on photos that chose the model; with --keep-epoch last "
              "the temperature is fitted on all of them; 0: none set aside, the temperature stays 1")
+    calibration_minimum: int | None = setting(
+        None, "(photos, set when a run starts) a --calibration-split share of fewer photos "
+              "sets none aside (a temperature is not fitted on fewer than 100); runs started "
+              "before the rule hold 0: theirs is always set aside", internal=True)
     epochs: int | None = setting(None, "(count) passes over the training set; default: the preset's",
                                  search=("scale", 0.5, 2.0))
     batch_size: int | None = setting(None, "(images) per training step; default: the preset's",
@@ -572,6 +576,7 @@ SETTINGS_ADDED_LATER = {"progressive_start": 1.0, "steps_per_execution": 1,
                         # the epoch choice and the temperature's photos: runs before them kept
                         # the best epoch and fitted the temperature on the photos that chose it
                         "keep_epoch": "best", "calibration_split": 0.0,
+                        "calibration_minimum": 0,  # their share was set aside however small
                         "refit": False, "refit_union": False,
                         # transfer learning: one stage
                         "fine_tune_epochs": 0, "fine_tune_learning_rate": None,

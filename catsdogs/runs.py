@@ -34,6 +34,7 @@ SAVED_MODEL_DIR = "saved_model"
 LOGS_DIR = "logs"
 CHECKPOINTS_DIR = "checkpoints"
 PLOTS_DIR = "plots"
+AUGMENTATION_PREVIEW = "augmentation.png"  # in plots/: train --preview-augmentation
 LOCK_FILE = ".lock"  # holds the id of the process training in the folder (run_folder_lock)
 MAX_CLASS_NAME = 100  # characters: a class name is a folder name (--sort-into), a table column
 # and a label on plots; filesystems allow 255 bytes, and 100 leaves room for the names built on it
@@ -47,14 +48,14 @@ def default_run_dir(label, root=RUNS_ROOT):
     return Path(root) / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def new_run_dir(preset_name, run_dir=None, root=RUNS_ROOT):
+def new_run_dir(preset_name, run_dir=None, root=RUNS_ROOT, ours=()):
     """Create a fresh run folder: `run_dir`, or `root/<preset>-<YYYYmmdd-HHMMSS>`.
 
     Raises:
         CatsDogsError: `run_dir` already holds a run (it is never written over).
     """
     if run_dir is not None:
-        path = refuse_used_run_dir(run_dir)
+        path = refuse_used_run_dir(run_dir, ours)
         path.mkdir(parents=True, exist_ok=True)
         return path
     first = default_run_dir(preset_name, root)
@@ -68,18 +69,27 @@ def new_run_dir(preset_name, run_dir=None, root=RUNS_ROOT):
     raise CatsDogsError("could not create a run folder", where=root, fix="pass --run-dir")
 
 
-def refuse_used_run_dir(run_dir):
+def refuse_used_run_dir(run_dir, ours=()):
     """`run_dir` as a Path, if it is new or empty: a run is never written over, nor are the
     files of a folder named by mistake (an evaluate report's metrics.json, a user's photos).
-    Hidden entries (the lock, temporaries) do not count."""
+    Hidden entries (the lock, temporaries), `ours` (entries the run's other processes may make
+    first: multi-worker workers' folders) and an augmentation preview do not count."""
     path = Path(run_dir)
     if (path / CONFIG_FILE).exists():
         raise CatsDogsError("run folder already holds a run", where=path,
                             fix="continue it with --resume, or choose another --run-dir")
-    if visible_entries(path):
-        raise CatsDogsError(f"run folder is not empty (it holds {visible_entries(path)[0]})",
-                            where=path, fix="choose a new or empty --run-dir")
+    others = [name for name in visible_entries(path)
+              if name not in ours and not _is_preview(path / name)]
+    if others:
+        raise CatsDogsError(f"run folder is not empty (it holds {others[0]})", where=path,
+                            fix="choose a new or empty --run-dir")
     return path
+
+
+def _is_preview(entry):
+    """Whether `entry` is plots/ holding only an augmentation preview (train's
+    --preview-augmentation writes it into the folder the run may then train in)."""
+    return entry.name == PLOTS_DIR and visible_entries(entry) == [AUGMENTATION_PREVIEW]
 
 
 def visible_entries(folder):

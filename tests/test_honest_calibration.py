@@ -2,6 +2,7 @@
 photos that chose nothing, kept only where it can be trusted, and an ensemble averages its
 members' calibrated probabilities in Keras and in every export."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -71,13 +72,16 @@ def test_too_few_held_out_photos_for_a_temperature_are_all_left_to_choose_the_mo
 
     config = catsdogs.TrainConfig(data=str(folders), selection_split=0.25, keep_epoch="best",
                                   preset="seed-cifar10")
-    monkeypatch.setattr(datasets, "MIN_CALIBRATION_IMAGES", 5)  # half of 10 is 4 photos
+    monkeypatch.setattr(datasets, "MIN_CALIBRATION_IMAGES", 6)  # half of 10 is 5 photos
     data = datasets.load_image_data(config, (32, 32))
     assert data.calibration is None and len(data.val) == 10
-    assert "fewer than the 5 a temperature needs: none set aside" in capsys.readouterr().err
-    monkeypatch.setattr(datasets, "MIN_CALIBRATION_IMAGES", 4)
+    assert "fewer than the 6 a temperature needs: none set aside" in capsys.readouterr().err
+    monkeypatch.setattr(datasets, "MIN_CALIBRATION_IMAGES", 5)
     data = datasets.load_image_data(config, (32, 32))
-    assert (len(data.val), len(data.calibration)) == (6, 4)
+    assert (len(data.val), len(data.calibration)) == (6, 4)  # 2 of each class's 5
+    # a run started before the minimum (config.json: 0) keeps setting its share aside
+    old = datasets.load_image_data(dataclasses.replace(config, calibration_minimum=0), (32, 32))
+    assert len(old.calibration) == 4
 
 
 def test_a_refit_with_too_few_held_out_photos_is_refused_before_training(folders, tmp_path,
@@ -427,3 +431,20 @@ def test_finish_run_keeps_finished_runs_and_never_empties_a_folder_it_did_not_st
     assert not (started / "config.json").exists() and not (started / "logs").exists()
     assert (users / "notes.txt").read_text() == "mine"
     assert trained == [str(started), str(users)] and resumed == []
+
+
+def test_calibrate_without_photos_of_its_own_on_a_run_that_set_none_aside_is_one_line(
+        folders, tmp_path, capsys, monkeypatch):
+    """Its held-out photos all chose the epoch (too few to set any aside): a temperature fitted
+    on them would be too sharp, so calibrate asks for other photos rather than use them."""
+    from catsdogs.commands.calibrate import main as calibrate_main
+    from catsdogs.data import datasets
+
+    monkeypatch.setattr(datasets, "MIN_CALIBRATION_IMAGES", 100)  # the real minimum
+    run = catsdogs.train(catsdogs.TrainConfig(data=str(folders), selection_split=0.25,
+                                              keep_epoch="best", run_dir=str(tmp_path / "run"),
+                                              **QUICK))
+    assert run.config.calibration_minimum == 100
+    capsys.readouterr()
+    line = one_error_line(capsys, calibrate_main, [str(run.dir)], alone=False)
+    assert "every held-out photo of this run chose its epoch" in line and "DATA_DIR" in line

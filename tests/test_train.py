@@ -233,6 +233,11 @@ def test_preview_augmentation_writes_a_grid_and_trains_nothing(binary_folders, t
     assert code == 0
     assert (tmp_path / "run" / "plots" / "augmentation.png").stat().st_size > 1000
     assert not (tmp_path / "run" / "model.keras").exists()
+    # its folder takes another preview, then the run it previewed
+    argv = ["--data", str(binary_folders), "--preset", "seed-cifar10", "--batch-size", "8",
+            "--run-dir", str(tmp_path / "run")]
+    assert main([*argv, "--preview-augmentation"]) == 0
+    assert main([*argv, "--epochs", "1"]) == 0 and (tmp_path / "run" / "model.keras").exists()
 
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -264,6 +264,8 @@ def test_the_range_declared_beside_a_setting_is_the_one_searched():
     assert "mixup" not in ranges and "batch_size" not in ranges
     assert ranges["rotation_range"] == ("fixed", 5)
     assert list(searched["image_size"].values) == [96, 120, 144]
+    pretrained = dataclasses.replace(base, weights="body.weights.h5")  # a body of its width
+    assert "width" not in space.preset_ranges(pretrained, get_preset(base.preset))
     download = resolve_config(cfg.TrainConfig(dataset="cifar10", preset="fast-cifar10"))
     assert "image_size" not in space.preset_ranges(download, get_preset("fast-cifar10"))
     config = space.trial_config(base, {"rotation_range": 5.0, "zoom_range": 0.1,
@@ -284,6 +286,7 @@ def test_bad_searches_are_one_error_line(protocol_folders, tmp_path, capsys):
     assert "did you mean 'learning_rate'" in one_error_line(
         capsys, cli.main, tune_argv(protocol_folders, tmp_path / "t", space_file, "--trials", "2"))
     for bad, said in (({"learning_rate": ["lin", 1e-4, 1e-2]}, "KIND one of log, linear"),
+                      ({"selection_split": ["choice", 0.0, 0.2]}, "selection_split can be 0"),
                       ({"batch_size": -4}, "batch_size -4 in the search space"),
                       ({"batch_size": ["int", -4, 8]}, "batch_size -4 in the search space")):
         space_file.write_text(json.dumps(bad))  # refused before the tune folder or a trial

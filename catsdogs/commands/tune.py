@@ -81,7 +81,8 @@ def _run(args):
 
     given = cfg.merge(cfg.read_settings_file(args.config) if args.config else {},
                       cfg.given_flags(args, cfg.TrainConfig))
-    if "selection_split" in given and not given["selection_split"]:
+    # typed as a flag (a copied run config.json holds 0 too: it is replaced below)
+    if cfg.given_flags(args, cfg.TrainConfig).get("selection_split") == 0:
         raise CatsDogsError("tune scores its trials on a selection split: with none, they would "
                             "be chosen on the test photos", where="--selection-split 0",
                             fix="drop it (15 % of the training photos), or give a share such as "
@@ -93,6 +94,10 @@ def _run(args):
     fixed = set(given) | set(given.get("augment", {}))
     ranges = space.preset_ranges(base, get_preset(base.preset), fixed, overrides,
                                  source=args.space or "--space")
+    if min(ranges.get("selection_split", ("fixed", 1))[1:]) <= 0:
+        raise CatsDogsError("a search space whose selection_split can be 0 would choose trials "
+                            "on the test photos", where=args.space,
+                            fix="give selection_split a share > 0, or leave it out")
     folder = Path(base.run_dir or runs.default_run_dir(f"tune-{base.preset}"))
     runs.check_writable(folder)
     print(f"Tune folder: {folder}  (killed? the same command with --run-dir {folder} "

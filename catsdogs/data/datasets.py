@@ -214,7 +214,7 @@ class ImageData:
                    "validation": self.sources["calibration"]}
         return dataclasses.replace(self, train=train, val=self.calibration, sources=sources)
 
-    def set_aside_calibration(self, share, chooses, seed):
+    def set_aside_calibration(self, share, chooses, seed, minimum=0):
         """ImageData with photos to fit the temperature on that chose nothing.
 
         When the validation (or selection) split `chooses` the kept model (the best epoch, an
@@ -222,21 +222,22 @@ class ImageData:
         `share` of each class is then moved out of `val` into `calibration`. When nothing is
         chosen on `val` (the last epoch is kept), all of it calibrates. `share` 0 (runs made
         before this existed) sets nothing aside: no calibration photos. Nor does a share
-        that would hold fewer than MIN_CALIBRATION_IMAGES photos: a temperature fitted on them
-        would be refused, so taking them away from the choice would only make it noisier."""
+        that would hold fewer than `minimum` photos (MIN_CALIBRATION_IMAGES for a run started
+        today): a temperature fitted on them would be refused, so taking them away from the
+        choice would only make it noisier."""
         if not chooses:
             calibration, source = self.val, self.sources["validation"]
             return dataclasses.replace(self, calibration=calibration,
                                        sources={**self.sources, "calibration": source})
         if not share or np.bincount(self.val.labels).min() < 2:
             return self  # nothing to set aside: each class needs a photo on both sides
+        if share * len(self.val) < minimum:
+            log().info(f"Calibration: {share:.0%} of the {len(self.val)} validation photos is "
+                       f"fewer than the {minimum} a temperature needs: none set aside, all of "
+                       "them choose the model, T = 1")
+            return self
         choose_idx, calibrate_idx = stratified_split(self.val.labels, share, seed + 1,
                                                      self.class_names, "--calibration-split")
-        if len(calibrate_idx) < MIN_CALIBRATION_IMAGES:
-            log().info(f"Calibration: {share:.0%} of the {len(self.val)} validation photos is "
-                       f"{len(calibrate_idx)}, fewer than the {MIN_CALIBRATION_IMAGES} a "
-                       "temperature needs: none set aside, all of them choose the model, T = 1")
-            return self
         source = self.sources["validation"]
         return dataclasses.replace(
             self, val=self.val.subset(choose_idx), calibration=self.val.subset(calibrate_idx),
@@ -578,10 +579,20 @@ def load_image_data(config, image_size, shard=(0, 1), decoded=None):
     # a refit's photos are carved as its parent's were: that run chose its epoch on them
     data = data.set_aside_calibration(config.calibration_split,
                                       chooses_on_validation(config) or config.refit_union,
-                                      config.roles_seed)
+                                      config.roles_seed, calibration_minimum(config, shard))
     if config.refit and data.calibration is None:  # found now, not after the first training
         raise refit_without_calibration(config.calibration_split, len(data.val))
     return data.with_choice_photos_trained(config.calibration_split) if config.refit_union else data
+
+
+def calibration_minimum(config, shard=(0, 1)):
+    """The fewest photos a run sets aside for its temperature (config.json's, else today's
+    MIN_CALIBRATION_IMAGES). Workers of a multi-worker run each hold a shard and must all
+    decide alike, so they keep the rule of runs before the minimum: the share set aside."""
+    if shard[1] > 1:
+        return 0
+    return MIN_CALIBRATION_IMAGES if config.calibration_minimum is None \
+        else config.calibration_minimum
 
 
 def refit_without_calibration(share, validation_images):

@@ -317,6 +317,12 @@ def held_out_photos(run_dir, classifier, data_dir=None, cache=None):
         data = load_image_data(config, classifier.image_size)
         if data.calibration is not None:
             split, source = data.calibration, f"calibration ({data.sources['calibration']})"
+        elif config.calibration_split and config.calibration_minimum:  # none, by the minimum
+            raise CatsDogsError(f"every held-out photo of this run chose its epoch (a "
+                                f"{config.calibration_split:.0%} share was fewer than the "
+                                f"{config.calibration_minimum} a temperature needs), so none "
+                                "can fit a temperature", where=run_dir,
+                                fix="give DATA_DIR: a folder of other labelled photos")
         else:
             log().warning("This run set no photos aside for calibration: fitting on its "
                           "validation split, which chose its epoch, so the temperature may be "

@@ -145,6 +145,9 @@ def evaluate(classifier, data_dir, out=None, tta=None, batch_size=64, ood_dir=No
         ood_pixels = _decode_folder(ood_dir, classifier.image_size)
         metrics["ood"] = {"folder": str(ood_dir), **ood_report(
             probabilities, predict_arrays(classifier, ood_pixels, batch_size, tta=tta), threshold)}
+    # first: it marks the folder as evaluate's, so a rerun after a kill may write into it
+    runs.write_json(out / CONFUSION_FILE, {"class_names": names, "rows_true_columns_predicted":
+                                           metrics["confusion_matrix"]})
     metrics["worst"] = write_predictions(out / PREDICTIONS_FILE, paths, labels, probabilities, names)
     _write_report(out, metrics, names, skipped, data_dir)
     _plot_errors(out, classifier, pixels, labels, raw, probabilities, data_dir, temperature)
@@ -206,8 +209,6 @@ def _write_report(out, metrics, names, skipped, data_dir):
     from catsdogs import plots
 
     runs.write_json(out / runs.METRICS_FILE, metrics)
-    runs.write_json(out / CONFUSION_FILE, {"class_names": names, "rows_true_columns_predicted":
-                                                     metrics["confusion_matrix"]})
     runs.write_csv(out / runs.SKIPPED_FILE, ["path", "reason"], skipped)
     plots.confusion_matrix(metrics["confusion_matrix"], names, out / runs.PLOTS_DIR / "confusion_matrix.png",
                            title=f"Confusion matrix on {Path(data_dir).name} "

@@ -47,7 +47,7 @@ def check_source(weights):
 
 def is_hdf5(path):
     """Whether `path` starts an HDF5 file: its signature at byte 0, or after a user block (512,
-    1024, ... bytes, the places the format allows)."""
+    1024, ... bytes, the places the format allows). A file that cannot be read is one line."""
     signature = b"\x89HDF\r\n\x1a\n"
     try:
         with open(path, "rb") as file:
@@ -55,8 +55,9 @@ def is_hdf5(path):
                 file.seek(offset)
                 if file.read(len(signature)) == signature:
                     return True
-    except OSError:
-        return False
+    except OSError as error:
+        raise CatsDogsError(f"cannot read the weights file: {error.strerror}", where=path,
+                            fix="check its permissions") from None
     return False
 
 

@@ -56,7 +56,7 @@ def preset_ranges(base, preset, fixed=(), overrides=None, source="--space"):
         {setting: ("log" | "linear" | "int", lo, hi) | ("choice", v1, ...) | ("fixed", v)}.
     """
     ranges = declared_ranges()
-    if preset.pretrainable:
+    if preset.pretrainable or base.weights != "none":  # a pretrained body has its width
         ranges.pop("width", None)
     if not preset.any_size:
         ranges.pop("progressive_start", None)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from catsdogs import config as cfg
 from catsdogs import console, runs
 from catsdogs.console import display, log, name_some
+from catsdogs.data import datasets
 from catsdogs.data.datasets import chooses_on_validation
 from catsdogs.errors import CatsDogsError, RunFailed, continue_hint
 from catsdogs.training import features
@@ -105,6 +106,9 @@ def resolve_config(config):
         # rate stays constant; a refit needs an epoch chosen
         keep = "best" if resolved.refit or resolved.schedule == "constant" else "last"
         resolved = dataclasses.replace(resolved, keep_epoch=keep)
+    if resolved.calibration_minimum is None:  # recorded, so a resumed run keeps its photos
+        resolved = dataclasses.replace(resolved,
+                                       calibration_minimum=datasets.MIN_CALIBRATION_IMAGES)
     preset.check_progressive(resolved.progressive_start)
     if resolved.downloads_cifar10 and resolved.image_size not in (None, 32):
         raise CatsDogsError("the downloaded CIFAR-10 images are 32x32 arrays", where="--image-size",
@@ -562,7 +566,7 @@ def train(config, callbacks=(), test=True, decoded=None):
                             "same run folder", where="--run-dir", fix="give the same --run-dir to "
                                                                       "every worker")
     if config.run_dir is not None and worker == 0:
-        runs.refuse_used_run_dir(config.run_dir)
+        runs.refuse_used_run_dir(config.run_dir, ours=(WORKERS_DIR,))
     _check_default_data(given)
     check_sources(config)  # what a user can fix is found before TensorFlow loads
     _check_writable(config)
@@ -579,14 +583,15 @@ def train(config, callbacks=(), test=True, decoded=None):
 
         get_preset(config.preset).get_imagenet_weights()
     existed = config.run_dir is not None and Path(config.run_dir).exists()
-    run_dir = runs.new_run_dir(config.preset, config.run_dir)
-    hint = f"continue with {resume_command(run_dir)}"
-    with runs.run_folder_lock(run_dir), continue_hint(hint), _no_failed_start(run_dir, existed):
-        runs.refuse_used_run_dir(run_dir)  # another process may have started it meanwhile
-        runs.write_json(run_dir / runs.CONFIG_FILE, cfg.run_config_dict(config))
-        log().info(f"Run folder: {run_dir}")
-        run = _fit(config, run_dir, prepared, resumed=False, extra_callbacks=callbacks,
-                   test=test)
+    run_dir = runs.new_run_dir(config.preset, config.run_dir, ours=(WORKERS_DIR,))
+    with runs.run_folder_lock(run_dir), continue_hint(f"continue with {resume_command(run_dir)}"):
+        # another process may have started it meanwhile: refused before anything is removed
+        runs.refuse_used_run_dir(run_dir, ours=(WORKERS_DIR,))
+        with _no_failed_start(run_dir, existed):
+            runs.write_json(run_dir / runs.CONFIG_FILE, cfg.run_config_dict(config))
+            log().info(f"Run folder: {run_dir}")
+            run = _fit(config, run_dir, prepared, resumed=False, extra_callbacks=callbacks,
+                       test=test)
     if config.refit:
         _refit(run)
     return run
@@ -597,18 +602,24 @@ def _no_failed_start(run_dir, existed):
     """A run refused before its first epoch ended (weights that do not fit, a model that
     cannot be built) leaves no folder behind: one holding config.json would refuse the same
     command with the mistake fixed, and `--resume` would repeat the mistake. The folder was
-    new or empty, so all in it is this run's; a folder the user made stays, emptied."""
+    new or empty, so all in it is this run's (but for the folders of a multi-worker run's
+    other workers, still in use); a folder the user made stays, emptied. config.json goes
+    last: a kill meanwhile leaves a run that never ended an epoch, which finish_run clears."""
     try:
         yield
     except CatsDogsError:
         if not runs.read_csv(run_dir / runs.HISTORY_FILE):
-            for entry in run_dir.iterdir():
-                if entry.is_dir():
-                    shutil.rmtree(entry)
-                elif entry.name != runs.LOCK_FILE:
-                    entry.unlink()
-            if not existed:
-                shutil.rmtree(run_dir, ignore_errors=True)
+            with contextlib.suppress(OSError):  # the refusal is what the user must see
+                for entry in run_dir.iterdir():
+                    if entry.name in (WORKERS_DIR, runs.LOCK_FILE, runs.CONFIG_FILE):
+                        continue
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry)
+                    else:
+                        entry.unlink()
+                (run_dir / runs.CONFIG_FILE).unlink(missing_ok=True)
+                if not existed:
+                    shutil.rmtree(run_dir)
         raise
 
 
@@ -745,6 +756,8 @@ def preview_augmentation(config, count=32):
 
     config = resolve_config(config)
     _check_writable(config)
+    if config.run_dir is not None:  # before the data is decoded
+        runs.refuse_used_run_dir(config.run_dir)
     prepared = _prepare(config, _placement(config))
     data, train_ds = prepared.data, prepared.train_ds
     run_dir = runs.new_run_dir(config.preset, config.run_dir)
@@ -755,7 +768,7 @@ def preview_augmentation(config, count=32):
         if sum(len(b) for b in images) >= count:
             break
     images, labels = np.concatenate(images)[:count], np.concatenate(labels)[:count]
-    path = run_dir / runs.PLOTS_DIR / "augmentation.png"
+    path = run_dir / runs.PLOTS_DIR / runs.AUGMENTATION_PREVIEW
     plots.image_grid(images, label_titles(labels, data.class_names), path,
                      title=f"Augmented training images ({config.preset})")
     print(f"Augmentation preview: {path}")
