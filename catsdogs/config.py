@@ -301,7 +301,8 @@ class TrainConfig:
         # the lever that lifted long-catsdogs most (bench/RESULTS.md, "Image size on
         # long-catsdogs"); larger only: a preset that takes its own side takes these too
         search=("scales", 1.0, 1.25, 1.5))
-    run_dir: str | None = setting(None, "(folder) where to write the run; default: runs/<preset>-<time>")
+    run_dir: str | None = setting(None, "(folder, new or empty) where to write the run; "
+                                        "default: runs/<preset>-<time>")
     augment: AugmentConfig | None = setting(None, "augmentation; default: the preset's")
 
     @property
