@@ -487,7 +487,9 @@ def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)  # True is no count
 
 
-def _is_number(value):
+def is_number(value):
+    """A JSON or Python number: int or float, not a bool (which Python counts as an int) and
+    not a string (which float() would take)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -501,14 +503,14 @@ def _type_wanted(kind, field):
     elif kind is int:
         want = (_is_int, "an integer", "a whole number without quotes, e.g. 3")
     elif kind is float or kind == int | float:
-        want = (_is_number, "a number", "a number without quotes, e.g. 0.5")
+        want = (is_number, "a number", "a number without quotes, e.g. 0.5")
     elif kind is str:
         want = (lambda v: isinstance(v, str), "a string", 'text in double quotes, e.g. "x"')
     elif typing.get_origin(kind) is tuple:
         def numbers(v):
-            return isinstance(v, (list, tuple)) and all(_is_number(x) for x in v)
+            return isinstance(v, (list, tuple)) and all(is_number(x) for x in v)
         if field.metadata.get("nargs") == "+":  # Z or [LO, HI]
-            want = (lambda v: _is_number(v) or numbers(v), "a number or a list of numbers",
+            want = (lambda v: is_number(v) or numbers(v), "a number or a list of numbers",
                     "a number or a list of numbers, e.g. [0.9, 1.1]")
         else:
             want = (numbers, "a list of numbers", "a list of numbers, e.g. [0.9, 1.1]")

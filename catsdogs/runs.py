@@ -100,10 +100,10 @@ def visible_entries(folder):
 
 
 def check_output_folder(folder, where, reads=None, ours=()):
-    """A folder a command writes its report into, checked before the work: new, empty, or one
-    the command wrote before (it holds one of `ours`, files only that command writes); never a
-    run folder (its metrics.json would be written over), never inside the folder the command
-    `reads` (the next command would read the report as data: its plots/ as a class).
+    """A folder a command writes into (a report, a cleaned copy), checked before the work: new,
+    empty (hidden entries aside), or one the command wrote before (it holds one of `ours`,
+    files only that command writes); never a run folder (its metrics.json would be written
+    over), never inside the folder the command `reads` (check_outside).
 
     Raises:
         CatsDogsError: any of those, naming `where` (the flag) in the fix.
@@ -115,15 +115,22 @@ def check_output_folder(folder, where, reads=None, ours=()):
     if (folder / CONFIG_FILE).exists():
         raise CatsDogsError("the folder holds a training run", where=folder,
                             fix=f"give {where} another folder")
-    if reads is not None and folder.resolve().is_relative_to(Path(reads).resolve()):
-        raise CatsDogsError(f"the folder lies inside the data it reads ({reads})", where=folder,
-                            fix=f"give {where} a folder outside {reads}")
+    check_outside(folder, reads, where)
     entries = visible_entries(folder)
     if entries and not any((folder / name).is_file() for name in ours):
-        raise CatsDogsError(f"the folder is not empty (it holds {entries[0]}) and holds no "
-                            "earlier report of this command", where=folder,
-                            fix=f"give {where} a new or empty folder")
+        earlier = " and holds no earlier report of this command" if ours else ""
+        raise CatsDogsError(f"the folder is not empty (it holds {entries[0]}){earlier}",
+                            where=folder, fix=f"give {where} a new or empty folder")
     check_writable(folder)
+
+
+def check_outside(path, data_dir, where):
+    """`path` (a report, a copy) must not lie inside `data_dir`, the data the command reads:
+    the next command would read it as data (a report's plots/ or a copy's folders as a class,
+    a JSON report as an unreadable photo). No check where `data_dir` is None."""
+    if data_dir is not None and Path(path).resolve().is_relative_to(Path(data_dir).resolve()):
+        raise CatsDogsError(f"{where} would go inside the data it reads ({data_dir})",
+                            where=path, fix=f"give {where} a path outside {data_dir}")
 
 
 def existing_run_dir(run_dir):

@@ -73,7 +73,7 @@ def test_fix_into_refuses_a_folder_inside_the_data_before_the_scan(tmp_path, cap
     files = sorted(root.rglob("*"))
     line = one_error_line(capsys, main, [str(root), "--out", str(tmp_path / "doctor.json"),
                                          "--fix-into", str(root / "clean")])
-    assert "inside the data folder" in line and str(root / "clean") in line
+    assert "--fix-into would go inside the data" in line and str(root / "clean") in line
     assert sorted(root.rglob("*")) == files and not (tmp_path / "doctor.json").exists()
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("mine")

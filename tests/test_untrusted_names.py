@@ -480,7 +480,7 @@ def test_doctors_report_never_replaces_a_file_or_lands_in_the_data(tmp_path, pho
     before = photo.read_bytes()
     other = tmp_path / "notes.json"
     other.write_text('{"mine": 1}')
-    for argv, said in (([str(photos), "--out", str(photo)], "inside the data it checks"),
+    for argv, said in (([str(photos), "--out", str(photo)], "--out would go inside the data it reads"),
                        ([str(photos), "--out", str(other)], "not a doctor report"),
                        ([str(photos), "--out", str(tmp_path)], "--out is a folder"),
                        ([str(photos), "--out", "r.json", "--out-dir", "d"], "both name"),

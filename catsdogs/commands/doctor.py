@@ -95,9 +95,7 @@ def _check_report_file(out, data_dir, out_dir):
     if out.is_dir():
         raise CatsDogsError("--out is a folder", where=out,
                             fix="give --out a file name, or the folder as --out-dir")
-    if out.resolve().is_relative_to(data_dir.resolve()):
-        raise CatsDogsError(f"the report would go inside the data it checks ({data_dir})",
-                            where="--out", fix=f"give a file outside {data_dir}")
+    runs.check_outside(out, data_dir, "--out")
     if out.exists() and not _is_doctor_report(out):
         raise CatsDogsError("the file exists and is not a doctor report: doctor writes over "
                             "no other file", where=out, fix="give --out a new file name")

@@ -194,15 +194,10 @@ def summary_lines(report_dict):
 
 
 def check_copy_target(target, data_dir):
-    """A cleaned copy goes into a new or empty folder outside the data, checked before the scan
-    or the training: inside the data folder, the next run would read the copy as more photos
-    (its split folders as a class)."""
-    target = Path(target)
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise CatsDogsError("target folder is not empty", where=target, fix="choose a new folder")
-    if data_dir is not None and target.resolve().is_relative_to(Path(data_dir).resolve()):
-        raise CatsDogsError("the cleaned copy would go inside the data folder it copies",
-                            where=target, fix=f"choose a folder outside {data_dir}")
+    """A cleaned copy (--fix-into) goes into a new or empty folder outside the data, checked
+    before the scan or the training (runs.check_output_folder): inside the data folder, the
+    next run would read the copy as more photos (its split folders as a class)."""
+    runs.check_output_folder(target, "--fix-into", reads=data_dir)
 
 
 def fix_into(report_dict, data_dir, target):

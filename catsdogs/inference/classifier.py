@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from catsdogs import runs
+from catsdogs.config import is_number
 from catsdogs.data.images import irregular_reason
 from catsdogs.errors import CatsDogsError
 from catsdogs.inference.calibrate import CALIBRATION_FILE, TEMPERATURE_BOUNDS, apply_temperature
@@ -129,7 +130,7 @@ def _check_calibration_entry(entry):
 
 def _number(value, what):
     """A JSON number as float: not a string or true/false, which float() would take."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_number(value):
         raise TypeError(f"{what} {value!r} is not a number")
     return float(value)
 

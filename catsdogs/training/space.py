@@ -105,8 +105,8 @@ def _resolve(name, spec, preset_value, source):
     if kind == "fixed":
         return spec
     if kind == "scales":
-        if not values or not all(_number(v) and v > 0 for v in values) \
-                or not _number(preset_value) or preset_value <= 0:
+        if not values or not all(cfg.is_number(v) and v > 0 for v in values) \
+                or not cfg.is_number(preset_value) or preset_value <= 0:
             raise _bad(name, spec, "[\"scales\", F1, F2, ...] of factors > 0 of a numeric "
                                    f"preset value (the preset's is {preset_value!r})", source)
         scaled = (preset_value * v for v in values)
@@ -116,12 +116,12 @@ def _resolve(name, spec, preset_value, source):
         if not values or len({type(v) for v in values}) != 1:
             raise _bad(name, spec, "[\"choice\", V1, V2, ...] of one type", source)
         return (kind, *values)
-    if len(values) != 2 or not all(isinstance(v, (int, float)) for v in values) \
+    if len(values) != 2 or not all(cfg.is_number(v) for v in values) \
             or not values[0] <= values[1]:
         raise _bad(name, spec, f"[\"{kind}\", LO, HI] with LO <= HI", source)
     lo, hi = values
     if kind == "scale":
-        if not isinstance(preset_value, (int, float)) or preset_value <= 0 or lo <= 0:
+        if not cfg.is_number(preset_value) or preset_value <= 0 or lo <= 0:
             raise _bad(name, spec, "a range of its own: the preset's value is "
                                    f"{preset_value!r}, nothing to scale", source)
         if isinstance(preset_value, int):
@@ -132,11 +132,6 @@ def _resolve(name, spec, preset_value, source):
     if kind == "int":
         return kind, int(lo), int(hi)
     return kind, float(lo), float(hi)
-
-
-def _number(value):
-    """An int or float, not a bool (which Python counts as an int)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _close_match(name, known):
@@ -179,7 +174,7 @@ def hyperparameters(ranges, hyperband=False, base=None):
 
 def _within(value, bounds, kind):
     """`value` brought into [lo, hi] as `kind`, or None (KerasTuner's default) if no number."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+    if not cfg.is_number(value) or not math.isfinite(value):
         return None
     return kind(min(max(value, bounds[0]), bounds[1]))
 
