@@ -81,6 +81,9 @@ def test_val_split_where_the_data_has_its_own_validation_folder(capsys, tmp_path
                                          "--run-dir", str(tmp_path / "run")])
     assert "--val-split is not used" in line and "10,000 test images" in line
     assert not (tmp_path / "run").exists()
+    line = one_error_line(capsys, main, ["--dataset", "cifar10", "--data", str(tmp_path / "d"),
+                                         "--val-split", "0.3", "--run-dir", str(tmp_path / "run")])
+    assert "--val-split is not used" in line and "validation/" in line  # any --dataset's folder
 
 
 def test_dataset_typo_suggests_the_right_name(capsys):

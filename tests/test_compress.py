@@ -2,6 +2,7 @@
 load, predict, export and resume; the distillation losses and the pruning are exact."""
 
 import json
+import shutil
 
 import keras
 import numpy as np
@@ -272,6 +273,21 @@ def test_pruned_run_is_a_normal_run_folder(teacher, tmp_path, capsys):
     model = assert_a_normal_run(run_dir, (32, 32), tmp_path)
     widths = [layer.kernel.shape[-1] for layer in model.layers if hasattr(layer, "kernel")]
     assert widths == [16, 32, 64, 64, 1]  # seed-cifar10's 32-64-128 convs and Dense 128, halved
+
+
+def test_a_run_started_from_weights_in_two_stages_is_pruned_whole_in_one(teacher, tmp_path):
+    """The pruned model starts from the run's trained weights: the run's own start (--weights)
+    and its stages are not taken over (they were refused beside --prune-from, and prune has no
+    flag to drop them); the epochs are a third of both stages'."""
+    run = tmp_path / "fine-tuned"
+    shutil.copytree(teacher, run)
+    settings = json.loads((run / "config.json").read_text())
+    settings.update(weights=str(teacher), fine_tune_epochs=5, fine_tune_learning_rate=1e-4,
+                    unfreeze="2", run_dir=str(run))
+    (run / "config.json").write_text(json.dumps(settings))
+    config = command_config(prune_command, [str(run), "--keep", "0.5"])
+    assert (config.weights, config.fine_tune_epochs, config.unfreeze) == ("none", 0, "all")
+    assert config.epochs == 2 and config.prune_from == str(run.resolve())  # ceil((1 + 5) / 3)
 
 
 def test_pruning_with_distillation_resumes_after_a_crash(teacher, tmp_path, monkeypatch):

@@ -108,12 +108,11 @@ def check_val_split_used(config, where="--val-split"):
     from catsdogs.training.train import DEFAULT_DATA
 
     data = DEFAULT_DATA if config.data is None else config.data  # as resolve_config does
-    splits = config.dataset == "folder" and find_split_folders(data)
     if config.train_dir is not None:
         own = "--val-dir gives the validation photos"
     elif config.downloads_cifar10:
         own = "the downloaded CIFAR-10 validates on its own 10,000 test images"
-    elif splits:
+    elif splits := find_split_folders(data):  # any --dataset: a folder's own split is used
         own = f"{data} has its own {splits[1].name}/ folder of validation photos"
     else:
         return

@@ -7,8 +7,9 @@
 
 Each convolution (and hidden Dense layer) keeps --keep of its channels, those with the largest
 L1 norm (BatchNorm's scale folded in); layers joined by a residual Add keep the same channels.
-The narrower model starts from the run's weights and fine-tunes on the run's data with its
-recipe, for a third of its epochs at a tenth of its learning rate unless flags say otherwise.
+The narrower model starts from the run's weights and fine-tunes whole, in one stage, on the
+run's data with its recipe, for a third of its epochs (both stages of a run that had two) at a
+tenth of its learning rate unless flags say otherwise.
 The run folder is a normal one; its config.json names the pruned run and --keep.
 """
 
@@ -19,10 +20,13 @@ from catsdogs import runs
 from catsdogs.commands.distill import model_run, settings_from, training_command
 from catsdogs.errors import CatsDogsError
 
-# the pruned run's settings not taken over: the fine-tuning's own
-# (a --width run is pruned at its own widths: the pruned model is its model, narrowed)
+# the pruned run's settings not taken over: the fine-tuning's own (a --width run is pruned at
+# its own widths: the pruned model is its model, narrowed); nor how it started and staged
+# (--weights, a second stage): the pruned model starts from its trained weights and fine-tunes
+# whole, in one stage
 NOT_INHERITED = ("run_dir", "teacher", "prune_from", "prune_keep", "epochs", "learning_rate",
-                 "width")
+                 "width", "weights", "fine_tune_epochs", "fine_tune_learning_rate", "unfreeze",
+                 "cache_features")
 FINE_TUNE_EPOCHS = 1 / 3  # of the pruned run's epochs (rounded up)
 FINE_TUNE_RATE = 1 / 10  # of the pruned run's learning rate
 
@@ -49,7 +53,8 @@ def build_parser():
     parser.add_argument("--config", metavar="FILE.json", help="settings file; flags override it")
     cfg.add_flags(parser, cfg.TrainConfig,
                   skip=("preset", "weights", "teacher", "prune_from", "prune_keep",
-                        "image_size"))
+                        "image_size", "width", "fine_tune_epochs", "fine_tune_learning_rate",
+                        "unfreeze", "cache_features"))
     return parser
 
 
@@ -58,7 +63,7 @@ def config_from_args(args):
     source_dir = model_run(args.run, "the run to prune")
     source = cfg.read_run_config(source_dir / runs.CONFIG_FILE)
     inherited = [key for key in cfg.to_dict(source) if key not in NOT_INHERITED]
-    base = {"epochs": math.ceil(source.epochs * FINE_TUNE_EPOCHS),
+    base = {"epochs": math.ceil(source.total_epochs * FINE_TUNE_EPOCHS),
             "learning_rate": source.learning_rate * FINE_TUNE_RATE,
             "prune_from": str(source_dir), "prune_keep": args.keep,
             "teacher": str(source_dir) if args.distill else None}
