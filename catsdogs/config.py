@@ -103,8 +103,8 @@ class AugmentConfig:
                "every image is mirrored in every other epoch (airbench's derandomised flip: "
                "no image is seen the same way round two epochs running)")
     brightness_range: tuple[float, float] | None = setting(
-        None, "(factor) LO HI: multiply pixels by U(LO, HI), as PIL's ImageEnhance.Brightness"
-    )
+        None, "(factor) LO HI: multiply pixels by U(LO, HI), as PIL's ImageEnhance.Brightness; "
+              "1 1: off")
 
     def __post_init__(self):
         zoom = tuple(float(z) for z in _as_tuple(self.zoom_range))
@@ -141,7 +141,8 @@ class TrainConfig:
     preset: str | None = setting(None, "(name) model preset, see catsdogs train --list-presets; default: by dataset")
     dataset: str = setting("folder", "class folders, or CIFAR-10", choices=DATASETS)
     data: str | None = setting(
-        None, "(folder) class sub-folders, or train/ + validation/ (or test/) inside; "
+        None, "(folder) class sub-folders, or train/ (or training/) + validation/ (or val/, "
+              "valid/, test/) inside; "
               "default: data/cats_and_dogs for folder, Keras' download for cifar10")
     train_dir: str | None = setting(None, "(folder) training class sub-folders (with --val-dir)")
     val_dir: str | None = setting(None, "(folder) validation class sub-folders (with --train-dir)")
@@ -162,7 +163,8 @@ class TrainConfig:
               "folder's disk cache: each fold's folders link to its photos, so the folds share "
               "one cache", internal=True)
     selection_split: float = setting(
-        0.0, "(fraction) carve this share of each class's training images (by --seed) to choose "
+        0.0, "(fraction) carve this share of each class's training images (by --split-seed, "
+             "default --seed) to choose "
              "the best epoch on; the validation split is then a test split, evaluated once at "
              "the end (metrics.json: test_accuracy); 0: the validation split chooses")
     keep_epoch: str | None = setting(
@@ -271,7 +273,8 @@ class TrainConfig:
                                  "the photos that chose its epoch, for that many epochs, keeping "
                                  "the last, into RUN_DIR/refit/ (the usual final step; the "
                                  "temperature's photos and the test split stay out of it); "
-                                 "the run keeps its best epoch unless --keep-epoch says")
+                                 "the run keeps its best epoch (--keep-epoch last is refused: "
+                                 "no photos would have chosen the epoch)")
     refit_union: bool = setting(False, "(bool, set by --refit in the run it starts) train on "
                                        "the training photos and those that chose the epoch",
                                 internal=True)
@@ -679,16 +682,19 @@ def int_or_float(text):
         return float(text)
 
 
-def add_flags(parser, cls, skip=(), helps=None):
+def add_flags(parser, cls, skip=(), helps=None, defaults=None):
     """Add one `--flag` per field of `cls` (nested dataclasses flattened into their own group).
 
     Flags default to argparse.SUPPRESS, so `given_flags()` sees only what the user typed and
     presets and config files can fill in the rest. Internal settings (setting(internal=True))
     are no flags: catsdogs sets them for the runs it starts, and a typed one is an unknown
     flag. `helps` ({field: text}) replaces a setting's declared help (and default) where a
-    command gives it another meaning, e.g. tune's run folder.
+    command gives it another meaning, e.g. tune's run folder. `defaults` ({field: text}) names
+    where a command fills a setting from instead of its declared default (prune: "the run's").
+    A nested dataclass whose field defaults to None (augmentation) takes the preset's values:
+    its flags say so, not the class's own defaults, which no preset trains with.
     """
-    helps = helps or {}
+    helps, defaults = helps or {}, defaults or {}
     hints = typing.get_type_hints(cls)
     group = parser.add_argument_group(cls.__name__)
     for field in dataclasses.fields(cls):
@@ -696,11 +702,11 @@ def add_flags(parser, cls, skip=(), helps=None):
             continue
         kind = _unwrap_optional(hints[field.name])
         if dataclasses.is_dataclass(kind):
-            add_flags(parser, kind, helps=helps)
+            shown = defaults.get(field.name) or ("the preset's" if field.default is None else None)
+            add_flags(parser, kind, helps=helps, defaults=dict.fromkeys(
+                (f.name for f in dataclasses.fields(kind)), shown) if shown else None)
             continue
-        default = field.default
-        help_text = helps.get(field.name) or (
-            field.metadata["help"] + ("" if default is None else f" [default: {default}]"))
+        help_text = helps.get(field.name) or _help_with_default(field, defaults.get(field.name))
         options = dict(dest=field.name, default=argparse.SUPPRESS, help=help_text)
         if kind is bool:
             options["action"] = argparse.BooleanOptionalAction
@@ -711,6 +717,15 @@ def add_flags(parser, cls, skip=(), helps=None):
         else:
             options["type"] = kind
         group.add_argument(f"--{flag_name(field.name)}", **options)
+
+
+def _help_with_default(field, shown):
+    """A setting's help and its default: `shown` (where a command fills it from elsewhere) in
+    place of the declared one, whose "; default: ..." clause it drops."""
+    text = field.metadata["help"]
+    if shown is not None:
+        return f"{text.split('; default: ')[0]} [default: {shown}]"
+    return text + ("" if field.default is None else f" [default: {field.default}]")
 
 
 def given_flags(namespace, cls):

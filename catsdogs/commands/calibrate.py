@@ -24,7 +24,8 @@ def build_parser():
     parser = command_parser("calibrate", __doc__)
     parser.add_argument("run", help="a run folder")
     parser.add_argument("data_dir", nargs="?",
-                        help="class sub-folders to fit on [default: the run's validation split]")
+                        help="class sub-folders to fit on [default: the photos the run set aside "
+                             "for calibration; else its validation split, with a warning]")
     cfg.add_flags(parser, CacheConfig)
     return parser
 

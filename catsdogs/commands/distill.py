@@ -33,7 +33,11 @@ def build_parser():
     parser = cfg.command_parser("distill", __doc__)
     parser.add_argument("teacher_run", metavar="TEACHER_RUN", help="run folder of the teacher")
     parser.add_argument("--config", metavar="FILE.json", help="settings file; flags override it")
-    cfg.add_flags(parser, cfg.TrainConfig, skip=("teacher", "prune_from", "prune_keep"),
+    # a distilling run trains in one stage, on unmixed images (config.py refuses the rest)
+    cfg.add_flags(parser, cfg.TrainConfig, skip=("teacher", "prune_from", "prune_keep",
+                                                 "fine_tune_epochs", "fine_tune_learning_rate",
+                                                 "unfreeze", "mixup", "cutmix"),
+                  defaults=dict.fromkeys(TEACHER_DATA, "the teacher's"),
                   helps={"preset": "(name) the student's preset, see catsdogs train "
                                    "--list-presets; default: " + " or ".join(
                                        f"{name} ({dataset} data)"

@@ -2,7 +2,7 @@
 
     catsdogs evaluate runs/seed-catsdogs-20261124-142544 data/cats_and_dogs/validation
     catsdogs evaluate model.keras photos/ --out reports/ --tta
-    catsdogs evaluate RUN_DIR cifar10/test --tta shift   # flips and 1-px shifts
+    catsdogs evaluate RUN_DIR cifar10/test --tta shift   # flips and shifts
     catsdogs evaluate model.h5 photos/ --class-names cats,dogs   # a tutorial's own model
     catsdogs evaluate RUN_DIR ~/PetImages --cache disk   # decoded once, read a batch at a time
 

@@ -27,6 +27,9 @@ from catsdogs.errors import CatsDogsError
 NOT_INHERITED = ("run_dir", "teacher", "prune_from", "prune_keep", "epochs", "learning_rate",
                  "width", "weights", "fine_tune_epochs", "fine_tune_learning_rate", "unfreeze",
                  "cache_features")
+# the network is the run's, its weights start it and it trains in one stage: no flags for those
+NOT_FLAGS = ("preset", "image_size", "width", "weights", "teacher", "prune_from", "prune_keep",
+             "fine_tune_epochs", "fine_tune_learning_rate", "unfreeze", "cache_features")
 FINE_TUNE_EPOCHS = 1 / 3  # of the pruned run's epochs (rounded up)
 FINE_TUNE_RATE = 1 / 10  # of the pruned run's learning rate
 
@@ -51,10 +54,11 @@ def build_parser():
     parser.add_argument("--distill", action="store_true",
                         help="fine-tune learning from the unpruned model too (its teacher)")
     parser.add_argument("--config", metavar="FILE.json", help="settings file; flags override it")
-    cfg.add_flags(parser, cfg.TrainConfig,
-                  skip=("preset", "weights", "teacher", "prune_from", "prune_keep",
-                        "image_size", "width", "fine_tune_epochs", "fine_tune_learning_rate",
-                        "unfreeze", "cache_features"))
+    cfg.add_flags(parser, cfg.TrainConfig, skip=NOT_FLAGS,
+                  defaults={**{name: "the run's" for name in cfg.to_dict(cfg.TrainConfig())
+                               if name not in NOT_INHERITED},
+                            "epochs": "a third of the run's, rounded up",
+                            "learning_rate": "a tenth of the run's"})
     return parser
 
 
