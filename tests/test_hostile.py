@@ -8,6 +8,7 @@ import tarfile
 import zipfile
 
 import keras
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -137,6 +138,35 @@ def test_failed_download_is_one_line(monkeypatch, tmp_path, capsys):
     line = one_error_line(capsys, download_main, ["petimages", "--into", str(tmp_path / "p")],
                           exit_code=1)  # the input was fine: the network failed
     assert "could not download" in line and "--archive" in line
+
+
+def test_cifar10_is_written_as_class_folders_once_and_never_over_a_folder(monkeypatch, tmp_path,
+                                                                         capsys):
+    """Keras' arrays (its pinned download) as PNG class folders that --data reads unchanged;
+    an existing folder is left as it is, and an --archive for it is refused."""
+    rng = np.random.default_rng(0)
+    train = rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
+    test = rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
+    labels = (np.arange(12).reshape(-1, 1) % 10, np.arange(10).reshape(-1, 1)[::-1])
+    monkeypatch.setattr(keras.datasets.cifar10, "load_data",
+                        lambda: ((train, labels[0]), (test, labels[1])))
+    into = tmp_path / "cifar10"
+    assert download_main(["cifar10", "--into", str(into)]) == 0
+    assert len(list((into / "train").rglob("*.png"))) == 12
+    assert [p.name for p in (into / "test" / "truck").iterdir()] == ["00000.png"]
+    from catsdogs.data.datasets import load_folders
+
+    data = load_folders(into / "train", into / "test", (32, 32))
+    assert data.class_names == list(download.CIFAR10_CLASSES)
+    first = np.array(Image.open(into / "train" / "airplane" / "00000.png"))
+    assert np.array_equal(first, train[0])  # lossless
+    assert not list(tmp_path.glob(".cifar10*"))
+    capsys.readouterr()
+    for argv, said in ((["cifar10", "--into", str(into)], "already exists"),
+                       (["cifar10", "--archive", "x.tar.gz", "--into", str(tmp_path / "n")],
+                        "Keras' downloader")):
+        assert said in one_error_line(capsys, download_main, argv)
+    assert len(list(into.rglob("*.png"))) == 22
 
 
 def test_not_an_archive(tmp_path):

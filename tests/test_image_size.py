@@ -59,7 +59,7 @@ def test_a_side_that_cannot_work_is_one_line_before_any_work(flags, expected, pe
 
 def test_cifar10s_downloaded_arrays_keep_their_size(capsys):
     line = one_error_line(capsys, main, ["--dataset", "cifar10", "--image-size", "64"])
-    assert "CIFAR-10 images are 32x32 arrays" in line and "--image-size" in line
+    assert "CIFAR-10 images are 32x32 arrays" in line and "download cifar10" in line
 
 
 def test_folds_continued_with_another_size_name_the_flag_to_repeat():

@@ -1,13 +1,13 @@
 """Train a CNN on class folders or CIFAR-10 and write a run folder.
 
     catsdogs train                                  # seed-catsdogs on data/cats_and_dogs
-    catsdogs train --data ../shared/data/cats_and_dogs --epochs 30
-    catsdogs train --dataset cifar10 --data ../shared/data/cifar10
+    catsdogs train --data ~/data/cats_and_dogs_filtered --epochs 30   # train/ + validation/
+    catsdogs train --dataset cifar10 --data ~/data/cifar10   # catsdogs download cifar10 wrote it
     catsdogs train --resume runs/seed-catsdogs-20261124-101500
     catsdogs train --list-presets
     catsdogs train --preview-augmentation --rotation-range 30
-    catsdogs train --data ../shared/data/cats_and_dogs --preset fast-catsdogs --folds 5
-    catsdogs train --data ../shared/data/cats_and_dogs --preset fast-catsdogs --seeds 3
+    catsdogs train --data my_photos --preset fast-catsdogs --folds 5
+    catsdogs train --data my_photos --preset fast-catsdogs --seeds 3
 
 The run folder (runs/<preset>-<time>/) gets config.json, class_names.json, dataset.json,
 photos.json (which photos trained, chose, calibrated and tested), history.csv, skipped.csv,

@@ -15,15 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from catsdogs import runs
-from catsdogs.console import log, progress_to_stderr
+from catsdogs.console import log
 from catsdogs.data.cache import Storage
+from catsdogs.data.download import CIFAR10_CLASSES, cifar10_arrays
 from catsdogs.data.images import decode_many, has_image_extension, irregular_reason, is_hidden
-from catsdogs.errors import CatsDogsError, RunFailed
+from catsdogs.errors import CatsDogsError
 
 TRAIN_NAMES = ("train", "training")
 VALIDATION_NAMES = ("validation", "val", "valid", "test")
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
-                   "dog", "frog", "horse", "ship", "truck")
 MIN_CALIBRATION_IMAGES = 100  # fewer photos cannot pin one temperature down
 
 
@@ -478,16 +477,7 @@ def load_split_folder(folder, image_size, val_split, seed, shard=(0, 1), storage
 
 def download_cifar10(image_size, shard=(0, 1)):
     """CIFAR-10 through Keras' own downloader (checksum pinned by Keras) and cache."""
-    import keras
-
-    try:
-        with progress_to_stderr():  # Keras prints its progress on stdout: results only there
-            (x_train, y_train), (x_test, y_test) = keras.datasets.cifar10.load_data()
-    except Exception as error:  # offline, proxy, disk: all mean the same to the user
-        raise RunFailed(f"could not download CIFAR-10 ({type(error).__name__})",
-                            where="--dataset cifar10",
-                            fix="go online, or pass --data FOLDER holding train/ and test/ "
-                                "class folders of CIFAR-10 images") from None
+    (x_train, y_train), (x_test, y_test) = cifar10_arrays("--dataset cifar10")
     if tuple(image_size) != x_train.shape[1:3]:
         raise CatsDogsError(f"CIFAR-10 images are 32x32, the preset takes {image_size}",
                             where="--preset", fix="use a 32x32 preset such as seed-cifar10")

@@ -4,14 +4,17 @@
 Downloads go through Keras' own `keras.utils.get_file` (its cache in ~/.keras/datasets, its
 hash check); an archive you already have is checked with `--archive`. Nothing is unpacked
 unless the SHA-256 matches and every member stays inside `--into` (catsdogs.data.archives).
-CIFAR-10 needs no command: `catsdogs train --dataset cifar10` fetches it through
-`keras.datasets.cifar10`, whose download Keras checks against its own pinned hash.
+CIFAR-10 comes through `keras.datasets.cifar10`, whose download Keras checks against its own
+pinned hash: `catsdogs train --dataset cifar10` reads its arrays, and `catsdogs download cifar10`
+writes them as PNG class folders (what `--data` reads at any size, e.g. to pretrain at 64 px).
 """
 
 import dataclasses
 import re
 import types
 from pathlib import Path
+
+import numpy as np
 
 from catsdogs import runs
 from catsdogs.data import archives
@@ -30,6 +33,11 @@ class Source:
     image_folder: str  # the class-folder root inside the archive
     about: str
 
+
+CIFAR10 = "cifar10"  # not an archive: Keras' own download, written out as class folders
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck")
+CIFAR10_SPLITS = ("train", "test")  # as Keras returns them, and the folders written
 
 SOURCES = types.MappingProxyType({
     # Microsoft's "Kaggle Cats and Dogs" release (25,000 photos in Cat/ and Dog/, some of them
@@ -94,3 +102,46 @@ def fetch(name=None, into=None, archive=None, sha256=None):
         archives.verify_sha256(archive, expected)
     archives.extract(archive, into)
     return into / source.image_folder if source else into
+
+
+def cifar10_arrays(where):
+    """CIFAR-10's ((train pixels, labels), (test pixels, labels)) through Keras' own downloader
+    (checksum pinned by Keras) and cache; `where` names the flag or command that asked."""
+    import keras
+
+    try:
+        with progress_to_stderr():  # Keras prints its progress on stdout: results only there
+            return keras.datasets.cifar10.load_data()
+    except Exception as error:  # offline, proxy, disk: all mean the same to the user
+        raise RunFailed(f"could not download CIFAR-10 ({type(error).__name__})", where=where,
+                        fix="go online, or pass --data FOLDER holding train/ and test/ "
+                            "class folders of CIFAR-10 images") from None
+
+
+def write_cifar10(into):
+    """CIFAR-10 as PNG files (lossless) in class folders, train/ and test/, in the new folder
+    `into`, all or nothing (runs.replace_dir): a folder any command reads, at any image size.
+
+    Raises:
+        CatsDogsError: `into` exists (never written over), or cannot be written.
+        RunFailed: the download failed.
+    """
+    from PIL import Image
+
+    into = Path(into)
+    if into.exists():
+        raise CatsDogsError("folder already exists; catsdogs never writes over files",
+                            where=into, fix="pass another --into, or remove that folder")
+    runs.check_writable(into)  # before the download
+    splits = cifar10_arrays(f"catsdogs download {CIFAR10}")
+
+    def write(temp):
+        for split, (pixels, labels) in zip(CIFAR10_SPLITS, splits):
+            for name in CIFAR10_CLASSES:
+                (temp / split / name).mkdir(parents=True)
+            for index, (image, label) in enumerate(zip(pixels, np.ravel(labels))):
+                folder = temp / split / CIFAR10_CLASSES[label]
+                Image.fromarray(image).save(folder / f"{index:05d}.png")
+
+    runs.replace_dir(into, write, over=False, sync_all=True)
+    return into

@@ -112,8 +112,8 @@ def resolve_config(config):
     preset.check_progressive(resolved.progressive_start)
     if resolved.downloads_cifar10 and resolved.image_size not in (None, 32):
         raise CatsDogsError("the downloaded CIFAR-10 images are 32x32 arrays", where="--image-size",
-                            fix="drop --image-size, or pass --data FOLDER of CIFAR-10 image "
-                                "files, which are resized to it")
+                            fix="drop --image-size, or write them as image files with "
+                                "`catsdogs download cifar10 --into DIR` and pass --data DIR")
     features.check(resolved)
     return resolved
 
