@@ -99,9 +99,10 @@ def visible_entries(folder):
         if folder.is_dir() else []
 
 
-def check_output_folder(folder, where, reads=None, ours=()):
+def check_output_folder(folder, where, reads=None, ours=(), replaced_whole=False):
     """A folder a command writes into (a report, a cleaned copy), checked before the work: new,
-    empty (hidden entries aside), or one the command wrote before (it holds one of `ours`,
+    empty (hidden entries aside, unless the folder is `replaced_whole`, as runs.replace_dir
+    does: then they would be lost), or one the command wrote before (it holds one of `ours`,
     files only that command writes); never a run folder (its metrics.json would be written
     over), never inside the folder the command `reads` (check_outside).
 
@@ -116,12 +117,25 @@ def check_output_folder(folder, where, reads=None, ours=()):
         raise CatsDogsError("the folder holds a training run", where=folder,
                             fix=f"give {where} another folder")
     check_outside(folder, reads, where)
-    entries = visible_entries(folder)
+    entries = (sorted(os.listdir(folder)) if folder.is_dir() else []) if replaced_whole \
+        else visible_entries(folder)
     if entries and not any((folder / name).is_file() for name in ours):
         earlier = " and holds no earlier report of this command" if ours else ""
         raise CatsDogsError(f"the folder is not empty (it holds {entries[0]}){earlier}",
                             where=folder, fix=f"give {where} a new or empty folder")
     check_writable(folder)
+
+
+def check_new_folder(folder, where):
+    """A folder a command creates whole (an unpacked archive, a written data set), checked
+    before the work: nothing may hold its name (not even a dangling link: catsdogs never
+    writes over files) and its parent must be writable. Returns it as a Path."""
+    folder = Path(folder)
+    if os.path.lexists(folder):
+        raise CatsDogsError("folder already exists; catsdogs never writes over files",
+                            where=folder, fix=f"pass another {where}, or remove that folder")
+    check_writable(folder)
+    return folder
 
 
 def check_outside(path, data_dir, where):

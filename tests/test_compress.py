@@ -288,6 +288,14 @@ def test_a_run_started_from_weights_in_two_stages_is_pruned_whole_in_one(teacher
     config = command_config(prune_command, [str(run), "--keep", "0.5"])
     assert (config.weights, config.fine_tune_epochs, config.unfreeze) == ("none", 0, "all")
     assert config.epochs == 2 and config.prune_from == str(run.resolve())  # ceil((1 + 5) / 3)
+    # its config.json given as --config (a copy of a run's settings) prunes this run all the same
+    config = command_config(prune_command, [str(run), "--keep", "0.5", "--config",
+                                            str(run / "config.json"), "--fine-tune-epochs", "2"])
+    assert (config.prune_from, config.prune_keep, config.weights) == (str(run.resolve()), 0.5,
+                                                                     "none")
+    assert config.fine_tune_epochs == 2  # two stages when asked
+    config = command_config(distill_command, [str(run), "--config", str(teacher / "config.json")])
+    assert config.teacher == str(run.resolve())  # the teacher's own config.json says null
 
 
 def test_pruning_with_distillation_resumes_after_a_crash(teacher, tmp_path, monkeypatch):

@@ -80,6 +80,12 @@ def test_fix_into_refuses_a_folder_inside_the_data_before_the_scan(tmp_path, cap
     line = one_error_line(capsys, main, [str(root), "--out", str(tmp_path / "doctor.json"),
                                          "--fix-into", str(tmp_path / "full")])
     assert "not empty" in line and not (tmp_path / "doctor.json").exists()
+    (tmp_path / "dotted").mkdir()  # hidden files too: the label audit's copy replaces it whole
+    (tmp_path / "dotted" / ".notes").write_text("mine")
+    line = one_error_line(capsys, main, [str(root), "--out", str(tmp_path / "doctor.json"),
+                                         "--fix-into", str(tmp_path / "dotted")])
+    assert "not empty (it holds .notes)" in line
+    assert (tmp_path / "dotted" / ".notes").read_text() == "mine"
 
 def test_training_warns_about_leakage_and_imbalance(tmp_path):
     from catsdogs.config import TrainConfig

@@ -36,7 +36,8 @@ def build_parser():
     # a distilling run trains in one stage, on unmixed images (config.py refuses the rest)
     cfg.add_flags(parser, cfg.TrainConfig, skip=("teacher", "prune_from", "prune_keep",
                                                  "fine_tune_epochs", "fine_tune_learning_rate",
-                                                 "unfreeze", "mixup", "cutmix"),
+                                                 "unfreeze", "cache_features", "mixup",
+                                                 "cutmix"),
                   defaults=dict.fromkeys(TEACHER_DATA, "the teacher's"),
                   helps={"preset": "(name) the student's preset, see catsdogs train "
                                    "--list-presets; default: " + " or ".join(
@@ -76,9 +77,9 @@ def config_from_args(args):
     teacher = cfg.read_run_config(teacher_dir / runs.CONFIG_FILE)
     settings = settings_from(teacher, TEACHER_DATA, args)
     preset = get_preset(settings.get("preset") or DEFAULT_STUDENT[settings["dataset"]])
-    base = {"preset": preset.name, "augment": cfg.to_dict(preset.recipe.augment),
-            "teacher": str(teacher_dir)}
-    return cfg.TrainConfig(**cfg.merge(base, settings))
+    base = {"preset": preset.name, "augment": cfg.to_dict(preset.recipe.augment)}
+    own = {"teacher": str(teacher_dir)}  # whatever --config says (a run's config.json: null)
+    return cfg.TrainConfig(**cfg.merge(base, settings, own))
 
 
 def training_command(build_parser, config_from_args):

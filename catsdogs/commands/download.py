@@ -22,7 +22,7 @@ def build_parser():
     parser = command_parser("download", __doc__)
     parser.add_argument("name", nargs="?", choices=sorted([*SOURCES, CIFAR10]),
                         help="a published dataset (omit it for your own --archive)")
-    parser.add_argument("--into", help="new folder to unpack into [default: ./NAME]")
+    parser.add_argument("--into", help="new folder to unpack or write into [default: ./NAME]")
     parser.add_argument("--archive", help="an archive already on disk, instead of downloading")
     parser.add_argument("--sha256", help="the archive's expected SHA-256 (hex)")
     return parser

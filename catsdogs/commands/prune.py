@@ -7,9 +7,9 @@
 
 Each convolution (and hidden Dense layer) keeps --keep of its channels, those with the largest
 L1 norm (BatchNorm's scale folded in); layers joined by a residual Add keep the same channels.
-The narrower model starts from the run's weights and fine-tunes whole, in one stage, on the
-run's data with its recipe, for a third of its epochs (both stages of a run that had two) at a
-tenth of its learning rate unless flags say otherwise.
+The narrower model starts from the run's weights and fine-tunes whole, in one stage (two with
+--fine-tune-epochs), on the run's data with its recipe, for a third of its epochs (both stages
+of a run that had two) at a tenth of its learning rate unless flags say otherwise.
 The run folder is a normal one; its config.json names the pruned run and --keep.
 """
 
@@ -23,13 +23,13 @@ from catsdogs.errors import CatsDogsError
 # the pruned run's settings not taken over: the fine-tuning's own (a --width run is pruned at
 # its own widths: the pruned model is its model, narrowed); nor how it started and staged
 # (--weights, a second stage): the pruned model starts from its trained weights and fine-tunes
-# whole, in one stage
+# whole, in one stage unless --fine-tune-epochs asks for two
 NOT_INHERITED = ("run_dir", "teacher", "prune_from", "prune_keep", "epochs", "learning_rate",
                  "width", "weights", "fine_tune_epochs", "fine_tune_learning_rate", "unfreeze",
                  "cache_features")
-# the network is the run's, its weights start it and it trains in one stage: no flags for those
-NOT_FLAGS = ("preset", "image_size", "width", "weights", "teacher", "prune_from", "prune_keep",
-             "fine_tune_epochs", "fine_tune_learning_rate", "unfreeze", "cache_features")
+# the network is the run's and its weights start it: no flags for those; they are prune's own
+# whatever --config says (a copied run config.json names another run's)
+NOT_FLAGS = ("preset", "image_size", "width", "weights", "teacher", "prune_from", "prune_keep")
 FINE_TUNE_EPOCHS = 1 / 3  # of the pruned run's epochs (rounded up)
 FINE_TUNE_RATE = 1 / 10  # of the pruned run's learning rate
 
@@ -57,7 +57,7 @@ def build_parser():
     cfg.add_flags(parser, cfg.TrainConfig, skip=NOT_FLAGS,
                   defaults={**{name: "the run's" for name in cfg.to_dict(cfg.TrainConfig())
                                if name not in NOT_INHERITED},
-                            "epochs": "a third of the run's, rounded up",
+                            "epochs": "a third of the run's (both stages'), rounded up",
                             "learning_rate": "a tenth of the run's"})
     return parser
 
@@ -68,10 +68,10 @@ def config_from_args(args):
     source = cfg.read_run_config(source_dir / runs.CONFIG_FILE)
     inherited = [key for key in cfg.to_dict(source) if key not in NOT_INHERITED]
     base = {"epochs": math.ceil(source.total_epochs * FINE_TUNE_EPOCHS),
-            "learning_rate": source.learning_rate * FINE_TUNE_RATE,
-            "prune_from": str(source_dir), "prune_keep": args.keep,
-            "teacher": str(source_dir) if args.distill else None}
-    return cfg.TrainConfig(**cfg.merge(base, settings_from(source, inherited, args)))
+            "learning_rate": source.learning_rate * FINE_TUNE_RATE}
+    own = {"prune_from": str(source_dir), "prune_keep": args.keep, "weights": "none",
+           "width": 1.0, "teacher": str(source_dir) if args.distill else None}
+    return cfg.TrainConfig(**cfg.merge(base, settings_from(source, inherited, args), own))
 
 
 main = training_command(build_parser, config_from_args)

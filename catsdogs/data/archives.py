@@ -161,10 +161,7 @@ def extract(path, into):
             or a bomb (MAX_MEMBERS, MAX_EXPANSION), or the disk filled up while unpacking
             (nothing is kept).
     """
-    into = Path(into)
-    if into.exists():
-        raise CatsDogsError("folder already exists; catsdogs never unpacks over files",
-                            where=into, fix="pass another --into, or remove that folder")
+    into = runs.check_new_folder(into, "--into")
     try:
         archive, members_of = _open(path)
         with archive:

@@ -477,7 +477,9 @@ def load_split_folder(folder, image_size, val_split, seed, shard=(0, 1), storage
 
 def download_cifar10(image_size, shard=(0, 1)):
     """CIFAR-10 through Keras' own downloader (checksum pinned by Keras) and cache."""
-    (x_train, y_train), (x_test, y_test) = cifar10_arrays("--dataset cifar10")
+    (x_train, y_train), (x_test, y_test) = cifar10_arrays(
+        "--dataset cifar10", "go online, or pass --data FOLDER holding train/ and test/ class "
+                             "folders of CIFAR-10 images (catsdogs download cifar10 writes one)")
     if tuple(image_size) != x_train.shape[1:3]:
         raise CatsDogsError(f"CIFAR-10 images are 32x32, the preset takes {image_size}",
                             where="--preset", fix="use a 32x32 preset such as seed-cifar10")

@@ -196,8 +196,9 @@ def summary_lines(report_dict):
 def check_copy_target(target, data_dir):
     """A cleaned copy (--fix-into) goes into a new or empty folder outside the data, checked
     before the scan or the training (runs.check_output_folder): inside the data folder, the
-    next run would read the copy as more photos (its split folders as a class)."""
-    runs.check_output_folder(target, "--fix-into", reads=data_dir)
+    next run would read the copy as more photos (its split folders as a class). Empty means
+    no hidden entries either: the label audit's copy replaces the folder whole."""
+    runs.check_output_folder(target, "--fix-into", reads=data_dir, replaced_whole=True)
 
 
 def fix_into(report_dict, data_dir, target):

@@ -19,7 +19,7 @@ import numpy as np
 from catsdogs import runs
 from catsdogs.data import archives
 from catsdogs.data.images import irregular_reason
-from catsdogs.console import progress_to_stderr
+from catsdogs.console import progress_bar, progress_to_stderr
 from catsdogs.errors import CatsDogsError, RunFailed
 
 
@@ -53,23 +53,30 @@ SOURCES = types.MappingProxyType({
 })
 
 
+def through_keras(get, where, fix):
+    """`get()`, a download through Keras (its cache in ~/.keras, its hash check), its progress
+    on stderr (Keras prints it on stdout: results only there); a failure is one line naming
+    `where` and, for any failure but a hash mismatch, `fix`."""
+    try:
+        with progress_to_stderr():
+            return get()
+    except ValueError as error:  # Keras' message for a file whose hash does not match
+        raise RunFailed(f"download failed its SHA-256 check ({error})", where=where,
+                        fix="try again later; the file was not used") from None
+    except Exception as error:  # offline, proxy, HTTP error: all mean the same to the user
+        raise RunFailed(f"could not download ({type(error).__name__}: {error})", where=where,
+                        fix=fix) from None
+
+
 def download(source, sha256):
     """The archive of `source` in Keras' cache, downloaded if absent or if its hash is wrong;
     Keras checks it against `sha256`, so the caller need not hash it again."""
     import keras
 
     name = source.url.rsplit("/", 1)[-1]
-    try:
-        with progress_to_stderr():  # Keras prints its progress on stdout: results only there
-            return Path(keras.utils.get_file(name, origin=source.url, file_hash=sha256,
-                                             hash_algorithm="sha256"))
-    except ValueError as error:  # Keras' message for a file whose hash does not match
-        raise RunFailed(f"download failed its SHA-256 check ({error})", where=source.url,
-                            fix="try again later; the file was not used") from None
-    except Exception as error:  # offline, proxy, HTTP error: all mean the same to the user
-        raise RunFailed(f"could not download ({type(error).__name__}: {error})",
-                            where=source.url,
-                            fix="download it by hand, then pass --archive FILE") from None
+    return through_keras(lambda: Path(keras.utils.get_file(
+        name, origin=source.url, file_hash=sha256, hash_algorithm="sha256")),
+        source.url, "download it by hand, then pass --archive FILE")
 
 
 def fetch(name=None, into=None, archive=None, sha256=None):
@@ -83,7 +90,7 @@ def fetch(name=None, into=None, archive=None, sha256=None):
     """
     if name is None and (archive is None or sha256 is None):
         raise CatsDogsError("name a dataset, or pass both --archive and --sha256",
-                            fix=f"known datasets: {', '.join(SOURCES)}")
+                            fix=f"known datasets: {', '.join([*SOURCES, CIFAR10])}")
     if name is not None and name not in SOURCES:
         raise CatsDogsError(f"unknown dataset {name!r}", fix=f"known: {', '.join(SOURCES)}")
     if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
@@ -91,7 +98,7 @@ def fetch(name=None, into=None, archive=None, sha256=None):
                             fix="copy the SHA-256 the publisher lists (sha256sum prints one)")
     source = SOURCES.get(name)
     into = Path(into or name or Path(archive).name.split(".")[0])
-    runs.check_writable(into)  # before a download of gigabytes
+    runs.check_new_folder(into, "--into")  # before a download of gigabytes
     expected = sha256 or source.sha256
     if archive is None:
         archive = download(source, expected)  # hash-checked by Keras
@@ -104,18 +111,13 @@ def fetch(name=None, into=None, archive=None, sha256=None):
     return into / source.image_folder if source else into
 
 
-def cifar10_arrays(where):
+def cifar10_arrays(where, fix):
     """CIFAR-10's ((train pixels, labels), (test pixels, labels)) through Keras' own downloader
-    (checksum pinned by Keras) and cache; `where` names the flag or command that asked."""
+    (checksum pinned by Keras) and cache; a failure names `where` (the flag or command that
+    asked) and `fix`."""
     import keras
 
-    try:
-        with progress_to_stderr():  # Keras prints its progress on stdout: results only there
-            return keras.datasets.cifar10.load_data()
-    except Exception as error:  # offline, proxy, disk: all mean the same to the user
-        raise RunFailed(f"could not download CIFAR-10 ({type(error).__name__})", where=where,
-                        fix="go online, or pass --data FOLDER holding train/ and test/ "
-                            "class folders of CIFAR-10 images") from None
+    return through_keras(keras.datasets.cifar10.load_data, where, fix)
 
 
 def write_cifar10(into):
@@ -128,20 +130,21 @@ def write_cifar10(into):
     """
     from PIL import Image
 
-    into = Path(into)
-    if into.exists():
-        raise CatsDogsError("folder already exists; catsdogs never writes over files",
-                            where=into, fix="pass another --into, or remove that folder")
-    runs.check_writable(into)  # before the download
-    splits = cifar10_arrays(f"catsdogs download {CIFAR10}")
+    into = runs.check_new_folder(into, "--into")  # before the download (170 MB)
+    splits = cifar10_arrays(f"catsdogs download {CIFAR10}",
+                            "go online (Keras keeps the download in ~/.keras/datasets: once is "
+                            "enough)")
 
     def write(temp):
+        bar = progress_bar(sum(len(pixels) for pixels, _ in splits))
         for split, (pixels, labels) in zip(CIFAR10_SPLITS, splits):
             for name in CIFAR10_CLASSES:
                 (temp / split / name).mkdir(parents=True)
             for index, (image, label) in enumerate(zip(pixels, np.ravel(labels))):
                 folder = temp / split / CIFAR10_CLASSES[label]
                 Image.fromarray(image).save(folder / f"{index:05d}.png")
+                if bar and index % 1000 == 999:
+                    bar.add(1000)
 
     runs.replace_dir(into, write, over=False, sync_all=True)
     return into
