@@ -196,3 +196,13 @@ def _fresh_log_level():
     earlier test in the same worker process would otherwise silence this test's log lines."""
     console.setup()
     yield
+
+
+def pytest_collection_modifyitems(items):
+    """Test files with the most tests marked slow run first, the rest in their usual order:
+    with `--dist loadfile` a file runs whole on one worker, so the longest start first and the
+    two workers finish together instead of one finishing a long file alone."""
+    slow = {}
+    for item in items:
+        slow[item.path] = slow.get(item.path, 0) + bool(item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.path])  # stable: each file keeps its own order

@@ -182,6 +182,7 @@ def tutorial_model(size=64):
     return model
 
 
+@pytest.mark.slow
 def test_a_tutorial_h5_model_is_predicted_evaluated_and_exported(tmp_path):
     from catsdogs.data.images import decode_image
 

@@ -52,6 +52,7 @@ def flags(data, run_dir, batch_size, learning_rate, strategy):
             "--run-dir", str(run_dir)]
 
 
+@pytest.mark.slow
 def test_two_workers_equal_one_process_on_the_global_batches(shards, tmp_path):
     ports = ",".join(map(str, free_ports(2)))
     run = tmp_path / "run"
@@ -81,6 +82,7 @@ def test_two_workers_equal_one_process_on_the_global_batches(shards, tmp_path):
     assert check.returncode == 0 and "8 classified" in check.stderr, check.stderr[-1500:]
 
 
+@pytest.mark.slow
 def test_killed_workers_resume_with_local_workers(shards, tmp_path):
     run = tmp_path / "run"
     command = [sys.executable, "-m", "catsdogs", "train", "--data", str(shards), "--preset",

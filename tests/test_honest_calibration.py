@@ -274,6 +274,7 @@ def test_train_seeds_killed_in_a_seeds_first_epoch_continues_with_the_same_comma
     assert [row["seed"] for row in result["runs"]] == [42, 43] and len(begun) == 3
 
 
+@pytest.mark.slow
 def test_train_seeds_leaves_the_members_their_spread_and_their_ensemble(folders, tmp_path, capsys):
     from catsdogs.commands.train import main
 

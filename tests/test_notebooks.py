@@ -23,6 +23,7 @@ def test_there_are_three_notebooks():
                                           "03_export_and_deploy.ipynb"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_in_fast_mode(path, tmp_path, monkeypatch):
     notebook = nbformat.read(path, as_version=4)

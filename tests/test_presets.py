@@ -94,7 +94,9 @@ NEW_PRESETS = [name for name in PRESETS
                if not name.startswith("seed-") and name not in {b[0] for b in BACKBONES}]
 
 
-@pytest.mark.parametrize("name", NEW_PRESETS)
+@pytest.mark.parametrize("name", [  # a keras.applications graph: most of a minute to trace
+    pytest.param(name, marks=pytest.mark.slow) if name.startswith("mobilenet") else name
+    for name in NEW_PRESETS])
 def test_new_preset_builds_trains_a_step_and_saves_and_loads(name, tmp_path):
     """Every preset beside the seeds: one optimizer step on generated images changes its
     weights, and the saved `.keras` loads safely (catsdogs.load) with identical outputs."""

@@ -232,6 +232,7 @@ def test_sigterm_with_requests_in_flight_answers_all_of_them_then_exits_0(traine
     assert_drained(output, outcome, requests, drain_seconds)
 
 
+@pytest.mark.slow
 def test_workers_share_the_port_and_metrics_replace_a_dead_one_and_drain_together(
         trained_run, tmp_path):
     """--workers 2: a worker killed is replaced; /metrics adds up the processes (the requests

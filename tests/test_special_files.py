@@ -139,6 +139,7 @@ def interrupted_run(tmp_path, monkeypatch):
     return tmp_path / "run", data
 
 
+@pytest.mark.slow
 def test_two_resumes_at_once_one_trains_the_other_stops_with_one_line(tmp_path, monkeypatch):
     run_dir, data = interrupted_run(tmp_path, monkeypatch)
     first, second = (start_training(run_dir, data, resume=True) for _ in range(2))

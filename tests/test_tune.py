@@ -69,6 +69,7 @@ def count_decodes(monkeypatch):
     return loads
 
 
+@pytest.mark.slow
 def test_three_trials_write_run_folders_table_hparams_and_a_best_json_train_accepts(
         protocol_folders, space_file, tmp_path, capsys, monkeypatch):
     reads = count_test_reads(monkeypatch)
@@ -111,6 +112,7 @@ def test_three_trials_write_run_folders_table_hparams_and_a_best_json_train_acce
     assert again == dataclasses.replace(cfg.read_run_config(f"{best}/config.json"), run_dir=None)
 
 
+@pytest.mark.slow
 def test_a_search_killed_in_its_second_trial_resumes_it_and_ends_with_three(
         protocol_folders, tmp_path, monkeypatch, capsys):
     from catsdogs.training import callbacks
