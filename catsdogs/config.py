@@ -658,7 +658,8 @@ def command_parser(command, module_doc):
     parser = OneLineArgumentParser(prog=f"catsdogs {command}", description=first,
                                    formatter_class=argparse.RawDescriptionHelpFormatter,
                                    epilog="\n".join(rest))
-    output = parser.add_argument_group("output (results on stdout, progress on stderr)")
+    output = parser.add_argument_group("output (results on stdout, progress on stderr)") \
+        .add_mutually_exclusive_group()  # one of them: --quiet --verbose asks for two things
     output.add_argument("--quiet", "-q", action="store_true",
                         help="print only results and errors (for scripts)")
     output.add_argument("--verbose", action="store_true",

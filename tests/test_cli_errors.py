@@ -56,6 +56,7 @@ def test_class_with_only_unreadable_files(capsys, tmp_path):
     (["--weights", "imagenet"], "preset 'seed-catsdogs' has no pretrained weights"),
     (["--weights", "imagnet"], "did you mean 'imagenet'"),
     (["--lookahead", "--fine-tune-epochs", "2"], "--lookahead cannot span two stages"),
+    (["--quiet", "--verbose"], "--verbose: not allowed with argument --quiet"),
 ])
 def test_bad_flags(capsys, argv, expected):
     assert expected in one_error_line(capsys, main, argv)

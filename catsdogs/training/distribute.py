@@ -333,8 +333,9 @@ def run_local_workers(argv, count, poll_seconds=0.5, grace_seconds=10):
             if index:
                 logs.append(tempfile.TemporaryFile("w+"))
             quiet = {} if index == 0 else {"stdout": subprocess.DEVNULL, "stderr": logs[index]}
-            processes.append(subprocess.Popen(command + ([] if index == 0 else ["--quiet"]),
-                                              env=env, text=True, **quiet))
+            own = command if index == 0 else [  # quiet workers: the chief speaks for them
+                *(arg for arg in command if arg != "--verbose"), "--quiet"]
+            processes.append(subprocess.Popen(own, env=env, text=True, **quiet))
         while True:
             codes = [process.poll() for process in processes]
             failed = next((i for i, code in enumerate(codes) if code not in (None, 0)), None)
