@@ -560,3 +560,51 @@ def test_a_model_of_no_or_absurd_input_size_is_one_line(side, tmp_path):
     (tmp_path / runs.CLASS_NAMES_FILE).write_text('["cats", "dogs"]')
     with pytest.raises(CatsDogsError, match=r"input size .* is not two sides from 1 to 4096"):
         load(tmp_path)
+
+
+def test_nothing_a_command_writes_lands_in_the_photos_it_reads_or_over_a_users_file(
+        tmp_path, photos, capsys):
+    """A run, a sorted copy or an export inside the photos becomes a class of the next run;
+    an export or a predictions file never replaces a file catsdogs did not write."""
+    from catsdogs.commands.export import main as export_main
+    from catsdogs.commands.predict import main as predict_main
+    from catsdogs.commands.train import main as train_main
+
+    run = fake_run(tmp_path / "run", ["cats", "dogs"])
+    before = sorted(photos.rglob("*"))
+    for main, argv, flag in (
+            (train_main, ["--data", str(photos), "--run-dir", str(photos / "myrun")], "--run-dir"),
+            (predict_main, [str(run), str(photos), "--sort-into", str(photos / "sorted")],
+             "--sort-into"),
+            (export_main, [str(run), "--format", "keras", "--out", str(photos / "exp"),
+                           "--check", str(photos)], "--out")):
+        line = one_error_line(capsys, main, argv)
+        assert f"{flag} would go inside the data it reads" in line, line
+    assert sorted(photos.rglob("*")) == before
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "model.onnx").write_text("mine")
+    line = one_error_line(capsys, export_main, [str(run), "--format", "onnx", "--out", str(mine)])
+    assert "not empty (it holds model.onnx)" in line and (mine / "model.onnx").read_text() == "mine"
+    csv_file = tmp_path / "mine.csv"
+    csv_file.write_text("precious\n")
+    line = one_error_line(capsys, predict_main, [str(run), str(photos), "--output", str(csv_file)])
+    assert "not an earlier output of predict" in line and csv_file.read_text() == "precious\n"
+    from catsdogs.inference.predict import is_predict_output
+
+    csv_file.write_text("path,class,probability\nx.jpg,cats,0.9\n")
+    json_file = tmp_path / "earlier.json"
+    json_file.write_text('{"predictions": [], "skipped": []}')
+    assert is_predict_output(csv_file) and is_predict_output(json_file)  # written over again
+    json_file.write_text('{"predictions": []}')
+    assert not is_predict_output(json_file)
+
+
+def test_a_run_folder_given_as_photos_is_said_to_be_one(tmp_path, capsys):
+    from catsdogs.commands.train import main as train_main
+
+    run = fake_run(tmp_path / "run", ["cats", "dogs"])
+    (run / runs.CONFIG_FILE).write_text("{}")
+    (run / "exports").mkdir()
+    line = one_error_line(capsys, train_main, ["--data", str(run)])
+    assert "this is a catsdogs run folder, not photos" in line and "--resume" in line

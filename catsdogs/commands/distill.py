@@ -95,7 +95,7 @@ def training_command(build_parser, config_from_args):
         return 0
 
     return command_main(build_parser, body,
-                        interrupted_hint="continue with catsdogs train --resume RUN_DIR")
+                        interrupted_hint="run the same command again")
 
 
 main = training_command(build_parser, config_from_args)

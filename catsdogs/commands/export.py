@@ -58,7 +58,10 @@ def _run(args):
     from catsdogs.inference.classifier import load, model_file
 
     out = args.out or default_out(model_file(args.model))
-    runs.check_writable(out)  # a folder the machine refuses is one line before the model loads
+    # new, empty or an earlier export (its class_names.json), never inside the photos it reads;
+    # a folder the machine refuses: one line before the model loads
+    runs.check_output_folder(out, "--out", reads=args.check, ours=(runs.CLASS_NAMES_FILE,))
+    runs.check_outside(out, args.calibration, "--out")
     # a wrong folder is one line before the exports, not after them
     for flag, folder in (("--check", args.check), ("--calibration", args.calibration)):
         if folder and not Path(folder).is_dir():

@@ -24,7 +24,7 @@ from catsdogs.config import command_parser
 from catsdogs.console import display, log
 from catsdogs.errors import CatsDogsError, RunFailed, command_main
 from catsdogs.inference.predict import (DEFAULT_THRESHOLD, check_paths_exist, predict_paths,
-                                        sort_into, write_output)
+                                        is_predict_output, sort_into, write_output)
 
 
 def build_parser():
@@ -55,6 +55,11 @@ def check_flags(args):
     if args.output and Path(args.output).suffix.lower() not in OUTPUT_TYPES:
         raise CatsDogsError(f"bad value for --output: expected a name ending in .csv or .json, "
                             f"received {args.output!r}", fix="e.g. --output predictions.csv")
+    if args.output and Path(args.output).exists() and not Path(args.output).is_dir() \
+            and not is_predict_output(args.output):
+        raise CatsDogsError("the file exists and is not an earlier output of predict: predict "
+                            "writes over no other file", where=args.output,
+                            fix="give --output a new file name")
     if args.output and Path(args.output).is_dir():
         raise CatsDogsError("--output is a folder", where=args.output,
                             fix="give a file name inside it, e.g. predictions.csv")
@@ -75,6 +80,10 @@ def _run(args):
 
     check_flags(args)
     check_paths_exist(args.paths)  # before the model (and TensorFlow) loads
+    for flag, folder in (("--sort-into", args.sort_into), ("--explain", args.explain)):
+        for path in args.paths if folder else ():  # else the next run reads them as a class
+            if Path(path).is_dir():
+                runs.check_outside(folder, path, flag)
     for folder in (args.sort_into, args.explain, args.output and Path(args.output).parent):
         if folder:
             runs.check_writable(folder)  # and so is a folder the machine refuses

@@ -100,7 +100,7 @@ def _run(args):
 
 
 main = command_main(build_parser, _run,
-                    interrupted_hint="continue with catsdogs train --resume RUN_DIR")
+                    interrupted_hint="run the same command again")
 
 
 def _local_workers(args):

@@ -283,6 +283,10 @@ def list_class_folders(folder, min_classes=2):
         raise folder_not_found(folder)
     if not folder.is_dir():
         raise CatsDogsError("not a folder", where=folder, fix="pass a folder of class sub-folders")
+    if (folder / runs.CONFIG_FILE).is_file() and (folder / runs.MODEL_FILE).exists():
+        raise CatsDogsError("this is a catsdogs run folder, not photos", where=folder,
+                            fix="give a folder of class sub-folders of photos (a run folder "
+                                "is the model: --resume continues it, --weights starts from it)")
     classes = sorted(p for p in folder.iterdir() if p.is_dir() and not is_hidden(p))
     if len(classes) < min_classes:
         found = f"only {classes[0].name!r}" if classes else "none"

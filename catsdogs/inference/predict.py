@@ -5,7 +5,9 @@ not an image, too large) are listed with the reason and skipped. Your files are 
 `sort_into` copies.
 """
 
+import csv
 import dataclasses
+import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -147,6 +149,27 @@ def sort_into(rows, folder):
         runs.copy_new(row.path, targets[row.predicted])
 
 
+CSV_HEADER = ("path", "class", "probability")  # the first columns of write_output's CSV
+JSON_KEYS = {"predictions", "skipped"}  # and its JSON's keys
+MAX_JSON_READ = 64 * 2**20  # an earlier JSON output larger than this is not read to be sure
+
+
+def is_predict_output(path):
+    """Whether `path` holds what write_output writes (its CSV header, or its JSON's keys), so
+    --output writes over an earlier output of predict and never over another file."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".csv":
+            with path.open(newline="", encoding="utf-8") as handle:
+                return tuple(next(csv.reader(handle), [])[:3]) == CSV_HEADER
+        if path.stat().st_size > MAX_JSON_READ:
+            return False
+        kept = json.loads(path.read_bytes())
+    except (OSError, ValueError, csv.Error):  # UnicodeDecodeError is a ValueError
+        return False
+    return isinstance(kept, dict) and kept.keys() == JSON_KEYS
+
+
 def write_output(rows, skipped, path, multiclass):
     path = Path(path)
     if path.suffix.lower() == ".json":
@@ -158,7 +181,7 @@ def write_output(rows, skipped, path, multiclass):
             "skipped": [{"path": display(p), "reason": reason} for p, reason in skipped]})
     elif path.suffix.lower() == ".csv":
         k = max((len(r.top_k) for r in rows), default=0) if multiclass else 0
-        header = ["path", "class", "probability"] + [f"{kind}_{i}" for i in range(1, k + 1)
+        header = [*CSV_HEADER] + [f"{kind}_{i}" for i in range(1, k + 1)
                                                      for kind in ("top", "top_probability")]
         runs.write_csv(path, header, [[display(r.path), r.predicted, f"{r.probability:.6f}"]
                                       + [v for c, p in r.top_k[:k] for v in (c, f"{p:.6f}")]

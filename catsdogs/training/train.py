@@ -567,6 +567,7 @@ def train(config, callbacks=(), test=True, decoded=None):
                                                                       "every worker")
     if config.run_dir is not None and worker == 0:
         runs.refuse_used_run_dir(config.run_dir, ours=(WORKERS_DIR,))
+        _check_run_dir_outside_data(config)
     _check_default_data(given)
     check_sources(config)  # what a user can fix is found before TensorFlow loads
     _check_writable(config)
@@ -694,6 +695,13 @@ def resume(run_dir, callbacks=(), test=True, decoded=None):
     return run
 
 
+def _check_run_dir_outside_data(config):
+    """A run folder inside the photos it trains on becomes a class of the next run (its plots
+    and exports as photos): refused before the data is read."""
+    for folder in (config.data, config.train_dir, config.val_dir):
+        runs.check_outside(config.run_dir, folder, "--run-dir")
+
+
 def _check_default_data(config):
     """No --data, and the default folder is not where the command runs: the line names the
     flag, not only a path the user never typed."""
@@ -758,6 +766,7 @@ def preview_augmentation(config, count=32):
     _check_writable(config)
     if config.run_dir is not None:  # before the data is decoded
         runs.refuse_used_run_dir(config.run_dir)
+        _check_run_dir_outside_data(config)
     prepared = _prepare(config, _placement(config))
     data, train_ds = prepared.data, prepared.train_ds
     run_dir = runs.new_run_dir(config.preset, config.run_dir)
