@@ -644,9 +644,17 @@ def read_settings_file(path):
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):
-    """argparse, but a bad flag is a CatsDogsError: one `error:` line (not usage + error)."""
+    """argparse, but a bad flag is a CatsDogsError: one `error:` line (not usage + error),
+    with the closest flag for a misspelt one (argparse suggests only from Python 3.14 on)."""
 
     def error(self, message):
+        if message.startswith("unrecognized arguments: "):
+            typed = message.removeprefix("unrecognized arguments: ").split()
+            close = [difflib.get_close_matches(flag.split("=")[0], self._option_string_actions,
+                                               n=1, cutoff=0.75)  # a typo, not a likeness
+                     for flag in typed if flag.startswith("--")]
+            if any(close):
+                raise CatsDogsError(message, fix=f"did you mean {next(c for c in close if c)[0]}?")
         raise CatsDogsError(message, fix=f"see {self.prog} --help")
 
 

@@ -57,6 +57,7 @@ def test_class_with_only_unreadable_files(capsys, tmp_path):
     (["--weights", "imagnet"], "did you mean 'imagenet'"),
     (["--lookahead", "--fine-tune-epochs", "2"], "--lookahead cannot span two stages"),
     (["--quiet", "--verbose"], "--verbose: not allowed with argument --quiet"),
+    (["--epcohs", "1"], "unrecognized arguments: --epcohs 1: did you mean --epochs?"),
 ])
 def test_bad_flags(capsys, argv, expected):
     assert expected in one_error_line(capsys, main, argv)
