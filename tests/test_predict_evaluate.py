@@ -335,9 +335,9 @@ def test_evaluate_runs_on_a_run_folder_by_default_into_eval_dir(model_dir, binar
 
 def test_evaluate_and_calibrate_say_when_the_photos_trained_the_model(model_dir, binary_folders,
                                                                       caplog, monkeypatch):
-    """photos.json names the photos that trained the model and chose its epoch: measured or
-    fitted on again, figures read high, and the commands say so (the same files written
-    through another path count too)."""
+    """photos.json names the photos that trained the model and chose its epoch: measured
+    again, figures read high, and evaluate says so; calibrate fits on the others (the same
+    files written through another path count too)."""
     from catsdogs.inference.calibrate import held_out_photos
 
     validation = binary_folders / "validation"
@@ -351,8 +351,11 @@ def test_evaluate_and_calibrate_say_when_the_photos_trained_the_model(model_dir,
     assert metrics["photos_the_model_used"] == {"trained_on": 6, "chose_the_model": 2}
     assert "6 trained it and 2 chose its epoch" in caplog.text
     caplog.clear()
-    held_out_photos(model_dir, load(model_dir), validation)  # what `catsdogs calibrate` fits on
-    assert "figures on them read high" in caplog.text
+    # what `catsdogs calibrate` fits on: the other photos only, and it says so
+    split, labels, _ = held_out_photos(model_dir, load(model_dir), validation)
+    assert "of these 12 photos, 8 trained the model or chose its epoch" in caplog.text
+    assert len(split) == len(labels) == 4 and not set(map(str, split.paths)) & {
+        str(validation / "cats" / Path(c).name) for c in cats}
     caplog.clear()
     assert catsdogs.evaluate(model_dir, binary_folders / "train")["photos_the_model_used"] == {}
     assert "read high" not in caplog.text

@@ -21,7 +21,7 @@ from catsdogs import config as cfg
 from catsdogs import runs
 from catsdogs.data.datasets import MIN_CALIBRATION_IMAGES
 from catsdogs.errors import CatsDogsError
-from catsdogs.inference.photo_roles import warn_if_the_model_used
+from catsdogs.inference.photo_roles import used_by_the_model
 from catsdogs.inference.runtimes import as_class_probabilities
 
 CALIBRATION_FILE = "calibration.json"
@@ -293,6 +293,25 @@ def calibrate_run(run_dir, model, pixels, labels, class_names, fitted_on, batch_
     return report
 
 
+def _without_photos_the_model_used(split, source, data_dir):
+    """`split` less the photos that trained the model or chose its epoch (its run's
+    photos.json): a temperature fitted on them comes out too sharp, so it is fitted on the
+    others, and the count left out is said."""
+    from catsdogs.console import log
+
+    used = np.asarray(used_by_the_model(source, split.paths), dtype=bool)
+    if not used.any():
+        return split
+    if used.all():
+        raise CatsDogsError(f"all {len(split)} of these photos trained the model or chose its "
+                            f"epoch (its run's {runs.PHOTOS_FILE})", where=data_dir,
+                            fix="give a folder of labelled photos the model never saw")
+    log().warning(f"of these {len(split)} photos, {used.sum()} trained the model or chose its "
+                  f"epoch (its run's {runs.PHOTOS_FILE}): the temperature is fitted on the "
+                  f"other {(~used).sum()}")
+    return split.subset(np.flatnonzero(~used))
+
+
 def held_out_split(run_dir, classifier, data_dir=None, cache=None):
     """(pixels, labels in the model's class order, where from): held_out_photos' split, its
     pixels read a batch at a time from a disk cache (Split.pixel_view)."""
@@ -333,6 +352,6 @@ def held_out_photos(run_dir, classifier, data_dir=None, cache=None):
         names, split = load_labelled_folder(data_dir, classifier.image_size,
                                             Storage.of(CacheConfig(**cache)))
         source = str(data_dir)
-        warn_if_the_model_used(classifier.source, split.paths)  # a temperature too sharp
+        split = _without_photos_the_model_used(split, classifier.source, data_dir)
     return split, in_model_order(split.labels, names, classifier.class_names,
                                  data_dir or run_dir), source

@@ -16,11 +16,29 @@ USED_ROLES = {"trained_on": "trained it", "chose_the_model": "chose its epoch"} 
 def photos_the_model_used(source, paths):
     """{role: count} of `paths` that trained the model at `source` or chose its epoch, by its
     run folder's photos.json; {} where it records none (an ensemble, an export, older runs)."""
-    if source is None:  # a model built in this process: no run folder
+    asked = {os.path.realpath(path) for path in paths}
+    used = {}
+    for role, files in _used_files(source).items():
+        if count := len(asked.intersection(files)):
+            used[role] = count
+    return used
+
+
+def used_by_the_model(source, paths):
+    """Whether each of `paths` trained the model at `source` or chose its epoch (bools, in
+    order), by its run folder's photos.json; all False where it records none."""
+    used = set().union(*_used_files(source).values())
+    return [os.path.realpath(path) in used for path in paths]
+
+
+def _used_files(source):
+    """{role: real paths} of USED_ROLES in the photos.json of the run at `source`; {} where
+    there is none (a model built in this process, an ensemble, an export, an older run)."""
+    if source is None:
         return {}
     folder = Path(source) if Path(source).is_dir() else Path(source).parent
     photos_file = folder / runs.PHOTOS_FILE
-    if not photos_file.exists():  # an ensemble, an export, an older run: nothing known
+    if not photos_file.exists():
         return {}
     try:
         roles = load_json(photos_file)
@@ -28,12 +46,7 @@ def photos_the_model_used(source, paths):
         log().warning(f"{photos_file} cannot be read, so whether these photos trained the "
                       "model is not known")
         return {}
-    asked = {os.path.realpath(path) for path in paths}
-    used = {}
-    for role in USED_ROLES:
-        if count := len(asked.intersection(map(os.path.realpath, role_files(roles, role)))):
-            used[role] = count
-    return used
+    return {role: set(map(os.path.realpath, role_files(roles, role))) for role in USED_ROLES}
 
 
 def role_files(roles, role):
