@@ -294,8 +294,12 @@ def test_a_run_started_from_weights_in_two_stages_is_pruned_whole_in_one(teacher
     assert (config.prune_from, config.prune_keep, config.weights) == (str(run.resolve()), 0.5,
                                                                      "none")
     assert config.fine_tune_epochs == 2  # two stages when asked
+    from catsdogs.training.train import run_label
+
+    assert run_label(config) == "seed-cifar10-pruned"  # its default folder in runs/
     config = command_config(distill_command, [str(run), "--config", str(teacher / "config.json")])
     assert config.teacher == str(run.resolve())  # the teacher's own config.json says null
+    assert run_label(config) == "seed-cifar10-distilled"
 
 
 def test_pruning_with_distillation_resumes_after_a_crash(teacher, tmp_path, monkeypatch):

@@ -88,9 +88,11 @@ def _run(args):
     elif args.local_workers is not None:
         return _local_workers(args)
     elif args.resume:
-        if cfg.given_flags(args, cfg.TrainConfig) or args.config:
+        given = [f"--{cfg.flag_name(name)}" for name in cfg.given_flags(args, cfg.TrainConfig)]
+        if given or args.config:
             raise CatsDogsError("--resume takes its settings from the run's config.json",
-                                where=args.resume, fix="drop the other flags")
+                                where=args.resume,
+                                fix=f"drop {', '.join(given + ['--config'] * bool(args.config))}")
         train.resume(args.resume)
     elif args.preview_augmentation:
         train.preview_augmentation(config_from_args(args))

@@ -64,8 +64,9 @@ def warn_if_the_model_used(source, paths, metrics=None):
     if used:
         said = " and ".join(f"{count} {USED_ROLES[role]}" for role, count in used.items())
         log().warning(f"of these {len(paths)} photos, {said} (its run's {runs.PHOTOS_FILE}): "
-                      "figures on them read high; use photos the model never saw, such as the "
-                      "validation split of a run trained with --selection-split")
+                      "figures on them read high; measure on photos the model never saw (a run "
+                      "trained with --selection-split reports its test_accuracy on such "
+                      "photos)")
     if metrics is not None:
         metrics["photos_the_model_used"] = used
     return used

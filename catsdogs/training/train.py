@@ -584,7 +584,7 @@ def train(config, callbacks=(), test=True, decoded=None):
 
         get_preset(config.preset).get_imagenet_weights()
     existed = config.run_dir is not None and Path(config.run_dir).exists()
-    run_dir = runs.new_run_dir(config.preset, config.run_dir, ours=(WORKERS_DIR,))
+    run_dir = runs.new_run_dir(run_label(config), config.run_dir, ours=(WORKERS_DIR,))
     with runs.run_folder_lock(run_dir), continue_hint(f"continue with {resume_command(run_dir)}"):
         # another process may have started it meanwhile: refused before anything is removed
         runs.refuse_used_run_dir(run_dir, ours=(WORKERS_DIR,))
@@ -693,6 +693,13 @@ def resume(run_dir, callbacks=(), test=True, decoded=None):
     if config.refit and run is not None:
         _refit(run)
     return run
+
+
+def run_label(config):
+    """The start of a run folder's default name: its preset, and what made it, so a pruned or
+    distilled run does not pass for a fresh one in runs/."""
+    return config.preset + ("-pruned" if config.prune_from else "") + \
+        ("-distilled" if config.teacher else "")
 
 
 def _check_run_dir_outside_data(config):
