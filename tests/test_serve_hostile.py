@@ -223,6 +223,7 @@ def test_a_non_ascii_api_key_is_a_401(classifier):
     ("POST", CLASSIFY + "?explain=abc", 400, "explain"),  # FastAPI's validation error
     ("GET", PREDICT, 405, "Method Not Allowed"),  # Starlette's HTTPException
     ("GET", "/nowhere", 404, "Not Found"),
+    ("POST", "/v1/models/dogs:predict", 404, "this server serves /v1/models/catsdogs"),
 ])
 def test_framework_errors_have_the_servers_error_shape(classifier, method, path, status, words):
     kwargs = {"files": [("files", ("a.png", png_bytes(), "image/png"))]} if method == "POST" else {}

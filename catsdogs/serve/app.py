@@ -51,6 +51,7 @@ STATIC = Path(__file__).parent / "static"
 API_KEY_HEADER = "X-API-Key"
 SIGNATURE = "serving_default"  # the one signature, as TF Serving names a SavedModel's default
 VERSION = "1"  # the one version, as TF Serving numbers a model's first
+MODELS_PREFIX = "/v1/models/"  # TF Serving's REST paths
 # (bytes) a JSON body up to this size (a photo of ~90 kB in base64) is parsed on the event
 # loop: 0.35 ms for such a body here, about what a hand-off to a worker thread and back costs;
 # the worst JSON of this size (128 kB of [0,0,...]: many small objects) takes several ms. Larger
@@ -143,7 +144,7 @@ class Served:
 
     @property
     def model_path(self):
-        return f"/v1/models/{self.config.name}"
+        return f"{MODELS_PREFIX}{self.config.name}"
 
     @property
     def pixel_bytes(self):
@@ -200,7 +201,7 @@ def create_app(classifier, config=ServeConfig(), hosts=None):
     app.add_middleware(Guard, endpoint_of=lambda path: _endpoint_of(path, served.model_path),
                        metrics=metrics, header=API_KEY_HEADER,
                        api_key=config.api_key.encode() if config.api_key else None)
-    _add_error_handlers(app)
+    _add_error_handlers(app, served.model_path)
     _add_page_routes(app, config.name, registry)
     model_route = _model_route(app, served)
     _add_status_routes(model_route, served)
@@ -208,8 +209,9 @@ def create_app(classifier, config=ServeConfig(), hosts=None):
     return app
 
 
-def _add_error_handlers(app):
-    """Every error as {"error": ...}: ours, Starlette's HTTP errors, FastAPI's validation."""
+def _add_error_handlers(app, model_path):
+    """Every error as {"error": ...}: ours, Starlette's HTTP errors, FastAPI's validation; a
+    path under /v1/models/ that is not the served model's says which one is served."""
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException
@@ -220,7 +222,12 @@ def _add_error_handlers(app):
 
     @app.exception_handler(HTTPException)
     async def http_error(request, error):
-        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code,
+        said = str(error.detail)
+        path = request.url.path
+        if error.status_code == 404 and path.startswith(MODELS_PREFIX) \
+                and not path.startswith(model_path):
+            said = f"Servable not found for request: {path}; this server serves {model_path}"
+        return JSONResponse({"error": said}, status_code=error.status_code,
                             headers=error.headers)
 
     @app.exception_handler(RequestValidationError)
