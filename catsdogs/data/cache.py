@@ -122,8 +122,9 @@ class Storage:
         else:
             self.mode = "ram" if RAM_FACTOR * needed <= available / 2 else "disk"
             relation = "is under" if self.mode == "ram" else "is over"
-            why = (f"{images} images decode to {needed / 1e6:,.0f} MB; {RAM_FACTOR}x that "
-                   f"{relation} half of the {available / 1e9:.1f} GB available")
+            digits = 0 if needed >= 1e7 else 1  # a sample's 0.2 MB, not "0 MB"
+            why = (f"{images} images decode to {needed / 1e6:,.{digits}f} MB; {RAM_FACTOR}x "
+                   f"that {relation} half of the {available / 1e9:.1f} GB available")
         log().info(f"Cache: {self.mode} (--cache auto: {why})")
         return self.mode
 

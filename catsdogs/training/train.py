@@ -574,15 +574,17 @@ def train(config, callbacks=(), test=True, decoded=None):
     placement = _placement(config)
     check_image_size(config)  # builds a model: after the placement, which comes first
     log().info(f"Settings: {json.dumps(cfg.to_dict(config))}")
+    if config.weights == "imagenet" and placement.is_chief:
+        from catsdogs.models.presets import get_preset
+
+        # offline: said before the photos are decoded and before a run folder holds a failed
+        # start
+        get_preset(config.preset).get_imagenet_weights()
     prepared = _prepare(config, placement, decoded)  # bad data fails here, before any folder
     if not placement.is_chief:
         folder = worker_folder(config.run_dir, placement.worker)
         with runs.run_folder_lock(folder):
             return _fit(config, folder, prepared, resumed=False)
-    if config.weights == "imagenet":  # offline: said before a run folder holds a failed start
-        from catsdogs.models.presets import get_preset
-
-        get_preset(config.preset).get_imagenet_weights()
     existed = config.run_dir is not None and Path(config.run_dir).exists()
     run_dir = runs.new_run_dir(run_label(config), config.run_dir, ours=(WORKERS_DIR,))
     with runs.run_folder_lock(run_dir), continue_hint(f"continue with {resume_command(run_dir)}"):
