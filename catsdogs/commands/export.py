@@ -72,7 +72,7 @@ def _run(args):
     classifier = load(args.model, **model_options(args))
     written = export(classifier, formats, out, args.calibration, args.int8_io)
     if args.check:
-        print("\n".join(format_check_table(check(written, args.check))))
+        print("\n".join(format_check_table(check(written, args.check, classifier.source))))
     return 0
 
 

@@ -193,15 +193,18 @@ def check_formats(formats):
     return formats
 
 
-def check(written, data_dir):
-    """Run every written format on `data_dir`: size, accuracy, agreement with Keras, images/s."""
+def check(written, data_dir, source=None):
+    """Run every written format on `data_dir`: size, accuracy, agreement with Keras, images/s;
+    said in one line when those photos trained the model at `source` or chose its epoch."""
     from catsdogs.data.images import decode_many
     from catsdogs.inference.classifier import read_class_names
     from catsdogs.inference.evaluate import labels_in_model_order
+    from catsdogs.inference.photo_roles import warn_if_the_model_used
     from catsdogs.inference.runtimes import OPENERS
 
     class_names = read_class_names(Path(next(iter(written.values()))).parent / runs.CLASS_NAMES_FILE)
     paths, labels, _ = labels_in_model_order(data_dir, class_names)
+    warn_if_the_model_used(source, paths)  # its accuracy on them reads high
     results, top1, decoded = [], {}, {}
     for name, path in written.items():
         predict = OPENERS[name](path)
