@@ -138,6 +138,22 @@ def check_new_folder(folder, where):
     return folder
 
 
+MAX_EARLIER_OUTPUT = 64 * 2**20  # bytes: a larger file is not read to see whether it is ours
+
+
+def earlier_json_output(path):
+    """The JSON object in `path`, read to see whether a command wrote it before (its keys),
+    or None: a large file, not JSON, unreadable. A command then writes over its own earlier
+    output and never over another file."""
+    try:
+        if Path(path).stat().st_size > MAX_EARLIER_OUTPUT:
+            return None
+        kept = json.loads(Path(path).read_bytes())
+    except (OSError, ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    return kept if isinstance(kept, dict) else None
+
+
 def check_outside(path, data_dir, where):
     """`path` (a report, a copy) must not lie inside `data_dir`, the data the command reads:
     the next command would read it as data (a report's plots/ or a copy's folders as a class,

@@ -13,8 +13,8 @@ def add_inference_flags(parser):
     add_min_confidence_flag(parser)
     parser.add_argument("--tta", nargs="?", const="flip", choices=TTA_MODES,
                         help="test-time augmentation: average the image with its mirror image "
-                             "(flip, the default), or also with diagonal shifts of both, 1 px per 32 "
-                             "of the side (shift)")
+                             "(flip, the default), or also with diagonal shifts of both, 1 px "
+                             "per 32 of the side (shift)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per model call "
                                                                    "[default: 64]")
 
@@ -85,7 +85,8 @@ def add_min_confidence_flag(parser):
     parser.add_argument("--min-confidence", metavar="P", type=min_confidence_flag,
                         help="below this probability a prediction is 'unknown'; auto: the "
                              "threshold that keeps 95%% of the run's validation images "
-                             "(calibration.json) [default: off for predict, auto for evaluate --ood-dir]")
+                             "(calibration.json) [default: off for predict, auto for evaluate "
+                             "--ood-dir]")
 
 
 def min_confidence_flag(text):

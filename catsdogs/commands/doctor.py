@@ -22,7 +22,6 @@ the folds it finished. With --fix-into, the copy leaves the suspects out, or put
 suggested class folder with --relabel.
 """
 
-import json
 from pathlib import Path
 
 from catsdogs import config as cfg
@@ -104,13 +103,8 @@ def _check_report_file(out, data_dir, out_dir):
 
 def _is_doctor_report(path):
     """Whether `path` holds a report doctor wrote (its keys), read only when small."""
-    try:
-        if path.stat().st_size > 64 * 2**20:
-            return False
-        report = json.loads(path.read_bytes())
-    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
-        return False
-    return isinstance(report, dict) and {"data", "files", "readable_images"} <= report.keys()
+    report = runs.earlier_json_output(path)
+    return report is not None and {"data", "files", "readable_images"} <= report.keys()
 
 
 def _report_folder(out_dir, data_dir):

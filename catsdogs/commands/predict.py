@@ -55,14 +55,13 @@ def check_flags(args):
     if args.output and Path(args.output).suffix.lower() not in OUTPUT_TYPES:
         raise CatsDogsError(f"bad value for --output: expected a name ending in .csv or .json, "
                             f"received {args.output!r}", fix="e.g. --output predictions.csv")
-    if args.output and Path(args.output).exists() and not Path(args.output).is_dir() \
-            and not is_predict_output(args.output):
-        raise CatsDogsError("the file exists and is not an earlier output of predict: predict "
-                            "writes over no other file", where=args.output,
-                            fix="give --output a new file name")
     if args.output and Path(args.output).is_dir():
         raise CatsDogsError("--output is a folder", where=args.output,
                             fix="give a file name inside it, e.g. predictions.csv")
+    if args.output and Path(args.output).exists() and not is_predict_output(args.output):
+        raise CatsDogsError("the file exists and is not an earlier output of predict: predict "
+                            "writes over no other file", where=args.output,
+                            fix="give --output a new file name")
 
 
 def check_threshold(threshold, classifier, model):

@@ -29,9 +29,10 @@ def build_parser():
     search = parser.add_argument_group("search")
     search.add_argument("--budget", type=float, metavar="MINUTES",
                         help="stop after this many minutes (a killed search's time counts): "
-                             "no trial starts after it, the running one ends its epoch (give --budget, "
-                             "--trials or both)")
-    search.add_argument("--trials", type=int, metavar="N", help="stop after N trials (give --budget, --trials or both)")
+                             "no trial starts after it, the running one ends its epoch (give "
+                             "--budget, --trials or both)")
+    search.add_argument("--trials", type=int, metavar="N",
+                        help="stop after N trials (give --budget, --trials or both)")
     search.add_argument("--search", choices=cfg.SEARCHES, default="bayesian",
                         help="KerasTuner's oracle: Bayesian optimisation, random search, or "
                              "Hyperband (which sets each trial's --epochs) [default: bayesian]")

@@ -7,7 +7,6 @@ not an image, too large) are listed with the reason and skipped. Your files are 
 
 import csv
 import dataclasses
-import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -151,23 +150,20 @@ def sort_into(rows, folder):
 
 CSV_HEADER = ("path", "class", "probability")  # the first columns of write_output's CSV
 JSON_KEYS = {"predictions", "skipped"}  # and its JSON's keys
-MAX_JSON_READ = 64 * 2**20  # an earlier JSON output larger than this is not read to be sure
 
 
 def is_predict_output(path):
     """Whether `path` holds what write_output writes (its CSV header, or its JSON's keys), so
     --output writes over an earlier output of predict and never over another file."""
     path = Path(path)
+    if path.suffix.lower() != ".csv":
+        kept = runs.earlier_json_output(path)
+        return kept is not None and kept.keys() == JSON_KEYS
     try:
-        if path.suffix.lower() == ".csv":
-            with path.open(newline="", encoding="utf-8") as handle:
-                return tuple(next(csv.reader(handle), [])[:3]) == CSV_HEADER
-        if path.stat().st_size > MAX_JSON_READ:
-            return False
-        kept = json.loads(path.read_bytes())
+        with path.open(newline="", encoding="utf-8") as handle:
+            return tuple(next(csv.reader(handle), [])[:3]) == CSV_HEADER
     except (OSError, ValueError, csv.Error):  # UnicodeDecodeError is a ValueError
         return False
-    return isinstance(kept, dict) and kept.keys() == JSON_KEYS
 
 
 def write_output(rows, skipped, path, multiclass):
