@@ -553,12 +553,18 @@ def replace_dir(path, write, over=True, sync_all=False):
     `recover_dir` finds it and puts it back. The new folder's files reach the disk before its
     name points at them (an fsync a file, as for single files; `sync_all`: one os.sync()
     instead, for a folder of thousands such as an unpacked dataset), so a power cut cannot
-    leave the name on files with no contents.
+    leave the name on files with no contents. What a killed call left half written beside
+    `path` (an unpacked archive's gigabytes) is removed by the next call for the same name.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    holder = Path(tempfile.mkdtemp(prefix=f".{path.name}{TEMP_TAG}", dir=path.parent))
-    temp = holder / path.name
+    _remove_abandoned(path)
+    with _claimed_temp_dir(path.parent, f".{path.name}{TEMP_TAG}") as holder:
+        _write_and_swap(path, holder / path.name, write, over, sync_all)
+
+
+def _write_and_swap(path, temp, write, over, sync_all):
+    """replace_dir's body: `write(temp)`, to disk, then renamed over `path`."""
     try:
         write(temp)
         if sync_all and hasattr(os, "sync"):  # POSIX
@@ -579,8 +585,40 @@ def replace_dir(path, write, over=True, sync_all=False):
     except Exception as error:  # TensorFlow's own writes raise its OpError
         _raise_if_refused(error, path, temp)
         raise
+
+
+@contextlib.contextmanager
+def _claimed_temp_dir(parent, prefix):
+    """A new folder in `parent` (tempfile.mkdtemp), removed after the body, and held all along
+    by an OS lock on its LOCK_FILE: the lock goes with the process, so a folder whose lock is
+    free was left by a killed one (_remove_abandoned)."""
+    holder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    fd = None
+    try:
+        with _one_at_a_time(parent):  # a sweeper never sees the lock file before it is held
+            fd = os.open(holder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+            _try_lock(fd)
+        yield holder
     finally:
         shutil.rmtree(holder, ignore_errors=True)
+        if fd is not None:
+            os.close(fd)
+
+
+def _remove_abandoned(path):
+    """Delete the temporary folders that killed calls of replace_dir left beside `path`: those
+    with a lock file no process holds (one without may be a user's, or an older version's,
+    and is left alone)."""
+    temp_prefix = glob.escape(f".{path.name}{TEMP_TAG}")
+    with _one_at_a_time(path.parent):
+        for lock in path.parent.glob(f"{temp_prefix}*/{LOCK_FILE}"):
+            fd = os.open(lock, os.O_RDWR)
+            try:
+                abandoned = _try_lock(fd)
+            finally:
+                os.close(fd)
+            if abandoned:
+                shutil.rmtree(lock.parent, ignore_errors=True)
 
 
 def remove_stale_temporaries(run_dir):

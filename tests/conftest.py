@@ -34,6 +34,21 @@ def write_class_images(folder, colours, count, size=(40, 48), seed=0):
     return Path(folder)
 
 
+def offline_like_keras(origin):
+    """A keras.utils.get_file stand-in that fails as Keras does without the network: urllib's
+    URLError replaced by a bare Exception that repeats the URL (keras/src/utils/file_utils.py)."""
+    import urllib.error
+
+    def get_file(*args, **kwargs):
+        error = urllib.error.URLError(OSError(-3, "Temporary failure in name resolution"))
+        try:
+            raise error
+        except urllib.error.URLError as e:
+            raise Exception(f"URL fetch failure on {origin}: {e.errno} -- {e.reason}")
+
+    return get_file
+
+
 def one_error_line(capsys, main, argv, alone=True, exit_code=2):
     """Run a command's main(argv); assert it failed as user errors must (exit code 2, or
     `exit_code`: 1 where the input was fine and the work failed; exactly one `error:` line on

@@ -8,6 +8,9 @@ import io
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -436,6 +439,34 @@ def test_replace_dir_puts_back_a_folder_set_aside_by_a_killed_swap(tmp_path, mon
     assert not target.exists()
     runs.recover_dir(target)
     assert (target / "v").read_text() == "1" and tree(tmp_path) == ["backup", "backup/v"]
+
+
+def test_a_folder_half_written_by_a_killed_process_goes_with_the_next_write_of_its_name(
+        tmp_path):
+    target = tmp_path / "unpacked"
+    killed = subprocess.run([sys.executable, "-c", (
+        "import os, signal, sys; from pathlib import Path; from catsdogs import runs\n"
+        "def write(temp):\n"
+        "    temp.mkdir(); (temp / 'half').write_bytes(bytes(1000))\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "runs.replace_dir(Path(sys.argv[1]), write)\n"), str(target)])
+    assert killed.returncode == -signal.SIGKILL
+    assert [p.name for p in tmp_path.glob(f"*{runs.TEMP_TAG}*/unpacked/half")] != []
+    runs.replace_dir(target, lambda temp: (temp.mkdir(), (temp / "v").write_text("new")))
+    assert tree(tmp_path) == ["unpacked", "unpacked/v"]
+
+
+def test_a_write_in_progress_keeps_its_folder_while_another_write_of_the_name_starts(tmp_path):
+    target = tmp_path / "backup"
+
+    def outer(temp):
+        temp.mkdir()
+        (temp / "v").write_text("outer")
+        runs.replace_dir(target, lambda inner: (inner.mkdir(), (inner / "v").write_text("inner")))
+        assert (temp / "v").read_text() == "outer"  # the inner call found it held, not abandoned
+
+    runs.replace_dir(target, outer)
+    assert (target / "v").read_text() == "outer" and tree(tmp_path) == ["backup", "backup/v"]
 
 
 # ---------------------------------------------------------------- doctor's reports

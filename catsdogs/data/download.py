@@ -12,6 +12,7 @@ writes them as PNG class folders (what `--data` reads at any size, e.g. to pretr
 import dataclasses
 import re
 import types
+import urllib.error
 from pathlib import Path
 
 import numpy as np
@@ -61,11 +62,24 @@ def through_keras(get, where, fix):
         with progress_to_stderr():
             return get()
     except ValueError as error:  # Keras' message for a file whose hash does not match
-        raise RunFailed(f"download failed its SHA-256 check ({error})", where=where,
+        raise RunFailed(f"download failed its hash check ({error})", where=where,
                         fix="try again later; the file was not used") from None
     except Exception as error:  # offline, proxy, HTTP error: all mean the same to the user
-        raise RunFailed(f"could not download ({type(error).__name__}: {error})", where=where,
+        raise RunFailed(f"could not download ({why_not_downloaded(error)})", where=where,
                         fix=fix) from None
+
+
+def why_not_downloaded(error):
+    """A failed download's reason in words. Keras replaces urllib's error with a bare Exception
+    whose text repeats the URL and a None errno ("URL fetch failure on URL: None -- [Errno -3]
+    ..."), so the reason is read from the urllib error it replaced, when there is one."""
+    for cause in (error, error.__context__):
+        if isinstance(cause, urllib.error.HTTPError):
+            return f"the server answered HTTP {cause.code} {cause.reason}"
+        if isinstance(cause, urllib.error.URLError):
+            reason = cause.reason
+            return f"no connection: {getattr(reason, 'strerror', None) or reason}"
+    return str(error) or type(error).__name__
 
 
 def download(source, sha256):

@@ -13,8 +13,7 @@ import os
 from pathlib import Path
 
 from catsdogs import runs
-from catsdogs.console import progress_to_stderr
-from catsdogs.errors import CatsDogsError, RunFailed
+from catsdogs.errors import CatsDogsError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +48,8 @@ class ImagenetWeights:
         """
         import keras
 
+        from catsdogs.data.download import through_keras  # numpy, Pillow: not for the registry
+
         origin, file_hash = self.origin_and_hash()
         place = {"cache_subdir": "models"}
         if into is not None:
@@ -58,12 +59,7 @@ class ImagenetWeights:
             runs.check_writable(into)  # else Keras quietly writes to /tmp/.keras instead
             into.mkdir(parents=True, exist_ok=True)
             place = {"cache_dir": str(into), "cache_subdir": ""}
-        try:
-            with progress_to_stderr():  # Keras prints its progress bar on stdout
-                path = keras.utils.get_file(self.file, origin, file_hash=file_hash, **place)
-        except Exception as error:  # Keras: Exception for a failed fetch, ValueError for a bad hash
-            reason = str(error) or type(error).__name__
-            raise RunFailed(f"could not download {self.file} ({reason})", where=origin,
-                                fix="run it again on a machine that reaches the address (through "
-                                    "a proxy: set https_proxy)") from None
-        return Path(path)
+        return Path(through_keras(
+            lambda: keras.utils.get_file(self.file, origin, file_hash=file_hash, **place),
+            origin, fix="run it again on a machine that reaches the address (through a proxy: "
+                        "set https_proxy)"))
