@@ -42,7 +42,10 @@ def run(name, argv):
 def main(argv=None):
     """`catsdogs [--help | --version | COMMAND ...]`; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    if not argv:  # a script's empty variable, say: the list, and a failure it can see
+        print(usage(), file=sys.stderr)
+        return 2
+    if argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
     if argv[0] == "--version":

@@ -12,6 +12,8 @@ import time
 import numpy as np
 import pytest
 
+from catsdogs import cli
+
 from conftest import REPO, SAMPLE_DATA, TWO_CLASSES, one_error_line, write_class_images
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -45,6 +47,13 @@ def test_user_errors_need_no_tensorflow(argv, tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
     assert result.stdout.strip().endswith("tensorflow loaded: False")
+
+
+def test_no_command_is_the_list_on_stderr_and_a_failure_help_is_the_list_and_success(capsys):
+    assert cli.main([]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.strip() == cli.usage().strip()
+    assert cli.main(["--help"]) == 0 and capsys.readouterr().out.strip() == cli.usage().strip()
 
 
 def test_training_into_a_file_is_plain_lines_one_per_epoch(tmp_path):
