@@ -66,6 +66,28 @@ def test_fix_into_writes_a_clean_copy_and_never_touches_the_original(tmp_path, c
 
 
 
+def test_a_photo_in_two_classes_is_a_label_conflict_and_the_clean_copy_keeps_neither(tmp_path,
+                                                                                      capsys):
+    root = planted(tmp_path / "pets")
+    shutil.copy(root / "train" / "cats" / "cats_1.png", root / "train" / "dogs" / "which.png")
+    report = diagnose(root)
+    assert [sorted(p.split("/")[-1] for p in g) for g in report["label_conflicts"]] == [
+        ["cats_1.png", "which.png"]]
+    assert main([str(root), "--out", str(tmp_path / "doctor.json"),
+                 "--fix-into", str(tmp_path / "clean")]) == 0
+    assert "WARN 1 images in more than one class" in capsys.readouterr().out
+    clean = {str(p.relative_to(tmp_path / "clean")) for p in (tmp_path / "clean").rglob("*")}
+    assert not {"train/cats/cats_1.png", "train/dogs/which.png"} & clean
+    assert "train/cats/cats_0.png" in clean
+
+
+def test_duplicates_without_split_folders_are_said_to_risk_the_random_split(tmp_path, capsys):
+    root = planted(tmp_path / "pets") / "train"  # class folders only: training splits at random
+    assert main([str(root), "--out", str(tmp_path / "doctor.json")]) == 0
+    out = capsys.readouterr().out
+    assert "WARN 1 groups of exact duplicates" in out and "random validation split" in out
+
+
 def test_fix_into_refuses_a_folder_inside_the_data_before_the_scan(tmp_path, capsys):
     """A copy inside the data would be read as more photos by the next run; and a target that
     cannot be used is said before the scan, not after it."""

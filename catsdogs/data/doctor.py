@@ -5,7 +5,8 @@ DATA_DIR holds class sub-folders, or train/ and validation/ (or val/, test/) eac
 Writes doctor.json (in runs/doctor-<data folder name>-<time>/ unless --out-dir or --out) and
 prints a summary. `--fix-into`
 writes a cleaned copy: unreadable files dropped, exact duplicates kept once, and validation
-images that also appear in training (leakage) dropped from validation. The original folder is
+images that also appear in training (leakage) dropped from validation; an image found in two
+classes is dropped whole (which label is right is for a person to say). The original folder is
 only ever read.
 """
 
@@ -128,6 +129,8 @@ def diagnose(data_dir):
     duplicate_groups = [[f.path for f in group] for group in by_hash.values() if len(group) > 1]
     leaked = [[f.path for f in group] for group in by_hash.values()
               if len({f.split for f in group}) > 1]
+    conflicts = [[f.path for f in group] for group in by_hash.values()
+                 if len({f.label for f in group}) > 1]
     near = [(readable[a], readable[b]) for a, b in _near_duplicate_pairs(readable)]
     grayscale = [f.path for f in readable if f.mode in ("1", "L", "LA", "I", "I;16")]
     cmyk = [f.path for f in readable if f.mode == "CMYK"]
@@ -145,6 +148,7 @@ def diagnose(data_dir):
         "special_files": special,  # FIFOs, devices, sockets, broken links: never opened
         "exact_duplicates": duplicate_groups,
         "leakage": leaked,
+        "label_conflicts": conflicts,  # the same image under two class names
         "near_duplicates": [{"paths": [a.path, b.path],
                              "bits_apart": (a.dhash ^ b.dhash).bit_count(),
                              "across_splits": a.split != b.split} for a, b in near],
@@ -178,6 +182,8 @@ def summary_lines(report_dict):
          [f"{u['path']}: {u['reason']}" for u in r["special_files"]]),
         ("groups of exact duplicates", [both(group) for group in r["exact_duplicates"]]),
         ("images in more than one split (leakage)", [both(group) for group in r["leakage"]]),
+        ("images in more than one class (which label is right?)",
+         [both(group) for group in r["label_conflicts"]]),
         ("pairs of near-duplicates", [both(pair["paths"]) for pair in r["near_duplicates"]]),
         (f"images under {TINY_SIDE} px on a side", r["tiny_images"]),
         ("grayscale images", r["grayscale_files"]),
@@ -187,6 +193,9 @@ def summary_lines(report_dict):
     for what, files in checks:
         lines.append(f"  {'WARN' if files else 'ok  '} {len(files)} {what}")
         lines += name_some(files)
+        if what.startswith("groups of exact") and files and list(r["counts"]) == ["all"]:
+            lines.append("       no split folders: training's random validation split can put "
+                         "two copies on both sides (--fix-into keeps one)")
     for split, ratio in r["imbalance"].items():
         lines.append(f"  WARN {split}: largest class is {ratio}x the smallest "
                      "(consider --class-weight auto)")
@@ -213,6 +222,8 @@ def fix_into(report_dict, data_dir, target):
     for group in report_dict["exact_duplicates"]:
         train_first = sorted(group, key=lambda p: Path(p).relative_to(data_dir).parts[0] not in TRAIN_NAMES)
         drop |= set(train_first[1:])  # keep one copy, the training one when there is one
+    for group in report_dict["label_conflicts"]:
+        drop |= set(group)
     copied = 0
     for split_folder in splits_of(data_dir).values():
         for path in sorted(split_folder.rglob("*")):
