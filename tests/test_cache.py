@@ -404,6 +404,10 @@ def test_cache_list_and_clear(folder, cache_dir, capsys):
     stranger = cache_dir / "not-a-cache"
     stranger.mkdir()
     (stranger / "notes.txt").write_text("mine")
+    project = cache_dir / "a-project"  # a user's folder with a manifest of its own
+    project.mkdir()
+    (project / "manifest.json").write_text('{"format": 2, "source": "x", "image_size": [1, 1]}')
+    (project / "main.py").write_text("mine")
     assert main(["list", "--cache-dir", str(cache_dir)]) == 0
     listing = capsys.readouterr().out
     assert str(folder) in listing and "32x32" in listing and "16 images" in listing
@@ -411,7 +415,8 @@ def test_cache_list_and_clear(folder, cache_dir, capsys):
     assert "Removed 0 cache(s)" in capsys.readouterr().out  # used a moment ago
     assert main(["clear", "--cache-dir", str(cache_dir)]) == 0
     assert "Removed 1 cache(s)" in capsys.readouterr().out
-    assert sorted(p.name for p in cache_dir.iterdir()) == ["not-a-cache"]  # others' folders stay
+    assert sorted(p.name for p in cache_dir.iterdir()) == ["a-project", "not-a-cache"]  # others'
+    assert (project / "main.py").read_text() == "mine"
     assert all_files(folder)  # photos untouched
 
 

@@ -86,12 +86,13 @@ def test_a_file_that_does_not_fit_is_one_line_naming_the_first_layer(binary_fold
     assert "does not match" in line and "layer 'conv2d" in line and "(2, 2, 3, 24)" in line
     # refused before its first epoch: no folder left to refuse the command with the file fixed
     assert not (tmp_path / "run").exists()
-    (tmp_path / "mine").mkdir()  # a folder the user made stays, empty
+    (tmp_path / "mine" / ".git").mkdir(parents=True)  # a folder the user made stays, with
+    (tmp_path / "mine" / ".gitkeep").write_text("")  # the hidden files it held ("empty")
     one_error_line(capsys, main, [
         "--data", str(binary_folders), "--preset", "seed-cifar10", "--epochs", "1",
         "--weights", str(tmp_path / "other.weights.h5"), "--run-dir", str(tmp_path / "mine")],
         alone=False)
-    assert runs.visible_entries(tmp_path / "mine") == []
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == [".git", ".gitkeep", ".lock"]
 
 
 def test_a_weights_file_that_is_not_hdf5_is_one_line_before_decoding(binary_folders, tmp_path,

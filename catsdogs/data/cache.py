@@ -473,14 +473,20 @@ def _remove_if_free(folder):
 
 
 def _read_manifest(folder):
+    """A cache's manifest (of any format: `cache clear` removes old ones too), or None for a
+    folder that is no cache of ours: `--cache-dir` may name a folder holding others' folders,
+    and `clear` removes what this returns a manifest for."""
     with contextlib.suppress(OSError, ValueError):
         manifest = json.loads((folder / MANIFEST).read_text())
-        if isinstance(manifest, dict) and manifest.get("format") is not None:
+        if isinstance(manifest, dict) and isinstance(manifest.get("format"), int) and \
+                {"source", "image_size"} <= manifest.keys() and _only_ours(folder):
             return manifest
     return None
 
 
 def _only_ours(folder):
-    """A folder holding nothing but a lock and pixels files: a cache never completed."""
-    return (folder / LOCK).is_file() and all(p.name == LOCK or "pixels-" in p.name
-                                              for p in folder.iterdir())
+    """A folder holding nothing but what a cache writes: its lock, manifest and pixels files
+    (and their temporaries). With no manifest: a cache never completed."""
+    return (folder / LOCK).is_file() and all(
+        p.name in (LOCK, MANIFEST) or "pixels-" in p.name or p.name.startswith(f".{MANIFEST}.tmp")
+        for p in folder.iterdir())

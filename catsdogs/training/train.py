@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import shlex
 import shutil
 from pathlib import Path
@@ -590,7 +591,7 @@ def train(config, callbacks=(), test=True, decoded=None):
     with runs.run_folder_lock(run_dir), continue_hint(f"continue with {resume_command(run_dir)}"):
         # another process may have started it meanwhile: refused before anything is removed
         runs.refuse_used_run_dir(run_dir, ours=(WORKERS_DIR,))
-        with _no_failed_start(run_dir, existed):
+        with _no_failed_start(run_dir, existed, kept=set(os.listdir(run_dir))):
             runs.write_json(run_dir / runs.CONFIG_FILE, cfg.run_config_dict(config))
             log().info(f"Run folder: {run_dir}")
             run = _fit(config, run_dir, prepared, resumed=False, extra_callbacks=callbacks,
@@ -601,12 +602,13 @@ def train(config, callbacks=(), test=True, decoded=None):
 
 
 @contextlib.contextmanager
-def _no_failed_start(run_dir, existed):
+def _no_failed_start(run_dir, existed, kept):
     """A run refused before its first epoch ended (weights that do not fit, a model that
     cannot be built) leaves no folder behind: one holding config.json would refuse the same
-    command with the mistake fixed, and `--resume` would repeat the mistake. The folder was
-    new or empty, so all in it is this run's (but for the folders of a multi-worker run's
-    other workers, still in use); a folder the user made stays, emptied. config.json goes
+    command with the mistake fixed, and `--resume` would repeat the mistake. What the run
+    made goes; `kept`, the entries the folder held before (a user's .git or .gitkeep, which an
+    "empty" folder may hold, an augmentation preview), and the folders of a multi-worker run's
+    other workers, still in use, stay, as does a folder the user made. config.json goes
     last: a kill meanwhile leaves a run that never ended an epoch, which finish_run clears."""
     try:
         yield
@@ -614,7 +616,7 @@ def _no_failed_start(run_dir, existed):
         if not runs.read_csv(run_dir / runs.HISTORY_FILE):
             with contextlib.suppress(OSError):  # the refusal is what the user must see
                 for entry in run_dir.iterdir():
-                    if entry.name in (WORKERS_DIR, runs.LOCK_FILE, runs.CONFIG_FILE):
+                    if entry.name in (WORKERS_DIR, runs.LOCK_FILE, runs.CONFIG_FILE, *kept):
                         continue
                     if entry.is_dir() and not entry.is_symlink():
                         shutil.rmtree(entry)
