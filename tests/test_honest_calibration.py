@@ -245,7 +245,7 @@ def test_an_ensemble_naming_a_run_twice_is_one_error_line(members, tmp_path, cap
 
 
 def test_train_seeds_killed_in_a_seeds_first_epoch_continues_with_the_same_command(
-        folders, tmp_path, monkeypatch):
+        folders, tmp_path, monkeypatch, capsys):
     """The second seed's folder holds config.json and no finished epoch: the same command
     trains that seed again instead of refusing its folder."""
     from catsdogs.commands.train import main
@@ -264,6 +264,11 @@ def test_train_seeds_killed_in_a_seeds_first_epoch_continues_with_the_same_comma
             raise Interrupt("killed in the second seed's first epoch")
         original(self, epoch, logs)
 
+    mine = tmp_path / "mine"  # a user's folder: --seeds would replace its ensemble/ whole
+    (mine / "ensemble").mkdir(parents=True)
+    (mine / "ensemble" / "notes.txt").write_text("mine")
+    line = one_error_line(capsys, main, [*argv[:-2], str(mine)])
+    assert "not empty (it holds ensemble)" in line and "--run-dir" in line
     monkeypatch.setattr(callbacks.HistoryCSV, "on_epoch_begin", begin)
     assert main(argv) != 0  # the command's internal-error line, as for any crash
     assert (out / "seed-43" / "config.json").exists()

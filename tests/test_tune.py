@@ -296,6 +296,10 @@ def test_bad_searches_are_one_error_line(protocol_folders, tmp_path, capsys):
                                                           space_file, "--trials", "2"))
         assert said in line and not (tmp_path / "t").exists(), line
     assert "--budget" in one_error_line(capsys, cli.main, ["tune", "--data", str(protocol_folders)])
+    (tmp_path / "mine" / "ensemble").mkdir(parents=True)  # a user's: a search would replace it
+    space_file.write_text(json.dumps({"learning_rate": ["log", 1e-4, 1e-2]}))
+    assert "not empty (it holds ensemble)" in one_error_line(capsys, cli.main, tune_argv(
+        protocol_folders, tmp_path / "mine", space_file, "--trials", "2"))
     assert "chosen on the test photos" in one_error_line(capsys, cli.main, tune_argv(
         protocol_folders, tmp_path / "t", space_file, "--trials", "2", "--selection-split", "0"))
     assert "at most --trials" in one_error_line(capsys, cli.main, tune_argv(

@@ -159,7 +159,7 @@ def _several_seeds(args):
     from pathlib import Path
 
     from catsdogs import runs
-    from catsdogs.training.seeds import summary_lines, train_seeds
+    from catsdogs.training.seeds import SEEDS_FILE, summary_lines, train_seeds
     from catsdogs.training.train import resolve_config
 
     if args.seeds < 2:
@@ -173,6 +173,9 @@ def _several_seeds(args):
                                     "--run-dir")
     config = resolve_config(config_from_args(args))
     folder = Path(config.run_dir or runs.default_run_dir(f"{config.preset}-{args.seeds}seeds"))
+    # a new or empty folder, or the same command's own (killed: its lock; finished: seeds.json)
+    runs.check_output_folder(folder, "--run-dir", reads=config.data,
+                             ours=(runs.LOCK_FILE, SEEDS_FILE))
     print("\n".join(summary_lines(train_seeds(config, args.seeds, folder))))
     print(f"Seeds: {folder / 'seeds.json'}")
 

@@ -101,7 +101,9 @@ def _run(args):
                             "on the test photos", where=args.space,
                             fix="give selection_split a share > 0, or leave it out")
     folder = Path(base.run_dir or runs.default_run_dir(f"tune-{base.preset}"))
-    runs.check_writable(folder)
+    # a new or empty folder, or a search's own (killed: its lock; finished: its files)
+    runs.check_output_folder(folder, "--run-dir", reads=base.data, ours=(
+        runs.LOCK_FILE, tune.TUNE_FILE, tune.TRIALS_FILE, tune.BEST_FILE))
     print(f"Tune folder: {folder}  (killed? the same command with --run-dir {folder} "
           "continues it)")
     plan = tune.Search(base, ranges, folder, args.search, args.trials, args.budget, args.ensemble,
