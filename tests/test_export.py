@@ -251,6 +251,17 @@ def test_a_failed_export_leaves_the_previous_one(trained_run, exports, monkeypat
     assert not list(exports["saved_model"].parent.glob(".saved_model.*"))
 
 
+def test_an_export_into_the_folder_of_its_model_is_one_line(exports, capsys):
+    """An ensemble's folder (class_names.json beside model.keras) reads as an earlier export;
+    writing there would replace the model it exports."""
+    model = exports["keras"]
+    before = model.read_bytes()
+    line = one_error_line(capsys, export_main, [str(model), "--format", "keras", "--out",
+                                                str(model.parent)])
+    assert "--out is the folder of the model it exports" in line
+    assert model.read_bytes() == before
+
+
 def test_check_prints_a_table_for_every_format(trained_run, tmp_path, capsys):
     code = export_main([str(trained_run.dir), "--format", "tflite", "onnx", "--out",
                         str(tmp_path / "out"), "--check", str(CIFAR_TEST)])

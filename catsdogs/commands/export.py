@@ -58,6 +58,11 @@ def _run(args):
     from catsdogs.inference.classifier import load, model_file
 
     out = args.out or default_out(model_file(args.model))
+    if Path(model_file(args.model)).resolve().is_relative_to(Path(out).resolve()):
+        # an ensemble's folder holds class_names.json as an export does: its model.keras would
+        # be replaced by one with the temperature inside, which its calibration.json scales again
+        raise CatsDogsError("--out is the folder of the model it exports", where=out,
+                            fix="give --out a new folder")
     # new, empty or an earlier export (its class_names.json), never inside the photos it reads;
     # a folder the machine refuses: one line before the model loads
     runs.check_output_folder(out, "--out", reads=args.check, ours=(runs.CLASS_NAMES_FILE,))
