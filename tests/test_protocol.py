@@ -10,7 +10,7 @@ from catsdogs.config import TrainConfig
 from catsdogs.data.datasets import load_image_data
 from catsdogs.errors import CatsDogsError
 
-from conftest import TWO_CLASSES, write_class_images
+from conftest import TWO_CLASSES, Interrupt, crash_when_epoch_starts, write_class_images
 
 
 @pytest.fixture
@@ -64,3 +64,30 @@ def test_a_selection_split_too_small_for_a_class_is_one_clear_error(tmp_path):
     write_class_images(tmp_path / "d" / "val", TWO_CLASSES, 1, size=(32, 32))
     with pytest.raises(CatsDogsError, match="--selection-split"):
         load_image_data(TrainConfig(data=str(tmp_path / "d"), selection_split=0.5), (32, 32))
+
+
+@pytest.mark.usefixtures("calibration_at_test_scale")
+def test_photos_added_before_a_resume_or_a_calibration_are_refused_not_dealt_anew(
+        folders, tmp_path, monkeypatch):
+    """The seeded cut deals a changed folder out anew: the epoch would be chosen, and the
+    temperature fitted, on photos the model trained on."""
+    import types
+
+    from catsdogs.inference.calibrate import held_out_photos
+
+    config = TrainConfig(data=str(folders), preset="seed-cifar10", epochs=2, batch_size=8,
+                         selection_split=0.25, run_dir=str(tmp_path / "run"))
+    crash_when_epoch_starts(monkeypatch, 1)
+    with pytest.raises(Interrupt):
+        catsdogs.train(config)
+    roles = json.loads((tmp_path / "run" / "photos.json").read_text())
+    assert roles["fitted_the_temperature"]["count"] > 0
+    write_class_images(tmp_path / "more", {"cats": TWO_CLASSES["cats"]}, 1, size=(32, 32))
+    (tmp_path / "more" / "cats" / "cats_0.png").rename(folders / "train" / "cats" / "added.png")
+    with pytest.raises(CatsDogsError, match="photos differ from those the run started with"):
+        catsdogs.resume(tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "photos.json").read_text()) == roles  # kept
+    model = types.SimpleNamespace(image_size=(32, 32), class_names=list(TWO_CLASSES),
+                                  source=tmp_path / "run")
+    with pytest.raises(CatsDogsError, match="fitted_the_temperature photos are new or gone"):
+        held_out_photos(tmp_path / "run", model)

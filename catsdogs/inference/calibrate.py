@@ -21,7 +21,7 @@ from catsdogs import config as cfg
 from catsdogs import runs
 from catsdogs.data.datasets import MIN_CALIBRATION_IMAGES
 from catsdogs.errors import CatsDogsError
-from catsdogs.inference.photo_roles import used_by_the_model
+from catsdogs.inference.photo_roles import check_same_photos, used_by_the_model
 from catsdogs.inference.runtimes import as_class_probabilities
 
 CALIBRATION_FILE = "calibration.json"
@@ -336,6 +336,9 @@ def held_out_photos(run_dir, classifier, data_dir=None, cache=None):
         data = load_image_data(config, classifier.image_size)
         if data.calibration is not None:
             split, source = data.calibration, f"calibration ({data.sources['calibration']})"
+            check_same_photos(run_dir, {"fitted_the_temperature": {
+                "files": [str(p) for p in split.paths]}}, fix="give DATA_DIR: a folder of "
+                "labelled photos the model never used")
         elif config.calibration_split and config.calibration_minimum:  # none, by the minimum
             raise CatsDogsError(f"every held-out photo of this run chose its epoch (a "
                                 f"{config.calibration_split:.0%} share was fewer than the "

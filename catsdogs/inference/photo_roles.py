@@ -49,6 +49,32 @@ def _used_files(source):
     return {role: set(map(os.path.realpath, role_files(roles, role))) for role in USED_ROLES}
 
 
+def check_same_photos(run_dir, roles, fix):
+    """A run read again (resumed, calibrated) must cut the splits it cut before. The cut is
+    seeded over the sorted files, so a folder that gained or lost photos deals them out anew
+    (one photo more in a class of 1,000 swaps most of its selection share with training
+    photos): the epoch would be chosen, or the temperature fitted, on photos the model trained
+    on. `roles` (photos.json's shape) is compared with the run's photos.json, role by role;
+    roles it does not record (older versions) and runs without one are not checked.
+
+    Raises:
+        CatsDogsError: a role's photos differ, naming how many and one of them.
+    """
+    photos_file = Path(run_dir) / runs.PHOTOS_FILE
+    if not photos_file.is_file():
+        return
+    before = load_json(photos_file)
+    for role in roles:
+        if not isinstance(before, dict) or role not in before:
+            continue
+        moved = sorted(set(role_files(before, role)) ^ set(role_files(roles, role)))
+        if moved:
+            raise CatsDogsError(
+                f"the photos differ from those the run started with: {len(moved)} of its "
+                f"{role} photos are new or gone (e.g. {moved[0]}), so its splits would be cut "
+                "anew", where=photos_file, fix=fix)
+
+
 def role_files(roles, role):
     """The files photos.json (`roles`, as read) lists for `role`; [] where it lists none."""
     record = roles.get(role) if isinstance(roles, dict) else None

@@ -28,6 +28,7 @@ from catsdogs.console import display, log, name_some
 from catsdogs.data import datasets
 from catsdogs.data.datasets import chooses_on_validation
 from catsdogs.errors import CatsDogsError, RunFailed, continue_hint
+from catsdogs.inference.photo_roles import check_same_photos
 from catsdogs.training import features
 from catsdogs.training.distribute import (WORKERS_DIR, cluster_from_environment,
                                           remove_worker_folder, take_chief_resume_state,
@@ -224,7 +225,11 @@ def _start_run_folder(data, run_dir, resumed, chooses=True):
                                  f"{run_dir / runs.SKIPPED_FILE}"] + name_some(
             [f"{display(path)}: {reason}" for path, reason in data.skipped])))
     runs.write_json(run_dir / runs.DATASET_FILE, summary)
-    runs.write_json(run_dir / runs.PHOTOS_FILE, data.photo_roles(chooses))
+    roles = data.photo_roles(chooses)
+    if resumed:
+        check_same_photos(run_dir, roles, fix="resume with the photos the run started with, "
+                                              "or start a new run on these")
+    runs.write_json(run_dir / runs.PHOTOS_FILE, roles)
     for line in quick_warnings(data):
         log().warning(line)
     names_file = run_dir / runs.CLASS_NAMES_FILE
