@@ -278,6 +278,10 @@ class TrainConfig:
     refit_union: bool = setting(False, "(bool, set by --refit in the run it starts) train on "
                                        "the training photos and those that chose the epoch",
                                 internal=True)
+    selection_chooses_runs: bool = setting(
+        False, "(bool, set by tune in the runs it starts) the held-out photos choose among runs "
+               "(a search's trials), so photos are set aside to fit the temperature as when they "
+               "choose the epoch, whatever the run keeps", internal=True)
     strategy: str = setting("auto", "devices and machines to train on; --batch-size is per "
                                     "replica", choices=STRATEGIES)
     # compression: training/distill.py, training/prune.py
@@ -583,7 +587,7 @@ SETTINGS_ADDED_LATER = {"progressive_start": 1.0, "steps_per_execution": 1,
                         # the best epoch and fitted the temperature on the photos that chose it
                         "keep_epoch": "best", "calibration_split": 0.0,
                         "calibration_minimum": 0,  # their share was set aside however small
-                        "refit": False, "refit_union": False,
+                        "refit": False, "refit_union": False, "selection_chooses_runs": False,
                         # transfer learning: one stage
                         "fine_tune_epochs": 0, "fine_tune_learning_rate": None,
                         "unfreeze": UNFREEZE_ALL}

@@ -143,6 +143,21 @@ def test_a_search_killed_in_its_second_trial_resumes_it_and_ends_with_three(
     assert len(list(csv.DictReader((folder / "trial-1" / "history.csv").open()))) == 2
 
 
+@pytest.mark.usefixtures("calibration_at_test_scale")
+def test_a_trial_that_keeps_its_last_epoch_fits_its_temperature_on_photos_that_chose_no_trial(
+        protocol_folders, space_file, tmp_path):
+    """The selection split chooses the trial even where the run keeps its last epoch: the
+    temperature's photos are set aside from it, as when it chooses the epoch."""
+    folder = tmp_path / "tune"
+    assert cli.main(tune_argv(protocol_folders, folder, space_file, "--trials", "1",
+                              "--keep-epoch", "last")) == 0
+    roles = json.loads((folder / "trial-0" / "photos.json").read_text())
+    chose, fitted = (set(roles[role]["files"]) for role in ("chose_the_model",
+                                                            "fitted_the_temperature"))
+    assert chose and fitted and not chose & fitted and roles["monitored_only"] is None
+    assert "selection_chooses_runs" not in json.loads((folder / "best.json").read_text())
+
+
 def test_the_budget_stops_the_search_on_time(protocol_folders, tmp_path, monkeypatch):
     from catsdogs.training import tune
 

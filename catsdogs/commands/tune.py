@@ -92,7 +92,8 @@ def _run(args):
     base = config_from_args(args)
     if not base.selection_split:
         base = cfg.TrainConfig(**{**cfg.to_dict(base), "selection_split": cfg.SELECTION_SPLIT})
-    base = resolve_config(base)
+    # the selection split chooses the trial: the temperature's photos are set aside from it
+    base = resolve_config(cfg.TrainConfig(**{**cfg.to_dict(base), "selection_chooses_runs": True}))
     fixed = set(given) | set(given.get("augment", {}))
     ranges = space.preset_ranges(base, get_preset(base.preset), fixed, overrides,
                                  source=args.space or "--space")

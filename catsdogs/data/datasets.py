@@ -605,8 +605,9 @@ def refit_without_calibration(share, validation_images):
 
 
 def chooses_on_validation(config):
-    """Whether the validation (or selection) split chooses the model a run keeps."""
-    return config.keep_epoch != "last" or bool(config.patience)
+    """Whether the validation (or selection) split chooses the model a run keeps: its epoch,
+    or the run itself among a search's trials."""
+    return config.keep_epoch != "last" or bool(config.patience) or config.selection_chooses_runs
 
 
 def _load_sources(config, image_size, shard, storage):

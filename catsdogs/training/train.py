@@ -517,7 +517,7 @@ def _finish(config, run_dir, data, rows, parameters, test=True):
     callbacks.remove_backup(run_dir / runs.CHECKPOINTS_DIR)
     print(f"Best {MONITOR} {metrics['best_val_accuracy']:.4f} at epoch {metrics['best_epoch']} "
           f"of {len(rows)} ({metrics['train_seconds']:.1f} s of training)")
-    if config.keep_epoch == "last":
+    if not chooses_on_validation(config):
         print(f"Kept the last epoch ({metrics['kept_epoch']}, {MONITOR} "
               f"{metrics['kept_val_accuracy']:.4f}): nothing was chosen on held-out photos")
     if "test_accuracy" in metrics:

@@ -262,7 +262,8 @@ def _summarise(plan, tuner, before, seconds):
         final = {"final_run": str(kept_dir), "final_epochs": kept_config.epochs,
                  "final_selection_accuracy": metrics["kept_val_accuracy"],
                  "final_minutes": round(metrics["train_seconds"] / 60, 2)}
-    settings = {k: v for k, v in cfg.to_dict(kept_config).items() if k != "run_dir"}
+    settings = {k: v for k, v in cfg.to_dict(kept_config).items()
+                if k not in ("run_dir", "selection_chooses_runs")}  # a train --config file
     runs.write_json(plan.folder / BEST_FILE, settings)
     # tune.json before tested_run (an older version) names the tested run best_run
     tested_before = before.get("tested_run", before.get("best_run"))
