@@ -129,6 +129,7 @@ def test_a_temperature_that_raises_held_out_nll_is_dropped():
     check = report["cross_check"]
     assert check["nll_cross_fitted"] >= check["nll_raw"]
     assert report["temperature"] == 1.0 and "raised" in report["decision"]
+    assert report["ece_after_cross_fitted"] == report["ece_before"]  # T = 1 fitted nothing
 
 
 def test_a_temperature_that_lowers_held_out_nll_is_kept():
@@ -138,6 +139,9 @@ def test_a_temperature_that_lowers_held_out_nll_is_kept():
     assert report["temperature"] == pytest.approx(2.5, rel=0.25)
     assert report["cross_check"]["nll_cross_fitted"] < report["cross_check"]["nll_raw"]
     assert report["nll_after"] < report["nll_before"]
+    # the ECE after, on photos T was not fitted on: lower than before, and no lower than on
+    # the photos that fitted it (which flatter it)
+    assert report["ece_after"] <= report["ece_after_cross_fitted"] < report["ece_before"]
 
 
 def test_an_old_run_folder_without_the_new_settings_resumes_and_predicts(folders, tmp_path,

@@ -51,7 +51,8 @@ def _run(args):
                                classifier.class_names, fitted_on=source)
     print(f"temperature {report['temperature']:.4f} on {report['images']} images ({source}): "
           f"{report['decision']}")
-    print(f"expected calibration error {report['ece_before']:.4f} -> {report['ece_after']:.4f}, "
+    print(f"expected calibration error {report['ece_before']:.4f} -> {report['ece_after']:.4f} "
+          f"({report['ece_after_cross_fitted']:.4f} on images T was not fitted on), "
           f"negative log-likelihood {report['nll_before']:.4f} -> {report['nll_after']:.4f}")
     views = report.get("tta") or {}
     if views:

@@ -113,10 +113,11 @@ def random_halves(count, seed=0):
     return order[: count // 2], order[count // 2:]
 
 
-def cross_fitted_nll(probabilities, labels, seed=0):
-    """Negative log-likelihood on photos the temperature was not fitted on: the photos split
-    in two halves (seeded), T fitted on each half scores the other. Returns (raw NLL, NLL with
-    the cross-fitted temperatures), both over all photos."""
+def cross_fitted(probabilities, labels, seed=0):
+    """What a temperature does to photos it was not fitted on: the photos split in two halves
+    (seeded), T fitted on each half scales the other. Returns (raw NLL, NLL and ECE with the
+    cross-fitted temperatures), over all photos: the ECE after calibration that the photos T
+    was fitted on would flatter."""
     probabilities, labels = np.asarray(probabilities), np.asarray(labels)
     halves = random_halves(len(labels), seed)
     scaled = np.empty_like(as_class_probabilities(probabilities))
@@ -124,7 +125,8 @@ def cross_fitted_nll(probabilities, labels, seed=0):
         temperature = fit_temperature(probabilities[fit_on], labels[fit_on])
         scaled[score_on] = as_class_probabilities(
             apply_temperature(probabilities[score_on], temperature))
-    return negative_log_likelihood(probabilities, labels), negative_log_likelihood(scaled, labels)
+    return (negative_log_likelihood(probabilities, labels),
+            negative_log_likelihood(scaled, labels), expected_calibration_error(scaled, labels))
 
 
 def checked_temperature(probabilities, labels):
@@ -143,8 +145,8 @@ def checked_temperature(probabilities, labels):
     if at_bound(fitted):
         return 1.0, fitted, (f"kept T = 1: the fit ran to the search's bound (T = {fitted:.3g}), "
                              "so the photos do not pin a temperature down"), {}
-    raw_nll, cross_nll = cross_fitted_nll(probabilities, labels)
-    check = {"nll_raw": raw_nll, "nll_cross_fitted": cross_nll}
+    raw_nll, cross_nll, cross_ece = cross_fitted(probabilities, labels)
+    check = {"nll_raw": raw_nll, "nll_cross_fitted": cross_nll, "ece_cross_fitted": cross_ece}
     if cross_nll >= raw_nll:
         return 1.0, fitted, (f"kept T = 1: temperatures fitted on half of the photos raised the "
                              f"other half's negative log-likelihood ({raw_nll:.4f} -> "
@@ -166,10 +168,14 @@ def calibration_report(probabilities, labels, keep=DEFAULT_KEEP):
     everything calibration.json holds."""
     temperature, fitted, reason, check = checked_temperature(probabilities, labels)
     calibrated = apply_temperature(probabilities, temperature)
+    ece_before = expected_calibration_error(probabilities, labels)
     return {"temperature": temperature, "images": int(len(labels)),
             "fitted_temperature": fitted, "decision": reason, "cross_check": check,
-            "ece_before": expected_calibration_error(probabilities, labels),
-            "ece_after": expected_calibration_error(calibrated, labels),
+            "ece_before": ece_before,
+            "ece_after": expected_calibration_error(calibrated, labels),  # on the fitting photos
+            # on photos T was not fitted on (halves); T = 1 fitted nothing: the ECE before
+            "ece_after_cross_fitted": check["ece_cross_fitted"] if temperature != 1.0
+            else ece_before,
             "nll_before": negative_log_likelihood(probabilities, labels),
             "nll_after": negative_log_likelihood(calibrated, labels),
             "min_confidence_auto": {"keep": keep,
@@ -288,8 +294,9 @@ def calibrate_run(run_dir, model, pixels, labels, class_names, fitted_on, batch_
         [reliability(raw, labels), reliability(apply_temperature(raw, report["temperature"]), labels)],
         ["before", f"after (T = {report['temperature']:.2f})"],
         run_dir / runs.PLOTS_DIR / "reliability.png",
-        title=f"Calibration on {len(labels)} held-out images: ECE {report['ece_before']:.3f} -> "
-              f"{report['ece_after']:.3f}")
+        title=f"Calibration on the {len(labels)} images T was fitted on: ECE "
+              f"{report['ece_before']:.3f} -> {report['ece_after']:.3f} "
+              f"({report['ece_after_cross_fitted']:.3f} on images it was not fitted on)")
     return report
 
 

@@ -65,13 +65,15 @@ def _spread(rows):
 
 def summary_lines(result):
     """What the command prints: one line per seed, the spread, and where the ensemble is."""
-    lines = [f"seed {row['seed']}: kept epoch {row['kept_epoch']}, held-out accuracy "
+    # val_accuracy, not "held-out": where the epoch was chosen, these photos chose it
+    lines = [f"seed {row['seed']}: kept epoch {row['kept_epoch']}, its val_accuracy "
              f"{row['kept_val_accuracy']:.4f}"
              + (f", test accuracy {row['test_accuracy']:.4f}" if row["test_accuracy"] is not None
                 else "") for row in result["runs"]]
-    for key, name in (("test_accuracy", "test"), ("kept_val_accuracy", "held-out")):
+    for key, name in (("test_accuracy", "test accuracy"),
+                      ("kept_val_accuracy", "kept epochs' val_accuracy")):
         if f"{key}_mean" in result:
-            lines.append(f"{name} accuracy over {len(result['runs'])} seeds: "
+            lines.append(f"{name} over {len(result['runs'])} seeds: "
                          f"{result[f'{key}_mean']:.4f} ± {result[f'{key}_std']:.4f} (mean ± std)")
             break
     lines.append(f"Ensemble of the {len(result['runs'])} runs: {result['ensemble']} "

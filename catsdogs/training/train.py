@@ -511,7 +511,8 @@ def _finish(config, run_dir, data, rows, parameters, test=True):
         "temperature_decision": calibration["decision"],
         "calibration_images": calibration["images"],
         "val_ece_before_calibration": calibration.get("ece_before"),
-        "val_ece_after_calibration": calibration.get("ece_after"),
+        "val_ece_after_calibration": calibration.get("ece_after"),  # on the photos T fitted
+        "val_ece_after_calibration_cross_fitted": calibration.get("ece_after_cross_fitted"),
     }
     runs.write_json(run_dir / runs.METRICS_FILE, metrics)
     callbacks.remove_backup(run_dir / runs.CHECKPOINTS_DIR)
@@ -526,7 +527,9 @@ def _finish(config, run_dir, data, rows, parameters, test=True):
     if calibration["images"]:
         print(f"Calibration on {calibration['images']} photos that chose nothing: "
               f"{calibration['decision']}; expected calibration error "
-              f"{calibration['ece_before']:.4f} -> {calibration['ece_after']:.4f} there")
+              f"{calibration['ece_before']:.4f} -> {calibration['ece_after']:.4f} there, "
+              f"{calibration['ece_after_cross_fitted']:.4f} on photos T was not fitted on "
+              "(fitted on halves)")
     else:
         print(f"Calibration: {calibration['decision']}")
     if (run_dir / runs.SAVED_MODEL_DIR).exists():
