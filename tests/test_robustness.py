@@ -168,3 +168,23 @@ def test_resume_clears_what_a_killed_save_left_behind(tmp_path):
     runs.remove_stale_temporaries(tmp_path)
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["checkpoints", "model.keras"]
     assert (tmp_path / "model.keras").read_bytes() == b"good"
+
+
+def test_a_kill_while_a_finished_runs_backup_is_deleted_leaves_none_for_resume_to_trust(
+        tmp_path, monkeypatch):
+    backup = tmp_path / "run" / runs.CHECKPOINTS_DIR
+    (backup / "backup").mkdir(parents=True)
+    (backup / "backup" / "training_metadata.json").write_text("{}")
+    (backup / "backup" / "latest.weights.h5").write_bytes(b"w")
+
+    def killed_midway(path, ignore_errors=False):
+        next(Path(path).rglob("*.json")).unlink()  # one file gone, then the kill
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(callbacks.shutil, "rmtree", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        callbacks.remove_backup(backup)
+    monkeypatch.undo()
+    assert not backup.exists()  # resume sees a finished run, not half a backup
+    runs.remove_stale_temporaries(tmp_path / "run")
+    assert list((tmp_path / "run").iterdir()) == []

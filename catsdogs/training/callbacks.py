@@ -18,6 +18,7 @@ What Keras has no callback for: `InterruptAtBatchEnd` (Ctrl-C that always stops 
 
 import json
 import math
+import os
 import shutil
 import signal
 import threading
@@ -409,4 +410,12 @@ class EpochLog(keras.callbacks.Callback):
 
 
 def remove_backup(backup_dir):
-    shutil.rmtree(backup_dir, ignore_errors=True)
+    """Delete a finished run's resume state: renamed first (one step), so a kill while the
+    files go never leaves half a backup under the name `--resume` trusts; what a kill leaves
+    under the hidden name goes at the folder's next cleaning (runs.remove_stale_temporaries)."""
+    backup_dir = Path(backup_dir)
+    if not backup_dir.exists():
+        return
+    going = backup_dir.with_name(f".{backup_dir.name}.tmp-{os.getpid()}")
+    os.replace(backup_dir, going)
+    shutil.rmtree(going, ignore_errors=True)
