@@ -101,8 +101,22 @@ def test_fix_into_leaves_the_suspects_out(audited, capsys):
     expected = {path for path in audited.before
                 if str(audited.data / path) not in suspects}
     assert copied == expected and suspects
-    assert "suspects left out" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "suspects left out" in out and "validation/test folder" not in err  # no such folder
     assert contents(audited.data) == audited.before
+
+
+def test_suspects_in_the_validation_folder_are_counted_for_a_warning():
+    """The cleaned copy's validation/ would be cleaned by the models' judgement."""
+    images = types.SimpleNamespace(
+        split=types.SimpleNamespace(paths=["d/train/cats/a.png", "d/validation/cats/b.png",
+                                           "d/test/dogs/c.png", "d/train/dogs/e.png"]),
+        places=[("train", "a.png"), ("validation", "b.png"), ("test", "c.png"),
+                ("train", "e.png")])
+    issue = lambda path: types.SimpleNamespace(path=path)
+    result = types.SimpleNamespace(images=images, issues=[
+        issue("d/validation/cats/b.png"), issue("d/train/dogs/e.png"), issue("d/test/dogs/c.png")])
+    assert audit.suspects_outside_training(result) == 2
 
 
 def test_relabel_copies_the_suspects_into_their_suggested_class(audited):

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from catsdogs import config as cfg
 from catsdogs import runs
+from catsdogs.console import log
 from catsdogs.data.doctor import check_copy_target, diagnose, fix_into, summary_lines
 from catsdogs.errors import CatsDogsError, command_main
 
@@ -134,6 +135,10 @@ def _audit_labels(args, config):
                                                     relabel=args.relabel)
         how = "in their suggested class folders" if args.relabel else "left out"
         print(f"Cleaned copy: {copied} files in {args.fix_into} ({suspects} suspects {how})")
+        if held_out := audit.suspects_outside_training(result):
+            log().warning(f"warning: {held_out} of them in the validation/test folder: a figure "
+                          "measured on the copy's is chosen by these models' judgement and "
+                          "reads high; check those photos by eye, or measure on the original")
     return 0
 
 

@@ -236,6 +236,16 @@ def write_fixed_copy(audit, data_dir, target, relabel=False):
     return copied, len(suspects)
 
 
+def suspects_outside_training(audit):
+    """How many suspects lie in a split folder other than train/ (validation/, test/): the
+    models' judgement cleans photos that later measure a model, whose figures then read high
+    (the photos the models found hard are gone or relabelled)."""
+    from catsdogs.data.datasets import TRAIN_NAMES
+
+    places = dict(zip(audit.images.split.paths, audit.images.places))
+    return sum(places[issue.path][0] not in (".", *TRAIN_NAMES) for issue in audit.issues)
+
+
 def _copy(source, destination):
     destination.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(source, destination)
