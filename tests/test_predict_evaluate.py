@@ -368,6 +368,17 @@ def test_evaluate_and_calibrate_say_when_the_photos_trained_the_model(model_dir,
     caplog.clear()
     assert catsdogs.evaluate(model_dir, validation)["photos_the_model_used"] == {}
     assert "cannot be read, so whether these photos trained the model is not known" in caplog.text
+    # photos that fitted the temperature: the calibration error after it reads low on them
+    (model_dir / "photos.json").write_text(json.dumps({
+        "fitted_the_temperature": {"files": [str(p) for p in (validation / "dogs").iterdir()]}}))
+    caplog.clear()
+    metrics = catsdogs.evaluate(model_dir, validation)
+    assert metrics["photos_that_fitted_the_temperature"] == 6 and "reads low" in caplog.text
+    # calibrate on the test split: allowed, and said
+    (model_dir / "photos.json").write_text(json.dumps({"tested_once": {"files": cats}}))
+    caplog.clear()
+    held_out_photos(model_dir, load(model_dir), validation)
+    assert "6 are the model's test split" in caplog.text
 
 
 def test_evaluate_on_a_folder_of_splits_names_its_validation_folder(model_dir, binary_folders,

@@ -21,7 +21,7 @@ from catsdogs import config as cfg
 from catsdogs import runs
 from catsdogs.data.datasets import MIN_CALIBRATION_IMAGES
 from catsdogs.errors import CatsDogsError
-from catsdogs.inference.photo_roles import check_same_photos, used_by_the_model
+from catsdogs.inference.photo_roles import check_same_photos, photos_in_role, used_by_the_model
 from catsdogs.inference.runtimes import as_class_probabilities
 
 CALIBRATION_FILE = "calibration.json"
@@ -306,6 +306,10 @@ def _without_photos_the_model_used(split, source, data_dir):
     others, and the count left out is said."""
     from catsdogs.console import log
 
+    if tested := photos_in_role(source, split.paths, "tested_once"):
+        log().warning(f"of these {len(split)} photos, {tested} are the model's test split (its "
+                      f"run's {runs.PHOTOS_FILE}): with a temperature fitted on them, its test "
+                      "figures are no longer on photos no choice was made on")
     used = np.asarray(used_by_the_model(source, split.paths), dtype=bool)
     if not used.any():
         return split

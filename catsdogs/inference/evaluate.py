@@ -20,7 +20,8 @@ from catsdogs.errors import CatsDogsError, RunFailed
 from catsdogs.inference.calibrate import (apply_temperature, expected_calibration_error,
                                           negative_log_likelihood, per_image_loss,
                                           rejection_threshold, reliability)
-from catsdogs.inference.photo_roles import warn_if_the_model_used
+from catsdogs.inference.photo_roles import (warn_if_the_model_used,
+                                           warn_if_they_fitted_the_temperature)
 from catsdogs.inference.tta import predict_arrays, tta_mode
 
 GALLERY_SIZE = 16  # most confidently wrong images shown
@@ -139,6 +140,7 @@ def evaluate(classifier, data_dir, out=None, tta=None, batch_size=64, ood_dir=No
     metrics.update(data=str(data_dir), model=str(classifier.source), tta=tta, skipped=len(skipped),
                    calibration=calibration_metrics(raw, probabilities, labels, temperature))
     warn_if_the_model_used(classifier.source, paths, metrics)
+    warn_if_they_fitted_the_temperature(classifier.source, paths, metrics)
     out = Path(out) if out else default_out(classifier.source, data_dir)
     if ood_dir is not None:
         threshold = rejection_threshold(classifier, min_confidence, tta)

@@ -31,8 +31,8 @@ def used_by_the_model(source, paths):
     return [os.path.realpath(path) in used for path in paths]
 
 
-def _used_files(source):
-    """{role: real paths} of USED_ROLES in the photos.json of the run at `source`; {} where
+def _used_files(source, roles=USED_ROLES):
+    """{role: real paths} of `roles` in the photos.json of the run at `source`; {} where
     there is none (a model built in this process, an ensemble, an export, an older run)."""
     if source is None:
         return {}
@@ -41,12 +41,12 @@ def _used_files(source):
     if not photos_file.exists():
         return {}
     try:
-        roles = load_json(photos_file)
+        recorded = load_json(photos_file)
     except (CatsDogsError, OSError):
         log().warning(f"{photos_file} cannot be read, so whether these photos trained the "
                       "model is not known")
         return {}
-    return {role: set(map(os.path.realpath, role_files(roles, role))) for role in USED_ROLES}
+    return {role: set(map(os.path.realpath, role_files(recorded, role))) for role in roles}
 
 
 def check_same_photos(run_dir, roles, fix):
@@ -96,3 +96,23 @@ def warn_if_the_model_used(source, paths, metrics=None):
     if metrics is not None:
         metrics["photos_the_model_used"] = used
     return used
+
+
+def warn_if_they_fitted_the_temperature(source, paths, metrics=None):
+    """Say so, in one line, when photos being measured fitted the model's temperature: its
+    calibration error on them reads low (T was chosen to fit them). Recorded in `metrics`
+    ("photos_that_fitted_the_temperature") when given."""
+    count = photos_in_role(source, paths, "fitted_the_temperature")
+    if count:
+        log().warning(f"of these {len(paths)} photos, {count} fitted the model's temperature "
+                      f"(its run's {runs.PHOTOS_FILE}): the calibration error after it reads low "
+                      "on them")
+    if metrics is not None:
+        metrics["photos_that_fitted_the_temperature"] = count
+    return count
+
+
+def photos_in_role(source, paths, role):
+    """How many of `paths` the run at `source` lists for `role` in its photos.json."""
+    asked = {os.path.realpath(path) for path in paths}
+    return len(asked & _used_files(source, (role,)).get(role, set()))
