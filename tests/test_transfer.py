@@ -272,3 +272,17 @@ def test_a_kill_in_stage_two_resumes_in_stage_two(binary_folders, tmp_path, monk
     assert [(int(r["epoch"]), int(float(r["stage"]))) for r in rows] == [(1, 1), (2, 2), (3, 2)]
     model = keras.saving.load_model(run.model_path, compile=False)  # the last epoch: stage two
     assert any(layer.trainable for layer in body_layers(model))
+
+
+def test_a_start_whose_training_photos_the_new_run_holds_out_is_said(binary_folders, tmp_path,
+                                                                     caplog):
+    """The source trained on all of train/; a selection split carved from train/ then chooses
+    the new run's epoch on photos its starting weights learned."""
+    source = catsdogs.train(small_config(binary_folders, tmp_path / "source"))
+    caplog.clear()
+    catsdogs.train(small_config(binary_folders, tmp_path / "run", weights=str(source.dir),
+                                selection_split=0.25))
+    assert "6 of this run's held-out photos trained the model it starts from" in caplog.text
+    caplog.clear()
+    catsdogs.train(small_config(binary_folders, tmp_path / "same", weights=str(source.dir)))
+    assert "trained the model it starts from" not in caplog.text  # validation/: held out by both

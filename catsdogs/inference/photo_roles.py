@@ -116,3 +116,20 @@ def photos_in_role(source, paths, role):
     """How many of `paths` the run at `source` lists for `role` in its photos.json."""
     asked = {os.path.realpath(path) for path in paths}
     return len(asked & _used_files(source, (role,)).get(role, set()))
+
+
+HELD_OUT_ROLES = ("chose_the_model", "monitored_only", "fitted_the_temperature", "tested_once")
+
+
+def warn_if_the_start_trained_on_held_out(start, roles):
+    """Say so, in one line, when a run that starts from another (`start`: the run it prunes,
+    its teacher, its --weights run folder) holds out photos that run trained on: a split cut
+    with other settings (--seed, --val-split) deals them anew, and the new run's epoch choice,
+    temperature and test figures on them read high. Returns the count."""
+    held_out = [path for role in HELD_OUT_ROLES for path in role_files(roles, role)]
+    count = photos_in_role(start, held_out, "trained_on") if start else 0
+    if count:
+        log().warning(f"warning: {count} of this run's held-out photos trained the model it "
+                      f"starts from ({start}): its figures on them read high; keep that run's "
+                      "split settings (--seed, --val-split, --selection-split) or its data")
+    return count

@@ -28,7 +28,8 @@ from catsdogs.console import display, log, name_some
 from catsdogs.data import datasets
 from catsdogs.data.datasets import chooses_on_validation
 from catsdogs.errors import CatsDogsError, RunFailed, continue_hint
-from catsdogs.inference.photo_roles import check_same_photos
+from catsdogs.inference.photo_roles import (check_same_photos,
+                                           warn_if_the_start_trained_on_held_out)
 from catsdogs.training import features
 from catsdogs.training.distribute import (WORKERS_DIR, cluster_from_environment,
                                           remove_worker_folder, take_chief_resume_state,
@@ -212,7 +213,7 @@ def backup_folder(run_dir):
 def _start_run_folder(data, run_dir, resumed, chooses=True):
     """Print class names and counts; save them (class_names.json, dataset.json) and the skipped
     files; warn about leakage and imbalance (doctor's cheap checks). A resumed run must see the
-    classes it started with."""
+    classes and splits it started with. Returns the photos' roles (photos.json)."""
     from catsdogs.data.doctor import quick_warnings
 
     summary = data.summary()
@@ -238,6 +239,7 @@ def _start_run_folder(data, run_dir, resumed, chooses=True):
         raise CatsDogsError("the data's classes differ from the run's class_names.json",
                             where=names_file, fix="resume with the data the run started with")
     runs.write_json(names_file, data.class_names)
+    return roles
 
 
 def _build_model(config, prepared):
@@ -409,8 +411,11 @@ def _fit(config, run_dir, prepared, resumed, extra_callbacks=(), test=True):
     data = prepared.data
     # the chief checks the classes; a worker's folder may be gone (it finished before the
     # chief failed), and its classes are the chief's
-    _start_run_folder(data, run_dir, resumed and prepared.placement.is_chief,
-                      chooses_on_validation(config))
+    roles = _start_run_folder(data, run_dir, resumed and prepared.placement.is_chief,
+                              chooses_on_validation(config))
+    for start in (config.prune_from, config.teacher, config.weights):
+        if start and Path(start).is_dir():  # a run folder (--weights may also be a file)
+            warn_if_the_start_trained_on_held_out(start, roles)
     model, steps_per_epoch = _build_model(config, prepared)
     history = callbacks.HistoryCSV(run_dir / runs.HISTORY_FILE)
     fit_callbacks = _callbacks(config, run_dir, prepared, steps_per_epoch, history)
