@@ -156,6 +156,7 @@ def test_an_old_run_folder_without_the_new_settings_resumes_and_predicts(folders
     for key in ("keep_epoch", "calibration_split"):  # as a catsdogs before them wrote it
         del config[key]
     (run_dir / "config.json").write_text(json.dumps(config))
+    (run_dir / "photos.json").unlink()  # written since, by a catsdogs that had both settings
     assert cfg.read_run_config(run_dir / "config.json").calibration_split == 0.0
     monkeypatch.undo()
     run = catsdogs.resume(run_dir)

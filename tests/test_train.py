@@ -260,6 +260,7 @@ def test_a_run_folder_from_before_config_versions_resumes(binary_folders, tmp_pa
     for key in dropped:
         del stored[key]
     (run_dir / "config.json").write_text(json.dumps(stored))
+    (run_dir / "photos.json").unlink()  # catsdogs 0.1 wrote none
 
     assert main(["--resume", str(run_dir)]) == 0
     assert [int(r["epoch"]) for r in runs.read_csv(run_dir / "history.csv")] == [1, 2, 3]

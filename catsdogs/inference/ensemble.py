@@ -25,7 +25,7 @@ from pathlib import Path
 from catsdogs import runs
 from catsdogs.config import load_json
 from catsdogs.errors import CatsDogsError
-from catsdogs.inference.photo_roles import USED_ROLES, role_files
+from catsdogs.inference.photo_roles import USED_ROLES, PhotosChanged, role_files
 
 ENSEMBLE_FILE = "ensemble.json"  # the members, their temperatures and classes
 
@@ -111,13 +111,13 @@ def _calibrate(out, model, members, run_dirs, class_names):
 
     held, why_not = shared_held_out_photos(run_dirs)
     if held is not None:
-        # the photos are split again from the data folder: changed since, the split moves
-        split, labels, source = held_out_photos(run_dirs[0], members[0])
-        if sorted(map(str, split.paths)) == sorted(held):
+        try:  # the photos are split again from the data folder, as photos.json says they were
+            split, labels, source = held_out_photos(run_dirs[0], members[0])
             return calibrate_run(out, model, split.pixel_view(), labels, class_names,
                                  f"{source}, held out by every member")
-        why_not = ("the data folder changed since the members trained, so their held-out "
-                   "photos cannot be found again as they were")
+        except PhotosChanged:  # changed since, the split moves
+            why_not = ("the data folder changed since the members trained, so their held-out "
+                       "photos cannot be found again as they were")
     return calibrate_run(out, model, None, None, class_names, None,
                          why_none=f"kept T = 1: {why_not}; catsdogs calibrate ENSEMBLE DATA "
                                   "fits one on photos no member saw")

@@ -49,6 +49,10 @@ def _used_files(source, roles=USED_ROLES):
     return {role: set(map(os.path.realpath, role_files(recorded, role))) for role in roles}
 
 
+class PhotosChanged(CatsDogsError):
+    """The photos a run reads again are not those it started with (check_same_photos)."""
+
+
 def check_same_photos(run_dir, roles, fix):
     """A run read again (resumed, calibrated) must cut the splits it cut before. The cut is
     seeded over the sorted files, so a folder that gained or lost photos deals them out anew
@@ -58,7 +62,7 @@ def check_same_photos(run_dir, roles, fix):
     roles it does not record (older versions) and runs without one are not checked.
 
     Raises:
-        CatsDogsError: a role's photos differ, naming how many and one of them.
+        PhotosChanged: a role's photos differ, naming how many and one of them.
     """
     photos_file = Path(run_dir) / runs.PHOTOS_FILE
     if not photos_file.is_file():
@@ -69,7 +73,7 @@ def check_same_photos(run_dir, roles, fix):
             continue
         moved = sorted(set(role_files(before, role)) ^ set(role_files(roles, role)))
         if moved:
-            raise CatsDogsError(
+            raise PhotosChanged(
                 f"the photos differ from those the run started with: {len(moved)} of its "
                 f"{role} photos are new or gone (e.g. {moved[0]}), so its splits would be cut "
                 "anew", where=photos_file, fix=fix)
