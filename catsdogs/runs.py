@@ -612,7 +612,10 @@ def _remove_abandoned(path):
     temp_prefix = glob.escape(f".{path.name}{TEMP_TAG}")
     with _one_at_a_time(path.parent):
         for lock in path.parent.glob(f"{temp_prefix}*/{LOCK_FILE}"):
-            fd = os.open(lock, os.O_RDWR)
+            try:  # gone meanwhile (its writer finished), or another user's: not ours to judge
+                fd = os.open(lock, os.O_RDONLY)
+            except OSError:
+                continue
             try:
                 abandoned = _try_lock(fd)
             finally:

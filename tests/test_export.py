@@ -260,6 +260,11 @@ def test_an_export_into_the_folder_of_its_model_is_one_line(exports, capsys):
                                                 str(model.parent)])
     assert "--out is the folder of the model it exports" in line
     assert model.read_bytes() == before
+    (model.parent / "calibration.json").write_text("{}")  # an ensemble's folder: not an export
+    line = one_error_line(capsys, export_main, [str(model), "--format", "onnx", "--out",
+                                                str(model.parent)])
+    assert "it holds calibration.json" in line
+    (model.parent / "calibration.json").unlink()
 
 
 def test_check_prints_a_table_for_every_format(trained_run, tmp_path, capsys):

@@ -372,8 +372,12 @@ def test_evaluate_and_calibrate_say_when_the_photos_trained_the_model(model_dir,
     (model_dir / "photos.json").write_text(json.dumps({
         "fitted_the_temperature": {"files": [str(p) for p in (validation / "dogs").iterdir()]}}))
     caplog.clear()
+    assert "photos_that_fitted_the_temperature" not in catsdogs.evaluate(model_dir, validation)
+    assert "reads low" not in caplog.text  # T = 1 was kept (no calibration.json): none fitted
+    (model_dir / "calibration.json").write_text(json.dumps({"temperature": 1.5}))
     metrics = catsdogs.evaluate(model_dir, validation)
     assert metrics["photos_that_fitted_the_temperature"] == 6 and "reads low" in caplog.text
+    (model_dir / "calibration.json").unlink()
     # calibrate on the test split: allowed, and said
     (model_dir / "photos.json").write_text(json.dumps({"tested_once": {"files": cats}}))
     caplog.clear()

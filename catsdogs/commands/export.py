@@ -16,8 +16,9 @@ from pathlib import Path
 from catsdogs.commands.common import add_model_flags, model_options
 from catsdogs.config import command_parser
 from catsdogs.errors import CatsDogsError, command_main
-from catsdogs.inference.export import (FORMATS, check, check_formats, default_out, export,
-                                       format_check_table)
+from catsdogs.inference.calibrate import CALIBRATION_FILE
+from catsdogs.inference.export import (FILE_NAMES, FORMATS, check, check_formats, default_out,
+                                       export, format_check_table)
 
 
 def build_parser():
@@ -58,10 +59,13 @@ def _run(args):
     from catsdogs.inference.classifier import load, model_file
 
     out = args.out or default_out(model_file(args.model))
-    if Path(model_file(args.model)).resolve().is_relative_to(Path(out).resolve()):
+    exported = Path(model_file(args.model)).resolve()
+    if any((Path(out) / FILE_NAMES[name]).resolve() == exported for name in formats) or \
+            (Path(out) / CALIBRATION_FILE).exists():
         # an ensemble's folder holds class_names.json as an export does: its model.keras would
         # be replaced by one with the temperature inside, which its calibration.json scales again
-        raise CatsDogsError("--out is the folder of the model it exports", where=out,
+        raise CatsDogsError("--out is the folder of the model it exports (or of another model: "
+                            "it holds calibration.json, which no export writes)", where=out,
                             fix="give --out a new folder")
     # new, empty or an earlier export (its class_names.json), never inside the photos it reads;
     # a folder the machine refuses: one line before the model loads

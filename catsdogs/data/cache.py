@@ -479,14 +479,19 @@ def _read_manifest(folder):
     with contextlib.suppress(OSError, ValueError):
         manifest = json.loads((folder / MANIFEST).read_text())
         if isinstance(manifest, dict) and isinstance(manifest.get("format"), int) and \
-                {"source", "image_size"} <= manifest.keys() and _only_ours(folder):
+                {"source", "image_size"} <= manifest.keys() and _cache_files_only(folder):
             return manifest
     return None
 
 
 def _only_ours(folder):
-    """A folder holding nothing but what a cache writes: its lock, manifest and pixels files
-    (and their temporaries). With no manifest: a cache never completed."""
-    return (folder / LOCK).is_file() and all(
-        p.name in (LOCK, MANIFEST) or "pixels-" in p.name or p.name.startswith(f".{MANIFEST}.tmp")
-        for p in folder.iterdir())
+    """A cache never completed: its lock and pixels files, no manifest."""
+    return (folder / LOCK).is_file() and _cache_files_only(folder)
+
+
+def _cache_files_only(folder):
+    """Whether `folder` holds nothing but what a cache writes (its lock, where the system has
+    one, manifest and pixels files and their temporaries) and what systems leave beside files
+    (.DS_Store, NFS's .nfs* of a file still open)."""
+    return all(p.name in (LOCK, MANIFEST, ".DS_Store") or "pixels-" in p.name
+               or p.name.startswith((f".{MANIFEST}.tmp", ".nfs")) for p in folder.iterdir())

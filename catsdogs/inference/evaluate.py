@@ -140,7 +140,8 @@ def evaluate(classifier, data_dir, out=None, tta=None, batch_size=64, ood_dir=No
     metrics.update(data=str(data_dir), model=str(classifier.source), tta=tta, skipped=len(skipped),
                    calibration=calibration_metrics(raw, probabilities, labels, temperature))
     warn_if_the_model_used(classifier.source, paths, metrics)
-    warn_if_they_fitted_the_temperature(classifier.source, paths, metrics)
+    if temperature != 1.0:  # T = 1 was kept: nothing was fitted to these photos
+        warn_if_they_fitted_the_temperature(classifier.source, paths, metrics)
     out = Path(out) if out else default_out(classifier.source, data_dir)
     if ood_dir is not None:
         threshold = rejection_threshold(classifier, min_confidence, tta)

@@ -412,10 +412,9 @@ class EpochLog(keras.callbacks.Callback):
 def remove_backup(backup_dir):
     """Delete a finished run's resume state: renamed first (one step), so a kill while the
     files go never leaves half a backup under the name `--resume` trusts; what a kill leaves
-    under the hidden name goes at the folder's next cleaning (runs.remove_stale_temporaries)."""
+    under the hidden name goes at the next call (finish_run calls it for a finished run)."""
     backup_dir = Path(backup_dir)
-    if not backup_dir.exists():
-        return
-    going = backup_dir.with_name(f".{backup_dir.name}.tmp-{os.getpid()}")
-    os.replace(backup_dir, going)
-    shutil.rmtree(going, ignore_errors=True)
+    if backup_dir.exists():
+        os.replace(backup_dir, backup_dir.with_name(f".{backup_dir.name}.tmp-{os.getpid()}"))
+    for going in backup_dir.parent.glob(f".{backup_dir.name}.tmp-*"):  # a killed call's too
+        shutil.rmtree(going, ignore_errors=True)
