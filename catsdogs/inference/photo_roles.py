@@ -16,12 +16,15 @@ USED_ROLES = {"trained_on": "trained it", "chose_the_model": "chose its epoch"} 
 def photos_the_model_used(source, paths):
     """{role: count} of `paths` that trained the model at `source` or chose its epoch, by its
     run folder's photos.json; {} where it records none (an ensemble, an export, older runs)."""
+    return _counts_in_roles(source, paths, USED_ROLES)
+
+
+def _counts_in_roles(source, paths, roles):
+    """{role: count} of `paths` that the run at `source` lists for each of `roles` (those
+    with none left out), by its photos.json; {} where it records none."""
     asked = {os.path.realpath(path) for path in paths}
-    used = {}
-    for role, files in _used_files(source).items():
-        if count := len(asked.intersection(files)):
-            used[role] = count
-    return used
+    return {role: count for role, files in _used_files(source, roles).items()
+            if (count := len(asked & files))}
 
 
 def used_by_the_model(source, paths):
@@ -68,8 +71,10 @@ def check_same_photos(run_dir, roles, fix):
     if not photos_file.is_file():
         return
     before = load_json(photos_file)
+    if not isinstance(before, dict):
+        return
     for role in roles:
-        if not isinstance(before, dict) or role not in before:
+        if role not in before:
             continue
         moved = sorted(set(role_files(before, role)) ^ set(role_files(roles, role)))
         if moved:
@@ -118,8 +123,7 @@ def warn_if_they_fitted_the_temperature(source, paths, metrics=None):
 
 def photos_in_role(source, paths, role):
     """How many of `paths` the run at `source` lists for `role` in its photos.json."""
-    asked = {os.path.realpath(path) for path in paths}
-    return len(asked & _used_files(source, (role,)).get(role, set()))
+    return _counts_in_roles(source, paths, (role,)).get(role, 0)
 
 
 HELD_OUT_ROLES = ("chose_the_model", "monitored_only", "fitted_the_temperature", "tested_once")
