@@ -1,6 +1,7 @@
 """doctor finds exactly what was planted: a corrupt file, duplicates, leakage, imbalance."""
 
 import hashlib
+import os
 import shutil
 
 import numpy as np
@@ -8,7 +9,7 @@ from PIL import Image
 
 from catsdogs.commands.doctor import main
 from catsdogs.data.doctor import diagnose, fix_into, quick_warnings
-from conftest import one_error_line
+from conftest import Interrupt, one_error_line
 
 
 def smooth_image(seed, size=64):
@@ -63,6 +64,31 @@ def test_fix_into_writes_a_clean_copy_and_never_touches_the_original(tmp_path, c
     assert (tmp_path / "doctor.json").is_file()
     remaining = diagnose(tmp_path / "clean")
     assert not remaining["unreadable"] and not remaining["exact_duplicates"] and not remaining["leakage"]
+
+
+def test_a_copy_killed_halfway_leaves_no_half_copy_and_the_next_call_makes_it(tmp_path, capsys,
+                                                                               monkeypatch):
+    """A half copy looks like a cleaned data set: training would take it for one."""
+    from catsdogs.data import doctor
+
+    root = planted(tmp_path / "pets")
+    copied = []
+    original = doctor.copy_file
+
+    def copy_then_crash(source, destination):
+        copied.append(source)
+        if len(copied) == 3:
+            raise Interrupt("killed while copying")
+        original(source, destination)
+
+    monkeypatch.setattr(doctor, "copy_file", copy_then_crash)
+    argv = [str(root), "--out", str(tmp_path / "doctor.json"), "--fix-into", str(tmp_path / "clean")]
+    assert main(argv) == 1  # the crash, reported as an internal error
+    assert not (tmp_path / "clean").exists()
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".")]  # nor its temp
+    monkeypatch.setattr(doctor, "copy_file", original)
+    assert main(argv) == 0
+    assert "cats_0.png" in {p.name for p in (tmp_path / "clean").rglob("*")}
 
 
 

@@ -5,6 +5,7 @@ import csv
 import dataclasses
 import json
 
+import keras_tuner
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
@@ -130,10 +131,22 @@ def test_a_search_killed_in_its_second_trial_resumes_it_and_ends_with_three(
         original(self, epoch, logs)
 
     monkeypatch.setattr(callbacks.HistoryCSV, "on_epoch_begin", begin)
+
+    def in_place(path, obj):  # KerasTuner's own writer, which a kill can leave torn
+        pytest.fail(f"{path} written in place")
+
+    monkeypatch.setattr(keras_tuner.src.utils, "save_json", in_place)
     folder = tmp_path / "tune"
     argv = tune_argv(protocol_folders, folder, space_file, "--trials", "3")
     assert cli.main(argv) == 1  # the crash stops the search
     assert not (folder / "trial-1" / "metrics.json").exists() and not (folder / "trial-2").exists()
+    state = folder / "keras_tuner" / "trial_0" / "trial.json"
+    whole = state.read_bytes()
+    state.write_bytes(whole[:len(whole) // 2])  # as a kill left it before they were written whole
+    capsys.readouterr()
+    line = one_error_line(capsys, cli.main, argv, exit_code=2)
+    assert "state file is torn" in line and str(state) in line and "new --run-dir" in line
+    state.write_bytes(whole)
     assert cli.main(argv) == 0
     assert [s for s in started if s[0] == "trial-1"] == [("trial-1", 0), ("trial-1", 1),
                                                           ("trial-1", 1)]  # resumed, not redone
@@ -142,6 +155,8 @@ def test_a_search_killed_in_its_second_trial_resumes_it_and_ends_with_three(
     assert sorted(r["trial"] for r in rows) == ["0", "1", "2"]
     assert all((folder / f"trial-{i}" / "metrics.json").exists() for i in range(3))
     assert len(list(csv.DictReader((folder / "trial-1" / "history.csv").open()))) == 2
+    assert json.loads((folder / "keras_tuner" / "trial_1" / "trial.json").read_text())[
+        "status"] == "COMPLETED"  # the state files, written whole, still KerasTuner's
 
 
 @pytest.mark.usefixtures("calibration_at_test_scale")

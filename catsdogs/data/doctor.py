@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import io
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -212,8 +213,8 @@ def check_copy_target(target, data_dir):
 
 def fix_into(report_dict, data_dir, target):
     """Copy the usable images into `target` with the same layout, dropping what doctor flagged.
-    Every copy is a new file inside `target` (runs.inside, runs.copy_new), never one written
-    over or through a link."""
+    The copy is built beside `target` and swapped in whole (runs.replace_dir): a kill halfway
+    leaves no half copy that a training run would take for the cleaned data."""
     target, data_dir = Path(target), Path(data_dir)
     check_copy_target(target, data_dir)
     from catsdogs.data.datasets import TRAIN_NAMES
@@ -224,15 +225,22 @@ def fix_into(report_dict, data_dir, target):
         drop |= set(train_first[1:])  # keep one copy, the training one when there is one
     for group in report_dict["label_conflicts"]:
         drop |= set(group)
-    copied = 0
-    for split_folder in splits_of(data_dir).values():
-        for path in sorted(split_folder.rglob("*")):
-            if path.is_file() and str(path) not in drop and not path.name.startswith("."):
-                destination = runs.inside(target, path.relative_to(data_dir))
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                runs.copy_new(path, destination.parent, destination.name)
-                copied += 1
-    return copied, len(drop)
+    kept = [path for split_folder in splits_of(data_dir).values()
+            for path in sorted(split_folder.rglob("*"))
+            if path.is_file() and str(path) not in drop and not path.name.startswith(".")]
+
+    def write(temp):
+        for path in kept:
+            copy_file(path, temp / path.relative_to(data_dir))
+
+    runs.replace_dir(target, write)
+    return len(kept), len(drop)
+
+
+def copy_file(source, destination):
+    """Copy a photo, with its times, into a cleaned copy being built (a new folder)."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(source, destination)
 
 
 def quick_warnings(data):

@@ -20,7 +20,6 @@ k-fold folder (folds.json, fold-<k>/: see kfold.py; resumable by fold) plus:
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ from catsdogs import config as cfg
 from catsdogs import runs
 from catsdogs.config import setting
 from catsdogs.console import display, name_some
-from catsdogs.data.doctor import check_copy_target
+from catsdogs.data.doctor import check_copy_target, copy_file
 from catsdogs.errors import CatsDogsError
 from catsdogs.training.kfold import RECORD_FILE, CrossValidation, cross_validate
 
@@ -203,7 +202,7 @@ def summary_lines(audit):
 # ---------------------------------------------------------------- a cleaned copy
 
 
-def write_fixed_copy(audit, data_dir, target, relabel=False):
+def write_fixedcopy_file(audit, data_dir, target, relabel=False):
     """Copy the audited images of `data_dir` into `target` in its layout, without the suspects,
     or with each suspect in its suggested class folder (`relabel`). The data is only read.
 
@@ -221,7 +220,7 @@ def write_fixed_copy(audit, data_dir, target, relabel=False):
             if path in suspects:
                 held_back.append((path, prefix, inner))
             else:
-                _copy(path, temp / prefix / images.class_names[label] / inner)
+                copy_file(path, temp / prefix / images.class_names[label] / inner)
         for path, prefix, inner in held_back if relabel else ():  # after the others: names clash
             issue = suspects[path]
             destination = temp / prefix / issue.suggested / inner
@@ -229,7 +228,7 @@ def write_fixed_copy(audit, data_dir, target, relabel=False):
                 runs.copy_new(path, destination.parent,
                               f"{destination.stem}-from-{issue.given}{destination.suffix}")
             else:
-                _copy(path, destination)
+                copy_file(path, destination)
 
     runs.replace_dir(target, write)
     copied = len(images.split) - (0 if relabel else len(suspects))
@@ -246,6 +245,3 @@ def suspects_outside_training(audit):
     return sum(places[issue.path][0] not in (".", *TRAIN_NAMES) for issue in audit.issues)
 
 
-def _copy(source, destination):
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(source, destination)

@@ -23,6 +23,7 @@ annealed run for more epochs would not be that recipe).
 
 import contextlib
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -75,6 +76,38 @@ class StopAtDeadline(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def _write_state(path, stateful):
+    """A KerasTuner object's state file, written whole or not at all (runs.write_json).
+    KerasTuner 1.4 writes oracle.json, each trial.json and tuner0.json in place
+    (Stateful.save -> keras_tuner/src/utils.py save_json), so a kill during a write left a
+    torn file, and the search that resumes reloads every one of them."""
+    runs.write_json(Path(path), stateful.get_state())
+
+
+def check_state_files(folder):
+    """KerasTuner's state files of an earlier session, each read before KerasTuner reloads
+    them: one torn by a kill (catsdogs wrote them in place before _write_state) is named, where
+    KerasTuner's reload fails with a JSONDecodeError that names no file."""
+    for path in sorted((folder / TUNER_DIR).rglob("*.json")):
+        try:
+            json.loads(path.read_bytes())
+        except ValueError:  # UnicodeDecodeError and JSONDecodeError both
+            raise CatsDogsError("KerasTuner's state file is torn (a search killed while it was "
+                                "written)", where=path,
+                                fix="continue the search in a new --run-dir; the run folders "
+                                    "of the trials it finished stay usable") from None
+
+
+class StateWrittenWhole:
+    """An oracle whose oracle.json and trial.json are written whole (_write_state)."""
+
+    def save(self):
+        _write_state(self._get_oracle_fname(), self)
+
+    def _save_trial(self, trial):
+        _write_state(Path(self._get_trial_dir(trial.trial_id)) / "trial.json", trial)
+
+
 class RecipeTuner(keras_tuner.Tuner):
     """A KerasTuner Tuner whose trial is a catsdogs run: the oracle decides, catsdogs trains."""
 
@@ -96,6 +129,10 @@ class RecipeTuner(keras_tuner.Tuner):
         except Exception as error:  # anything else stops the search, to be resumed
             raise keras_tuner.errors.FatalError(str(error)) from error
         return {OBJECTIVE: metrics["kept_val_accuracy"]}
+
+    def save(self):  # BaseTuner.save, its state files written whole (a single-process search)
+        self.oracle.save()
+        _write_state(self._get_tuner_fname(), self)
 
     def pre_create_trial(self):
         if self.deadline is not None and clock() >= self.deadline:
@@ -178,20 +215,22 @@ class PresetFirst:
 
 
 def make_oracle(plan):
-    """KerasTuner's oracle for `plan.search`, over `plan.ranges`; random and Bayesian searches
-    try the preset's recipe first (PresetFirst)."""
+    """KerasTuner's oracle for `plan.search`, over `plan.ranges`, its state files written
+    whole (StateWrittenWhole); random and Bayesian searches try the preset's recipe first
+    (PresetFirst)."""
     hyperband = plan.search == "hyperband"
     common = dict(objective=keras_tuner.Objective(OBJECTIVE, direction="max"),
                   hyperparameters=space.hyperparameters(plan.ranges, hyperband, plan.base),
                   tune_new_entries=False, allow_new_entries=False, seed=plan.base.seed)
     if hyperband:
-        oracle = keras_tuner.oracles.HyperbandOracle(
+        oracle = type("HyperbandOracleWrittenWhole",
+                      (StateWrittenWhole, keras_tuner.oracles.HyperbandOracle), {})(
             max_epochs=space.epochs_range(plan.ranges, plan.base)[1], factor=3, **common)
         oracle.max_trials = plan.trials
         return oracle
     kind = (keras_tuner.oracles.BayesianOptimizationOracle if plan.search == "bayesian"
             else keras_tuner.oracles.RandomSearchOracle)
-    return type(f"PresetFirst{kind.__name__}", (PresetFirst, kind), {})(
+    return type(f"PresetFirst{kind.__name__}", (StateWrittenWhole, PresetFirst, kind), {})(
         max_trials=plan.trials, **common)
 
 
@@ -220,6 +259,7 @@ def tune(plan):
             runs.write_json(summary_file, {**before, "seconds_spent": spent + clock() - started,
                                            "trials": rows})
 
+        check_state_files(folder)
         tuner = RecipeTuner(make_oracle(plan), plan, deadline, progress)
         with quiet_retracing():  # every trial (and the final step) compiles a new model
             try:
