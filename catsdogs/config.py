@@ -284,6 +284,10 @@ class TrainConfig:
                "choose the epoch, whatever the run keeps", internal=True)
     strategy: str = setting("auto", "devices and machines to train on; --batch-size is per "
                                     "replica", choices=STRATEGIES)
+    workers: int | None = setting(
+        None, "(count, recorded by a multi-worker run as it starts) the processes that trained "
+              "it: each read its share of the photos (every n-th file), and photos.json lists "
+              "worker 0's, which calibrate and resume cut again", internal=True)
     # compression: training/distill.py, training/prune.py
     teacher: str | None = setting(
         None, "(run folder) distil: the loss mixes the labels with this run's softened "

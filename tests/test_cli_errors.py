@@ -152,7 +152,7 @@ def test_the_settings_catsdogs_sets_itself_are_no_flags_and_config_json_keeps_th
     internal = [field.name for field in dataclasses.fields(cfg.TrainConfig)
                 if field.metadata["internal"]]
     assert sorted(internal) == ["cache_source", "calibration_minimum", "refit_union",
-                              "selection_chooses_runs"]
+                              "selection_chooses_runs", "workers"]
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out

@@ -52,6 +52,50 @@ def flags(data, run_dir, batch_size, learning_rate, strategy):
             "--run-dir", str(run_dir)]
 
 
+def test_calibrate_cuts_a_multiworker_runs_photos_again_as_its_chief_did(shards, tmp_path):
+    """Each worker read every n-th file and photos.json lists worker 0's share: cut as by one
+    process, the photos its temperature was fitted on were refused as "new or gone"."""
+    import dataclasses
+    import types
+
+    from catsdogs import config as cfg
+    from catsdogs import runs
+    from catsdogs.data.datasets import load_image_data
+    from catsdogs.errors import CatsDogsError
+    from catsdogs.inference.calibrate import held_out_photos
+    from catsdogs.training.train import resolve_config
+
+    run = tmp_path / "run"
+    config = resolve_config(cfg.TrainConfig(data=str(shards), preset="seed-cifar10",
+                                            strategy="multiworker", workers=2, run_dir=str(run)))
+    chiefs = load_image_data(config, (32, 32), (0, 2))
+    runs.write_json(run / runs.CONFIG_FILE, cfg.run_config_dict(config))
+    runs.write_json(run / runs.PHOTOS_FILE, chiefs.photo_roles(False))
+    model = types.SimpleNamespace(image_size=(32, 32), class_names=list(TWO_CLASSES), source=run)
+    split, _, _ = held_out_photos(run, model)
+    assert list(split.paths) == list(chiefs.calibration.paths) and len(split) == 2  # of 4
+    older = dataclasses.replace(config, workers=None)  # config.json before workers were recorded
+    runs.write_json(run / runs.CONFIG_FILE, cfg.run_config_dict(older))
+    with pytest.raises(CatsDogsError, match="does not say how many"):
+        held_out_photos(run, model)
+
+
+def test_a_multiworker_run_resumes_only_with_as_many_workers_as_it_started_with(tmp_path, capsys,
+                                                                                 monkeypatch):
+    """Each worker's share of the photos is every n-th file: with another n the splits would
+    be cut anew (and the chief's resume state would not fit the others' steps)."""
+    from catsdogs import config as cfg
+    from catsdogs import runs
+
+    run = tmp_path / "run"
+    runs.write_json(run / runs.CONFIG_FILE, cfg.run_config_dict(cfg.TrainConfig(
+        preset="seed-cifar10", strategy="multiworker", workers=2, run_dir=str(run))))
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": [
+        "127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]}, "task": {"type": "worker", "index": 0}}))
+    line = one_error_line(capsys, main, ["--resume", str(run)])
+    assert "trained by 2 workers and would continue with 3" in line and "resume it with 2" in line
+
+
 @pytest.mark.slow
 def test_two_workers_equal_one_process_on_the_global_batches(shards, tmp_path):
     ports = ",".join(map(str, free_ports(2)))
@@ -76,6 +120,7 @@ def test_two_workers_equal_one_process_on_the_global_batches(shards, tmp_path):
          "logs", "metrics.json", "model.keras", "photos.json", "plots", "saved_model",
          "skipped.csv"])
     assert "Decoding 12 training images" in outputs[0][1]  # each worker decoded its shard only
+    assert json.loads((run / "config.json").read_text())["workers"] == 2
     check = subprocess.run([sys.executable, "-m", "catsdogs", "predict", str(run),
                             str(shards / "validation")], cwd=tmp_path, env=ENV,
                            capture_output=True, text=True, timeout=120)

@@ -323,6 +323,20 @@ def _without_photos_the_model_used(split, source, data_dir):
     return split.subset(np.flatnonzero(~used))
 
 
+def _chiefs_share(config, run_dir):
+    """The shard (worker, workers) whose photos a run's temperature was fitted on: worker 0's,
+    of as many workers as trained the run (config.json's `workers`); a multi-worker run of a
+    version that did not record them cannot be cut again."""
+    if config.strategy != "multiworker":
+        return 0, 1
+    if not config.workers:
+        raise CatsDogsError("this run was trained by several workers, and its config.json (of "
+                            "an older catsdogs) does not say how many, so the photos set aside "
+                            "for its temperature cannot be found again", where=run_dir,
+                            fix="give DATA_DIR: a folder of labelled photos the model never used")
+    return 0, config.workers
+
+
 def held_out_split(run_dir, classifier, data_dir=None, cache=None):
     """(pixels, labels in the model's class order, where from): held_out_photos' split, its
     pixels read a batch at a time from a disk cache (Split.pixel_view)."""
@@ -344,7 +358,7 @@ def held_out_photos(run_dir, classifier, data_dir=None, cache=None):
     if data_dir is None:
         config = dataclasses.replace(cfg.read_run_config(Path(run_dir) / runs.CONFIG_FILE),
                                      **cache)
-        data = load_image_data(config, classifier.image_size)
+        data = load_image_data(config, classifier.image_size, _chiefs_share(config, run_dir))
         if data.calibration is not None:
             split, source = data.calibration, f"calibration ({data.sources['calibration']})"
             check_same_photos(run_dir, {"fitted_the_temperature": {

@@ -586,6 +586,8 @@ def train(config, callbacks=(), test=True, decoded=None):
     check_sources(config)  # what a user can fix is found before TensorFlow loads
     _check_writable(config)
     placement = _placement(config)
+    if config.strategy == "multiworker":  # the shares a resume or calibrate cuts again
+        config = dataclasses.replace(config, workers=placement.workers)
     check_image_size(config)  # builds a model: after the placement, which comes first
     log().info(f"Settings: {json.dumps(cfg.to_dict(config))}")
     if config.weights == "imagenet" and placement.is_chief:
@@ -692,7 +694,12 @@ def resume(run_dir, callbacks=(), test=True, decoded=None):
     `callbacks`, `test` and `decoded` as for `train`."""
     run_dir = runs.existing_run_dir(run_dir)
     config = cfg.read_run_config(run_dir / runs.CONFIG_FILE)
-    worker = cluster_from_environment()[0] if config.strategy == "multiworker" else 0
+    worker, workers = cluster_from_environment() if config.strategy == "multiworker" else (0, 1)
+    if config.workers and workers != config.workers:
+        raise CatsDogsError(f"the run was trained by {config.workers} workers and would "
+                            f"continue with {workers}: each worker's share of the photos, and "
+                            "so the splits, would be cut anew", where=run_dir,
+                            fix=f"resume it with {config.workers} workers, as it started")
     folder = worker_folder(run_dir, worker)
     with (runs.run_folder_lock(folder),  # before anything is read: a second resume stops here
           continue_hint(f"continue with {resume_command(run_dir)}")):
