@@ -311,6 +311,14 @@ def test_train_seeds_leaves_the_members_their_spread_and_their_ensemble(folders,
     assert "held out by every member" in calibration["fitted_on"]
     assert calibration["images"] == len(files(roles[0], "fitted_the_temperature")) > 0
     assert "fewer than the 100" in calibration["decision"]
+    # the ensemble's own photos.json: what its members trained and chose on, what fitted its T
+    kept = json.loads((out / "ensemble" / "photos.json").read_text())
+    assert files(kept, "trained_on") == files(roles[0], "trained_on") | files(roles[1], "trained_on")
+    assert files(kept, "fitted_the_temperature") == files(roles[0], "fitted_the_temperature")
+    assert files(kept, "tested_once") == files(roles[0], "tested_once")
+    capsys.readouterr()
+    catsdogs.evaluate(ensemble, folders / "train", out=tmp_path / "on-train")
+    assert "trained it" in capsys.readouterr().err  # figures on photos the members trained on
     # photos added to the folder since: the split moves, so the held-out photos are not found
     # again as they were, and the ensemble keeps T = 1 rather than fit on photos members saw
     from catsdogs.inference.ensemble import write_ensemble
@@ -354,6 +362,28 @@ def test_an_ensemble_calibrates_only_on_photos_every_member_held_out_and_none_us
     (tmp_path / "old").mkdir()
     held, why = shared_held_out_photos([a, tmp_path / "old"])
     assert held is None and "older run" in why
+
+
+def test_an_ensembles_photo_roles_are_its_members_and_none_where_one_records_none(tmp_path):
+    from catsdogs.inference.ensemble import ensemble_photo_roles
+
+    def member(name, roles):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "photos.json").write_text(json.dumps(
+            {role: {"files": paths} for role, paths in roles.items()}))
+        return tmp_path / name
+
+    a = member("a", {"trained_on": ["t1", "t2"], "fitted_the_temperature": ["h1"],
+                     "tested_once": ["x1"]})
+    b = member("b", {"trained_on": ["t3"], "chose_the_model": ["c1"],
+                     "fitted_the_temperature": ["h1"], "tested_once": ["x1"]})
+    roles = ensemble_photo_roles([a, b], fitted=["h1"])
+    assert {role: files(roles, role) for role in roles} == {
+        "trained_on": {"t1", "t2", "t3"}, "chose_the_model": {"c1"},
+        "fitted_the_temperature": {"h1"}, "tested_once": {"x1"}}
+    assert files(ensemble_photo_roles([a, b], fitted=[]), "fitted_the_temperature") == set()
+    (tmp_path / "old").mkdir()  # a member of a version before photos.json
+    assert ensemble_photo_roles([a, tmp_path / "old"], fitted=[]) is None
 
 
 def test_refit_trains_on_the_union_for_the_chosen_epochs_and_keeps_the_temperatures_photos_out(

@@ -106,21 +106,46 @@ def shared_held_out_photos(run_dirs):
 
 
 def _calibrate(out, model, members, run_dirs, class_names):
-    """The ensemble's own temperature (calibration.json, saved_model/ with it inside)."""
+    """The ensemble's own temperature (calibration.json, saved_model/ with it inside); returns
+    the photos it was fitted on ([] for none)."""
     from catsdogs.inference.calibrate import calibrate_run, held_out_photos
 
     held, why_not = shared_held_out_photos(run_dirs)
     if held is not None:
         try:  # the photos are split again from the data folder, as photos.json says they were
             split, labels, source = held_out_photos(run_dirs[0], members[0])
-            return calibrate_run(out, model, split.pixel_view(), labels, class_names,
-                                 f"{source}, held out by every member")
+            calibrate_run(out, model, split.pixel_view(), labels, class_names,
+                          f"{source}, held out by every member")
+            return held
         except PhotosChanged:  # changed since, the split moves
             why_not = ("the data folder changed since the members trained, so their held-out "
                        "photos cannot be found again as they were")
-    return calibrate_run(out, model, None, None, class_names, None,
-                         why_none=f"kept T = 1: {why_not}; catsdogs calibrate ENSEMBLE DATA "
-                                  "fits one on photos no member saw")
+    calibrate_run(out, model, None, None, class_names, None,
+                  why_none=f"kept T = 1: {why_not}; catsdogs calibrate ENSEMBLE DATA fits one "
+                           "on photos no member saw")
+    return []
+
+
+MEMBER_ROLES = (*USED_ROLES, "tested_once")  # what an ensemble inherits of its members' roles
+
+
+def ensemble_photo_roles(run_dirs, fitted):
+    """The ensemble's photos.json: every photo a member trained on or chose its epoch on (the
+    ensemble holds them all), the members' test photos, and `fitted`, those its temperature
+    was fitted on; so evaluate says when its photos trained a member, and `calibrate ENSEMBLE
+    DATA` fits only on photos no member used. None where a member records no roles (an older
+    run): a partial record would pass photos that member trained on for unseen ones."""
+    roles = {role: set() for role in MEMBER_ROLES}
+    for path in run_dirs:
+        roles_file = Path(path) / runs.PHOTOS_FILE
+        recorded = load_json(roles_file) if roles_file.is_file() else None
+        if not isinstance(recorded, dict):
+            return None
+        for role, files in roles.items():
+            files.update(role_files(recorded, role))
+    roles["fitted_the_temperature"] = set(fitted)
+    return {role: {"source": f"the members' ({len(run_dirs)})", "count": len(files),
+                   "files": sorted(files)} if files else None for role, files in roles.items()}
 
 
 def _member_names(run_dirs):
@@ -130,8 +155,8 @@ def _member_names(run_dirs):
 
 def write_ensemble(run_dirs, out):
     """Write the ensemble of `run_dirs` into the folder `out`: model.keras, class_names.json,
-    ensemble.json, calibration.json and saved_model/ (with the ensemble's own temperature,
-    or 1: see the module docstring).
+    ensemble.json, calibration.json, saved_model/ (with the ensemble's own temperature, or 1:
+    see the module docstring) and photos.json (ensemble_photo_roles).
 
     Returns:
         Path: the folder.
@@ -151,7 +176,10 @@ def write_ensemble(run_dirs, out):
             "members": _member_names(run_dirs),
             "temperatures": [member.temperature for member in members],
             "class_names": class_names, "image_size": list(members[0].image_size)})
-        _calibrate(out, model, members, run_dirs, class_names)
+        roles = ensemble_photo_roles(run_dirs, _calibrate(out, model, members, run_dirs,
+                                                          class_names))
+        if roles is not None:
+            runs.write_json(out / runs.PHOTOS_FILE, roles)
         with runs.atomic_path(out / runs.MODEL_FILE) as temp:  # last: its presence means done
             model.save(temp)
     except BaseException:

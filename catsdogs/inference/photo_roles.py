@@ -15,7 +15,7 @@ USED_ROLES = {"trained_on": "trained it", "chose_the_model": "chose its epoch"} 
 
 def photos_the_model_used(source, paths):
     """{role: count} of `paths` that trained the model at `source` or chose its epoch, by its
-    run folder's photos.json; {} where it records none (an ensemble, an export, older runs)."""
+    run folder's photos.json; {} where it records none (an export, older runs and ensembles)."""
     return _counts_in_roles(source, paths, USED_ROLES)
 
 
@@ -36,7 +36,7 @@ def used_by_the_model(source, paths):
 
 def _used_files(source, roles=USED_ROLES):
     """{role: real paths} of `roles` in the photos.json of the run at `source`; {} where
-    there is none (a model built in this process, an ensemble, an export, an older run)."""
+    there is none (a model built in this process, an export, an older run or ensemble)."""
     if source is None:
         return {}
     folder = Path(source) if Path(source).is_dir() else Path(source).parent
