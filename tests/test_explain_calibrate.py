@@ -255,3 +255,9 @@ def test_training_calibrates_and_calibrate_adds_it_to_an_old_run(binary_folders,
     assert catsdogs.load(run.dir).temperature == pytest.approx(stored["temperature"], rel=1e-3)
     assert set(stored["tta"]) == {"flip", "shift"}  # too few photos: each view set keeps T = 1
     assert all("fewer than the 100" in views["decision"] for views in stored["tta"].values())
+    assert "fitted_files" not in rewritten  # the run's own photos: photos.json lists them
+    # on photos of the user's: calibration.json lists them, for evaluate's warning
+    assert main([str(run.dir), str(binary_folders / "validation")]) == 0
+    refitted = json.loads((run.dir / "calibration.json").read_text())
+    assert len(refitted["fitted_files"]) == refitted["images"] > 0  # those the model did not use
+    assert set(refitted["fitted_files"]) <= {str(p) for p in (binary_folders / "validation").rglob("*.*")}

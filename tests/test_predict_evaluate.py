@@ -367,7 +367,7 @@ def test_evaluate_and_calibrate_say_when_the_photos_trained_the_model(model_dir,
     (model_dir / "photos.json").write_text('{"trained_on": ')
     caplog.clear()
     assert catsdogs.evaluate(model_dir, validation)["photos_the_model_used"] == {}
-    assert "cannot be read, so whether these photos trained the model is not known" in caplog.text
+    assert "cannot be read, so which photos the model used is not known" in caplog.text
     # photos that fitted the temperature: the calibration error after it reads low on them
     (model_dir / "photos.json").write_text(json.dumps({
         "fitted_the_temperature": {"files": [str(p) for p in (validation / "dogs").iterdir()]}}))
@@ -377,6 +377,10 @@ def test_evaluate_and_calibrate_say_when_the_photos_trained_the_model(model_dir,
     (model_dir / "calibration.json").write_text(json.dumps({"temperature": 1.5}))
     metrics = catsdogs.evaluate(model_dir, validation)
     assert metrics["photos_that_fitted_the_temperature"] == 6 and "reads low" in caplog.text
+    # refitted on other photos (calibrate RUN DATA): calibration.json's list is the one that counts
+    (model_dir / "calibration.json").write_text(json.dumps({
+        "temperature": 1.5, "fitted_files": [str(validation / "cats" / Path(c).name) for c in cats[:3]]}))
+    assert catsdogs.evaluate(model_dir, validation)["photos_that_fitted_the_temperature"] == 3
     (model_dir / "calibration.json").unlink()
     # calibrate on the test split: allowed, and said
     (model_dir / "photos.json").write_text(json.dumps({"tested_once": {"files": cats}}))

@@ -40,15 +40,15 @@ def _run(args):
     runs.check_writable(run_dir)  # calibration.json and saved_model/ are rewritten in it
     if args.data_dir:
         list_class_folders(args.data_dir)  # a wrong folder is one line before TensorFlow loads
-    from catsdogs.inference.calibrate import calibrate_run
+    from catsdogs.inference.calibrate import calibrate_run, held_out_photos
     from catsdogs.inference.classifier import load
-    from catsdogs.inference.calibrate import held_out_split
 
     with runs.run_folder_lock(run_dir):
         classifier = load(run_dir, calibrated=False)  # refitted: a broken one is replaced
-        pixels, labels, source = held_out_split(run_dir, classifier, args.data_dir, cache)
-        report = calibrate_run(run_dir, classifier.model, pixels, labels,
-                               classifier.class_names, fitted_on=source)
+        split, labels, source = held_out_photos(run_dir, classifier, args.data_dir, cache)
+        report = calibrate_run(run_dir, classifier.model, split.pixel_view(), labels,
+                               classifier.class_names, fitted_on=source,
+                               fitted_files=split.paths if args.data_dir else None)
     print(f"temperature {report['temperature']:.4f} on {report['images']} images ({source}): "
           f"{report['decision']}")
     print(f"expected calibration error {report['ece_before']:.4f} -> {report['ece_after']:.4f} "

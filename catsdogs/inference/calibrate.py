@@ -25,6 +25,7 @@ from catsdogs.inference.photo_roles import check_same_photos, photos_in_role, us
 from catsdogs.inference.runtimes import as_class_probabilities
 
 CALIBRATION_FILE = "calibration.json"
+FITTED_FILES = "fitted_files"  # calibration.json: the photos T was fitted on, where not photos.json's
 TEMPERATURE_BOUNDS = (0.05, 20.0)  # the search's range of T
 ECE_BINS = 15  # Guo et al.'s bins for the expected calibration error
 DEFAULT_KEEP = 0.95  # `--min-confidence auto` keeps this share of validation images
@@ -261,10 +262,12 @@ def _saved_model(model, run_dir, class_names):
 
 
 def calibrate_run(run_dir, model, pixels, labels, class_names, fitted_on, batch_size=64,
-                  why_none=None):
+                  why_none=None, fitted_files=None):
     """Fit the temperature of the Keras `model` of `run_dir` on held-out images; write
     calibration.json and the run's saved_model/ with the temperature inside it. Without
     images (`pixels` None), T = 1 and `why_none` (or the usual reason) is the decision.
+    `fitted_files`, the images' paths, are kept in calibration.json where they are not those
+    photos.json lists as having fitted the temperature (`catsdogs calibrate RUN DATA`).
 
     Returns:
         dict: what calibration.json holds.
@@ -287,7 +290,9 @@ def calibrate_run(run_dir, model, pixels, labels, class_names, fitted_on, batch_
         return report
     raw = keras_probabilities(model, pixels, batch_size)
     report = {**calibration_report(raw, labels), "fitted_on": str(fitted_on),
-              "tta": views_calibration(model, pixels, labels, batch_size)}
+              "tta": views_calibration(model, pixels, labels, batch_size),
+              **({FITTED_FILES: [str(path) for path in fitted_files]}
+                 if fitted_files is not None else {})}
     runs.write_json(run_dir / CALIBRATION_FILE, report)
     _saved_model(with_temperature(model, report["temperature"]), run_dir, class_names)
     plots.reliability_diagram(

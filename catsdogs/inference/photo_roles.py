@@ -39,17 +39,28 @@ def _used_files(source, roles=USED_ROLES):
     there is none (a model built in this process, an export, an older run or ensemble)."""
     if source is None:
         return {}
-    folder = Path(source) if Path(source).is_dir() else Path(source).parent
-    photos_file = folder / runs.PHOTOS_FILE
+    photos_file = _run_folder(source) / runs.PHOTOS_FILE
     if not photos_file.exists():
         return {}
-    try:
-        recorded = load_json(photos_file)
-    except (CatsDogsError, OSError):
-        log().warning(f"{photos_file} cannot be read, so whether these photos trained the "
-                      "model is not known")
+    recorded = _readable(photos_file)
+    if recorded is None:
         return {}
     return {role: set(map(os.path.realpath, role_files(recorded, role))) for role in roles}
+
+
+def _run_folder(source):
+    """The run folder of a model's `source` (the folder, or the model file in it)."""
+    return Path(source) if Path(source).is_dir() else Path(source).parent
+
+
+def _readable(record_file):
+    """A run's JSON record, or None with a line saying it cannot be read."""
+    try:
+        return load_json(record_file)
+    except (CatsDogsError, OSError):
+        log().warning(f"{record_file} cannot be read, so which photos the model used is not "
+                      "known")
+        return None
 
 
 class PhotosChanged(CatsDogsError):
@@ -110,8 +121,17 @@ def warn_if_the_model_used(source, paths, metrics=None):
 def warn_if_they_fitted_the_temperature(source, paths, metrics=None):
     """Say so, in one line, when photos being measured fitted the model's temperature: its
     calibration error on them reads low (T was chosen to fit them). Recorded in `metrics`
-    ("photos_that_fitted_the_temperature") when given."""
-    count = photos_in_role(source, paths, "fitted_the_temperature")
+    ("photos_that_fitted_the_temperature") when given. The photos are those calibration.json
+    lists when `catsdogs calibrate RUN DATA` fitted it, else photos.json's."""
+    from catsdogs.inference.calibrate import CALIBRATION_FILE, FITTED_FILES
+
+    calibration = _run_folder(source) / CALIBRATION_FILE if source is not None else None
+    record = _readable(calibration) if calibration is not None and calibration.is_file() else None
+    if isinstance(record, dict) and isinstance(record.get(FITTED_FILES), list):
+        fitted = {os.path.realpath(path) for path in record[FITTED_FILES] if isinstance(path, str)}
+        count = len(fitted & {os.path.realpath(path) for path in paths})
+    else:
+        count = photos_in_role(source, paths, "fitted_the_temperature")
     if count:
         log().warning(f"of these {len(paths)} photos, {count} fitted the model's temperature "
                       f"(its run's {runs.PHOTOS_FILE}): the calibration error after it reads low "
