@@ -19,11 +19,6 @@ from conftest import REPO, SAMPLE_DATA, TWO_CLASSES, one_error_line, write_class
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
-def catsdogs(*argv, cwd, **options):
-    return subprocess.run([sys.executable, "-m", "catsdogs", *map(str, argv)], cwd=cwd, env=ENV,
-                          capture_output=True, text=True, timeout=300, **options)
-
-
 def test_a_missing_folder_is_one_line_in_under_two_seconds(tmp_path):
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "catsdogs.train", "--data",
@@ -192,7 +187,8 @@ def tutorial_model(size=64):
 
 
 @pytest.mark.slow
-def test_a_tutorial_h5_model_is_predicted_evaluated_and_exported(tmp_path):
+def test_a_tutorial_h5_model_is_predicted_evaluated_and_exported(tmp_path, capsys):
+    from catsdogs import cli
     from catsdogs.data.images import decode_image
 
     model = tutorial_model()
@@ -200,10 +196,10 @@ def test_a_tutorial_h5_model_is_predicted_evaluated_and_exported(tmp_path):
     data = write_class_images(tmp_path / "val", TWO_CLASSES, 4, size=(64, 64))
     h5 = tmp_path / "image_classification_model.h5"
 
-    result = catsdogs("predict", h5, data, "--class-names", "cats,dogs", "--output",
-                      tmp_path / "rows.json", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "divided" in result.stderr or "multiplied by 0.00392157" in result.stderr
+    assert cli.main(["predict", str(h5), str(data), "--class-names", "cats,dogs", "--output",
+                     str(tmp_path / "rows.json")]) == 0
+    err = capsys.readouterr().err
+    assert "divided" in err or "multiplied by 0.00392157" in err
     rows = json.loads((tmp_path / "rows.json").read_text())["predictions"]
     first = rows[0]
     pixels = decode_image(first["path"], (64, 64)).astype(np.float32)[None] / 255.0
@@ -211,16 +207,15 @@ def test_a_tutorial_h5_model_is_predicted_evaluated_and_exported(tmp_path):
     expected = dog if first["class"] == "dogs" else 1 - dog
     assert first["probability"] == pytest.approx(expected, abs=1e-5)
 
-    result = catsdogs("evaluate", h5, data, "--class-names", "cats,dogs", "--out",
-                      tmp_path / "report", cwd=tmp_path)
-    assert result.returncode == 0 and "accuracy" in result.stdout, result.stderr[-2000:]
+    assert cli.main(["evaluate", str(h5), str(data), "--class-names", "cats,dogs", "--out",
+                     str(tmp_path / "report")]) == 0
+    assert "accuracy" in capsys.readouterr().out
 
     names = tmp_path / "names.json"
     names.write_text('["cats", "dogs"]')
-    result = catsdogs("export", h5, "--class-names", names, "--format", "keras", "tflite",
-                      "--out", tmp_path / "exports", "--check", data, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
-    table = result.stdout.splitlines()[-2:]
+    assert cli.main(["export", str(h5), "--class-names", str(names), "--format", "keras",
+                     "tflite", "--out", str(tmp_path / "exports"), "--check", str(data)]) == 0
+    table = capsys.readouterr().out.splitlines()[-2:]
     assert all("100.0%" in line for line in table), table  # every format agrees with Keras
     assert json.loads((tmp_path / "exports" / "class_names.json").read_text()) == ["cats", "dogs"]
 

@@ -1,5 +1,7 @@
 """The seed presets are the tutorials' models, layer for layer."""
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -90,8 +92,26 @@ def test_unknown_preset_suggests_the_closest():
 # test_list_presets_names_every_preset_with_its_parameters builds it
 # the keras.applications backbones beside MobileNetV3Small are minutes of CPU for one step:
 # test_backbone_presets_build_offline_with_their_preprocessing covers them
-NEW_PRESETS = [name for name in PRESETS
-               if not name.startswith("seed-") and name not in {b[0] for b in BACKBONES}]
+# a preset that differs from an earlier one only in recipe, image size or words (long- and
+# hires-catsdogs of fast-catsdogs: one network; fast-catsdogs takes any size) builds nothing new
+
+
+def same_network(preset, other):
+    words = ("name", "description", "recipe", "image_size")
+    return dataclasses.replace(preset, **{field: getattr(other, field) for field in words}) == other
+
+
+NEW_PRESETS = [name for index, name in enumerate(PRESETS)
+               if not name.startswith("seed-") and name not in {b[0] for b in BACKBONES}
+               and not any(same_network(PRESETS[name], PRESETS[earlier])
+                           for earlier in list(PRESETS)[:index])]
+
+
+def test_the_presets_that_share_a_network_are_recipes_of_one_that_steps():
+    shared = {name for name in PRESETS if name not in NEW_PRESETS and not name.startswith("seed-")
+              and name not in {b[0] for b in BACKBONES}}
+    assert shared == {"long-catsdogs", "hires-catsdogs"} and "fast-catsdogs" in NEW_PRESETS
+    assert PRESETS["fast-catsdogs"].any_size  # so hires-catsdogs' 128 px builds the same layers
 
 
 @pytest.mark.parametrize("name", [  # a keras.applications graph: most of a minute to trace

@@ -40,16 +40,6 @@ def test_pipeline_batches_take_the_size_the_variable_holds():
     assert {tuple(x.shape[1:3]) for x, _ in dataset} == {(32, 32)}
 
 
-def test_training_grows_the_images_and_keeps_the_full_size_model(binary_folders, tmp_path):
-    run = catsdogs.train(TrainConfig(data=str(binary_folders), preset="fast-cifar10", epochs=4,
-                                     batch_size=8, progressive_start=0.5,
-                                     run_dir=str(tmp_path / "run")))
-    assert [int(float(r["image_side"])) for r in run.history] == [16, 24, 24, 32]
-    model = keras.saving.load_model(run.dir / "model.keras")
-    assert model.input_shape == (None, 32, 32, 3)
-    assert json.loads((run.dir / "config.json").read_text())["progressive_start"] == 0.5
-
-
 def test_the_size_schedule_spans_both_stages_of_a_two_stage_run(binary_folders, tmp_path):
     run = catsdogs.train(TrainConfig(data=str(binary_folders), preset="fast-cifar10", epochs=1,
                                      fine_tune_epochs=3, batch_size=8, progressive_start=0.5,
@@ -67,8 +57,8 @@ def test_a_fixed_size_preset_refuses_progressive_resizing_in_one_line(binary_fol
 
 
 @pytest.mark.parametrize("written_before_progressive_resizing", [False, True])
-def test_resume_continues_the_size_schedule(binary_folders, tmp_path, monkeypatch,
-                                            written_before_progressive_resizing):
+def test_training_grows_the_images_keeps_the_full_size_model_and_resumes_the_schedule(
+        binary_folders, tmp_path, monkeypatch, written_before_progressive_resizing):
     from catsdogs import runs
 
     crash_when_epoch_starts(monkeypatch, 2)
@@ -86,3 +76,6 @@ def test_resume_continues_the_size_schedule(binary_folders, tmp_path, monkeypatc
     sides = [int(float(r.get("image_side") or 32)) for r in runs.read_csv(run_dir / "history.csv")]
     assert sides == ([32, 32, 32, 32] if written_before_progressive_resizing else [16, 24, 24, 32])
     assert [int(r["epoch"]) for r in run.history] == [1, 2, 3, 4]
+    assert keras.saving.load_model(run_dir / "model.keras").input_shape == (None, 32, 32, 3)
+    if not written_before_progressive_resizing:
+        assert json.loads((run_dir / "config.json").read_text())["progressive_start"] == 0.5
