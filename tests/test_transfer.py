@@ -17,7 +17,7 @@ from catsdogs.models.presets import WHITENING_LAYER, get_preset
 from catsdogs.models.transfer import body_layers, head_of, start_model
 from catsdogs.training.stages import set_stage
 
-from conftest import Interrupt, crash_when_epoch_starts, one_error_line
+from conftest import TWO_CLASSES, Interrupt, crash_when_epoch_starts, one_error_line, write_class_images
 
 
 def small_config(folder, run_dir, **overrides):
@@ -239,27 +239,30 @@ def test_weights_from_a_run_with_other_classes_get_a_new_head_and_the_same_body(
     assert_same(head_of(same).get_weights(), head_of(source_model).get_weights())
 
 
-def test_two_stages_are_one_run_with_a_stage_column(binary_folders, tmp_path):
-    source = catsdogs.train(small_config(binary_folders, tmp_path / "source"))
-    run = catsdogs.train(small_config(binary_folders, tmp_path / "run", weights=str(source.dir),
-                                      fine_tune_epochs=2, learning_rate=1e-3))
-    assert [(int(r["epoch"]), int(float(r["stage"]))) for r in run.history] == [(1, 1), (2, 2), (3, 2)]
-    config = json.loads((run.dir / "config.json").read_text())
-    assert config["fine_tune_epochs"] == 2 and config["fine_tune_learning_rate"] == pytest.approx(1e-4)
-    assert config["weights"] == str(source.dir)
+@pytest.fixture(scope="module")
+def started(tmp_path_factory):
+    """(photos, a one-epoch fast-cifar10 run on them): where the two-stage runs below start."""
+    root = tmp_path_factory.mktemp("transfer")
+    folders = root / "images"
+    write_class_images(folders / "train", TWO_CLASSES, 12, seed=1)
+    write_class_images(folders / "validation", TWO_CLASSES, 6, seed=2)
+    return folders, catsdogs.train(small_config(folders, root / "source"))
 
 
 @pytest.mark.parametrize("crash_epoch", [1, 2])
-def test_a_kill_in_stage_two_resumes_in_stage_two(binary_folders, tmp_path, monkeypatch,
-                                                  crash_epoch):
-    """Killed as stage two's first epoch starts (its backup just written) or later, the run
-    resumes with the body unfrozen and the second stage's optimizer state, not the first's."""
-    source = catsdogs.train(small_config(binary_folders, tmp_path / "source"))
-    started = crash_when_epoch_starts(monkeypatch, crash_epoch)
+def test_a_kill_in_stage_two_resumes_in_stage_two(started, tmp_path, monkeypatch, crash_epoch):
+    """Two stages are one run (a stage column in its history); killed as stage two's first
+    epoch starts (its backup just written) or later, it resumes with the body unfrozen and
+    the second stage's optimizer state, not the first's."""
+    folders, source = started
+    begun = crash_when_epoch_starts(monkeypatch, crash_epoch)
     run_dir = tmp_path / "run"
     with pytest.raises(Interrupt):
-        catsdogs.train(small_config(binary_folders, run_dir, weights=str(source.dir),
-                                    fine_tune_epochs=2, keep_epoch="last"))
+        catsdogs.train(small_config(folders, run_dir, weights=str(source.dir),
+                                    fine_tune_epochs=2, keep_epoch="last", learning_rate=1e-3))
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["fine_tune_epochs"] == 2 and config["fine_tune_learning_rate"] == pytest.approx(1e-4)
+    assert config["weights"] == str(source.dir)
     metadata = json.loads((run_dir / "checkpoints" / "backup" / "training_metadata.json").read_text())
     assert metadata["stage"] == 2 and metadata["head_epochs"] == 1
 
@@ -267,22 +270,21 @@ def test_a_kill_in_stage_two_resumes_in_stage_two(binary_folders, tmp_path, monk
         warnings.simplefilter("always")
         run = catsdogs.resume(run_dir)
     assert not [w for w in caught if "Skipping variable loading" in str(w.message)]
-    assert started == [0, 1, 2][:crash_epoch + 1] + list(range(crash_epoch, 3))
+    assert begun == [0, 1, 2][:crash_epoch + 1] + list(range(crash_epoch, 3))
     rows = runs.read_csv(run_dir / "history.csv")
     assert [(int(r["epoch"]), int(float(r["stage"]))) for r in rows] == [(1, 1), (2, 2), (3, 2)]
     model = keras.saving.load_model(run.model_path, compile=False)  # the last epoch: stage two
     assert any(layer.trainable for layer in body_layers(model))
 
 
-def test_a_start_whose_training_photos_the_new_run_holds_out_is_said(binary_folders, tmp_path,
-                                                                     caplog):
+def test_a_start_whose_training_photos_the_new_run_holds_out_is_said(started, tmp_path, caplog):
     """The source trained on all of train/; a selection split carved from train/ then chooses
     the new run's epoch on photos its starting weights learned."""
-    source = catsdogs.train(small_config(binary_folders, tmp_path / "source"))
+    folders, source = started
     caplog.clear()
-    catsdogs.train(small_config(binary_folders, tmp_path / "run", weights=str(source.dir),
+    catsdogs.train(small_config(folders, tmp_path / "run", weights=str(source.dir),
                                 selection_split=0.25))
     assert "6 of this run's held-out photos trained the model it starts from" in caplog.text
     caplog.clear()
-    catsdogs.train(small_config(binary_folders, tmp_path / "same", weights=str(source.dir)))
+    catsdogs.train(small_config(folders, tmp_path / "same", weights=str(source.dir)))
     assert "trained the model it starts from" not in caplog.text  # validation/: held out by both
