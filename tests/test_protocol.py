@@ -82,11 +82,13 @@ def test_photos_added_before_a_resume_or_a_calibration_are_refused_not_dealt_ane
         catsdogs.train(config)
     roles = json.loads((tmp_path / "run" / "photos.json").read_text())
     assert roles["fitted_the_temperature"]["count"] > 0
+    records = {name: (tmp_path / "run" / name).read_bytes() for name in ("dataset.json", "skipped.csv")}
     write_class_images(tmp_path / "more", {"cats": TWO_CLASSES["cats"]}, 1, size=(32, 32))
     (tmp_path / "more" / "cats" / "cats_0.png").rename(folders / "train" / "cats" / "added.png")
     with pytest.raises(CatsDogsError, match="photos differ from those the run started with"):
         catsdogs.resume(tmp_path / "run")
     assert json.loads((tmp_path / "run" / "photos.json").read_text()) == roles  # kept
+    assert {name: (tmp_path / "run" / name).read_bytes() for name in records} == records  # and these
     model = types.SimpleNamespace(image_size=(32, 32), class_names=list(TWO_CLASSES),
                                   source=tmp_path / "run")
     with pytest.raises(CatsDogsError, match="fitted_the_temperature photos are new or gone"):

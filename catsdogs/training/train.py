@@ -220,24 +220,24 @@ def _start_run_folder(data, run_dir, resumed, chooses=True):
     for split in summary["counts"]:
         counts = ", ".join(f"{name} {n}" for name, n in summary["counts"][split].items())
         log().info(f"{split:>10}: {counts}  ({summary['sources'][split]})")
+    roles = data.photo_roles(chooses)
+    names_file = run_dir / runs.CLASS_NAMES_FILE
+    if resumed:  # refused before any record of the run is written over
+        check_same_photos(run_dir, roles, fix="resume with the photos the run started with, "
+                                              "or start a new run on these")
+        # a run killed before it wrote its class names has none to compare: written below
+        if names_file.exists() and cfg.load_json(names_file) != data.class_names:
+            raise CatsDogsError("the data's classes differ from the run's class_names.json",
+                                where=names_file, fix="resume with the data the run started with")
     runs.write_csv(run_dir / runs.SKIPPED_FILE, ["path", "reason"], data.skipped)
     if data.skipped:
         log().warning("\n".join([f"Skipped {len(data.skipped)} unusable file(s); all of them in "
                                  f"{run_dir / runs.SKIPPED_FILE}"] + name_some(
             [f"{display(path)}: {reason}" for path, reason in data.skipped])))
     runs.write_json(run_dir / runs.DATASET_FILE, summary)
-    roles = data.photo_roles(chooses)
-    if resumed:
-        check_same_photos(run_dir, roles, fix="resume with the photos the run started with, "
-                                              "or start a new run on these")
     runs.write_json(run_dir / runs.PHOTOS_FILE, roles)
     for line in quick_warnings(data):
         log().warning(line)
-    names_file = run_dir / runs.CLASS_NAMES_FILE
-    # a run killed before it wrote its class names has none to compare: they are written now
-    if resumed and names_file.exists() and cfg.load_json(names_file) != data.class_names:
-        raise CatsDogsError("the data's classes differ from the run's class_names.json",
-                            where=names_file, fix="resume with the data the run started with")
     runs.write_json(names_file, data.class_names)
     return roles
 
