@@ -250,7 +250,8 @@ class TrainConfig:
            "(BatchNorm layers stay in inference mode; a new optimizer); 0: no second stage")
     fine_tune_learning_rate: float | None = setting(
         None, "(float) the second stage's (peak) learning rate; default: a tenth of "
-              "--learning-rate")
+              "--learning-rate",
+        search=("scales", 1.0, 5.0, 10.0))  # the tenth, half or whole of the first stage's
     unfreeze: str = setting(
         UNFREEZE_ALL, "(all or K) what the second stage trains: all, or the last K layers with "
                       "weights before the head (BatchNorm layers not counted, never trained)")

@@ -269,7 +269,8 @@ def test_the_range_declared_beside_a_setting_is_the_one_searched():
     declared = {f.name: f.metadata["search"]
                 for cls in (cfg.TrainConfig, cfg.AugmentConfig) for f in dataclasses.fields(cls)
                 if f.metadata.get("search")}
-    assert set(searched) == set(declared) - {"ema"} or set(searched) == set(declared)
+    one_stage = set(declared) - {"fine_tune_learning_rate"}  # no second stage, no rate of its own
+    assert set(searched) == one_stage - {"ema"} or set(searched) == one_stage
     for name, (kind, *values) in declared.items():
         if name not in searched:
             continue
@@ -299,6 +300,12 @@ def test_the_range_declared_beside_a_setting_is_the_one_searched():
     assert list(searched["image_size"].values) == [96, 120, 144]
     pretrained = dataclasses.replace(base, weights="body.weights.h5")  # a body of its width
     assert "width" not in space.preset_ranges(pretrained, get_preset(base.preset))
+    # two stages: the body's rate a tenth (the default), half or the whole of the head's
+    two_stage = dataclasses.replace(pretrained, fine_tune_epochs=4,  # as resolve_config sets it
+                                    fine_tune_learning_rate=base.learning_rate / 10)
+    rates = space.preset_ranges(two_stage, get_preset(base.preset))["fine_tune_learning_rate"]
+    assert rates[0] == "choice" and list(rates[1:]) == pytest.approx(
+        [two_stage.learning_rate * f for f in (0.1, 0.5, 1.0)])
     download = resolve_config(cfg.TrainConfig(dataset="cifar10", preset="fast-cifar10"))
     assert "image_size" not in space.preset_ranges(download, get_preset("fast-cifar10"))
     config = space.trial_config(base, {"rotation_range": 5.0, "zoom_range": 0.1,

@@ -64,6 +64,8 @@ def preset_ranges(base, preset, fixed=(), overrides=None, source="--space"):
         ranges.pop("image_size", None)  # the downloaded CIFAR-10 arrays are 32x32 alone
     if base.lookahead:  # --ema and --lookahead both average the weights
         ranges.pop("ema", None)
+    if not base.fine_tune_epochs:  # no second stage: no rate of its own
+        ranges.pop("fine_tune_learning_rate", None)
     for name in fixed:
         ranges.pop(name, None)
     known = {f.name for f in dataclasses.fields(cfg.TrainConfig)} | _augment_names()
