@@ -163,13 +163,17 @@ TWO_CLASSES = {"cats": (200, 80, 60), "dogs": (60, 90, 200)}
 THREE_CLASSES = {"apples": (200, 40, 40), "grapes": (90, 40, 160), "limes": (60, 200, 60)}
 
 
-@pytest.fixture
-def binary_folders(tmp_path):
-    """train/ and validation/ folders of two generated classes."""
-    root = tmp_path / "images"
+def write_binary_folders(root):
+    """train/ (12 per class) and validation/ (6 per class) of two generated classes in `root`."""
     write_class_images(root / "train", TWO_CLASSES, 12, seed=1)
     write_class_images(root / "validation", TWO_CLASSES, 6, seed=2)
     return root
+
+
+@pytest.fixture
+def binary_folders(tmp_path):
+    """train/ and validation/ folders of two generated classes."""
+    return write_binary_folders(tmp_path / "images")
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ from catsdogs.models.presets import get_preset
 from catsdogs.training.distill import ProbabilityDistillation
 from catsdogs.training.prune import channel_groups, prune_model
 
-from conftest import (TWO_CLASSES, Interrupt, crash_when_epoch_starts, killed_then_resumed,
-                      one_error_line, write_class_images)
+from conftest import (Interrupt, crash_when_epoch_starts, killed_then_resumed, one_error_line,
+                      write_binary_folders)
 
 RUN_FILES = ["config.json", "class_names.json", "history.csv", "model.keras",
              "saved_model/saved_model.pb", "metrics.json", "calibration.json"]
@@ -30,9 +30,7 @@ SMALL = ["--epochs", "2", "--batch-size", "8"]
 def teacher(tmp_path_factory):
     """A finished seed-cifar10 run (one epoch) on generated cats and dogs."""
     root = tmp_path_factory.mktemp("teacher")
-    images = root / "images"
-    write_class_images(images / "train", TWO_CLASSES, 12, seed=1)
-    write_class_images(images / "validation", TWO_CLASSES, 6, seed=2)
+    images = write_binary_folders(root / "images")
     run = catsdogs.train(cfg.TrainConfig(data=str(images), preset="seed-cifar10", epochs=1,
                                          batch_size=8, run_dir=str(root / "run")))
     return run.dir

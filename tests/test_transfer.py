@@ -17,7 +17,7 @@ from catsdogs.models.presets import WHITENING_LAYER, get_preset
 from catsdogs.models.transfer import body_layers, head_of, start_model
 from catsdogs.training.stages import set_stage
 
-from conftest import TWO_CLASSES, Interrupt, crash_when_epoch_starts, one_error_line, write_class_images
+from conftest import Interrupt, crash_when_epoch_starts, one_error_line, write_binary_folders
 
 
 def small_config(folder, run_dir, **overrides):
@@ -243,9 +243,7 @@ def test_weights_from_a_run_with_other_classes_get_a_new_head_and_the_same_body(
 def started(tmp_path_factory):
     """(photos, a one-epoch fast-cifar10 run on them): where the two-stage runs below start."""
     root = tmp_path_factory.mktemp("transfer")
-    folders = root / "images"
-    write_class_images(folders / "train", TWO_CLASSES, 12, seed=1)
-    write_class_images(folders / "validation", TWO_CLASSES, 6, seed=2)
+    folders = write_binary_folders(root / "images")
     return folders, catsdogs.train(small_config(folders, root / "source"))
 
 
