@@ -251,7 +251,7 @@ class TrainConfig:
     fine_tune_learning_rate: float | None = setting(
         None, "(float) the second stage's (peak) learning rate; default: a tenth of "
               "--learning-rate",
-        search=("scales", 1.0, 5.0, 10.0))  # the tenth, half or whole of the first stage's
+        search=("scales", 1.0, 5.0, 10.0))  # a tenth, half or all of the preset's learning rate
     unfreeze: str = setting(
         UNFREEZE_ALL, "(all or K) what the second stage trains: all, or the last K layers with "
                       "weights before the head (BatchNorm layers not counted, never trained)")
@@ -640,10 +640,12 @@ def read_run_config(path):
 def read_settings_file(path):
     """A `--config FILE.json` of settings; a copied run config.json is fine (its version key is
     dropped: what it leaves out comes from the preset, not from an old run's defaults; so is its
-    run_dir, the folder of the run it was copied from, which would refuse the new run)."""
+    run_dir, the folder of the run it was copied from, which would refuse the new run, and its
+    worker count, which the new run records for itself)."""
     values = load_json(path)
     if isinstance(values, dict) and values.pop(VERSION_KEY, None) is not None:
         values.pop("run_dir", None)
+        values.pop("workers", None)
     check_keys(TrainConfig, values, source=path)
     check_types(TrainConfig, values, source=path)
     return values

@@ -134,6 +134,11 @@ def test_fix_into_refuses_a_folder_inside_the_data_before_the_scan(tmp_path, cap
                                          "--fix-into", str(tmp_path / "dotted")])
     assert "not empty (it holds .notes)" in line
     assert (tmp_path / "dotted" / ".notes").read_text() == "mine"
+    (tmp_path / "empty").mkdir()  # a link to an empty folder: replaced by the copy, not filled
+    (tmp_path / "link").symlink_to(tmp_path / "empty")
+    line = one_error_line(capsys, main, [str(root), "--out", str(tmp_path / "doctor.json"),
+                                         "--fix-into", str(tmp_path / "link")])
+    assert "is a link" in line and (tmp_path / "link").is_symlink()
 
 def test_training_warns_about_leakage_and_imbalance(tmp_path):
     from catsdogs.config import TrainConfig

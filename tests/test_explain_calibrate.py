@@ -234,7 +234,8 @@ def test_predictions_csv_rows_equal_a_direct_model_call(tmp_path):
 
 
 @pytest.mark.usefixtures("calibration_at_test_scale")
-def test_training_calibrates_and_calibrate_adds_it_to_an_old_run(binary_folders, tmp_path, capsys):
+def test_training_calibrates_and_calibrate_adds_it_to_an_old_run(binary_folders, tmp_path, capsys,
+                                                                  monkeypatch):
     from catsdogs.commands.calibrate import main
 
     run = catsdogs.train(catsdogs.TrainConfig(data=str(binary_folders), preset="seed-cifar10",
@@ -255,9 +256,11 @@ def test_training_calibrates_and_calibrate_adds_it_to_an_old_run(binary_folders,
     assert catsdogs.load(run.dir).temperature == pytest.approx(stored["temperature"], rel=1e-3)
     assert set(stored["tta"]) == {"flip", "shift"}  # too few photos: each view set keeps T = 1
     assert all("fewer than the 100" in views["decision"] for views in stored["tta"].values())
-    assert "fitted_files" not in rewritten  # the run's own photos: photos.json lists them
-    # on photos of the user's: calibration.json lists them, for evaluate's warning
-    assert main([str(run.dir), str(binary_folders / "validation")]) == 0
+    assert len(rewritten["fitted_files"]) == rewritten["images"]  # which photos fitted it
+    # on photos of the user's: calibration.json lists them (as real paths, whatever the
+    # folder evaluate later runs from), for evaluate's warning
+    monkeypatch.chdir(binary_folders)
+    assert main([str(run.dir), "validation"]) == 0
     refitted = json.loads((run.dir / "calibration.json").read_text())
     assert len(refitted["fitted_files"]) == refitted["images"] > 0  # those the model did not use
     assert set(refitted["fitted_files"]) <= {str(p) for p in (binary_folders / "validation").rglob("*.*")}

@@ -330,6 +330,8 @@ def test_train_seeds_leaves_the_members_their_spread_and_their_ensemble(folders,
     mtimes = {p: p.stat().st_mtime_ns for p in out.glob("*/model.keras")}
     assert main(argv) == 0  # again: every seed finished, nothing trains, the ensemble is kept
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/model.keras")} == mtimes
+    (out / "ensemble" / "photos.json").unlink()  # as an older catsdogs wrote it: written again
+    assert main(argv) == 0 and (out / "ensemble" / "photos.json").exists()
     # one seed more: the ensemble is written again with the three, as seeds.json says
     assert main([*argv[:-4], "--seeds", "3", *argv[-2:]]) == 0
     members = json.loads((out / "ensemble" / "ensemble.json").read_text())["members"]

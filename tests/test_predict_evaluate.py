@@ -381,6 +381,7 @@ def test_evaluate_and_calibrate_say_when_the_photos_trained_the_model(model_dir,
     (model_dir / "calibration.json").write_text(json.dumps({
         "temperature": 1.5, "fitted_files": [str(validation / "cats" / Path(c).name) for c in cats[:3]]}))
     assert catsdogs.evaluate(model_dir, validation)["photos_that_fitted_the_temperature"] == 3
+    assert "3 fitted the model's temperature (its run's calibration.json)" in caplog.text
     (model_dir / "calibration.json").unlink()
     # calibrate on the test split: allowed, and said
     (model_dir / "photos.json").write_text(json.dumps({"tested_once": {"files": cats}}))

@@ -147,7 +147,10 @@ def test_a_search_killed_in_its_second_trial_resumes_it_and_ends_with_three(
     line = one_error_line(capsys, cli.main, argv, exit_code=2)
     assert "state file is torn" in line and str(state) in line and "new --run-dir" in line
     state.write_bytes(whole)
+    leftover = state.parent.parent / ".oracle.json.tmp-99999.json"  # a whole write, killed
+    leftover.write_text('{"ongoing_trials": ')
     assert cli.main(argv) == 0
+    assert not leftover.exists()
     assert [s for s in started if s[0] == "trial-1"] == [("trial-1", 0), ("trial-1", 1),
                                                           ("trial-1", 1)]  # resumed, not redone
     assert [s for s in started if s[0] == "trial-0"] == [("trial-0", 0), ("trial-0", 1)]

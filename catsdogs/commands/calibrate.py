@@ -14,6 +14,8 @@ and log-likelihood before and after, the `--min-confidence auto` threshold), rew
 saved_model/ with the temperature inside, and plots/reliability.png.
 """
 
+import os
+
 from catsdogs import config as cfg
 from catsdogs.config import command_parser
 from catsdogs.data.cache import CacheConfig
@@ -48,7 +50,7 @@ def _run(args):
         split, labels, source = held_out_photos(run_dir, classifier, args.data_dir, cache)
         report = calibrate_run(run_dir, classifier.model, split.pixel_view(), labels,
                                classifier.class_names, fitted_on=source,
-                               fitted_files=split.paths if args.data_dir else None)
+                               fitted_files=[os.path.realpath(p) for p in split.paths])
     print(f"temperature {report['temperature']:.4f} on {report['images']} images ({source}): "
           f"{report['decision']}")
     print(f"expected calibration error {report['ece_before']:.4f} -> {report['ece_after']:.4f} "

@@ -207,7 +207,12 @@ def check_copy_target(target, data_dir):
     """A cleaned copy (--fix-into) goes into a new or empty folder outside the data, checked
     before the scan or the training (runs.check_output_folder): inside the data folder, the
     next run would read the copy as more photos (its split folders as a class). Empty means
-    no hidden entries either: the label audit's copy replaces the folder whole."""
+    no hidden entries either: the copy replaces the folder whole, and so a link would be
+    replaced by it, not followed."""
+    if Path(target).is_symlink():
+        raise CatsDogsError("the folder is a link; the copy would replace the link, not fill the "
+                            "folder it leads to", where=target,
+                            fix="give --fix-into the folder itself, or a new one")
     runs.check_output_folder(target, "--fix-into", reads=data_dir, replaced_whole=True)
 
 

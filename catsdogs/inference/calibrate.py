@@ -266,8 +266,8 @@ def calibrate_run(run_dir, model, pixels, labels, class_names, fitted_on, batch_
     """Fit the temperature of the Keras `model` of `run_dir` on held-out images; write
     calibration.json and the run's saved_model/ with the temperature inside it. Without
     images (`pixels` None), T = 1 and `why_none` (or the usual reason) is the decision.
-    `fitted_files`, the images' paths, are kept in calibration.json where they are not those
-    photos.json lists as having fitted the temperature (`catsdogs calibrate RUN DATA`).
+    `fitted_files`, the images' real paths, are kept in calibration.json (`catsdogs calibrate`:
+    they may not be those photos.json lists as having fitted it, e.g. a refit on DATA).
 
     Returns:
         dict: what calibration.json holds.

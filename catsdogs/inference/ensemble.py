@@ -201,7 +201,9 @@ def ensemble_of(run_dirs, out):
     out = Path(out)
     members = _member_names(run_dirs)
     record = out / ENSEMBLE_FILE
-    if (out / runs.MODEL_FILE).exists() and record.exists():
+    # one written before ensembles recorded photo roles is written again, where its members do
+    recorded = (out / runs.PHOTOS_FILE).exists() or ensemble_photo_roles(run_dirs, []) is None
+    if (out / runs.MODEL_FILE).exists() and record.exists() and recorded:
         with contextlib.suppress(CatsDogsError):  # damaged: written again
             kept = load_json(record)
             if isinstance(kept, dict) and kept.get("members") == members:

@@ -129,13 +129,13 @@ def warn_if_they_fitted_the_temperature(source, paths, metrics=None):
     record = _readable(calibration) if calibration is not None and calibration.is_file() else None
     if isinstance(record, dict) and isinstance(record.get(FITTED_FILES), list):
         fitted = {os.path.realpath(path) for path in record[FITTED_FILES] if isinstance(path, str)}
-        count = len(fitted & {os.path.realpath(path) for path in paths})
+        count, said_by = len(fitted & {os.path.realpath(path) for path in paths}), CALIBRATION_FILE
     else:
         count = photos_in_role(source, paths, "fitted_the_temperature")
+        said_by = runs.PHOTOS_FILE
     if count:
         log().warning(f"of these {len(paths)} photos, {count} fitted the model's temperature "
-                      f"(its run's {runs.PHOTOS_FILE}): the calibration error after it reads low "
-                      "on them")
+                      f"(its run's {said_by}): the calibration error after it reads low on them")
     if metrics is not None:
         metrics["photos_that_fitted_the_temperature"] = count
     return count

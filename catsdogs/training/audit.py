@@ -202,7 +202,7 @@ def summary_lines(audit):
 # ---------------------------------------------------------------- a cleaned copy
 
 
-def write_fixedcopy_file(audit, data_dir, target, relabel=False):
+def write_fixed_copy(audit, data_dir, target, relabel=False):
     """Copy the audited images of `data_dir` into `target` in its layout, without the suspects,
     or with each suspect in its suggested class folder (`relabel`). The data is only read.
 

@@ -586,8 +586,10 @@ def train(config, callbacks=(), test=True, decoded=None):
     check_sources(config)  # what a user can fix is found before TensorFlow loads
     _check_writable(config)
     placement = _placement(config)
-    if config.strategy == "multiworker":  # the shares a resume or calibrate cuts again
-        config = dataclasses.replace(config, workers=placement.workers)
+    # the shares a resume or calibrate cuts again; none but a multi-worker run's (a pruned
+    # one inherits its source's settings)
+    config = dataclasses.replace(config, workers=placement.workers
+                                 if config.strategy == "multiworker" else None)
     check_image_size(config)  # builds a model: after the placement, which comes first
     log().info(f"Settings: {json.dumps(cfg.to_dict(config))}")
     if config.weights == "imagenet" and placement.is_chief:
@@ -695,7 +697,7 @@ def resume(run_dir, callbacks=(), test=True, decoded=None):
     run_dir = runs.existing_run_dir(run_dir)
     config = cfg.read_run_config(run_dir / runs.CONFIG_FILE)
     worker, workers = cluster_from_environment() if config.strategy == "multiworker" else (0, 1)
-    if config.workers and workers != config.workers:
+    if config.strategy == "multiworker" and config.workers and workers != config.workers:
         raise CatsDogsError(f"the run was trained by {config.workers} workers and would "
                             f"continue with {workers}: each worker's share of the photos, and "
                             "so the splits, would be cut anew", where=run_dir,

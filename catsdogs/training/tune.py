@@ -87,8 +87,15 @@ def _write_state(path, stateful):
 def check_state_files(folder):
     """KerasTuner's state files of an earlier session, each read before KerasTuner reloads
     them: one torn by a kill (catsdogs wrote them in place before _write_state) is named, where
-    KerasTuner's reload fails with a JSONDecodeError that names no file."""
-    for path in sorted((folder / TUNER_DIR).rglob("*.json")):
+    KerasTuner's reload fails with a JSONDecodeError that names no file. What a kill left of a
+    whole write (a hidden temporary file) is removed first: the file it was to replace is whole.
+    """
+    runs.remove_stale_temporaries(folder / TUNER_DIR)
+    state = folder / TUNER_DIR
+    for path in sorted([state / "oracle.json", *state.glob("tuner*.json"),
+                        *state.glob("trial_*/trial.json")]):
+        if not path.is_file():
+            continue
         try:
             json.loads(path.read_bytes())
         except ValueError:  # UnicodeDecodeError and JSONDecodeError both
