@@ -29,6 +29,7 @@ HISTORY_FILE = "history.csv"
 SKIPPED_FILE = "skipped.csv"
 METRICS_FILE = "metrics.json"
 PHOTOS_FILE = "photos.json"  # which photos trained, chose the model, fitted T, tested
+CALIBRATION_FILE = "calibration.json"  # the temperature, and what it was fitted on
 MODEL_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
 LOGS_DIR = "logs"

@@ -21,11 +21,11 @@ from catsdogs import config as cfg
 from catsdogs import runs
 from catsdogs.data.datasets import MIN_CALIBRATION_IMAGES
 from catsdogs.errors import CatsDogsError
-from catsdogs.inference.photo_roles import check_same_photos, photos_in_role, used_by_the_model
+from catsdogs.inference.photo_roles import (FITTED_FILES, check_same_photos, photos_in_role,
+                                           used_by_the_model)
 from catsdogs.inference.runtimes import as_class_probabilities
 
-CALIBRATION_FILE = "calibration.json"
-FITTED_FILES = "fitted_files"  # calibration.json: the photos T was fitted on, where not photos.json's
+CALIBRATION_FILE = runs.CALIBRATION_FILE
 TEMPERATURE_BOUNDS = (0.05, 20.0)  # the search's range of T
 ECE_BINS = 15  # Guo et al.'s bins for the expected calibration error
 DEFAULT_KEEP = 0.95  # `--min-confidence auto` keeps this share of validation images

@@ -11,6 +11,7 @@ from catsdogs.console import log
 from catsdogs.errors import CatsDogsError
 
 USED_ROLES = {"trained_on": "trained it", "chose_the_model": "chose its epoch"}  # photos.json
+FITTED_FILES = "fitted_files"  # calibration.json: the photos `catsdogs calibrate` fitted T on
 
 
 def photos_the_model_used(source, paths):
@@ -123,13 +124,11 @@ def warn_if_they_fitted_the_temperature(source, paths, metrics=None):
     calibration error on them reads low (T was chosen to fit them). Recorded in `metrics`
     ("photos_that_fitted_the_temperature") when given. The photos are those calibration.json
     lists when `catsdogs calibrate RUN DATA` fitted it, else photos.json's."""
-    from catsdogs.inference.calibrate import CALIBRATION_FILE, FITTED_FILES
-
-    calibration = _run_folder(source) / CALIBRATION_FILE if source is not None else None
+    calibration = _run_folder(source) / runs.CALIBRATION_FILE if source is not None else None
     record = _readable(calibration) if calibration is not None and calibration.is_file() else None
     if isinstance(record, dict) and isinstance(record.get(FITTED_FILES), list):
         fitted = {os.path.realpath(path) for path in record[FITTED_FILES] if isinstance(path, str)}
-        count, said_by = len(fitted & {os.path.realpath(path) for path in paths}), CALIBRATION_FILE
+        count, said_by = len(fitted & {os.path.realpath(path) for path in paths}), runs.CALIBRATION_FILE
     else:
         count = photos_in_role(source, paths, "fitted_the_temperature")
         said_by = runs.PHOTOS_FILE
