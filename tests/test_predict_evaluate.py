@@ -530,3 +530,22 @@ def test_roc_auc_counts_tied_scores_half_as_scikit_learn_does():
     labels, scores = rng.integers(0, 2, 300), np.round(rng.random(300), 1)  # many ties
     assert roc_auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
     assert roc_auc([1, 1], [0.2, 0.9]) is None  # one class only: no curve
+
+
+def test_a_file_made_at_the_output_name_while_predicting_is_left_as_it_is(
+        model_dir, binary_folders, tmp_path, capsys, monkeypatch):
+    """--output is checked before the work and again just before the write: a file another
+    program wrote at that name meanwhile is not predict's to write over."""
+    from catsdogs.commands import predict as predict_command
+
+    output = tmp_path / "rows.csv"
+    original = predict_command.predict_paths
+
+    def while_predicting(*args, **kwargs):
+        output.write_text("someone else's\n")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(predict_command, "predict_paths", while_predicting)
+    line = one_error_line(capsys, predict_command.main, [
+        str(model_dir), str(binary_folders / "validation"), "--output", str(output)], alone=False)
+    assert "not an earlier output of predict" in line and output.read_text() == "someone else's\n"

@@ -58,9 +58,15 @@ def check_flags(args):
     if args.output and Path(args.output).is_dir():
         raise CatsDogsError("--output is a folder", where=args.output,
                             fix="give a file name inside it, e.g. predictions.csv")
-    if args.output and Path(args.output).exists() and not is_predict_output(args.output):
+    check_output_file(args.output)
+
+
+def check_output_file(output):
+    """--output names a new file or an earlier output of predict, checked before the work and
+    again just before the write (another program may have written the name meanwhile)."""
+    if output and Path(output).exists() and not is_predict_output(output):
         raise CatsDogsError("the file exists and is not an earlier output of predict: predict "
-                            "writes over no other file", where=args.output,
+                            "writes over no other file", where=output,
                             fix="give --output a new file name")
 
 
@@ -106,6 +112,7 @@ def _run(args):
         print(f"{display(row.path):<{width}}  {row.predicted:<12} {row.probability:.4f}{extra}")
     log().info(f"{len(rows)} classified, {len(skipped)} skipped")
     if args.output:
+        check_output_file(args.output)
         write_output(rows, skipped, args.output, with_top_k)
         print(f"Wrote {args.output}")
     if args.explain:
