@@ -1,6 +1,9 @@
 """`catsdogs weights fetch`: Keras' downloader asked for the file keras.applications would
 fetch, with its hash; no test touches the network."""
 
+import hashlib
+import os
+
 import keras
 import pytest
 
@@ -58,11 +61,34 @@ def test_fetch_asks_for_the_file_and_hash_keras_applications_would(name, downloa
 
 def test_fetch_into_a_folder_saves_there_and_says_the_weights_flag(downloads, tmp_path, capsys):
     folder = tmp_path / "carry" / "weights"
+    folder.mkdir(parents=True)
+    (folder / ".convnext_tiny_notop.h5.tmp-99999.h5").write_bytes(b"half")  # a killed fetch's
     assert main(["fetch", "convnexttiny-catsdogs", "--into", str(folder)]) == 0
     assert downloads[0]["cache_dir"] == str(folder) and downloads[0]["cache_subdir"] == ""
-    assert folder.is_dir()  # made first: Keras would write to /tmp/.keras for a missing one
+    assert downloads[0]["fname"].startswith(".")  # under a hidden name until it is whole
+    assert os.listdir(folder) == ["convnext_tiny_notop.h5"]
     out = capsys.readouterr().out
     assert f"--weights {folder / 'convnext_tiny_notop.h5'}" in out
+    missing = tmp_path / "new" / "weights"  # made first: Keras would write to /tmp/.keras
+    assert main(["fetch", "convnexttiny-catsdogs", "--into", str(missing)]) == 0
+    assert (missing / "convnext_tiny_notop.h5").is_file()
+
+
+def test_fetch_into_keeps_the_right_file_and_never_downloads_over_another(downloads, tmp_path,
+                                                                          capsys, monkeypatch):
+    from catsdogs.models.imagenet import ImagenetWeights
+
+    weights = get_preset("mobilenetv3-catsdogs").imagenet
+    target = tmp_path / weights.file
+    target.write_bytes(b"someone's file")
+    line = one_error_line(capsys, main, ["fetch", "mobilenetv3-catsdogs", "--into", str(tmp_path)])
+    assert "not these weights" in line and str(target) in line
+    assert target.read_bytes() == b"someone's file" and not downloads
+    origin = weights.origin_and_hash()[0]
+    monkeypatch.setattr(ImagenetWeights, "origin_and_hash",
+                        lambda self: (origin, hashlib.sha256(b"someone's file").hexdigest()))
+    assert main(["fetch", "mobilenetv3-catsdogs", "--into", str(tmp_path)]) == 0
+    assert not downloads and target.read_bytes() == b"someone's file"  # the right one: kept
 
 
 def test_an_unknown_name_is_one_line_listing_the_names(downloads, capsys):

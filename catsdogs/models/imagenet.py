@@ -8,6 +8,7 @@ functions: the presets' registry holds these records and is read before TensorFl
 """
 
 import dataclasses
+import glob
 import importlib
 import os
 from pathlib import Path
@@ -42,24 +43,46 @@ class ImagenetWeights:
         where `--weights imagenet` finds it, or into the folder `into`; a file already there with
         the right hash is kept. Returns its path.
 
+        Into a folder of the user's, the file is downloaded under a hidden temporary name and
+        renamed when whole (Keras writes onto the final name, so a kill left a partial file a
+        `--weights` path then named), and a file of that name with another hash is refused
+        (Keras would download over it).
+
         Raises:
             RunFailed: no network, or a file that fails the hash (exit 1).
-            CatsDogsError: `into` is not a folder; MachineError: one that cannot be written.
+            CatsDogsError: `into` is not a folder, or holds another file of that name;
+                MachineError: one that cannot be written.
         """
         import keras
 
         from catsdogs.data.download import through_keras  # numpy, Pillow: not for the registry
 
         origin, file_hash = self.origin_and_hash()
-        place = {"cache_subdir": "models"}
-        if into is not None:
-            into = Path(into).absolute()
-            if into.exists() and not into.is_dir():
-                raise CatsDogsError("not a folder", where=into, fix="give a folder for --into")
-            runs.check_writable(into)  # else Keras quietly writes to /tmp/.keras instead
-            into.mkdir(parents=True, exist_ok=True)
-            place = {"cache_dir": str(into), "cache_subdir": ""}
-        return Path(through_keras(
-            lambda: keras.utils.get_file(self.file, origin, file_hash=file_hash, **place),
-            origin, fix="run it again on a machine that reaches the address (through a proxy: "
-                        "set https_proxy)"))
+
+        def download(name, **place):
+            return Path(through_keras(
+                lambda: keras.utils.get_file(name, origin, file_hash=file_hash, **place),
+                origin, fix="run it again on a machine that reaches the address (through a "
+                            "proxy: set https_proxy)"))
+
+        if into is None:
+            return download(self.file, cache_subdir="models")
+        into = Path(into).absolute()
+        if into.exists() and not into.is_dir():
+            raise CatsDogsError("not a folder", where=into, fix="give a folder for --into")
+        runs.check_writable(into)  # else Keras quietly writes to /tmp/.keras instead
+        into.mkdir(parents=True, exist_ok=True)
+        target = into / self.file
+        if target.exists():
+            from keras.src.utils.file_utils import validate_file
+
+            if validate_file(str(target), file_hash):
+                return target
+            raise CatsDogsError("a file of that name is there, and it is not these weights (its "
+                                "hash differs: an interrupted download, or another file)",
+                                where=target, fix="remove it, or give another --into")
+        for leftover in into.glob(f".{glob.escape(self.file)}.tmp-*"):  # a killed fetch's
+            leftover.unlink(missing_ok=True)
+        with runs.atomic_path(target) as temp:
+            download(temp.name, cache_dir=str(into), cache_subdir="")
+        return target
