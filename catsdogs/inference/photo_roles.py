@@ -124,20 +124,27 @@ def warn_if_they_fitted_the_temperature(source, paths, metrics=None):
     calibration error on them reads low (T was chosen to fit them). Recorded in `metrics`
     ("photos_that_fitted_the_temperature") when given. The photos are those calibration.json
     lists when `catsdogs calibrate RUN DATA` fitted it, else photos.json's."""
-    calibration = _run_folder(source) / runs.CALIBRATION_FILE if source is not None else None
-    record = _readable(calibration) if calibration is not None and calibration.is_file() else None
-    if isinstance(record, dict) and isinstance(record.get(FITTED_FILES), list):
-        fitted = {os.path.realpath(path) for path in record[FITTED_FILES] if isinstance(path, str)}
-        count, said_by = len(fitted & {os.path.realpath(path) for path in paths}), runs.CALIBRATION_FILE
-    else:
-        count = photos_in_role(source, paths, "fitted_the_temperature")
-        said_by = runs.PHOTOS_FILE
+    fitted, said_by = _fitted_files(source) if source is not None else (set(), None)
+    count = len(fitted & {os.path.realpath(path) for path in paths})
     if count:
         log().warning(f"of these {len(paths)} photos, {count} fitted the model's temperature "
                       f"(its run's {said_by}): the calibration error after it reads low on them")
     if metrics is not None:
         metrics["photos_that_fitted_the_temperature"] = count
     return count
+
+
+def _fitted_files(source):
+    """(real paths of the photos that fitted the temperature of the model at `source`, the
+    file that says so): calibration.json's `fitted_files` where `catsdogs calibrate` wrote
+    them, else photos.json's role."""
+    calibration = _run_folder(source) / runs.CALIBRATION_FILE
+    record = _readable(calibration) if calibration.is_file() else None
+    if isinstance(record, dict) and isinstance(record.get(FITTED_FILES), list):
+        return ({os.path.realpath(path) for path in record[FITTED_FILES] if isinstance(path, str)},
+                runs.CALIBRATION_FILE)
+    role = "fitted_the_temperature"
+    return _used_files(source, (role,)).get(role, set()), runs.PHOTOS_FILE
 
 
 def photos_in_role(source, paths, role):
