@@ -3,6 +3,7 @@ fetch, with its hash; no test touches the network."""
 
 import hashlib
 import os
+from pathlib import Path
 
 import keras
 import pytest
@@ -123,3 +124,53 @@ def test_into_a_file_and_a_failed_download_are_one_line(downloads, tmp_path, mon
 
 def test_the_command_is_registered():
     assert "weights" in cli.COMMANDS
+
+
+def test_fetch_into_leaves_a_running_fetchs_download_and_names_a_full_disk(downloads, tmp_path,
+                                                                          capsys, monkeypatch):
+    import errno
+
+    weights = get_preset("convnexttiny-catsdogs").imagenet
+    (tmp_path / weights.file).mkdir()  # not a file: refused in one line, not read
+    line = one_error_line(capsys, main, ["fetch", "convnexttiny-catsdogs", "--into", str(tmp_path)])
+    assert "not these weights" in line and not downloads
+    (tmp_path / weights.file).rmdir()
+    running = tmp_path / f".{weights.file}.tmp-1.h5"  # process 1's download, still going
+    running.write_bytes(b"half")
+    assert main(["fetch", "convnexttiny-catsdogs", "--into", str(tmp_path)]) == 0
+    assert running.read_bytes() == b"half" and (tmp_path / weights.file).is_file()
+
+    def disk_full(fname, origin, cache_dir=None, **rest):
+        raise OSError(errno.ENOSPC, "No space left on device", str(Path(cache_dir) / fname))
+
+    monkeypatch.setattr(keras.utils, "get_file", disk_full)
+    line = one_error_line(capsys, main, ["fetch", "convnexttiny-catsdogs", "--into",
+                                         str(tmp_path / "other")], exit_code=1)
+    assert "no space left on the disk" in line and "https_proxy" not in line
+    assert not [p for p in (tmp_path / "other").iterdir()]  # nothing half written left
+
+
+def test_a_file_that_takes_the_name_during_the_download_is_never_replaced(tmp_path, capsys,
+                                                                          monkeypatch):
+    from catsdogs.models.imagenet import ImagenetWeights
+
+    weights = get_preset("mobilenetv3-catsdogs").imagenet
+    target = tmp_path / weights.file
+    origin = weights.origin_and_hash()[0]
+    monkeypatch.setattr(ImagenetWeights, "origin_and_hash",
+                        lambda self: (origin, hashlib.sha256(b"theirs").hexdigest()))
+    arrives = {"content": b"theirs"}
+
+    def another_fetch_finishes_first(fname, origin, cache_dir=None, cache_subdir=None, **rest):
+        target.write_bytes(arrives["content"])
+        (Path(cache_dir) / fname).write_bytes(b"ours")
+        return str(Path(cache_dir) / fname)
+
+    monkeypatch.setattr(keras.utils, "get_file", another_fetch_finishes_first)
+    assert main(["fetch", "mobilenetv3-catsdogs", "--into", str(tmp_path)]) == 0
+    assert target.read_bytes() == b"theirs" and os.listdir(tmp_path) == [weights.file]
+    target.unlink()
+    arrives["content"] = b"a user's file"  # not these weights: refused, kept as it is
+    line = one_error_line(capsys, main, ["fetch", "mobilenetv3-catsdogs", "--into", str(tmp_path)])
+    assert "not these weights" in line and target.read_bytes() == b"a user's file"
+    assert os.listdir(tmp_path) == [weights.file]

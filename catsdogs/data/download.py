@@ -21,7 +21,7 @@ from catsdogs import runs
 from catsdogs.data import archives
 from catsdogs.data.images import irregular_reason
 from catsdogs.console import progress_bar, progress_to_stderr
-from catsdogs.errors import CatsDogsError, RunFailed
+from catsdogs.errors import CatsDogsError, RunFailed, machine_error
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +57,9 @@ SOURCES = types.MappingProxyType({
 def through_keras(get, where, fix):
     """`get()`, a download through Keras (its cache in ~/.keras, its hash check), its progress
     on stderr (Keras prints it on stdout: results only there); a failure is one line naming
-    `where` and, for any failure but a hash mismatch, `fix`."""
+    `where` and, for any failure but a hash mismatch, `fix`; the machine refusing the write (a
+    full disk, a read-only folder: Keras re-raises its OSError) names the file, and the fix
+    for that."""
     try:
         with progress_to_stderr():
             return get()
@@ -65,6 +67,9 @@ def through_keras(get, where, fix):
         raise RunFailed(f"download failed its hash check ({error})", where=where,
                         fix="try again later; the file was not used") from None
     except Exception as error:  # offline, proxy, HTTP error: all mean the same to the user
+        refused = machine_error(error)
+        if refused is not None:
+            raise refused from None
         raise RunFailed(f"could not download ({why_not_downloaded(error)})", where=where,
                         fix=fix) from None
 

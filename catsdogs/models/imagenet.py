@@ -11,6 +11,7 @@ import dataclasses
 import glob
 import importlib
 import os
+import re
 from pathlib import Path
 
 from catsdogs import runs
@@ -73,16 +74,49 @@ class ImagenetWeights:
         runs.check_writable(into)  # else Keras quietly writes to /tmp/.keras instead
         into.mkdir(parents=True, exist_ok=True)
         target = into / self.file
-        if target.exists():
-            from keras.src.utils.file_utils import validate_file
-
-            if validate_file(str(target), file_hash):
-                return target
-            raise CatsDogsError("a file of that name is there, and it is not these weights (its "
-                                "hash differs: an interrupted download, or another file)",
-                                where=target, fix="remove it, or give another --into")
+        if self._kept(target, file_hash):
+            return target
         for leftover in into.glob(f".{glob.escape(self.file)}.tmp-*"):  # a killed fetch's
-            leftover.unlink(missing_ok=True)
-        with runs.atomic_path(target) as temp:
-            download(temp.name, cache_dir=str(into), cache_subdir="")
+            if not _running(leftover.name):
+                leftover.unlink(missing_ok=True)
+        try:
+            with runs.atomic_path(target) as temp:
+                download(temp.name, cache_dir=str(into), cache_subdir="")
+                if os.path.lexists(target):  # taken meanwhile: the download is not renamed
+                    raise _TakenMeanwhile
+        except _TakenMeanwhile:
+            self._kept(target, file_hash)  # another fetch's is kept; anything else refused
         return target
+
+    @staticmethod
+    def _kept(target, file_hash):
+        """Whether `target` already holds these weights (then kept); nothing there is False,
+        anything else there is refused, never downloaded over."""
+        if not os.path.lexists(target):
+            return False
+        from keras.src.utils.file_utils import validate_file
+
+        if target.is_file() and validate_file(str(target), file_hash):
+            return True
+        raise CatsDogsError("something of that name is there, and it is not these weights (an "
+                            "interrupted download, or another file)", where=target,
+                            fix="remove it, or give another --into")
+
+
+class _TakenMeanwhile(Exception):
+    """Something took the file's name while it downloaded (another fetch into the folder)."""
+
+
+def _running(temporary_name):
+    """Whether the process whose id runs.atomic_path put in `temporary_name` still runs (its
+    download is not a leftover to remove)."""
+    match = re.search(r"\.tmp-(\d+)", temporary_name)
+    if match is None:
+        return False
+    try:
+        os.kill(int(match.group(1)), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: running
+        return True
+    return True
