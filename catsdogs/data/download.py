@@ -54,12 +54,12 @@ SOURCES = types.MappingProxyType({
 })
 
 
-def through_keras(get, where, fix):
+def through_keras(get, where, fix, writes_to=None):
     """`get()`, a download through Keras (its cache in ~/.keras, its hash check), its progress
     on stderr (Keras prints it on stdout: results only there); a failure is one line naming
     `where` and, for any failure but a hash mismatch, `fix`; the machine refusing the write (a
-    full disk, a read-only folder: Keras re-raises its OSError) names the file, and the fix
-    for that."""
+    full disk, a read-only folder: Keras re-raises its OSError, which may name no file) names
+    the file, or `writes_to` (default: Keras' cache folder), and the fix for that."""
     try:
         with progress_to_stderr():
             return get()
@@ -67,11 +67,19 @@ def through_keras(get, where, fix):
         raise RunFailed(f"download failed its hash check ({error})", where=where,
                         fix="try again later; the file was not used") from None
     except Exception as error:  # offline, proxy, HTTP error: all mean the same to the user
-        refused = machine_error(error)
+        refused = machine_error(error, getattr(error, "filename", None) or writes_to
+                                or _keras_cache())
         if refused is not None:
             raise refused from None
         raise RunFailed(f"could not download ({why_not_downloaded(error)})", where=where,
                         fix=fix) from None
+
+
+def _keras_cache():
+    """Keras' cache folder (~/.keras; KERAS_HOME moves it), where its downloads are written."""
+    from keras.src.backend.config import keras_home
+
+    return keras_home()
 
 
 def why_not_downloaded(error):

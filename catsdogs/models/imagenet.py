@@ -64,7 +64,7 @@ class ImagenetWeights:
             return Path(through_keras(
                 lambda: keras.utils.get_file(name, origin, file_hash=file_hash, **place),
                 origin, fix="run it again on a machine that reaches the address (through a "
-                            "proxy: set https_proxy)"))
+                            "proxy: set https_proxy)", writes_to=into))
 
         if into is None:
             return download(self.file, cache_subdir="models")
