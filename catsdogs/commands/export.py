@@ -16,7 +16,6 @@ from pathlib import Path
 from catsdogs.commands.common import add_model_flags, model_options
 from catsdogs.config import command_parser
 from catsdogs.errors import CatsDogsError, command_main
-from catsdogs.inference.calibrate import CALIBRATION_FILE
 from catsdogs.inference.export import (FILE_NAMES, FORMATS, check, check_formats, default_out,
                                        export, format_check_table)
 
@@ -61,7 +60,7 @@ def _run(args):
     out = args.out or default_out(model_file(args.model))
     exported = Path(model_file(args.model)).resolve()
     if any((Path(out) / FILE_NAMES[name]).resolve() == exported for name in formats) or \
-            (Path(out) / CALIBRATION_FILE).exists():
+            (Path(out) / runs.CALIBRATION_FILE).exists():
         # an ensemble's folder holds class_names.json as an export does: its model.keras would
         # be replaced by one with the temperature inside, which its calibration.json scales again
         raise CatsDogsError("--out is the folder of the model it exports (or of another model: "
